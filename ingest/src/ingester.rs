@@ -1,0 +1,320 @@
+//! The [`Ingester`]: de-duplication, batching per date partition, and durable commits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use cdlake_schemas::dead_letter::dead_letters_to_batch;
+use cdlake_schemas::event::events_to_batch;
+use cdlake_schemas::paths::{DataFilePath, Table};
+use cdlake_schemas::store::{Commit, Store};
+use cdlake_schemas::{DeadLetter, Event, Origin, cdevents, dead_letters_schema, events_schema};
+use chrono::NaiveDate;
+use sha2::{Digest, Sha256};
+
+use crate::parquet::{EncodeOptions, encode, read_identity_keys, writer_properties};
+use crate::{Error, Result};
+
+/// When to flush, and how to encode.
+#[derive(Debug, Clone)]
+pub struct IngesterConfig {
+    /// Flush when this many rows are buffered.
+    pub max_rows: usize,
+    /// Flush when the buffered payloads reach this many bytes.
+    pub max_bytes: usize,
+    /// Flush when the oldest buffered row has waited this long.
+    pub max_age: Duration,
+    /// How many date partitions' identity sets to keep in memory for de-duplication.
+    pub cached_partitions: usize,
+    pub encode: EncodeOptions,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 100_000,
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(2),
+            cached_partitions: 64,
+            encode: EncodeOptions::default(),
+        }
+    }
+}
+
+/// What happened to a pushed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Buffered; durable after the next successful flush.
+    Accepted,
+    /// Its identity is already stored or buffered: dropped.
+    Duplicate,
+}
+
+/// What happened to one raw record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    /// Dead-lettered with this reason.
+    Rejected(String),
+}
+
+/// What a flush committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    pub events: usize,
+    pub dead_letters: usize,
+    /// Files created (paths relative to the store root).
+    pub files: Vec<String>,
+    /// Files that were already in the store under the same name (a retried flush).
+    pub already_committed: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    keys: HashSet<u128>,
+    last_used: u64,
+}
+
+/// Buffers events per date partition and commits them as Parquet files.
+#[derive(Debug)]
+pub struct Ingester {
+    store: Store,
+    config: IngesterConfig,
+    seen: HashMap<NaiveDate, Partition>,
+    tick: u64,
+    pending: BTreeMap<NaiveDate, Vec<Event>>,
+    dead: Vec<DeadLetter>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    oldest: Option<Instant>,
+}
+
+/// Microseconds since the epoch, now.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Ingester {
+    pub fn new(store: Store, config: IngesterConfig) -> Self {
+        Self {
+            store,
+            config,
+            seen: HashMap::new(),
+            tick: 0,
+            pending: BTreeMap::new(),
+            dead: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            oldest: None,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Parse one raw record and push it, or dead-letter it with the reason.
+    /// `source` says where it came from, for the dead-letter row.
+    pub async fn ingest(&mut self, raw: &[u8], origin: Origin, source: &str) -> Result<Outcome> {
+        let now = now_micros();
+        match cdevents::parse(raw, origin, now) {
+            Ok(event) => Ok(match self.push(event).await? {
+                Pushed::Accepted => Outcome::Accepted,
+                Pushed::Duplicate => Outcome::Duplicate,
+            }),
+            Err(rejection) => {
+                self.push_dead_letter(DeadLetter {
+                    received_at: now,
+                    origin: origin.as_str().to_string(),
+                    source: source.to_string(),
+                    reason: rejection.0.clone(),
+                    payload: raw.to_vec(),
+                });
+                Ok(Outcome::Rejected(rejection.0))
+            }
+        }
+    }
+
+    /// Buffer an event unless its identity is already stored or buffered.
+    pub async fn push(&mut self, event: Event) -> Result<Pushed> {
+        let date = event.date();
+        let key = event.identity_key();
+        if !self.partition(date).await?.keys.insert(key) {
+            return Ok(Pushed::Duplicate);
+        }
+        self.pending_rows += 1;
+        self.pending_bytes += event.payload.len() + 256;
+        self.oldest.get_or_insert_with(Instant::now);
+        self.pending.entry(date).or_default().push(event);
+        Ok(Pushed::Accepted)
+    }
+
+    /// Buffer a dead-letter row.
+    pub fn push_dead_letter(&mut self, dead_letter: DeadLetter) {
+        self.pending_bytes += dead_letter.payload.len() + 256;
+        self.oldest.get_or_insert_with(Instant::now);
+        self.dead.push(dead_letter);
+    }
+
+    /// Rows (events and dead letters) waiting for a flush.
+    pub fn pending_rows(&self) -> usize {
+        self.pending_rows + self.dead.len()
+    }
+
+    /// Whether a limit (rows, bytes, age) is reached.
+    pub fn should_flush(&self) -> bool {
+        self.pending_rows() >= self.config.max_rows
+            || self.pending_bytes >= self.config.max_bytes
+            || self.oldest.is_some_and(|t| t.elapsed() >= self.config.max_age)
+    }
+
+    /// The identity set of a date partition, loaded from the store on first use.
+    async fn partition(&mut self, date: NaiveDate) -> Result<&mut Partition> {
+        self.tick += 1;
+        if !self.seen.contains_key(&date) {
+            self.evict();
+            let mut keys = HashSet::new();
+            for path in self.store.list(&Table::Events.partition_prefix(date)).await? {
+                if DataFilePath::parse(&path).is_none() {
+                    continue;
+                }
+                let Some(bytes) = self.store.get(&path).await? else { continue };
+                let found = tokio::task::spawn_blocking(move || read_identity_keys(bytes))
+                    .await?
+                    .map_err(|source| Error::ReadParquet { path: path.clone(), source })?;
+                keys.extend(found);
+            }
+            self.seen.insert(date, Partition { keys, last_used: 0 });
+        }
+        let p = self.seen.get_mut(&date).expect("inserted above");
+        p.last_used = self.tick;
+        Ok(p)
+    }
+
+    fn evict(&mut self) {
+        while self.seen.len() >= self.config.cached_partitions.max(1) {
+            let victim = self
+                .seen
+                .iter()
+                .filter(|(d, _)| !self.pending.contains_key(d))
+                .min_by_key(|(_, p)| p.last_used)
+                .map(|(d, _)| *d);
+            match victim {
+                Some(d) => self.seen.remove(&d),
+                None => break,
+            };
+        }
+    }
+
+    /// Commit everything buffered. On error, what was not committed stays buffered and a
+    /// later flush retries it under the same file names.
+    pub async fn flush(&mut self) -> Result<FlushReport> {
+        let mut report = FlushReport::default();
+        while let Some((&date, _)) = self.pending.first_key_value() {
+            let rows = self.pending.remove(&date).unwrap_or_default();
+            let opts = self.config.encode.clone();
+            let (rows, encoded) = tokio::task::spawn_blocking(move || {
+                let mut rows = rows;
+                let encoded = encode_events(date, &mut rows, &opts);
+                (rows, encoded)
+            })
+            .await?;
+            let committed = match encoded {
+                Ok((path, bytes)) => self.commit(&path, bytes, &mut report).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                self.pending.insert(date, rows);
+                return Err(e);
+            }
+            self.pending_rows -= rows.len();
+            report.events += rows.len();
+        }
+        if !self.dead.is_empty() {
+            let mut by_date: BTreeMap<NaiveDate, Vec<DeadLetter>> = BTreeMap::new();
+            for d in std::mem::take(&mut self.dead) {
+                by_date.entry(d.date()).or_default().push(d);
+            }
+            let mut failed = None;
+            for (date, rows) in by_date {
+                if failed.is_some() {
+                    self.dead.extend(rows);
+                    continue;
+                }
+                let result = match encode_dead_letters(date, &rows, &self.config.encode) {
+                    Ok((path, bytes)) => self.commit(&path, bytes, &mut report).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => report.dead_letters += rows.len(),
+                    Err(e) => {
+                        self.dead.extend(rows);
+                        failed = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        self.pending_bytes = 0;
+        self.oldest = None;
+        Ok(report)
+    }
+
+    async fn commit(&self, path: &DataFilePath, bytes: Vec<u8>, report: &mut FlushReport) -> Result<()> {
+        let path = path.to_string();
+        let len = bytes.len() as u64;
+        let started = Instant::now();
+        match self.store.put_if_absent(&path, bytes).await? {
+            Commit::Created => {
+                tracing::debug!(path, bytes = len, elapsed_ms = started.elapsed().as_millis() as u64, "Committed file.");
+                report.bytes += len;
+                report.files.push(path);
+            }
+            Commit::AlreadyExists => {
+                tracing::info!(path, "File already committed by an earlier attempt; not writing it again.");
+                report.already_committed += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sort a partition's rows by time and encode them; the file is named by its rows' identities.
+fn encode_events(date: NaiveDate, rows: &mut [Event], opts: &EncodeOptions) -> Result<(DataFilePath, Vec<u8>)> {
+    rows.sort_by(|a, b| (a.time, &a.event_source, &a.event_id).cmp(&(b.time, &b.event_source, &b.event_id)));
+    let mut keys: Vec<u128> = rows.iter().map(Event::identity_key).collect();
+    keys.sort_unstable();
+    let mut h = Sha256::new();
+    for k in keys {
+        h.update(k.to_le_bytes());
+    }
+    let path = DataFilePath::new(Table::Events, date, hex::encode(&h.finalize()[..16]));
+    let schema = events_schema();
+    let batch = events_to_batch(rows)?;
+    let bytes = encode(&schema, &[batch], writer_properties(&schema, "time", opts))
+        .map_err(|source| Error::EncodeParquet { path: path.to_string(), source })?;
+    Ok((path, bytes))
+}
+
+fn encode_dead_letters(date: NaiveDate, rows: &[DeadLetter], opts: &EncodeOptions) -> Result<(DataFilePath, Vec<u8>)> {
+    let mut h = Sha256::new();
+    for d in rows {
+        h.update(d.received_at.to_le_bytes());
+        for part in [d.origin.as_bytes(), d.source.as_bytes(), d.reason.as_bytes(), &d.payload] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    let path = DataFilePath::new(Table::DeadLetters, date, hex::encode(&h.finalize()[..16]));
+    let schema = dead_letters_schema();
+    let batch = dead_letters_to_batch(rows)?;
+    let bytes = encode(&schema, &[batch], writer_properties(&schema, "received_at", opts))
+        .map_err(|source| Error::EncodeParquet { path: path.to_string(), source })?;
+    Ok((path, bytes))
+}
+
+#[cfg(test)]
+mod tests;

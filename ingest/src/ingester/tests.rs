@@ -1,0 +1,139 @@
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use proptest::prelude::*;
+
+use super::*;
+use cdlake_schemas::event::batch_to_events;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    (dir, store)
+}
+
+fn cdevent(id: &str, time: &str) -> Vec<u8> {
+    format!(
+        r#"{{"context":{{"version":"0.4.1","id":"{id}","source":"/ci","type":"dev.cdevents.service.deployed.0.2.0","timestamp":"{time}"}},"subject":{{"id":"checkout","content":{{"environment":{{"id":"prod"}},"artifactId":"pkg:oci/checkout@1"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+async fn read_table(store: &Store, table: Table) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for path in store.list(table.dir()).await.unwrap() {
+        let bytes = store.get(&path).await.unwrap().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).unwrap().build().unwrap();
+        out.extend(reader.map(Result::unwrap));
+    }
+    out
+}
+
+#[tokio::test]
+async fn duplicates_are_dropped_within_a_run_and_against_the_store() {
+    let (_dir, store) = store();
+    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
+    assert_eq!(ing.ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t").await.unwrap(), Outcome::Accepted);
+    assert_eq!(ing.ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t").await.unwrap(), Outcome::Duplicate);
+    assert_eq!(ing.ingest(&cdevent("b", "2026-01-02T05:30:00+05:30"), Origin::CdEvents, "t").await.unwrap(), Outcome::Accepted);
+    let report = ing.flush().await.unwrap();
+    assert_eq!((report.events, report.files.len()), (2, 2), "{report:?}");
+    assert!(report.files.iter().any(|f| f.starts_with("events/date=2026-01-02/")));
+
+    // A new ingester (a second run, a restart) finds what the store holds.
+    let mut again = Ingester::new(store.clone(), IngesterConfig::default());
+    assert_eq!(again.ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t").await.unwrap(), Outcome::Duplicate);
+    assert_eq!(again.ingest(&cdevent("c", "2026-01-01T11:00:00Z"), Origin::CdEvents, "t").await.unwrap(), Outcome::Accepted);
+    let report = again.flush().await.unwrap();
+    assert_eq!(report.events, 1);
+    let rows: usize = read_table(&store, Table::Events).await.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, 3);
+}
+
+#[tokio::test]
+async fn rejected_records_become_dead_letters_with_reason_and_bytes() {
+    let (_dir, store) = store();
+    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
+    let out = ing.ingest(b"{broken", Origin::CdEvents, "import:x.jsonl:3").await.unwrap();
+    assert!(matches!(&out, Outcome::Rejected(r) if r.contains("malformed JSON")), "{out:?}");
+    ing.flush().await.unwrap();
+    let batches = read_table(&store, Table::DeadLetters).await;
+    let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+    assert!(text.contains("import:x.jsonl:3") && text.contains("malformed JSON"), "{text}");
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+}
+
+#[tokio::test]
+async fn a_retried_flush_of_the_same_rows_lands_on_the_same_file() {
+    let (_dir, store) = store();
+    let mut first = Ingester::new(store.clone(), IngesterConfig::default());
+    let mut second = Ingester::new(store.clone(), IngesterConfig::default());
+    for ing in [&mut first, &mut second] {
+        // Both buffer the same rows before either commits (a crash between commit and ack).
+        for id in ["x", "y"] {
+            ing.ingest(&cdevent(id, "2026-02-01T00:00:00Z"), Origin::CdEvents, "t").await.unwrap();
+        }
+    }
+    let a = first.flush().await.unwrap();
+    let b = second.flush().await.unwrap();
+    assert_eq!((a.files.len(), a.already_committed), (1, 0));
+    assert_eq!((b.files.len(), b.already_committed), (0, 1));
+    assert_eq!(read_table(&store, Table::Events).await.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+}
+
+#[tokio::test]
+async fn flush_limits() {
+    let (_dir, store) = store();
+    let config = IngesterConfig { max_rows: 2, max_age: Duration::from_secs(3600), ..Default::default() };
+    let mut ing = Ingester::new(store, config);
+    ing.ingest(&cdevent("1", "2026-02-01T00:00:00Z"), Origin::CdEvents, "t").await.unwrap();
+    assert!(!ing.should_flush());
+    ing.ingest(b"nope", Origin::CdEvents, "t").await.unwrap();
+    assert!(ing.should_flush(), "dead letters count towards the row limit");
+    ing.flush().await.unwrap();
+    assert_eq!(ing.pending_rows(), 0);
+    assert!(!ing.should_flush());
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of("[a-zA-Z0-9 ._:/@%-]{0,24}|\\PC{0,12}")
+}
+
+prop_compose! {
+    fn arb_event()(
+        ids in ("[a-z0-9-]{1,36}", "/[a-z/]{0,20}", "[a-z]{1,12}", "[a-z]{1,12}", "\\PC{1,20}"),
+        time in -2_000_000_000_000_000i64..4_000_000_000_000_000i64,
+        ingested_at in 0i64..4_000_000_000_000_000i64,
+        links in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
+        more in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
+        payload in "\\PC{0,200}",
+    ) -> Event {
+        let (event_id, event_source, subject, predicate, subject_id) = ids;
+        Event {
+            event_type: format!("dev.cdevents.{subject}.{predicate}.0.1.0"),
+            event_id, event_source, subject, predicate, subject_id,
+            spec_version: "0.5.1".into(), origin: "cdevents".into(), time, ingested_at,
+            service: links.0, environment: links.1, repository: links.2, change_id: links.3,
+            artifact_id: links.4, pipeline: links.5, run_id: links.6,
+            outcome: more.0, url: more.1, trace_id: more.2, span_id: more.3, chain_id: more.4,
+            team: more.5, task: more.6, payload,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// event → row → Parquet → row gives the event back, whatever its contents.
+    #[test]
+    fn events_round_trip_through_parquet(events in proptest::collection::vec(arb_event(), 1..40)) {
+        let schema = events_schema();
+        let batch = events_to_batch(&events).unwrap();
+        let bytes = encode(&schema, &[batch], writer_properties(&schema, "time", &EncodeOptions::default())).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).unwrap().build().unwrap();
+        let mut back = Vec::new();
+        for b in reader {
+            back.extend(batch_to_events(&b.unwrap()).unwrap());
+        }
+        prop_assert_eq!(back, events);
+    }
+}

@@ -1,0 +1,635 @@
+//! The DORA report: the five figures of DESIGN.md for a window `[from, to)`, overall and per
+//! group, with the level of each and what the figures rest on.
+//!
+//! The pairing work (which deployment failed, which deployment delivered which change, how long
+//! an incident lasted) is done by the `dora_*` views; this module selects the rows of the
+//! window, groups them, and computes counts, rates, medians and p90s. Percentiles interpolate
+//! linearly between the two nearest ranks (`percentile_cont`), so the median of an even count
+//! is the mean of the two middle values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Engine, Error, Result};
+
+pub mod render;
+
+/// How to group a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Service,
+    Team,
+    Week,
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "service" => Ok(Self::Service),
+            "team" => Ok(Self::Team),
+            "week" => Ok(Self::Week),
+            other => Err(Error::BadRequest(format!("unknown grouping {other:?}: use service, team or week"))),
+        }
+    }
+}
+
+/// A report request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoraRequest {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub by: Option<GroupBy>,
+}
+
+/// A DORA level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Elite,
+    High,
+    Medium,
+    Low,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Elite => "elite",
+            Level::High => "high",
+            Level::Medium => "medium",
+            Level::Low => "low",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub from: String,
+    pub to: String,
+    pub days: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentFrequency {
+    pub deployments: u64,
+    pub deploy_days: u64,
+    pub per_day: f64,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadTime {
+    pub changes: u64,
+    pub median_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeFailureRate {
+    pub deployments: u64,
+    pub failed: u64,
+    pub rate: Option<f64>,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryTime {
+    pub incidents: u64,
+    pub median_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    /// Production incidents detected before the window's end and not resolved by then.
+    pub open: u64,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReworkRate {
+    pub deployments: u64,
+    pub rework: u64,
+    pub rate: Option<f64>,
+}
+
+/// The five figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub deployment_frequency: DeploymentFrequency,
+    pub lead_time: LeadTime,
+    pub change_failure_rate: ChangeFailureRate,
+    pub recovery_time: RecoveryTime,
+    pub rework_rate: ReworkRate,
+}
+
+/// One group of a grouped report; exactly one of the keys is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub team: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub week: Option<String>,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+impl Group {
+    pub fn key(&self) -> &str {
+        self.service.as_deref().or(self.team.as_deref()).or(self.week.as_deref()).unwrap_or_default()
+    }
+}
+
+/// Inputs that could not be linked, so an empty or surprising figure explains itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unlinked {
+    /// Production deployments in the window (not rollbacks) whose artifact is not linked to a
+    /// known merged change: they deliver nothing for lead time.
+    pub deployments_unknown_artifact: u64,
+    /// Changes merged before the window's end that no production deployment delivered by then.
+    pub changes_not_delivered: u64,
+    /// Production incidents detected in the window with no service: no deployment can own them.
+    pub incidents_without_service: u64,
+    /// Production incidents resolved in the window with no detected/reported event.
+    pub incidents_without_detection: u64,
+}
+
+/// A DORA report (the JSON of `cdlake dora --format json` and `GET /api/v1/dora`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoraReport {
+    pub window: Window,
+    #[serde(flatten)]
+    pub figures: Figures,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub groups: Option<Vec<Group>>,
+    pub unlinked: Unlinked,
+    /// The production pattern the report used.
+    pub production: String,
+}
+
+// ---- levels -------------------------------------------------------------------------------
+
+const DAY: f64 = 86_400.0;
+
+fn frequency_level(per_day: f64) -> Level {
+    match per_day {
+        p if p >= 1.0 => Level::Elite,
+        p if p >= 1.0 / 7.0 => Level::High,
+        p if p >= 1.0 / 30.0 => Level::Medium,
+        _ => Level::Low,
+    }
+}
+
+fn lead_time_level(median: f64) -> Level {
+    match median {
+        s if s < DAY => Level::Elite,
+        s if s < 7.0 * DAY => Level::High,
+        s if s < 30.0 * DAY => Level::Medium,
+        _ => Level::Low,
+    }
+}
+
+fn failure_level(rate: f64) -> Level {
+    match rate {
+        r if r <= 0.05 => Level::Elite,
+        r if r <= 0.10 => Level::High,
+        r if r <= 0.15 => Level::Medium,
+        _ => Level::Low,
+    }
+}
+
+fn recovery_level(median: f64) -> Level {
+    match median {
+        s if s < 3600.0 => Level::Elite,
+        s if s < DAY => Level::High,
+        s if s < 7.0 * DAY => Level::Medium,
+        _ => Level::Low,
+    }
+}
+
+/// The `p` quantile (0..=1) of `values`, interpolating linearly between closest ranks.
+pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = p.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(values[lo] + (values[hi] - values[lo]) * (rank - lo as f64))
+}
+
+// ---- the rows the figures are computed from -------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Deployment {
+    time: i64,
+    service: String,
+    team: Option<String>,
+    failed: bool,
+    rework: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    change_id: String,
+    service: String,
+    team: Option<String>,
+    started: i64,
+    delivered: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Incident {
+    service: Option<String>,
+    team: Option<String>,
+    detected: Option<i64>,
+    resolved: Option<i64>,
+}
+
+/// Values of the grouping key of a row; a row may belong to several groups (none overall).
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    Overall,
+    By(GroupBy),
+}
+
+const NO_TEAM: &str = "unassigned";
+
+fn week_of(micros: i64) -> String {
+    let d = micros_to_date(micros);
+    let w = d.iso_week();
+    format!("{}-W{:02}", w.year(), w.week())
+}
+
+fn micros_to_date(micros: i64) -> NaiveDate {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default().date_naive()
+}
+
+fn key_of(key: Key, service: Option<&str>, team: Option<&str>, time: i64) -> Option<String> {
+    match key {
+        Key::Overall => Some(String::new()),
+        Key::By(GroupBy::Service) => service.map(str::to_string),
+        Key::By(GroupBy::Team) => Some(team.unwrap_or(NO_TEAM).to_string()),
+        Key::By(GroupBy::Week) => Some(week_of(time)),
+    }
+}
+
+struct Window2 {
+    from: i64,
+    to: i64,
+}
+
+impl Window2 {
+    fn contains(&self, t: i64) -> bool {
+        self.from <= t && t < self.to
+    }
+    fn days(&self) -> f64 {
+        (self.to - self.from) as f64 / 1e6 / DAY
+    }
+    /// Days of the window within the ISO week labelled `week` (for per-week rates).
+    fn days_in_week(&self, week: &str) -> f64 {
+        let parsed = week
+            .split_once("-W")
+            .and_then(|(y, w)| Some((y.parse::<i32>().ok()?, w.parse::<u32>().ok()?)))
+            .and_then(|(y, w)| NaiveDate::from_isoywd_opt(y, w, chrono::Weekday::Mon));
+        let Some(monday) = parsed else { return self.days() };
+        let start = Utc.from_utc_datetime(&monday.and_hms_opt(0, 0, 0).unwrap_or_default()).timestamp_micros();
+        let end = start + 7 * 86_400_000_000;
+        ((end.min(self.to) - start.max(self.from)).max(0)) as f64 / 1e6 / DAY
+    }
+}
+
+fn figures(deps: &[&Deployment], mut leads: Vec<f64>, mut recoveries: Vec<f64>, open: u64, days: f64) -> Figures {
+    let n = deps.len() as u64;
+    let deploy_days = deps.iter().map(|d| micros_to_date(d.time)).collect::<BTreeSet<_>>().len() as u64;
+    let per_day = if days > 0.0 { n as f64 / days } else { 0.0 };
+    let failed = deps.iter().filter(|d| d.failed).count() as u64;
+    let rework = deps.iter().filter(|d| d.rework).count() as u64;
+    let rate = |k: u64| (n > 0).then(|| k as f64 / n as f64);
+    let lead_median = percentile(&mut leads, 0.5);
+    let rec_median = percentile(&mut recoveries, 0.5);
+    Figures {
+        deployment_frequency: DeploymentFrequency {
+            deployments: n,
+            deploy_days,
+            per_day,
+            level: (n > 0).then(|| frequency_level(per_day)),
+        },
+        lead_time: LeadTime {
+            changes: leads.len() as u64,
+            median_seconds: lead_median,
+            p90_seconds: percentile(&mut leads, 0.9),
+            level: lead_median.map(lead_time_level),
+        },
+        change_failure_rate: ChangeFailureRate {
+            deployments: n,
+            failed,
+            rate: rate(failed),
+            level: rate(failed).map(failure_level),
+        },
+        recovery_time: RecoveryTime {
+            incidents: recoveries.len() as u64,
+            median_seconds: rec_median,
+            p90_seconds: percentile(&mut recoveries, 0.9),
+            open,
+            level: rec_median.map(recovery_level),
+        },
+        rework_rate: ReworkRate { deployments: n, rework, rate: rate(rework) },
+    }
+}
+
+// ---- reading the views ---------------------------------------------------------------------
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::BadRequest(format!("internal: column {name} missing or of another type")))
+}
+
+fn opt_str(a: &StringArray, i: usize) -> Option<String> {
+    a.is_valid(i).then(|| a.value(i).to_string())
+}
+
+fn opt_i64(a: &Int64Array, i: usize) -> Option<i64> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+async fn deployments(engine: &Engine, w: &Window2) -> Result<Vec<Deployment>> {
+    let sql = format!(
+        "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework FROM dora_deployments
+         WHERE CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
+        w.from, w.to
+    );
+    let mut out = Vec::new();
+    for b in engine.internal(&sql).await?.batches {
+        let (t, s, team) = (col::<Int64Array>(&b, "t")?, col::<StringArray>(&b, "service")?, col::<StringArray>(&b, "team")?);
+        let (f, r) = (col::<BooleanArray>(&b, "failed")?, col::<BooleanArray>(&b, "rework")?);
+        for i in 0..b.num_rows() {
+            out.push(Deployment {
+                time: t.value(i),
+                service: s.value(i).to_string(),
+                team: opt_str(team, i),
+                failed: f.is_valid(i) && f.value(i),
+                rework: r.is_valid(i) && r.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn deliveries(engine: &Engine, w: &Window2) -> Result<Vec<Delivery>> {
+    let sql = format!(
+        "SELECT change_id, service, team, CAST(started_at AS BIGINT) AS started, CAST(delivered_at AS BIGINT) AS delivered
+         FROM dora_change_deliveries WHERE CAST(delivered_at AS BIGINT) < {}",
+        w.to
+    );
+    let mut out = Vec::new();
+    for b in engine.internal(&sql).await?.batches {
+        let (c, s, team) = (col::<StringArray>(&b, "change_id")?, col::<StringArray>(&b, "service")?, col::<StringArray>(&b, "team")?);
+        let (st, dl) = (col::<Int64Array>(&b, "started")?, col::<Int64Array>(&b, "delivered")?);
+        for i in 0..b.num_rows() {
+            out.push(Delivery {
+                change_id: c.value(i).to_string(),
+                service: s.value(i).to_string(),
+                team: opt_str(team, i),
+                started: st.value(i),
+                delivered: dl.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn incidents(engine: &Engine, w: &Window2) -> Result<Vec<Incident>> {
+    let sql = format!(
+        "SELECT service, team, CAST(detected_at AS BIGINT) AS detected, CAST(resolved_at AS BIGINT) AS resolved
+         FROM dora_incidents
+         WHERE (CAST(resolved_at AS BIGINT) >= {from} AND CAST(resolved_at AS BIGINT) < {to})
+            OR (CAST(detected_at AS BIGINT) < {to} AND (resolved_at IS NULL OR CAST(resolved_at AS BIGINT) >= {to}))
+            OR (CAST(detected_at AS BIGINT) >= {from} AND CAST(detected_at AS BIGINT) < {to})",
+        from = w.from,
+        to = w.to
+    );
+    let mut out = Vec::new();
+    for b in engine.internal(&sql).await?.batches {
+        let (s, team) = (col::<StringArray>(&b, "service")?, col::<StringArray>(&b, "team")?);
+        let (d, r) = (col::<Int64Array>(&b, "detected")?, col::<Int64Array>(&b, "resolved")?);
+        for i in 0..b.num_rows() {
+            out.push(Incident { service: opt_str(s, i), team: opt_str(team, i), detected: opt_i64(d, i), resolved: opt_i64(r, i) });
+        }
+    }
+    Ok(out)
+}
+
+async fn count(engine: &Engine, sql: &str) -> Result<u64> {
+    let r = engine.internal(sql).await?;
+    Ok(r.batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0)
+        .max(0) as u64)
+}
+
+/// Compute the report.
+pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
+    if req.from >= req.to {
+        return Err(Error::BadRequest(format!("the window is empty: from {} is not before to {}", req.from, req.to)));
+    }
+    let w = Window2 { from: req.from.timestamp_micros(), to: req.to.timestamp_micros() };
+    let deps = deployments(engine, &w).await?;
+    let dels = deliveries(engine, &w).await?;
+    let incs = incidents(engine, &w).await?;
+
+    let unlinked = Unlinked {
+        deployments_unknown_artifact: count(
+            engine,
+            &format!(
+                "SELECT count(*) FROM dora_deployments WHERE action <> 'rolledback'
+                 AND artifact_id NOT IN (SELECT l.artifact_id FROM artifact_changes l JOIN changes c ON c.change_id = l.change_id
+                                         WHERE c.merged_at IS NOT NULL AND c.repository IS NOT NULL)
+                 AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
+                w.from, w.to
+            ),
+        )
+        .await?
+            + count(
+                engine,
+                &format!(
+                    "SELECT count(*) FROM dora_deployments WHERE action <> 'rolledback' AND artifact_id IS NULL
+                     AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
+                    w.from, w.to
+                ),
+            )
+            .await?,
+        changes_not_delivered: count(
+            engine,
+            &format!(
+                "SELECT count(*) FROM dora_changes WHERE CAST(merged_at AS BIGINT) < {to}
+                 AND (delivered_at IS NULL OR CAST(delivered_at AS BIGINT) >= {to})",
+                to = w.to
+            ),
+        )
+        .await?,
+        incidents_without_service: incs
+            .iter()
+            .filter(|i| i.service.is_none() && i.detected.is_some_and(|d| w.contains(d)))
+            .count() as u64,
+        incidents_without_detection: incs
+            .iter()
+            .filter(|i| i.detected.is_none() && i.resolved.is_some_and(|r| w.contains(r)))
+            .count() as u64,
+    };
+
+    let compute = |key: Key| -> BTreeMap<String, Figures> {
+        let mut dep_groups: BTreeMap<String, Vec<&Deployment>> = BTreeMap::new();
+        for d in &deps {
+            if let Some(k) = key_of(key, Some(&d.service), d.team.as_deref(), d.time) {
+                dep_groups.entry(k).or_default().push(d);
+            }
+        }
+        // Each change counts once per group, at its earliest delivery within that group.
+        let mut first: BTreeMap<(String, &str), &Delivery> = BTreeMap::new();
+        let group_key_of_delivery = |d: &Delivery| match key {
+            Key::By(GroupBy::Week) => Some(String::new()),
+            k => key_of(k, Some(&d.service), d.team.as_deref(), d.delivered),
+        };
+        for d in &dels {
+            if let Some(k) = group_key_of_delivery(d) {
+                let e = first.entry((k, d.change_id.as_str())).or_insert(d);
+                if (d.delivered, &d.service) < (e.delivered, &e.service) {
+                    *e = d;
+                }
+            }
+        }
+        let mut lead_groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for ((k, _), d) in first {
+            if !w.contains(d.delivered) {
+                continue;
+            }
+            let k = match key {
+                Key::By(GroupBy::Week) => week_of(d.delivered),
+                _ => k,
+            };
+            lead_groups.entry(k).or_default().push(((d.delivered - d.started) as f64 / 1e6).max(0.0));
+        }
+        let mut rec_groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut open_groups: BTreeMap<String, u64> = BTreeMap::new();
+        for i in &incs {
+            match (i.detected, i.resolved) {
+                (Some(d), Some(r)) if w.contains(r) && r >= d => {
+                    if let Some(k) = key_of(key, i.service.as_deref(), i.team.as_deref(), r) {
+                        rec_groups.entry(k).or_default().push((r - d) as f64 / 1e6);
+                    }
+                }
+                (Some(d), r) if d < w.to && r.is_none_or(|r| r >= w.to) => {
+                    if let Some(k) = key_of(key, i.service.as_deref(), i.team.as_deref(), d) {
+                        *open_groups.entry(k).or_default() += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let keys: BTreeSet<String> = dep_groups
+            .keys()
+            .chain(lead_groups.keys())
+            .chain(rec_groups.keys())
+            .chain(open_groups.keys())
+            .cloned()
+            .chain(matches!(key, Key::Overall).then(String::new))
+            .collect();
+        keys.into_iter()
+            .map(|k| {
+                let days = match key {
+                    Key::By(GroupBy::Week) => w.days_in_week(&k),
+                    _ => w.days(),
+                };
+                let f = figures(
+                    dep_groups.get(&k).map(Vec::as_slice).unwrap_or_default(),
+                    lead_groups.remove(&k).unwrap_or_default(),
+                    rec_groups.remove(&k).unwrap_or_default(),
+                    open_groups.get(&k).copied().unwrap_or(0),
+                    days,
+                );
+                (k, f)
+            })
+            .collect()
+    };
+
+    let figures = compute(Key::Overall).remove("").ok_or_else(|| Error::BadRequest("internal: no overall figures".into()))?;
+    let groups = req.by.map(|by| {
+        compute(Key::By(by))
+            .into_iter()
+            .map(|(k, figures)| Group {
+                service: (by == GroupBy::Service).then(|| k.clone()),
+                team: (by == GroupBy::Team).then(|| k.clone()),
+                week: (by == GroupBy::Week).then_some(k),
+                figures,
+            })
+            .collect()
+    });
+    Ok(DoraReport {
+        window: Window {
+            from: req.from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            to: req.to.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            days: w.days(),
+        },
+        figures,
+        groups,
+        unlinked,
+        production: engine.config().production.clone(),
+    })
+}
+
+/// A window ending at `to` and reaching back `days`.
+pub fn last_days(to: DateTime<Utc>, days: i64) -> (DateTime<Utc>, DateTime<Utc>) {
+    (to - Duration::days(days), to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_and_the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(percentile(&mut [], 0.5), None);
+        assert_eq!(percentile(&mut [4.0], 0.9), Some(4.0));
+        assert_eq!(percentile(&mut [4.0, 1.0, 3.0, 2.0], 0.5), Some(2.5));
+        assert_eq!(percentile(&mut [3.0, 1.0, 2.0], 0.5), Some(2.0));
+        // p90 of 1..=11: rank 9 → the tenth value.
+        let mut v: Vec<f64> = (1..=11).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 0.9), Some(10.0));
+        let mut v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert!((percentile(&mut v, 0.9).unwrap() - 9.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn levels_follow_the_thresholds() {
+        assert_eq!(frequency_level(1.0), Level::Elite);
+        assert_eq!(frequency_level(1.0 / 7.0), Level::High);
+        assert_eq!(frequency_level(0.05), Level::Medium);
+        assert_eq!(frequency_level(0.01), Level::Low);
+        assert_eq!(failure_level(0.05), Level::Elite);
+        assert_eq!(failure_level(0.1), Level::High);
+        assert_eq!(failure_level(0.15), Level::Medium);
+        assert_eq!(failure_level(0.16), Level::Low);
+        assert_eq!(lead_time_level(DAY - 1.0), Level::Elite);
+        assert_eq!(lead_time_level(DAY), Level::High);
+        assert_eq!(recovery_level(3599.0), Level::Elite);
+        assert_eq!(recovery_level(7.0 * DAY), Level::Low);
+    }
+
+    #[test]
+    fn weeks_are_iso_weeks_clipped_to_the_window() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros();
+        assert_eq!(week_of(t("2026-01-01T12:00:00Z")), "2026-W01");
+        assert_eq!(week_of(t("2025-12-29T00:00:00Z")), "2026-W01");
+        let w = Window2 { from: t("2026-01-01T00:00:00Z"), to: t("2026-01-15T00:00:00Z") };
+        assert_eq!(w.days_in_week("2026-W01"), 4.0);
+        assert_eq!(w.days_in_week("2026-W02"), 7.0);
+        assert_eq!(w.days_in_week("2026-W03"), 3.0);
+    }
+}

@@ -1,0 +1,150 @@
+//! The [`Engine`]: a DataFusion session over the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use cdlake_schemas::paths::Table;
+use cdlake_schemas::store::Store;
+use cdlake_schemas::{dead_letters_schema, events_schema};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+
+use crate::{Config, DoraReport, DoraRequest, Error, QueryResult, QueryService, Result, views};
+
+/// A query engine over one store.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: SessionContext,
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The tables of the store that SQL sees.
+pub const TABLES: [Table; 2] = [Table::Events, Table::DeadLetters];
+
+impl Engine {
+    /// Open the store's tables and define the views.
+    pub async fn open(store: &Store, config: Config) -> Result<Self> {
+        config.validate()?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.limits.memory_mb.max(64) << 20, 1.0)
+            .build_arc()?;
+        let session = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("cdlake", "public")
+            .with_create_default_catalog_and_schema(true);
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
+
+        for table in TABLES {
+            let schema = match table {
+                Table::Events => events_schema(),
+                Table::DeadLetters => dead_letters_schema(),
+                Table::Spans => continue,
+            };
+            let url = store
+                .root_url()
+                .join(&table.prefix())
+                .map_err(|e| Error::BadRequest(format!("store URL: {e}")))?;
+            let url = ListingTableUrl::parse(url.as_str())?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![(Table::PARTITION_COLUMN.to_string(), DataType::Utf8)]);
+            let listing = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+            ctx.register_table(table.dir(), Arc::new(ListingTable::try_new(listing)?))?;
+        }
+        ctx.register_table("teams", teams_table(&config)?)?;
+        for (name, body) in views::definitions(&config.production) {
+            ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
+                .await
+                .map_err(|e| Error::Sql(format!("defining view {name}: {e}")))?;
+        }
+        Ok(Self { ctx, config: Arc::new(config) })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The DataFusion session (for adapters that need the catalog, such as a Postgres wire
+    /// front end). Statements run through it directly are not restricted: use [`Engine::sql`]
+    /// for anything a user sent.
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Run one statement from a user: read-only (no DDL, no DML, no `SET`, no `COPY`), within
+    /// the time limit.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        self.run(sql, Some(options)).await
+    }
+
+    /// Run SQL of cdlake's own (the DORA report's queries).
+    pub(crate) async fn internal(&self, sql: &str) -> Result<QueryResult> {
+        self.run(sql, None).await
+    }
+
+    async fn run(&self, sql: &str, options: Option<SQLOptions>) -> Result<QueryResult> {
+        let limit = self.config.limits.query_timeout_secs;
+        let work = async {
+            let df = match options {
+                Some(o) => self.ctx.sql_with_options(sql, o).await,
+                None => self.ctx.sql(sql).await,
+            }
+            .map_err(|e| Error::Sql(user_message(e)))?;
+            let schema = Arc::new(Schema::from(df.schema().as_arrow().clone()));
+            let batches = df.collect().await.map_err(|e| match e {
+                e @ datafusion::error::DataFusionError::ResourcesExhausted(_) => Error::Sql(user_message(e)),
+                e => Error::Engine(e),
+            })?;
+            Ok(QueryResult { schema, batches })
+        };
+        tokio::time::timeout(Duration::from_secs(limit.max(1)), work)
+            .await
+            .map_err(|_| Error::Timeout(limit))?
+    }
+}
+
+fn user_message(e: datafusion::error::DataFusionError) -> String {
+    let text = e.strip_backtrace();
+    if text.contains("DDL not supported") || text.contains("DML not supported") || text.contains("Statement not supported") {
+        format!("cdlake SQL is read-only: {text}")
+    } else {
+        text
+    }
+}
+
+fn teams_table(config: &Config) -> Result<Arc<MemTable>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("team", DataType::Utf8, false),
+    ]));
+    let keys: ArrayRef = Arc::new(StringArray::from_iter_values(config.teams.keys()));
+    let teams: ArrayRef = Arc::new(StringArray::from_iter_values(config.teams.values()));
+    let batch = RecordBatch::try_new(schema.clone(), vec![keys, teams])?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+#[async_trait::async_trait]
+impl QueryService for Engine {
+    async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        Engine::sql(self, sql).await
+    }
+
+    async fn dora(&self, request: &DoraRequest) -> Result<DoraReport> {
+        crate::dora::report(self, request).await
+    }
+}

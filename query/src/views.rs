@@ -1,0 +1,272 @@
+//! The SQL views over the `events` table, one definition each, in dependency order.
+//!
+//! Everything DORA needs is a view, so a definition and its answer can be checked in SQL
+//! (`tests/slt/*.slt`) and queried by users and dashboards:
+//!
+//! - `events_unique`: `events` de-duplicated by identity (event_source, event_id), the earliest
+//!   stored copy winning. Every other view reads it.
+//! - `deployments`, `changes`, `artifacts`, `artifact_changes`, `incidents`, `pipeline_runs`,
+//!   `task_runs`: one row per subject, with the times of its predicates.
+//! - `dora_deployments`: each production deployment with its next deployment, whether it
+//!   failed (an incident for its service detected in `[time, next_time)`, or the next is a
+//!   rollback) and whether it is rework (made while an incident of the service was open).
+//! - `dora_change_deliveries`: each change with its delivery per service (trunk order: a
+//!   deployment of an artifact built from change C′ delivers every change of the repository
+//!   merged no later than C′); `dora_changes`: each merged change with its earliest delivery and
+//!   lead time; `dora_incidents`: production incidents with their recovery time.
+//!
+//! Pairings use sorted sweeps (running `max`/`min`/`sum` windows over a union of the two sides)
+//! instead of range joins, so they cost a sort, not a product.
+
+use cdlake_schemas::event::EVENT_COLUMNS;
+
+/// Seconds between two timestamp(µs) expressions, as a float.
+fn secs(later: &str, earlier: &str) -> String {
+    format!("(CAST({later} AS BIGINT) - CAST({earlier} AS BIGINT)) / 1000000.0")
+}
+
+/// `CREATE VIEW` statements for every view, in order. `production` is the production pattern.
+pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
+    let pat = production.replace('\'', "''");
+    let is_prod = |col: &str| format!("coalesce(regexp_like({col}, '{pat}'), false)");
+    let cols = EVENT_COLUMNS.join(", ");
+    let mut v: Vec<(&'static str, String)> = Vec::new();
+
+    v.push((
+        "events_unique",
+        format!(
+            "SELECT {cols}, date FROM (
+               SELECT {cols}, date,
+                      row_number() OVER (PARTITION BY event_source, event_id ORDER BY ingested_at, date) AS copy_rank
+               FROM events)
+             WHERE copy_rank = 1"
+        ),
+    ));
+
+    v.push((
+        "changes",
+        format!(
+            "SELECT c.change_id, c.repository, c.created_at, c.merged_at, c.abandoned_at,
+                    coalesce(c.created_at, c.merged_at) AS started_at,
+                    {review} AS review_seconds,
+                    coalesce(c.event_team, t.team) AS team, c.events
+             FROM (SELECT change_id, min(repository) AS repository,
+                          min(CASE WHEN predicate = 'created' THEN time END) AS created_at,
+                          min(CASE WHEN predicate = 'merged' THEN time END) AS merged_at,
+                          min(CASE WHEN predicate = 'abandoned' THEN time END) AS abandoned_at,
+                          max(team) AS event_team, count(*) AS events
+                   FROM events_unique WHERE subject = 'change' AND change_id IS NOT NULL
+                   GROUP BY change_id) c
+             LEFT JOIN teams t ON t.key = c.repository",
+            review = secs("c.merged_at", "coalesce(c.created_at, c.merged_at)"),
+        ),
+    ));
+
+    v.push((
+        "artifact_changes",
+        "SELECT DISTINCT artifact_id, change_id FROM events_unique
+         WHERE subject = 'artifact' AND change_id IS NOT NULL"
+            .to_string(),
+    ));
+
+    v.push((
+        "artifacts",
+        "SELECT a.artifact_id, a.change_id, c.repository, a.packaged_at, a.published_at
+         FROM (SELECT artifact_id, min(change_id) AS change_id,
+                      min(CASE WHEN predicate = 'packaged' THEN time END) AS packaged_at,
+                      min(CASE WHEN predicate = 'published' THEN time END) AS published_at
+               FROM events_unique WHERE subject = 'artifact' GROUP BY artifact_id) a
+         LEFT JOIN changes c ON c.change_id = a.change_id"
+            .to_string(),
+    ));
+
+    v.push((
+        "deployments",
+        format!(
+            "SELECT e.time, e.service, e.environment, e.predicate AS action, e.artifact_id,
+                    {prod} AS production, a.repository, a.change_id,
+                    coalesce(e.team, ts.team, tr.team) AS team,
+                    e.event_source, e.event_id, e.url, e.date
+             FROM events_unique e
+             LEFT JOIN artifacts a ON a.artifact_id = e.artifact_id
+             LEFT JOIN teams ts ON ts.key = e.service
+             LEFT JOIN teams tr ON tr.key = a.repository
+             WHERE e.subject = 'service' AND e.predicate IN ('deployed', 'upgraded', 'rolledback')",
+            prod = is_prod("e.environment"),
+        ),
+    ));
+
+    v.push((
+        "incidents",
+        format!(
+            "SELECT i.incident_id, i.service, i.environment, i.production, i.detected_at, i.resolved_at,
+                    {recovery} AS recovery_seconds,
+                    coalesce(i.event_team, t.team) AS team, i.events
+             FROM (SELECT subject_id AS incident_id, min(service) AS service,
+                          coalesce(min(CASE WHEN predicate IN ('detected', 'reported') THEN environment END),
+                                   min(environment)) AS environment,
+                          bool_or({prod}) AS production,
+                          min(CASE WHEN predicate IN ('detected', 'reported') THEN time END) AS detected_at,
+                          min(CASE WHEN predicate = 'resolved' THEN time END) AS resolved_at,
+                          max(team) AS event_team, count(*) AS events
+                   FROM events_unique WHERE subject = 'incident' GROUP BY subject_id) i
+             LEFT JOIN teams t ON t.key = i.service",
+            prod = is_prod("environment"),
+            recovery = secs("i.resolved_at", "i.detected_at"),
+        ),
+    ));
+
+    v.push((
+        "pipeline_runs",
+        format!(
+            "SELECT run_id, pipeline, queued_at, started_at, finished_at, outcome, url,
+                    {duration} AS duration_seconds, {queue} AS queue_seconds, events
+             FROM (SELECT run_id, max(pipeline) AS pipeline,
+                          min(CASE WHEN predicate = 'queued' THEN time END) AS queued_at,
+                          min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
+                          max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
+                          max(CASE WHEN predicate = 'finished' THEN outcome END) AS outcome,
+                          max(url) AS url, count(*) AS events
+                   FROM events_unique WHERE subject = 'pipelinerun' AND run_id IS NOT NULL
+                   GROUP BY run_id)",
+            duration = secs("finished_at", "coalesce(started_at, queued_at)"),
+            queue = secs("started_at", "queued_at"),
+        ),
+    ));
+
+    v.push((
+        "task_runs",
+        format!(
+            "SELECT task_run_id, run_id, task, started_at, finished_at, outcome, url,
+                    {duration} AS duration_seconds
+             FROM (SELECT subject_id AS task_run_id, max(run_id) AS run_id, max(task) AS task,
+                          min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
+                          max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
+                          max(CASE WHEN predicate = 'finished' THEN outcome END) AS outcome,
+                          max(url) AS url
+                   FROM events_unique WHERE subject = 'taskrun' GROUP BY subject_id)",
+            duration = secs("finished_at", "started_at"),
+        ),
+    ));
+
+    // Production deployments, with failure (incident signal owned by the deployment, or the
+    // next deployment is a rollback) and rework (an incident of the service open at the time).
+    v.push((
+        "dora_deployments",
+        format!(
+            "WITH d AS (
+               SELECT time, service, environment, action, artifact_id, repository, change_id, team,
+                      event_source, event_id, date,
+                      CAST(row_number() OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS BIGINT) AS seq,
+                      lead(time) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_time,
+                      lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
+               FROM deployments WHERE production AND service IS NOT NULL),
+             signals AS (
+               SELECT service, time FROM events_unique
+               WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
+                 AND service IS NOT NULL AND {prod}),
+             owners AS (
+               SELECT service, kind,
+                      max(seq) OVER (PARTITION BY service ORDER BY time, kind
+                                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS owner
+               FROM (SELECT service, time, 0 AS kind, seq FROM d
+                     UNION ALL
+                     SELECT service, time, 1 AS kind, CAST(NULL AS BIGINT) AS seq FROM signals) m),
+             failed AS (
+               SELECT service, owner AS seq, count(*) AS incidents FROM owners
+               WHERE kind = 1 AND owner IS NOT NULL GROUP BY service, owner),
+             open_incidents AS (
+               SELECT service, detected_at, resolved_at FROM incidents
+               WHERE production AND service IS NOT NULL AND detected_at IS NOT NULL
+                 AND (resolved_at IS NULL OR resolved_at > detected_at)),
+             sweep AS (
+               SELECT service, kind, seq,
+                      sum(delta) OVER (PARTITION BY service ORDER BY time, kind
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS open_count
+               FROM (SELECT service, detected_at AS time, 0 AS kind, 1 AS delta, CAST(NULL AS BIGINT) AS seq FROM open_incidents
+                     UNION ALL
+                     SELECT service, resolved_at AS time, 1 AS kind, -1 AS delta, CAST(NULL AS BIGINT) AS seq
+                     FROM open_incidents WHERE resolved_at IS NOT NULL
+                     UNION ALL
+                     SELECT service, time, 2 AS kind, 0 AS delta, seq FROM d) s)
+             SELECT d.time, d.service, d.environment, d.action, d.artifact_id, d.repository, d.change_id,
+                    d.team, d.next_time, d.next_action,
+                    (f.seq IS NOT NULL OR coalesce(d.next_action = 'rolledback', false)) AS failed,
+                    coalesce(f.incidents, 0) AS incidents,
+                    w.open_count > 0 AS rework,
+                    d.event_source, d.event_id, d.date
+             FROM d
+             LEFT JOIN failed f ON f.service = d.service AND f.seq = d.seq
+             JOIN sweep w ON w.kind = 2 AND w.service = d.service AND w.seq = d.seq",
+            prod = is_prod("environment"),
+        ),
+    ));
+
+    // Delivery of each merged change per service, by trunk order.
+    v.push((
+        "dora_change_deliveries",
+        format!(
+            "WITH dep AS (
+               SELECT d.service, d.time, c.repository, c.merged_at AS frontier
+               FROM dora_deployments d
+               JOIN artifact_changes l ON l.artifact_id = d.artifact_id
+               JOIN changes c ON c.change_id = l.change_id
+               WHERE d.action <> 'rolledback' AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL),
+             pairs AS (SELECT DISTINCT repository, service FROM dep),
+             stream AS (
+               SELECT p.repository, p.service, c.change_id, c.merged_at AS k, 1 AS kind,
+                      CASE WHEN false THEN c.merged_at END AS time, c.started_at, c.merged_at, c.team
+               FROM changes c JOIN pairs p ON p.repository = c.repository
+               WHERE c.merged_at IS NOT NULL
+               UNION ALL
+               SELECT repository, service, CAST(NULL AS VARCHAR), frontier, 0, time,
+                      CASE WHEN false THEN time END, CASE WHEN false THEN time END, CAST(NULL AS VARCHAR)
+               FROM dep),
+             swept AS (
+               SELECT change_id, repository, service, started_at, merged_at, team, kind,
+                      min(time) OVER (PARTITION BY repository, service ORDER BY k DESC, kind
+                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS delivered_at
+               FROM stream)
+             SELECT s.change_id, s.repository, s.service, s.started_at, s.merged_at, s.delivered_at,
+                    greatest({lead}, 0.0) AS lead_time_seconds,
+                    coalesce(s.team, ts.team, tr.team) AS team
+             FROM swept s
+             LEFT JOIN teams ts ON ts.key = s.service
+             LEFT JOIN teams tr ON tr.key = s.repository
+             WHERE s.kind = 1 AND s.delivered_at IS NOT NULL",
+            lead = secs("s.delivered_at", "s.started_at"),
+        ),
+    ));
+
+    v.push((
+        "dora_changes",
+        format!(
+            "SELECT c.change_id, c.repository, c.created_at, c.merged_at, c.started_at, d.delivered_at,
+                    d.service AS delivered_by,
+                    greatest({lead}, 0.0) AS lead_time_seconds, c.team
+             FROM changes c
+             LEFT JOIN (SELECT change_id, delivered_at, service FROM (
+                          SELECT change_id, delivered_at, service,
+                                 row_number() OVER (PARTITION BY change_id ORDER BY delivered_at, service) AS r
+                          FROM dora_change_deliveries) WHERE r = 1) d
+               ON d.change_id = c.change_id
+             WHERE c.merged_at IS NOT NULL",
+            lead = secs("d.delivered_at", "c.started_at"),
+        ),
+    ));
+
+    v.push((
+        "dora_incidents",
+        "SELECT incident_id, service, environment, team, detected_at, resolved_at,
+                CASE WHEN recovery_seconds >= 0 THEN recovery_seconds END AS recovery_seconds
+         FROM incidents WHERE production"
+            .to_string(),
+    ));
+
+    v
+}
+
+/// The names of every view, for catalogs and documentation.
+pub fn names() -> Vec<&'static str> {
+    definitions(cdlake_schemas::DEFAULT_PRODUCTION_PATTERN).into_iter().map(|(n, _)| n).collect()
+}

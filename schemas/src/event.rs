@@ -1,0 +1,319 @@
+//! The `events` table: one row per stored event.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    CdEvents,
+    Github,
+    Gitlab,
+    Otlp,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::CdEvents => "cdevents",
+            Origin::Github => "github",
+            Origin::Gitlab => "gitlab",
+            Origin::Otlp => "otlp",
+        }
+    }
+}
+
+/// One normalised row of the `events` table. Times are microseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    pub event_id: String,
+    pub event_source: String,
+    pub event_type: String,
+    pub subject: String,
+    pub predicate: String,
+    pub spec_version: String,
+    pub origin: String,
+    pub time: i64,
+    pub ingested_at: i64,
+    pub subject_id: String,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub repository: Option<String>,
+    pub change_id: Option<String>,
+    pub artifact_id: Option<String>,
+    pub pipeline: Option<String>,
+    pub run_id: Option<String>,
+    pub outcome: Option<String>,
+    pub url: Option<String>,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub chain_id: Option<String>,
+    /// `customData.team`, which overrides the `[teams]` mapping of the configuration.
+    pub team: Option<String>,
+    /// The task name of a `taskrun.*` event.
+    pub task: Option<String>,
+    /// The original JSON, byte for byte.
+    pub payload: String,
+}
+
+impl Event {
+    /// The de-duplication key of this event's identity.
+    pub fn identity_key(&self) -> u128 {
+        crate::identity_key(&self.event_source, &self.event_id)
+    }
+
+    /// The UTC date of the event time: its partition.
+    pub fn date(&self) -> chrono::NaiveDate {
+        micros_to_date(self.time)
+    }
+}
+
+pub(crate) fn micros_to_date(micros: i64) -> chrono::NaiveDate {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .date_naive()
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Column names of the `events` table, in order.
+pub const EVENT_COLUMNS: [&str; 25] = [
+    "event_id",
+    "event_source",
+    "event_type",
+    "subject",
+    "predicate",
+    "spec_version",
+    "origin",
+    "time",
+    "ingested_at",
+    "subject_id",
+    "service",
+    "environment",
+    "repository",
+    "change_id",
+    "artifact_id",
+    "pipeline",
+    "run_id",
+    "outcome",
+    "url",
+    "trace_id",
+    "span_id",
+    "chain_id",
+    "team",
+    "task",
+    "payload",
+];
+
+static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let fields = EVENT_COLUMNS.iter().map(|&name| {
+        let required = matches!(
+            name,
+            "event_id"
+                | "event_source"
+                | "event_type"
+                | "subject"
+                | "predicate"
+                | "spec_version"
+                | "origin"
+                | "time"
+                | "ingested_at"
+                | "subject_id"
+                | "payload"
+        );
+        let ty = if matches!(name, "time" | "ingested_at") {
+            ts_type()
+        } else {
+            DataType::Utf8
+        };
+        Field::new(name, ty, !required)
+    });
+    Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+});
+
+/// The Arrow schema of the `events` table (without the `date` partition column).
+pub fn events_schema() -> SchemaRef {
+    EVENTS_SCHEMA.clone()
+}
+
+/// Rows to one record batch of [`events_schema`].
+pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
+    let n = events.len();
+    let strings = |f: &dyn Fn(&Event) -> Option<&str>| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 16);
+        for e in events {
+            b.append_option(f(e));
+        }
+        Arc::new(b.finish())
+    };
+    let times = |f: &dyn Fn(&Event) -> i64| -> ArrayRef {
+        let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        for e in events {
+            b.append_value(f(e));
+        }
+        Arc::new(b.finish())
+    };
+    let columns: Vec<ArrayRef> = vec![
+        strings(&|e| Some(&e.event_id)),
+        strings(&|e| Some(&e.event_source)),
+        strings(&|e| Some(&e.event_type)),
+        strings(&|e| Some(&e.subject)),
+        strings(&|e| Some(&e.predicate)),
+        strings(&|e| Some(&e.spec_version)),
+        strings(&|e| Some(&e.origin)),
+        times(&|e| e.time),
+        times(&|e| e.ingested_at),
+        strings(&|e| Some(&e.subject_id)),
+        strings(&|e| e.service.as_deref()),
+        strings(&|e| e.environment.as_deref()),
+        strings(&|e| e.repository.as_deref()),
+        strings(&|e| e.change_id.as_deref()),
+        strings(&|e| e.artifact_id.as_deref()),
+        strings(&|e| e.pipeline.as_deref()),
+        strings(&|e| e.run_id.as_deref()),
+        strings(&|e| e.outcome.as_deref()),
+        strings(&|e| e.url.as_deref()),
+        strings(&|e| e.trace_id.as_deref()),
+        strings(&|e| e.span_id.as_deref()),
+        strings(&|e| e.chain_id.as_deref()),
+        strings(&|e| e.team.as_deref()),
+        strings(&|e| e.task.as_deref()),
+        strings(&|e| Some(&e.payload)),
+    ];
+    RecordBatch::try_new(events_schema(), columns)
+}
+
+/// A record batch with the `events` columns (found by name, extra columns ignored) back to rows.
+pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
+    let col = |name: &str| -> Result<&ArrayRef, ArrowError> {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| ArrowError::SchemaError(format!("missing column {name}")))
+    };
+    let s = |name: &str| -> Result<&StringArray, ArrowError> {
+        col(name)?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| ArrowError::SchemaError(format!("column {name} is not utf8")))
+    };
+    let t = |name: &str| -> Result<&TimestampMicrosecondArray, ArrowError> {
+        col(name)?
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| ArrowError::SchemaError(format!("column {name} is not timestamp(µs)")))
+    };
+    let req = |a: &StringArray, i: usize| a.value(i).to_string();
+    let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+    let [
+        event_id,
+        event_source,
+        event_type,
+        subject,
+        predicate,
+        spec_version,
+        origin,
+        subject_id,
+        service,
+        environment,
+        repository,
+        change_id,
+        artifact_id,
+        pipeline,
+        run_id,
+        outcome,
+        url,
+        trace_id,
+        span_id,
+        chain_id,
+        team,
+        task,
+        payload,
+    ] = [
+        "event_id",
+        "event_source",
+        "event_type",
+        "subject",
+        "predicate",
+        "spec_version",
+        "origin",
+        "subject_id",
+        "service",
+        "environment",
+        "repository",
+        "change_id",
+        "artifact_id",
+        "pipeline",
+        "run_id",
+        "outcome",
+        "url",
+        "trace_id",
+        "span_id",
+        "chain_id",
+        "team",
+        "task",
+        "payload",
+    ]
+    .map(s);
+    let (time, ingested_at) = (t("time")?, t("ingested_at")?);
+    let (
+        event_id,
+        event_source,
+        event_type,
+        subject,
+        predicate,
+        spec_version,
+        origin,
+        subject_id,
+    ) = (
+        event_id?,
+        event_source?,
+        event_type?,
+        subject?,
+        predicate?,
+        spec_version?,
+        origin?,
+        subject_id?,
+    );
+    let (service, environment, repository, change_id, artifact_id) =
+        (service?, environment?, repository?, change_id?, artifact_id?);
+    let (pipeline, run_id, outcome, url, trace_id, span_id, chain_id, team, task, payload) = (
+        pipeline?, run_id?, outcome?, url?, trace_id?, span_id?, chain_id?, team?, task?, payload?,
+    );
+    Ok((0..batch.num_rows())
+        .map(|i| Event {
+            event_id: req(event_id, i),
+            event_source: req(event_source, i),
+            event_type: req(event_type, i),
+            subject: req(subject, i),
+            predicate: req(predicate, i),
+            spec_version: req(spec_version, i),
+            origin: req(origin, i),
+            time: time.value(i),
+            ingested_at: ingested_at.value(i),
+            subject_id: req(subject_id, i),
+            service: opt(service, i),
+            environment: opt(environment, i),
+            repository: opt(repository, i),
+            change_id: opt(change_id, i),
+            artifact_id: opt(artifact_id, i),
+            pipeline: opt(pipeline, i),
+            run_id: opt(run_id, i),
+            outcome: opt(outcome, i),
+            url: opt(url, i),
+            trace_id: opt(trace_id, i),
+            span_id: opt(span_id, i),
+            chain_id: opt(chain_id, i),
+            team: opt(team, i),
+            task: opt(task, i),
+            payload: req(payload, i),
+        })
+        .collect())
+}

@@ -1,0 +1,221 @@
+//! Opening the store named by `--store` and committing files to it durably.
+//!
+//! A store is a directory (`./cdlake-data`, `/var/lib/cdlake`, `file:///…`) or, later, an
+//! object-store URL. Writers commit whole files under names chosen from their content with a
+//! create-if-absent put, so a file appears whole or not at all, and a retried commit of the
+//! same rows finds the file already there instead of storing it twice.
+//!
+//! `object_store`'s `LocalFileSystem` (0.13) renames a staged file into place but never calls
+//! `fsync`, so a power cut could lose a file that was reported committed. Local commits
+//! therefore go through [`Store::put_if_absent`]'s own path: write a temporary file in the
+//! target directory, `fsync` it, hard-link it to the final name (which fails if the name
+//! exists: no overwrite), `fsync` the directory, remove the temporary name.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+/// Errors opening or writing the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {location:?}: {reason}")]
+    Location { location: String, reason: String },
+    #[error("cannot create store directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("writing {path} to the store: {source}")]
+    WriteLocal { path: PathBuf, source: std::io::Error },
+    #[error("writing {path} to the store: {source}")]
+    WriteObject { path: String, source: object_store::Error },
+    #[error("reading {path} from the store: {source}")]
+    Read { path: String, source: object_store::Error },
+    #[error("store task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The outcome of a create-if-absent commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// The file is new.
+    Created,
+    /// A file of that name was already there (a retried commit of the same rows).
+    AlreadyExists,
+}
+
+/// An opened store: an object store rooted at the store's root, and the URL DataFusion reads.
+#[derive(Debug, Clone)]
+pub struct Store {
+    location: String,
+    root_url: url::Url,
+    local_root: Option<PathBuf>,
+    object_store: Arc<dyn ObjectStore>,
+}
+
+impl Store {
+    /// Open the store at `location`: a directory path or a `file://` URL (created if missing).
+    pub fn open(location: &str) -> Result<Self> {
+        let err = |reason: String| StoreError::Location { location: location.to_string(), reason };
+        let path = if let Some(rest) = location.strip_prefix("file://") {
+            PathBuf::from(rest)
+        } else if let Some((scheme, _)) = location.split_once("://") {
+            return Err(err(format!(
+                "the {scheme}:// scheme is not supported yet; use a local directory or file:// URL"
+            )));
+        } else {
+            PathBuf::from(location)
+        };
+        std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
+        let root = path
+            .canonicalize()
+            .map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
+        let root_url = url::Url::from_directory_path(&root)
+            .map_err(|()| err(format!("{} is not an absolute directory", root.display())))?;
+        let object_store = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            location: location.to_string(),
+            root_url,
+            local_root: Some(root),
+            object_store: Arc::new(object_store),
+        })
+    }
+
+    /// What the user named, for messages.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The root as a URL ending in `/`, e.g. `file:///var/lib/cdlake/`.
+    pub fn root_url(&self) -> &url::Url {
+        &self.root_url
+    }
+
+    /// The local directory, for a local store.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
+    }
+
+    /// The object store, with paths relative to the store root.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.object_store.clone()
+    }
+
+    /// Commit `data` at `path` (relative to the root) unless something is there already.
+    /// When this returns, the file is durable.
+    pub async fn put_if_absent(&self, path: &str, data: Vec<u8>) -> Result<Commit> {
+        match &self.local_root {
+            Some(root) => {
+                let target = root.join(path);
+                tokio::task::spawn_blocking(move || put_local(&target, &data)).await?
+            }
+            None => {
+                let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+                let location = ObjectPath::from(path);
+                match self.object_store.put_opts(&location, PutPayload::from(data), opts).await {
+                    Ok(_) => Ok(Commit::Created),
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(Commit::AlreadyExists),
+                    Err(source) => Err(StoreError::WriteObject { path: path.to_string(), source }),
+                }
+            }
+        }
+    }
+
+    /// Read a whole object; `None` when it does not exist.
+    pub async fn get(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.object_store.get(&ObjectPath::from(path)).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(|b| Some(b.to_vec()))
+                .map_err(|source| StoreError::Read { path: path.to_string(), source }),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(StoreError::Read { path: path.to_string(), source }),
+        }
+    }
+
+    /// The paths (relative to the root) of all objects under `prefix`, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        use futures_util::TryStreamExt;
+        let p = ObjectPath::from(prefix);
+        let mut out: Vec<String> = self
+            .object_store
+            .list(Some(&p))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|source| StoreError::Read { path: prefix.to_string(), source })?;
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn put_local(target: &Path, data: &[u8]) -> Result<Commit> {
+    let io = |source| StoreError::WriteLocal { path: target.to_path_buf(), source };
+    let dir = target.parent().ok_or_else(|| io(std::io::Error::other("no parent directory")))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        // Make the new directory entries durable too.
+        for d in dir.ancestors().skip(1).take(2) {
+            sync_dir(d).map_err(io)?;
+        }
+    }
+    if target.exists() {
+        return Ok(Commit::AlreadyExists);
+    }
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        match std::fs::hard_link(&tmp, target) {
+            Ok(()) => {
+                sync_dir(dir)?;
+                Ok(Commit::Created)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Commit::AlreadyExists),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result.map_err(io)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_commits_are_create_only_and_leave_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let path = "events/date=2026-01-02/a.parquet";
+        assert_eq!(store.put_if_absent(path, b"one".to_vec()).await.unwrap(), Commit::Created);
+        assert_eq!(store.put_if_absent(path, b"two".to_vec()).await.unwrap(), Commit::AlreadyExists);
+        assert_eq!(store.get(path).await.unwrap().unwrap(), b"one");
+        assert_eq!(store.list("events").await.unwrap(), vec![path.to_string()]);
+        assert!(store.get("events/none.parquet").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn unsupported_schemes_say_what_to_use() {
+        let e = Store::open("ftp://x/y").unwrap_err().to_string();
+        assert!(e.contains("ftp:// scheme is not supported"), "{e}");
+    }
+}

@@ -1,0 +1,119 @@
+//! `cdlake demo`: a seeded, realistic history written through the real ingest path, then its
+//! DORA report. The history's end time is kept in the store (`_cdlake/demo.json`), so running
+//! the demo again regenerates the same events and stores none of them twice.
+
+use anyhow::Context;
+use cdlake_ingest::demo::{DemoSpec, estimated_events, generate};
+use cdlake_ingest::{Ingester, IngesterConfig};
+use cdlake_query::{DoraRequest, GroupBy};
+use cdlake_schemas::Origin;
+use cdlake_schemas::paths::StatePath;
+use cdlake_schemas::store::Store;
+use chrono::{DateTime, DurationRound, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::dora::{ReportFormat, print_report};
+use super::import::Counts;
+use super::{ConfigArgs, StoreArgs};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// About how many events to generate.
+    #[arg(long, default_value_t = DemoSpec::default().target_events)]
+    events: u64,
+    /// Days of history.
+    #[arg(long, default_value_t = DemoSpec::default().days)]
+    days: u32,
+    /// Number of services.
+    #[arg(long, default_value_t = DemoSpec::default().services)]
+    services: usize,
+    /// Random seed: the same seed gives the same history.
+    #[arg(long, default_value_t = DemoSpec::default().seed)]
+    seed: u64,
+}
+
+/// The end of the demo history for this spec: the one recorded in the store, or now.
+async fn anchor(store: &Store, spec: &DemoSpec) -> anyhow::Result<DateTime<Utc>> {
+    let key = format!("seed={} days={} services={} events={}", spec.seed, spec.days, spec.services, spec.target_events);
+    let path = StatePath::DEMO.to_string();
+    let mut anchors: serde_json::Map<String, serde_json::Value> = match store.get(&path).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{path} in the store is not valid JSON"))?,
+        None => serde_json::Map::new(),
+    };
+    if let Some(end) = anchors.get(&key).and_then(|v| v.as_str()) {
+        return Ok(DateTime::parse_from_rfc3339(end)?.with_timezone(&Utc));
+    }
+    let end = Utc::now().duration_trunc(chrono::Duration::minutes(1))?;
+    anchors.insert(key, end.to_rfc3339().into());
+    // The anchor file is small state, rewritten whole; losing a race only picks another anchor.
+    let tmp_name = format!("{path}.{}", std::process::id());
+    let bytes = serde_json::to_vec_pretty(&anchors)?;
+    match store.local_root() {
+        Some(root) => {
+            let target = root.join(&path);
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = root.join(tmp_name);
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &target)?;
+        }
+        None => {
+            store.put_if_absent(&path, bytes).await?;
+        }
+    }
+    Ok(end)
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let store = args.store.open()?;
+    let config = args.config.load()?;
+    let spec = DemoSpec { seed: args.seed, days: args.days, services: args.services, target_events: args.events };
+    let end = anchor(&store, &spec).await?;
+    eprintln!(
+        "Generating {} days of history for {} services (~{} events) into {} …",
+        spec.days,
+        spec.services,
+        estimated_events(&spec),
+        store.location()
+    );
+    let bar = ProgressBar::new(estimated_events(&spec));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:>9} [{bar:30}] {human_pos}/{human_len} events ({per_sec}, {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("ingesting");
+    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+    let mut counts = Counts::default();
+    for event in generate(&spec, end) {
+        counts.add(ingester.ingest(event.as_bytes(), Origin::CdEvents, "demo").await?);
+        bar.inc(1);
+        if ingester.should_flush() {
+            bar.set_message("writing");
+            ingester.flush().await.context("committing to the store")?;
+            bar.set_message("ingesting");
+        }
+    }
+    ingester.flush().await.context("committing to the store")?;
+    bar.finish_and_clear();
+    eprintln!(
+        "Stored {} new events ({} already in the store, {} rejected).\n",
+        counts.imported, counts.duplicate, counts.rejected
+    );
+
+    let engine = cdlake_query::Engine::open(&store, config).await?;
+    let from = end - chrono::Duration::days(30);
+    let report = cdlake_query::QueryService::dora(&engine, &DoraRequest { from, to: end, by: Some(GroupBy::Service) }).await?;
+    print_report(&report, ReportFormat::Table)?;
+    let store_flag = if args.store.store == "./cdlake-data" { String::new() } else { format!(" --store {}", args.store.store) };
+    eprintln!(
+        "\nNext: cdlake dora{store_flag} --from {} --to {} --by team --format json\n      cdlake sql{store_flag} \"SELECT service, count(*) FROM dora_deployments GROUP BY service\"",
+        (end - chrono::Duration::days(90)).format("%Y-%m-%d"),
+        end.format("%Y-%m-%dT%H:%M:%SZ"),
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}

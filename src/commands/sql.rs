@@ -1,0 +1,38 @@
+//! `cdlake sql`: one read-only query, printed as a table, CSV or JSON.
+
+use cdlake_query::format::{Format, render};
+
+use super::{ConfigArgs, StoreArgs};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: OutputFormat,
+    /// The query, e.g. "SELECT service, count(*) FROM deployments GROUP BY service".
+    query: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let engine = super::engine(&args.store, &args.config).await?;
+    let result = engine.sql(&args.query).await?;
+    let format = match args.format {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Csv => Format::Csv,
+        OutputFormat::Json => Format::Json,
+    };
+    let text = render(&result, format)?;
+    println!("{}", text.trim_end());
+    Ok(std::process::ExitCode::SUCCESS)
+}

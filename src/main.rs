@@ -1,0 +1,60 @@
+//! The `cdlake` command: parses arguments and calls the libraries. Each subcommand is a small
+//! file in `commands/`.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// CI/CD event analytics: CDEvents and webhooks into Parquet, DORA metrics and SQL over the
+/// whole history.
+#[derive(Debug, Parser)]
+#[command(name = "cdlake", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a realistic 90-day history into the store and print its DORA report.
+    Demo(commands::demo::Args),
+    /// Import CDEvents or CloudEvents from JSON Lines or JSON array files (`-` is stdin).
+    Import(commands::import::Args),
+    /// Run one read-only SQL query over the store.
+    Sql(commands::sql::Args),
+    /// Print the DORA report for a window.
+    Dora(commands::dora::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CDLAKE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => commands::demo::run(args).await,
+            Command::Import(args) => commands::import::run(args).await,
+            Command::Sql(args) => commands::sql::run(args).await,
+            Command::Dora(args) => commands::dora::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
