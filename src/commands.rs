@@ -61,7 +61,9 @@ pub(crate) fn parse_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime
     }
     if let Some(rel) = s.strip_prefix("now-") {
         let (n, unit) = rel.split_at(rel.len().saturating_sub(1));
-        let n: i64 = n.parse().with_context(|| format!("{s:?}: expected now-<number><d|h|w>"))?;
+        let n: i64 = n
+            .parse()
+            .with_context(|| format!("{s:?}: expected now-<number><d|h|w>"))?;
         let d = match unit {
             "d" => Duration::days(n),
             "h" => Duration::hours(n),
@@ -76,7 +78,9 @@ pub(crate) fn parse_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
     }
-    anyhow::bail!("{s:?} is not a time: use RFC 3339 (2026-01-31T12:00:00Z), a date (2026-01-31), now or now-30d")
+    anyhow::bail!(
+        "{s:?} is not a time: use RFC 3339 (2026-01-31T12:00:00Z), a date (2026-01-31), now or now-30d"
+    )
 }
 
 #[cfg(test)]
@@ -85,11 +89,29 @@ mod tests {
 
     #[test]
     fn times_on_the_command_line() {
-        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(parse_time("now", now).unwrap(), now);
-        assert_eq!(parse_time("now-2d", now).unwrap().to_rfc3339(), "2026-11-26T12:00:00+00:00");
-        assert_eq!(parse_time("2026-01-31", now).unwrap().to_rfc3339(), "2026-01-31T00:00:00+00:00");
-        assert_eq!(parse_time("2026-01-31T05:30:00+05:30", now).unwrap().to_rfc3339(), "2026-01-31T00:00:00+00:00");
-        assert!(parse_time("yesterday", now).unwrap_err().to_string().contains("not a time"));
+        assert_eq!(
+            parse_time("now-2d", now).unwrap().to_rfc3339(),
+            "2026-11-26T12:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-01-31", now).unwrap().to_rfc3339(),
+            "2026-01-31T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-01-31T05:30:00+05:30", now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-31T00:00:00+00:00"
+        );
+        assert!(
+            parse_time("yesterday", now)
+                .unwrap_err()
+                .to_string()
+                .contains("not a time")
+        );
     }
 }

@@ -37,19 +37,33 @@ fn sql_json(store: &Path, query: &str) -> Vec<serde_json::Value> {
 }
 
 fn counts(stdout: &str) -> (u64, u64, u64) {
-    let line = stdout.lines().find(|l| l.starts_with("imported ")).unwrap_or_else(|| panic!("no counts in {stdout}"));
-    let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("imported "))
+        .unwrap_or_else(|| panic!("no counts in {stdout}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
     (n[0], n[1], n[2])
 }
 
 fn validate_report(report: &serde_json::Value) {
     let schema: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(shared().join("contracts/dora-report.schema.json")).expect("contract schema"),
+        &std::fs::read(shared().join("contracts/dora-report.schema.json"))
+            .expect("contract schema"),
     )
     .unwrap();
     let validator = jsonschema::validator_for(&schema).expect("valid schema");
-    let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "report does not match the contract: {errors:#?}\n{report:#}");
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report does not match the contract: {errors:#?}\n{report:#}"
+    );
 }
 
 #[test]
@@ -59,10 +73,21 @@ fn conformance_fixtures_import_with_duplicates_counted() {
     let mut files = Vec::new();
     let mut identities = BTreeSet::new();
     for v in ["v0.4.1", "v0.5.1"] {
-        for entry in std::fs::read_dir(shared().join("fixtures/cdevents").join(v).join("conformance")).unwrap() {
+        for entry in std::fs::read_dir(
+            shared()
+                .join("fixtures/cdevents")
+                .join(v)
+                .join("conformance"),
+        )
+        .unwrap()
+        {
             let path = entry.unwrap().path();
-            let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            identities.insert((json["context"]["source"].to_string(), json["context"]["id"].to_string()));
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            identities.insert((
+                json["context"]["source"].to_string(),
+                json["context"]["id"].to_string(),
+            ));
             files.push(path.to_string_lossy().into_owned());
         }
     }
@@ -70,14 +95,20 @@ fn conformance_fixtures_import_with_duplicates_counted() {
     let mut args = vec!["import"];
     args.extend(files.iter().map(String::as_str));
     let (imported, duplicate, rejected) = counts(&ok(&cdlake(&store, &args)));
-    assert_eq!((imported as usize, duplicate, rejected), (identities.len(), 90 - identities.len() as u64, 0));
+    assert_eq!(
+        (imported as usize, duplicate, rejected),
+        (identities.len(), 90 - identities.len() as u64, 0)
+    );
     let rows = sql_json(&store, "SELECT count(*) AS n FROM events");
     assert_eq!(rows[0]["n"], identities.len());
 
     // Imported again: everything is a duplicate, nothing is stored twice.
     let (imported, duplicate, _) = counts(&ok(&cdlake(&store, &args)));
     assert_eq!((imported, duplicate), (0, 90));
-    assert_eq!(sql_json(&store, "SELECT count(*) AS n FROM events")[0]["n"], identities.len());
+    assert_eq!(
+        sql_json(&store, "SELECT count(*) AS n FROM events")[0]["n"],
+        identities.len()
+    );
 }
 
 #[test]
@@ -85,7 +116,9 @@ fn bad_records_are_dead_lettered_and_the_rest_imported() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let good = |id: &str| {
-        format!(r#"{{"context":{{"specversion":"0.5.1","id":"{id}","source":"/ci","type":"dev.cdevents.service.deployed.0.3.0","timestamp":"2026-03-01T10:00:00+05:30"}},"subject":{{"id":"checkout","content":{{"environment":{{"id":"prod-eu"}},"artifactId":"pkg:oci/checkout@1"}}}}}}"#)
+        format!(
+            r#"{{"context":{{"specversion":"0.5.1","id":"{id}","source":"/ci","type":"dev.cdevents.service.deployed.0.3.0","timestamp":"2026-03-01T10:00:00+05:30"}},"subject":{{"id":"checkout","content":{{"environment":{{"id":"prod-eu"}},"artifactId":"pkg:oci/checkout@1"}}}}}}"#
+        )
     };
     let cloudevent = r#"{"specversion":"1.0","id":"ce-1","source":"/tekton","type":"dev.cdevents.pipelinerun.finished.0.2.0","time":"2026-03-01T11:00:00Z","data":{"context":{"version":"0.4.1","id":"ce-1","source":"/tekton","type":"dev.cdevents.pipelinerun.finished.0.2.0","timestamp":"2026-03-01T11:00:00Z"},"subject":{"id":"run-1","content":{"pipelineName":"build","outcome":"success"}}}}"#;
     let input = [
@@ -100,21 +133,39 @@ fn bad_records_are_dead_lettered_and_the_rest_imported() {
     .join("\n");
     let file = dir.path().join("mixed.jsonl");
     std::fs::write(&file, &input).unwrap();
-    let (imported, duplicate, rejected) = counts(&ok(&cdlake(&store, &["import", file.to_str().unwrap()])));
+    let (imported, duplicate, rejected) =
+        counts(&ok(&cdlake(&store, &["import", file.to_str().unwrap()])));
     assert_eq!((imported, duplicate, rejected), (2, 1, 4));
 
-    let dead = sql_json(&store, "SELECT source, reason, CAST(payload AS VARCHAR) AS raw FROM dead_letters ORDER BY source");
+    let dead = sql_json(
+        &store,
+        "SELECT source, reason, CAST(payload AS VARCHAR) AS raw FROM dead_letters ORDER BY source",
+    );
     let reasons: Vec<&str> = dead.iter().map(|r| r["reason"].as_str().unwrap()).collect();
     assert_eq!(dead.len(), 4, "{dead:#?}");
     assert!(reasons[0].contains("malformed JSON"), "{reasons:?}");
     assert!(reasons[1].contains("missing `context.type`"), "{reasons:?}");
     assert!(reasons[2].contains("not a CDEvents type"), "{reasons:?}");
-    assert!(reasons[3].contains("`context.timestamp` \"soon\""), "{reasons:?}");
-    assert!(dead[0]["source"].as_str().unwrap().ends_with("mixed.jsonl:2"));
+    assert!(
+        reasons[3].contains("`context.timestamp` \"soon\""),
+        "{reasons:?}"
+    );
+    assert!(
+        dead[0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("mixed.jsonl:2")
+    );
     assert_eq!(dead[0]["raw"], "{this is not json");
 
-    let rows = sql_json(&store, "SELECT event_id, CAST(time AS VARCHAR) AS t, environment, origin FROM events ORDER BY event_id");
-    assert_eq!(rows[0]["t"], "2026-03-01T04:30:00Z", "offsets are normalised to UTC");
+    let rows = sql_json(
+        &store,
+        "SELECT event_id, CAST(time AS VARCHAR) AS t, environment, origin FROM events ORDER BY event_id",
+    );
+    assert_eq!(
+        rows[0]["t"], "2026-03-01T04:30:00Z",
+        "offsets are normalised to UTC"
+    );
     assert_eq!(rows[0]["environment"], "prod-eu");
     assert_eq!(rows[1]["event_id"], "ce-1");
 
@@ -129,7 +180,12 @@ fn bad_records_are_dead_lettered_and_the_rest_imported() {
         .unwrap();
     child.stdin.take().unwrap().write_all(b"{broken\n").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(counts(&String::from_utf8_lossy(&out.stdout)), (0, 0, 1));
 }
 
@@ -150,15 +206,25 @@ fn sql_is_read_only() {
     for q in &refused {
         let out = cdlake(&store, &["sql", q]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{q} was accepted: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "{q} was accepted: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(stderr.starts_with("error:"), "{q}: {stderr}");
     }
     assert!(!target.exists(), "COPY wrote a file");
     let out = cdlake(&store, &["sql", "CREATE VIEW v AS SELECT 1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
     // The views still work afterwards, on an empty store.
-    assert_eq!(sql_json(&store, "SELECT count(*) AS n FROM deployments")[0]["n"], 0);
-    let csv = ok(&cdlake(&store, &["sql", "--format", "csv", "SELECT 1 AS a, 'x' AS b"]));
+    assert_eq!(
+        sql_json(&store, "SELECT count(*) AS n FROM deployments")[0]["n"],
+        0
+    );
+    let csv = ok(&cdlake(
+        &store,
+        &["sql", "--format", "csv", "SELECT 1 AS a, 'x' AS b"],
+    ));
     assert_eq!(csv.trim(), "a,b\n1,x");
 }
 
@@ -166,20 +232,40 @@ fn sql_is_read_only() {
 fn demo_is_idempotent_and_its_report_matches_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let args = ["demo", "--events", "6000", "--days", "20", "--services", "4"];
+    let args = [
+        "demo",
+        "--events",
+        "6000",
+        "--days",
+        "20",
+        "--services",
+        "4",
+    ];
     let first = cdlake(&store, &args);
     let stdout = ok(&first);
-    assert!(stdout.contains("Deployment frequency") && stdout.contains("service"), "{stdout}");
-    let events = sql_json(&store, "SELECT count(*) AS n, count(DISTINCT spec_version) AS specs FROM events");
+    assert!(
+        stdout.contains("Deployment frequency") && stdout.contains("service"),
+        "{stdout}"
+    );
+    let events = sql_json(
+        &store,
+        "SELECT count(*) AS n, count(DISTINCT spec_version) AS specs FROM events",
+    );
     let n = events[0]["n"].as_u64().unwrap();
     assert!(n > 3000, "{events:?}");
-    assert_eq!(events[0]["specs"], 2, "both CDEvents versions are generated");
+    assert_eq!(
+        events[0]["specs"], 2,
+        "both CDEvents versions are generated"
+    );
 
     let second = cdlake(&store, &args);
     ok(&second);
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("Stored 0 new events"), "{stderr}");
-    assert_eq!(sql_json(&store, "SELECT count(*) AS n FROM events")[0]["n"], n);
+    assert_eq!(
+        sql_json(&store, "SELECT count(*) AS n FROM events")[0]["n"],
+        n
+    );
 
     for by in [None, Some("service"), Some("team"), Some("week")] {
         let mut a = vec!["dora", "--from", "now-60d", "--format", "json"];
@@ -188,13 +274,27 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
         }
         let report: serde_json::Value = serde_json::from_str(&ok(&cdlake(&store, &a))).unwrap();
         validate_report(&report);
-        assert!(report["deployment_frequency"]["deployments"].as_u64().unwrap() > 0, "{report:#}");
-        assert!(report["lead_time"]["changes"].as_u64().unwrap() > 0, "{report:#}");
+        assert!(
+            report["deployment_frequency"]["deployments"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{report:#}"
+        );
+        assert!(
+            report["lead_time"]["changes"].as_u64().unwrap() > 0,
+            "{report:#}"
+        );
         if by.is_some() {
             assert!(!report["groups"].as_array().unwrap().is_empty());
         }
     }
-    let md = ok(&cdlake(&store, &["dora", "--from", "now-60d", "--format", "markdown", "--by", "service"]));
+    let md = ok(&cdlake(
+        &store,
+        &[
+            "dora", "--from", "now-60d", "--format", "markdown", "--by", "service",
+        ],
+    ));
     assert!(md.contains("| metric | value | level | based on |"), "{md}");
 }
 
@@ -202,14 +302,36 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
 fn an_empty_window_reports_nulls_within_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let out = ok(&cdlake(&store, &["dora", "--from", "2020-01-01", "--to", "2020-02-01", "--format", "json", "--by", "service"]));
+    let out = ok(&cdlake(
+        &store,
+        &[
+            "dora",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2020-02-01",
+            "--format",
+            "json",
+            "--by",
+            "service",
+        ],
+    ));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     validate_report(&report);
-    assert_eq!(report["lead_time"]["median_seconds"], serde_json::Value::Null);
-    assert_eq!(report["change_failure_rate"]["rate"], serde_json::Value::Null);
+    assert_eq!(
+        report["lead_time"]["median_seconds"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        report["change_failure_rate"]["rate"],
+        serde_json::Value::Null
+    );
     assert_eq!(report["deployment_frequency"]["deployments"], 0);
     assert_eq!(report["window"]["days"], 31.0);
-    let bad = cdlake(&store, &["dora", "--from", "2020-02-01", "--to", "2020-01-01"]);
+    let bad = cdlake(
+        &store,
+        &["dora", "--from", "2020-02-01", "--to", "2020-01-01"],
+    );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("window is empty"));
 }

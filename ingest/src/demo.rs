@@ -417,6 +417,16 @@ impl Cadence {
         }
     }
 
+    /// Median time from opening a pull request to merging it, in the teams that ship so.
+    fn review_median(self) -> i64 {
+        match self {
+            Cadence::Elite(_) => 3 * HOUR,
+            Cadence::Daily => 6 * HOUR,
+            Cadence::Weekly(_) => 8 * HOUR,
+            Cadence::Rare(_) => 10 * HOUR,
+        }
+    }
+
     fn activity(self) -> f64 {
         match self {
             Cadence::Elite(_) => 1.8,
@@ -536,6 +546,8 @@ struct Repo {
     services: Vec<usize>,
     ci: Ci,
     weight: f64,
+    /// Median time from opening a pull request to merging it.
+    review_median: i64,
 }
 
 impl Repo {
@@ -800,12 +812,14 @@ fn build_org(spec: &DemoSpec, rng: &mut ChaCha8Rng) -> (Vec<Repo>, Vec<Service>)
                 services: Vec::new(),
                 ci,
                 weight: 0.0,
+                review_median: i64::MAX,
             });
             repos.len() - 1
         };
         let r = &mut repos[repo];
         r.services.push(i);
         r.weight = r.weight.max(activity);
+        r.review_median = r.review_median.min(cadence.review_median());
         services.push(Service {
             name,
             team,
@@ -929,7 +943,8 @@ impl<T> Queue<T> {
 }
 
 enum Action {
-    /// The start of a UTC day: plan its pull requests and deployment slots.
+    /// The start of a UTC day (or of the window): plan its pull requests and deployment
+    /// slots.
     Day,
     Merge {
         repo: usize,
@@ -1097,12 +1112,14 @@ impl Generator {
             })
             .collect();
         // [start, end) in whole milliseconds: round the start up and the end's bound up.
-        let sub_ms = end.timestamp_subsec_nanos() % 1_000_000 != 0;
+        let sub_ms = !end.timestamp_subsec_nanos().is_multiple_of(1_000_000);
         let end_ms = end.timestamp_millis() + i64::from(sub_ms);
         let start_ms = end.timestamp_millis() - i64::from(spec.days) * DAY + i64::from(sub_ms);
         let mut agenda = Queue::new();
         if spec.days > 0 && spec.services > 0 {
-            agenda.push(start_ms.div_euclid(DAY) * DAY, Action::Day);
+            // The simulation starts empty at the window's start, not at the start of that
+            // day, so that no state comes from events outside the window.
+            agenda.push(start_ms, Action::Day);
         }
         let mut out_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x6364_6c61_6b65_6964);
         let id_mask = out_rng.random();
@@ -1152,7 +1169,10 @@ impl Generator {
         }
     }
 
-    fn on_day(&mut self, day: i64) {
+    /// The day holding `now` (the day's start, or the window's start on the first day):
+    /// its pull requests and deployment slots from `now` on.
+    fn on_day(&mut self, now: i64) {
+        let day = now.div_euclid(DAY) * DAY;
         let weekend = weekday(day) >= 5;
         let factor = self.day_norm * if weekend { WEEKEND_FACTOR } else { 1.0 };
         for r in 0..self.repos.len() {
@@ -1160,6 +1180,7 @@ impl Generator {
             let mut times: Vec<i64> = (0..n)
                 .map(|_| day + time_of_day(&mut self.rng, &CHANGE_HOURS))
                 .collect();
+            times.retain(|&t| t >= now);
             times.sort_unstable();
             for created in times {
                 self.open_change(r, created);
@@ -1178,6 +1199,9 @@ impl Generator {
             };
             for _ in 0..slots {
                 let t = day + time_of_day(&mut self.rng, &DEPLOY_HOURS);
+                if t < now {
+                    continue;
+                }
                 self.agenda.push(
                     t,
                     Action::Deploy {
@@ -1252,7 +1276,7 @@ impl Generator {
             });
             return;
         }
-        let mut merged = created + lognormal(rng, 6 * HOUR, 1.3, 5 * MIN, 21 * DAY);
+        let mut merged = created + lognormal(rng, repo.review_median, 1.3, 5 * MIN, 21 * DAY);
         if chance(rng, 0.8) {
             merged = into_work_hours(rng, merged);
         }
@@ -1882,14 +1906,12 @@ mod tests {
         assert!((0.35..0.65).contains(&share), "v0.4.1 share {share}");
     }
 
-    /// The type versions match the spec's conformance examples, when the fixtures are around.
+    /// The type versions match the spec's conformance examples.
     #[test]
     fn type_versions_match_fixtures() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cdevents");
-        if !dir.is_dir() {
-            return;
-        }
+        assert!(dir.is_dir(), "the fixtures are read from {}", dir.display());
         use Kind::*;
         let kinds = [
             ChangeCreated,
@@ -2116,22 +2138,5 @@ mod tests {
             ..DemoSpec::default()
         };
         assert!(generate(&one, end()).count() > 100);
-    }
-
-    /// The full scale (10 million events); run with `--release --ignored`.
-    #[test]
-    #[ignore]
-    fn ten_million() {
-        let spec = DemoSpec {
-            seed: 1,
-            days: 365,
-            services: 200,
-            target_events: 10_000_000,
-        };
-        let n = generate(&spec, end()).count() as u64;
-        assert!(
-            n.abs_diff(spec.target_events) * 10 < spec.target_events,
-            "{n}"
-        );
     }
 }

@@ -166,7 +166,9 @@ impl Ingester {
     pub fn should_flush(&self) -> bool {
         self.pending_rows() >= self.config.max_rows
             || self.pending_bytes >= self.config.max_bytes
-            || self.oldest.is_some_and(|t| t.elapsed() >= self.config.max_age)
+            || self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= self.config.max_age)
     }
 
     /// The identity set of a date partition, loaded from the store on first use.
@@ -175,14 +177,23 @@ impl Ingester {
         if !self.seen.contains_key(&date) {
             self.evict();
             let mut keys = HashSet::new();
-            for path in self.store.list(&Table::Events.partition_prefix(date)).await? {
+            for path in self
+                .store
+                .list(&Table::Events.partition_prefix(date))
+                .await?
+            {
                 if DataFilePath::parse(&path).is_none() {
                     continue;
                 }
-                let Some(bytes) = self.store.get(&path).await? else { continue };
+                let Some(bytes) = self.store.get(&path).await? else {
+                    continue;
+                };
                 let found = tokio::task::spawn_blocking(move || read_identity_keys(bytes))
                     .await?
-                    .map_err(|source| Error::ReadParquet { path: path.clone(), source })?;
+                    .map_err(|source| Error::ReadParquet {
+                        path: path.clone(),
+                        source,
+                    })?;
                 keys.extend(found);
             }
             self.seen.insert(date, Partition { keys, last_used: 0 });
@@ -263,18 +274,31 @@ impl Ingester {
         Ok(report)
     }
 
-    async fn commit(&self, path: &DataFilePath, bytes: Vec<u8>, report: &mut FlushReport) -> Result<()> {
+    async fn commit(
+        &self,
+        path: &DataFilePath,
+        bytes: Vec<u8>,
+        report: &mut FlushReport,
+    ) -> Result<()> {
         let path = path.to_string();
         let len = bytes.len() as u64;
         let started = Instant::now();
         match self.store.put_if_absent(&path, bytes).await? {
             Commit::Created => {
-                tracing::debug!(path, bytes = len, elapsed_ms = started.elapsed().as_millis() as u64, "Committed file.");
+                tracing::debug!(
+                    path,
+                    bytes = len,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "Committed file."
+                );
                 report.bytes += len;
                 report.files.push(path);
             }
             Commit::AlreadyExists => {
-                tracing::info!(path, "File already committed by an earlier attempt; not writing it again.");
+                tracing::info!(
+                    path,
+                    "File already committed by an earlier attempt; not writing it again."
+                );
                 report.already_committed += 1;
             }
         }
@@ -283,8 +307,14 @@ impl Ingester {
 }
 
 /// Sort a partition's rows by time and encode them; the file is named by its rows' identities.
-fn encode_events(date: NaiveDate, rows: &mut [Event], opts: &EncodeOptions) -> Result<(DataFilePath, Vec<u8>)> {
-    rows.sort_by(|a, b| (a.time, &a.event_source, &a.event_id).cmp(&(b.time, &b.event_source, &b.event_id)));
+fn encode_events(
+    date: NaiveDate,
+    rows: &mut [Event],
+    opts: &EncodeOptions,
+) -> Result<(DataFilePath, Vec<u8>)> {
+    rows.sort_by(|a, b| {
+        (a.time, &a.event_source, &a.event_id).cmp(&(b.time, &b.event_source, &b.event_id))
+    });
     let mut keys: Vec<u128> = rows.iter().map(Event::identity_key).collect();
     keys.sort_unstable();
     let mut h = Sha256::new();
@@ -294,16 +324,30 @@ fn encode_events(date: NaiveDate, rows: &mut [Event], opts: &EncodeOptions) -> R
     let path = DataFilePath::new(Table::Events, date, hex::encode(&h.finalize()[..16]));
     let schema = events_schema();
     let batch = events_to_batch(rows)?;
-    let bytes = encode(&schema, &[batch], writer_properties(&schema, "time", opts))
-        .map_err(|source| Error::EncodeParquet { path: path.to_string(), source })?;
+    let bytes =
+        encode(&schema, &[batch], writer_properties(&schema, "time", opts)).map_err(|source| {
+            Error::EncodeParquet {
+                path: path.to_string(),
+                source,
+            }
+        })?;
     Ok((path, bytes))
 }
 
-fn encode_dead_letters(date: NaiveDate, rows: &[DeadLetter], opts: &EncodeOptions) -> Result<(DataFilePath, Vec<u8>)> {
+fn encode_dead_letters(
+    date: NaiveDate,
+    rows: &[DeadLetter],
+    opts: &EncodeOptions,
+) -> Result<(DataFilePath, Vec<u8>)> {
     let mut h = Sha256::new();
     for d in rows {
         h.update(d.received_at.to_le_bytes());
-        for part in [d.origin.as_bytes(), d.source.as_bytes(), d.reason.as_bytes(), &d.payload] {
+        for part in [
+            d.origin.as_bytes(),
+            d.source.as_bytes(),
+            d.reason.as_bytes(),
+            &d.payload,
+        ] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
         }
@@ -311,8 +355,15 @@ fn encode_dead_letters(date: NaiveDate, rows: &[DeadLetter], opts: &EncodeOption
     let path = DataFilePath::new(Table::DeadLetters, date, hex::encode(&h.finalize()[..16]));
     let schema = dead_letters_schema();
     let batch = dead_letters_to_batch(rows)?;
-    let bytes = encode(&schema, &[batch], writer_properties(&schema, "received_at", opts))
-        .map_err(|source| Error::EncodeParquet { path: path.to_string(), source })?;
+    let bytes = encode(
+        &schema,
+        &[batch],
+        writer_properties(&schema, "received_at", opts),
+    )
+    .map_err(|source| Error::EncodeParquet {
+        path: path.to_string(),
+        source,
+    })?;
     Ok((path, bytes))
 }
 

@@ -22,9 +22,15 @@ pub use ingester::{FlushReport, Ingester, IngesterConfig, Pushed};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("encoding Parquet for {path}: {source}")]
-    EncodeParquet { path: String, source: ::parquet::errors::ParquetError },
+    EncodeParquet {
+        path: String,
+        source: ::parquet::errors::ParquetError,
+    },
     #[error("reading existing identities from {path}: {source}")]
-    ReadParquet { path: String, source: ::parquet::errors::ParquetError },
+    ReadParquet {
+        path: String,
+        source: ::parquet::errors::ParquetError,
+    },
     #[error("building a record batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]

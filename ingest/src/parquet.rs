@@ -4,17 +4,15 @@
 //! sorted by `time` (recorded as the file's sorting columns), dictionaries on the low-
 //! cardinality columns and not on ids and payloads, where they only cost.
 
-use std::sync::Arc;
-
 use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::format::SortingColumn;
 use parquet::schema::types::ColumnPath;
 
 /// How files are encoded.
@@ -28,17 +26,24 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self { zstd_level: 1, row_group_rows: 128 * 1024 }
+        Self {
+            zstd_level: 1,
+            row_group_rows: 128 * 1024,
+        }
     }
 }
 
 /// The writer properties for a table whose rows are sorted by the column `sort_column`.
-pub fn writer_properties(schema: &SchemaRef, sort_column: &str, opts: &EncodeOptions) -> WriterProperties {
+pub fn writer_properties(
+    schema: &SchemaRef,
+    sort_column: &str,
+    opts: &EncodeOptions,
+) -> WriterProperties {
     let level = ZstdLevel::try_new(opts.zstd_level).unwrap_or_default();
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_size(opts.row_group_rows)
+        .set_max_row_group_row_count(Some(opts.row_group_rows))
         .set_created_by(concat!("cdlake ", env!("CARGO_PKG_VERSION")).to_string());
     if let Ok(idx) = schema.index_of(sort_column) {
         b = b.set_sorting_columns(Some(vec![SortingColumn {
@@ -47,7 +52,9 @@ pub fn writer_properties(schema: &SchemaRef, sort_column: &str, opts: &EncodeOpt
             nulls_first: false,
         }]));
     }
-    for high_cardinality in ["event_id", "payload", "span_id", "url", "trace_id", "chain_id"] {
+    for high_cardinality in [
+        "event_id", "payload", "span_id", "url", "trace_id", "chain_id",
+    ] {
         if schema.index_of(high_cardinality).is_ok() {
             b = b.set_column_dictionary_enabled(ColumnPath::from(high_cardinality), false);
         }
@@ -86,13 +93,16 @@ pub fn read_identity_keys(file: Vec<u8>) -> Result<Vec<u128>, parquet::errors::P
             batch
                 .column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-                .ok_or_else(|| parquet::errors::ParquetError::General(format!("no utf8 column {name}")))
+                .ok_or_else(|| {
+                    parquet::errors::ParquetError::General(format!("no utf8 column {name}"))
+                })
         };
         let (source, id) = (col("event_source")?, col("event_id")?);
-        keys.extend((0..batch.num_rows()).filter(|&i| source.is_valid(i) && id.is_valid(i)).map(|i| {
-            cdlake_schemas::identity_key(source.value(i), id.value(i))
-        }));
+        keys.extend(
+            (0..batch.num_rows())
+                .filter(|&i| source.is_valid(i) && id.is_valid(i))
+                .map(|i| cdlake_schemas::identity_key(source.value(i), id.value(i))),
+        );
     }
     Ok(keys)
 }
-

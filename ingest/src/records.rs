@@ -11,7 +11,11 @@ pub enum Record<'a> {
     /// The exact bytes of one JSON value, and where it started (1-based line).
     Value { raw: &'a [u8], line: usize },
     /// Bytes that are not JSON, with the parser's reason.
-    Malformed { raw: &'a [u8], line: usize, reason: String },
+    Malformed {
+        raw: &'a [u8],
+        line: usize,
+        reason: String,
+    },
 }
 
 /// Split `input` into records.
@@ -42,7 +46,10 @@ fn split_array(input: &[u8], start: usize) -> Vec<Record<'_>> {
                 let raw = v.get().as_bytes();
                 // `raw` borrows from `input`: recover its offset for the line number.
                 let offset = raw.as_ptr() as usize - input.as_ptr() as usize;
-                Record::Value { raw, line: line_of(input, offset) }
+                Record::Value {
+                    raw,
+                    line: line_of(input, offset),
+                }
             })
             .collect(),
         Err(e) => vec![Record::Malformed {
@@ -57,7 +64,8 @@ fn split_stream(input: &[u8], mut pos: usize) -> Vec<Record<'_>> {
     let mut out = Vec::new();
     let mut line = line_of(input, pos);
     while pos < input.len() {
-        let mut stream = serde_json::Deserializer::from_slice(&input[pos..]).into_iter::<&RawValue>();
+        let mut stream =
+            serde_json::Deserializer::from_slice(&input[pos..]).into_iter::<&RawValue>();
         let mut resume = None;
         for item in stream.by_ref() {
             match item {
@@ -79,7 +87,11 @@ fn split_stream(input: &[u8], mut pos: usize) -> Vec<Record<'_>> {
                         .map_or(input.len(), |i| begin + i);
                     let raw = trim_end(&input[begin..end]);
                     if !raw.is_empty() {
-                        out.push(Record::Malformed { raw, line, reason: format!("malformed JSON: {e}") });
+                        out.push(Record::Malformed {
+                            raw,
+                            line,
+                            reason: format!("malformed JSON: {e}"),
+                        });
                     }
                     resume = Some(end);
                     break;
@@ -95,7 +107,10 @@ fn split_stream(input: &[u8], mut pos: usize) -> Vec<Record<'_>> {
 }
 
 fn trim_end(b: &[u8]) -> &[u8] {
-    let n = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    let n = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
     &b[..n]
 }
 
@@ -107,7 +122,9 @@ mod tests {
         records
             .iter()
             .filter_map(|r| match r {
-                Record::Value { raw, line } => Some((String::from_utf8_lossy(raw).into_owned(), *line)),
+                Record::Value { raw, line } => {
+                    Some((String::from_utf8_lossy(raw).into_owned(), *line))
+                }
                 Record::Malformed { .. } => None,
             })
             .collect()
@@ -117,10 +134,18 @@ mod tests {
     fn json_lines_with_a_bad_line_keep_the_rest() {
         let input = b"{\"a\":1}\n{oops\n\n{\"b\": 2}\n";
         let r = split(input);
-        assert_eq!(values(&r), vec![("{\"a\":1}".into(), 1), ("{\"b\": 2}".into(), 4)]);
-        let bad: Vec<_> = r.iter().filter(|r| matches!(r, Record::Malformed { .. })).collect();
+        assert_eq!(
+            values(&r),
+            vec![("{\"a\":1}".into(), 1), ("{\"b\": 2}".into(), 4)]
+        );
+        let bad: Vec<_> = r
+            .iter()
+            .filter(|r| matches!(r, Record::Malformed { .. }))
+            .collect();
         assert_eq!(bad.len(), 1);
-        let Record::Malformed { raw, line, reason } = bad[0] else { unreachable!() };
+        let Record::Malformed { raw, line, reason } = bad[0] else {
+            unreachable!()
+        };
         assert_eq!((*raw, *line), (&b"{oops"[..], 2));
         assert!(reason.starts_with("malformed JSON"), "{reason}");
     }
@@ -128,13 +153,19 @@ mod tests {
     #[test]
     fn a_pretty_printed_object_is_one_record_kept_byte_for_byte() {
         let input = b"\n{\n  \"a\": [1,\n 2]\n}\n";
-        assert_eq!(values(&split(input)), vec![("{\n  \"a\": [1,\n 2]\n}".into(), 2)]);
+        assert_eq!(
+            values(&split(input)),
+            vec![("{\n  \"a\": [1,\n 2]\n}".into(), 2)]
+        );
     }
 
     #[test]
     fn arrays_give_their_elements() {
         let input = b"[\n {\"a\":1},\n {\"b\":2}\n]";
-        assert_eq!(values(&split(input)), vec![("{\"a\":1}".into(), 2), ("{\"b\":2}".into(), 3)]);
+        assert_eq!(
+            values(&split(input)),
+            vec![("{\"a\":1}".into(), 2), ("{\"b\":2}".into(), 3)]
+        );
         let r = split(b"[{\"a\":1},");
         assert!(matches!(&r[..], [Record::Malformed { reason, .. }] if reason.contains("array")));
     }
@@ -143,7 +174,12 @@ mod tests {
     fn trailing_garbage_and_invalid_utf8_are_malformed_records() {
         let r = split(b"{\"a\":1}\n\xff\xfe\n{\"c\":3}");
         assert_eq!(values(&r).len(), 2);
-        assert_eq!(r.iter().filter(|r| matches!(r, Record::Malformed { .. })).count(), 1);
+        assert_eq!(
+            r.iter()
+                .filter(|r| matches!(r, Record::Malformed { .. }))
+                .count(),
+            1
+        );
         assert!(split(b"").is_empty() && split(b" \n\t").is_empty());
     }
 }

@@ -23,9 +23,15 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("config: `production` is not a valid regular expression: {0}")]
     Production(regex::Error),
 }
@@ -51,7 +57,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_mb: 4096, query_timeout_secs: 300 }
+        Self {
+            memory_mb: 4096,
+            query_timeout_secs: 300,
+        }
     }
 }
 
@@ -75,18 +84,25 @@ impl Config {
             None if implicit.exists() => implicit,
             None => return Ok(Self::default()),
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.display().to_string(), source },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
             other => other,
         })
     }
 
     /// Parse the text of a config file.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|source| ConfigError::Parse { path: "<text>".into(), source })?;
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "<text>".into(),
+            source,
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -110,7 +126,15 @@ mod tests {
     #[test]
     fn the_default_production_pattern_matches_the_design() {
         let c = Config::default();
-        for yes in ["prod", "production", "PROD", "prod-eu", "production.us", "prod_1", "Prod/eu"] {
+        for yes in [
+            "prod",
+            "production",
+            "PROD",
+            "prod-eu",
+            "production.us",
+            "prod_1",
+            "Prod/eu",
+        ] {
             assert!(c.is_production(yes), "{yes}");
         }
         for no in ["staging", "preprod", "prod1", "productionx", "dev-prod", ""] {
@@ -123,7 +147,17 @@ mod tests {
         let c = Config::parse("production = '^live$'\n[teams]\ncheckout = 'storefront'\n").unwrap();
         assert!(c.is_production("live") && !c.is_production("prod"));
         assert_eq!(c.teams["checkout"], "storefront");
-        assert!(Config::parse("production = '('").unwrap_err().to_string().contains("regular expression"));
-        assert!(Config::parse("colour = 1").unwrap_err().to_string().contains("unknown field"));
+        assert!(
+            Config::parse("production = '('")
+                .unwrap_err()
+                .to_string()
+                .contains("regular expression")
+        );
+        assert!(
+            Config::parse("colour = 1")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,9 @@ impl std::str::FromStr for GroupBy {
             "service" => Ok(Self::Service),
             "team" => Ok(Self::Team),
             "week" => Ok(Self::Week),
-            other => Err(Error::BadRequest(format!("unknown grouping {other:?}: use service, team or week"))),
+            other => Err(Error::BadRequest(format!(
+                "unknown grouping {other:?}: use service, team or week"
+            ))),
         }
     }
 }
@@ -140,7 +142,11 @@ pub struct Group {
 
 impl Group {
     pub fn key(&self) -> &str {
-        self.service.as_deref().or(self.team.as_deref()).or(self.week.as_deref()).unwrap_or_default()
+        self.service
+            .as_deref()
+            .or(self.team.as_deref())
+            .or(self.week.as_deref())
+            .unwrap_or_default()
     }
 }
 
@@ -266,7 +272,9 @@ fn week_of(micros: i64) -> String {
 }
 
 fn micros_to_date(micros: i64) -> NaiveDate {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default().date_naive()
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .date_naive()
 }
 
 fn key_of(key: Key, service: Option<&str>, team: Option<&str>, time: i64) -> Option<String> {
@@ -296,16 +304,30 @@ impl Window2 {
             .split_once("-W")
             .and_then(|(y, w)| Some((y.parse::<i32>().ok()?, w.parse::<u32>().ok()?)))
             .and_then(|(y, w)| NaiveDate::from_isoywd_opt(y, w, chrono::Weekday::Mon));
-        let Some(monday) = parsed else { return self.days() };
-        let start = Utc.from_utc_datetime(&monday.and_hms_opt(0, 0, 0).unwrap_or_default()).timestamp_micros();
+        let Some(monday) = parsed else {
+            return self.days();
+        };
+        let start = Utc
+            .from_utc_datetime(&monday.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .timestamp_micros();
         let end = start + 7 * 86_400_000_000;
         ((end.min(self.to) - start.max(self.from)).max(0)) as f64 / 1e6 / DAY
     }
 }
 
-fn figures(deps: &[&Deployment], mut leads: Vec<f64>, mut recoveries: Vec<f64>, open: u64, days: f64) -> Figures {
+fn figures(
+    deps: &[&Deployment],
+    mut leads: Vec<f64>,
+    mut recoveries: Vec<f64>,
+    open: u64,
+    days: f64,
+) -> Figures {
     let n = deps.len() as u64;
-    let deploy_days = deps.iter().map(|d| micros_to_date(d.time)).collect::<BTreeSet<_>>().len() as u64;
+    let deploy_days = deps
+        .iter()
+        .map(|d| micros_to_date(d.time))
+        .collect::<BTreeSet<_>>()
+        .len() as u64;
     let per_day = if days > 0.0 { n as f64 / days } else { 0.0 };
     let failed = deps.iter().filter(|d| d.failed).count() as u64;
     let rework = deps.iter().filter(|d| d.rework).count() as u64;
@@ -338,7 +360,11 @@ fn figures(deps: &[&Deployment], mut leads: Vec<f64>, mut recoveries: Vec<f64>, 
             open,
             level: rec_median.map(recovery_level),
         },
-        rework_rate: ReworkRate { deployments: n, rework, rate: rate(rework) },
+        rework_rate: ReworkRate {
+            deployments: n,
+            rework,
+            rate: rate(rework),
+        },
     }
 }
 
@@ -347,7 +373,24 @@ fn figures(deps: &[&Deployment], mut leads: Vec<f64>, mut recoveries: Vec<f64>, 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::BadRequest(format!("internal: column {name} missing or of another type")))
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "internal: column {name} missing or of another type"
+            ))
+        })
+}
+
+/// A string column as `Utf8`, whichever string type the engine produced (it reads Parquet
+/// strings as `Utf8View`).
+fn strings(b: &RecordBatch, name: &str) -> Result<StringArray> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| Error::BadRequest(format!("internal: column {name} missing")))?;
+    let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?;
+    Ok(c.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .unwrap_or_else(|| StringArray::from(Vec::<&str>::new())))
 }
 
 fn opt_str(a: &StringArray, i: usize) -> Option<String> {
@@ -366,8 +409,15 @@ async fn deployments(engine: &Engine, w: &Window2) -> Result<Vec<Deployment>> {
     );
     let mut out = Vec::new();
     for b in engine.internal(&sql).await?.batches {
-        let (t, s, team) = (col::<Int64Array>(&b, "t")?, col::<StringArray>(&b, "service")?, col::<StringArray>(&b, "team")?);
-        let (f, r) = (col::<BooleanArray>(&b, "failed")?, col::<BooleanArray>(&b, "rework")?);
+        let (t, s, team) = (
+            col::<Int64Array>(&b, "t")?,
+            &strings(&b, "service")?,
+            &strings(&b, "team")?,
+        );
+        let (f, r) = (
+            col::<BooleanArray>(&b, "failed")?,
+            col::<BooleanArray>(&b, "rework")?,
+        );
         for i in 0..b.num_rows() {
             out.push(Deployment {
                 time: t.value(i),
@@ -389,8 +439,15 @@ async fn deliveries(engine: &Engine, w: &Window2) -> Result<Vec<Delivery>> {
     );
     let mut out = Vec::new();
     for b in engine.internal(&sql).await?.batches {
-        let (c, s, team) = (col::<StringArray>(&b, "change_id")?, col::<StringArray>(&b, "service")?, col::<StringArray>(&b, "team")?);
-        let (st, dl) = (col::<Int64Array>(&b, "started")?, col::<Int64Array>(&b, "delivered")?);
+        let (c, s, team) = (
+            &strings(&b, "change_id")?,
+            &strings(&b, "service")?,
+            &strings(&b, "team")?,
+        );
+        let (st, dl) = (
+            col::<Int64Array>(&b, "started")?,
+            col::<Int64Array>(&b, "delivered")?,
+        );
         for i in 0..b.num_rows() {
             out.push(Delivery {
                 change_id: c.value(i).to_string(),
@@ -416,10 +473,18 @@ async fn incidents(engine: &Engine, w: &Window2) -> Result<Vec<Incident>> {
     );
     let mut out = Vec::new();
     for b in engine.internal(&sql).await?.batches {
-        let (s, team) = (col::<StringArray>(&b, "service")?, col::<StringArray>(&b, "team")?);
-        let (d, r) = (col::<Int64Array>(&b, "detected")?, col::<Int64Array>(&b, "resolved")?);
+        let (s, team) = (&strings(&b, "service")?, &strings(&b, "team")?);
+        let (d, r) = (
+            col::<Int64Array>(&b, "detected")?,
+            col::<Int64Array>(&b, "resolved")?,
+        );
         for i in 0..b.num_rows() {
-            out.push(Incident { service: opt_str(s, i), team: opt_str(team, i), detected: opt_i64(d, i), resolved: opt_i64(r, i) });
+            out.push(Incident {
+                service: opt_str(s, i),
+                team: opt_str(team, i),
+                detected: opt_i64(d, i),
+                resolved: opt_i64(r, i),
+            });
         }
     }
     Ok(out)
@@ -429,7 +494,12 @@ async fn count(engine: &Engine, sql: &str) -> Result<u64> {
     let r = engine.internal(sql).await?;
     Ok(r.batches
         .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)))
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        })
         .unwrap_or(0)
         .max(0) as u64)
 }
@@ -437,9 +507,15 @@ async fn count(engine: &Engine, sql: &str) -> Result<u64> {
 /// Compute the report.
 pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
     if req.from >= req.to {
-        return Err(Error::BadRequest(format!("the window is empty: from {} is not before to {}", req.from, req.to)));
+        return Err(Error::BadRequest(format!(
+            "the window is empty: from {} is not before to {}",
+            req.from, req.to
+        )));
     }
-    let w = Window2 { from: req.from.timestamp_micros(), to: req.to.timestamp_micros() };
+    let w = Window2 {
+        from: req.from.timestamp_micros(),
+        to: req.to.timestamp_micros(),
+    };
     let deps = deployments(engine, &w).await?;
     let dels = deliveries(engine, &w).await?;
     let incs = incidents(engine, &w).await?;
@@ -514,7 +590,10 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
                 Key::By(GroupBy::Week) => week_of(d.delivered),
                 _ => k,
             };
-            lead_groups.entry(k).or_default().push(((d.delivered - d.started) as f64 / 1e6).max(0.0));
+            lead_groups
+                .entry(k)
+                .or_default()
+                .push(((d.delivered - d.started) as f64 / 1e6).max(0.0));
         }
         let mut rec_groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut open_groups: BTreeMap<String, u64> = BTreeMap::new();
@@ -559,7 +638,9 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
             .collect()
     };
 
-    let figures = compute(Key::Overall).remove("").ok_or_else(|| Error::BadRequest("internal: no overall figures".into()))?;
+    let figures = compute(Key::Overall)
+        .remove("")
+        .ok_or_else(|| Error::BadRequest("internal: no overall figures".into()))?;
     let groups = req.by.map(|by| {
         compute(Key::By(by))
             .into_iter()
@@ -573,7 +654,9 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
     });
     Ok(DoraReport {
         window: Window {
-            from: req.from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            from: req
+                .from
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             to: req.to.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             days: w.days(),
         },
@@ -627,7 +710,10 @@ mod tests {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros();
         assert_eq!(week_of(t("2026-01-01T12:00:00Z")), "2026-W01");
         assert_eq!(week_of(t("2025-12-29T00:00:00Z")), "2026-W01");
-        let w = Window2 { from: t("2026-01-01T00:00:00Z"), to: t("2026-01-15T00:00:00Z") };
+        let w = Window2 {
+            from: t("2026-01-01T00:00:00Z"),
+            to: t("2026-01-15T00:00:00Z"),
+        };
         assert_eq!(w.days_in_week("2026-W01"), 4.0);
         assert_eq!(w.days_in_week("2026-W02"), 7.0);
         assert_eq!(w.days_in_week("2026-W03"), 3.0);

@@ -10,7 +10,10 @@ use cdlake_schemas::store::Store;
 use cdlake_schemas::{dead_letters_schema, events_schema};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
@@ -25,7 +28,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,8 +41,13 @@ impl Engine {
     /// Open the store's tables and define the views.
     pub async fn open(store: &Store, config: Config) -> Result<Self> {
         config.validate()?;
+        // DataFusion caches directory listings forever by default, which would hide files
+        // committed after the first query: turn that cache off. Files are immutable once
+        // committed, so the statistics and footer caches stay on.
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.limits.memory_mb.max(64) << 20, 1.0)
+            .with_cache_manager(caches)
             .build_arc()?;
         let session = SessionConfig::new()
             .with_information_schema(true)
@@ -58,8 +68,13 @@ impl Engine {
             let url = ListingTableUrl::parse(url.as_str())?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
-                .with_table_partition_cols(vec![(Table::PARTITION_COLUMN.to_string(), DataType::Utf8)]);
-            let listing = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+                .with_table_partition_cols(vec![(
+                    Table::PARTITION_COLUMN.to_string(),
+                    DataType::Utf8,
+                )]);
+            let listing = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(schema);
             ctx.register_table(table.dir(), Arc::new(ListingTable::try_new(listing)?))?;
         }
         ctx.register_table("teams", teams_table(&config)?)?;
@@ -68,7 +83,10 @@ impl Engine {
                 .await
                 .map_err(|e| Error::Sql(format!("defining view {name}: {e}")))?;
         }
-        Ok(Self { ctx, config: Arc::new(config) })
+        Ok(Self {
+            ctx,
+            config: Arc::new(config),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -107,7 +125,9 @@ impl Engine {
             .map_err(|e| Error::Sql(user_message(e)))?;
             let schema = Arc::new(Schema::from(df.schema().as_arrow().clone()));
             let batches = df.collect().await.map_err(|e| match e {
-                e @ datafusion::error::DataFusionError::ResourcesExhausted(_) => Error::Sql(user_message(e)),
+                e @ datafusion::error::DataFusionError::ResourcesExhausted(_) => {
+                    Error::Sql(user_message(e))
+                }
                 e => Error::Engine(e),
             })?;
             Ok(QueryResult { schema, batches })
@@ -120,7 +140,10 @@ impl Engine {
 
 fn user_message(e: datafusion::error::DataFusionError) -> String {
     let text = e.strip_backtrace();
-    if text.contains("DDL not supported") || text.contains("DML not supported") || text.contains("Statement not supported") {
+    if text.contains("DDL not supported")
+        || text.contains("DML not supported")
+        || text.contains("Statement not supported")
+    {
         format!("cdlake SQL is read-only: {text}")
     } else {
         text

@@ -30,7 +30,9 @@ pub fn render(result: &QueryResult, format: Format) -> Result<String> {
         Format::Csv => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
                 if batches.is_empty() {
                     w.write(&RecordBatch::new_empty(result.schema.clone()))?;
                 }

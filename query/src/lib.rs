@@ -43,7 +43,10 @@ pub enum Error {
 impl Error {
     /// Whether the caller caused it (bad SQL, a refused statement, a bad parameter).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::Sql(_) | Error::BadRequest(_) | Error::Timeout(_))
+        matches!(
+            self,
+            Error::Sql(_) | Error::BadRequest(_) | Error::Timeout(_)
+        )
     }
 }
 

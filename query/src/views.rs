@@ -243,7 +243,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         format!(
             "SELECT c.change_id, c.repository, c.created_at, c.merged_at, c.started_at, d.delivered_at,
                     d.service AS delivered_by,
-                    greatest({lead}, 0.0) AS lead_time_seconds, c.team
+                    CASE WHEN d.delivered_at IS NOT NULL THEN greatest({lead}, 0.0) END AS lead_time_seconds, c.team
              FROM changes c
              LEFT JOIN (SELECT change_id, delivered_at, service FROM (
                           SELECT change_id, delivered_at, service,
@@ -268,5 +268,8 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
 
 /// The names of every view, for catalogs and documentation.
 pub fn names() -> Vec<&'static str> {
-    definitions(cdlake_schemas::DEFAULT_PRODUCTION_PATTERN).into_iter().map(|(n, _)| n).collect()
+    definitions(cdlake_schemas::DEFAULT_PRODUCTION_PATTERN)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }

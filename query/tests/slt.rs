@@ -59,28 +59,51 @@ fn build_event(line: &str, seq: usize) -> Result<String, HarnessError> {
     let mut parts = line.split_whitespace();
     let (ty, subject_id, time) = match (parts.next(), parts.next(), parts.next()) {
         (Some(t), Some(s), Some(ts)) => (t, s, ts),
-        _ => return Err(err(format!("EVENTS line needs <type> <subject id> <time>: {line:?}"))),
+        _ => {
+            return Err(err(format!(
+                "EVENTS line needs <type> <subject id> <time>: {line:?}"
+            )));
+        }
     };
-    let (subject, predicate) = ty.split_once('.').ok_or_else(|| err(format!("bad type {ty}")))?;
+    let (subject, predicate) = ty
+        .split_once('.')
+        .ok_or_else(|| err(format!("bad type {ty}")))?;
     let mut kv = std::collections::BTreeMap::new();
     for p in parts {
-        let (k, v) = p.split_once('=').ok_or_else(|| err(format!("expected key=value, got {p:?}")))?;
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| err(format!("expected key=value, got {p:?}")))?;
         kv.insert(k, v);
     }
     let spec = kv.get("spec").copied().unwrap_or("0.5.1");
     let mut content = serde_json::Map::new();
     let id_obj = |v: &str| json!({"id": v, "source": "/test"});
-    for (key, field) in [("env", "environment"), ("service", "service"), ("repo", "repository"), ("change", "change"), ("run", "pipelineRun")] {
+    for (key, field) in [
+        ("env", "environment"),
+        ("service", "service"),
+        ("repo", "repository"),
+        ("change", "change"),
+        ("run", "pipelineRun"),
+    ] {
         if let Some(v) = kv.get(key) {
             content.insert(field.into(), id_obj(v));
         }
     }
-    for (key, field) in [("artifact", "artifactId"), ("pipeline", "pipelineName"), ("task", "taskName"), ("outcome", "outcome")] {
+    for (key, field) in [
+        ("artifact", "artifactId"),
+        ("pipeline", "pipelineName"),
+        ("task", "taskName"),
+        ("outcome", "outcome"),
+    ] {
         if let Some(v) = kv.get(key) {
             content.insert(field.into(), json!(v));
         }
     }
-    let version_key = if spec.starts_with("0.4") { "version" } else { "specversion" };
+    let version_key = if spec.starts_with("0.4") {
+        "version"
+    } else {
+        "specversion"
+    };
     let mut event = json!({
         "context": {
             version_key: spec,
@@ -101,19 +124,33 @@ impl Db {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path().to_str().expect("utf-8 path")).expect("store");
-        Self { store, config: Config::default(), engine: None, seq: 0, _dir: dir }
+        Self {
+            store,
+            config: Config::default(),
+            engine: None,
+            seq: 0,
+            _dir: dir,
+        }
     }
 
     async fn engine(&mut self) -> Result<&Engine, HarnessError> {
         if self.engine.is_none() {
-            self.engine = Some(Engine::open(&self.store, self.config.clone()).await.map_err(err)?);
+            self.engine = Some(
+                Engine::open(&self.store, self.config.clone())
+                    .await
+                    .map_err(err)?,
+            );
         }
         self.engine.as_ref().ok_or_else(|| err("no engine"))
     }
 
     async fn events(&mut self, header: &str, body: &str) -> Result<(), HarnessError> {
         let mut lines = Vec::new();
-        for line in body.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in body
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             self.seq += 1;
             lines.push(build_event(line, self.seq)?);
         }
@@ -123,17 +160,30 @@ impl Db {
                 .map(|l| cdevents::parse(l.as_bytes(), Origin::CdEvents, 0))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(err)?;
-            let date = events.first().map(|e| e.date()).ok_or_else(|| err("empty EVENTS"))?;
+            let date = events
+                .first()
+                .map(|e| e.date())
+                .ok_or_else(|| err("empty EVENTS"))?;
             let schema = events_schema();
             let batch = events_to_batch(&events).map_err(err)?;
-            let bytes = encode(&schema, &[batch], writer_properties(&schema, "time", &EncodeOptions::default())).map_err(err)?;
+            let bytes = encode(
+                &schema,
+                &[batch],
+                writer_properties(&schema, "time", &EncodeOptions::default()),
+            )
+            .map_err(err)?;
             let path = DataFilePath::new(Table::Events, date, format!("unchecked{}", self.seq));
-            self.store.put_if_absent(&path.to_string(), bytes).await.map_err(err)?;
+            self.store
+                .put_if_absent(&path.to_string(), bytes)
+                .await
+                .map_err(err)?;
             return Ok(());
         }
         let mut ing = Ingester::new(self.store.clone(), IngesterConfig::default());
         for l in &lines {
-            ing.ingest(l.as_bytes(), Origin::CdEvents, "slt").await.map_err(err)?;
+            ing.ingest(l.as_bytes(), Origin::CdEvents, "slt")
+                .await
+                .map_err(err)?;
         }
         ing.flush().await.map_err(err)?;
         Ok(())
@@ -158,13 +208,21 @@ impl Db {
                 _ => return Err(err(format!("unknown DORA option {w}"))),
             }
         }
-        let report = self.engine().await?.dora(&DoraRequest { from, to, by }).await.map_err(err)?;
+        let report = self
+            .engine()
+            .await?
+            .dora(&DoraRequest { from, to, by })
+            .await
+            .map_err(err)?;
         let json = serde_json::to_value(&report).map_err(err)?;
         let mut rows = Vec::new();
         flatten("", &json, &mut rows);
         Ok(rows
             .into_iter()
-            .filter(|(p, _)| only.as_ref().is_none_or(|o| p.starts_with(o.as_str()) || p.contains(&format!("].{o}"))))
+            .filter(|(p, _)| {
+                only.as_ref()
+                    .is_none_or(|o| p.starts_with(o.as_str()) || p.contains(&format!("].{o}")))
+            })
             .map(|(p, v)| vec![p, v])
             .collect())
     }
@@ -174,7 +232,11 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&p, v, out);
             }
         }
@@ -212,7 +274,10 @@ impl sqllogictest::AsyncDB for Db {
         }
         if let Some(args) = trimmed.strip_prefix("DORA") {
             let rows = self.dora(args).await?;
-            return Ok(DBOutput::Rows { types: vec![DefaultColumnType::Text; 2], rows });
+            return Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Text; 2],
+                rows,
+            });
         }
         let result = self.engine().await?.sql(sql).await.map_err(err)?;
         let options = arrow::util::display::FormatOptions::default().with_null("NULL");
@@ -252,7 +317,10 @@ fn slt_files() -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
     let files = slt_files();
-    assert!(files.len() >= 3, "expected the DORA .slt files, found {files:?}");
+    assert!(
+        files.len() >= 3,
+        "expected the DORA .slt files, found {files:?}"
+    );
     let mut failures = Vec::new();
     for file in files {
         let mut runner = sqllogictest::Runner::new(|| async { Ok::<_, HarnessError>(Db::new()) });

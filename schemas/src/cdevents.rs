@@ -42,16 +42,25 @@ pub fn parse_type(ty: &str) -> Option<CdEventType<'_>> {
     let rest = ty.strip_prefix("dev.cdevents.")?;
     let (subject, rest) = rest.split_once('.')?;
     let (predicate, version) = rest.split_once('.')?;
-    let ident = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ident =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     let core = version.split(['-', '+']).next().unwrap_or_default();
     let semver = core.split('.').count() == 3
-        && core.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    (ident(subject) && ident(predicate) && semver).then_some(CdEventType { subject, predicate, version })
+        && core
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (ident(subject) && ident(predicate) && semver).then_some(CdEventType {
+        subject,
+        predicate,
+        version,
+    })
 }
 
 /// Parse an RFC 3339 timestamp with any offset to microseconds since the epoch, UTC.
 pub fn parse_time(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_micros())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_micros())
 }
 
 /// Parse one CDEvent or CloudEvent-wrapped CDEvent from its raw JSON text.
@@ -108,7 +117,11 @@ fn from_cloudevent(ce: &Map<String, Value>) -> Result<Event, Rejection> {
         }
         Some(_) => return Err(reject("CloudEvent `data` is not a JSON object")),
         None => match ce.get("data_base64") {
-            Some(_) => return Err(reject("CloudEvent `data_base64` is not supported; send JSON `data`")),
+            Some(_) => {
+                return Err(reject(
+                    "CloudEvent `data_base64` is not supported; send JSON `data`",
+                ));
+            }
             None => return Err(reject("CloudEvent has no `data`")),
         },
     };
@@ -151,7 +164,9 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         ))
     })?;
     let time = parse_time(&timestamp).ok_or_else(|| {
-        reject(format!("`context.timestamp` {timestamp:?} is not an RFC 3339 time"))
+        reject(format!(
+            "`context.timestamp` {timestamp:?} is not an RFC 3339 time"
+        ))
     })?;
     let subject = match ev.get("subject") {
         Some(Value::Object(s)) => s,
@@ -164,7 +179,10 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         Some(_) => return Err(reject("`subject.id` is not a string")),
         None => return Err(reject("missing `subject.id`")),
     };
-    let content = subject.get("content").and_then(Value::as_object).unwrap_or(&empty);
+    let content = subject
+        .get("content")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let spec_version = str_at(context, &["specversion"])
         .or_else(|| str_at(context, &["version"]))
         .unwrap_or("unknown")
@@ -223,7 +241,8 @@ pub fn parse_traceparent(tp: &str) -> Option<(String, String)> {
     let mut parts = tp.trim().split('-');
     let (_version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(trace, 32) && hex(span, 16)).then(|| (trace.to_ascii_lowercase(), span.to_ascii_lowercase()))
+    (hex(trace, 32) && hex(span, 16))
+        .then(|| (trace.to_ascii_lowercase(), span.to_ascii_lowercase()))
 }
 
 fn str_at<'a>(map: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {

@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, BinaryBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
@@ -51,8 +53,11 @@ pub fn dead_letters_schema() -> SchemaRef {
 /// Rows to one record batch of [`dead_letters_schema`].
 pub fn dead_letters_to_batch(rows: &[DeadLetter]) -> Result<RecordBatch, ArrowError> {
     let mut received = TimestampMicrosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
-    let (mut origin, mut source, mut reason) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut origin, mut source, mut reason) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     let mut payload = BinaryBuilder::new();
     for r in rows {
         received.append_value(r.received_at);

@@ -263,16 +263,7 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
     ]
     .map(s);
     let (time, ingested_at) = (t("time")?, t("ingested_at")?);
-    let (
-        event_id,
-        event_source,
-        event_type,
-        subject,
-        predicate,
-        spec_version,
-        origin,
-        subject_id,
-    ) = (
+    let (event_id, event_source, event_type, subject, predicate, spec_version, origin, subject_id) = (
         event_id?,
         event_source?,
         event_type?,
@@ -282,8 +273,13 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
         origin?,
         subject_id?,
     );
-    let (service, environment, repository, change_id, artifact_id) =
-        (service?, environment?, repository?, change_id?, artifact_id?);
+    let (service, environment, repository, change_id, artifact_id) = (
+        service?,
+        environment?,
+        repository?,
+        change_id?,
+        artifact_id?,
+    );
     let (pipeline, run_id, outcome, url, trace_id, span_id, chain_id, team, task, payload) = (
         pipeline?, run_id?, outcome?, url?, trace_id?, span_id?, chain_id?, team?, task?, payload?,
     );

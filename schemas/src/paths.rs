@@ -43,7 +43,12 @@ impl Table {
 
     /// `events/date=2026-11-28/`.
     pub fn partition_prefix(self, date: NaiveDate) -> String {
-        format!("{}/{}={}/", self.dir(), Self::PARTITION_COLUMN, date.format("%Y-%m-%d"))
+        format!(
+            "{}/{}={}/",
+            self.dir(),
+            Self::PARTITION_COLUMN,
+            date.format("%Y-%m-%d")
+        )
     }
 }
 
@@ -57,7 +62,11 @@ pub struct DataFilePath {
 
 impl DataFilePath {
     pub fn new(table: Table, date: NaiveDate, id: impl Into<String>) -> Self {
-        Self { table, date, id: id.into() }
+        Self {
+            table,
+            date,
+            id: id.into(),
+        }
     }
 
     /// Parse a path produced by [`fmt::Display`]; `None` for anything else (temporary files,
@@ -82,7 +91,12 @@ impl DataFilePath {
 
 impl fmt::Display for DataFilePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}.parquet", self.table.partition_prefix(self.date), self.id)
+        write!(
+            f,
+            "{}{}.parquet",
+            self.table.partition_prefix(self.date),
+            self.id
+        )
     }
 }
 
@@ -112,8 +126,14 @@ mod tests {
         let p = DataFilePath::new(Table::Events, date, "abc123");
         assert_eq!(p.to_string(), "events/date=2026-03-09/abc123.parquet");
         assert_eq!(DataFilePath::parse(&p.to_string()), Some(p));
-        assert_eq!(DataFilePath::parse("events/date=2026-03-09/.abc.parquet.tmp"), None);
+        assert_eq!(
+            DataFilePath::parse("events/date=2026-03-09/.abc.parquet.tmp"),
+            None
+        );
         assert_eq!(DataFilePath::parse("events/date=bad/abc.parquet"), None);
-        assert_eq!(DataFilePath::parse("other/date=2026-03-09/abc.parquet"), None);
+        assert_eq!(
+            DataFilePath::parse("other/date=2026-03-09/abc.parquet"),
+            None
+        );
     }
 }

@@ -25,13 +25,25 @@ pub enum StoreError {
     #[error("store {location:?}: {reason}")]
     Location { location: String, reason: String },
     #[error("cannot create store directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing {path} to the store: {source}")]
-    WriteLocal { path: PathBuf, source: std::io::Error },
+    WriteLocal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing {path} to the store: {source}")]
-    WriteObject { path: String, source: object_store::Error },
+    WriteObject {
+        path: String,
+        source: object_store::Error,
+    },
     #[error("reading {path} from the store: {source}")]
-    Read { path: String, source: object_store::Error },
+    Read {
+        path: String,
+        source: object_store::Error,
+    },
     #[error("store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -59,7 +71,10 @@ pub struct Store {
 impl Store {
     /// Open the store at `location`: a directory path or a `file://` URL (created if missing).
     pub fn open(location: &str) -> Result<Self> {
-        let err = |reason: String| StoreError::Location { location: location.to_string(), reason };
+        let err = |reason: String| StoreError::Location {
+            location: location.to_string(),
+            reason,
+        };
         let path = if let Some(rest) = location.strip_prefix("file://") {
             PathBuf::from(rest)
         } else if let Some((scheme, _)) = location.split_once("://") {
@@ -69,14 +84,20 @@ impl Store {
         } else {
             PathBuf::from(location)
         };
-        std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
+        std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
         let root = path
             .canonicalize()
-            .map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
+            .map_err(|source| StoreError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
         let root_url = url::Url::from_directory_path(&root)
             .map_err(|()| err(format!("{} is not an absolute directory", root.display())))?;
-        let object_store = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| err(e.to_string()))?;
+        let object_store =
+            LocalFileSystem::new_with_prefix(&root).map_err(|e| err(e.to_string()))?;
         Ok(Self {
             location: location.to_string(),
             root_url,
@@ -114,12 +135,22 @@ impl Store {
                 tokio::task::spawn_blocking(move || put_local(&target, &data)).await?
             }
             None => {
-                let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
                 let location = ObjectPath::from(path);
-                match self.object_store.put_opts(&location, PutPayload::from(data), opts).await {
+                match self
+                    .object_store
+                    .put_opts(&location, PutPayload::from(data), opts)
+                    .await
+                {
                     Ok(_) => Ok(Commit::Created),
                     Err(object_store::Error::AlreadyExists { .. }) => Ok(Commit::AlreadyExists),
-                    Err(source) => Err(StoreError::WriteObject { path: path.to_string(), source }),
+                    Err(source) => Err(StoreError::WriteObject {
+                        path: path.to_string(),
+                        source,
+                    }),
                 }
             }
         }
@@ -132,9 +163,15 @@ impl Store {
                 .bytes()
                 .await
                 .map(|b| Some(b.to_vec()))
-                .map_err(|source| StoreError::Read { path: path.to_string(), source }),
+                .map_err(|source| StoreError::Read {
+                    path: path.to_string(),
+                    source,
+                }),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(StoreError::Read { path: path.to_string(), source }),
+            Err(source) => Err(StoreError::Read {
+                path: path.to_string(),
+                source,
+            }),
         }
     }
 
@@ -148,15 +185,23 @@ impl Store {
             .map_ok(|m| m.location.to_string())
             .try_collect()
             .await
-            .map_err(|source| StoreError::Read { path: prefix.to_string(), source })?;
+            .map_err(|source| StoreError::Read {
+                path: prefix.to_string(),
+                source,
+            })?;
         out.sort();
         Ok(out)
     }
 }
 
 fn put_local(target: &Path, data: &[u8]) -> Result<Commit> {
-    let io = |source| StoreError::WriteLocal { path: target.to_path_buf(), source };
-    let dir = target.parent().ok_or_else(|| io(std::io::Error::other("no parent directory")))?;
+    let io = |source| StoreError::WriteLocal {
+        path: target.to_path_buf(),
+        source,
+    };
+    let dir = target
+        .parent()
+        .ok_or_else(|| io(std::io::Error::other("no parent directory")))?;
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(io)?;
         // Make the new directory entries durable too.
@@ -167,10 +212,16 @@ fn put_local(target: &Path, data: &[u8]) -> Result<Commit> {
     if target.exists() {
         return Ok(Commit::AlreadyExists);
     }
-    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique()));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
@@ -206,8 +257,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().to_str().unwrap()).unwrap();
         let path = "events/date=2026-01-02/a.parquet";
-        assert_eq!(store.put_if_absent(path, b"one".to_vec()).await.unwrap(), Commit::Created);
-        assert_eq!(store.put_if_absent(path, b"two".to_vec()).await.unwrap(), Commit::AlreadyExists);
+        assert_eq!(
+            store.put_if_absent(path, b"one".to_vec()).await.unwrap(),
+            Commit::Created
+        );
+        assert_eq!(
+            store.put_if_absent(path, b"two".to_vec()).await.unwrap(),
+            Commit::AlreadyExists
+        );
         assert_eq!(store.get(path).await.unwrap().unwrap(), b"one");
         assert_eq!(store.list("events").await.unwrap(), vec![path.to_string()]);
         assert!(store.get("events/none.parquet").await.unwrap().is_none());

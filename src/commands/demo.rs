@@ -38,10 +38,14 @@ pub(crate) struct Args {
 
 /// The end of the demo history for this spec: the one recorded in the store, or now.
 async fn anchor(store: &Store, spec: &DemoSpec) -> anyhow::Result<DateTime<Utc>> {
-    let key = format!("seed={} days={} services={} events={}", spec.seed, spec.days, spec.services, spec.target_events);
+    let key = format!(
+        "seed={} days={} services={} events={}",
+        spec.seed, spec.days, spec.services, spec.target_events
+    );
     let path = StatePath::DEMO.to_string();
     let mut anchors: serde_json::Map<String, serde_json::Value> = match store.get(&path).await? {
-        Some(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{path} in the store is not valid JSON"))?,
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{path} in the store is not valid JSON"))?,
         None => serde_json::Map::new(),
     };
     if let Some(end) = anchors.get(&key).and_then(|v| v.as_str()) {
@@ -72,7 +76,12 @@ async fn anchor(store: &Store, spec: &DemoSpec) -> anyhow::Result<DateTime<Utc>>
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
     let config = args.config.load()?;
-    let spec = DemoSpec { seed: args.seed, days: args.days, services: args.services, target_events: args.events };
+    let spec = DemoSpec {
+        seed: args.seed,
+        days: args.days,
+        services: args.services,
+        target_events: args.events,
+    };
     let end = anchor(&store, &spec).await?;
     eprintln!(
         "Generating {} days of history for {} services (~{} events) into {} …",
@@ -83,14 +92,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     );
     let bar = ProgressBar::new(estimated_events(&spec));
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:>9} [{bar:30}] {human_pos}/{human_len} events ({per_sec}, {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} {msg:>9} [{bar:30}] {human_pos}/{human_len} events ({per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("ingesting");
     let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
     let mut counts = Counts::default();
     for event in generate(&spec, end) {
-        counts.add(ingester.ingest(event.as_bytes(), Origin::CdEvents, "demo").await?);
+        counts.add(
+            ingester
+                .ingest(event.as_bytes(), Origin::CdEvents, "demo")
+                .await?,
+        );
         bar.inc(1);
         if ingester.should_flush() {
             bar.set_message("writing");
@@ -107,9 +122,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 
     let engine = cdlake_query::Engine::open(&store, config).await?;
     let from = end - chrono::Duration::days(30);
-    let report = cdlake_query::QueryService::dora(&engine, &DoraRequest { from, to: end, by: Some(GroupBy::Service) }).await?;
+    let report = cdlake_query::QueryService::dora(
+        &engine,
+        &DoraRequest {
+            from,
+            to: end,
+            by: Some(GroupBy::Service),
+        },
+    )
+    .await?;
     print_report(&report, ReportFormat::Table)?;
-    let store_flag = if args.store.store == "./cdlake-data" { String::new() } else { format!(" --store {}", args.store.store) };
+    let store_flag = if args.store.store == "./cdlake-data" {
+        String::new()
+    } else {
+        format!(" --store {}", args.store.store)
+    };
     eprintln!(
         "\nNext: cdlake dora{store_flag} --from {} --to {} --by team --format json\n      cdlake sql{store_flag} \"SELECT service, count(*) FROM dora_deployments GROUP BY service\"",
         (end - chrono::Duration::days(90)).format("%Y-%m-%d"),

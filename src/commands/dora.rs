@@ -59,7 +59,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-pub(crate) fn print_report(report: &cdlake_query::DoraReport, format: ReportFormat) -> anyhow::Result<()> {
+pub(crate) fn print_report(
+    report: &cdlake_query::DoraReport,
+    format: ReportFormat,
+) -> anyhow::Result<()> {
     match format {
         ReportFormat::Table => print!("{}", render::table(report)),
         ReportFormat::Markdown => print!("{}", render::markdown(report)),

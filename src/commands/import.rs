@@ -54,7 +54,9 @@ impl Counts {
 fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
         Ok(buf)
     } else {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))
@@ -64,11 +66,18 @@ fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
     let mut ingester = Ingester::new(store, IngesterConfig::default());
-    let sizes: u64 = args.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let sizes: u64 = args
+        .files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     let bar = ProgressBar::new(sizes.max(1));
     bar.set_style(
-        ProgressStyle::with_template("{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut counts = Counts::default();
     for path in &args.files {
@@ -82,7 +91,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             };
             let source = format!("import:{name}:{line}");
             let outcome = match record {
-                Record::Value { raw, .. } => ingester.ingest(raw, Origin::CdEvents, &source).await?,
+                Record::Value { raw, .. } => {
+                    ingester.ingest(raw, Origin::CdEvents, &source).await?
+                }
                 Record::Malformed { raw, reason, .. } => {
                     ingester.push_dead_letter(DeadLetter {
                         received_at: cdlake_ingest::ingester::now_micros(),
@@ -107,9 +118,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let report = ingester.flush().await.context("committing to the store")?;
     bar.finish_and_clear();
     tracing::info!(files = report.files.len(), "Import committed.");
-    println!("imported {}, duplicate {}, rejected {}", counts.imported, counts.duplicate, counts.rejected);
+    println!(
+        "imported {}, duplicate {}, rejected {}",
+        counts.imported, counts.duplicate, counts.rejected
+    );
     for (reason, n) in &counts.reasons {
-        eprintln!("  rejected {n}: {reason} (see: cdlake sql \"SELECT source, reason FROM dead_letters\")");
+        eprintln!(
+            "  rejected {n}: {reason} (see: cdlake sql \"SELECT source, reason FROM dead_letters\")"
+        );
     }
     Ok(if args.strict && counts.rejected > 0 {
         std::process::ExitCode::from(2)

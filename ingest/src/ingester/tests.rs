@@ -23,7 +23,10 @@ async fn read_table(store: &Store, table: Table) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for path in store.list(table.dir()).await.unwrap() {
         let bytes = store.get(&path).await.unwrap().unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap();
         out.extend(reader.map(Result::unwrap));
     }
     out
@@ -33,20 +36,60 @@ async fn read_table(store: &Store, table: Table) -> Vec<RecordBatch> {
 async fn duplicates_are_dropped_within_a_run_and_against_the_store() {
     let (_dir, store) = store();
     let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
-    assert_eq!(ing.ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t").await.unwrap(), Outcome::Accepted);
-    assert_eq!(ing.ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t").await.unwrap(), Outcome::Duplicate);
-    assert_eq!(ing.ingest(&cdevent("b", "2026-01-02T05:30:00+05:30"), Origin::CdEvents, "t").await.unwrap(), Outcome::Accepted);
+    assert_eq!(
+        ing.ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t")
+            .await
+            .unwrap(),
+        Outcome::Accepted
+    );
+    assert_eq!(
+        ing.ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t")
+            .await
+            .unwrap(),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        ing.ingest(
+            &cdevent("b", "2026-01-02T05:30:00+05:30"),
+            Origin::CdEvents,
+            "t"
+        )
+        .await
+        .unwrap(),
+        Outcome::Accepted
+    );
     let report = ing.flush().await.unwrap();
     assert_eq!((report.events, report.files.len()), (2, 2), "{report:?}");
-    assert!(report.files.iter().any(|f| f.starts_with("events/date=2026-01-02/")));
+    assert!(
+        report
+            .files
+            .iter()
+            .any(|f| f.starts_with("events/date=2026-01-02/"))
+    );
 
     // A new ingester (a second run, a restart) finds what the store holds.
     let mut again = Ingester::new(store.clone(), IngesterConfig::default());
-    assert_eq!(again.ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t").await.unwrap(), Outcome::Duplicate);
-    assert_eq!(again.ingest(&cdevent("c", "2026-01-01T11:00:00Z"), Origin::CdEvents, "t").await.unwrap(), Outcome::Accepted);
+    assert_eq!(
+        again
+            .ingest(&cdevent("a", "2026-01-01T10:00:00Z"), Origin::CdEvents, "t")
+            .await
+            .unwrap(),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        again
+            .ingest(&cdevent("c", "2026-01-01T11:00:00Z"), Origin::CdEvents, "t")
+            .await
+            .unwrap(),
+        Outcome::Accepted
+    );
     let report = again.flush().await.unwrap();
     assert_eq!(report.events, 1);
-    let rows: usize = read_table(&store, Table::Events).await.iter().map(RecordBatch::num_rows).sum();
+    let rows: usize = read_table(&store, Table::Events)
+        .await
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
     assert_eq!(rows, 3);
 }
 
@@ -54,12 +97,23 @@ async fn duplicates_are_dropped_within_a_run_and_against_the_store() {
 async fn rejected_records_become_dead_letters_with_reason_and_bytes() {
     let (_dir, store) = store();
     let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
-    let out = ing.ingest(b"{broken", Origin::CdEvents, "import:x.jsonl:3").await.unwrap();
-    assert!(matches!(&out, Outcome::Rejected(r) if r.contains("malformed JSON")), "{out:?}");
+    let out = ing
+        .ingest(b"{broken", Origin::CdEvents, "import:x.jsonl:3")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, Outcome::Rejected(r) if r.contains("malformed JSON")),
+        "{out:?}"
+    );
     ing.flush().await.unwrap();
     let batches = read_table(&store, Table::DeadLetters).await;
-    let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-    assert!(text.contains("import:x.jsonl:3") && text.contains("malformed JSON"), "{text}");
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("import:x.jsonl:3") && text.contains("malformed JSON"),
+        "{text}"
+    );
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
 }
 
@@ -71,25 +125,43 @@ async fn a_retried_flush_of_the_same_rows_lands_on_the_same_file() {
     for ing in [&mut first, &mut second] {
         // Both buffer the same rows before either commits (a crash between commit and ack).
         for id in ["x", "y"] {
-            ing.ingest(&cdevent(id, "2026-02-01T00:00:00Z"), Origin::CdEvents, "t").await.unwrap();
+            ing.ingest(&cdevent(id, "2026-02-01T00:00:00Z"), Origin::CdEvents, "t")
+                .await
+                .unwrap();
         }
     }
     let a = first.flush().await.unwrap();
     let b = second.flush().await.unwrap();
     assert_eq!((a.files.len(), a.already_committed), (1, 0));
     assert_eq!((b.files.len(), b.already_committed), (0, 1));
-    assert_eq!(read_table(&store, Table::Events).await.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+    assert_eq!(
+        read_table(&store, Table::Events)
+            .await
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn flush_limits() {
     let (_dir, store) = store();
-    let config = IngesterConfig { max_rows: 2, max_age: Duration::from_secs(3600), ..Default::default() };
+    let config = IngesterConfig {
+        max_rows: 2,
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let mut ing = Ingester::new(store, config);
-    ing.ingest(&cdevent("1", "2026-02-01T00:00:00Z"), Origin::CdEvents, "t").await.unwrap();
+    ing.ingest(&cdevent("1", "2026-02-01T00:00:00Z"), Origin::CdEvents, "t")
+        .await
+        .unwrap();
     assert!(!ing.should_flush());
     ing.ingest(b"nope", Origin::CdEvents, "t").await.unwrap();
-    assert!(ing.should_flush(), "dead letters count towards the row limit");
+    assert!(
+        ing.should_flush(),
+        "dead letters count towards the row limit"
+    );
     ing.flush().await.unwrap();
     assert_eq!(ing.pending_rows(), 0);
     assert!(!ing.should_flush());

@@ -43,7 +43,12 @@ fn rows(f: &Figures) -> Vec<[String; 4]> {
             level(df.level).into(),
             format!("{} deployments on {} days", df.deployments, df.deploy_days),
         ],
-        ["Lead time for changes".into(), spread(lt.median_seconds, lt.p90_seconds), level(lt.level).into(), format!("{} changes", lt.changes)],
+        [
+            "Lead time for changes".into(),
+            spread(lt.median_seconds, lt.p90_seconds),
+            level(lt.level).into(),
+            format!("{} changes", lt.changes),
+        ],
         [
             "Change failure rate".into(),
             pct(cfr.rate),
@@ -60,7 +65,10 @@ fn rows(f: &Figures) -> Vec<[String; 4]> {
             "Rework rate".into(),
             pct(rw.rate),
             "".into(),
-            format!("{} of {} deployments during an open incident", rw.rework, rw.deployments),
+            format!(
+                "{} of {} deployments during an open incident",
+                rw.rework, rw.deployments
+            ),
         ],
     ]
 }
@@ -83,7 +91,15 @@ fn aligned(header: &[&str], body: &[Vec<String>]) -> String {
         s.trim_end().to_string() + "\n"
     };
     let mut out = line(header.to_vec());
-    out.push_str(&line(widths.iter().map(|w| "─".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect()));
+    out.push_str(&line(
+        widths
+            .iter()
+            .map(|w| "─".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    ));
     for r in body {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
@@ -106,16 +122,28 @@ fn group_rows(r: &DoraReport) -> Vec<Vec<String>> {
             let f = &g.figures;
             vec![
                 g.key().to_string(),
-                format!("{:.2} ({})", f.deployment_frequency.per_day, level(f.deployment_frequency.level)),
+                format!(
+                    "{:.2} ({})",
+                    f.deployment_frequency.per_day,
+                    level(f.deployment_frequency.level)
+                ),
                 format!(
                     "{} ({})",
-                    f.lead_time.median_seconds.map_or("-".into(), human_duration),
+                    f.lead_time
+                        .median_seconds
+                        .map_or("-".into(), human_duration),
                     level(f.lead_time.level)
                 ),
-                format!("{} ({})", pct(f.change_failure_rate.rate), level(f.change_failure_rate.level)),
                 format!(
                     "{} ({})",
-                    f.recovery_time.median_seconds.map_or("-".into(), human_duration),
+                    pct(f.change_failure_rate.rate),
+                    level(f.change_failure_rate.level)
+                ),
+                format!(
+                    "{} ({})",
+                    f.recovery_time
+                        .median_seconds
+                        .map_or("-".into(), human_duration),
                     level(f.recovery_time.level)
                 ),
                 pct(f.rework_rate.rate),
@@ -124,15 +152,33 @@ fn group_rows(r: &DoraReport) -> Vec<Vec<String>> {
         .collect()
 }
 
-const GROUP_COLUMNS: [&str; 5] = ["deploys/day", "lead time (median)", "change failure rate", "recovery (median)", "rework"];
+const GROUP_COLUMNS: [&str; 5] = [
+    "deploys/day",
+    "lead time (median)",
+    "change failure rate",
+    "recovery (median)",
+    "rework",
+];
 
 fn unlinked_lines(r: &DoraReport) -> Vec<String> {
     let u = &r.unlinked;
     [
-        (u.deployments_unknown_artifact, "production deployments of artifacts not linked to a merged change"),
-        (u.changes_not_delivered, "merged changes not delivered to production by the window's end"),
-        (u.incidents_without_service, "production incidents with no service"),
-        (u.incidents_without_detection, "incidents resolved with no detected/reported event"),
+        (
+            u.deployments_unknown_artifact,
+            "production deployments of artifacts not linked to a merged change",
+        ),
+        (
+            u.changes_not_delivered,
+            "merged changes not delivered to production by the window's end",
+        ),
+        (
+            u.incidents_without_service,
+            "production incidents with no service",
+        ),
+        (
+            u.incidents_without_detection,
+            "incidents resolved with no detected/reported event",
+        ),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
@@ -165,12 +211,22 @@ pub fn table(r: &DoraReport) -> String {
 }
 
 fn md_row(cells: &[String]) -> String {
-    format!("| {} |\n", cells.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "))
+    format!(
+        "| {} |\n",
+        cells
+            .iter()
+            .map(|c| c.replace('|', "\\|"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    )
 }
 
 /// The report as Markdown.
 pub fn markdown(r: &DoraReport) -> String {
-    let mut out = format!("## DORA report\n\nWindow: {} → {} ({:.1} days). Production: `{}`.\n\n", r.window.from, r.window.to, r.window.days, r.production);
+    let mut out = format!(
+        "## DORA report\n\nWindow: {} → {} ({:.1} days). Production: `{}`.\n\n",
+        r.window.from, r.window.to, r.window.days, r.production
+    );
     out.push_str("| metric | value | level | based on |\n|---|---|---|---|\n");
     for row in rows(&r.figures) {
         out.push_str(&md_row(&row));
@@ -204,6 +260,9 @@ mod tests {
         assert_eq!(human_duration(42.0), "42s");
         assert_eq!(human_duration(600.0), "10m");
         assert_eq!(human_duration(7800.0), "2h 10m");
-        assert_eq!(human_duration(3.0 * 86_400.0 + 4.0 * 3600.0 + 59.0), "3d 4h");
+        assert_eq!(
+            human_duration(3.0 * 86_400.0 + 4.0 * 3600.0 + 59.0),
+            "3d 4h"
+        );
     }
 }

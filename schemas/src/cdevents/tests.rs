@@ -16,7 +16,12 @@ fn conformance(version: &str) -> Vec<(String, Vec<u8>)> {
     files.sort();
     files
         .into_iter()
-        .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_stem().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -24,17 +29,35 @@ fn conformance(version: &str) -> Vec<(String, Vec<u8>)> {
 fn every_conformance_example_parses_and_normalises() {
     for (version, spec) in [("v0.4.1", "0.4.1"), ("v0.5.1", "0.5.1")] {
         let files = conformance(version);
-        assert_eq!(files.len(), 45, "{version}: expected 45 conformance examples");
+        assert_eq!(
+            files.len(),
+            45,
+            "{version}: expected 45 conformance examples"
+        );
         for (name, raw) in files {
-            let e = parse(&raw, Origin::CdEvents, 7).unwrap_or_else(|r| panic!("{version}/{name}: {r}"));
+            let e = parse(&raw, Origin::CdEvents, 7)
+                .unwrap_or_else(|r| panic!("{version}/{name}: {r}"));
             // The file name is `<subject>_<predicate>.json`.
             let (subject, predicate) = name.split_once('_').unwrap();
-            assert_eq!((e.subject.as_str(), e.predicate.as_str()), (subject, predicate), "{name}");
+            assert_eq!(
+                (e.subject.as_str(), e.predicate.as_str()),
+                (subject, predicate),
+                "{name}"
+            );
             assert_eq!(e.spec_version, spec, "{version}/{name}");
-            assert!(e.event_type.starts_with(&format!("dev.cdevents.{subject}.{predicate}.")));
-            assert_eq!(e.payload.as_bytes(), raw.as_slice(), "payload kept byte for byte");
+            assert!(
+                e.event_type
+                    .starts_with(&format!("dev.cdevents.{subject}.{predicate}."))
+            );
+            assert_eq!(
+                e.payload.as_bytes(),
+                raw.as_slice(),
+                "payload kept byte for byte"
+            );
             assert_eq!((e.origin.as_str(), e.ingested_at), ("cdevents", 7));
-            assert!(!e.event_id.is_empty() && !e.event_source.is_empty() && !e.subject_id.is_empty());
+            assert!(
+                !e.event_id.is_empty() && !e.event_source.is_empty() && !e.subject_id.is_empty()
+            );
         }
     }
 }
@@ -42,14 +65,25 @@ fn every_conformance_example_parses_and_normalises() {
 #[test]
 fn linking_fields_follow_the_subject() {
     let one = |version: &str, name: &str| {
-        let raw = std::fs::read(fixtures().join(version).join("conformance").join(format!("{name}.json"))).unwrap();
+        let raw = std::fs::read(
+            fixtures()
+                .join(version)
+                .join("conformance")
+                .join(format!("{name}.json")),
+        )
+        .unwrap();
         parse(&raw, Origin::CdEvents, 0).unwrap()
     };
     for v in ["v0.4.1", "v0.5.1"] {
         let d = one(v, "service_deployed");
         assert_eq!(d.service.as_deref(), Some("mySubject123"));
         assert_eq!(d.environment.as_deref(), Some("test123"));
-        assert!(d.artifact_id.as_deref().unwrap().starts_with("pkg:oci/myapp@sha256"));
+        assert!(
+            d.artifact_id
+                .as_deref()
+                .unwrap()
+                .starts_with("pkg:oci/myapp@sha256")
+        );
         assert_eq!(d.time, parse_time("2023-03-20T14:27:05.315384Z").unwrap());
 
         let m = one(v, "change_merged");
@@ -74,8 +108,14 @@ fn linking_fields_follow_the_subject() {
 
 #[test]
 fn offsets_are_normalised_to_utc() {
-    assert_eq!(parse_time("2026-01-01T05:30:00+05:30"), parse_time("2026-01-01T00:00:00Z"));
-    assert_eq!(parse_time("2026-01-01T00:00:00.000001Z"), Some(1_767_225_600_000_001));
+    assert_eq!(
+        parse_time("2026-01-01T05:30:00+05:30"),
+        parse_time("2026-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        parse_time("2026-01-01T00:00:00.000001Z"),
+        Some(1_767_225_600_000_001)
+    );
     assert_eq!(parse_time("yesterday"), None);
 }
 
@@ -87,8 +127,18 @@ fn cloudevents_structured_mode_carries_the_cdevent_and_trace_context() {
         "data":{"context":{"specversion":"0.5.1","id":"ce-1","source":"/tekton","type":"dev.cdevents.pipelinerun.started.0.2.0","timestamp":"2026-05-01T10:00:00Z"},
                 "subject":{"id":"run-9","content":{"pipelineName":"build","url":"https://ci/run-9"}}}}"#;
     let e = parse(raw, Origin::CdEvents, 0).unwrap();
-    assert_eq!((e.event_id.as_str(), e.subject.as_str(), e.predicate.as_str()), ("ce-1", "pipelinerun", "started"));
-    assert_eq!(e.trace_id.as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
+    assert_eq!(
+        (
+            e.event_id.as_str(),
+            e.subject.as_str(),
+            e.predicate.as_str()
+        ),
+        ("ce-1", "pipelinerun", "started")
+    );
+    assert_eq!(
+        e.trace_id.as_deref(),
+        Some("0af7651916cd43dd8448eb211c80319c")
+    );
     assert_eq!(e.span_id.as_deref(), Some("b7ad6b7169203331"));
     assert_eq!(e.pipeline.as_deref(), Some("build"));
 
@@ -96,7 +146,10 @@ fn cloudevents_structured_mode_carries_the_cdevent_and_trace_context() {
     let raw = br#"{"specversion":"1.0","id":"ce-2","source":"/x","type":"dev.cdevents.service.deployed.0.3.0",
         "time":"2026-05-01T10:00:00+02:00","data":{"subject":{"id":"checkout","content":{"environment":{"id":"prod"}}}}}"#;
     let e = parse(raw, Origin::CdEvents, 0).unwrap();
-    assert_eq!((e.event_id.as_str(), e.event_source.as_str()), ("ce-2", "/x"));
+    assert_eq!(
+        (e.event_id.as_str(), e.event_source.as_str()),
+        ("ce-2", "/x")
+    );
     assert_eq!(e.time, parse_time("2026-05-01T08:00:00Z").unwrap());
     assert_eq!(e.service.as_deref(), Some("checkout"));
 }
@@ -116,16 +169,26 @@ fn bad_input_is_rejected_with_a_reason_naming_the_problem() {
     ];
     for (raw, want) in cases {
         let err = parse(raw, Origin::CdEvents, 0).unwrap_err();
-        assert!(err.0.contains(want), "{:?}: got {err}, want it to mention {want}", String::from_utf8_lossy(raw));
+        assert!(
+            err.0.contains(want),
+            "{:?}: got {err}, want it to mention {want}",
+            String::from_utf8_lossy(raw)
+        );
     }
 }
 
 #[test]
 fn types_are_parsed_strictly() {
     let t = parse_type("dev.cdevents.service.deployed.0.3.0").unwrap();
-    assert_eq!((t.subject, t.predicate, t.version), ("service", "deployed", "0.3.0"));
+    assert_eq!(
+        (t.subject, t.predicate, t.version),
+        ("service", "deployed", "0.3.0")
+    );
     assert!(parse_type("dev.cdevents.pipelinerun.queued.0.2.0-draft").is_some());
-    assert!(parse_type("dev.cdevents.newthing.happened.1.0.0").is_some(), "unknown types are CDEvents too");
+    assert!(
+        parse_type("dev.cdevents.newthing.happened.1.0.0").is_some(),
+        "unknown types are CDEvents too"
+    );
     assert!(parse_type("dev.cdevents.service.deployed").is_none());
     assert!(parse_type("dev.cdevents.service.deployed.latest").is_none());
     assert!(parse_type("io.cloudevents.service.deployed.0.1.0").is_none());
