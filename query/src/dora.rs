@@ -298,6 +298,21 @@ impl Window2 {
     fn days(&self) -> f64 {
         (self.to - self.from) as f64 / 1e6 / DAY
     }
+    /// The ISO weeks the window overlaps.
+    fn weeks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut t = self.from;
+        while t < self.to {
+            out.push(week_of(t));
+            t += 86_400_000_000;
+        }
+        if self.to > self.from {
+            out.push(week_of(self.to - 1));
+        }
+        out.dedup();
+        out
+    }
+
     /// Days of the window within the ISO week labelled `week` (for per-week rates).
     fn days_in_week(&self, week: &str) -> f64 {
         let parsed = week
@@ -619,6 +634,11 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
             .chain(open_groups.keys())
             .cloned()
             .chain(matches!(key, Key::Overall).then(String::new))
+            .chain(match key {
+                // A weekly trend has every week of the window, with or without input.
+                Key::By(GroupBy::Week) => w.weeks(),
+                _ => Vec::new(),
+            })
             .collect();
         keys.into_iter()
             .map(|k| {
@@ -717,5 +737,6 @@ mod tests {
         assert_eq!(w.days_in_week("2026-W01"), 4.0);
         assert_eq!(w.days_in_week("2026-W02"), 7.0);
         assert_eq!(w.days_in_week("2026-W03"), 3.0);
+        assert_eq!(w.weeks(), vec!["2026-W01", "2026-W02", "2026-W03"]);
     }
 }

@@ -13,6 +13,8 @@
 //! the real ingest path. `EVENTS unchecked` writes the lines as a Parquet file directly, past the
 //! ingester's de-duplication (as a racing writer could), to prove the views de-duplicate.
 //!
+//! `TEAMS key=team …` adds to the `[teams]` table of the configuration.
+//!
 //! ```text
 //! query TT
 //! DORA <from> <to> [by=service|team|week] [only=<path prefix>]
@@ -270,6 +272,16 @@ impl sqllogictest::AsyncDB for Db {
         if trimmed.starts_with("EVENTS") {
             let (header, body) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
             self.events(header, body).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if let Some(pairs) = trimmed.strip_prefix("TEAMS") {
+            for pair in pairs.split_whitespace() {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| err(format!("TEAMS key=team, got {pair:?}")))?;
+                self.config.teams.insert(k.to_string(), v.to_string());
+            }
+            self.engine = None;
             return Ok(DBOutput::StatementComplete(0));
         }
         if let Some(args) = trimmed.strip_prefix("DORA") {
