@@ -212,77 +212,16 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
     };
     let req = |a: &StringArray, i: usize| a.value(i).to_string();
     let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
-    let [
-        event_id,
-        event_source,
-        event_type,
-        subject,
-        predicate,
-        spec_version,
-        origin,
-        subject_id,
-        service,
-        environment,
-        repository,
-        change_id,
-        artifact_id,
-        pipeline,
-        run_id,
-        outcome,
-        url,
-        trace_id,
-        span_id,
-        chain_id,
-        team,
-        task,
-        payload,
-    ] = [
-        "event_id",
-        "event_source",
-        "event_type",
-        "subject",
-        "predicate",
-        "spec_version",
-        "origin",
-        "subject_id",
-        "service",
-        "environment",
-        "repository",
-        "change_id",
-        "artifact_id",
-        "pipeline",
-        "run_id",
-        "outcome",
-        "url",
-        "trace_id",
-        "span_id",
-        "chain_id",
-        "team",
-        "task",
-        "payload",
-    ]
-    .map(s);
     let (time, ingested_at) = (t("time")?, t("ingested_at")?);
-    let (event_id, event_source, event_type, subject, predicate, spec_version, origin, subject_id) = (
-        event_id?,
-        event_source?,
-        event_type?,
-        subject?,
-        predicate?,
-        spec_version?,
-        origin?,
-        subject_id?,
-    );
-    let (service, environment, repository, change_id, artifact_id) = (
-        service?,
-        environment?,
-        repository?,
-        change_id?,
-        artifact_id?,
-    );
-    let (pipeline, run_id, outcome, url, trace_id, span_id, chain_id, team, task, payload) = (
-        pipeline?, run_id?, outcome?, url?, trace_id?, span_id?, chain_id?, team?, task?, payload?,
-    );
+    let (event_id, event_source, event_type) =
+        (s("event_id")?, s("event_source")?, s("event_type")?);
+    let (subject, predicate, subject_id) = (s("subject")?, s("predicate")?, s("subject_id")?);
+    let (spec_version, origin, payload) = (s("spec_version")?, s("origin")?, s("payload")?);
+    let (service, environment, repository) = (s("service")?, s("environment")?, s("repository")?);
+    let (change_id, artifact_id, pipeline) = (s("change_id")?, s("artifact_id")?, s("pipeline")?);
+    let (run_id, outcome, url, task) = (s("run_id")?, s("outcome")?, s("url")?, s("task")?);
+    let (trace_id, span_id, chain_id, team) =
+        (s("trace_id")?, s("span_id")?, s("chain_id")?, s("team")?);
     Ok((0..batch.num_rows())
         .map(|i| Event {
             event_id: req(event_id, i),
