@@ -296,6 +296,35 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
         ],
     ));
     assert!(md.contains("| metric | value | level | based on |"), "{md}");
+
+    let page = dir.path().join("report.html");
+    ok(&cdlake(
+        &store,
+        &[
+            "dora",
+            "--from",
+            "now-60d",
+            "--format",
+            "html",
+            "--out",
+            page.to_str().unwrap(),
+        ],
+    ));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.contains("<svg") && html.contains("By service"),
+        "{html}"
+    );
+    assert!(
+        html.contains("previous period"),
+        "the page compares with the previous period"
+    );
+    for external in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(
+            !html.contains(external),
+            "the page must be self-contained, found {external}"
+        );
+    }
 }
 
 #[test]

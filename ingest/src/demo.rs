@@ -357,7 +357,10 @@ const P_ERROR_GIVEN_FAILURE: f64 = 0.15;
 const P_STAGING_INCIDENT: f64 = 0.002;
 const P_REPORTED: f64 = 0.25;
 const P_ROLLBACK: f64 = 0.35;
-const P_NEVER_RESOLVED: f64 = 0.03;
+/// Of the incidents of the last seven days, the share still open when the history ends (older
+/// ones are always resolved: an incident open for months would make every later deployment of
+/// its service rework).
+const P_NEVER_RESOLVED: f64 = 0.5;
 /// The generated count falls a little short of the expectation (changes and runs cut off at
 /// the ends of the window, skipped deployments): compensate.
 const CALIBRATION: f64 = 1.025;
@@ -1714,7 +1717,8 @@ impl Generator {
         } else {
             t + lognormal(rng, 90 * MIN, 1.4, 10 * MIN, 5 * DAY)
         };
-        if !chance(rng, P_NEVER_RESOLVED) {
+        let recent = t >= self.out.end - 7 * DAY;
+        if !(recent && chance(rng, P_NEVER_RESOLVED)) {
             self.out.emit(Ev {
                 t: resolved,
                 kind: Kind::IncidentResolved,

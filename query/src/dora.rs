@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Engine, Error, Result};
 
+pub mod html;
 pub mod render;
 
 /// How to group a report.

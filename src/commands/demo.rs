@@ -12,7 +12,7 @@ use cdlake_schemas::store::Store;
 use chrono::{DateTime, DurationRound, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::dora::{ReportFormat, print_report};
+use super::dora::{ReportFormat, render_report};
 use super::import::Counts;
 use super::{ConfigArgs, StoreArgs};
 
@@ -131,7 +131,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         },
     )
     .await?;
-    print_report(&report, ReportFormat::Table)?;
+    print!("{}", render_report(&report, ReportFormat::Table)?);
     let store_flag = if args.store.store == "./cdlake-data" {
         String::new()
     } else {

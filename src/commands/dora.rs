@@ -1,7 +1,8 @@
 //! `cdlake dora`: the DORA report for a window.
 
 use anyhow::Context;
-use cdlake_query::dora::render;
+use cdlake_query::QueryService;
+use cdlake_query::dora::{html, render};
 use cdlake_query::{DoraRequest, GroupBy};
 use chrono::Utc;
 
@@ -22,9 +23,13 @@ pub(crate) struct Args {
     /// Also report per service, team or ISO week.
     #[arg(long, value_enum)]
     by: Option<By>,
-    /// Output format.
+    /// Output format. `html` is a self-contained page (five figures, change against the
+    /// previous period, weekly trends, per-service table) for management.
     #[arg(long, value_enum, default_value = "table")]
     format: ReportFormat,
+    /// Write the report to this file instead of standard output.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -39,6 +44,7 @@ pub(crate) enum ReportFormat {
     Table,
     Json,
     Markdown,
+    Html,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
@@ -54,19 +60,55 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         By::Week => GroupBy::Week,
     });
     let engine = super::engine(&args.store, &args.config).await?;
-    let report = cdlake_query::QueryService::dora(&engine, &DoraRequest { from, to, by }).await?;
-    print_report(&report, args.format)?;
+    let text = match args.format {
+        ReportFormat::Html => {
+            let by = by.or(Some(GroupBy::Service));
+            let current = engine.dora(&DoraRequest { from, to, by }).await?;
+            let previous = engine
+                .dora(&DoraRequest {
+                    from: from - (to - from),
+                    to: from,
+                    by: None,
+                })
+                .await?;
+            let weekly = engine
+                .dora(&DoraRequest {
+                    from,
+                    to,
+                    by: Some(GroupBy::Week),
+                })
+                .await?;
+            html::html(html::HtmlReport {
+                current: &current,
+                previous: Some(&previous),
+                weekly: Some(&weekly),
+            })
+        }
+        format => render_report(&engine.dora(&DoraRequest { from, to, by }).await?, format)?,
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("Wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-pub(crate) fn print_report(
+/// A report as text in one of the formats.
+pub(crate) fn render_report(
     report: &cdlake_query::DoraReport,
     format: ReportFormat,
-) -> anyhow::Result<()> {
-    match format {
-        ReportFormat::Table => print!("{}", render::table(report)),
-        ReportFormat::Markdown => print!("{}", render::markdown(report)),
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
-    }
-    Ok(())
+) -> anyhow::Result<String> {
+    Ok(match format {
+        ReportFormat::Table => render::table(report),
+        ReportFormat::Markdown => render::markdown(report),
+        ReportFormat::Json => serde_json::to_string_pretty(report)? + "\n",
+        ReportFormat::Html => html::html(html::HtmlReport {
+            current: report,
+            previous: None,
+            weekly: None,
+        }),
+    })
 }
