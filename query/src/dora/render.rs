@@ -120,31 +120,19 @@ fn group_rows(r: &DoraReport) -> Vec<Vec<String>> {
         .flatten()
         .map(|g| {
             let f = &g.figures;
+            let with_level = |value: String, l: Option<Level>| format!("{value} ({})", level(l));
+            let duration = |s: Option<f64>| s.map_or("-".into(), human_duration);
             vec![
                 g.key().to_string(),
-                format!(
-                    "{:.2} ({})",
-                    f.deployment_frequency.per_day,
-                    level(f.deployment_frequency.level)
+                with_level(
+                    format!("{:.2}", f.deployment_frequency.per_day),
+                    f.deployment_frequency.level,
                 ),
-                format!(
-                    "{} ({})",
-                    f.lead_time
-                        .median_seconds
-                        .map_or("-".into(), human_duration),
-                    level(f.lead_time.level)
-                ),
-                format!(
-                    "{} ({})",
-                    pct(f.change_failure_rate.rate),
-                    level(f.change_failure_rate.level)
-                ),
-                format!(
-                    "{} ({})",
-                    f.recovery_time
-                        .median_seconds
-                        .map_or("-".into(), human_duration),
-                    level(f.recovery_time.level)
+                with_level(duration(f.lead_time.median_seconds), f.lead_time.level),
+                with_level(pct(f.change_failure_rate.rate), f.change_failure_rate.level),
+                with_level(
+                    duration(f.recovery_time.median_seconds),
+                    f.recovery_time.level,
                 ),
                 pct(f.rework_rate.rate),
             ]
