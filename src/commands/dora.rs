@@ -4,7 +4,7 @@ use anyhow::Context;
 use cdlake_query::QueryService;
 use cdlake_query::dora::{html, render};
 use cdlake_query::{DoraRequest, GroupBy};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 
 use super::{ConfigArgs, StoreArgs, parse_time};
 
@@ -48,7 +48,7 @@ pub(crate) enum ReportFormat {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
-    let now = Utc::now();
+    let now = Utc::now().trunc_subsecs(0);
     let to = parse_time(&args.to, now).context("--to")?;
     let from = match &args.from {
         Some(f) => parse_time(f, now).context("--from")?,
