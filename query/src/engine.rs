@@ -123,7 +123,7 @@ impl Engine {
                 None => self.ctx.sql(sql).await,
             }
             .map_err(|e| Error::Sql(user_message(e)))?;
-            let schema = Arc::new(Schema::from(df.schema().as_arrow().clone()));
+            let schema = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await.map_err(|e| match e {
                 e @ datafusion::error::DataFusionError::ResourcesExhausted(_) => {
                     Error::Sql(user_message(e))
