@@ -540,23 +540,17 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         deployments_unknown_artifact: count(
             engine,
             &format!(
-                "SELECT count(*) FROM dora_deployments WHERE action <> 'rolledback'
-                 AND artifact_id NOT IN (SELECT l.artifact_id FROM artifact_changes l JOIN changes c ON c.change_id = l.change_id
-                                         WHERE c.merged_at IS NOT NULL AND c.repository IS NOT NULL)
-                 AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
+                "SELECT count(*) FROM dora_deployments d
+                 LEFT JOIN (SELECT DISTINCT l.artifact_id FROM artifact_changes l
+                            JOIN changes c ON c.change_id = l.change_id
+                            WHERE c.merged_at IS NOT NULL AND c.repository IS NOT NULL) k
+                   ON k.artifact_id = d.artifact_id
+                 WHERE d.action <> 'rolledback' AND k.artifact_id IS NULL
+                   AND CAST(d.time AS BIGINT) >= {} AND CAST(d.time AS BIGINT) < {}",
                 w.from, w.to
             ),
         )
-        .await?
-            + count(
-                engine,
-                &format!(
-                    "SELECT count(*) FROM dora_deployments WHERE action <> 'rolledback' AND artifact_id IS NULL
-                     AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
-                    w.from, w.to
-                ),
-            )
-            .await?,
+        .await?,
         changes_not_delivered: count(
             engine,
             &format!(
