@@ -3,7 +3,10 @@
 pub(crate) mod demo;
 pub(crate) mod dora;
 pub(crate) mod import;
+pub(crate) mod ingest;
+pub(crate) mod receive;
 pub(crate) mod sql;
+pub(crate) mod standalone;
 
 use std::path::PathBuf;
 
@@ -23,6 +26,47 @@ pub(crate) struct StoreArgs {
 impl StoreArgs {
     pub(crate) fn open(&self) -> anyhow::Result<Store> {
         Store::open(&self.store).with_context(|| format!("opening the store {:?}", self.store))
+    }
+}
+
+/// The NATS server with JetStream.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct NatsArgs {
+    /// NATS server URL (JetStream enabled).
+    #[arg(long, env = "CDLAKE_NATS", default_value = "nats://127.0.0.1:4222")]
+    pub(crate) nats: String,
+}
+
+/// Webhook secrets.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct SecretArgs {
+    /// GitHub webhook secret; repeat it to accept the old and the new one during a rotation
+    /// (the environment variable takes a comma-separated list).
+    #[arg(
+        long = "github-secret",
+        env = "CDLAKE_GITHUB_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) github_secret: Vec<String>,
+    /// GitLab webhook secret token; repeatable, like --github-secret.
+    #[arg(
+        long = "gitlab-token",
+        env = "CDLAKE_GITLAB_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) gitlab_token: Vec<String>,
+}
+
+impl SecretArgs {
+    pub(crate) fn warn_if_open(&self) {
+        if self.github_secret.is_empty() {
+            tracing::warn!("No --github-secret: GitHub webhook signatures are not checked.");
+        }
+        if self.gitlab_token.is_empty() {
+            tracing::warn!("No --gitlab-token: GitLab webhook tokens are not checked.");
+        }
     }
 }
 

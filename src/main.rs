@@ -2,6 +2,7 @@
 //! file in `commands/`.
 
 mod commands;
+mod http;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,12 @@ enum Command {
     Sql(commands::sql::Args),
     /// Print the DORA report for a window.
     Dora(commands::dora::Args),
+    /// Receive webhooks and CloudEvents over HTTP and publish them to NATS JetStream.
+    Receive(commands::receive::Args),
+    /// Consume JetStream durably and write Parquet to the store.
+    Ingest(commands::ingest::Args),
+    /// Receivers and writer in one process, with no NATS: the embedded default.
+    Standalone(commands::standalone::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +58,9 @@ fn main() -> std::process::ExitCode {
             Command::Import(args) => commands::import::run(args).await,
             Command::Sql(args) => commands::sql::run(args).await,
             Command::Dora(args) => commands::dora::run(args).await,
+            Command::Receive(args) => commands::receive::run(args).await,
+            Command::Ingest(args) => commands::ingest::run(args).await,
+            Command::Standalone(args) => commands::standalone::run(args).await,
         }
     });
     match result {

@@ -234,6 +234,7 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
     let store = dir.path().join("store");
     let args = [
         "demo",
+        "--no-serve",
         "--events",
         "6000",
         "--days",

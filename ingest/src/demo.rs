@@ -58,7 +58,35 @@ impl Default for DemoSpec {
 /// The history covers `[end - spec.days, end)`. Events are simulated and rendered lazily, day
 /// by day, so memory stays bounded whatever `target_events` is.
 pub fn generate(spec: &DemoSpec, end: DateTime<Utc>) -> impl Iterator<Item = String> + use<> {
-    Generator::new(spec, end)
+    Generator::new(spec, end, 0)
+}
+
+/// Like [`generate`], for the same organisation (services, repositories, teams) but another
+/// course of events: `salt` re-seeds the simulation and the event ids. `cdlake demo` uses it for
+/// the live trickle after the history, so live events never collide with historical ones.
+pub fn generate_salted(
+    spec: &DemoSpec,
+    end: DateTime<Utc>,
+    salt: u64,
+) -> impl Iterator<Item = String> + use<> {
+    Generator::new(spec, end, salt)
+}
+
+/// The spec of a live trickle starting at `start`: one day of the same organisation with about
+/// `per_day` events, weekends included (the simulation's weekend dip is compensated, so a demo
+/// run on a Saturday still moves).
+pub fn live_spec(spec: &DemoSpec, per_day: u64, start: DateTime<Utc>) -> DemoSpec {
+    let weekend = weekday(start.timestamp_millis().div_euclid(DAY) * DAY) >= 5;
+    let target = if weekend {
+        (per_day as f64 / WEEKEND_FACTOR) as u64
+    } else {
+        per_day
+    };
+    DemoSpec {
+        days: 1,
+        target_events: target,
+        ..spec.clone()
+    }
 }
 
 /// An estimate of how many events [`generate`] yields, for a progress bar.
@@ -1098,7 +1126,7 @@ struct Generator {
 }
 
 impl Generator {
-    fn new(spec: &DemoSpec, end: DateTime<Utc>) -> Self {
+    fn new(spec: &DemoSpec, end: DateTime<Utc>, salt: u64) -> Self {
         let mut setup = ChaCha8Rng::seed_from_u64(spec.seed);
         let (repos, services) = build_org(spec, &mut setup);
         let rates = change_rates(spec, &repos, &services);
@@ -1124,7 +1152,7 @@ impl Generator {
             // day, so that no state comes from events outside the window.
             agenda.push(start_ms, Action::Day);
         }
-        let mut out_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x6364_6c61_6b65_6964);
+        let mut out_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ salt ^ 0x6364_6c61_6b65_6964);
         let id_mask = out_rng.random();
         Generator {
             repos,
@@ -1133,7 +1161,9 @@ impl Generator {
             next_pr,
             rates,
             day_norm: 7.0 / (5.0 + 2.0 * WEEKEND_FACTOR),
-            rng: ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7369_6d75_6c61_7465),
+            rng: ChaCha8Rng::seed_from_u64(
+                spec.seed ^ salt.rotate_left(17) ^ 0x7369_6d75_6c61_7465,
+            ),
             agenda,
             out: Out {
                 rng: out_rng,

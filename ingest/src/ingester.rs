@@ -11,7 +11,9 @@ use cdlake_schemas::{DeadLetter, Event, Origin, cdevents, dead_letters_schema, e
 use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
 
+use crate::envelope::Envelope;
 use crate::parquet::{EncodeOptions, encode, read_identity_keys, writer_properties};
+use crate::webhooks::Normalised;
 use crate::{Error, Result};
 
 /// When to flush, and how to encode.
@@ -56,6 +58,8 @@ pub enum Outcome {
     Duplicate,
     /// Dead-lettered with this reason.
     Rejected(String),
+    /// Answered but not stored (a webhook `ping`).
+    Ignored,
 }
 
 /// What a flush committed.
@@ -130,6 +134,29 @@ impl Ingester {
                     source: source.to_string(),
                     reason: rejection.0.clone(),
                     payload: raw.to_vec(),
+                });
+                Ok(Outcome::Rejected(rejection.0))
+            }
+        }
+    }
+
+    /// Decode and normalise a received [`Envelope`] and push it, or dead-letter it with the
+    /// reason (stamped with the time the receiver got it).
+    pub async fn ingest_envelope(&mut self, envelope: &Envelope) -> Result<Outcome> {
+        let now = now_micros();
+        match envelope.decode(now) {
+            Ok(Normalised::Event(event)) => Ok(match self.push(*event).await? {
+                Pushed::Accepted => Outcome::Accepted,
+                Pushed::Duplicate => Outcome::Duplicate,
+            }),
+            Ok(Normalised::Ping) => Ok(Outcome::Ignored),
+            Err(rejection) => {
+                self.push_dead_letter(DeadLetter {
+                    received_at: envelope.received_at,
+                    origin: envelope.origin.as_str().to_string(),
+                    source: envelope.source.clone(),
+                    reason: rejection.0.clone(),
+                    payload: envelope.body.to_vec(),
                 });
                 Ok(Outcome::Rejected(rejection.0))
             }

@@ -12,11 +12,19 @@
 //! [`demo`] generates a synthetic history for `cdlake demo`.
 
 pub mod demo;
+pub mod envelope;
+pub mod http;
 pub mod ingester;
+pub mod metrics;
 pub mod parquet;
 pub mod records;
+pub mod stream;
+pub mod webhooks;
+pub mod writer;
 
-pub use ingester::{FlushReport, Ingester, IngesterConfig, Pushed};
+pub use envelope::Envelope;
+pub use ingester::{FlushReport, Ingester, IngesterConfig, Outcome, Pushed};
+pub use metrics::Metrics;
 
 /// Errors of the ingest path. Bad input is never an error here: it is a dead-letter row.
 #[derive(Debug, thiserror::Error)]

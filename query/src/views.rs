@@ -20,6 +20,11 @@
 
 use cdlake_schemas::event::EVENT_COLUMNS;
 
+/// Rows that tie an artifact to the change it was built from: artifact events carrying a
+/// change, and merged changes carrying their merge commit as an artifact (GitHub and GitLab
+/// deliveries: a deployment of that commit then delivers the change).
+const ARTIFACT_LINK: &str = "(subject = 'artifact' OR (subject = 'change' AND predicate = 'merged' AND artifact_id IS NOT NULL))";
+
 /// Seconds between two timestamp(µs) expressions, as a float.
 fn secs(later: &str, earlier: &str) -> String {
     format!("(CAST({later} AS BIGINT) - CAST({earlier} AS BIGINT)) / 1000000.0")
@@ -64,20 +69,22 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
 
     v.push((
         "artifact_changes",
-        "SELECT DISTINCT artifact_id, change_id FROM events_unique
-         WHERE subject = 'artifact' AND change_id IS NOT NULL"
-            .to_string(),
+        format!(
+            "SELECT DISTINCT artifact_id, change_id FROM events_unique
+             WHERE {ARTIFACT_LINK} AND change_id IS NOT NULL"
+        ),
     ));
 
     v.push((
         "artifacts",
-        "SELECT a.artifact_id, a.change_id, c.repository, a.packaged_at, a.published_at
+        format!(
+            "SELECT a.artifact_id, a.change_id, c.repository, a.packaged_at, a.published_at
          FROM (SELECT artifact_id, min(change_id) AS change_id,
                       min(CASE WHEN predicate = 'packaged' THEN time END) AS packaged_at,
                       min(CASE WHEN predicate = 'published' THEN time END) AS published_at
-               FROM events_unique WHERE subject = 'artifact' GROUP BY artifact_id) a
+               FROM events_unique WHERE {ARTIFACT_LINK} GROUP BY artifact_id) a
          LEFT JOIN changes c ON c.change_id = a.change_id"
-            .to_string(),
+        ),
     ));
 
     v.push((

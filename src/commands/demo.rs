@@ -14,7 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::dora::{ReportFormat, render_report};
 use super::import::Counts;
-use super::{ConfigArgs, StoreArgs};
+use super::{ConfigArgs, SecretArgs, StoreArgs};
+use crate::http::HttpArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -34,6 +35,14 @@ pub(crate) struct Args {
     /// Random seed: the same seed gives the same history.
     #[arg(long, default_value_t = DemoSpec::default().seed)]
     seed: u64,
+    /// Exit after the history and its report, instead of serving it with a live trickle.
+    #[arg(long)]
+    no_serve: bool,
+    /// Live events per day in the trickle (a busy organisation: about one every few seconds).
+    #[arg(long, default_value_t = 30_000)]
+    live_per_day: u64,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 /// The end of the demo history for this spec: the one recorded in the store, or now.
@@ -142,5 +151,51 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         (end - chrono::Duration::days(90)).format("%Y-%m-%d"),
         end.format("%Y-%m-%dT%H:%M:%SZ"),
     );
+    if args.no_serve {
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let standalone = super::standalone::start(store, &args.http, &SecretArgs::default());
+    let trickle = tokio::spawn(trickle(standalone.writer.clone(), spec, args.live_per_day));
+    eprintln!(
+        "\nServing the demo with live events (webhooks: POST /webhooks/github, /webhooks/gitlab; CloudEvents: POST /api/v1/events). Ctrl-C stops."
+    );
+    let served = super::standalone::run_until_stopped(standalone, &args.http).await;
+    trickle.abort();
+    served?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Feed live events through the standalone writer as their time comes, a day at a time.
+async fn trickle(writer: cdlake_ingest::writer::WriterHandle, spec: DemoSpec, per_day: u64) {
+    loop {
+        let start = Utc::now();
+        let live = cdlake_ingest::demo::live_spec(&spec, per_day, start);
+        let salt = start.timestamp() as u64;
+        let mut sent = 0u64;
+        for event in
+            cdlake_ingest::demo::generate_salted(&live, start + chrono::Duration::days(1), salt)
+        {
+            let Ok(parsed) = cdlake_schemas::cdevents::parse(event.as_bytes(), Origin::CdEvents, 0)
+            else {
+                continue;
+            };
+            let wait = parsed.time - Utc::now().timestamp_micros();
+            if wait > 0 {
+                tokio::time::sleep(std::time::Duration::from_micros(wait as u64)).await;
+            }
+            let env = cdlake_ingest::Envelope::cdevent(
+                event.into_bytes(),
+                "demo:live",
+                Utc::now().timestamp_micros(),
+            );
+            if let Err(e) = writer.submit(vec![env]).await {
+                tracing::warn!(error = %e, "Live demo event not stored.");
+                return;
+            }
+            sent += 1;
+            if sent == 1 {
+                tracing::info!("First live demo event stored.");
+            }
+        }
+    }
 }

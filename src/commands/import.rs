@@ -40,7 +40,7 @@ impl Counts {
     pub(crate) fn add(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Accepted => self.imported += 1,
-            Outcome::Duplicate => self.duplicate += 1,
+            Outcome::Duplicate | Outcome::Ignored => self.duplicate += 1,
             Outcome::Rejected(reason) => {
                 self.rejected += 1;
                 // Group reasons by their first clause, so a summary stays short.

@@ -1,0 +1,448 @@
+//! NATS JetStream: the [`Publisher`] of `cdlake receive` and the durable consumer of
+//! `cdlake ingest`.
+//!
+//! Every input is one message on the stream `CDLAKE`: accepted ones on
+//! `cdlake.events.<origin>.<subject>.<predicate>` with `Nats-Msg-Id` set to the event identity
+//! (JetStream drops a re-publish within its duplicate window), rejected ones on
+//! `cdlake.dead.<origin>` with the reason. The body is the raw input; the headers carry what the
+//! receiver learnt from the transport. Ingesters share the durable pull consumer
+//! `cdlake-ingest`; each acknowledges a message (double ack) only after the Parquet file holding
+//! it is durably committed, and sends progress acks while a commit is slow or failing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
+use bytes::Bytes;
+use cdlake_schemas::Event;
+use futures::StreamExt;
+
+use crate::envelope::{self, Envelope, header, parse_origin};
+use crate::ingester::{Ingester, Outcome, now_micros};
+use crate::metrics::{self, Metrics};
+use crate::writer::{backoff, flush_recorded, record_outcome};
+
+/// The durable consumer shared by every ingester.
+pub const CONSUMER: &str = "cdlake-ingest";
+
+/// Errors talking to NATS, with what to do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(
+        "cannot connect to NATS at {url}: {source}; start nats-server with JetStream (-js) or pass --nats"
+    )]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("JetStream stream {STREAM}: {0}; is JetStream enabled on the server (nats-server -js)?", STREAM = envelope::STREAM)]
+    Stream(String),
+    #[error("publishing to JetStream: {0}")]
+    Publish(String),
+    #[error("JetStream consumer {CONSUMER}: {0}")]
+    Consumer(String),
+    #[error(transparent)]
+    Ingest(#[from] crate::Error),
+}
+
+/// Connect to NATS; the client reconnects by itself when the server comes back.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, StreamError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("Disconnected from NATS; reconnecting.")
+                }
+                async_nats::Event::Connected => tracing::info!("Connected to NATS."),
+                other => tracing::debug!(event = %other, "NATS event."),
+            }
+        })
+        .connect(url)
+        .await
+        .map_err(|source| StreamError::Connect {
+            url: url.to_string(),
+            source,
+        })
+}
+
+/// The stream's configuration: file storage, a week of replayable history.
+pub fn stream_config() -> stream::Config {
+    stream::Config {
+        name: envelope::STREAM.to_string(),
+        subjects: vec![
+            envelope::EVENTS_SUBJECTS.to_string(),
+            envelope::DEAD_SUBJECTS.to_string(),
+        ],
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+/// Create the stream if missing.
+pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, StreamError> {
+    js.get_or_create_stream(stream_config())
+        .await
+        .map_err(|e| StreamError::Stream(e.to_string()))
+}
+
+/// Publishes received inputs to JetStream, awaiting every acknowledgement.
+#[derive(Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+/// The hex identity key of an event: its `Nats-Msg-Id`.
+pub fn message_id(event: &Event) -> String {
+    format!("{:032x}", event.identity_key())
+}
+
+fn headers_of(env: &Envelope, event: Option<&Event>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::ORIGIN, env.origin.as_str());
+    h.insert(header::SOURCE, env.source.as_str());
+    h.insert(header::RECEIVED_AT, env.received_at.to_string());
+    if !env.kind.is_empty() {
+        h.insert(header::KIND, env.kind.as_str());
+    }
+    if !env.delivery.is_empty() {
+        h.insert(header::DELIVERY, env.delivery.as_str());
+    }
+    if let Some(reason) = &env.rejected {
+        // Header values are single lines.
+        h.insert(header::REASON, reason.replace(['\r', '\n'], " "));
+    }
+    if let Some(e) = event {
+        h.insert("Nats-Msg-Id", message_id(e));
+    }
+    h
+}
+
+impl Publisher {
+    /// A publisher on `client`, creating the stream if missing.
+    pub async fn new(
+        client: async_nats::Client,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StreamError> {
+        let js = jetstream::new(client);
+        ensure_stream(&js).await?;
+        Ok(Publisher { js, metrics })
+    }
+
+    /// Publish each envelope (with its decoded event; `None` for a rejected one) and await
+    /// every acknowledgement. An input JetStream reports as a duplicate is `Duplicate`.
+    pub async fn publish(
+        &self,
+        items: &[(Envelope, Option<Box<Event>>)],
+    ) -> Result<Vec<Outcome>, StreamError> {
+        let mut acks = Vec::with_capacity(items.len());
+        for (env, event) in items {
+            let subject = env.subject(event.as_deref());
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers_of(env, event.as_deref()), env.body.clone())
+                .await
+                .map_err(|e| StreamError::Publish(e.to_string()))?;
+            acks.push(ack);
+        }
+        let mut outcomes = Vec::with_capacity(items.len());
+        for ((env, _), ack) in items.iter().zip(acks) {
+            let ack = ack.await.map_err(|e| StreamError::Publish(e.to_string()))?;
+            let origin = env.origin.as_str();
+            outcomes.push(match &env.rejected {
+                Some(reason) => Outcome::Rejected(reason.clone()),
+                None if ack.duplicate => {
+                    self.metrics.inc(metrics::DUPLICATE, &[("origin", origin)]);
+                    Outcome::Duplicate
+                }
+                None => {
+                    self.metrics.inc(metrics::PUBLISHED, &[("origin", origin)]);
+                    Outcome::Accepted
+                }
+            });
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The envelope a stream message carries. Messages published by other tools (no cdlake
+/// headers) are CDEvents; the origin then comes from the subject.
+pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Envelope {
+    let get = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let mut parts = subject.split('.');
+    let (kind_token, origin_token) = (parts.nth(1), parts.next());
+    let origin = get(header::ORIGIN)
+        .as_deref()
+        .and_then(parse_origin)
+        .or_else(|| origin_token.and_then(parse_origin))
+        .unwrap_or(cdlake_schemas::Origin::CdEvents);
+    let rejected = if kind_token == Some("dead") {
+        Some(get(header::REASON).unwrap_or_else(|| "rejected by the receiver".into()))
+    } else {
+        None
+    };
+    Envelope {
+        origin,
+        kind: get(header::KIND).unwrap_or_default(),
+        delivery: get(header::DELIVERY).unwrap_or_default(),
+        source: get(header::SOURCE).unwrap_or_else(|| format!("nats:{subject}")),
+        received_at: get(header::RECEIVED_AT)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(now_micros),
+        rejected,
+        body: payload,
+    }
+}
+
+/// How the ingester consumes.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    pub durable: String,
+    /// Redelivery after this long without an ack (progress acks extend it).
+    pub ack_wait: Duration,
+    /// Messages a consumer may hold unacknowledged; above the ingester's flush size.
+    pub max_ack_pending: i64,
+    /// Messages per pull request.
+    pub batch: usize,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            durable: CONSUMER.to_string(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 200_000,
+            batch: 1_000,
+        }
+    }
+}
+
+async fn ensure_consumer(
+    js: &jetstream::Context,
+    options: &ConsumerOptions,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, StreamError> {
+    let stream = ensure_stream(js).await?;
+    stream
+        .get_or_create_consumer(
+            &options.durable,
+            pull::Config {
+                durable_name: Some(options.durable.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: options.ack_wait,
+                max_ack_pending: options.max_ack_pending,
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| StreamError::Consumer(e.to_string()))
+}
+
+/// Double-ack messages, many at a time. Returns how many failed (they will be redelivered
+/// and recognised as duplicates).
+async fn ack_all(messages: Vec<jetstream::Message>) -> usize {
+    futures::stream::iter(messages)
+        .map(|m| async move { m.double_ack().await.is_err() })
+        .buffer_unordered(256)
+        .filter(|failed| futures::future::ready(*failed))
+        .count()
+        .await
+}
+
+async fn progress_all(messages: &[jetstream::Message]) {
+    futures::stream::iter(messages)
+        .map(|m| m.ack_with(AckKind::Progress))
+        .buffer_unordered(256)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// Consume the stream into `ingester` until `shutdown` resolves, then commit and ack what is
+/// buffered. Reconnects and re-creates the consumer by itself after broker restarts.
+pub async fn consume(
+    client: async_nats::Client,
+    mut ingester: Ingester,
+    metrics: Arc<Metrics>,
+    options: ConsumerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StreamError> {
+    let js = jetstream::new(client);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut waiting: Vec<jetstream::Message> = Vec::new();
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    let mut last_progress = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    let mut setup_failures = 0u32;
+    'connect: while !stopping {
+        let consumer = tokio::select! {
+            c = ensure_consumer(&js, &options) => c,
+            _ = &mut shutdown => break 'connect,
+        };
+        let mut messages = match consumer {
+            Ok(c) => match c
+                .stream()
+                .max_messages_per_batch(options.batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot pull from JetStream; retrying.");
+                    tokio::time::sleep(backoff(setup_failures)).await;
+                    setup_failures += 1;
+                    continue 'connect;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot set up the JetStream consumer; retrying.");
+                tokio::time::sleep(backoff(setup_failures)).await;
+                setup_failures += 1;
+                continue 'connect;
+            }
+        };
+        setup_failures = 0;
+        tracing::info!(consumer = %options.durable, "Consuming JetStream stream {}.", envelope::STREAM);
+        loop {
+            // While commits fail, stop taking input: messages wait in the stream.
+            let accepting = retry_at.is_none();
+            tokio::select! {
+                biased;
+                _ = &mut shutdown, if !stopping => { stopping = true; }
+                next = messages.next(), if accepting && !stopping => match next {
+                    Some(Ok(msg)) => {
+                        let env = envelope_of(msg.subject.as_str(), msg.headers.as_ref(), msg.payload.clone());
+                        if let Ok(info) = msg.info() {
+                            if info.delivered > 1 {
+                                metrics.inc(metrics::REDELIVERED, &[]);
+                            }
+                            metrics.set(metrics::CONSUMER_PENDING, &[], info.pending as f64);
+                        }
+                        metrics.inc(metrics::RECEIVED, &[("origin", env.origin.as_str())]);
+                        match ingester.ingest_envelope(&env).await {
+                            Ok(outcome) => {
+                                if env.rejected.is_none() {
+                                    record_outcome(&metrics, env.origin.as_str(), &outcome);
+                                }
+                                waiting.push(msg);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "Reading the store for de-duplication failed; the message will be redelivered.");
+                                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "Pulling from JetStream failed; re-creating the consumer.");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue 'connect;
+                    }
+                    None => continue 'connect,
+                },
+                _ = tick.tick() => {}
+            }
+            if ingester.pending_rows() == 0 && !waiting.is_empty() {
+                // Everything consumed so far is already durable (duplicates, pings).
+                record_acks(&metrics, ack_all(std::mem::take(&mut waiting)).await, 0);
+            }
+            let due = stopping || ingester.should_flush();
+            if due && retry_at.is_none_or(|t| Instant::now() >= t) {
+                let flushed = {
+                    let flush = flush_recorded(&mut ingester, &metrics);
+                    let mut flush = std::pin::pin!(flush);
+                    let mut progress = tokio::time::interval(options.ack_wait / 3);
+                    progress.tick().await;
+                    loop {
+                        tokio::select! {
+                            r = &mut flush => break r,
+                            _ = progress.tick() => progress_all(&waiting).await,
+                        }
+                    }
+                };
+                match flushed {
+                    Ok(_) => {
+                        failures = 0;
+                        retry_at = None;
+                        let n = waiting.len();
+                        record_acks(&metrics, ack_all(std::mem::take(&mut waiting)).await, n);
+                    }
+                    Err(e) => {
+                        retry_at = Some(Instant::now() + backoff(failures));
+                        failures += 1;
+                        if stopping && failures > 5 {
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+            if !waiting.is_empty() && last_progress.elapsed() >= options.ack_wait / 3 {
+                progress_all(&waiting).await;
+                last_progress = Instant::now();
+            }
+            if stopping && ingester.pending_rows() == 0 && waiting.is_empty() {
+                break 'connect;
+            }
+        }
+    }
+    tracing::info!("Ingester stopped; everything consumed is committed and acknowledged.");
+    Ok(())
+}
+
+fn record_acks(metrics: &Metrics, failed: usize, total: usize) {
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "Some acknowledgements failed; those messages will be redelivered and dropped as duplicates."
+        );
+    }
+    metrics.add(metrics::ACKED, &[], total.saturating_sub(failed) as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_messages_are_cdevents_and_dead_subjects_carry_the_reason() {
+        let env = envelope_of(
+            "cdlake.events.gitlab.change.merged",
+            None,
+            Bytes::from_static(b"{}"),
+        );
+        assert_eq!(env.origin, cdlake_schemas::Origin::Gitlab);
+        assert_eq!(env.rejected, None);
+        assert_eq!(env.source, "nats:cdlake.events.gitlab.change.merged");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::REASON, "malformed JSON: eof");
+        h.insert(header::ORIGIN, "github");
+        h.insert(header::RECEIVED_AT, "1700000000000000");
+        let env = envelope_of("cdlake.dead.github", Some(&h), Bytes::from_static(b"{"));
+        assert_eq!(env.origin, cdlake_schemas::Origin::Github);
+        assert_eq!(env.rejected.as_deref(), Some("malformed JSON: eof"));
+        assert_eq!(env.received_at, 1_700_000_000_000_000);
+    }
+}

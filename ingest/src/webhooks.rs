@@ -1,0 +1,382 @@
+//! GitHub and GitLab webhook deliveries normalised to the CDEvents meaning (see DESIGN.md).
+//!
+//! [`normalise`] is pure: one delivery (event name header, delivery id, raw body) in, one
+//! `events` row out, or a [`Rejection`] naming what is wrong with it. The delivery id becomes
+//! the row's `event_id`, so a redelivery is a duplicate and is de-duplicated downstream; the
+//! body is kept byte for byte in `payload`.
+//!
+//! Deliveries that carry a CDEvents meaning get that CDEvents type (spec v0.4.1 versions):
+//!
+//! | delivery | row |
+//! |---|---|
+//! | GitHub `pull_request` opened/reopened, GitLab merge request open/reopen | `change.created` |
+//! | GitHub `pull_request` closed and merged, GitLab merge request merge | `change.merged` |
+//! | GitHub `pull_request` closed unmerged, GitLab merge request close | `change.abandoned` |
+//! | GitHub `pull_request` synchronize, GitLab merge request update, a push to a branch | `change.updated` |
+//! | GitHub `workflow_run`, GitLab pipeline | `pipelinerun.queued` / `started` / `finished` |
+//! | GitHub `workflow_job` and `check_run`, GitLab job | `taskrun.started` / `finished` |
+//! | GitHub `deployment_status` success, GitLab deployment success | `service.deployed` |
+//! | GitHub `release` published, GitLab release create | `artifact.published` |
+//! | an issue labelled `incident` (GitLab: or of type incident) opened / closed | `incident.detected` / `resolved` |
+//!
+//! Everything else is stored as it came, typed `github.<event>.<action>` or
+//! `gitlab.<object_kind>.<action or status>` (subject = the event, predicate = the action or
+//! `received`), with the linking fields that the payload gives (repository, change, artifact,
+//! url …). In particular a GitHub `deployment` (created) is a request to deploy, not a
+//! deployment, and stays `github.deployment.created`; ref deletions and tag pushes are not
+//! changes and stay `github.push` / `gitlab.tag_push`.
+//!
+//! Conventions of every row: `event_source` is the repository's web URL (falling back to
+//! `github` / `gitlab`), `origin` and `spec_version` are the provider, `repository` is the
+//! repository's full path, a change is `<repository>#<number>` (GitLab: `<path>!<iid>`), an
+//! artifact is the purl of a commit or tag (`pkg:github/<repository>@<sha>`), and a service is
+//! named by its repository (a GitHub deployment's `payload.service` overrides it). An incident
+//! is `<repository>#<issue number>` in the environment named by an `env:<x>` or
+//! `environment:<x>` label (GitLab scoped labels `env::<x>` too), else `production`: an issue
+//! labelled `incident` reports a production incident unless it says otherwise.
+//!
+//! A row's time is read from the payload (RFC 3339, or GitLab's `2015-04-20 08:13:45 UTC` and
+//! `2021-04-28 21:50:00 +0200`), so a redelivery carries the same time and falls in the same
+//! date partition as the original; only a payload without any time gets `ingested_at`.
+//!
+//! GitLab has no ping: its "Test" button sends a sample of the real hook, which is stored.
+
+use cdlake_schemas::{
+    Event, Origin,
+    cdevents::{self, Rejection},
+};
+use serde_json::Value;
+
+mod github;
+mod gitlab;
+
+/// The result of normalising one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Normalised {
+    /// One row for the `events` table.
+    Event(Box<Event>),
+    /// A GitHub `ping` (or GitLab equivalent test hook, if any): answered, not stored.
+    Ping,
+}
+
+/// Normalise one webhook delivery. `origin` is Origin::Github or Origin::Gitlab; `kind` is the
+/// event name header (`X-GitHub-Event`, e.g. "pull_request"; `X-Gitlab-Event`, e.g. "Merge Request Hook");
+/// `delivery` is the delivery id (X-GitHub-Delivery; for GitLab Idempotency-Key or X-Gitlab-Event-UUID) —
+/// it becomes `event_id`, so a redelivery is a duplicate. `body` is the raw JSON body; `ingested_at` µs since epoch UTC.
+pub fn normalise(
+    origin: Origin,
+    kind: &str,
+    delivery: &str,
+    body: &[u8],
+    ingested_at: i64,
+) -> Result<Normalised, Rejection> {
+    let provider = match origin {
+        Origin::Github => Provider::Github,
+        Origin::Gitlab => Provider::Gitlab,
+        other => {
+            return Err(reject(format!(
+                "webhook normalisation is for GitHub or GitLab deliveries, not {}",
+                other.as_str()
+            )));
+        }
+    };
+    let text = std::str::from_utf8(body).map_err(|e| reject(format!("not valid UTF-8: {e}")))?;
+    let json = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let value: Value =
+        serde_json::from_str(json).map_err(|e| reject(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(reject(format!(
+            "{} webhook body is not a JSON object",
+            provider.name()
+        )));
+    }
+    let delivery = delivery.trim();
+    if delivery.is_empty() {
+        return Err(reject(match provider {
+            Provider::Github => "GitHub delivery has no id: send the X-GitHub-Delivery header",
+            Provider::Gitlab => {
+                "GitLab delivery has no id: send the Idempotency-Key or X-Gitlab-Event-UUID header"
+            }
+        }));
+    }
+    let row = Row {
+        provider,
+        delivery,
+        text,
+        ingested_at,
+    };
+    match provider {
+        Provider::Github => github::normalise(&row, kind.trim(), &value),
+        Provider::Gitlab => gitlab::normalise(&row, kind.trim(), &value),
+    }
+}
+
+fn reject(reason: impl Into<String>) -> Rejection {
+    Rejection(reason.into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    Github,
+    Gitlab,
+}
+
+impl Provider {
+    /// The provider's name as stored in `origin`, `spec_version` and as-is event types.
+    fn id(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Gitlab => "gitlab",
+        }
+    }
+
+    /// The provider's name in messages.
+    fn name(self) -> &'static str {
+        match self {
+            Provider::Github => "GitHub",
+            Provider::Gitlab => "GitLab",
+        }
+    }
+}
+
+/// What every row of one delivery shares.
+struct Row<'a> {
+    provider: Provider,
+    delivery: &'a str,
+    text: &'a str,
+    ingested_at: i64,
+}
+
+impl Row<'_> {
+    /// A row with the delivery's identity, provenance and payload, typed as-is
+    /// (`<provider>.<event>[.<predicate>]`) until [`Meaning::set`] says better.
+    fn event(&self, source: Option<&str>, event: &str, predicate: Option<&str>) -> Event {
+        let mut e = Event {
+            event_id: self.delivery.to_string(),
+            event_source: source.unwrap_or(self.provider.id()).to_string(),
+            spec_version: self.provider.id().to_string(),
+            origin: self.provider.id().to_string(),
+            time: self.ingested_at,
+            ingested_at: self.ingested_at,
+            subject_id: self.delivery.to_string(),
+            payload: self.text.to_string(),
+            ..Event::default()
+        };
+        as_is(&mut e, self.provider, event, predicate);
+        e
+    }
+}
+
+/// Type a row as-is: `<provider>.<event>.<predicate>`, or `<provider>.<event>` with predicate
+/// `received` when there is none.
+fn as_is(e: &mut Event, provider: Provider, event: &str, predicate: Option<&str>) {
+    let event = token(event);
+    let predicate = predicate.map(token).filter(|p| !p.is_empty());
+    e.event_type = match &predicate {
+        Some(p) => format!("{}.{event}.{p}", provider.id()),
+        None => format!("{}.{event}", provider.id()),
+    };
+    e.subject = event;
+    e.predicate = predicate.unwrap_or_else(|| "received".to_string());
+}
+
+/// A name usable as one dot-separated part of an event type: characters other than ASCII
+/// letters, digits, `_` and `-` become `_`.
+fn token(s: &str) -> String {
+    s.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The CDEvents types that webhooks normalise to, with their spec v0.4.1 versions (checked
+/// against the conformance examples in the tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    ChangeCreated,
+    ChangeUpdated,
+    ChangeMerged,
+    ChangeAbandoned,
+    PipelineRunQueued,
+    PipelineRunStarted,
+    PipelineRunFinished,
+    TaskRunStarted,
+    TaskRunFinished,
+    ServiceDeployed,
+    ArtifactPublished,
+    IncidentDetected,
+    IncidentResolved,
+}
+
+impl Meaning {
+    #[cfg(test)]
+    const ALL: [Meaning; 13] = [
+        Meaning::ChangeCreated,
+        Meaning::ChangeUpdated,
+        Meaning::ChangeMerged,
+        Meaning::ChangeAbandoned,
+        Meaning::PipelineRunQueued,
+        Meaning::PipelineRunStarted,
+        Meaning::PipelineRunFinished,
+        Meaning::TaskRunStarted,
+        Meaning::TaskRunFinished,
+        Meaning::ServiceDeployed,
+        Meaning::ArtifactPublished,
+        Meaning::IncidentDetected,
+        Meaning::IncidentResolved,
+    ];
+
+    /// (subject, predicate, version).
+    fn parts(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Meaning::ChangeCreated => ("change", "created", "0.3.0"),
+            Meaning::ChangeUpdated => ("change", "updated", "0.2.0"),
+            Meaning::ChangeMerged => ("change", "merged", "0.2.0"),
+            Meaning::ChangeAbandoned => ("change", "abandoned", "0.2.0"),
+            Meaning::PipelineRunQueued => ("pipelinerun", "queued", "0.2.0"),
+            Meaning::PipelineRunStarted => ("pipelinerun", "started", "0.2.0"),
+            Meaning::PipelineRunFinished => ("pipelinerun", "finished", "0.2.0"),
+            Meaning::TaskRunStarted => ("taskrun", "started", "0.2.0"),
+            Meaning::TaskRunFinished => ("taskrun", "finished", "0.2.0"),
+            Meaning::ServiceDeployed => ("service", "deployed", "0.2.0"),
+            Meaning::ArtifactPublished => ("artifact", "published", "0.2.0"),
+            Meaning::IncidentDetected => ("incident", "detected", "0.2.0"),
+            Meaning::IncidentResolved => ("incident", "resolved", "0.2.0"),
+        }
+    }
+
+    fn event_type(self) -> String {
+        let (subject, predicate, version) = self.parts();
+        format!("dev.cdevents.{subject}.{predicate}.{version}")
+    }
+
+    /// Give a row this CDEvents type.
+    fn set(self, e: &mut Event) {
+        let (subject, predicate, _) = self.parts();
+        e.event_type = self.event_type();
+        e.subject = subject.to_string();
+        e.predicate = predicate.to_string();
+    }
+}
+
+/// The value at a path of object keys.
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, key| v.as_object()?.get(*key))
+}
+
+/// The non-empty (after trimming) string at a path.
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    at(v, path)?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// An id at a path: a number or a non-empty string, as a string.
+fn id_at(v: &Value, path: &[&str]) -> Option<String> {
+    match at(v, path)? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// The time at a path: a string in any format [`parse_time`] knows, or a number of seconds
+/// since the epoch.
+fn time_at(v: &Value, path: &[&str]) -> Option<i64> {
+    match at(v, path)? {
+        Value::String(s) => parse_time(s),
+        Value::Number(n) => n.as_i64()?.checked_mul(1_000_000),
+        _ => None,
+    }
+}
+
+/// The first time found at the given paths.
+fn first_time(v: &Value, paths: &[&[&str]]) -> Option<i64> {
+    paths.iter().find_map(|p| time_at(v, p))
+}
+
+/// Parse a time as webhooks write it, to µs since the epoch UTC: RFC 3339
+/// (`2021-02-23T02:41:37.000Z`), GitLab's `2015-04-20 08:13:45 UTC` and
+/// `2021-04-28 21:50:00 +0200`.
+fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Some(t) = cdevents::parse_time(s) {
+        return Some(t);
+    }
+    if let Some(naive) = s.strip_suffix("UTC").or_else(|| s.strip_suffix('Z')) {
+        let naive = naive.trim_end();
+        return ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(naive, f).ok())
+            .map(|t| t.and_utc().timestamp_micros());
+    }
+    ["%Y-%m-%d %H:%M:%S%.f %z", "%Y-%m-%d %H:%M:%S%.f%z"]
+        .iter()
+        .find_map(|f| chrono::DateTime::parse_from_str(s, f).ok())
+        .map(|t| t.timestamp_micros())
+}
+
+/// The purl of a commit or tag of a repository: `pkg:<provider>/<repository>@<version>`, the
+/// version percent-encoded where the purl spec asks.
+fn purl(provider: Provider, repository: &str, version: &str) -> String {
+    let mut out = format!("pkg:{}/{repository}@", provider.id());
+    for b in version.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A full commit sha: 40 (SHA-1) or 64 (SHA-256) hex digits, not all zero (which is how both
+/// providers say "no commit": a created or deleted ref).
+fn is_full_sha(s: &str) -> bool {
+    matches!(s.len(), 40 | 64)
+        && s.bytes().all(|b| b.is_ascii_hexdigit())
+        && s.bytes().any(|b| b != b'0')
+}
+
+/// Label names of a label list: objects with a `name` (GitHub) or `title` (GitLab), or strings.
+fn label_names(labels: Option<&Value>) -> impl Iterator<Item = &str> {
+    labels
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|l| match l {
+            Value::String(s) => Some(s.as_str()),
+            other => str_at(other, &["name"]).or_else(|| str_at(other, &["title"])),
+        })
+}
+
+fn is_incident_label(name: &str) -> bool {
+    name.trim().eq_ignore_ascii_case("incident")
+}
+
+/// The environment an `env:<x>` or `environment:<x>` label names (also GitLab's scoped
+/// `env::<x>`); the first such label wins.
+fn environment_label<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    names.into_iter().find_map(|name| {
+        let (key, value) = name.split_once(':')?;
+        let key = key.trim();
+        let value = value.strip_prefix(':').unwrap_or(value).trim();
+        (key.eq_ignore_ascii_case("env") || key.eq_ignore_ascii_case("environment"))
+            .then_some(value)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    })
+}
+
+/// The environment an incident issue is in: its label's, else production.
+const DEFAULT_INCIDENT_ENVIRONMENT: &str = "production";
+
+#[cfg(test)]
+mod tests;

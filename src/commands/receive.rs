@@ -1,0 +1,37 @@
+//! `cdlake receive`: the webhook and CloudEvents receivers, publishing to JetStream.
+
+use std::sync::Arc;
+
+use cdlake_ingest::Metrics;
+use cdlake_ingest::http::{Receivers, Sink, router};
+use cdlake_ingest::stream::{Publisher, connect};
+
+use super::{NatsArgs, SecretArgs};
+use crate::http::{HttpArgs, finish, serve, shutdown_signal};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    secrets: SecretArgs,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let client = connect(&args.nats.nats, "cdlake receive").await?;
+    let publisher = Publisher::new(client.clone(), metrics.clone()).await?;
+    args.secrets.warn_if_open();
+    let receivers = Receivers {
+        sink: Sink::Nats(Box::new(publisher)),
+        github_secrets: args.secrets.github_secret.clone(),
+        gitlab_tokens: args.secrets.gitlab_token.clone(),
+        metrics: metrics.clone(),
+    };
+    let app = finish(router(receivers), &args.http, metrics);
+    serve(app, args.http.listen, shutdown_signal()).await?;
+    client.flush().await.ok();
+    Ok(std::process::ExitCode::SUCCESS)
+}

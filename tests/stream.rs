@@ -1,0 +1,363 @@
+//! The streaming path with a real `nats-server`: `cdlake receive` publishes to JetStream,
+//! `cdlake ingest` commits Parquet and acknowledges only after the commit. Each test prints
+//! the figures it rests on.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use bytes::Bytes;
+use support::*;
+
+async fn js(nats: &Nats) -> jetstream::Context {
+    let client = async_nats::connect(nats.url())
+        .await
+        .expect("connect to nats");
+    let js = jetstream::new(client);
+    cdlake_ingest::stream::ensure_stream(&js)
+        .await
+        .expect("create the stream");
+    js
+}
+
+/// Publish CDEvents the way `cdlake receive` does, awaiting every ack.
+async fn publish(js: &jetstream::Context, bodies: Vec<(String, String)>) {
+    for chunk in bodies.chunks(2_000) {
+        let mut acks = Vec::new();
+        for (subject, body) in chunk {
+            let mut h = HeaderMap::new();
+            h.insert("Cdlake-Origin", "cdevents");
+            if let Ok(e) = cdlake_schemas::cdevents::parse(
+                body.as_bytes(),
+                cdlake_schemas::Origin::CdEvents,
+                0,
+            ) {
+                h.insert("Nats-Msg-Id", cdlake_ingest::stream::message_id(&e));
+            }
+            acks.push(
+                js.publish_with_headers(subject.clone(), h, Bytes::from(body.clone()))
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for ack in acks {
+            ack.await.expect("publish ack");
+        }
+    }
+}
+
+fn ingest(store: &std::path::Path, nats: &Nats, extra: &[&str]) -> Service {
+    let store = store.to_str().unwrap().to_string();
+    let url = nats.url();
+    let mut args = vec![
+        "ingest",
+        "--store",
+        &store,
+        "--nats",
+        &url,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Service::spawn(&args)
+}
+
+async fn drained(js: &jetstream::Context, timeout: Duration) -> bool {
+    eventually(timeout, || async {
+        matches!(consumer_backlog(js).await, Some((0, 0)))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_ingesters_lose_nothing_and_store_nothing_twice() {
+    const EVENTS: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let nats = Nats::start(&dir.path().join("nats"));
+    let js = js(&nats).await;
+    let bodies: Vec<(String, String)> = (0..EVENTS)
+        .map(|i| {
+            (
+                "cdlake.events.cdevents.pipelinerun.finished".to_string(),
+                pipeline_event(i, 1 + (i % 5) as u32, ""),
+            )
+        })
+        .collect();
+    publish(&js, bodies).await;
+
+    // Kill -9 three times: after a commit, after another, and right after start-up.
+    let mut kills = 0;
+    for threshold in [20_000.0, 20_000.0, 0.0] {
+        let mut ingester = ingest(&store, &nats, &["--max-rows", "15000"]);
+        if threshold > 0.0 {
+            assert!(
+                eventually(Duration::from_secs(120), || async {
+                    ingester.metric("cdlake_committed_events_total").await >= threshold
+                })
+                .await,
+                "no commit:\n{}",
+                ingester.log()
+            );
+        } else {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        ingester.kill9();
+        kills += 1;
+    }
+    let mut ingester = ingest(&store, &nats, &[]);
+    assert!(
+        drained(&js, Duration::from_secs(300)).await,
+        "backlog not drained:\n{}",
+        ingester.log()
+    );
+    let redelivered = ingester.metric("cdlake_redelivered_total").await;
+    ingester.terminate();
+
+    let stored = sql_u64(&store, "SELECT count(*) AS n FROM events");
+    let distinct = sql_u64(
+        &store,
+        "SELECT count(DISTINCT concat(event_source, '/', event_id)) AS n FROM events",
+    );
+    eprintln!(
+        "published {EVENTS}, kill -9 x{kills}, redelivered after restarts {redelivered}, stored {stored}, distinct {distinct}"
+    );
+    assert_eq!(stored, EVENTS, "stored = published");
+    assert_eq!(distinct, stored, "no duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut nats = Nats::start(&dir.path().join("nats"));
+    let url = nats.url();
+    let receiver = Service::spawn(&["receive", "--nats", &url, "--listen", "127.0.0.1:0"]);
+    let ingester = ingest(&store, &nats, &["--max-age-ms", "500"]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+
+    let mut acked = BTreeSet::new();
+    let mut refused = 0u32;
+    const BATCHES: u64 = 300;
+    for b in 0..BATCHES {
+        if b == BATCHES / 3 {
+            nats.stop();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        if b == BATCHES / 3 + 10 {
+            nats.restart();
+        }
+        let batch: Vec<String> = (0..10).map(|k| pipeline_event(b * 10 + k, 3, "")).collect();
+        let body = format!("[{}]", batch.join(","));
+        let resp = client
+            .post(receiver.url("/api/v1/events"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(body)
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => {
+                acked.extend((0..10).map(|k| format!("e2e-{}", b * 10 + k)));
+            }
+            Ok(r) => {
+                assert_eq!(
+                    r.status().as_u16(),
+                    503,
+                    "{}",
+                    r.text().await.unwrap_or_default()
+                );
+                refused += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused > 0, "the outage was not noticed");
+    let js = js(&nats).await;
+    assert!(
+        drained(&js, Duration::from_secs(120)).await,
+        "backlog not drained:\n{}",
+        ingester.log()
+    );
+    let rows = sql_json(&store, "SELECT event_id FROM events");
+    let stored: Vec<String> = rows
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: BTreeSet<String> = stored.iter().cloned().collect();
+    let missing: Vec<&String> = acked.difference(&unique).collect();
+    eprintln!(
+        "batches {BATCHES}, acked events {}, refused requests during the outage {refused}, stored {}, missing {}",
+        acked.len(),
+        stored.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not stored: {missing:?}"
+    );
+    assert_eq!(unique.len(), stored.len(), "nothing stored twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_and_do_not_stall_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let nats = Nats::start(&dir.path().join("nats"));
+    let js = js(&nats).await;
+    let mut bodies = vec![
+        ("cdlake.events.cdevents.x.y".to_string(), "{\"context\": {not json".to_string()),
+        (
+            "cdlake.events.cdevents.x.y".to_string(),
+            r#"{"context":{"version":"0.4.1","id":"p1","source":"/x","type":"com.example.build.done","timestamp":"2026-03-01T00:00:00Z"},"subject":{"id":"x"}}"#.to_string(),
+        ),
+    ];
+    bodies.extend((0..100).map(|i| {
+        (
+            "cdlake.events.cdevents.pipelinerun.finished".to_string(),
+            pipeline_event(i, 2, ""),
+        )
+    }));
+    publish(&js, bodies).await;
+    let mut ingester = ingest(&store, &nats, &["--max-age-ms", "300"]);
+    assert!(
+        drained(&js, Duration::from_secs(60)).await,
+        "stalled:\n{}",
+        ingester.log()
+    );
+    ingester.terminate();
+    assert_eq!(sql_u64(&store, "SELECT count(*) AS n FROM events"), 100);
+    let dead = sql_json(
+        &store,
+        "SELECT reason, origin, source FROM dead_letters ORDER BY reason",
+    );
+    eprintln!("dead letters: {dead:?}");
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not a CDEvents type"),
+        "{dead:?}"
+    );
+    assert!(
+        dead[1]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON"),
+        "{dead:?}"
+    );
+    assert_eq!(dead[0]["source"], "nats:cdlake.events.cdevents.x.y");
+}
+
+/// Unmounts the tmpfs when the test ends, whatever happens.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_acknowledges_nothing_and_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&store)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        mounted,
+        "mounting a small tmpfs needs root (scripts/test runs as root in CI)"
+    );
+    let _mount = Mount(store.clone());
+    let nats = Nats::start(&dir.path().join("nats"));
+    let js = js(&nats).await;
+    // ~2 MB of incompressible payload: far more than 256 kB.
+    let pad = |i: u64| {
+        use sha2::Digest;
+        (0..32)
+            .map(|k| hex::encode(sha2::Sha256::digest(format!("{i}/{k}"))))
+            .collect::<String>()
+    };
+    let bodies: Vec<(String, String)> = (0..1000)
+        .map(|i| {
+            (
+                "cdlake.events.cdevents.pipelinerun.finished".to_string(),
+                pipeline_event(i, 4, &pad(i)),
+            )
+        })
+        .collect();
+    publish(&js, bodies).await;
+    let ingester = ingest(&store, &nats, &["--max-age-ms", "300"]);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            ingester.metric("cdlake_store_errors_total").await >= 1.0
+        })
+        .await,
+        "no store error reported:\n{}",
+        ingester.log()
+    );
+    let acked_while_full = ingester.metric("cdlake_acked_total").await;
+    let (pending, ack_pending) = consumer_backlog(&js).await.unwrap();
+    let parquet: Vec<_> = walk(&store)
+        .into_iter()
+        .filter(|p| p.ends_with(".parquet"))
+        .collect();
+    eprintln!(
+        "while full: acked {acked_while_full}, consumer pending {pending} + unacked {ack_pending}, .parquet files {}",
+        parquet.len()
+    );
+    assert_eq!(acked_while_full, 0.0, "nothing acked while the store fails");
+    assert_eq!(pending as usize + ack_pending, 1000);
+    assert!(parquet.is_empty(), "no partial file visible: {parquet:?}");
+    assert!(
+        ingester.log().contains("No space left on device")
+            || ingester.log().contains("os error 28"),
+        "the error names the cause:\n{}",
+        ingester.log()
+    );
+
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    assert!(
+        drained(&js, Duration::from_secs(120)).await,
+        "did not resume:\n{}",
+        ingester.log()
+    );
+    drop(ingester);
+    let stored = sql_u64(&store, "SELECT count(*) AS n FROM events");
+    eprintln!("after space returned: stored {stored} of 1000");
+    assert_eq!(stored, 1000);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}

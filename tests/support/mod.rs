@@ -1,0 +1,270 @@
+//! Shared by the end-to-end tests: real `nats-server` and `cdlake` processes on free ports.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Send a signal with the `kill` command.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status();
+}
+
+/// A real `nats-server` with JetStream and file storage in a directory of its own.
+pub struct Nats {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Nats {
+    pub fn start(dir: &Path) -> Nats {
+        let mut n = Nats {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+        };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is not installed: run scripts/test, which installs Debian's nats-server package");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(20)),
+            "nats-server did not listen on {}",
+            self.port
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop gracefully (SIGTERM) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "TERM");
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running `cdlake` service; its address is read from its "Listening on" line.
+pub struct Service {
+    child: Option<Child>,
+    pub addr: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Service {
+    pub fn spawn(args: &[&str]) -> Service {
+        Self::spawn_env(args, &[])
+    }
+
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cdlake"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("CDLAKE_CONFIG")
+            .env("CDLAKE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cdlake");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("Listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("cdlake {args:?} did not start:\n{}", log.lock().unwrap()));
+        Service {
+            child: Some(child),
+            addr,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "TERM");
+            let status = c.wait().expect("wait");
+            assert!(
+                status.success(),
+                "cdlake exited with {status}:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The sum of every series of a metric.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Ok(resp) = reqwest::get(self.url("/metrics")).await else {
+            return 0.0;
+        };
+        let text = resp.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn cdlake(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cdlake"))
+        .args(args)
+        .env("CDLAKE_STORE", store)
+        .env_remove("CDLAKE_CONFIG")
+        .output()
+        .expect("run cdlake")
+}
+
+pub fn sql_json(store: &Path, query: &str) -> Vec<serde_json::Value> {
+    let out = cdlake(store, &["sql", "--format", "json", query]);
+    assert!(
+        out.status.success(),
+        "cdlake sql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// One number from a single-row query.
+pub fn sql_u64(store: &Path, query: &str) -> u64 {
+    let rows = sql_json(store, query);
+    let v = rows[0]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// Poll `f` until it is true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// A compact CDEvent (v0.4.1 `pipelinerun.finished`) with a unique id, `pad` bytes of filler
+/// in `customData`.
+pub fn pipeline_event(i: u64, day: u32, pad: &str) -> String {
+    format!(
+        r#"{{"context":{{"version":"0.4.1","id":"e2e-{i}","source":"/e2e/ci","type":"dev.cdevents.pipelinerun.finished.0.1.1","timestamp":"2026-03-{day:02}T10:{m:02}:{s:02}Z"}},"subject":{{"id":"run-{i}","source":"/e2e/ci","type":"pipelineRun","content":{{"pipelineName":"build","outcome":"success","url":"https://ci.example/run/{i}"}}}},"customData":{{"pad":"{pad}"}}}}"#,
+        m = (i / 60) % 60,
+        s = i % 60
+    )
+}
+
+/// The JetStream consumer's outstanding work: (pending, ack pending).
+pub async fn consumer_backlog(js: &async_nats::jetstream::Context) -> Option<(u64, usize)> {
+    let mut stream = js.get_stream("CDLAKE").await.ok()?;
+    let _ = stream.info().await.ok()?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("cdlake-ingest").await.ok()?;
+    let info = consumer.info().await.ok()?;
+    Some((info.num_pending, info.num_ack_pending))
+}
