@@ -27,6 +27,12 @@ pub(crate) struct HttpArgs {
     pub(crate) token: Option<String>,
 }
 
+/// More Prometheus text for `/metrics`, rendered on each scrape (the query service's DORA
+/// gauges).
+pub(crate) type ExtraMetrics = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
+
 #[derive(Clone)]
 struct Shared {
     token: Option<Arc<str>>,
@@ -72,7 +78,12 @@ async fn guard(State(s): State<Shared>, request: Request, next: Next) -> Respons
 }
 
 /// Add `/healthz`, `/metrics`, the token guard and request counting to `routes`.
-pub(crate) fn finish(routes: Router, args: &HttpArgs, metrics: Arc<Metrics>) -> Router {
+pub(crate) fn finish(
+    routes: Router,
+    args: &HttpArgs,
+    metrics: Arc<Metrics>,
+    extra: Option<ExtraMetrics>,
+) -> Router {
     let shared = Shared {
         token: args.token.as_deref().map(Arc::from),
         metrics: metrics.clone(),
@@ -83,12 +94,13 @@ pub(crate) fn finish(routes: Router, args: &HttpArgs, metrics: Arc<Metrics>) -> 
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
+                let extra = extra.clone();
                 async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        metrics.render(),
-                    )
-                        .into_response()
+                    let mut text = metrics.render();
+                    if let Some(extra) = extra {
+                        text.push_str(&extra().await);
+                    }
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
                 }
             }),
         )
@@ -115,6 +127,24 @@ pub(crate) async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// Without a token, only a loopback address may be used: anyone who can reach the port could
+/// otherwise read the history and post events.
+pub(crate) fn check_exposure(
+    what: &str,
+    listen: SocketAddr,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    if token.is_none() {
+        if !listen.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to serve {what} on {listen} without --token (CDLAKE_TOKEN): anyone who reaches it could read and write. Set a token, or listen on 127.0.0.1"
+            );
+        }
+        eprintln!("No --token: {what} listens on loopback ({listen}) only.");
+    }
+    Ok(())
 }
 
 /// Bind and serve until `shutdown` resolves.

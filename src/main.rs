@@ -29,8 +29,10 @@ enum Command {
     Receive(commands::receive::Args),
     /// Consume JetStream durably and write Parquet to the store.
     Ingest(commands::ingest::Args),
-    /// Receivers and writer in one process, with no NATS: the embedded default.
+    /// Receivers, writer and query service in one process, with no NATS: the embedded default.
     Standalone(commands::standalone::Args),
+    /// The read-only query service: SQL, DORA and the live tail over HTTP, and Postgres wire.
+    Serve(commands::serve::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
             Command::Receive(args) => commands::receive::run(args).await,
             Command::Ingest(args) => commands::ingest::run(args).await,
             Command::Standalone(args) => commands::standalone::run(args).await,
+            Command::Serve(args) => commands::serve::run(args).await,
         }
     });
     match result {

@@ -31,7 +31,15 @@ type Delivery = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
 
 fn standalone(store: &Path, extra: &[&str]) -> Service {
     let store = store.to_str().unwrap().to_string();
-    let mut args = vec!["standalone", "--store", &store, "--listen", "127.0.0.1:0"];
+    let mut args = vec![
+        "standalone",
+        "--store",
+        &store,
+        "--listen",
+        "127.0.0.1:0",
+        "--pg-listen",
+        "127.0.0.1:0",
+    ];
     args.extend_from_slice(extra);
     Service::spawn(&args)
 }

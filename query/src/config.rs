@@ -12,6 +12,7 @@
 //! [limits]
 //! memory_mb = 2048          # memory pool of the query engine
 //! query_timeout_secs = 60
+//! max_result_rows = 1000000  # larger results are refused: add LIMIT or aggregate
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ pub struct Config {
 pub struct Limits {
     pub memory_mb: usize,
     pub query_timeout_secs: u64,
+    /// User queries returning more rows fail with an error (the answer would not fit a client).
+    pub max_result_rows: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +63,7 @@ impl Default for Limits {
         Self {
             memory_mb: 4096,
             query_timeout_secs: 300,
+            max_result_rows: 1_000_000,
         }
     }
 }

@@ -17,6 +17,8 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
+use futures::StreamExt;
+
 use crate::{Config, DoraReport, DoraRequest, Error, QueryResult, QueryService, Result, views};
 
 /// A query engine over one store.
@@ -103,6 +105,7 @@ impl Engine {
     /// Run one statement from a user: read-only (no DDL, no DML, no `SET`, no `COPY`), within
     /// the time limit.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        check_complexity(sql)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -117,6 +120,8 @@ impl Engine {
 
     async fn run(&self, sql: &str, options: Option<SQLOptions>) -> Result<QueryResult> {
         let limit = self.config.limits.query_timeout_secs;
+        let max_rows = self.config.limits.max_result_rows;
+        let user = options.is_some();
         let work = async {
             let df = match options {
                 Some(o) => self.ctx.sql_with_options(sql, o).await,
@@ -124,18 +129,85 @@ impl Engine {
             }
             .map_err(|e| Error::Sql(user_message(e)))?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(|e| match e {
+            let engine_error = |e| match e {
                 e @ datafusion::error::DataFusionError::ResourcesExhausted(_) => {
                     Error::Sql(user_message(e))
                 }
                 e => Error::Engine(e),
-            })?;
+            };
+            let mut stream = df.execute_stream().await.map_err(engine_error)?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(engine_error)?;
+                rows += batch.num_rows();
+                if user && rows > max_rows {
+                    return Err(Error::Sql(format!(
+                        "the result has more than {max_rows} rows (limits.max_result_rows): add a LIMIT or aggregate"
+                    )));
+                }
+                batches.push(batch);
+            }
             Ok(QueryResult { schema, batches })
         };
         tokio::time::timeout(Duration::from_secs(limit.max(1)), work)
             .await
             .map_err(|_| Error::Timeout(limit))?
     }
+}
+
+/// Operators one statement may hold, and how deep its parentheses may nest. Planning and
+/// optimising recurse over the expression tree: a 10,000-term `OR` chain would overflow a
+/// thread's stack and abort the process, so such statements are refused before parsing.
+pub const MAX_OPERATORS: usize = 2_000;
+pub const MAX_NESTING: usize = 100;
+
+/// Refuse statements too large to plan safely (see [`MAX_OPERATORS`]). Tokenising does not
+/// recurse, so this check cannot overflow itself.
+pub fn check_complexity(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| Error::Sql(format!("SQL syntax: {e}")))?;
+    let (mut operators, mut depth, mut deepest) = (0usize, 0usize, 0usize);
+    for t in &tokens {
+        match t {
+            Token::Word(w) if matches!(w.keyword, Keyword::OR | Keyword::AND | Keyword::NOT) => {
+                operators += 1
+            }
+            Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat => operators += 1,
+            Token::LParen => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if operators > MAX_OPERATORS {
+        return Err(Error::Sql(format!(
+            "the statement has {operators} operators, more than the {MAX_OPERATORS} cdlake plans safely: use IN (…) for long lists of values"
+        )));
+    }
+    if deepest > MAX_NESTING {
+        return Err(Error::Sql(format!(
+            "the statement nests parentheses {deepest} deep, more than the {MAX_NESTING} cdlake plans safely"
+        )));
+    }
+    Ok(())
 }
 
 fn user_message(e: datafusion::error::DataFusionError) -> String {

@@ -12,6 +12,9 @@ pub mod config;
 pub mod dora;
 pub mod engine;
 pub mod format;
+pub mod http;
+pub mod pg;
+pub mod time;
 pub mod views;
 
 use arrow::array::RecordBatch;

@@ -43,6 +43,8 @@ pub(crate) struct Args {
     live_per_day: u64,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    pg: super::serve::PgArgs,
 }
 
 /// The end of the demo history for this spec: the one recorded in the store, or now.
@@ -154,7 +156,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     if args.no_serve {
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let standalone = super::standalone::start(store, &args.http, &SecretArgs::default());
+    let standalone = super::standalone::start(
+        store,
+        args.config.load()?,
+        &args.http,
+        &args.pg,
+        &SecretArgs::default(),
+    )
+    .await?;
     let trickle = tokio::spawn(trickle(standalone.writer.clone(), spec, args.live_per_day));
     eprintln!(
         "\nServing the demo with live events (webhooks: POST /webhooks/github, /webhooks/gitlab; CloudEvents: POST /api/v1/events). Ctrl-C stops."

@@ -52,7 +52,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         listen: args.listen,
         token: args.token.clone(),
     };
-    let app = finish(axum::Router::new(), &http, metrics.clone());
+    let app = finish(axum::Router::new(), &http, metrics.clone(), None);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(app, http.listen, async move {
         let _ = http_stopped.await;

@@ -30,7 +30,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         gitlab_tokens: args.secrets.gitlab_token.clone(),
         metrics: metrics.clone(),
     };
-    let app = finish(router(receivers), &args.http, metrics);
+    let app = finish(router(receivers), &args.http, metrics, None);
     serve(app, args.http.listen, shutdown_signal()).await?;
     client.flush().await.ok();
     Ok(std::process::ExitCode::SUCCESS)

@@ -1,21 +1,29 @@
-//! `cdlake standalone`: receivers and writer in one process, no NATS; an in-process channel
-//! replaces the stream and a 2xx answer means the events are committed to the store.
+//! `cdlake standalone`: receivers, writer and query service in one process, no NATS; an
+//! in-process channel replaces the stream and a 2xx answer means the events are committed.
 
 use std::sync::Arc;
 
 use cdlake_ingest::http::{Receivers, Sink, router};
 use cdlake_ingest::writer::{self, WriterOptions};
 use cdlake_ingest::{Ingester, IngesterConfig, Metrics};
+use cdlake_query::Config;
+use cdlake_schemas::store::Store;
+use tokio::sync::watch;
 
-use super::{SecretArgs, StoreArgs};
-use crate::http::{HttpArgs, finish, serve, shutdown_signal};
+use super::serve::{PgArgs, query_front, spawn_pg};
+use super::{ConfigArgs, SecretArgs, StoreArgs};
+use crate::http::{HttpArgs, check_exposure, finish, serve, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    pg: PgArgs,
     #[command(flatten)]
     secrets: SecretArgs,
 }
@@ -23,16 +31,24 @@ pub(crate) struct Args {
 /// The running pieces of a standalone service, for `demo` to feed.
 pub(crate) struct Standalone {
     pub(crate) writer: writer::WriterHandle,
-    pub(crate) app: axum::Router,
-    pub(crate) task: tokio::task::JoinHandle<cdlake_ingest::Result<()>>,
+    app: axum::Router,
+    task: tokio::task::JoinHandle<cdlake_ingest::Result<()>>,
+    pg: Option<tokio::task::JoinHandle<()>>,
+    stop_pg: watch::Sender<bool>,
 }
 
-pub(crate) fn start(
-    store: cdlake_schemas::store::Store,
+pub(crate) async fn start(
+    store: Store,
+    config: Config,
     http: &HttpArgs,
+    pg: &PgArgs,
     secrets: &SecretArgs,
-) -> Standalone {
+) -> anyhow::Result<Standalone> {
+    check_exposure("HTTP", http.listen, http.token.as_deref())?;
     let metrics = Arc::new(Metrics::new());
+    let front = query_front(&store, config).await?;
+    let (stop_pg, stopped) = watch::channel(false);
+    let pg = spawn_pg(front.engine.clone(), pg, http.token.clone(), stopped).await?;
     let ingester = Ingester::new(store, IngesterConfig::default());
     let (handle, task) = writer::spawn(ingester, metrics.clone(), WriterOptions::default());
     secrets.warn_if_open();
@@ -42,27 +58,45 @@ pub(crate) fn start(
         gitlab_tokens: secrets.gitlab_token.clone(),
         metrics: metrics.clone(),
     };
-    let app = finish(router(receivers), http, metrics);
-    Standalone {
+    let app = finish(
+        router(receivers).merge(front.routes),
+        http,
+        metrics,
+        Some(front.gauges),
+    );
+    Ok(Standalone {
         writer: handle,
         app,
         task,
-    }
+        pg,
+        stop_pg,
+    })
 }
 
 /// Serve until Ctrl-C or SIGTERM, then commit what is buffered.
 pub(crate) async fn run_until_stopped(s: Standalone, http: &HttpArgs) -> anyhow::Result<()> {
-    let Standalone { writer, app, task } = s;
+    let Standalone {
+        writer,
+        app,
+        task,
+        pg,
+        stop_pg,
+    } = s;
     drop(writer);
-    serve(app, http.listen, shutdown_signal()).await?;
+    let served = serve(app, http.listen, shutdown_signal()).await;
+    let _ = stop_pg.send(true);
+    if let Some(pg) = pg {
+        let _ = pg.await;
+    }
     // The router (and with it the last writer handle) is dropped: the writer commits and ends.
     task.await??;
-    Ok(())
+    served
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
-    let s = start(store, &args.http, &args.secrets);
+    let config = args.config.load()?;
+    let s = start(store, config, &args.http, &args.pg, &args.secrets).await?;
     run_until_stopped(s, &args.http).await?;
     Ok(std::process::ExitCode::SUCCESS)
 }

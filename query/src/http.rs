@@ -1,0 +1,451 @@
+//! The HTTP query API of `cdlake serve` and `cdlake standalone`:
+//!
+//! - `POST /api/v1/sql` with `{"sql": "…"}`: JSON (an array of row objects, the default), CSV
+//!   (`Accept: text/csv`) or an Arrow IPC stream (`Accept: application/vnd.apache.arrow.stream`);
+//!   errors are `{"error": …}` with the DataFusion message, 400 for the caller's mistakes.
+//! - `GET /api/v1/dora?from&to&by`: the DORA report (the JSON of `cdlake dora --format json`).
+//! - `GET /api/v1/tail?subject&predicate&service&environment&origin`: Server-Sent Events, one
+//!   `event` per newly committed event row, found by watching the store's newest partitions.
+//!
+//! [`dora_gauges`] renders the DORA figures per service over the last 30 days as Prometheus
+//! gauges for `/metrics`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use cdlake_schemas::Event;
+use cdlake_schemas::event::batch_to_events;
+use cdlake_schemas::paths::{DataFilePath, Table};
+use cdlake_schemas::store::Store;
+use chrono::{DateTime, Utc};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{Mutex, broadcast};
+
+use crate::dora::{DoraReport, DoraRequest, Figures, GroupBy};
+use crate::format::{Format, render};
+use crate::time::parse_time;
+use crate::{Engine, Error, QueryResult, QueryService};
+
+/// The media type of an Arrow IPC stream.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+struct Api {
+    engine: Engine,
+    tail: broadcast::Sender<Arc<Event>>,
+}
+
+/// The query routes. Starts the store watcher that feeds `/api/v1/tail`.
+pub fn router(engine: Engine, store: Store) -> Router {
+    let (tail, _) = broadcast::channel(4096);
+    tokio::spawn(watch(store, tail.clone()));
+    Router::new()
+        .route("/api/v1/sql", post(sql))
+        .route("/api/v1/dora", get(dora))
+        .route("/api/v1/tail", get(tail_events))
+        .with_state(Arc::new(Api { engine, tail }))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn query_error(e: Error) -> Response {
+    if e.is_user_error() {
+        error(StatusCode::BAD_REQUEST, e.to_string())
+    } else {
+        tracing::error!(error = %e, "Query failed.");
+        error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SqlRequest {
+    sql: String,
+}
+
+async fn sql(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request: SqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be JSON {{\"sql\": \"SELECT …\"}}: {e}"),
+            );
+        }
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let result = match api.engine.sql(&request.sql).await {
+        Ok(r) => r,
+        Err(e) => return query_error(e),
+    };
+    if accept.contains(ARROW_STREAM) {
+        return match arrow_ipc(&result) {
+            Ok(bytes) => ([(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response(),
+            Err(e) => query_error(e),
+        };
+    }
+    let (format, content_type) = if accept.contains("text/csv") {
+        (Format::Csv, "text/csv; charset=utf-8")
+    } else {
+        (Format::Json, "application/json")
+    };
+    match render(&result, format) {
+        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
+        Err(e) => query_error(e),
+    }
+}
+
+fn arrow_ipc(result: &QueryResult) -> crate::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &result.schema)?;
+        for b in &result.batches {
+            w.write(b)?;
+        }
+        w.finish()?;
+    }
+    Ok(buf)
+}
+
+#[derive(Debug, Deserialize)]
+struct DoraParams {
+    from: Option<String>,
+    to: Option<String>,
+    by: Option<String>,
+}
+
+async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Response {
+    let request = (|| {
+        let now = Utc::now();
+        let to = match &p.to {
+            Some(t) => parse_time(t, now)?,
+            None => now,
+        };
+        let from = match &p.from {
+            Some(f) => parse_time(f, now)?,
+            None => to - chrono::Duration::days(30),
+        };
+        let by = p.by.as_deref().map(str::parse::<GroupBy>).transpose()?;
+        Ok::<_, Error>(DoraRequest { from, to, by })
+    })();
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return query_error(e),
+    };
+    match api.engine.dora(&request).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => query_error(e),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TailFilter {
+    subject: Option<String>,
+    predicate: Option<String>,
+    service: Option<String>,
+    environment: Option<String>,
+    origin: Option<String>,
+}
+
+impl TailFilter {
+    fn matches(&self, e: &Event) -> bool {
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        eq(&self.subject, Some(&e.subject))
+            && eq(&self.predicate, Some(&e.predicate))
+            && eq(&self.service, e.service.as_deref())
+            && eq(&self.environment, e.environment.as_deref())
+            && eq(&self.origin, Some(&e.origin))
+    }
+}
+
+fn rfc3339(micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// An event as the tail sends it: every column but the payload.
+pub fn tail_json(e: &Event) -> serde_json::Value {
+    json!({
+        "event_id": e.event_id,
+        "event_source": e.event_source,
+        "event_type": e.event_type,
+        "subject": e.subject,
+        "predicate": e.predicate,
+        "spec_version": e.spec_version,
+        "origin": e.origin,
+        "time": rfc3339(e.time),
+        "ingested_at": rfc3339(e.ingested_at),
+        "subject_id": e.subject_id,
+        "service": e.service,
+        "environment": e.environment,
+        "repository": e.repository,
+        "change_id": e.change_id,
+        "artifact_id": e.artifact_id,
+        "pipeline": e.pipeline,
+        "run_id": e.run_id,
+        "outcome": e.outcome,
+        "url": e.url,
+        "trace_id": e.trace_id,
+        "span_id": e.span_id,
+        "chain_id": e.chain_id,
+        "team": e.team,
+        "task": e.task,
+    })
+}
+
+async fn tail_events(
+    State(api): State<Arc<Api>>,
+    Query(filter): Query<TailFilter>,
+) -> Sse<impl futures::Stream<Item = Result<sse::Event, Infallible>>> {
+    let rx = api.tail.subscribe();
+    let stream = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if filter.matches(&e) => {
+                    let event = sse::Event::default()
+                        .event("event")
+                        .id(format!("{}/{}", e.event_source, e.event_id))
+                        .data(tail_json(&e).to_string());
+                    return Some((Ok(event), (rx, filter)));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let note = sse::Event::default()
+                        .event("lagged")
+                        .data(json!({ "skipped": n }).to_string());
+                    return Some((Ok(note), (rx, filter)));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Watch the two newest date partitions of `events/` and broadcast the rows of every file
+/// committed after the watch started.
+async fn watch(store: Store, tx: broadcast::Sender<Arc<Event>>) {
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut first = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let today = Utc::now().date_naive();
+        let dates = [
+            today - chrono::Duration::days(1),
+            today,
+            today + chrono::Duration::days(1),
+        ];
+        let mut current = BTreeSet::new();
+        for date in dates {
+            match store.list(&Table::Events.partition_prefix(date)).await {
+                Ok(paths) => current.extend(
+                    paths
+                        .into_iter()
+                        .filter(|p| DataFilePath::parse(p).is_some()),
+                ),
+                Err(e) => tracing::debug!(error = %e, "Listing the store for the tail failed."),
+            }
+        }
+        for path in &current {
+            if seen.contains(path) || first {
+                continue;
+            }
+            if tx.receiver_count() == 0 {
+                continue;
+            }
+            let Ok(Some(bytes)) = store.get(path).await else {
+                continue;
+            };
+            let events = tokio::task::spawn_blocking(move || read_events(bytes)).await;
+            if let Ok(Ok(mut events)) = events {
+                events.sort_by_key(|e| e.time);
+                for e in events {
+                    let _ = tx.send(Arc::new(e));
+                }
+            }
+        }
+        seen = current;
+        first = false;
+    }
+}
+
+fn read_events(bytes: Vec<u8>) -> Result<Vec<Event>, Box<dyn std::error::Error + Send + Sync>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))?.build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        out.extend(batch_to_events(&batch?)?);
+    }
+    Ok(out)
+}
+
+/// DORA gauges over the last 30 days, overall (`service="*"`) and per service, cached for a
+/// minute so frequent scrapes cost nothing.
+#[derive(Clone)]
+pub struct DoraGauges {
+    engine: Engine,
+    cache: Arc<Mutex<Option<(Instant, String)>>>,
+}
+
+impl std::fmt::Debug for DoraGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DoraGauges").finish_non_exhaustive()
+    }
+}
+
+impl DoraGauges {
+    pub fn new(engine: Engine) -> Self {
+        DoraGauges {
+            engine,
+            cache: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The Prometheus text of the gauges (empty when the report fails; the failure is logged).
+    pub async fn render(&self) -> String {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, text)) = cache.as_ref() {
+            if at.elapsed() < Duration::from_secs(60) {
+                return text.clone();
+            }
+        }
+        let to = Utc::now();
+        let request = DoraRequest {
+            from: to - chrono::Duration::days(30),
+            to,
+            by: Some(GroupBy::Service),
+        };
+        let text = match self.engine.dora(&request).await {
+            Ok(report) => dora_gauges(&report),
+            Err(e) => {
+                tracing::warn!(error = %e, "DORA gauges: the report failed.");
+                String::new()
+            }
+        };
+        *cache = Some((Instant::now(), text.clone()));
+        text
+    }
+}
+
+/// Render a report's figures as Prometheus gauges, overall as `service="*"`.
+pub fn dora_gauges(report: &DoraReport) -> String {
+    let mut series: HashMap<&'static str, Vec<String>> = HashMap::new();
+    let mut add = |name: &'static str, labels: String, v: Option<f64>| {
+        if let Some(v) = v {
+            series
+                .entry(name)
+                .or_default()
+                .push(format!("{name}{{{labels}}} {v}"));
+        }
+    };
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut figures: Vec<(String, &Figures)> = vec![("*".to_string(), &report.figures)];
+    for g in report.groups.iter().flatten() {
+        figures.push((g.key().to_string(), &g.figures));
+    }
+    for (service, f) in figures {
+        let l = format!("service=\"{}\"", escape(&service));
+        let df = &f.deployment_frequency;
+        add(
+            "cdlake_dora_deployments",
+            l.clone(),
+            Some(df.deployments as f64),
+        );
+        add(
+            "cdlake_dora_deployments_per_day",
+            l.clone(),
+            Some(df.per_day),
+        );
+        add(
+            "cdlake_dora_lead_time_seconds",
+            format!("{l},quantile=\"0.5\""),
+            f.lead_time.median_seconds,
+        );
+        add(
+            "cdlake_dora_lead_time_seconds",
+            format!("{l},quantile=\"0.9\""),
+            f.lead_time.p90_seconds,
+        );
+        add(
+            "cdlake_dora_change_failure_rate",
+            l.clone(),
+            f.change_failure_rate.rate,
+        );
+        add(
+            "cdlake_dora_recovery_time_seconds",
+            format!("{l},quantile=\"0.5\""),
+            f.recovery_time.median_seconds,
+        );
+        add(
+            "cdlake_dora_recovery_time_seconds",
+            format!("{l},quantile=\"0.9\""),
+            f.recovery_time.p90_seconds,
+        );
+        add(
+            "cdlake_dora_open_incidents",
+            l.clone(),
+            Some(f.recovery_time.open as f64),
+        );
+        add("cdlake_dora_rework_rate", l, f.rework_rate.rate);
+    }
+    let help = [
+        (
+            "cdlake_dora_deployments",
+            "Production deployments in the last 30 days.",
+        ),
+        (
+            "cdlake_dora_deployments_per_day",
+            "Deployment frequency over the last 30 days.",
+        ),
+        (
+            "cdlake_dora_lead_time_seconds",
+            "Lead time for changes delivered in the last 30 days.",
+        ),
+        (
+            "cdlake_dora_change_failure_rate",
+            "Change failure rate over the last 30 days.",
+        ),
+        (
+            "cdlake_dora_recovery_time_seconds",
+            "Failed deployment recovery time of incidents resolved in the last 30 days.",
+        ),
+        (
+            "cdlake_dora_open_incidents",
+            "Production incidents open at the end of the window.",
+        ),
+        (
+            "cdlake_dora_rework_rate",
+            "Rework rate over the last 30 days.",
+        ),
+    ];
+    let mut out = String::new();
+    for (name, text) in help {
+        if let Some(lines) = series.get(name) {
+            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} gauge");
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
+    out
+}
