@@ -117,7 +117,7 @@ async fn writes_files_and_settings_are_refused_and_limits_hold() {
     let svc = start(&store, &["--config", config.to_str().unwrap()]);
     let outside = dir.path().join("x");
     let refused = [
-        format!("CREATE EXTERNAL TABLE etc STORED AS CSV LOCATION '/etc/'"),
+        "CREATE EXTERNAL TABLE etc STORED AS CSV LOCATION '/etc/'".to_string(),
         format!("COPY (SELECT 1) TO '{}.csv'", outside.display()),
         format!("COPY (SELECT 1) TO '{}' STORED AS CSV", outside.display()),
         "INSERT INTO teams VALUES ('a', 'b')".to_string(),
@@ -328,9 +328,10 @@ async fn dora_tail_gauges_and_auth() {
     let mut received = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !received.contains("\n\n") && tokio::time::Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), tail.chunk()).await {
-            Ok(Ok(Some(chunk))) => received.push_str(&String::from_utf8_lossy(&chunk)),
-            _ => {}
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_secs(5), tail.chunk()).await
+        {
+            received.push_str(&String::from_utf8_lossy(&chunk));
         }
         // Keep-alive comments are not events.
         received = received

@@ -15,6 +15,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 use futures::StreamExt;
@@ -47,9 +48,14 @@ impl Engine {
         // committed after the first query: turn that cache off. Files are immutable once
         // committed, so the statistics and footer caches stay on.
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        // No disk manager: sorts and joins never spill to the system's temporary directory, so
+        // no query writes a file outside the store; past the memory pool they fail instead.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.limits.memory_mb.max(64) << 20, 1.0)
             .with_cache_manager(caches)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()?;
         let session = SessionConfig::new()
             .with_information_schema(true)

@@ -324,10 +324,10 @@ impl DoraGauges {
     /// The Prometheus text of the gauges (empty when the report fails; the failure is logged).
     pub async fn render(&self) -> String {
         let mut cache = self.cache.lock().await;
-        if let Some((at, text)) = cache.as_ref() {
-            if at.elapsed() < Duration::from_secs(60) {
-                return text.clone();
-            }
+        if let Some((at, text)) = cache.as_ref()
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return text.clone();
         }
         let to = Utc::now();
         let request = DoraRequest {

@@ -84,6 +84,9 @@ use crate::engine::check_complexity;
 /// The only user that may log in.
 const USER: &str = "cdlake";
 
+/// Stack of the query runtime's threads (address space; pages are committed as used).
+const QUERY_THREAD_STACK: usize = 64 << 20;
+
 /// Connections served at once; more are closed on arrival.
 const MAX_CONNECTIONS: usize = 256;
 
@@ -140,7 +143,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     install_catalog(&engine)?;
-    let handlers = Arc::new(Handlers::new(engine, options));
+    let runtime = Arc::new(QueryRuntime::new()?);
+    let handlers = Arc::new(Handlers::new(engine, options, runtime));
     accept_loop(listener, handlers, shutdown).await;
     Ok(())
 }
@@ -211,7 +215,7 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(engine: Engine, options: PgOptions) -> Self {
+    fn new(engine: Engine, options: PgOptions, runtime: Arc<QueryRuntime>) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.is_superuser = false;
@@ -220,9 +224,11 @@ impl Handlers {
             service: Arc::new(Service {
                 parser: Arc::new(Parser {
                     engine: engine.clone(),
+                    runtime: runtime.clone(),
                     sql: PostgresCompatibilityParser::new(),
                 }),
                 engine,
+                runtime,
                 scratch: SessionContext::new(),
             }),
             login: Arc::new(Login {
@@ -580,12 +586,13 @@ fn read_only() -> SQLOptions {
 /// The parser of both protocols, and the `QueryParser` of the extended one.
 struct Parser {
     engine: Engine,
+    runtime: Arc<QueryRuntime>,
     sql: PostgresCompatibilityParser,
 }
 
 impl Parser {
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
-        // Before parsing: parsing and planning recurse over the expression tree.
+        // Before parsing, as `Engine::sql` does: planning recurses over the expression tree.
         match check_complexity(sql) {
             Ok(()) => {}
             // Text the tokenizer cannot read: the parser below says what is wrong with it.
@@ -617,28 +624,37 @@ impl Parser {
             }
         }
     }
-
-    /// Plan a query statement and check it against the read-only rules.
-    async fn plan(&self, statement: Statement) -> PgWireResult<LogicalPlan> {
-        let limits = &self.engine.config().limits;
-        let state = self.engine.session().state();
-        let plan = state
-            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
-            .await
-            .map_err(|e| engine_error(e, limits))?;
-        read_only()
-            .verify_plan(&plan)
-            .map_err(|e| engine_error(e, limits))?;
-        Ok(plan)
-    }
 }
 
-/// A statement of the extended protocol, classified (and planned for queries) at Parse.
+/// Plan a query statement and check it against the read-only rules of [`Engine::sql`].
+async fn plan(engine: &Engine, statement: &Statement) -> PgWireResult<LogicalPlan> {
+    let limits = &engine.config().limits;
+    let state = engine.session().state();
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+        .await
+        .map_err(|e| engine_error(e, limits))?;
+    read_only()
+        .verify_plan(&plan)
+        .map_err(|e| engine_error(e, limits))?;
+    Ok(plan)
+}
+
+/// A statement of the extended protocol, classified (and for queries planned) at Parse. Shared
+/// parts sit behind `Arc`s: cloning or dropping a deep expression tree recurses, and that must
+/// happen on the query runtime, not on a connection's small stack.
 #[derive(Debug, Clone)]
 struct Prepared {
-    statement: Statement,
+    statement: Arc<Statement>,
     class: Class,
-    plan: Option<LogicalPlan>,
+    query: Option<Arc<PreparedQuery>>,
+}
+
+#[derive(Debug)]
+struct PreparedQuery {
+    plan: LogicalPlan,
+    parameters: Vec<Parameter>,
+    schema: Schema,
 }
 
 #[async_trait]
@@ -666,27 +682,38 @@ impl QueryParser for Parser {
             return Ok(None);
         };
         let class = classify(&statement)?;
-        let plan = if class == Class::Query {
+        let statement = Arc::new(statement);
+        let query = if class == Class::Query {
+            let engine = self.engine.clone();
+            let statement = statement.clone();
+            let work = async move {
+                let plan = plan(&engine, &statement).await?;
+                let parameters = parameters(&plan, &engine)?;
+                let schema = plan.schema().as_arrow().clone();
+                Ok(Arc::new(PreparedQuery {
+                    plan,
+                    parameters,
+                    schema,
+                }))
+            };
             let limit = TimeLimit::of(&self.engine, client);
-            Some(limit.run(Box::pin(self.plan(statement.clone()))).await?)
+            Some(limit.run(self.runtime.run(work)).await?)
         } else {
             None
         };
         Ok(Some(Prepared {
             statement,
             class,
-            plan,
+            query,
         }))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
-        match &stmt.plan {
-            Some(plan) => Ok(parameters(plan, &self.engine)?
-                .into_iter()
-                .map(|p| p.wire)
-                .collect()),
-            None => Ok(vec![]),
-        }
+        Ok(stmt
+            .query
+            .as_ref()
+            .map(|q| q.parameters.iter().map(|p| p.wire.clone()).collect())
+            .unwrap_or_default())
     }
 
     fn get_result_schema(
@@ -694,9 +721,9 @@ impl QueryParser for Parser {
         stmt: &Prepared,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        match (&stmt.plan, stmt.class) {
-            (Some(plan), _) => arrow_schema_to_pg_fields(
-                plan.schema().as_arrow(),
+        match (&stmt.query, stmt.class) {
+            (Some(query), _) => arrow_schema_to_pg_fields(
+                &query.schema,
                 column_format.unwrap_or(&Format::UnifiedText),
                 None,
             ),
@@ -733,6 +760,7 @@ fn show_column(statement: &Statement) -> String {
 }
 
 /// One parameter of a prepared query: the type DataFusion inferred and the type on the wire.
+#[derive(Debug)]
 struct Parameter {
     inferred: Option<DataType>,
     wire: Type,
@@ -799,6 +827,72 @@ fn parameters(plan: &LogicalPlan, engine: &Engine) -> PgWireResult<Vec<Parameter
 // ---------------------------------------------------------------------------------------------
 // Execution
 
+/// Where statements are planned and run: a runtime of its own whose threads have large stacks.
+/// Planning, optimising, cloning and evaluating an expression recurse over its tree; a long
+/// `OR` chain that `check_complexity` still lets through needs more than the 2 MiB of a
+/// default tokio thread (DataFusion's own tasks are spawned on this runtime too).
+struct QueryRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl QueryRuntime {
+    fn new() -> std::io::Result<Self> {
+        // More threads than cores: a query whose operators do not yield (a cross join feeding
+        // an aggregate) keeps its threads busy until it finishes, even after its timeout
+        // dropped it; the other threads keep serving everyone else meanwhile.
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads((4 * cores).max(8))
+            .thread_name("cdlake-pg-query")
+            .thread_stack_size(QUERY_THREAD_STACK)
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Run `work` on the query runtime; dropping the returned future (a timeout, a cancel
+    /// request, a closed connection) aborts it.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = PgWireResult<T>> + Send + 'static,
+    ) -> PgWireResult<T> {
+        let Some(runtime) = &self.runtime else {
+            return Err(error("57P01", "the server is shutting down"));
+        };
+        let mut task = AbortOnDrop(runtime.spawn(work));
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => {
+                tracing::error!(error = %e, "postgres: a query panicked");
+                Err(error(
+                    "XX000",
+                    "internal error: the query failed unexpectedly",
+                ))
+            }
+            Err(_) => Err(error("57014", "canceling statement")),
+        }
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // May be dropped inside an async context, where a blocking shutdown would panic.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The time a statement may take: the engine's query timeout, or the client's shorter
 /// `statement_timeout`.
 struct TimeLimit {
@@ -835,59 +929,59 @@ impl TimeLimit {
     }
 }
 
+/// Run a checked plan and collect its result, within the result-size guards.
+async fn collect(engine: &Engine, plan: LogicalPlan) -> PgWireResult<(Schema, Vec<RecordBatch>)> {
+    let limits = &engine.config().limits;
+    let max_rows = limits.max_result_rows;
+    let max_bytes = limits.memory_mb.max(64).saturating_mul(1 << 20);
+    let df = engine
+        .session()
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|e| engine_error(e, limits))?;
+    let schema = df.schema().as_arrow().clone();
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| engine_error(e, limits))?;
+    let (mut rows, mut bytes, mut batches) = (0usize, 0usize, Vec::new());
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| engine_error(e, limits))?;
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
+        if rows > max_rows {
+            return Err(error(
+                "54000",
+                format!(
+                    "the result has more than {max_rows} rows (limits.max_result_rows): add a \
+                     LIMIT or aggregate"
+                ),
+            ));
+        }
+        if bytes > max_bytes {
+            return Err(error(
+                "54000",
+                format!(
+                    "the result is larger than the memory limit of {} MB: add a LIMIT, select \
+                     fewer columns or aggregate",
+                    limits.memory_mb.max(64)
+                ),
+            ));
+        }
+        batches.push(batch);
+    }
+    Ok((schema, batches))
+}
+
 struct Service {
     engine: Engine,
     parser: Arc<Parser>,
+    runtime: Arc<QueryRuntime>,
     /// Where `SET` statements are "executed": never the engine's session.
     scratch: SessionContext,
 }
 
 impl Service {
-    /// Run a checked plan and collect its result, within the result-size guards.
-    async fn collect(&self, plan: LogicalPlan) -> PgWireResult<(Schema, Vec<RecordBatch>)> {
-        let limits = &self.engine.config().limits;
-        let max_rows = limits.max_result_rows;
-        let max_bytes = limits.memory_mb.max(64).saturating_mul(1 << 20);
-        let df = self
-            .engine
-            .session()
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| engine_error(e, limits))?;
-        let schema = df.schema().as_arrow().clone();
-        let mut stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| engine_error(e, limits))?;
-        let (mut rows, mut bytes, mut batches) = (0usize, 0usize, Vec::new());
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| engine_error(e, limits))?;
-            rows += batch.num_rows();
-            bytes += batch.get_array_memory_size();
-            if rows > max_rows {
-                return Err(error(
-                    "54000",
-                    format!(
-                        "the result has more than {max_rows} rows (limits.max_result_rows): \
-                         add a LIMIT or aggregate"
-                    ),
-                ));
-            }
-            if bytes > max_bytes {
-                return Err(error(
-                    "54000",
-                    format!(
-                        "query result exceeds the memory limit of {} MB: add a LIMIT, select \
-                         fewer columns or aggregate",
-                        limits.memory_mb.max(64)
-                    ),
-                ));
-            }
-            batches.push(batch);
-        }
-        Ok((schema, batches))
-    }
-
     /// Answer a session statement (`SET`, `SHOW`, `BEGIN`…) the way Postgres clients expect,
     /// without touching DataFusion's configuration.
     async fn session<C>(&self, client: &mut C, statement: &Statement, class: Class) -> Response
@@ -946,14 +1040,15 @@ impl Service {
         if class != Class::Query {
             return self.session(client, &statement, class).await;
         }
-        let limit = TimeLimit::of(&self.engine, client);
-        let work = async {
-            let plan = self.parser.plan(statement).await?;
-            self.collect(plan).await
+        let engine = self.engine.clone();
+        let work = async move {
+            let plan = plan(&engine, &statement).await?;
+            collect(&engine, plan).await
         };
+        let limit = TimeLimit::of(&self.engine, client);
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         match limit
-            .run(Box::pin(work))
+            .run(self.runtime.run(work))
             .await
             .and_then(|(schema, batches)| encode(&schema, batches, &Format::UnifiedText, options))
         {
@@ -1010,7 +1105,7 @@ impl SimpleQueryHandler for Service {
         }
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
-            let response = self.simple_statement(client, statement).await;
+            let response = Box::pin(self.simple_statement(client, statement)).await;
             let failed = matches!(response, Response::Error(_));
             responses.push(response);
             if failed {
@@ -1048,29 +1143,43 @@ impl ExtendedQueryHandler for Service {
         if let Some(answer) = self.transaction(client, &prepared.statement).await {
             return Ok(answer);
         }
-        let plan = match (&prepared.plan, prepared.class) {
-            (Some(plan), Class::Query) => plan.clone(),
-            (None, Class::Query) => return Err(error("XX000", "query was not planned")),
+        let query = match (&prepared.query, prepared.class) {
+            (Some(query), Class::Query) => query.clone(),
+            (None, Class::Query) => return Err(error("XX000", "the query was not planned")),
             (_, class) => return Ok(self.session(client, &prepared.statement, class).await),
         };
-        let limits = &self.engine.config().limits;
-        let params = parameters(&plan, &self.engine)?;
-        let plan = if params.is_empty() {
-            plan
+        let values = if query.parameters.is_empty() {
+            None
         } else {
-            let inferred: Vec<Option<&DataType>> =
-                params.iter().map(|p| p.inferred.as_ref()).collect();
-            let wire: Vec<Option<&Type>> = params.iter().map(|p| Some(&p.wire)).collect();
-            let values = deserialize_parameters_with_server_types(portal, &inferred, &wire)?;
-            plan.replace_params_with_values(&values)
-                .map_err(|e| engine_error(e, limits))?
+            let inferred: Vec<Option<&DataType>> = query
+                .parameters
+                .iter()
+                .map(|p| p.inferred.as_ref())
+                .collect();
+            let wire: Vec<Option<&Type>> = query.parameters.iter().map(|p| Some(&p.wire)).collect();
+            Some(deserialize_parameters_with_server_types(
+                portal, &inferred, &wire,
+            )?)
         };
-        // The parameters cannot turn a query into anything else, but check again: cheap.
-        read_only()
-            .verify_plan(&plan)
-            .map_err(|e| engine_error(e, limits))?;
+        let engine = self.engine.clone();
+        let work = async move {
+            let limits = &engine.config().limits;
+            let plan = match values {
+                None => query.plan.clone(),
+                Some(values) => query
+                    .plan
+                    .clone()
+                    .replace_params_with_values(&values)
+                    .map_err(|e| engine_error(e, limits))?,
+            };
+            // Values cannot turn a query into anything else, but checking again is cheap.
+            read_only()
+                .verify_plan(&plan)
+                .map_err(|e| engine_error(e, limits))?;
+            collect(&engine, plan).await
+        };
         let limit = TimeLimit::of(&self.engine, client);
-        let (schema, batches) = limit.run(Box::pin(self.collect(plan))).await?;
+        let (schema, batches) = limit.run(self.runtime.run(work)).await?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         Ok(Response::Query(encode(
             &schema,

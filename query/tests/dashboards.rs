@@ -1,0 +1,1514 @@
+//! The Grafana dashboards of `dashboards/*.json` against the demo history, run the way Grafana
+//! runs them.
+//!
+//! Every query of every panel (the panels of collapsed rows included) and every template
+//! variable's query is
+//!
+//! 1. interpolated as Grafana's frontend does for its PostgreSQL data source
+//!    (`templateSrv.replace` with the SQL data source's `interpolateVariable`): a multi-value
+//!    variable becomes its values quoted and comma-joined (`'a','b'`), "All" becomes the
+//!    variable's custom all value as it is (Grafana does not format it: `'__all'`) or, without
+//!    one, every value the variable's own query returned, quoted and comma-joined;
+//! 2. expanded as Grafana's backend does (`sqleng.Interpolate`, then the macro engine of
+//!    `pkg/tsdb/grafana-postgresql-datasource/macros.go`, see [`expand_macros`]);
+//! 3. sent to `cdlake_query::pg::serve` with the simple query protocol (what Grafana's pgx
+//!    `PgConn().Exec` speaks), as user `cdlake` on database `cdlake`;
+//!
+//! and its answer must be what the panel needs (see [`check`]): no error; the columns the
+//! panel's overrides and options name; for `time_series` a `time` column, ascending and never
+//! NULL, and a numeric column; for a stat one row with a number. With every variable at "All",
+//! every query must answer rows (except the ones [`MAY_BE_EMPTY`] lists, with the reason); with
+//! the first two values of each variable selected, every query must still run and answer the
+//! right columns.
+//!
+//! The DORA overview must also show exactly the figures and levels of the DORA report
+//! (`cdlake dora`) for the same window, and its stat thresholds must colour every figure with
+//! its DORA level.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cdlake_ingest::demo::{DemoSpec, generate};
+use cdlake_ingest::{Ingester, IngesterConfig};
+use cdlake_query::dora::Level;
+use cdlake_query::pg::{PgOptions, serve};
+use cdlake_query::{Config, DoraRequest, Engine, GroupBy, QueryService};
+use cdlake_schemas::store::Store;
+use cdlake_schemas::{DeadLetter, Origin, cdevents};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use regex::Regex;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// What every panel and variable must query.
+const DATASOURCE_TYPE: &str = "grafana-postgresql-datasource";
+const DATASOURCE_UID: &str = "cdlake";
+const PANEL_TYPES: &[&str] = &["stat", "timeseries", "barchart", "table", "histogram"];
+
+/// The demo history: 60 days, 6 services, about 20,000 events, ending here.
+const END: &str = "2026-03-01T00:00:00Z";
+const SPEC: DemoSpec = DemoSpec {
+    seed: 42,
+    days: 60,
+    services: 6,
+    target_events: 20_000,
+};
+
+/// Queries that may answer no rows with every variable at "All" on the demo history, as
+/// (dashboard file, panel title, reason). Every other query must answer at least one row.
+/// Aggregates such as "Open incidents" or "Changes waiting" answer one row (a zero) even when
+/// nothing matches, so they need no exception; none is needed today.
+const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[];
+
+/// Rejected input added to the history (as if imported during it), so the dead-letter panels
+/// have rows: cdlake stamps a dead letter with the time it received it.
+const BAD_INPUT: &[&[u8]] = &[
+    b"{\"context\": {\"id\": \"truncated",
+    b"this is not JSON",
+    b"{\"context\":{\"id\":\"x-1\",\"source\":\"/ci\",\"type\":\"com.example.build.done\",\"timestamp\":\"2026-02-27T10:00:00Z\"},\"subject\":{\"id\":\"b\"}}",
+    b"\xff\xfe not UTF-8",
+];
+
+// ---- the dashboards ------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Variable {
+    name: String,
+    query: String,
+    multi: bool,
+    include_all: bool,
+    all_value: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Query {
+    dashboard: String,
+    panel: Value,
+    title: String,
+    kind: String,
+    ref_id: String,
+    format: String,
+    sql: String,
+}
+
+#[derive(Debug, Clone)]
+struct Dashboard {
+    file: String,
+    variables: Vec<Variable>,
+    queries: Vec<Query>,
+}
+
+fn dashboards_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+}
+
+/// Every panel, the panels nested in rows included.
+fn flatten_panels(panels: &[Value], out: &mut Vec<Value>) {
+    for p in panels {
+        out.push(p.clone());
+        if let Some(nested) = p.get("panels").and_then(Value::as_array) {
+            flatten_panels(nested, out);
+        }
+    }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn is_our_datasource(v: &Value) -> bool {
+    str_field(v, "type") == DATASOURCE_TYPE && str_field(v, "uid") == DATASOURCE_UID
+}
+
+/// Read every `dashboards/*.json`, checking what Grafana needs of its structure; `problems`
+/// collects what is wrong.
+fn load_dashboards(problems: &mut Vec<String>) -> Vec<Dashboard> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dashboards_dir())
+        .expect("dashboards/ exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no dashboards/*.json");
+    let mut uids = BTreeSet::new();
+    let mut out = Vec::new();
+    for path in files {
+        let file = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let text = std::fs::read_to_string(&path).expect("read dashboard");
+        let json: Value = match serde_json::from_str(&text) {
+            Ok(j) => j,
+            Err(e) => {
+                problems.push(format!("{file}: not valid JSON: {e}"));
+                continue;
+            }
+        };
+        let uid = str_field(&json, "uid");
+        if uid.is_empty() || !uids.insert(uid.to_string()) {
+            problems.push(format!("{file}: missing or duplicate uid {uid:?}"));
+        }
+        if str_field(&json, "title").is_empty() {
+            problems.push(format!("{file}: no title"));
+        }
+        if json["schemaVersion"].as_u64().unwrap_or(0) < 36 {
+            problems.push(format!("{file}: schemaVersion below 36"));
+        }
+        if !json["id"].is_null() {
+            problems.push(format!("{file}: a provisioned dashboard has \"id\": null"));
+        }
+
+        let mut variables = Vec::new();
+        for v in json["templating"]["list"].as_array().into_iter().flatten() {
+            let name = str_field(v, "name").to_string();
+            if str_field(v, "type") != "query" {
+                problems.push(format!("{file}: variable {name} is not a query variable"));
+                continue;
+            }
+            if !is_our_datasource(&v["datasource"]) {
+                problems.push(format!(
+                    "{file}: variable {name} does not query the cdlake data source"
+                ));
+            }
+            // The query is a string (older Grafana) or an object with `rawSql` (SQL data sources since 10).
+            let query = match &v["query"] {
+                Value::String(s) => s.clone(),
+                q => str_field(q, "rawSql").to_string(),
+            };
+            if query.trim().is_empty() {
+                problems.push(format!("{file}: variable {name} has no query"));
+            }
+            variables.push(Variable {
+                name,
+                query,
+                multi: v["multi"].as_bool().unwrap_or(false),
+                include_all: v["includeAll"].as_bool().unwrap_or(false),
+                all_value: v["allValue"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            });
+        }
+
+        let mut panels = Vec::new();
+        flatten_panels(
+            json["panels"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            &mut panels,
+        );
+        let mut ids = BTreeSet::new();
+        let mut queries = Vec::new();
+        for p in panels {
+            let title = str_field(&p, "title").to_string();
+            let kind = str_field(&p, "type").to_string();
+            if !ids.insert(p["id"].as_u64().unwrap_or(0)) {
+                problems.push(format!(
+                    "{file}: panel {title:?} has a missing or duplicate id"
+                ));
+            }
+            if kind == "row" {
+                continue;
+            }
+            if !PANEL_TYPES.contains(&kind.as_str()) {
+                problems.push(format!(
+                    "{file}: panel {title:?} has an unexpected type {kind}"
+                ));
+            }
+            if !is_our_datasource(&p["datasource"]) {
+                problems.push(format!(
+                    "{file}: panel {title:?} does not use the cdlake data source"
+                ));
+            }
+            let targets = p["targets"].as_array().cloned().unwrap_or_default();
+            if targets.is_empty() {
+                problems.push(format!("{file}: panel {title:?} has no query"));
+            }
+            let mut refs = BTreeSet::new();
+            for t in targets {
+                let ref_id = str_field(&t, "refId").to_string();
+                let format = str_field(&t, "format").to_string();
+                let sql = str_field(&t, "rawSql").to_string();
+                let at = format!("{file}: panel {title:?} query {ref_id}");
+                if !refs.insert(ref_id.clone()) {
+                    problems.push(format!("{at}: duplicate refId"));
+                }
+                if !is_our_datasource(&t["datasource"]) {
+                    problems.push(format!("{at}: does not use the cdlake data source"));
+                }
+                if t["rawQuery"] != Value::Bool(true) || str_field(&t, "editorMode") != "code" {
+                    problems.push(format!(
+                        "{at}: needs \"rawQuery\": true and \"editorMode\": \"code\""
+                    ));
+                }
+                if format != "table" && format != "time_series" {
+                    problems.push(format!(
+                        "{at}: format {format:?} is neither table nor time_series"
+                    ));
+                }
+                if sql.trim().is_empty() {
+                    problems.push(format!("{at}: no rawSql"));
+                }
+                // Recent Grafana strips SQL comments before expanding macros, older versions do
+                // not: without comments every version runs the same SQL.
+                if sql.contains("--") || sql.contains("/*") {
+                    problems.push(format!("{at}: SQL comments are not allowed in panel SQL"));
+                }
+                queries.push(Query {
+                    dashboard: file.clone(),
+                    panel: p.clone(),
+                    title: title.clone(),
+                    kind: kind.clone(),
+                    ref_id,
+                    format,
+                    sql,
+                });
+            }
+        }
+        out.push(Dashboard {
+            file,
+            variables,
+            queries,
+        });
+    }
+    out
+}
+
+// ---- Grafana's interpolation ---------------------------------------------------------------
+
+/// A variable's current value.
+#[derive(Debug, Clone, PartialEq)]
+enum Selection {
+    All,
+    Values(Vec<String>),
+}
+
+/// The variables of a dashboard with their current values and the options their queries gave.
+#[derive(Debug, Default, Clone)]
+struct Scope {
+    vars: BTreeMap<String, (Variable, Selection, Vec<String>)>,
+}
+
+/// `quoteLiteral` of Grafana's SQL data sources.
+fn quote_literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// What Grafana's frontend puts in place of a variable for a PostgreSQL query:
+/// `templateSrv.replace(sql, scopedVars, SqlDatasource.interpolateVariable)`.
+fn format_variable(var: &Variable, selection: &Selection, options: &[String]) -> String {
+    match selection {
+        Selection::All => match &var.all_value {
+            // A custom all value skips formatting (`SkipFormattingValue`): inserted as it is.
+            Some(custom) => custom.clone(),
+            // Otherwise "All" is every option's value, formatted as an array.
+            None => options
+                .iter()
+                .map(|v| quote_literal(v))
+                .collect::<Vec<_>>()
+                .join(","),
+        },
+        // A multi-value variable's value is an array (even of one value): quoted, joined by ','.
+        Selection::Values(values) if var.multi => values
+            .iter()
+            .map(|v| quote_literal(v))
+            .collect::<Vec<_>>()
+            .join(","),
+        // A single string: quoted when the variable is multi or include-all, else escaped only.
+        Selection::Values(values) => {
+            let v = values.first().map(String::as_str).unwrap_or_default();
+            if var.include_all {
+                quote_literal(v)
+            } else {
+                v.replace('\'', "''")
+            }
+        }
+    }
+}
+
+/// Grafana's template variable syntax: `$var`, `[[var]]`, `[[var:fmt]]`, `${var}`,
+/// `${var.field}`, `${var:fmt}` (the `variableRegex` of `@grafana/data`).
+fn variable_regex() -> Regex {
+    Regex::new(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^\}]+))?(?::([^\}]+))?\}")
+        .expect("variable regex")
+}
+
+/// Replace the dashboard variables in `sql`; names that are not variables (Grafana's macros
+/// such as `$__timeFilter`) are left for the backend.
+fn interpolate_variables(sql: &str, scope: &Scope) -> Result<String, String> {
+    let re = variable_regex();
+    let mut error = None;
+    let out = re.replace_all(sql, |c: &regex::Captures<'_>| {
+        let whole = c[0].to_string();
+        let name = c
+            .get(1)
+            .or(c.get(2))
+            .or(c.get(4))
+            .map(|m| m.as_str())
+            .unwrap_or_default();
+        let Some((var, selection, options)) = scope.vars.get(name) else {
+            return whole;
+        };
+        if c.get(3).or(c.get(5)).or(c.get(6)).is_some() {
+            error.get_or_insert(format!(
+                "{whole}: a format or field path would change the quoting; use ${name}"
+            ));
+            return whole;
+        }
+        format_variable(var, selection, options)
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok(out.into_owned()),
+    }
+}
+
+/// A dashboard time range, as Grafana's backend receives it.
+#[derive(Debug, Clone, Copy)]
+struct TimeRange {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+/// Go's `t.UTC().Format(time.RFC3339Nano)`: the fraction without trailing zeros, none at all
+/// for a whole second.
+fn rfc3339_nano(t: DateTime<Utc>) -> String {
+    let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let nanos = t.timestamp_subsec_nanos();
+    if nanos == 0 {
+        format!("{base}Z")
+    } else {
+        let fraction = format!("{nanos:09}");
+        format!("{base}.{}Z", fraction.trim_end_matches('0'))
+    }
+}
+
+/// Go's `fmt.Sprintf("%v", f)` of a float64: the shortest representation, in exponent form
+/// (`2.592e+06`) when the exponent is below -4 or at least 6.
+fn go_float(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{v}")
+    }
+}
+
+/// `gtime.ParseInterval` for the fixed-length units (`M` and `y` depend on the calendar).
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let re = Regex::new(r"^(\d+)(ms|s|m|h|d|w)$").expect("interval regex");
+    let c = re
+        .captures(s)
+        .ok_or_else(|| format!("error parsing interval {s}"))?;
+    let n: f64 = c[1]
+        .parse()
+        .map_err(|_| format!("error parsing interval {s}"))?;
+    let unit = match &c[2] {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => 604800.0,
+    };
+    Ok(n * unit)
+}
+
+/// One macro of `postgresMacroEngine.evaluateMacro` (TimescaleDB off).
+fn evaluate_macro(name: &str, args: &[String], range: TimeRange) -> Result<String, String> {
+    let arg0 = args.first().cloned().unwrap_or_default();
+    let (from, to) = (rfc3339_nano(range.from), rfc3339_nano(range.to));
+    let group = |args: &[String]| -> Result<String, String> {
+        if args.len() < 2 {
+            return Err(format!(
+                "macro {name} needs time column and interval and optional fill value"
+            ));
+        }
+        let seconds = parse_interval(args[1].trim_matches('\''))?;
+        if let Some(fill) = args.get(2) {
+            // The fill mode only shapes Grafana's frame, not the SQL; it must still parse.
+            if fill != "NULL" && fill != "previous" && fill.parse::<f64>().is_err() {
+                return Err(format!("error parsing fill value {fill}"));
+            }
+        }
+        Ok(go_float(seconds))
+    };
+    Ok(match name {
+        "__time" => format!("{arg0} AS \"time\""),
+        "__timeEpoch" => format!("extract(epoch from {arg0}) as \"time\""),
+        "__timeFilter" => format!("{arg0} BETWEEN '{from}' AND '{to}'"),
+        "__timeFrom" => format!("'{from}'"),
+        "__timeTo" => format!("'{to}'"),
+        "__timeGroup" => {
+            let s = group(args)?;
+            format!("floor(extract(epoch from {arg0})/{s})*{s}")
+        }
+        "__timeGroupAlias" => format!(
+            "{} AS \"time\"",
+            evaluate_macro("__timeGroup", args, range)?
+        ),
+        "__unixEpochFilter" => format!(
+            "{arg0} >= {} AND {arg0} <= {}",
+            range.from.timestamp(),
+            range.to.timestamp()
+        ),
+        "__unixEpochNanoFilter" => format!(
+            "{arg0} >= {} AND {arg0} <= {}",
+            range.from.timestamp_nanos_opt().unwrap_or_default(),
+            range.to.timestamp_nanos_opt().unwrap_or_default()
+        ),
+        "__unixEpochNanoFrom" => range
+            .from
+            .timestamp_nanos_opt()
+            .unwrap_or_default()
+            .to_string(),
+        "__unixEpochNanoTo" => range
+            .to
+            .timestamp_nanos_opt()
+            .unwrap_or_default()
+            .to_string(),
+        "__unixEpochGroup" => {
+            let s = group(args)?;
+            format!("floor(({arg0})/{s})*{s}")
+        }
+        "__unixEpochGroupAlias" => format!(
+            "{} AS \"time\"",
+            evaluate_macro("__unixEpochGroup", args, range)?
+        ),
+        other => return Err(format!("unknown macro \"{other}\"")),
+    })
+}
+
+/// What Grafana's backend does to the SQL before sending it: `sqleng.Interpolate` (the global
+/// `$__interval…` and `$__unixEpochFrom()`/`To()`), then `postgresMacroEngine.Interpolate`:
+/// every `$name(args)` (the regex `\$([_a-zA-Z0-9]+)\(([^\)]*)\)`, so arguments hold no `)`),
+/// arguments split at `,` and trimmed of spaces, with the pre-5.3 rule that a `$__timeGroup(…)`
+/// directly followed by `,` (at its first occurrence) means `$__timeGroupAlias(…)`.
+fn expand_macros(sql: &str, range: TimeRange) -> Result<String, String> {
+    if sql.contains("$__interval") {
+        return Err(
+            "$__interval depends on the panel's width: use a fixed interval (1m, 1d …)".into(),
+        );
+    }
+    let sql = sql
+        .replace("$__unixEpochFrom()", &range.from.timestamp().to_string())
+        .replace("$__unixEpochTo()", &range.to.timestamp().to_string());
+    let re = Regex::new(r"\$([_a-zA-Z0-9]+)\(([^\)]*)\)").expect("macro regex");
+    let mut out = String::new();
+    let mut last = 0;
+    for c in re.captures_iter(&sql) {
+        let whole = c.get(0).expect("match");
+        let mut name = c[1].to_string();
+        if name == "__timeGroup"
+            && let Some(index) = sql.find(whole.as_str())
+            && sql.as_bytes().get(index + whole.len()) == Some(&b',')
+        {
+            name = "__timeGroupAlias".to_string();
+        }
+        let args: Vec<String> = c[2]
+            .split(',')
+            .map(|a| a.trim_matches(' ').to_string())
+            .collect();
+        out.push_str(&sql[last..whole.start()]);
+        out.push_str(&evaluate_macro(&name, &args, range)?);
+        last = whole.end();
+    }
+    out.push_str(&sql[last..]);
+    Ok(out)
+}
+
+/// Both steps: what the Postgres endpoint receives for `sql`.
+fn expand(sql: &str, scope: &Scope, range: TimeRange) -> Result<String, String> {
+    expand_macros(&interpolate_variables(sql, scope)?, range)
+}
+
+// ---- the demo history behind the Postgres endpoint -----------------------------------------
+
+struct Demo {
+    engine: Engine,
+    client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+fn end() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(END)
+        .expect("END is RFC 3339")
+        .with_timezone(&Utc)
+}
+
+/// The dashboards' time range in the test: the 30 days before the end of the history, the end
+/// a millisecond short, as Grafana's time picker sends it.
+fn test_range() -> TimeRange {
+    TimeRange {
+        from: end() - chrono::Duration::days(30),
+        to: end() - chrono::Duration::milliseconds(1),
+    }
+}
+
+impl Demo {
+    async fn start() -> Self {
+        let started = std::time::Instant::now();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path().to_str().expect("utf-8 path")).expect("store");
+        let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+        for event in generate(&SPEC, end()) {
+            ingester
+                .ingest(event.as_bytes(), Origin::CdEvents, "demo")
+                .await
+                .expect("ingest");
+            if ingester.should_flush() {
+                ingester.flush().await.expect("flush");
+            }
+        }
+        for (i, raw) in BAD_INPUT.iter().enumerate() {
+            let received_at = end() - chrono::Duration::hours(3 * i as i64 + 5);
+            let reason =
+                match cdevents::parse(raw, Origin::CdEvents, received_at.timestamp_micros()) {
+                    Err(rejection) => rejection.0,
+                    Ok(_) => panic!("bad input {i} was accepted"),
+                };
+            ingester.push_dead_letter(DeadLetter {
+                received_at: received_at.timestamp_micros(),
+                origin: Origin::CdEvents.as_str().to_string(),
+                source: format!("import:bad.jsonl:{}", i + 1),
+                reason,
+                payload: raw.to_vec(),
+            });
+        }
+        ingester.flush().await.expect("flush");
+        eprintln!("demo history stored in {:.1?}", started.elapsed());
+
+        let engine = Engine::open(&store, Config::default())
+            .await
+            .expect("engine");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            engine.clone(),
+            listener,
+            PgOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user("cdlake")
+            .dbname("cdlake")
+            .application_name("grafana")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = config.connect(NoTls).await.expect("connect as cdlake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Self {
+            engine,
+            client,
+            stop: Some(stop),
+            server,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        drop(self.client);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(10), &mut self.server)
+            .await
+            .expect("the endpoint stops")
+            .expect("endpoint task");
+        ended.expect("the endpoint ends cleanly");
+    }
+}
+
+/// An answer as Grafana's pgx reads it with the simple protocol: column names and text values.
+#[derive(Debug, Default)]
+struct Answer {
+    columns: Vec<String>,
+    rows: Vec<Vec<Option<String>>>,
+}
+
+impl Answer {
+    fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    fn values(&self, i: usize) -> impl Iterator<Item = Option<&str>> {
+        self.rows.iter().map(move |r| r[i].as_deref())
+    }
+
+    /// Whether a column holds numbers (every non-NULL value parses as one, and there is one).
+    fn is_numeric(&self, i: usize) -> bool {
+        let mut any = false;
+        for v in self.values(i).flatten() {
+            if v.parse::<f64>().is_err() {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+
+    fn number(&self, row: usize, name: &str) -> Option<f64> {
+        let i = self.column(name)?;
+        self.rows.get(row)?[i].as_deref()?.parse().ok()
+    }
+}
+
+async fn run(client: &Client, sql: &str) -> Result<Answer, String> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        })?;
+    let mut answer = Answer::default();
+    for m in messages {
+        match m {
+            SimpleQueryMessage::RowDescription(columns) => {
+                answer.columns = columns.iter().map(|c| c.name().to_string()).collect();
+            }
+            SimpleQueryMessage::Row(row) => {
+                if answer.columns.is_empty() {
+                    answer.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+                }
+                answer.rows.push(
+                    (0..row.len())
+                        .map(|i| row.get(i).map(str::to_string))
+                        .collect(),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(answer)
+}
+
+/// A value of a `time` column as Grafana converts it: epoch seconds (or milliseconds) as a
+/// number, or a timestamp.
+fn parse_time(s: &str) -> Option<f64> {
+    if let Ok(v) = s.parse::<f64>() {
+        return Some(v);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_micros() as f64 / 1e6);
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, format) {
+            return Some(t.timestamp_micros() as f64 / 1e6);
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+            return Some(Utc.from_utc_datetime(&t).timestamp_micros() as f64 / 1e6);
+        }
+    }
+    None
+}
+
+/// Field names a panel refers to: its overrides' `byName` matchers, a bar chart's `xField`.
+fn named_fields(panel: &Value) -> Vec<String> {
+    let mut names: Vec<String> = panel["fieldConfig"]["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| str_field(&o["matcher"], "id") == "byName")
+        .map(|o| str_field(&o["matcher"], "options").to_string())
+        .collect();
+    if let Some(x) = panel["options"]["xField"].as_str() {
+        names.push(x.to_string());
+    }
+    names
+}
+
+/// What the panel needs of an answer; returns the problems.
+fn check(q: &Query, answer: &Answer, must_have_rows: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    if answer.columns.is_empty() {
+        problems.push("no columns".to_string());
+        return problems;
+    }
+    for name in named_fields(&q.panel) {
+        if answer.column(&name).is_none() {
+            problems.push(format!(
+                "the panel names a field {name:?} the query does not answer"
+            ));
+        }
+    }
+    if must_have_rows && answer.rows.is_empty() {
+        problems.push("no rows".to_string());
+    }
+    let has_rows = !answer.rows.is_empty();
+    let numeric: Vec<usize> = (0..answer.columns.len())
+        .filter(|&i| answer.is_numeric(i))
+        .collect();
+    if q.format == "time_series" {
+        let times: Vec<usize> = (0..answer.columns.len())
+            .filter(|&i| answer.columns[i] == "time")
+            .collect();
+        let [time] = times.as_slice() else {
+            problems.push(format!(
+                "a time_series query needs exactly one column named time, got {:?}",
+                answer.columns
+            ));
+            return problems;
+        };
+        if has_rows {
+            let parsed: Vec<Option<f64>> = answer
+                .values(*time)
+                .map(|v| v.and_then(parse_time))
+                .collect();
+            if parsed.iter().any(Option::is_none) {
+                problems.push("the time column has NULL or unreadable values".to_string());
+            } else if parsed.windows(2).any(|w| w[0] > w[1]) {
+                problems.push("the series is not sorted by time (add ORDER BY 1)".to_string());
+            }
+            if !numeric.iter().any(|i| i != time) {
+                problems.push("a time_series query needs a numeric value column".to_string());
+            }
+            // Long format: Grafana turns each distinct set of the string columns into a series;
+            // a (time, labels) pair twice would be two values for one point.
+            let labels: Vec<usize> = (0..answer.columns.len())
+                .filter(|i| i != time && !numeric.contains(i))
+                .collect();
+            let mut seen = BTreeSet::new();
+            for row in &answer.rows {
+                let key: Vec<Option<&str>> = std::iter::once(*time)
+                    .chain(labels.iter().copied())
+                    .map(|i| row[i].as_deref())
+                    .collect();
+                if !seen.insert(key) {
+                    problems.push("two rows for the same time and labels".to_string());
+                    break;
+                }
+            }
+        }
+    } else if has_rows {
+        match q.kind.as_str() {
+            "stat" => {
+                if answer.rows.len() != 1 {
+                    problems.push(format!(
+                        "a stat query answers one row, got {}",
+                        answer.rows.len()
+                    ));
+                }
+                if numeric.is_empty() && answer.rows.iter().flatten().any(Option::is_some) {
+                    problems.push("a stat query needs a numeric column".to_string());
+                }
+            }
+            "histogram" | "barchart" if numeric.is_empty() => {
+                problems.push(format!("a {} needs a numeric column", q.kind));
+            }
+            _ => {}
+        }
+    }
+    problems
+}
+
+/// Resolve the variables of a dashboard in order (a variable's query may use the ones before
+/// it), each set to "All" or to the first two values its query returns.
+async fn resolve(
+    client: &Client,
+    d: &Dashboard,
+    all: bool,
+    range: TimeRange,
+    problems: &mut Vec<String>,
+) -> Scope {
+    let mut scope = Scope::default();
+    for v in &d.variables {
+        let options = match expand(&v.query, &scope, range) {
+            Err(e) => {
+                problems.push(format!("{}: variable {}: {e}", d.file, v.name));
+                Vec::new()
+            }
+            Ok(sql) => match run(client, &sql).await {
+                Err(e) => {
+                    problems.push(format!("{}: variable {}: {e}\n{sql}", d.file, v.name));
+                    Vec::new()
+                }
+                Ok(a) => a.values(0).flatten().map(str::to_string).collect(),
+            },
+        };
+        if options.is_empty() {
+            problems.push(format!(
+                "{}: variable {} has no values on the demo history",
+                d.file, v.name
+            ));
+        }
+        let selection = if all && v.include_all {
+            Selection::All
+        } else {
+            Selection::Values(
+                options
+                    .iter()
+                    .take(if v.multi { 2 } else { 1 })
+                    .cloned()
+                    .collect(),
+            )
+        };
+        scope
+            .vars
+            .insert(v.name.clone(), (v.clone(), selection, options));
+    }
+    scope
+}
+
+fn may_be_empty(q: &Query) -> bool {
+    MAY_BE_EMPTY
+        .iter()
+        .any(|(file, title, _why)| *file == q.dashboard && *title == q.title)
+}
+
+/// The answers of the "All" pass, by (dashboard file, panel title, refId).
+type Answers = BTreeMap<(String, String, String), Answer>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_panel_answers_what_it_needs_and_the_dora_overview_is_the_report() {
+    let demo = Box::pin(Demo::start()).await;
+    let range = test_range();
+    let mut problems = Vec::new();
+    let dashboards = load_dashboards(&mut problems);
+    for (file, title, why) in MAY_BE_EMPTY {
+        assert!(
+            dashboards
+                .iter()
+                .any(|d| d.file == *file && d.queries.iter().any(|q| q.title == *title)),
+            "MAY_BE_EMPTY names a panel that does not exist: {file} {title:?} ({why})"
+        );
+    }
+    let mut answers = Answers::new();
+    for d in &dashboards {
+        // The second pass, with values selected, only matters where there are variables.
+        let modes: &[bool] = if d.variables.is_empty() {
+            &[true]
+        } else {
+            &[true, false]
+        };
+        for &all in modes {
+            let scope = resolve(&demo.client, d, all, range, &mut problems).await;
+            let mode = if all { "All" } else { "two values each" };
+            for q in &d.queries {
+                let at = format!("{} / {} / {} ({mode})", q.dashboard, q.title, q.ref_id);
+                let sql = match expand(&q.sql, &scope, range) {
+                    Ok(sql) => sql,
+                    Err(e) => {
+                        problems.push(format!("{at}: {e}"));
+                        continue;
+                    }
+                };
+                let started = std::time::Instant::now();
+                match run(&demo.client, &sql).await {
+                    Err(e) => problems.push(format!("{at}: {e}\n{sql}")),
+                    Ok(answer) => {
+                        eprintln!(
+                            "{at}: {} rows in {:.1?}, columns {:?}",
+                            answer.rows.len(),
+                            started.elapsed(),
+                            answer.columns
+                        );
+                        for p in check(q, &answer, all && !may_be_empty(q)) {
+                            problems.push(format!("{at}: {p}\n{sql}"));
+                        }
+                        if all {
+                            let key = (q.dashboard.clone(), q.title.clone(), q.ref_id.clone());
+                            answers.insert(key, answer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(!answers.is_empty(), "no panel queries");
+
+    let report = demo
+        .engine
+        .dora(&DoraRequest {
+            from: range.from,
+            to: range.to,
+            by: Some(GroupBy::Service),
+        })
+        .await
+        .expect("the DORA report");
+    problems.extend(compare_with_report(&dashboards, &answers, &report));
+    demo.stop().await;
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+// ---- the DORA overview is the DORA report --------------------------------------------------
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// The colour Grafana gives `value` with a panel's thresholds (the highest step at or below).
+fn threshold_color(thresholds: &Value, value: f64) -> String {
+    let mut color = String::new();
+    for step in thresholds["steps"].as_array().into_iter().flatten() {
+        match step["value"].as_f64() {
+            Some(at) if value < at => break,
+            _ => color = str_field(step, "color").to_string(),
+        }
+    }
+    color
+}
+
+/// The DORA level a threshold colour stands for on the DORA overview.
+fn color_level(color: &str) -> Option<Level> {
+    match color {
+        "dark-green" => Some(Level::Elite),
+        "green" => Some(Level::High),
+        "orange" => Some(Level::Medium),
+        "red" => Some(Level::Low),
+        _ => None,
+    }
+}
+
+fn find<'a>(dashboards: &'a [Dashboard], file: &str, title: &str) -> &'a Query {
+    dashboards
+        .iter()
+        .filter(|d| d.file == file)
+        .flat_map(|d| &d.queries)
+        .find(|q| q.title == title)
+        .unwrap_or_else(|| panic!("{file} has no panel {title:?}"))
+}
+
+fn stat_thresholds<'a>(dashboards: &'a [Dashboard], title: &str) -> &'a Value {
+    &find(dashboards, "dora-overview.json", title).panel["fieldConfig"]["defaults"]["thresholds"]
+}
+
+/// The DORA overview (with every variable at "All") against the DORA report of the same
+/// window: the stats show the report's figures, their thresholds colour them with the report's
+/// levels, the levels table says the same levels, the per-service table the same figures per
+/// service; the delivery flow's "Changes waiting" is the report's undelivered changes.
+fn compare_with_report(
+    dashboards: &[Dashboard],
+    answers: &Answers,
+    report: &cdlake_query::DoraReport,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let answer = |file: &str, title: &str| -> &Answer {
+        find(dashboards, file, title);
+        answers
+            .get(&(file.to_string(), title.to_string(), "A".to_string()))
+            .unwrap_or_else(|| panic!("{file} / {title} did not answer"))
+    };
+    let f = &report.figures;
+    if f.deployment_frequency.deployments == 0 {
+        problems.push("the report has no deployments in the window".to_string());
+    }
+
+    // The stats, and the level their thresholds colour them with.
+    let stats = [
+        (
+            "Deployment frequency",
+            Some(f.deployment_frequency.per_day),
+            f.deployment_frequency.level,
+        ),
+        (
+            "Lead time for changes (median)",
+            f.lead_time.median_seconds,
+            f.lead_time.level,
+        ),
+        (
+            "Change failure rate",
+            f.change_failure_rate.rate,
+            f.change_failure_rate.level,
+        ),
+        (
+            "Failed deployment recovery time (median)",
+            f.recovery_time.median_seconds,
+            f.recovery_time.level,
+        ),
+        ("Rework rate", f.rework_rate.rate, None),
+        ("Open incidents", Some(f.recovery_time.open as f64), None),
+    ];
+    for (title, expected, level) in stats {
+        let a = answer("dora-overview.json", title);
+        let shown = a
+            .rows
+            .first()
+            .and_then(|r| r[0].as_deref()?.parse::<f64>().ok());
+        match (shown, expected) {
+            (Some(s), Some(e)) if close(s, e) => {
+                if let Some(level) = level {
+                    let color = threshold_color(stat_thresholds(dashboards, title), s);
+                    if color_level(&color) != Some(level) {
+                        problems.push(format!(
+                            "{title}: {s} is coloured {color}, the report's level is {}",
+                            level.as_str()
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => problems.push(format!(
+                "{title}: the panel shows {shown:?}, the report says {expected:?}"
+            )),
+        }
+    }
+
+    // The levels table.
+    let levels = answer("dora-overview.json", "DORA levels");
+    let level_of = |figure: &str| -> Option<String> {
+        let (fi, li) = (levels.column("figure")?, levels.column("level")?);
+        levels
+            .rows
+            .iter()
+            .find(|r| r[fi].as_deref() == Some(figure))
+            .and_then(|r| r[li].clone())
+    };
+    let expected_levels = [
+        ("Deployment frequency", f.deployment_frequency.level),
+        ("Lead time for changes", f.lead_time.level),
+        ("Change failure rate", f.change_failure_rate.level),
+        ("Failed deployment recovery time", f.recovery_time.level),
+        ("Rework rate", None),
+    ];
+    if levels.rows.len() != expected_levels.len() {
+        problems.push(format!("DORA levels: {} rows", levels.rows.len()));
+    }
+    for (figure, level) in expected_levels {
+        let shown = level_of(figure);
+        if shown.as_deref() != level.map(Level::as_str) {
+            problems.push(format!(
+                "DORA levels: {figure} shows {shown:?}, the report says {level:?}"
+            ));
+        }
+    }
+
+    // The per-service table.
+    let by_service = answer("dora-overview.json", "By service");
+    let groups = report.groups.as_deref().unwrap_or_default();
+    let mut shown_services = BTreeSet::new();
+    for (row, values) in by_service.rows.iter().enumerate() {
+        let service = by_service
+            .column("service")
+            .and_then(|i| values[i].clone())
+            .unwrap_or_default();
+        let Some(g) = groups
+            .iter()
+            .find(|g| g.service.as_deref() == Some(&service))
+        else {
+            problems.push(format!("By service: the report has no group {service:?}"));
+            continue;
+        };
+        let gf = &g.figures;
+        let pairs = [
+            (
+                "deployments",
+                Some(gf.deployment_frequency.deployments as f64),
+            ),
+            ("per_day", Some(gf.deployment_frequency.per_day)),
+            ("lead_time_median", gf.lead_time.median_seconds),
+            ("change_failure_rate", gf.change_failure_rate.rate),
+            ("recovery_median", gf.recovery_time.median_seconds),
+            ("rework_rate", gf.rework_rate.rate),
+        ];
+        for (column, expected) in pairs {
+            let shown = by_service.number(row, column);
+            match (shown, expected) {
+                (Some(a), Some(b)) if close(a, b) => {}
+                (None, None) => {}
+                _ => problems.push(format!(
+                    "By service: {service} {column} shows {shown:?}, the report says {expected:?}"
+                )),
+            }
+        }
+        shown_services.insert(service);
+    }
+    for g in groups {
+        if g.figures.deployment_frequency.deployments > 0 && !shown_services.contains(g.key()) {
+            problems.push(format!("By service lacks {}", g.key()));
+        }
+    }
+
+    // Changes waiting for delivery are the report's undelivered changes.
+    let waiting = answer("delivery-flow.json", "Changes waiting").number(0, "changes_waiting");
+    if waiting != Some(report.unlinked.changes_not_delivered as f64) {
+        problems.push(format!(
+            "Changes waiting shows {waiting:?}, the report's unlinked.changes_not_delivered is {}",
+            report.unlinked.changes_not_delivered
+        ));
+    }
+    problems
+}
+
+/// The stat thresholds of the DORA overview put each level's bounds where README's "DORA,
+/// exactly" does (Grafana colours a value with the highest step at or below it).
+#[test]
+fn the_stat_thresholds_are_the_dora_levels() {
+    use Level::{Elite, High, Low, Medium};
+    let mut problems = Vec::new();
+    let dashboards = load_dashboards(&mut problems);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let (day, week) = (86400.0, 7.0 * 86400.0);
+    let cases: [(&str, &[(f64, Level)]); 4] = [
+        (
+            "Deployment frequency",
+            &[
+                (0.0, Low),
+                (1.0 / 30.0 - 1e-9, Low),
+                (1.0 / 30.0, Medium),
+                (1.0 / 7.0 - 1e-9, Medium),
+                (1.0 / 7.0, High),
+                (0.999, High),
+                (1.0, Elite),
+                (12.0, Elite),
+            ],
+        ),
+        (
+            "Lead time for changes (median)",
+            &[
+                (0.0, Elite),
+                (day - 0.001, Elite),
+                (day, High),
+                (week - 0.001, High),
+                (week, Medium),
+                (30.0 * day - 0.001, Medium),
+                (30.0 * day, Low),
+            ],
+        ),
+        (
+            "Change failure rate",
+            &[
+                (0.0, Elite),
+                (0.05, Elite),
+                (1.0 / 19.0, High),
+                (0.10, High),
+                (0.1001, Medium),
+                (0.15, Medium),
+                (0.1501, Low),
+                (1.0, Low),
+            ],
+        ),
+        (
+            "Failed deployment recovery time (median)",
+            &[
+                (0.0, Elite),
+                (3599.999, Elite),
+                (3600.0, High),
+                (day - 0.001, High),
+                (day, Medium),
+                (week - 0.001, Medium),
+                (week, Low),
+            ],
+        ),
+    ];
+    for (title, points) in cases {
+        let thresholds = stat_thresholds(&dashboards, title);
+        for (value, level) in points {
+            let color = threshold_color(thresholds, *value);
+            assert_eq!(
+                color_level(&color),
+                Some(*level),
+                "{title} at {value}: {color}"
+            );
+        }
+    }
+}
+
+// ---- the expansion itself, against Grafana's own cases -------------------------------------
+
+fn grafana_range() -> TimeRange {
+    let from = Utc
+        .with_ymd_and_hms(2018, 4, 12, 18, 0, 0)
+        .single()
+        .expect("time");
+    TimeRange {
+        from,
+        to: from + chrono::Duration::minutes(5),
+    }
+}
+
+/// Cases of `macros_test.go` of Grafana's PostgreSQL data source.
+#[test]
+fn macros_expand_as_grafanas_postgres_macro_engine() {
+    let r = grafana_range();
+    let cases = [
+        (
+            "select $__time(time_column)",
+            "select time_column AS \"time\"",
+        ),
+        (
+            "select min($__time(time_column))",
+            "select min(time_column AS \"time\")",
+        ),
+        (
+            "WHERE $__timeFilter(time_column)",
+            "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'",
+        ),
+        ("select $__timeFrom()", "select '2018-04-12T18:00:00Z'"),
+        ("select $__timeTo()", "select '2018-04-12T18:05:00Z'"),
+        (
+            "SELECT $__timeGroup(time_column,'5m'), value",
+            "SELECT floor(extract(epoch from time_column)/300)*300 AS \"time\", value",
+        ),
+        (
+            "SELECT $__timeGroup(time_column,'5m') as time, value",
+            "SELECT floor(extract(epoch from time_column)/300)*300 as time, value",
+        ),
+        (
+            "SELECT $__timeGroup(time_column,'5m')",
+            "SELECT floor(extract(epoch from time_column)/300)*300",
+        ),
+        (
+            "SELECT $__timeGroupAlias(time_column,'5m')",
+            "SELECT floor(extract(epoch from time_column)/300)*300 AS \"time\"",
+        ),
+        (
+            "$__timeGroup(time_column , '5m')",
+            "floor(extract(epoch from time_column)/300)*300",
+        ),
+        (
+            "$__timeGroupAlias(time_column , '5m')",
+            "floor(extract(epoch from time_column)/300)*300 AS \"time\"",
+        ),
+        (
+            "SELECT $__timeGroupAlias(time, 1d), count(*)",
+            "SELECT floor(extract(epoch from time)/86400)*86400 AS \"time\", count(*)",
+        ),
+        (
+            "SELECT $__timeGroupAlias(time, 30d, 0)",
+            "SELECT floor(extract(epoch from time)/2.592e+06)*2.592e+06 AS \"time\"",
+        ),
+        (
+            "SELECT $__timeGroup(time, 20ms)",
+            "SELECT floor(extract(epoch from time)/0.02)*0.02",
+        ),
+        (
+            "select $__unixEpochFilter(time)",
+            "select time >= 1523556000 AND time <= 1523556300",
+        ),
+        (
+            "select $__unixEpochNanoFilter(time)",
+            "select time >= 1523556000000000000 AND time <= 1523556300000000000",
+        ),
+        (
+            "select $__unixEpochNanoFrom()",
+            "select 1523556000000000000",
+        ),
+        (
+            "select $__unixEpochFrom(), $__unixEpochTo()",
+            "select 1523556000, 1523556300",
+        ),
+        (
+            "SELECT $__unixEpochGroup(time_column+time_adjustment,'5m')",
+            "SELECT floor((time_column+time_adjustment)/300)*300",
+        ),
+        (
+            "SELECT $__unixEpochGroupAlias(time_column+time_adjustment,'5m')",
+            "SELECT floor((time_column+time_adjustment)/300)*300 AS \"time\"",
+        ),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(expand_macros(sql, r).as_deref(), Ok(expected), "{sql}");
+    }
+    assert!(expand_macros("select $__nope(x)", r).is_err());
+    assert!(expand_macros("select $__timeGroup(x)", r).is_err());
+    assert!(expand_macros("select $__timeGroup(x, 5q)", r).is_err());
+    assert!(expand_macros("select $__timeGroupAlias(time, $__interval)", r).is_err());
+
+    // RFC3339Nano: the fraction without trailing zeros.
+    let half = TimeRange {
+        from: Utc
+            .with_ymd_and_hms(1960, 2, 1, 7, 0, 0)
+            .single()
+            .expect("time")
+            + chrono::Duration::milliseconds(500),
+        to: Utc
+            .with_ymd_and_hms(1980, 2, 3, 8, 0, 0)
+            .single()
+            .expect("time")
+            + chrono::Duration::nanoseconds(120),
+    };
+    assert_eq!(
+        expand_macros("$__timeFilter(t)", half).as_deref(),
+        Ok("t BETWEEN '1960-02-01T07:00:00.5Z' AND '1980-02-03T08:00:00.00000012Z'")
+    );
+    assert_eq!(go_float(604800.0), "604800");
+    assert_eq!(go_float(1e6), "1e+06");
+    assert_eq!(go_float(0.0001), "0.0001");
+    assert_eq!(go_float(0.00001), "1e-05");
+}
+
+#[test]
+fn variables_expand_as_grafanas_sql_data_sources() {
+    let var = |name: &str, multi: bool, include_all: bool, all_value: Option<&str>| Variable {
+        name: name.into(),
+        query: String::new(),
+        multi,
+        include_all,
+        all_value: all_value.map(str::to_string),
+    };
+    let options = vec!["cart".to_string(), "o'brien".to_string()];
+    let mut scope = Scope::default();
+    let mut set = |v: Variable, s: Selection| {
+        scope.vars.insert(v.name.clone(), (v, s, options.clone()));
+    };
+    set(var("service", true, true, Some("'__all'")), Selection::All);
+    set(var("team", true, true, None), Selection::All);
+    set(
+        var("pipeline", true, true, Some("'__all'")),
+        Selection::Values(vec!["a".into(), "b'c".into()]),
+    );
+    set(
+        var("env", false, false, None),
+        Selection::Values(vec!["pr'od".into()]),
+    );
+    set(
+        var("one", false, true, None),
+        Selection::Values(vec!["x".into()]),
+    );
+    let cases = [
+        ("service IN ($service)", "service IN ('__all')"),
+        ("service IN (${service})", "service IN ('__all')"),
+        ("service IN ([[service]])", "service IN ('__all')"),
+        ("team IN ($team)", "team IN ('cart','o''brien')"),
+        ("p IN ($pipeline)", "p IN ('a','b''c')"),
+        ("e = '$env'", "e = 'pr''od'"),
+        ("o = $one", "o = 'x'"),
+        (
+            "$services $__timeFilter(time) $1",
+            "$services $__timeFilter(time) $1",
+        ),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(
+            interpolate_variables(sql, &scope).as_deref(),
+            Ok(expected),
+            "{sql}"
+        );
+    }
+    assert!(interpolate_variables("${service:csv}", &scope).is_err());
+}
+
+/// [`check`] refuses what Grafana's PostgreSQL data source would refuse or show wrongly.
+#[test]
+fn check_refuses_what_grafana_cannot_show() {
+    let query = |kind: &str, format: &str, panel: Value| Query {
+        dashboard: "x.json".into(),
+        panel,
+        title: "t".into(),
+        kind: kind.into(),
+        ref_id: "A".into(),
+        format: format.into(),
+        sql: String::new(),
+    };
+    let answer = |columns: &[&str], rows: &[&[Option<&str>]]| Answer {
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows: rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.map(str::to_string)).collect())
+            .collect(),
+    };
+    let series = query("timeseries", "time_series", Value::Null);
+    let good = answer(
+        &["time", "metric", "n"],
+        &[
+            &[Some("1767225600.0"), Some("a"), Some("1")],
+            &[Some("1767225600.0"), Some("b"), Some("2")],
+            &[Some("2026-01-02 00:00:00+00:00"), Some("a"), Some("3")],
+        ],
+    );
+    assert_eq!(check(&series, &good, true), Vec::<String>::new());
+    let unsorted = answer(
+        &["time", "n"],
+        &[
+            &[Some("1767312000"), Some("1")],
+            &[Some("1767225600"), Some("2")],
+        ],
+    );
+    assert!(check(&series, &unsorted, true)[0].contains("sorted"));
+    let untimed = answer(&["t", "n"], &[&[Some("1767225600"), Some("1")]]);
+    assert!(check(&series, &untimed, true)[0].contains("time"));
+    let twice = answer(
+        &["time", "n"],
+        &[
+            &[Some("1767225600"), Some("1")],
+            &[Some("1767225600"), Some("2")],
+        ],
+    );
+    assert!(check(&series, &twice, true)[0].contains("same time"));
+    let no_number = answer(&["time", "s"], &[&[Some("1767225600"), Some("x")]]);
+    assert!(check(&series, &no_number, true)[0].contains("numeric"));
+    assert!(check(&series, &answer(&["time", "n"], &[]), true)[0].contains("no rows"));
+    assert!(check(&series, &answer(&["time", "n"], &[]), false).is_empty());
+
+    let stat = query("stat", "table", Value::Null);
+    let two = answer(&["n"], &[&[Some("1")], &[Some("2")]]);
+    assert!(check(&stat, &two, true)[0].contains("one row"));
+    assert!(check(&stat, &answer(&["n"], &[&[None]]), true).is_empty());
+
+    let table = query(
+        "table",
+        "table",
+        serde_json::json!({"fieldConfig": {"overrides": [
+            {"matcher": {"id": "byName", "options": "waiting"}, "properties": []}]}}),
+    );
+    let renamed = answer(&["wait"], &[&[Some("1")]]);
+    assert!(check(&table, &renamed, true)[0].contains("\"waiting\""));
+}
+
+/// The provisioning files name the data source the dashboards use and the directory the
+/// README mounts them at (a line check: the files are small and flat).
+#[test]
+fn the_provisioning_files_match_the_dashboards() {
+    let read = |path: &str| {
+        std::fs::read_to_string(dashboards_dir().join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let settings = |text: &str| -> BTreeMap<String, String> {
+        text.lines()
+            .map(|l| l.trim().trim_start_matches("- "))
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
+    };
+    let datasource = settings(&read("provisioning/datasources/cdlake.yaml"));
+    for (key, value) in [
+        ("uid", DATASOURCE_UID),
+        ("type", DATASOURCE_TYPE),
+        ("user", "cdlake"),
+        ("database", "cdlake"),
+        ("sslmode", "disable"),
+        ("password", "${CDLAKE_TOKEN}"),
+        ("url", "${CDLAKE_PG_HOST}:${CDLAKE_PG_PORT}"),
+    ] {
+        assert_eq!(
+            datasource.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    let provider = settings(&read("provisioning/dashboards/cdlake.yaml"));
+    assert_eq!(
+        provider.get("path").map(String::as_str),
+        Some("/var/lib/grafana/dashboards/cdlake")
+    );
+    assert!(
+        read("README.md").contains("/var/lib/grafana/dashboards/cdlake"),
+        "the README says where to mount the dashboards"
+    );
+}
