@@ -70,6 +70,19 @@ impl Envelope {
         }
     }
 
+    /// A GitHub or GitLab webhook delivery received on an HTTP `route`.
+    pub fn webhook(origin: Origin, kind: &str, delivery: &str, route: &str, body: Bytes) -> Self {
+        Envelope {
+            origin,
+            kind: kind.to_string(),
+            delivery: delivery.to_string(),
+            source: format!("http:{route}"),
+            received_at: crate::ingester::now_micros(),
+            rejected: None,
+            body,
+        }
+    }
+
     /// Decode and normalise into an event row, stamped `ingested_at`.
     pub fn decode(&self, ingested_at: i64) -> Result<Normalised, Rejection> {
         if let Some(reason) = &self.rejected {

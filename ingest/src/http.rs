@@ -51,10 +51,7 @@ impl Sink {
         items: Vec<(Envelope, Option<Box<Event>>)>,
     ) -> Result<Vec<Outcome>, String> {
         match self {
-            Sink::Local(w) => w
-                .submit(items.into_iter().map(|(e, _)| e).collect())
-                .await
-                .map_err(|e| e.to_string()),
+            Sink::Local(w) => w.submit(items).await.map_err(|e| e.to_string()),
             Sink::Nats(p) => p.publish(&items).await.map_err(|e| e.to_string()),
         }
     }
@@ -179,15 +176,7 @@ async fn github(
     let Some(delivery) = header_str(&headers, "x-github-delivery") else {
         return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery header");
     };
-    let env = Envelope {
-        origin: Origin::Github,
-        kind: kind.to_string(),
-        delivery: delivery.to_string(),
-        source: format!("http:{route}"),
-        received_at: now_micros(),
-        rejected: None,
-        body,
-    };
+    let env = Envelope::webhook(Origin::Github, kind, delivery, route, body);
     accept(&r, vec![env]).await
 }
 
@@ -231,15 +220,7 @@ async fn gitlab(
             "missing X-Gitlab-Event-UUID (or Idempotency-Key) header: the delivery's identity",
         );
     };
-    let env = Envelope {
-        origin: Origin::Gitlab,
-        kind: kind.to_string(),
-        delivery: delivery.to_string(),
-        source: format!("http:{route}"),
-        received_at: now_micros(),
-        rejected: None,
-        body,
-    };
+    let env = Envelope::webhook(Origin::Gitlab, kind, delivery, route, body);
     accept(&r, vec![env]).await
 }
 

@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::envelope::Envelope;
-use crate::ingester::{FlushReport, Ingester, Outcome};
+use cdlake_schemas::Event;
+
+use crate::ingester::{FlushReport, Ingester, Outcome, Pushed};
 use crate::metrics::{self, Metrics};
 
 /// When the writer commits and how long it lets callers wait.
@@ -47,8 +49,11 @@ pub enum WriteError {
 
 type Reply = oneshot::Sender<Result<Vec<Outcome>, WriteError>>;
 
+/// An envelope, with its event when the receiver already decoded it (so it is not parsed twice).
+pub type Item = (Envelope, Option<Box<Event>>);
+
 struct Job {
-    envelopes: Vec<Envelope>,
+    envelopes: Vec<Item>,
     reply: Reply,
 }
 
@@ -68,7 +73,7 @@ impl std::fmt::Debug for Job {
 
 impl WriterHandle {
     /// Submit envelopes; resolves with one outcome each once they are durably committed.
-    pub async fn submit(&self, envelopes: Vec<Envelope>) -> Result<Vec<Outcome>, WriteError> {
+    pub async fn submit(&self, envelopes: Vec<Item>) -> Result<Vec<Outcome>, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { envelopes, reply })
@@ -173,7 +178,7 @@ async fn run(
                             let _ = job.reply.send(Err(WriteError::StoreUnavailable(last_error.clone())));
                             continue;
                         }
-                        match ingest_all(&mut ingester, &metrics, &job.envelopes).await {
+                        match ingest_all(&mut ingester, &metrics, job.envelopes).await {
                             Ok(outcomes) if ingester.pending_rows() == 0 => {
                                 let _ = job.reply.send(Ok(outcomes));
                             }
@@ -245,12 +250,21 @@ async fn run(
 async fn ingest_all(
     ingester: &mut Ingester,
     metrics: &Metrics,
-    envelopes: &[Envelope],
+    envelopes: Vec<Item>,
 ) -> crate::Result<Vec<Outcome>> {
     let mut outcomes = Vec::with_capacity(envelopes.len());
-    for env in envelopes {
-        let outcome = ingester.ingest_envelope(env).await?;
-        record_outcome(metrics, env.origin.as_str(), &outcome);
+    for (env, event) in envelopes {
+        let outcome = match event {
+            Some(event) => match ingester.push(*event).await? {
+                Pushed::Accepted => Outcome::Accepted,
+                Pushed::Duplicate => Outcome::Duplicate,
+            },
+            None => ingester.ingest_envelope(&env).await?,
+        };
+        // Rejections the receiver made are counted there.
+        if env.rejected.is_none() {
+            record_outcome(metrics, env.origin.as_str(), &outcome);
+        }
         outcomes.push(outcome);
     }
     metrics.set(metrics::PENDING_ROWS, &[], ingester.pending_rows() as f64);

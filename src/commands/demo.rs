@@ -197,7 +197,7 @@ async fn trickle(writer: cdlake_ingest::writer::WriterHandle, spec: DemoSpec, pe
                 "demo:live",
                 Utc::now().timestamp_micros(),
             );
-            if let Err(e) = writer.submit(vec![env]).await {
+            if let Err(e) = writer.submit(vec![(env, None)]).await {
                 tracing::warn!(error = %e, "Live demo event not stored.");
                 return;
             }
