@@ -1,5 +1,6 @@
 //! One module per subcommand, and the flag blocks they share.
 
+pub(crate) mod compact;
 pub(crate) mod demo;
 pub(crate) mod dora;
 pub(crate) mod import;
@@ -8,6 +9,7 @@ pub(crate) mod receive;
 pub(crate) mod serve;
 pub(crate) mod sql;
 pub(crate) mod standalone;
+pub(crate) mod tui;
 
 use std::path::PathBuf;
 
@@ -18,7 +20,9 @@ use cdlake_schemas::store::Store;
 /// Where the history lives.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct StoreArgs {
-    /// The store: a directory or file:// URL.
+    /// The store: a directory, file:// URL, or s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (credentials and endpoint from the usual AWS_*, GOOGLE_*,
+    /// AZURE_* environment variables).
     #[arg(long, env = "CDLAKE_STORE", default_value = "./cdlake-data")]
     pub(crate) store: String,
 }

@@ -33,6 +33,11 @@ enum Command {
     Standalone(commands::standalone::Args),
     /// The read-only query service: SQL, DORA and the live tail over HTTP, and Postgres wire.
     Serve(commands::serve::Args),
+    /// Open the terminal UI on a running cdlake serve/standalone.
+    Tui(commands::tui::Args),
+    /// Merge each partition's small files into large sorted files (also done in the background
+    /// by `ingest` and `standalone`).
+    Compact(commands::compact::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +69,8 @@ fn main() -> std::process::ExitCode {
             Command::Ingest(args) => commands::ingest::run(args).await,
             Command::Standalone(args) => commands::standalone::run(args).await,
             Command::Serve(args) => commands::serve::run(args).await,
+            Command::Tui(args) => commands::tui::run(args).await,
+            Command::Compact(args) => commands::compact::run(args).await,
         }
     });
     match result {

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use cdlake_schemas::cdevents::{self, Rejection};
-use cdlake_schemas::{Event, Origin};
+use cdlake_schemas::{Event, Origin, Span};
 
 use crate::webhooks::{self, Normalised};
 
@@ -83,6 +83,29 @@ impl Envelope {
         }
     }
 
+    /// A batch of spans an OTLP receiver decoded, as a JSON array of `spans` rows. Its
+    /// `delivery` is the digest of the spans' identities, the batch's `Nats-Msg-Id`.
+    pub fn spans(spans: &[Span], route: &str, received_at: i64) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut keys: Vec<u128> = spans.iter().map(Span::identity).collect();
+        keys.sort_unstable();
+        let mut h = Sha256::new();
+        for k in keys {
+            h.update(k.to_le_bytes());
+        }
+        Envelope {
+            origin: Origin::Otlp,
+            kind: "spans".to_string(),
+            delivery: hex::encode(&h.finalize()[..16]),
+            source: format!("http:{route}"),
+            received_at,
+            rejected: None,
+            body: serde_json::to_vec(spans)
+                .expect("span rows serialise")
+                .into(),
+        }
+    }
+
     /// Decode and normalise into an event row, stamped `ingested_at`.
     pub fn decode(&self, ingested_at: i64) -> Result<Normalised, Rejection> {
         if let Some(reason) = &self.rejected {
@@ -106,6 +129,9 @@ impl Envelope {
 
     /// The JetStream subject of this input once decoded as `event` (or of its dead letter).
     pub fn subject(&self, event: Option<&Event>) -> String {
+        if self.origin == Origin::Otlp && self.rejected.is_none() {
+            return "cdlake.events.otlp.spans.batch".to_string();
+        }
         match event {
             Some(e) => format!(
                 "cdlake.events.{}.{}.{}",

@@ -34,6 +34,10 @@ pub const GITHUB_BODY_LIMIT: usize = 25 << 20;
 pub const GITLAB_BODY_LIMIT: usize = 25 << 20;
 /// CloudEvents requests, single or batch.
 pub const EVENTS_BODY_LIMIT: usize = 16 << 20;
+/// OTLP/HTTP trace requests as sent (compressed or not).
+pub const TRACES_BODY_LIMIT: usize = 16 << 20;
+/// Spans per envelope: a JetStream message stays well under nats-server's 1 MB default.
+const SPANS_PER_MESSAGE: usize = 250;
 
 /// Where accepted input goes.
 #[derive(Debug, Clone)]
@@ -68,7 +72,8 @@ pub struct Receivers {
     pub metrics: Arc<Metrics>,
 }
 
-/// The receiver routes: `POST /webhooks/github`, `POST /webhooks/gitlab`, `POST /api/v1/events`.
+/// The receiver routes: `POST /webhooks/github`, `POST /webhooks/gitlab`, `POST /api/v1/events`,
+/// `POST /v1/traces` (OTLP/HTTP, protobuf or JSON, optionally gzip).
 pub fn router(receivers: Receivers) -> Router {
     Router::new()
         .route(
@@ -82,6 +87,10 @@ pub fn router(receivers: Receivers) -> Router {
         .route(
             "/api/v1/events",
             post(events).layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/traces",
+            post(traces).layer(DefaultBodyLimit::max(TRACES_BODY_LIMIT)),
         )
         .with_state(Arc::new(receivers))
 }
@@ -312,6 +321,79 @@ fn binary_mode(headers: &HeaderMap, body: Bytes, source: &str, now: i64) -> Enve
     structured.push_str(text.trim());
     structured.push('}');
     Envelope::cdevent(structured.into_bytes(), source, now)
+}
+
+/// `POST /v1/traces`: OTLP/HTTP spans into the `spans` table. Bad input is answered 4xx
+/// naming the problem (415 for another media type, 413 past the limits, 400 for a malformed
+/// request) and dead-lettered; nothing of a rejected request is stored as spans.
+async fn traces(
+    State(r): State<Arc<Receivers>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const ROUTE: &str = "/v1/traces";
+    let origin = Origin::Otlp.as_str();
+    let body = match body_or_error(body, ROUTE, TRACES_BODY_LIMIT) {
+        Ok(b) => b,
+        Err(resp) => {
+            r.metrics.inc(
+                metrics::REJECTED,
+                &[("origin", origin), ("reason", "too large")],
+            );
+            return resp;
+        }
+    };
+    let content_type = header_str(&headers, header::CONTENT_TYPE.as_str());
+    let json_answer = content_type.is_some_and(|c| c.contains("json"));
+    let now = now_micros();
+    let spans = match crate::otlp::decode(
+        content_type,
+        header_str(&headers, header::CONTENT_ENCODING.as_str()),
+        &body,
+        now,
+    ) {
+        Ok(spans) => spans,
+        Err(e) => {
+            let reason = e.to_string();
+            r.metrics.inc(metrics::RECEIVED, &[("origin", origin)]);
+            r.metrics.inc(
+                metrics::REJECTED,
+                &[
+                    ("origin", origin),
+                    ("reason", metrics::reason_class(&reason)),
+                ],
+            );
+            let mut env = Envelope::spans(&[], ROUTE, now);
+            env.rejected = Some(reason.clone());
+            env.body = body;
+            if let Err(err) = r.sink.submit(vec![(env, None)]).await {
+                tracing::warn!(error = %err, "Could not dead-letter a rejected OTLP request.");
+            }
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return error(status, reason);
+        }
+    };
+    r.metrics
+        .add(metrics::RECEIVED, &[("origin", origin)], spans.len() as f64);
+    let items: Vec<(Envelope, Option<Box<Event>>)> = spans
+        .chunks(SPANS_PER_MESSAGE)
+        .map(|chunk| (Envelope::spans(chunk, ROUTE, now), None))
+        .collect();
+    if !items.is_empty()
+        && let Err(e) = r.sink.submit(items).await
+    {
+        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    }
+    let (content_type, body) = crate::otlp::response_body(json_answer);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
 }
 
 fn rejected(body: Bytes, source: &str, now: i64, reason: String) -> Envelope {

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 use cdlake_schemas::dead_letter::dead_letters_to_batch;
 use cdlake_schemas::event::events_to_batch;
 use cdlake_schemas::paths::{DataFilePath, Table};
+use cdlake_schemas::span::spans_to_batch;
 use cdlake_schemas::store::{Commit, Store};
-use cdlake_schemas::{DeadLetter, Event, Origin, cdevents, dead_letters_schema, events_schema};
+use cdlake_schemas::{
+    DeadLetter, Event, Origin, Span, cdevents, dead_letters_schema, events_schema, spans_schema,
+};
 use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
 
@@ -66,6 +69,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushReport {
     pub events: usize,
+    pub spans: usize,
     pub dead_letters: usize,
     /// Files created (paths relative to the store root).
     pub files: Vec<String>,
@@ -85,9 +89,10 @@ struct Partition {
 pub struct Ingester {
     store: Store,
     config: IngesterConfig,
-    seen: HashMap<NaiveDate, Partition>,
+    seen: HashMap<(Table, NaiveDate), Partition>,
     tick: u64,
     pending: BTreeMap<NaiveDate, Vec<Event>>,
+    pending_spans: BTreeMap<NaiveDate, Vec<Span>>,
     dead: Vec<DeadLetter>,
     pending_rows: usize,
     pending_bytes: usize,
@@ -107,6 +112,7 @@ impl Ingester {
             seen: HashMap::new(),
             tick: 0,
             pending: BTreeMap::new(),
+            pending_spans: BTreeMap::new(),
             dead: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
@@ -144,6 +150,9 @@ impl Ingester {
     /// reason (stamped with the time the receiver got it).
     pub async fn ingest_envelope(&mut self, envelope: &Envelope) -> Result<Outcome> {
         let now = now_micros();
+        if envelope.origin == Origin::Otlp && envelope.rejected.is_none() {
+            return self.ingest_spans(envelope).await;
+        }
         match envelope.decode(now) {
             Ok(Normalised::Event(event)) => Ok(match self.push(*event).await? {
                 Pushed::Accepted => Outcome::Accepted,
@@ -163,11 +172,57 @@ impl Ingester {
         }
     }
 
+    /// A batch of spans decoded by an OTLP receiver ([`Envelope::spans`]): `Accepted` when any
+    /// span is new, `Duplicate` when all were stored already.
+    async fn ingest_spans(&mut self, envelope: &Envelope) -> Result<Outcome> {
+        let spans: Vec<Span> = match serde_json::from_slice(&envelope.body) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("malformed span batch: {e}");
+                self.push_dead_letter(DeadLetter {
+                    received_at: envelope.received_at,
+                    origin: envelope.origin.as_str().to_string(),
+                    source: envelope.source.clone(),
+                    reason: reason.clone(),
+                    payload: envelope.body.to_vec(),
+                });
+                return Ok(Outcome::Rejected(reason));
+            }
+        };
+        let mut any = false;
+        for span in spans {
+            any |= self.push_span(span).await? == Pushed::Accepted;
+        }
+        Ok(if any {
+            Outcome::Accepted
+        } else {
+            Outcome::Duplicate
+        })
+    }
+
+    /// Buffer a span unless its identity (trace id, span id) is already stored or buffered.
+    pub async fn push_span(&mut self, span: Span) -> Result<Pushed> {
+        let date = span.date();
+        if !self
+            .partition(Table::Spans, date)
+            .await?
+            .keys
+            .insert(span.identity())
+        {
+            return Ok(Pushed::Duplicate);
+        }
+        self.pending_rows += 1;
+        self.pending_bytes += span.attributes.len() + span.resource_attributes.len() + 256;
+        self.oldest.get_or_insert_with(Instant::now);
+        self.pending_spans.entry(date).or_default().push(span);
+        Ok(Pushed::Accepted)
+    }
+
     /// Buffer an event unless its identity is already stored or buffered.
     pub async fn push(&mut self, event: Event) -> Result<Pushed> {
         let date = event.date();
         let key = event.identity_key();
-        if !self.partition(date).await?.keys.insert(key) {
+        if !self.partition(Table::Events, date).await?.keys.insert(key) {
             return Ok(Pushed::Duplicate);
         }
         self.pending_rows += 1;
@@ -198,24 +253,20 @@ impl Ingester {
                 .is_some_and(|t| t.elapsed() >= self.config.max_age)
     }
 
-    /// The identity set of a date partition, loaded from the store on first use.
-    async fn partition(&mut self, date: NaiveDate) -> Result<&mut Partition> {
+    /// The identity set of a table's date partition, loaded from the store on first use.
+    async fn partition(&mut self, table: Table, date: NaiveDate) -> Result<&mut Partition> {
         self.tick += 1;
-        if !self.seen.contains_key(&date) {
+        if !self.seen.contains_key(&(table, date)) {
             self.evict();
             let mut keys = HashSet::new();
-            for path in self
-                .store
-                .list(&Table::Events.partition_prefix(date))
-                .await?
-            {
+            for path in self.store.list(&table.partition_prefix(date)).await? {
                 if DataFilePath::parse(&path).is_none() {
                     continue;
                 }
                 let Some(bytes) = self.store.get(&path).await? else {
                     continue;
                 };
-                let found = tokio::task::spawn_blocking(move || read_identity_keys(bytes))
+                let found = tokio::task::spawn_blocking(move || read_identity_keys(bytes, table))
                     .await?
                     .map_err(|source| Error::ReadParquet {
                         path: path.clone(),
@@ -223,9 +274,10 @@ impl Ingester {
                     })?;
                 keys.extend(found);
             }
-            self.seen.insert(date, Partition { keys, last_used: 0 });
+            self.seen
+                .insert((table, date), Partition { keys, last_used: 0 });
         }
-        let p = self.seen.get_mut(&date).expect("inserted above");
+        let p = self.seen.get_mut(&(table, date)).expect("inserted above");
         p.last_used = self.tick;
         Ok(p)
     }
@@ -235,11 +287,14 @@ impl Ingester {
             let victim = self
                 .seen
                 .iter()
-                .filter(|(d, _)| !self.pending.contains_key(d))
+                .filter(|((t, d), _)| match t {
+                    Table::Spans => !self.pending_spans.contains_key(d),
+                    _ => !self.pending.contains_key(d),
+                })
                 .min_by_key(|(_, p)| p.last_used)
-                .map(|(d, _)| *d);
+                .map(|(k, _)| *k);
             match victim {
-                Some(d) => self.seen.remove(&d),
+                Some(k) => self.seen.remove(&k),
                 None => break,
             };
         }
@@ -268,6 +323,26 @@ impl Ingester {
             }
             self.pending_rows -= rows.len();
             report.events += rows.len();
+        }
+        while let Some((&date, _)) = self.pending_spans.first_key_value() {
+            let rows = self.pending_spans.remove(&date).unwrap_or_default();
+            let opts = self.config.encode.clone();
+            let (rows, encoded) = tokio::task::spawn_blocking(move || {
+                let mut rows = rows;
+                let encoded = encode_spans(date, &mut rows, &opts);
+                (rows, encoded)
+            })
+            .await?;
+            let committed = match encoded {
+                Ok((path, bytes)) => self.commit(&path, bytes, &mut report).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                self.pending_spans.insert(date, rows);
+                return Err(e);
+            }
+            self.pending_rows -= rows.len();
+            report.spans += rows.len();
         }
         if !self.dead.is_empty() {
             let mut by_date: BTreeMap<NaiveDate, Vec<DeadLetter>> = BTreeMap::new();
@@ -353,6 +428,34 @@ fn encode_events(
     let batch = events_to_batch(rows)?;
     let bytes =
         encode(&schema, &[batch], writer_properties(&schema, "time", opts)).map_err(|source| {
+            Error::EncodeParquet {
+                path: path.to_string(),
+                source,
+            }
+        })?;
+    Ok((path, bytes))
+}
+
+/// Sort a partition's spans by start and encode them; the file is named by their identities.
+fn encode_spans(
+    date: NaiveDate,
+    rows: &mut [Span],
+    opts: &EncodeOptions,
+) -> Result<(DataFilePath, Vec<u8>)> {
+    rows.sort_by(|a, b| {
+        (a.start, &a.trace_id, &a.span_id).cmp(&(b.start, &b.trace_id, &b.span_id))
+    });
+    let mut keys: Vec<u128> = rows.iter().map(Span::identity).collect();
+    keys.sort_unstable();
+    let mut h = Sha256::new();
+    for k in keys {
+        h.update(k.to_le_bytes());
+    }
+    let path = DataFilePath::new(Table::Spans, date, hex::encode(&h.finalize()[..16]));
+    let schema = spans_schema();
+    let batch = spans_to_batch(rows)?;
+    let bytes =
+        encode(&schema, &[batch], writer_properties(&schema, "start", opts)).map_err(|source| {
             Error::EncodeParquet {
                 path: path.to_string(),
                 source,

@@ -11,11 +11,13 @@
 //! retried flush cannot store anything twice and a file appears whole or not at all.
 //! [`demo`] generates a synthetic history for `cdlake demo`.
 
+pub mod compact;
 pub mod demo;
 pub mod envelope;
 pub mod http;
 pub mod ingester;
 pub mod metrics;
+pub mod otlp;
 pub mod parquet;
 pub mod records;
 pub mod stream;

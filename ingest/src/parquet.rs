@@ -7,6 +7,7 @@
 use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
+use cdlake_schemas::paths::Table;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -77,12 +78,21 @@ pub fn encode(
     Ok(buf)
 }
 
-/// The `(event_source, event_id)` identity keys of every row of an events file.
-pub fn read_identity_keys(file: Vec<u8>) -> Result<Vec<u128>, parquet::errors::ParquetError> {
+/// The identity keys of every row of a file of `table`: `(event_source, event_id)` for
+/// events, `(trace_id, span_id)` for spans (dead letters have none).
+pub fn read_identity_keys(
+    file: Vec<u8>,
+    table: Table,
+) -> Result<Vec<u128>, parquet::errors::ParquetError> {
+    let (first, second) = match table {
+        Table::Events => ("event_source", "event_id"),
+        Table::Spans => ("trace_id", "span_id"),
+        Table::DeadLetters => return Ok(Vec::new()),
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(file))?;
     let schema = builder.parquet_schema();
     let wanted: Vec<usize> = (0..schema.num_columns())
-        .filter(|&i| matches!(schema.column(i).name(), "event_source" | "event_id"))
+        .filter(|&i| [first, second].contains(&schema.column(i).name()))
         .collect();
     let mask = ProjectionMask::leaves(schema, wanted);
     let reader = builder.with_projection(mask).build()?;
@@ -97,7 +107,7 @@ pub fn read_identity_keys(file: Vec<u8>) -> Result<Vec<u128>, parquet::errors::P
                     parquet::errors::ParquetError::General(format!("no utf8 column {name}"))
                 })
         };
-        let (source, id) = (col("event_source")?, col("event_id")?);
+        let (source, id) = (col(first)?, col(second)?);
         keys.extend(
             (0..batch.num_rows())
                 .filter(|&i| source.is_valid(i) && id.is_valid(i))

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use bytes::Bytes;
-use cdlake_schemas::Event;
+use cdlake_schemas::{Event, Origin};
 use futures::StreamExt;
 
 use crate::envelope::{self, Envelope, header, parse_origin};
@@ -128,6 +128,8 @@ fn headers_of(env: &Envelope, event: Option<&Event>) -> HeaderMap {
     }
     if let Some(e) = event {
         h.insert("Nats-Msg-Id", message_id(e));
+    } else if env.origin == Origin::Otlp && env.rejected.is_none() && !env.delivery.is_empty() {
+        h.insert("Nats-Msg-Id", format!("spans-{}", env.delivery));
     }
     h
 }

@@ -7,7 +7,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
-use cdlake_schemas::{dead_letters_schema, events_schema};
+use cdlake_schemas::{dead_letters_schema, events_schema, spans_schema};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -20,6 +20,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
 use futures::StreamExt;
 
+use crate::table::StoreTable;
 use crate::{Config, DoraReport, DoraRequest, Error, QueryResult, QueryService, Result, views};
 
 /// A query engine over one store.
@@ -38,7 +39,7 @@ impl std::fmt::Debug for Engine {
 }
 
 /// The tables of the store that SQL sees.
-pub const TABLES: [Table; 2] = [Table::Events, Table::DeadLetters];
+pub const TABLES: [Table; 3] = [Table::Events, Table::DeadLetters, Table::Spans];
 
 impl Engine {
     /// Open the store's tables and define the views.
@@ -62,12 +63,15 @@ impl Engine {
             .with_default_catalog_and_schema("cdlake", "public")
             .with_create_default_catalog_and_schema(true);
         let ctx = SessionContext::new_with_config_rt(session, runtime);
+        if let Some((bucket, object_store)) = store.bucket_store() {
+            ctx.register_object_store(bucket, object_store);
+        }
 
         for table in TABLES {
             let schema = match table {
                 Table::Events => events_schema(),
                 Table::DeadLetters => dead_letters_schema(),
-                Table::Spans => continue,
+                Table::Spans => spans_schema(),
             };
             let url = store
                 .root_url()
@@ -83,7 +87,11 @@ impl Engine {
             let listing = ListingTableConfig::new(url)
                 .with_listing_options(options)
                 .with_schema(schema);
-            ctx.register_table(table.dir(), Arc::new(ListingTable::try_new(listing)?))?;
+            let listing = ListingTable::try_new(listing)?;
+            ctx.register_table(
+                table.dir(),
+                Arc::new(StoreTable::new(listing, store.clone(), table)),
+            )?;
         }
         ctx.register_table("teams", teams_table(&config)?)?;
         for (name, body) in views::definitions(&config.production) {

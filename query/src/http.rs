@@ -262,7 +262,12 @@ async fn watch(store: Store, tx: broadcast::Sender<Arc<Event>>) {
                 Ok(paths) => current.extend(
                     paths
                         .into_iter()
-                        .filter(|p| DataFilePath::parse(p).is_some()),
+                        // Compaction outputs hold rows already broadcast.
+                        .filter(|p| {
+                            DataFilePath::parse(p).is_some_and(|f| {
+                                !f.id.starts_with(cdlake_schemas::compaction::OUTPUT_PREFIX)
+                            })
+                        }),
                 ),
                 Err(e) => tracing::debug!(error = %e, "Listing the store for the tail failed."),
             }

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod format;
 pub mod http;
 pub mod pg;
+mod table;
 pub mod time;
 pub mod views;
 

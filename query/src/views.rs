@@ -14,6 +14,8 @@
 //!   deployment of an artifact built from change C′ delivers every change of the repository
 //!   merged no later than C′); `dora_changes`: each merged change with its earliest delivery and
 //!   lead time; `dora_incidents`: production incidents with their recovery time.
+//! - `pipeline_traces`, `pipeline_critical_path`, `lead_time_breakdown`: pipeline runs joined
+//!   with their OpenTelemetry traces (`spans`), and where lead time goes.
 //!
 //! Pairings use sorted sweeps (running `max`/`min`/`sum` windows over a union of the two sides)
 //! instead of range joins, so they cost a sort, not a product.
@@ -127,8 +129,10 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         "pipeline_runs",
         format!(
             "SELECT run_id, pipeline, queued_at, started_at, finished_at, outcome, url,
-                    {duration} AS duration_seconds, {queue} AS queue_seconds, events
-             FROM (SELECT run_id, max(pipeline) AS pipeline,
+                    {duration} AS duration_seconds, {queue} AS queue_seconds, events,
+                    trace_id, artifact_id
+             FROM (SELECT run_id, max(pipeline) AS pipeline, max(trace_id) AS trace_id,
+                          max(artifact_id) AS artifact_id,
                           min(CASE WHEN predicate = 'queued' THEN time END) AS queued_at,
                           min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
                           max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
@@ -259,6 +263,106 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                ON d.change_id = c.change_id
              WHERE c.merged_at IS NOT NULL",
             lead = secs("d.delivered_at", "c.started_at"),
+        ),
+    ));
+
+    // Each pipeline run with its trace: by trace id (the W3C `traceparent` of the run's
+    // CloudEvents, or the OpenTelemetry Collector's deterministic id for GitHub Actions, which
+    // the GitHub normaliser sets), else by the spans' `cicd.pipeline.run.id`.
+    v.push((
+        "pipeline_traces",
+        format!(
+            "WITH t AS (
+               SELECT trace_id, min(start) AS trace_start, max(\"end\") AS trace_end,
+                      count(*) AS spans, max(cicd_pipeline_run_id) AS pipeline_run_id,
+                      sum(CASE WHEN name LIKE 'queue-%' THEN {span_secs} ELSE 0.0 END) AS task_queue_seconds,
+                      count(CASE WHEN status = 'error' THEN 1 END) AS error_spans
+               FROM spans GROUP BY trace_id),
+             by_trace AS (
+               SELECT r.run_id, t.trace_id, 'trace_id' AS joined_by
+               FROM pipeline_runs r JOIN t ON t.trace_id = r.trace_id),
+             by_run AS (
+               SELECT r.run_id, t.trace_id, 'cicd.pipeline.run.id' AS joined_by
+               FROM pipeline_runs r JOIN t ON t.pipeline_run_id = r.run_id
+               WHERE r.run_id NOT IN (SELECT run_id FROM by_trace)),
+             links AS (SELECT * FROM by_trace UNION ALL SELECT * FROM by_run)
+             SELECT r.run_id, r.pipeline, r.queued_at, r.started_at, r.finished_at, r.outcome,
+                    r.duration_seconds, r.queue_seconds, l.trace_id, l.joined_by,
+                    t.trace_start, t.trace_end, {trace_secs} AS trace_seconds, t.spans,
+                    t.task_queue_seconds, t.error_spans, r.artifact_id
+             FROM links l
+             JOIN pipeline_runs r ON r.run_id = l.run_id
+             JOIN t ON t.trace_id = l.trace_id",
+            span_secs = secs("\"end\"", "start"),
+            trace_secs = secs("t.trace_end", "t.trace_start"),
+        ),
+    ));
+
+    // The critical path of each trace: from the root span, repeatedly the child that ends
+    // last; its spans are what the run's duration waits on. `queued` marks queue spans (the
+    // OpenTelemetry Collector names them `queue-<job>`).
+    v.push((
+        "pipeline_critical_path",
+        format!(
+            "WITH RECURSIVE last_child AS (
+               SELECT trace_id, parent_span_id, span_id, name, start, \"end\" FROM (
+                 SELECT trace_id, parent_span_id, span_id, name, start, \"end\",
+                        row_number() OVER (PARTITION BY trace_id, parent_span_id
+                                           ORDER BY \"end\" DESC, start DESC, span_id) AS r
+                 FROM spans WHERE parent_span_id IS NOT NULL) c
+               WHERE r = 1),
+             path AS (
+               SELECT trace_id, span_id, name, start, \"end\", 0 AS depth
+               FROM spans WHERE parent_span_id IS NULL
+               UNION ALL
+               SELECT c.trace_id, c.span_id, c.name, c.start, c.\"end\", p.depth + 1
+               FROM path p JOIN last_child c ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+               WHERE p.depth < 64)
+             SELECT pt.run_id, p.trace_id, p.depth, p.span_id, p.name, p.start, p.\"end\",
+                    {span_secs} AS duration_seconds, p.name LIKE 'queue-%' AS queued
+             FROM path p LEFT JOIN pipeline_traces pt ON pt.trace_id = p.trace_id",
+            span_secs = secs("p.\"end\"", "p.start"),
+        ),
+    ));
+
+    // Where each delivered change's lead time went: review (start → merge), build (merge →
+    // artifact), wait (artifact → delivery), and the pipeline time of the runs that built its
+    // merge commit (traced time where a trace joins, else the run's own duration).
+    v.push((
+        "lead_time_breakdown",
+        format!(
+            "WITH built AS (
+               SELECT l.change_id, min(coalesce(a.packaged_at, a.published_at)) AS artifact_at
+               FROM artifact_changes l JOIN artifacts a ON a.artifact_id = l.artifact_id
+               GROUP BY l.change_id),
+             runs AS (
+               SELECT l.change_id,
+                      min(CASE WHEN r.outcome = 'success' THEN r.finished_at END) AS first_green_at,
+                      sum(coalesce(pt.trace_seconds, r.duration_seconds)) AS pipeline_seconds,
+                      count(*) AS pipeline_runs
+               FROM artifact_changes l
+               JOIN pipeline_runs r ON r.artifact_id = l.artifact_id
+               LEFT JOIN pipeline_traces pt ON pt.run_id = r.run_id
+               GROUP BY l.change_id),
+             c AS (
+               SELECT c.change_id, c.repository, c.delivered_by AS service, c.started_at,
+                      c.merged_at, coalesce(b.artifact_at, r.first_green_at) AS artifact_at,
+                      c.delivered_at, c.lead_time_seconds, r.pipeline_seconds, r.pipeline_runs,
+                      c.team
+               FROM dora_changes c
+               LEFT JOIN built b ON b.change_id = c.change_id
+               LEFT JOIN runs r ON r.change_id = c.change_id
+               WHERE c.delivered_at IS NOT NULL)
+             SELECT change_id, repository, service, started_at, merged_at, artifact_at,
+                    delivered_at, lead_time_seconds,
+                    greatest({review}, 0.0) AS review_seconds,
+                    greatest({build}, 0.0) AS build_seconds,
+                    greatest({wait}, 0.0) AS wait_seconds,
+                    pipeline_seconds, coalesce(pipeline_runs, 0) AS pipeline_runs, team
+             FROM c",
+            review = secs("merged_at", "started_at"),
+            build = secs("artifact_at", "merged_at"),
+            wait = secs("delivered_at", "coalesce(artifact_at, merged_at)"),
         ),
     ));
 

@@ -10,13 +10,16 @@
 //! object store (`events/date=YYYY-MM-DD/<file>.parquet`, Hive-partitioned by event date).
 
 pub mod cdevents;
+pub mod compaction;
 pub mod dead_letter;
 pub mod event;
 pub mod paths;
+pub mod span;
 pub mod store;
 
 pub use dead_letter::{DeadLetter, dead_letters_schema};
 pub use event::{Event, Origin, events_schema};
+pub use span::{Span, spans_schema};
 
 /// The production environment pattern of DESIGN.md, used unless configured otherwise.
 pub const DEFAULT_PRODUCTION_PATTERN: &str = r"^(?i)(prod|production)([-_./].*)?$";

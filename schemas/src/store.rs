@@ -1,7 +1,7 @@
 //! Opening the store named by `--store` and committing files to it durably.
 //!
-//! A store is a directory (`./cdlake-data`, `/var/lib/cdlake`, `file:///…`) or, later, an
-//! object-store URL. Writers commit whole files under names chosen from their content with a
+//! A store is a directory (`./cdlake-data`, `/var/lib/cdlake`, `file:///…`) or an object-store
+//! URL (`s3://bucket/prefix`, `gs://…`, `az://…`). Writers commit whole files under names chosen from their content with a
 //! create-if-absent put, so a file appears whole or not at all, and a retried commit of the
 //! same rows finds the file already there instead of storing it twice.
 //!
@@ -9,7 +9,9 @@
 //! `fsync`, so a power cut could lose a file that was reported committed. Local commits
 //! therefore go through [`Store::put_if_absent`]'s own path: write a temporary file in the
 //! target directory, `fsync` it, hard-link it to the final name (which fails if the name
-//! exists: no overwrite), `fsync` the directory, remove the temporary name.
+//! exists: no overwrite), `fsync` the directory, remove the temporary name. On S3 the put
+//! carries `If-None-Match: *` (object_store's default `ETagMatch` conditional put), which AWS
+//! S3, MinIO, R2 and moto honour.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,8 @@ use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 /// Errors opening or writing the store.
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +69,26 @@ pub struct Store {
     root_url: url::Url,
     local_root: Option<PathBuf>,
     object_store: Arc<dyn ObjectStore>,
+    /// For an object-store URL: the bucket's URL (`s3://bucket`) and its store, which a query
+    /// engine registers to read the files at their full URLs.
+    bucket_store: Option<(url::Url, Arc<dyn ObjectStore>)>,
 }
 
 impl Store {
-    /// Open the store at `location`: a directory path or a `file://` URL (created if missing).
+    /// Open the store at `location`: a directory path or a `file://` URL (created if missing),
+    /// or an object-store URL: `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (also `abfs://`, `abfss://`, `azure://`). Object stores take
+    /// their credentials and endpoint from the environment as their own tools do
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+    /// `AWS_ALLOW_HTTP`; `GOOGLE_SERVICE_ACCOUNT`; `AZURE_STORAGE_ACCOUNT_NAME`, …).
     pub fn open(location: &str) -> Result<Self> {
+        Self::open_with_options(location, &[])
+    }
+
+    /// [`Store::open`] with object-store options on top of the environment's, keyed as
+    /// `object_store` names them (`aws_endpoint`, `aws_allow_http`, `google_service_account`,
+    /// `azure_storage_account_name`, …). Ignored for a local directory.
+    pub fn open_with_options(location: &str, options: &[(&str, &str)]) -> Result<Self> {
         let err = |reason: String| StoreError::Location {
             location: location.to_string(),
             reason,
@@ -78,9 +96,7 @@ impl Store {
         let path = if let Some(rest) = location.strip_prefix("file://") {
             PathBuf::from(rest)
         } else if let Some((scheme, _)) = location.split_once("://") {
-            return Err(err(format!(
-                "the {scheme}:// scheme is not supported yet; use a local directory or file:// URL"
-            )));
+            return Self::open_object_store(location, scheme, options);
         } else {
             PathBuf::from(location)
         };
@@ -103,6 +119,91 @@ impl Store {
             root_url,
             local_root: Some(root),
             object_store: Arc::new(object_store),
+            bucket_store: None,
+        })
+    }
+
+    fn open_object_store(location: &str, scheme: &str, options: &[(&str, &str)]) -> Result<Self> {
+        let err = |reason: String| StoreError::Location {
+            location: location.to_string(),
+            reason,
+        };
+        let mut url = url::Url::parse(location).map_err(|e| err(format!("not a URL: {e}")))?;
+        let Some(bucket) = url.host_str().filter(|h| !h.is_empty()).map(str::to_string) else {
+            return Err(err(format!(
+                "name the bucket or container: {scheme}://BUCKET/optional/prefix"
+            )));
+        };
+        let bucket_url = format!("{scheme}://{bucket}");
+        fn configure<B, K: std::str::FromStr<Err = object_store::Error>>(
+            mut builder: B,
+            options: &[(&str, &str)],
+            with: impl Fn(B, K, &str) -> B,
+        ) -> std::result::Result<B, String> {
+            for (k, v) in options {
+                let key = k.parse::<K>().map_err(|e| format!("option {k}: {e}"))?;
+                builder = with(builder, key, v);
+            }
+            Ok(builder)
+        }
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+        let store: Arc<dyn ObjectStore> = match scheme {
+            "s3" | "s3a" => Arc::new(
+                configure(
+                    AmazonS3Builder::from_env().with_url(&bucket_url),
+                    options,
+                    |b, k: AmazonS3ConfigKey, v| b.with_config(k, v),
+                )
+                .map_err(err)?
+                .build()
+                .map_err(|e| err(e.to_string()))?,
+            ),
+            "gs" => Arc::new(
+                configure(
+                    GoogleCloudStorageBuilder::from_env().with_url(&bucket_url),
+                    options,
+                    |b, k: GoogleConfigKey, v| b.with_config(k, v),
+                )
+                .map_err(err)?
+                .build()
+                .map_err(|e| err(e.to_string()))?,
+            ),
+            "az" | "abfs" | "abfss" | "azure" => Arc::new(
+                configure(
+                    MicrosoftAzureBuilder::from_env().with_url(&bucket_url),
+                    options,
+                    |b, k: AzureConfigKey, v| b.with_config(k, v),
+                )
+                .map_err(err)?
+                .build()
+                .map_err(|e| err(e.to_string()))?,
+            ),
+            other => {
+                return Err(err(format!(
+                    "the {other}:// scheme is not supported; use a directory, file://, s3://, gs:// or az://"
+                )));
+            }
+        };
+        let prefix = url.path().trim_matches('/').to_string();
+        url.set_path(&format!("/{prefix}/").replace("//", "/"));
+        url.set_query(None);
+        url.set_fragment(None);
+        let object_store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            store.clone()
+        } else {
+            Arc::new(PrefixStore::new(store.clone(), prefix.as_str()))
+        };
+        Ok(Self {
+            location: location.to_string(),
+            root_url: url,
+            local_root: None,
+            object_store,
+            bucket_store: Some((
+                url::Url::parse(&bucket_url).map_err(|e| err(e.to_string()))?,
+                store,
+            )),
         })
     }
 
@@ -119,6 +220,19 @@ impl Store {
     /// The local directory, for a local store.
     pub fn local_root(&self) -> Option<&Path> {
         self.local_root.as_deref()
+    }
+
+    /// For an object-store URL, the bucket's URL and store (to register with a query engine);
+    /// `None` for a local directory, which engines read through their own file system store.
+    pub fn bucket_store(&self) -> Option<(&url::Url, Arc<dyn ObjectStore>)> {
+        self.bucket_store.as_ref().map(|(u, s)| (u, s.clone()))
+    }
+
+    /// The path of the store root inside the store engines see (`tmp/data/` for
+    /// `file:///tmp/data/`, `prefix/` for `s3://bucket/prefix`), to turn the locations an
+    /// engine lists back into store-relative paths.
+    pub fn root_location(&self) -> String {
+        self.root_url.path().trim_start_matches('/').to_string()
     }
 
     /// The object store, with paths relative to the store root.
@@ -169,6 +283,34 @@ impl Store {
                 }),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(StoreError::Read {
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Every object under `prefix` with its size and time, sorted by path.
+    pub async fn list_meta(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        use futures_util::TryStreamExt;
+        let p = ObjectPath::from(prefix);
+        let mut out: Vec<ObjectMeta> = self
+            .object_store
+            .list(Some(&p))
+            .try_collect()
+            .await
+            .map_err(|source| StoreError::Read {
+                path: prefix.to_string(),
+                source,
+            })?;
+        out.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(out)
+    }
+
+    /// Delete an object; deleting one that is already gone succeeds.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        match self.object_store.delete(&ObjectPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StoreError::WriteObject {
                 path: path.to_string(),
                 source,
             }),
@@ -274,5 +416,7 @@ mod tests {
     fn unsupported_schemes_say_what_to_use() {
         let e = Store::open("ftp://x/y").unwrap_err().to_string();
         assert!(e.contains("ftp:// scheme is not supported"), "{e}");
+        let e = Store::open("s3:///prefix").unwrap_err().to_string();
+        assert!(e.contains("name the bucket"), "{e}");
     }
 }

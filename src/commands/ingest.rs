@@ -6,6 +6,7 @@ use std::time::Duration;
 use cdlake_ingest::stream::{ConsumerOptions, connect, consume};
 use cdlake_ingest::{Ingester, IngesterConfig, Metrics};
 
+use super::compact::{CompactArgs, spawn_background};
 use super::{NatsArgs, StoreArgs};
 use crate::http::{HttpArgs, finish, serve, shutdown_signal};
 
@@ -34,12 +35,23 @@ pub(crate) struct Args {
     /// Name of the shared durable consumer.
     #[arg(long, default_value = cdlake_ingest::stream::CONSUMER)]
     durable: String,
+    /// Compact small files every this many seconds in the background (0: never; several
+    /// ingesters share the work, one per partition at a time).
+    #[arg(long, env = "CDLAKE_COMPACT_EVERY_SECS", default_value_t = 600)]
+    compact_every_secs: u64,
+    #[command(flatten)]
+    compact: CompactArgs,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
     let metrics = Arc::new(Metrics::new());
     let client = connect(&args.nats.nats, "cdlake ingest").await?;
+    let compaction = spawn_background(
+        store.clone(),
+        args.compact.options(),
+        Duration::from_secs(args.compact_every_secs),
+    );
     let ingester = Ingester::new(
         store,
         IngesterConfig {
@@ -64,6 +76,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let result = consume(client, ingester, metrics, options, shutdown_signal()).await;
     let _ = stop_http.send(());
     let _ = server.await;
+    if let Some(c) = compaction {
+        c.abort();
+    }
     result?;
     Ok(std::process::ExitCode::SUCCESS)
 }

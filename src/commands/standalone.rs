@@ -10,6 +10,7 @@ use cdlake_query::Config;
 use cdlake_schemas::store::Store;
 use tokio::sync::watch;
 
+use super::compact::CompactArgs;
 use super::serve::{PgArgs, query_front, spawn_pg};
 use super::{ConfigArgs, SecretArgs, StoreArgs};
 use crate::http::{HttpArgs, check_exposure, finish, serve, shutdown_signal};
@@ -26,6 +27,11 @@ pub(crate) struct Args {
     pg: PgArgs,
     #[command(flatten)]
     secrets: SecretArgs,
+    /// Compact small files every this many seconds in the background (0: never).
+    #[arg(long, env = "CDLAKE_COMPACT_EVERY_SECS", default_value_t = 600)]
+    compact_every_secs: u64,
+    #[command(flatten)]
+    compact: CompactArgs,
 }
 
 /// The running pieces of a standalone service, for `demo` to feed.
@@ -96,7 +102,15 @@ pub(crate) async fn run_until_stopped(s: Standalone, http: &HttpArgs) -> anyhow:
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
     let config = args.config.load()?;
+    let compaction = super::compact::spawn_background(
+        store.clone(),
+        args.compact.options(),
+        std::time::Duration::from_secs(args.compact_every_secs),
+    );
     let s = start(store, config, &args.http, &args.pg, &args.secrets).await?;
     run_until_stopped(s, &args.http).await?;
+    if let Some(c) = compaction {
+        c.abort();
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -268,3 +268,94 @@ pub async fn consumer_backlog(js: &async_nats::jetstream::Context) -> Option<(u6
     let info = consumer.info().await.ok()?;
     Some((info.num_pending, info.num_ack_pending))
 }
+
+/// A real S3-compatible server (moto) on a free port, with one bucket.
+pub struct S3 {
+    child: Option<Child>,
+    pub port: u16,
+    pub bucket: String,
+}
+
+impl S3 {
+    /// Start `moto_server` (installed by scripts/test) and create `bucket`.
+    pub async fn start(bucket: &str) -> S3 {
+        let port = free_port();
+        let mut cmd = if Command::new("moto_server").arg("--help").output().is_ok() {
+            Command::new("moto_server")
+        } else {
+            let mut c = Command::new("python3");
+            c.args(["-m", "moto.server"]);
+            c
+        };
+        let child = cmd
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (scripts/test installs moto[server] from PyPI)");
+        let s3 = S3 {
+            child: Some(child),
+            port,
+            bucket: bucket.to_string(),
+        };
+        assert!(
+            wait_for_port(port, Duration::from_secs(30)),
+            "moto_server did not start"
+        );
+        let created = reqwest::Client::new()
+            .put(format!("{}/{bucket}", s3.endpoint()))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(created.status().is_success(), "{created:?}");
+        s3
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// The environment a cdlake process needs to reach it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), "cdlake".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "cdlake-secret".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ENDPOINT".into(), self.endpoint()),
+            ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ]
+    }
+
+    /// The same as object-store options, for an in-process store.
+    pub fn options(&self) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_lowercase(), v))
+            .collect()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Run cdlake with extra environment variables (the store named by `--store` in `args`).
+pub fn cdlake_env(args: &[&str], env: &[(String, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cdlake"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env_remove("CDLAKE_CONFIG")
+        .env_remove("CDLAKE_STORE")
+        .output()
+        .expect("run cdlake")
+}

@@ -226,12 +226,12 @@ impl TaskRun {
 }
 
 impl Span {
-    /// The spans of the traces the run's events carry (`spans` may not exist yet: the caller
-    /// treats an error as "no traces").
+    /// The spans of the run's traces, as `pipeline_traces` joins them (by trace id, or by the
+    /// spans' `cicd.pipeline.run.id`); an error is shown as "no traces".
     pub fn sql(run_id: &str) -> String {
         format!(
             "SELECT name, status, CAST(\"start\" AS BIGINT) AS start_us, CAST(\"end\" AS BIGINT) AS end_us \
-             FROM spans WHERE trace_id IN (SELECT trace_id FROM events WHERE run_id = {} AND trace_id IS NOT NULL) \
+             FROM spans WHERE trace_id IN (SELECT trace_id FROM pipeline_traces WHERE run_id = {}) \
              ORDER BY start_us LIMIT 200",
             quote(run_id)
         )

@@ -190,6 +190,10 @@ impl<'a> Delivery<'a> {
             .map(str::to_string);
         e.url = str_at(run, &["html_url"]).map(str::to_string);
         e.artifact_id = self.commit(str_at(run, &["head_sha"]));
+        e.trace_id = e
+            .trace_id
+            .take()
+            .or_else(|| collector_trace_id(id_at(run, &["id"]), run.get("run_attempt")));
         let (meaning, fields): (_, &[&str]) = match self.action {
             Some("requested") => (
                 Some(Meaning::PipelineRunQueued),
@@ -225,6 +229,10 @@ impl<'a> Delivery<'a> {
         e.pipeline = str_at(job, &["workflow_name"]).map(str::to_string);
         e.url = str_at(job, &["html_url"]).map(str::to_string);
         e.artifact_id = self.commit(str_at(job, &["head_sha"]));
+        e.trace_id = e
+            .trace_id
+            .take()
+            .or_else(|| collector_trace_id(e.run_id.clone(), job.get("run_attempt")));
         let (meaning, fields): (_, &[&str]) = match self.action {
             Some("in_progress") => (Some(Meaning::TaskRunStarted), &["started_at", "created_at"]),
             Some("completed") => (
@@ -404,4 +412,19 @@ impl<'a> Delivery<'a> {
         }
         e
     }
+}
+
+/// The trace id the OpenTelemetry Collector's GitHub receiver gives a workflow run: the first
+/// 16 bytes of SHA-256 over `"{run_id}{run_attempt}t"`, in hex. Setting it on `workflow_run`
+/// and `workflow_job` events lets that receiver's traces join the webhook events with no
+/// configuration (the `pipeline_traces` view).
+pub(crate) fn collector_trace_id(
+    run_id: Option<String>,
+    run_attempt: Option<&serde_json::Value>,
+) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let run_id = run_id?;
+    let attempt = run_attempt.and_then(serde_json::Value::as_u64)?;
+    let digest = Sha256::digest(format!("{run_id}{attempt}t").as_bytes());
+    Some(hex::encode(&digest[..16]))
 }

@@ -562,6 +562,7 @@ pipeline: test
 run_id: 289782451
 outcome: success
 url: https://github.com/octo-org/octo-repo/actions/runs/289782451
+trace_id: c28519925e1146098df64713b1779b41
 "
     );
     let failed = github_edited(
@@ -619,6 +620,7 @@ run_id: 2202229078
 task: linters
 outcome: failure
 url: https://github.com/octo-org/octo-repo/runs/1291536064
+trace_id: dfe7d9f05e3dc54f4d215a481011594b
 "
     );
     let ok = github(
@@ -1513,5 +1515,30 @@ proptest! {
     fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256), kind in ".{0,16}") {
         let _ = normalise(Origin::Github, &kind, DELIVERY, &body, INGESTED);
         let _ = normalise(Origin::Gitlab, &kind, DELIVERY, &body, INGESTED);
+    }
+}
+
+#[test]
+fn github_runs_and_jobs_carry_the_collector_trace_id() {
+    // sha256("2897824511t")[..16] in hex, computed independently (Python's hashlib).
+    let run = github("workflow_run", "completed.payload.json");
+    assert_eq!(
+        run.trace_id.as_deref(),
+        Some("c28519925e1146098df64713b1779b41")
+    );
+    for file in std::fs::read_dir(fixtures("github").join("workflow_job")).unwrap() {
+        let name = file.unwrap().file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".payload.json") {
+            continue;
+        }
+        let job = github("workflow_job", &name);
+        let raw: Value = serde_json::from_str(&job.payload).unwrap();
+        let (id, attempt) = (
+            raw["workflow_job"]["run_id"].as_u64().unwrap(),
+            raw["workflow_job"]["run_attempt"].as_u64().unwrap(),
+        );
+        use sha2::Digest;
+        let want = hex::encode(&sha2::Sha256::digest(format!("{id}{attempt}t").as_bytes())[..16]);
+        assert_eq!(job.trace_id.as_deref(), Some(want.as_str()), "{name}");
     }
 }

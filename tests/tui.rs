@@ -177,6 +177,51 @@ async fn tui_shows_live_events_switches_tabs_and_quits() {
         s.contains("No pipeline runs stored yet")
     });
 
+    // Resized to 80x24, the screen is redrawn to fit: tabs, the rows and the key footer.
+    tmux.cmd(&["resize-window", "-t", "tui", "-x", "80", "-y", "24"]);
+    tmux.keys(&["1"]);
+    let screen = tmux.wait_for("the 80x24 redraw", Duration::from_secs(10), |s| {
+        s.lines().count() <= 24
+            && s.lines().all(|l| l.chars().count() <= 80)
+            && s.contains("1 Live")
+            && s.contains(&services[2])
+    });
+    assert!(screen.contains("q"), "the footer names the keys: {screen}");
+
+    // The service goes away: a banner says so; it comes back on the same address and the UI
+    // reconnects by itself and shows what is posted next.
+    let addr = svc.addr.clone();
+    let mut svc = svc;
+    svc.kill9();
+    tmux.wait_for("the connection-lost banner", Duration::from_secs(20), |s| {
+        s.contains("Connection lost")
+    });
+    let svc = Service::spawn(&[
+        "standalone",
+        "--store",
+        store.to_str().unwrap(),
+        "--listen",
+        &addr,
+        "--pg-listen",
+        "off",
+    ]);
+    tmux.wait_for("the reconnection", Duration::from_secs(30), |s| {
+        !s.contains("Connection lost") && s.contains("connected")
+    });
+    let again = format!("e2e{tag}-back");
+    let r = client
+        .post(svc.url("/api/v1/events"))
+        .body(deployed(&again, &format!("tui-e2e-{tag}-back")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tmux.wait_for(
+        "an event after the reconnection",
+        Duration::from_secs(30),
+        |s| s.contains(&again),
+    );
+
     // q quits and the process exits cleanly.
     tmux.keys(&["q"]);
     let start = Instant::now();

@@ -1,0 +1,48 @@
+"""Prints scripts/bench's JSON Lines as one Markdown table (the README's Performance table)."""
+import json
+import sys
+
+KEYS = [
+    ("events_per_s", "events/s", "{:,.0f}"),
+    ("ratio_to_floor", "ratio to floor", "{:.2f}"),
+    ("ratio_to_target", "ratio to target", "{:.1f}"),
+    ("p50_s", "p50 s", "{:.2f}"),
+    ("p99_s", "p99 s", "{:.2f}"),
+    ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
+    ("cdlake_s", "cdlake s", "{:.3f}"),
+    ("duckdb_s", "DuckDB s", "{:.3f}"),
+    ("ratio", "cdlake / DuckDB", "{:.2f}"),
+    ("bytes_per_event", "bytes/event", "{:.1f}"),
+    ("parquet_bytes_per_event", "Parquet bytes/event", "{:.0f}"),
+    ("json_bytes_per_event", "JSON bytes/event", "{:.0f}"),
+    ("compression", "JSON/Parquet", "{:.1f}x"),
+    ("files_per_day", "files/day", "{:.2f}"),
+    ("events", "events", "{:,}"),
+]
+
+
+def cell(row):
+    parts = []
+    for key, label, fmt in KEYS:
+        if key in row and row[key] is not None:
+            try:
+                parts.append(f"{label} {fmt.format(row[key])}")
+            except (ValueError, TypeError):
+                parts.append(f"{label} {row[key]}")
+    return "; ".join(parts)
+
+
+def main(path):
+    print("| benchmark | what | figures |")
+    print("|---|---|---|")
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            row = json.loads(line)
+            print(f"| {row.get('bench', '')} | {row.get('name', '')} | {cell(row)} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,246 @@
+//! Every command on an S3 store, against a real S3-compatible server (moto) started on a free
+//! port: import, demo history, SQL, DORA, compaction and streaming ingest with exactly-once
+//! commits through conditional puts.
+
+mod support;
+
+use std::time::Duration;
+
+use cdlake_schemas::store::{Commit, Store};
+use support::*;
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "cdlake failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sql(store: &str, env: &[(String, String)], query: &str) -> Vec<serde_json::Value> {
+    let out = ok(&cdlake_env(
+        &["sql", "--store", store, "--format", "json", query],
+        env,
+    ));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn dora(store: &str, env: &[(String, String)]) -> serde_json::Value {
+    // A fixed window, so two runs a few seconds apart ask the same question.
+    let to = chrono::Utc::now().date_naive() + chrono::Duration::days(2);
+    let from = to - chrono::Duration::days(60);
+    let (from, to) = (from.to_string(), to.to_string());
+    let out = ok(&cdlake_env(
+        &[
+            "dora", "--store", store, "--from", &from, "--to", &to, "--by", "service", "--format",
+            "json",
+        ],
+        env,
+    ));
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test]
+async fn conditional_puts_never_overwrite() {
+    let s3 = S3::start("puts").await;
+    let options = s3.options();
+    let options: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let store = Store::open_with_options(&s3.url("lake"), &options).unwrap();
+    let path = "events/date=2026-11-28/x.parquet";
+    assert_eq!(
+        store.put_if_absent(path, b"first".to_vec()).await.unwrap(),
+        Commit::Created
+    );
+    assert_eq!(
+        store.put_if_absent(path, b"second".to_vec()).await.unwrap(),
+        Commit::AlreadyExists
+    );
+    assert_eq!(store.get(path).await.unwrap().unwrap(), b"first");
+    assert_eq!(store.list("events/").await.unwrap(), vec![path.to_string()]);
+    // The prefix is honoured: nothing outside it.
+    let root = Store::open_with_options(&s3.url(""), &options).unwrap();
+    assert_eq!(root.list("").await.unwrap(), vec![format!("lake/{path}")]);
+}
+
+#[tokio::test]
+async fn the_same_history_gives_the_same_answers_on_s3_and_on_disk_and_after_compaction() {
+    let s3 = S3::start("history").await;
+    let env = s3.env();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let local = local.to_str().unwrap();
+    // A demo history on disk, exported as JSON Lines.
+    ok(&cdlake_env(
+        &[
+            "demo",
+            "--store",
+            local,
+            "--no-serve",
+            "--events",
+            "4000",
+            "--days",
+            "20",
+            "--services",
+            "4",
+        ],
+        &[],
+    ));
+    let payloads = sql(local, &[], "SELECT payload FROM events ORDER BY time");
+    let lines: Vec<String> = payloads
+        .iter()
+        .map(|r| r["payload"].as_str().unwrap().replace('\n', " "))
+        .collect();
+    let n = lines.len();
+    // In four files, so the import commits several files per partition.
+    let mut files = Vec::new();
+    for (i, chunk) in lines.chunks(n.div_ceil(4)).enumerate() {
+        let f = dir.path().join(format!("part{i}.jsonl"));
+        std::fs::write(&f, chunk.join("\n")).unwrap();
+        files.push(f.to_str().unwrap().to_string());
+    }
+    let store = s3.url("lake");
+    for f in &files {
+        ok(&cdlake_env(&["import", "--store", &store, f], &env));
+    }
+    // Imported again: all duplicates, found by reading the identities back from S3.
+    let again = ok(&cdlake_env(&["import", "--store", &store, &files[0]], &env));
+    assert!(again.contains("imported 0,"), "{again}");
+
+    let count = |store: &str, env: &[(String, String)]| {
+        sql(
+            store,
+            env,
+            "SELECT count(*) AS n, count(DISTINCT event_source || event_id) AS d FROM events",
+        )[0]
+        .clone()
+    };
+    let local_env: Vec<(String, String)> = Vec::new();
+    assert_eq!(count(&store, &env), count(local, &local_env));
+    assert_eq!(count(&store, &env)["n"], n);
+    let local_report = dora(local, &local_env);
+    let s3_report = dora(&store, &env);
+    assert_eq!(s3_report, local_report);
+    assert!(
+        s3_report["deployment_frequency"]["deployments"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    // Compaction on S3: fewer files, the same answers.
+    let options = s3.options();
+    let options: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let opened = Store::open_with_options(&store, &options).unwrap();
+    let days = sql(
+        &store,
+        &env,
+        "SELECT count(DISTINCT date) AS days FROM events",
+    )[0]["days"]
+        .as_u64()
+        .unwrap() as usize;
+    let before = opened.list("events/").await.unwrap().len();
+    assert!(
+        before > days,
+        "several files in some partitions: {before} files, {days} days"
+    );
+    let report = ok(&cdlake_env(
+        &[
+            "compact",
+            "--store",
+            &store,
+            "--json",
+            "--compact-min-files",
+            "2",
+            "--compact-grace-secs",
+            "0",
+        ],
+        &env,
+    ));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    // Partitions that already had a single file are left alone; nothing was a duplicate.
+    assert_eq!(report["rows_out"], report["rows_in"], "{report}");
+    let after = opened.list("events/").await.unwrap().len();
+    assert_eq!(after, days, "one file per partition: {report}");
+    assert_eq!(
+        before - after,
+        (report["files_in"].as_u64().unwrap() - report["files_out"].as_u64().unwrap()) as usize
+    );
+    assert_eq!(count(&store, &env)["n"], n);
+    assert_eq!(dora(&store, &env), local_report);
+}
+
+#[tokio::test]
+async fn streaming_ingest_commits_to_s3_exactly_once_across_a_crash() {
+    let s3 = S3::start("stream").await;
+    let env = s3.env();
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let url = nats.url();
+    let store = s3.url("lake");
+    let receiver = Service::spawn(&["receive", "--nats", &url, "--listen", "127.0.0.1:0"]);
+    let ingest_args = [
+        "ingest",
+        "--store",
+        &store,
+        "--nats",
+        &url,
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--max-age-ms",
+        "300",
+    ];
+    let mut ingester = Service::spawn_env(&ingest_args, &env_ref);
+    let client = reqwest::Client::new();
+    let total = 600u64;
+    for batch in 0..(total / 20) {
+        let body: Vec<serde_json::Value> = (batch * 20..batch * 20 + 20)
+            .map(|i| serde_json::from_str(&pipeline_event(i, 1 + (i % 3) as u32, "")).unwrap())
+            .collect();
+        let resp = client
+            .post(receiver.url("/api/v1/events"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        if batch == 12 {
+            ingester.kill9();
+            ingester = Service::spawn_env(&ingest_args, &env_ref);
+        }
+    }
+    let options = s3.options();
+    let options: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let _ = Store::open_with_options(&store, &options).unwrap();
+    let counted = eventually(Duration::from_secs(60), || {
+        let env = env.clone();
+        let store = store.clone();
+        async move {
+            let rows = sql(&store, &env, "SELECT count(*) AS n FROM events");
+            rows[0]["n"].as_u64() == Some(total)
+        }
+    })
+    .await;
+    let rows = sql(
+        &store,
+        &env,
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events",
+    );
+    println!("stored {rows:?} of {total} after a kill -9 of the ingester");
+    assert!(counted, "{rows:?}\n{}", ingester.log());
+    assert_eq!(rows[0]["d"].as_u64(), Some(total));
+    ingester.terminate();
+}

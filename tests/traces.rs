@@ -1,0 +1,400 @@
+//! OTLP traces end to end: `POST /v1/traces` (protobuf and JSON) into the `spans` table, joined
+//! with pipeline runs from GitHub webhooks (by the OpenTelemetry Collector's deterministic trace
+//! id) and from CDEvents (by `cicd.pipeline.run.id`); bad input refused and counted.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use cdlake_ingest::otlp::proto::{
+    AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span,
+    Status, any_value,
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use support::*;
+
+fn standalone(store: &Path) -> Service {
+    Service::spawn(&[
+        "standalone",
+        "--store",
+        store.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--pg-listen",
+        "off",
+    ])
+}
+
+async fn sql(svc: &Service, query: &str) -> Vec<serde_json::Value> {
+    let resp = reqwest::Client::new()
+        .post(svc.url("/api/v1/sql"))
+        .json(&serde_json::json!({ "sql": query }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{query}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn digest(input: &str) -> [u8; 32] {
+    Sha256::digest(input.as_bytes()).into()
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+    }
+}
+
+/// Nanoseconds of an RFC 3339 time.
+fn nanos(t: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .unwrap()
+        .timestamp_nanos_opt()
+        .unwrap() as u64
+}
+
+fn span(trace: &[u8], id: &[u8], parent: &[u8], name: &str, start: &str, end: &str) -> Span {
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: id.to_vec(),
+        parent_span_id: parent.to_vec(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: nanos(start),
+        end_time_unix_nano: nanos(end),
+        status: Some(Status {
+            message: String::new(),
+            code: 1,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The spans the Collector's GitHub receiver makes for run 289782451, attempt 1 (the
+/// workflow_run fixture): a root span, two jobs, a queue span and a step.
+fn collector_trace() -> ExportTraceServiceRequest {
+    let trace = &digest("2897824511t")[..16];
+    let root = &digest("2897824511s")[8..16];
+    let build = &digest("2897824511build")[8..16];
+    let test = &digest("2897824511test")[8..16];
+    let queue = &digest("2897824511testqueue-test1")[8..16];
+    let step = &digest("2897824511testrun tests2")[8..16];
+    let spans = vec![
+        span(
+            trace,
+            root,
+            &[],
+            "test",
+            "2020-10-05T16:33:24Z",
+            "2020-10-05T16:36:00Z",
+        ),
+        span(
+            trace,
+            build,
+            root,
+            "build",
+            "2020-10-05T16:33:25Z",
+            "2020-10-05T16:34:30Z",
+        ),
+        span(
+            trace,
+            test,
+            root,
+            "test",
+            "2020-10-05T16:33:25Z",
+            "2020-10-05T16:35:59Z",
+        ),
+        span(
+            trace,
+            queue,
+            test,
+            "queue-test",
+            "2020-10-05T16:33:25Z",
+            "2020-10-05T16:33:55Z",
+        ),
+        span(
+            trace,
+            step,
+            test,
+            "run tests",
+            "2020-10-05T16:33:56Z",
+            "2020-10-05T16:35:58Z",
+        ),
+    ];
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "github-actions"),
+                    kv("vcs.repository.name", "octo-org/octo-repo"),
+                    kv("cicd.pipeline.name", "test"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn post_traces(
+    svc: &Service,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(svc.url("/v1/traces"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    req.send().await.unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_traces_and_run_ids_join_pipeline_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = standalone(&dir.path().join("store"));
+    let client = reqwest::Client::new();
+
+    // The GitHub workflow_run webhook (no secret configured: unchecked).
+    let fixture =
+        std::fs::read(shared().join("fixtures/github/workflow_run/completed.payload.json"))
+            .unwrap();
+    let resp = client
+        .post(svc.url("/webhooks/github"))
+        .header("x-github-event", "workflow_run")
+        .header("x-github-delivery", "d-1")
+        .header("content-type", "application/json")
+        .body(fixture)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+
+    // The Collector's spans for that run, as gzip'd protobuf.
+    let resp = post_traces(
+        &svc,
+        "application/x-protobuf",
+        Some("gzip"),
+        gzip(&collector_trace().encode_to_vec()),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/x-protobuf",
+        "OTLP/HTTP answers in the request's encoding"
+    );
+    // Posted again (a retrying exporter): nothing stored twice.
+    let resp = post_traces(
+        &svc,
+        "application/x-protobuf",
+        None,
+        collector_trace().encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+
+    // A CDEvents pipeline run and a trace that names it only by cicd.pipeline.run.id (JSON).
+    let run = serde_json::json!({
+        "context": {"version": "0.4.1", "id": "run-77-finished", "source": "/jenkins",
+                    "type": "dev.cdevents.pipelinerun.finished.0.1.1",
+                    "timestamp": "2026-11-20T10:05:00Z"},
+        "subject": {"id": "run-77", "source": "/jenkins", "type": "pipelineRun",
+                    "content": {"pipelineName": "deploy", "outcome": "success"}}
+    });
+    let resp = client
+        .post(svc.url("/api/v1/events"))
+        .json(&run)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    let json_trace = r#"{"resourceSpans": [{"resource": {"attributes": [
+          {"key": "service.name", "value": {"stringValue": "jenkins"}}]},
+        "scopeSpans": [{"spans": [
+          {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+           "name": "deploy", "kind": 2,
+           "startTimeUnixNano": "1795082400000000000", "endTimeUnixNano": "1795082700000000000",
+           "attributes": [{"key": "cicd.pipeline.run.id", "value": {"stringValue": "run-77"}},
+                          {"key": "cicd.pipeline.name", "value": {"stringValue": "deploy"}}],
+           "status": {"code": 1}}]}]}]}"#;
+    let resp = post_traces(&svc, "application/json", None, json_trace.into()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "{}");
+
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sql(&svc, "SELECT count(*) AS n FROM spans").await[0]["n"] == 6
+        })
+        .await,
+        "{:?}",
+        sql(&svc, "SELECT count(*) AS n FROM spans").await
+    );
+    let joined = sql(
+        &svc,
+        "SELECT run_id, joined_by, trace_id, spans, trace_seconds, task_queue_seconds
+         FROM pipeline_traces ORDER BY run_id",
+    )
+    .await;
+    assert_eq!(joined.len(), 2, "{joined:?}");
+    assert_eq!(joined[0]["run_id"], "289782451");
+    assert_eq!(joined[0]["joined_by"], "trace_id");
+    assert_eq!(joined[0]["trace_id"], "c28519925e1146098df64713b1779b41");
+    assert_eq!(joined[0]["spans"], 5);
+    assert_eq!(joined[0]["trace_seconds"], 156.0);
+    assert_eq!(joined[0]["task_queue_seconds"], 30.0);
+    assert_eq!(joined[1]["run_id"], "run-77");
+    assert_eq!(joined[1]["joined_by"], "cicd.pipeline.run.id");
+    assert_eq!(joined[1]["spans"], 1);
+
+    // The critical path: root → the job that ends last (test) → its last step.
+    let path = sql(
+        &svc,
+        "SELECT depth, name, queued FROM pipeline_critical_path
+         WHERE run_id = '289782451' ORDER BY depth",
+    )
+    .await;
+    let names: Vec<&str> = path.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["test", "test", "run tests"], "{path:?}");
+
+    // Semantic-convention attributes are columns.
+    let cols = sql(
+        &svc,
+        "SELECT service_name, vcs_repository_name, cicd_pipeline_name FROM spans
+         WHERE name = 'build'",
+    )
+    .await;
+    assert_eq!(cols[0]["service_name"], "github-actions");
+    assert_eq!(cols[0]["vcs_repository_name"], "octo-org/octo-repo");
+    assert_eq!(cols[0]["cicd_pipeline_name"], "test");
+    // The breakdown view plans and runs (no delivered changes in this store).
+    sql(&svc, "SELECT count(*) AS n FROM lead_time_breakdown").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_otlp_input_is_refused_counted_and_dead_lettered_and_nothing_else_is_affected() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = standalone(&dir.path().join("store"));
+    let valid = collector_trace().encode_to_vec();
+
+    let wrong_type = post_traces(&svc, "text/plain", None, valid.clone()).await;
+    assert_eq!(wrong_type.status(), 415);
+    assert!(
+        wrong_type
+            .text()
+            .await
+            .unwrap()
+            .contains("application/x-protobuf")
+    );
+
+    let truncated = post_traces(
+        &svc,
+        "application/x-protobuf",
+        None,
+        valid[..valid.len() - 7].to_vec(),
+    )
+    .await;
+    assert_eq!(truncated.status(), 400);
+
+    let bad_json = post_traces(
+        &svc,
+        "application/json",
+        None,
+        b"{\"resourceSpans\": [".to_vec(),
+    )
+    .await;
+    assert_eq!(bad_json.status(), 400);
+
+    // 100 MB: refused by the body limit before it is read into memory.
+    let huge = post_traces(&svc, "application/x-protobuf", None, vec![0u8; 100 << 20]).await;
+    assert_eq!(huge.status(), 413);
+
+    // A gzip bomb: 200 MB of zeros in well under the body limit.
+    let bomb = {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![0u8; 200 << 20]).unwrap();
+        enc.finish().unwrap()
+    };
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let resp = post_traces(&svc, "application/x-protobuf", Some("gzip"), bomb).await;
+    assert_eq!(resp.status(), 413);
+
+    // The service is unaffected: a valid request is stored.
+    let ok = post_traces(&svc, "application/x-protobuf", None, valid).await;
+    assert_eq!(ok.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sql(&svc, "SELECT count(*) AS n FROM spans").await[0]["n"] == 5
+        })
+        .await
+    );
+    // Each rejected request read into memory is a dead letter with its reason.
+    let dead = sql(
+        &svc,
+        "SELECT reason FROM dead_letters WHERE origin = 'otlp' ORDER BY reason",
+    )
+    .await;
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    assert!(svc.metric("cdlake_rejected_total").await >= 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_stream_through_jetstream_to_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let url = nats.url();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let receiver = Service::spawn(&["receive", "--nats", &url, "--listen", "127.0.0.1:0"]);
+    let mut ingester = Service::spawn(&[
+        "ingest",
+        "--store",
+        store,
+        "--nats",
+        &url,
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--max-age-ms",
+        "300",
+    ]);
+    let body = collector_trace().encode_to_vec();
+    for _ in 0..3 {
+        let resp = post_traces(&receiver, "application/x-protobuf", None, body.clone()).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let stored = eventually(Duration::from_secs(30), || async {
+        sql_u64(Path::new(store), "SELECT count(*) FROM spans") == 5
+    })
+    .await;
+    assert!(stored, "{}", ingester.log());
+    assert_eq!(
+        sql_u64(
+            Path::new(store),
+            "SELECT count(DISTINCT span_id) FROM spans"
+        ),
+        5
+    );
+    ingester.terminate();
+}
