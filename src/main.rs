@@ -3,6 +3,7 @@
 
 mod commands;
 mod http;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -41,14 +42,21 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CDLAKE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let service = match &cli.command {
+        Command::Demo(_) => "cdlake-demo",
+        Command::Import(_) => "cdlake-import",
+        Command::Sql(_) => "cdlake-sql",
+        Command::Dora(_) => "cdlake-dora",
+        Command::Receive(_) => "cdlake-receive",
+        Command::Ingest(_) => "cdlake-ingest",
+        Command::Standalone(_) => "cdlake-standalone",
+        Command::Serve(_) => "cdlake-serve",
+        Command::Tui(_) => "cdlake-tui",
+        Command::Compact(_) => "cdlake-compact",
+    };
+    // Dropped last: flushes the OTLP exporters after the runtime is gone.
+    let _telemetry = telemetry::init(service);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::Compact(args) => commands::compact::run(args).await,
         }
     });
+    drop(runtime);
     match result {
         Ok(code) => code,
         Err(e) => {

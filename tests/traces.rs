@@ -398,3 +398,117 @@ async fn spans_stream_through_jetstream_to_the_store() {
     );
     ingester.terminate();
 }
+
+/// A bare HTTP endpoint that keeps every request body (an OTLP metrics receiver for the test).
+fn capture_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(200) {
+            let mut reader = BufReader::new(stream);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_ok() {
+                sink.lock().unwrap().push(body);
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdlake_sends_its_own_traces_to_itself_and_its_metrics_over_otlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (metrics_port, metric_bodies) = capture_server();
+    let addr = format!("127.0.0.1:{port}");
+    let svc = Service::spawn_env(
+        &[
+            "standalone",
+            "--store",
+            dir.path().join("store").to_str().unwrap(),
+            "--listen",
+            &addr,
+            "--pg-listen",
+            "off",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{addr}")),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                &format!("http://127.0.0.1:{metrics_port}/v1/metrics"),
+            ),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let run = serde_json::json!({
+            "context": {"version": "0.4.1", "id": format!("self-{i}"), "source": "/self",
+                        "type": "dev.cdevents.pipelinerun.finished.0.1.1",
+                        "timestamp": "2026-11-20T10:05:00Z"},
+            "subject": {"id": format!("run-{i}"), "source": "/self", "type": "pipelineRun",
+                        "content": {"pipelineName": "p", "outcome": "success"}}
+        });
+        let resp = client
+            .post(svc.url("/api/v1/events"))
+            .json(&run)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+    let names = || async {
+        sql(
+            &svc,
+            "SELECT DISTINCT name FROM spans WHERE service_name = 'cdlake-standalone' ORDER BY name",
+        )
+        .await
+        .into_iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+    };
+    let seen = eventually(Duration::from_secs(30), || async {
+        let n = names().await;
+        ["commit", "flush", "receive"]
+            .iter()
+            .all(|want| n.iter().any(|x| x == want))
+    })
+    .await;
+    assert!(seen, "its own spans: {:?}\n{}", names().await, svc.log());
+    // The receive span's children are the flush and the commit of the same trace.
+    let linked = sql(
+        &svc,
+        "SELECT count(*) AS n FROM spans c JOIN spans p
+           ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+         WHERE c.service_name = 'cdlake-standalone' AND c.name = 'commit' AND p.name = 'flush'",
+    )
+    .await;
+    assert!(linked[0]["n"].as_u64().unwrap() >= 1, "{linked:?}");
+
+    let exported = eventually(Duration::from_secs(30), || async {
+        metric_bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.windows(21).any(|w| w == b"cdlake_received_total"))
+    })
+    .await;
+    assert!(exported, "no OTLP metrics with cdlake_received_total");
+}

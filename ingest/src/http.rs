@@ -403,6 +403,7 @@ fn rejected(body: Bytes, source: &str, now: i64, reason: String) -> Envelope {
 }
 
 /// Decode, answer pings, hand the rest to the sink and answer with the outcomes.
+#[tracing::instrument(name = "receive", skip_all, fields(inputs = envelopes.len()))]
 async fn accept(r: &Receivers, envelopes: Vec<Envelope>) -> Response {
     let now = now_micros();
     let mut items = Vec::with_capacity(envelopes.len());

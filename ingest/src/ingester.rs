@@ -303,6 +303,17 @@ impl Ingester {
     /// Commit everything buffered. On error, what was not committed stays buffered and a
     /// later flush retries it under the same file names.
     pub async fn flush(&mut self) -> Result<FlushReport> {
+        // A flush of spans alone is not traced: cdlake sending its own traces to itself would
+        // otherwise trace the storing of its traces, for ever.
+        let span = if self.pending.is_empty() && self.dead.is_empty() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("flush", rows = self.pending_rows())
+        };
+        tracing::Instrument::instrument(self.flush_all(), span).await
+    }
+
+    async fn flush_all(&mut self) -> Result<FlushReport> {
         let mut report = FlushReport::default();
         while let Some((&date, _)) = self.pending.first_key_value() {
             let rows = self.pending.remove(&date).unwrap_or_default();
@@ -377,6 +388,20 @@ impl Ingester {
     }
 
     async fn commit(
+        &self,
+        path: &DataFilePath,
+        bytes: Vec<u8>,
+        report: &mut FlushReport,
+    ) -> Result<()> {
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("commit", path = %path, bytes = bytes.len())
+        };
+        tracing::Instrument::instrument(self.commit_file(path, bytes, report), span).await
+    }
+
+    async fn commit_file(
         &self,
         path: &DataFilePath,
         bytes: Vec<u8>,

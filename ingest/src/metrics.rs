@@ -25,6 +25,8 @@ pub struct Def {
 macro_rules! defs {
     ($($id:ident = $name:literal, $kind:ident, $help:literal;)*) => {
         $(pub const $id: Def = Def { name: $name, help: $help, kind: Kind::$kind };)*
+        /// Every metric, for exporters that register instruments up front.
+        pub const ALL: &[Def] = &[$($id),*];
     };
 }
 
@@ -48,8 +50,8 @@ defs! {
     HTTP_REQUESTS = "cdlake_http_requests_total", Counter, "HTTP requests, by route and status.";
 }
 
-/// A metric's definition and its series by rendered label set.
-type Family = (Def, BTreeMap<String, f64>);
+/// A metric's definition and its series by rendered label set (with the pairs kept).
+type Family = (Def, BTreeMap<String, (Vec<(String, String)>, f64)>);
 
 /// Labelled counters and gauges.
 #[derive(Debug, Default)]
@@ -86,7 +88,25 @@ impl Metrics {
         let (_, series) = values
             .entry(def.name)
             .or_insert_with(|| (def, BTreeMap::new()));
-        f(series.entry(labels(pairs)).or_insert(0.0));
+        let entry = series.entry(labels(pairs)).or_insert_with(|| {
+            (
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                0.0,
+            )
+        });
+        f(&mut entry.1);
+    }
+
+    /// Every series of `def` now: its label pairs and value.
+    pub fn series(&self, def: Def) -> Vec<(Vec<(String, String)>, f64)> {
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values
+            .get(def.name)
+            .map(|(_, s)| s.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Add `by` to a counter.
@@ -110,7 +130,7 @@ impl Metrics {
         values
             .get(def.name)
             .and_then(|(_, s)| s.get(&labels(pairs)))
-            .copied()
+            .map(|(_, v)| *v)
             .unwrap_or(0.0)
     }
 
@@ -124,7 +144,7 @@ impl Metrics {
                 Kind::Gauge => "gauge",
             };
             let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", def.help);
-            for (labels, v) in series {
+            for (labels, (_, v)) in series {
                 let _ = writeln!(out, "{name}{labels} {v}");
             }
         }

@@ -147,6 +147,7 @@ impl Publisher {
 
     /// Publish each envelope (with its decoded event; `None` for a rejected one) and await
     /// every acknowledgement. An input JetStream reports as a duplicate is `Duplicate`.
+    #[tracing::instrument(name = "publish", skip_all, fields(messages = items.len()))]
     pub async fn publish(
         &self,
         items: &[(Envelope, Option<Box<Event>>)],
@@ -373,7 +374,10 @@ pub async fn consume(
             let due = stopping || ingester.should_flush();
             if due && retry_at.is_none_or(|t| Instant::now() >= t) {
                 let flushed = {
-                    let flush = flush_recorded(&mut ingester, &metrics);
+                    let flush = tracing::Instrument::instrument(
+                        flush_recorded(&mut ingester, &metrics),
+                        tracing::info_span!("consume", messages = waiting.len()),
+                    );
                     let mut flush = std::pin::pin!(flush);
                     let mut progress = tokio::time::interval(options.ack_wait / 3);
                     progress.tick().await;

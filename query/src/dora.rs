@@ -417,14 +417,86 @@ fn opt_i64(a: &Int64Array, i: usize) -> Option<i64> {
     a.is_valid(i).then(|| a.value(i))
 }
 
-async fn deployments(engine: &Engine, w: &Window2) -> Result<Vec<Deployment>> {
-    let sql = format!(
-        "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework FROM dora_deployments
+/// The SQL statements a report runs for a request, as [`report`] runs them. The grouping is
+/// applied to the rows afterwards, so the statements depend only on the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportQueries {
+    /// Production deployments in the window, with failure and rework.
+    pub deployments: String,
+    /// Deliveries of changes per service, delivered before the window's end.
+    pub deliveries: String,
+    /// Production incidents resolved in, open at the end of, or detected in the window.
+    pub incidents: String,
+    /// Count of the window's deployments whose artifact links to no known merged change.
+    pub deployments_unknown_artifact: String,
+    /// Count of changes merged before the window's end and not delivered by then.
+    pub changes_not_delivered: String,
+}
+
+impl ReportQueries {
+    /// The statements by name, in the order [`report`] runs them.
+    pub fn named(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("deployments", self.deployments.as_str()),
+            ("deliveries", self.deliveries.as_str()),
+            ("incidents", self.incidents.as_str()),
+            (
+                "deployments_unknown_artifact",
+                self.deployments_unknown_artifact.as_str(),
+            ),
+            ("changes_not_delivered", self.changes_not_delivered.as_str()),
+        ]
+    }
+}
+
+/// The SQL statements [`report`] runs for `req` (the views they read are
+/// [`crate::views::definitions`]).
+pub fn report_queries(req: &DoraRequest) -> ReportQueries {
+    let w = Window2 {
+        from: req.from.timestamp_micros(),
+        to: req.to.timestamp_micros(),
+    };
+    ReportQueries {
+        deployments: format!(
+            "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework FROM dora_deployments
          WHERE CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
-        w.from, w.to
-    );
+            w.from, w.to
+        ),
+        deliveries: format!(
+            "SELECT change_id, service, team, CAST(started_at AS BIGINT) AS started, CAST(delivered_at AS BIGINT) AS delivered
+         FROM dora_change_deliveries WHERE CAST(delivered_at AS BIGINT) < {}",
+            w.to
+        ),
+        incidents: format!(
+            "SELECT service, team, CAST(detected_at AS BIGINT) AS detected, CAST(resolved_at AS BIGINT) AS resolved
+         FROM dora_incidents
+         WHERE (CAST(resolved_at AS BIGINT) >= {from} AND CAST(resolved_at AS BIGINT) < {to})
+            OR (CAST(detected_at AS BIGINT) < {to} AND (resolved_at IS NULL OR CAST(resolved_at AS BIGINT) >= {to}))
+            OR (CAST(detected_at AS BIGINT) >= {from} AND CAST(detected_at AS BIGINT) < {to})",
+            from = w.from,
+            to = w.to
+        ),
+        deployments_unknown_artifact: format!(
+            "SELECT count(*) FROM dora_deployments d
+                 LEFT JOIN (SELECT DISTINCT l.artifact_id FROM artifact_changes l
+                            JOIN changes c ON c.change_id = l.change_id
+                            WHERE c.merged_at IS NOT NULL AND c.repository IS NOT NULL) k
+                   ON k.artifact_id = d.artifact_id
+                 WHERE d.action <> 'rolledback' AND k.artifact_id IS NULL
+                   AND CAST(d.time AS BIGINT) >= {} AND CAST(d.time AS BIGINT) < {}",
+            w.from, w.to
+        ),
+        changes_not_delivered: format!(
+            "SELECT count(*) FROM dora_changes WHERE CAST(merged_at AS BIGINT) < {to}
+                 AND (delivered_at IS NULL OR CAST(delivered_at AS BIGINT) >= {to})",
+            to = w.to
+        ),
+    }
+}
+
+async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
     let mut out = Vec::new();
-    for b in engine.internal(&sql).await?.batches {
+    for b in engine.internal(sql).await?.batches {
         let (t, s, team) = (
             col::<Int64Array>(&b, "t")?,
             &strings(&b, "service")?,
@@ -447,14 +519,9 @@ async fn deployments(engine: &Engine, w: &Window2) -> Result<Vec<Deployment>> {
     Ok(out)
 }
 
-async fn deliveries(engine: &Engine, w: &Window2) -> Result<Vec<Delivery>> {
-    let sql = format!(
-        "SELECT change_id, service, team, CAST(started_at AS BIGINT) AS started, CAST(delivered_at AS BIGINT) AS delivered
-         FROM dora_change_deliveries WHERE CAST(delivered_at AS BIGINT) < {}",
-        w.to
-    );
+async fn deliveries(engine: &Engine, sql: &str) -> Result<Vec<Delivery>> {
     let mut out = Vec::new();
-    for b in engine.internal(&sql).await?.batches {
+    for b in engine.internal(sql).await?.batches {
         let (c, s, team) = (
             &strings(&b, "change_id")?,
             &strings(&b, "service")?,
@@ -477,18 +544,9 @@ async fn deliveries(engine: &Engine, w: &Window2) -> Result<Vec<Delivery>> {
     Ok(out)
 }
 
-async fn incidents(engine: &Engine, w: &Window2) -> Result<Vec<Incident>> {
-    let sql = format!(
-        "SELECT service, team, CAST(detected_at AS BIGINT) AS detected, CAST(resolved_at AS BIGINT) AS resolved
-         FROM dora_incidents
-         WHERE (CAST(resolved_at AS BIGINT) >= {from} AND CAST(resolved_at AS BIGINT) < {to})
-            OR (CAST(detected_at AS BIGINT) < {to} AND (resolved_at IS NULL OR CAST(resolved_at AS BIGINT) >= {to}))
-            OR (CAST(detected_at AS BIGINT) >= {from} AND CAST(detected_at AS BIGINT) < {to})",
-        from = w.from,
-        to = w.to
-    );
+async fn incidents(engine: &Engine, sql: &str) -> Result<Vec<Incident>> {
     let mut out = Vec::new();
-    for b in engine.internal(&sql).await?.batches {
+    for b in engine.internal(sql).await?.batches {
         let (s, team) = (&strings(&b, "service")?, &strings(&b, "team")?);
         let (d, r) = (
             col::<Int64Array>(&b, "detected")?,
@@ -532,34 +590,14 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         from: req.from.timestamp_micros(),
         to: req.to.timestamp_micros(),
     };
-    let deps = deployments(engine, &w).await?;
-    let dels = deliveries(engine, &w).await?;
-    let incs = incidents(engine, &w).await?;
+    let queries = report_queries(req);
+    let deps = deployments(engine, &queries.deployments).await?;
+    let dels = deliveries(engine, &queries.deliveries).await?;
+    let incs = incidents(engine, &queries.incidents).await?;
 
     let unlinked = Unlinked {
-        deployments_unknown_artifact: count(
-            engine,
-            &format!(
-                "SELECT count(*) FROM dora_deployments d
-                 LEFT JOIN (SELECT DISTINCT l.artifact_id FROM artifact_changes l
-                            JOIN changes c ON c.change_id = l.change_id
-                            WHERE c.merged_at IS NOT NULL AND c.repository IS NOT NULL) k
-                   ON k.artifact_id = d.artifact_id
-                 WHERE d.action <> 'rolledback' AND k.artifact_id IS NULL
-                   AND CAST(d.time AS BIGINT) >= {} AND CAST(d.time AS BIGINT) < {}",
-                w.from, w.to
-            ),
-        )
-        .await?,
-        changes_not_delivered: count(
-            engine,
-            &format!(
-                "SELECT count(*) FROM dora_changes WHERE CAST(merged_at AS BIGINT) < {to}
-                 AND (delivered_at IS NULL OR CAST(delivered_at AS BIGINT) >= {to})",
-                to = w.to
-            ),
-        )
-        .await?,
+        deployments_unknown_artifact: count(engine, &queries.deployments_unknown_artifact).await?,
+        changes_not_delivered: count(engine, &queries.changes_not_delivered).await?,
         incidents_without_service: incs
             .iter()
             .filter(|i| i.service.is_none() && i.detected.is_some_and(|d| w.contains(d)))

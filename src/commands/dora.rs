@@ -30,6 +30,10 @@ pub(crate) struct Args {
     /// Write the report to this file instead of standard output.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Print the SQL instead of the report, as one JSON object: the view definitions and the
+    /// statements the report runs for this window (for benchmarks against other engines).
+    #[arg(long, hide = true)]
+    print_sql: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -59,6 +63,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         By::Team => GroupBy::Team,
         By::Week => GroupBy::Week,
     });
+    if args.print_sql {
+        let config = args.config.load()?;
+        let sql = print_sql(&config.production, &DoraRequest { from, to, by });
+        println!("{}", serde_json::to_string(&sql)?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let engine = super::engine(&args.store, &args.config).await?;
     let text = match args.format {
         ReportFormat::Html => {
@@ -96,6 +106,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// What `--print-sql` prints: `{"views": [[name, sql], ...], "queries": [[name, sql], ...]}`,
+/// the views as the engine defines them and the statements `dora::report` runs for `req`.
+fn print_sql(production: &str, req: &DoraRequest) -> serde_json::Value {
+    serde_json::json!({
+        "views": cdlake_query::views::definitions(production),
+        "queries": cdlake_query::dora::report_queries(req).named(),
+    })
+}
+
 /// A report as text in one of the formats.
 pub(crate) fn render_report(
     report: &cdlake_query::DoraReport,
@@ -111,4 +130,50 @@ pub(crate) fn render_report(
             weekly: None,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn print_sql_prints_the_views_and_the_statements_the_report_runs() {
+        let t = |s: &str| parse_time(s, Utc::now()).unwrap();
+        let req = DoraRequest {
+            from: t("2026-01-01"),
+            to: t("2026-02-01"),
+            by: Some(GroupBy::Service),
+        };
+        let printed = print_sql("^prod$", &req);
+        let pairs = |v: &serde_json::Value| -> Vec<(String, String)> {
+            serde_json::from_value(v.clone()).unwrap()
+        };
+        let views: Vec<(String, String)> = cdlake_query::views::definitions("^prod$")
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s))
+            .collect();
+        assert_eq!(pairs(&printed["views"]), views);
+        // `dora::report` runs exactly `report_queries(req)`: the same function builds both.
+        let queries = cdlake_query::dora::report_queries(&req);
+        let expected: Vec<(String, String)> = queries
+            .named()
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
+        assert_eq!(pairs(&printed["queries"]), expected);
+        let names: Vec<String> = expected.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "deployments",
+                "deliveries",
+                "incidents",
+                "deployments_unknown_artifact",
+                "changes_not_delivered"
+            ]
+        );
+        // The window is in the statements, in microseconds.
+        let to = req.to.timestamp_micros().to_string();
+        assert!(queries.deployments.contains(&to) && queries.changes_not_delivered.contains(&to));
+    }
 }

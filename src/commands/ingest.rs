@@ -46,6 +46,7 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
     let metrics = Arc::new(Metrics::new());
+    crate::telemetry::observe(&metrics);
     let client = connect(&args.nats.nats, "cdlake ingest").await?;
     let compaction = spawn_background(
         store.clone(),

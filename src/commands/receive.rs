@@ -21,6 +21,7 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let metrics = Arc::new(Metrics::new());
+    crate::telemetry::observe(&metrics);
     let client = connect(&args.nats.nats, "cdlake receive").await?;
     let publisher = Publisher::new(client.clone(), metrics.clone()).await?;
     args.secrets.warn_if_open();

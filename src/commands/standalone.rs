@@ -52,6 +52,7 @@ pub(crate) async fn start(
 ) -> anyhow::Result<Standalone> {
     check_exposure("HTTP", http.listen, http.token.as_deref())?;
     let metrics = Arc::new(Metrics::new());
+    crate::telemetry::observe(&metrics);
     let front = query_front(&store, config).await?;
     let (stop_pg, stopped) = watch::channel(false);
     let pg = spawn_pg(front.engine.clone(), pg, http.token.clone(), stopped).await?;
