@@ -591,6 +591,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         to: req.to.timestamp_micros(),
     };
     let queries = report_queries(req);
+    let engine = &engine.for_report().await?;
     let deps = deployments(engine, &queries.deployments).await?;
     let dels = deliveries(engine, &queries.deliveries).await?;
     let incs = incidents(engine, &queries.incidents).await?;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use cdlake_schemas::event::EVENT_COLUMNS;
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
 use cdlake_schemas::{dead_letters_schema, events_schema, spans_schema};
@@ -58,11 +59,7 @@ impl Engine {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
-        let session = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema("cdlake", "public")
-            .with_create_default_catalog_and_schema(true);
-        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
         if let Some((bucket, object_store)) = store.bucket_store() {
             ctx.register_object_store(bucket, object_store);
         }
@@ -167,6 +164,77 @@ impl Engine {
         tokio::time::timeout(Duration::from_secs(limit.max(1)), work)
             .await
             .map_err(|_| Error::Timeout(limit))?
+    }
+}
+
+/// The session every engine runs: the `cdlake.public` schema, with `information_schema`.
+fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("cdlake", "public")
+        .with_create_default_catalog_and_schema(true)
+}
+
+/// The subjects the DORA report's views read.
+const REPORT_SUBJECTS: &str = "'service', 'incident', 'change', 'artifact'";
+
+impl Engine {
+    /// An engine for one DORA report. The report's statements refer to `events_unique`
+    /// several times each through the views, and DataFusion plans every reference anew: a
+    /// scan and a de-duplication of the whole history per reference. Here the rows the report
+    /// reads (deployments, incidents, changes, artifacts; without payloads) are read and
+    /// de-duplicated once and held in memory as this engine's `events_unique`, under the
+    /// same view definitions. Filtering by subject before de-duplicating is exact: copies of
+    /// one event share its subject.
+    pub(crate) async fn for_report(&self) -> Result<Engine> {
+        let keep: Vec<String> = EVENT_COLUMNS
+            .iter()
+            .map(|&c| {
+                if c == "payload" {
+                    "CAST(NULL AS VARCHAR) AS payload".to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        let inner: Vec<&str> = EVENT_COLUMNS
+            .iter()
+            .copied()
+            .filter(|&c| c != "payload")
+            .collect();
+        let sql = format!(
+            "SELECT {keep}, date FROM (
+               SELECT {inner}, date,
+                      row_number() OVER (PARTITION BY event_source, event_id ORDER BY ingested_at, date) AS copy_rank
+               FROM events WHERE subject IN ({REPORT_SUBJECTS}))
+             WHERE copy_rank = 1",
+            keep = keep.join(", "),
+            inner = inner.join(", "),
+        );
+        let rows = self.internal(&sql).await?;
+        let ctx = SessionContext::new_with_config_rt(session_config(), self.ctx.runtime_env());
+        for name in TABLES.iter().map(|t| t.dir()).chain(["teams"]) {
+            let provider = self
+                .ctx
+                .table_provider(name)
+                .await
+                .map_err(|e| Error::Sql(format!("table {name}: {e}")))?;
+            ctx.register_table(name, provider)?;
+        }
+        let unique = MemTable::try_new(rows.schema, vec![rows.batches])?;
+        ctx.register_table("events_unique", Arc::new(unique))?;
+        for (name, body) in views::definitions(&self.config.production) {
+            if name == "events_unique" {
+                continue;
+            }
+            ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
+                .await
+                .map_err(|e| Error::Sql(format!("defining view {name}: {e}")))?;
+        }
+        Ok(Self {
+            ctx,
+            config: self.config.clone(),
+        })
     }
 }
 
