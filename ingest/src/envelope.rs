@@ -86,17 +86,10 @@ impl Envelope {
     /// A batch of spans an OTLP receiver decoded, as a JSON array of `spans` rows. Its
     /// `delivery` is the digest of the spans' identities, the batch's `Nats-Msg-Id`.
     pub fn spans(spans: &[Span], route: &str, received_at: i64) -> Self {
-        use sha2::{Digest, Sha256};
-        let mut keys: Vec<u128> = spans.iter().map(Span::identity).collect();
-        keys.sort_unstable();
-        let mut h = Sha256::new();
-        for k in keys {
-            h.update(k.to_le_bytes());
-        }
         Envelope {
             origin: Origin::Otlp,
             kind: "spans".to_string(),
-            delivery: hex::encode(&h.finalize()[..16]),
+            delivery: crate::ingester::identity_digest(spans.iter().map(Span::identity)),
             source: format!("http:{route}"),
             received_at,
             rejected: None,

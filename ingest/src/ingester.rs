@@ -3,14 +3,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use cdlake_schemas::dead_letter::dead_letters_to_batch;
 use cdlake_schemas::event::events_to_batch;
 use cdlake_schemas::paths::{DataFilePath, Table};
 use cdlake_schemas::span::spans_to_batch;
 use cdlake_schemas::store::{Commit, Store};
-use cdlake_schemas::{
-    DeadLetter, Event, Origin, Span, cdevents, dead_letters_schema, events_schema, spans_schema,
-};
+use cdlake_schemas::{DeadLetter, Event, Origin, Span, cdevents, dead_letters_schema};
 use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
 
@@ -433,7 +432,43 @@ impl Ingester {
     }
 }
 
-/// Sort a partition's rows by time and encode them; the file is named by its rows' identities.
+/// The hex digest of a set of identity keys (in any order): the name of the file holding
+/// those rows, and the message id of a span batch.
+pub(crate) fn identity_digest(keys: impl Iterator<Item = u128>) -> String {
+    let mut keys: Vec<u128> = keys.collect();
+    keys.sort_unstable();
+    let mut h = Sha256::new();
+    for k in keys {
+        h.update(k.to_le_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Encode one partition's rows of `table` (already sorted by `sort_column`) as a file named by
+/// their identities.
+fn encode_named(
+    table: Table,
+    date: NaiveDate,
+    keys: impl Iterator<Item = u128>,
+    batch: RecordBatch,
+    sort_column: &str,
+    opts: &EncodeOptions,
+) -> Result<(DataFilePath, Vec<u8>)> {
+    let path = DataFilePath::new(table, date, identity_digest(keys));
+    let schema = batch.schema();
+    let bytes = encode(
+        &schema,
+        &[batch],
+        writer_properties(&schema, sort_column, opts),
+    )
+    .map_err(|source| Error::EncodeParquet {
+        path: path.to_string(),
+        source,
+    })?;
+    Ok((path, bytes))
+}
+
+/// Sort a partition's rows by time and encode them; the file is named by their identities.
 fn encode_events(
     date: NaiveDate,
     rows: &mut [Event],
@@ -442,23 +477,9 @@ fn encode_events(
     rows.sort_by(|a, b| {
         (a.time, &a.event_source, &a.event_id).cmp(&(b.time, &b.event_source, &b.event_id))
     });
-    let mut keys: Vec<u128> = rows.iter().map(Event::identity_key).collect();
-    keys.sort_unstable();
-    let mut h = Sha256::new();
-    for k in keys {
-        h.update(k.to_le_bytes());
-    }
-    let path = DataFilePath::new(Table::Events, date, hex::encode(&h.finalize()[..16]));
-    let schema = events_schema();
     let batch = events_to_batch(rows)?;
-    let bytes =
-        encode(&schema, &[batch], writer_properties(&schema, "time", opts)).map_err(|source| {
-            Error::EncodeParquet {
-                path: path.to_string(),
-                source,
-            }
-        })?;
-    Ok((path, bytes))
+    let keys = rows.iter().map(Event::identity_key);
+    encode_named(Table::Events, date, keys, batch, "time", opts)
 }
 
 /// Sort a partition's spans by start and encode them; the file is named by their identities.
@@ -470,23 +491,9 @@ fn encode_spans(
     rows.sort_by(|a, b| {
         (a.start, &a.trace_id, &a.span_id).cmp(&(b.start, &b.trace_id, &b.span_id))
     });
-    let mut keys: Vec<u128> = rows.iter().map(Span::identity).collect();
-    keys.sort_unstable();
-    let mut h = Sha256::new();
-    for k in keys {
-        h.update(k.to_le_bytes());
-    }
-    let path = DataFilePath::new(Table::Spans, date, hex::encode(&h.finalize()[..16]));
-    let schema = spans_schema();
     let batch = spans_to_batch(rows)?;
-    let bytes =
-        encode(&schema, &[batch], writer_properties(&schema, "start", opts)).map_err(|source| {
-            Error::EncodeParquet {
-                path: path.to_string(),
-                source,
-            }
-        })?;
-    Ok((path, bytes))
+    let keys = rows.iter().map(Span::identity);
+    encode_named(Table::Spans, date, keys, batch, "start", opts)
 }
 
 fn encode_dead_letters(

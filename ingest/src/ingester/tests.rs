@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use cdlake_schemas::event::batch_to_events;
+use cdlake_schemas::events_schema;
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
