@@ -4,6 +4,7 @@ import sys
 
 KEYS = [
     ("events_per_s", "events/s", "{:,.0f}"),
+    ("sustained_events_per_s", "sustained events/s", "{:,.0f}"),
     ("ratio_to_floor", "ratio to floor", "{:.2f}"),
     ("ratio_to_target", "ratio to target", "{:.1f}"),
     ("p50_s", "p50 s", "{:.2f}"),

@@ -77,9 +77,32 @@ pub struct FlushReport {
     pub bytes: u64,
 }
 
+/// Hashes identity keys, which are SHA-256 digests already: their low 64 bits are the hash,
+/// so a lookup costs no hashing (and no one can choose keys that collide).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 ^= key as u64;
+    }
+}
+
+type KeySet = HashSet<u128, std::hash::BuildHasherDefault<KeyHasher>>;
+
 #[derive(Debug, Default)]
 struct Partition {
-    keys: HashSet<u128>,
+    keys: KeySet,
     last_used: u64,
 }
 
@@ -257,7 +280,7 @@ impl Ingester {
         self.tick += 1;
         if !self.seen.contains_key(&(table, date)) {
             self.evict();
-            let mut keys = HashSet::new();
+            let mut keys = KeySet::default();
             for path in self.store.list(&table.partition_prefix(date)).await? {
                 if DataFilePath::parse(&path).is_none() {
                     continue;
@@ -299,24 +322,114 @@ impl Ingester {
         }
     }
 
+    /// Whether the row or byte limit is reached: a flush is due and, while one is already
+    /// running, the caller should stop taking input.
+    pub fn is_full(&self) -> bool {
+        self.pending_rows() >= self.config.max_rows || self.pending_bytes >= self.config.max_bytes
+    }
+
+    /// Take everything buffered out, to be committed ([`Pending::commit`]) while this ingester
+    /// goes on buffering. Identities stay known, so duplicates of taken rows are still dropped.
+    pub fn take_pending(&mut self) -> Pending {
+        let taken = Pending {
+            events: std::mem::take(&mut self.pending),
+            spans: std::mem::take(&mut self.pending_spans),
+            dead: std::mem::take(&mut self.dead),
+            bytes: self.pending_bytes,
+            oldest: self.oldest,
+        };
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.oldest = None;
+        taken
+    }
+
+    /// Put back what a failed [`Pending::commit`] left, merged with what was buffered since.
+    pub fn restore(&mut self, left: Pending) {
+        for (date, rows) in left.events {
+            self.pending_rows += rows.len();
+            self.pending.entry(date).or_default().extend(rows);
+        }
+        for (date, rows) in left.spans {
+            self.pending_rows += rows.len();
+            self.pending_spans.entry(date).or_default().extend(rows);
+        }
+        self.dead.extend(left.dead);
+        self.pending_bytes += left.bytes;
+        self.oldest = match (self.oldest, left.oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Where and how [`Pending::commit`] writes.
+    pub fn committer(&self) -> Committer {
+        Committer {
+            store: self.store.clone(),
+            encode: self.config.encode.clone(),
+        }
+    }
+
     /// Commit everything buffered. On error, what was not committed stays buffered and a
     /// later flush retries it under the same file names.
     pub async fn flush(&mut self) -> Result<FlushReport> {
-        // A flush of spans alone is not traced: cdlake sending its own traces to itself would
-        // otherwise trace the storing of its traces, for ever.
-        let span = if self.pending.is_empty() && self.dead.is_empty() {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!("flush", rows = self.pending_rows())
-        };
-        tracing::Instrument::instrument(self.flush_all(), span).await
+        let committer = self.committer();
+        let mut pending = self.take_pending();
+        let result = pending.commit(&committer).await;
+        if result.is_err() {
+            self.restore(pending);
+        }
+        result
+    }
+}
+
+/// The store and encoding a commit uses.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    store: Store,
+    encode: EncodeOptions,
+}
+
+/// Rows taken out of an [`Ingester`] ([`Ingester::take_pending`]) and not yet committed.
+#[derive(Debug, Default)]
+pub struct Pending {
+    events: BTreeMap<NaiveDate, Vec<Event>>,
+    spans: BTreeMap<NaiveDate, Vec<Span>>,
+    dead: Vec<DeadLetter>,
+    bytes: usize,
+    oldest: Option<Instant>,
+}
+
+impl Pending {
+    /// Rows (events, spans and dead letters) left to commit.
+    pub fn rows(&self) -> usize {
+        self.events.values().map(Vec::len).sum::<usize>()
+            + self.spans.values().map(Vec::len).sum::<usize>()
+            + self.dead.len()
     }
 
-    async fn flush_all(&mut self) -> Result<FlushReport> {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.spans.is_empty() && self.dead.is_empty()
+    }
+
+    /// Commit every row, one file per table and date. What is committed is removed, so on
+    /// error `self` holds exactly the rest, and committing it again writes the same names.
+    pub async fn commit(&mut self, committer: &Committer) -> Result<FlushReport> {
+        // A flush of spans alone is not traced: cdlake sending its own traces to itself would
+        // otherwise trace the storing of its traces, for ever.
+        let span = if self.events.is_empty() && self.dead.is_empty() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("flush", rows = self.rows())
+        };
+        tracing::Instrument::instrument(self.commit_all(committer), span).await
+    }
+
+    async fn commit_all(&mut self, committer: &Committer) -> Result<FlushReport> {
         let mut report = FlushReport::default();
-        while let Some((&date, _)) = self.pending.first_key_value() {
-            let rows = self.pending.remove(&date).unwrap_or_default();
-            let opts = self.config.encode.clone();
+        while let Some((&date, _)) = self.events.first_key_value() {
+            let rows = self.events.remove(&date).unwrap_or_default();
+            let opts = committer.encode.clone();
             let (rows, encoded) = tokio::task::spawn_blocking(move || {
                 let mut rows = rows;
                 let encoded = encode_events(date, &mut rows, &opts);
@@ -324,19 +437,18 @@ impl Ingester {
             })
             .await?;
             let committed = match encoded {
-                Ok((path, bytes)) => self.commit(&path, bytes, &mut report).await,
+                Ok((path, bytes)) => committer.commit(&path, bytes, &mut report).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = committed {
-                self.pending.insert(date, rows);
+                self.events.insert(date, rows);
                 return Err(e);
             }
-            self.pending_rows -= rows.len();
             report.events += rows.len();
         }
-        while let Some((&date, _)) = self.pending_spans.first_key_value() {
-            let rows = self.pending_spans.remove(&date).unwrap_or_default();
-            let opts = self.config.encode.clone();
+        while let Some((&date, _)) = self.spans.first_key_value() {
+            let rows = self.spans.remove(&date).unwrap_or_default();
+            let opts = committer.encode.clone();
             let (rows, encoded) = tokio::task::spawn_blocking(move || {
                 let mut rows = rows;
                 let encoded = encode_spans(date, &mut rows, &opts);
@@ -344,14 +456,13 @@ impl Ingester {
             })
             .await?;
             let committed = match encoded {
-                Ok((path, bytes)) => self.commit(&path, bytes, &mut report).await,
+                Ok((path, bytes)) => committer.commit(&path, bytes, &mut report).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = committed {
-                self.pending_spans.insert(date, rows);
+                self.spans.insert(date, rows);
                 return Err(e);
             }
-            self.pending_rows -= rows.len();
             report.spans += rows.len();
         }
         if !self.dead.is_empty() {
@@ -365,8 +476,8 @@ impl Ingester {
                     self.dead.extend(rows);
                     continue;
                 }
-                let result = match encode_dead_letters(date, &rows, &self.config.encode) {
-                    Ok((path, bytes)) => self.commit(&path, bytes, &mut report).await,
+                let result = match encode_dead_letters(date, &rows, &committer.encode) {
+                    Ok((path, bytes)) => committer.commit(&path, bytes, &mut report).await,
                     Err(e) => Err(e),
                 };
                 match result {
@@ -381,11 +492,13 @@ impl Ingester {
                 return Err(e);
             }
         }
-        self.pending_bytes = 0;
+        self.bytes = 0;
         self.oldest = None;
         Ok(report)
     }
+}
 
+impl Committer {
     async fn commit(
         &self,
         path: &DataFilePath,

@@ -6,23 +6,23 @@
 //! (JetStream drops a re-publish within its duplicate window), rejected ones on
 //! `cdlake.dead.<origin>` with the reason. The body is the raw input; the headers carry what the
 //! receiver learnt from the transport. Ingesters share the durable pull consumer
-//! `cdlake-ingest`; each acknowledges a message (double ack) only after the Parquet file holding
+//! `cdlake-ingest`; each acknowledges a message only after the Parquet file holding
 //! it is durably committed, and sends progress acks while a commit is slow or failing.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use bytes::Bytes;
 use cdlake_schemas::{Event, Origin};
 use futures::StreamExt;
 
 use crate::envelope::{self, Envelope, header, parse_origin};
-use crate::ingester::{Ingester, Outcome, now_micros};
+use crate::ingester::{Committer, FlushReport, Ingester, Outcome, Pending, now_micros};
 use crate::metrics::{self, Metrics};
-use crate::writer::{backoff, flush_recorded, record_outcome};
+use crate::writer::{backoff, record_flush, record_outcome};
 
 /// The durable consumer shared by every ingester.
 pub const CONSUMER: &str = "cdlake-ingest";
@@ -185,30 +185,41 @@ impl Publisher {
 /// The envelope a stream message carries. Messages published by other tools (no cdlake
 /// headers) are CDEvents; the origin then comes from the subject.
 pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Envelope {
-    let get = |name: &str| {
-        headers
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-            .filter(|s| !s.is_empty())
-    };
+    // One pass over the headers: `HeaderMap::get` builds and validates a name per call.
+    let (mut origin_h, mut kind, mut delivery, mut source, mut received, mut reason) =
+        (None, None, None, None, None, None);
+    for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
+        let Some(value) = values.first().map(|v| v.as_str()).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let slot = match AsRef::<str>::as_ref(name) {
+            n if n.eq_ignore_ascii_case(header::ORIGIN) => &mut origin_h,
+            n if n.eq_ignore_ascii_case(header::KIND) => &mut kind,
+            n if n.eq_ignore_ascii_case(header::DELIVERY) => &mut delivery,
+            n if n.eq_ignore_ascii_case(header::SOURCE) => &mut source,
+            n if n.eq_ignore_ascii_case(header::RECEIVED_AT) => &mut received,
+            n if n.eq_ignore_ascii_case(header::REASON) => &mut reason,
+            _ => continue,
+        };
+        *slot = Some(value);
+    }
     let mut parts = subject.split('.');
     let (kind_token, origin_token) = (parts.nth(1), parts.next());
-    let origin = get(header::ORIGIN)
-        .as_deref()
+    let origin = origin_h
         .and_then(parse_origin)
         .or_else(|| origin_token.and_then(parse_origin))
         .unwrap_or(cdlake_schemas::Origin::CdEvents);
     let rejected = if kind_token == Some("dead") {
-        Some(get(header::REASON).unwrap_or_else(|| "rejected by the receiver".into()))
+        Some(reason.unwrap_or("rejected by the receiver").to_string())
     } else {
         None
     };
     Envelope {
         origin,
-        kind: get(header::KIND).unwrap_or_default(),
-        delivery: get(header::DELIVERY).unwrap_or_default(),
-        source: get(header::SOURCE).unwrap_or_else(|| format!("nats:{subject}")),
-        received_at: get(header::RECEIVED_AT)
+        kind: kind.unwrap_or_default().to_string(),
+        delivery: delivery.unwrap_or_default().to_string(),
+        source: source.map_or_else(|| format!("nats:{subject}"), str::to_string),
+        received_at: received
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(now_micros),
         rejected,
@@ -234,7 +245,7 @@ impl Default for ConsumerOptions {
             durable: CONSUMER.to_string(),
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 200_000,
-            batch: 1_000,
+            batch: 5_000,
         }
     }
 }
@@ -260,27 +271,100 @@ async fn ensure_consumer(
         .map_err(|e| StreamError::Consumer(e.to_string()))
 }
 
-/// Double-ack messages, many at a time. Returns how many failed (they will be redelivered
-/// and recognised as duplicates).
-async fn ack_all(messages: Vec<jetstream::Message>) -> usize {
-    futures::stream::iter(messages)
-        .map(|m| async move { m.double_ack().await.is_err() })
-        .buffer_unordered(256)
-        .filter(|failed| futures::future::ready(*failed))
-        .count()
-        .await
+/// Acknowledge messages by their reply subjects (`+ACK`), then flush the connection so the acks are on the wire.
+/// Returns how many could not be sent. An ack lost on the way only means a redelivery, which
+/// the ingester recognises as a duplicate (by identity, in memory or in the store) and acks
+/// again; a per-message confirmation would double the server's work for nothing.
+async fn ack_all(client: &async_nats::Client, replies: Vec<Subject>) -> usize {
+    let mut failed = 0;
+    for reply in replies {
+        failed += usize::from(
+            client
+                .publish(reply, Bytes::from_static(b"+ACK"))
+                .await
+                .is_err(),
+        );
+    }
+    if client.flush().await.is_err() {
+        tracing::warn!("Flushing acknowledgements to NATS failed; unacknowledged messages will be redelivered.");
+    }
+    failed
 }
 
-async fn progress_all(messages: &[jetstream::Message]) {
-    futures::stream::iter(messages)
-        .map(|m| m.ack_with(AckKind::Progress))
-        .buffer_unordered(256)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+/// Tell the server the messages (by reply subject) are still being worked on (`+WPI`), which restarts their
+/// `ack_wait`.
+async fn progress_all(client: &async_nats::Client, replies: &[Subject]) {
+    for reply in replies {
+        if client
+            .publish(reply.clone(), Bytes::from_static(b"+WPI"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A flush running beside the consumer: the rows it commits and the messages it acks after.
+struct Flush {
+    pending: Pending,
+    messages: Vec<Subject>,
+    result: crate::Result<FlushReport>,
+}
+
+/// Commit `pending` in a task of its own, sending progress acks for `messages` while the
+/// commit takes long, and ack them once it succeeded. On failure both come back.
+fn spawn_flush(
+    client: async_nats::Client,
+    committer: Committer,
+    mut pending: Pending,
+    messages: Vec<Subject>,
+    metrics: Arc<Metrics>,
+    ack_wait: Duration,
+) -> tokio::task::JoinHandle<Flush> {
+    let span = tracing::info_span!("consume", messages = messages.len());
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let started = Instant::now();
+            let result = {
+                let commit = pending.commit(&committer);
+                let mut commit = std::pin::pin!(commit);
+                let mut progress = tokio::time::interval(ack_wait / 3);
+                progress.tick().await;
+                loop {
+                    tokio::select! {
+                        r = &mut commit => break r,
+                        _ = progress.tick() => progress_all(&client, &messages).await,
+                    }
+                }
+            };
+            record_flush(&metrics, started, &result);
+            if result.is_ok() {
+                let n = messages.len();
+                record_acks(&metrics, ack_all(&client, messages).await, n);
+                return Flush {
+                    pending,
+                    messages: Vec::new(),
+                    result,
+                };
+            }
+            Flush {
+                pending,
+                messages,
+                result,
+            }
+        },
+        span,
+    ))
 }
 
 /// Consume the stream into `ingester` until `shutdown` resolves, then commit and ack what is
 /// buffered. Reconnects and re-creates the consumer by itself after broker restarts.
+///
+/// Commits run beside the consumer, one at a time: while a flush encodes and writes, the next
+/// batch is pulled and decoded. A flush starts only after the previous one committed, so acks
+/// follow commit order; a failed flush is retried alone, under the same file names, before
+/// anything newer, and no input is taken until it succeeds.
 pub async fn consume(
     client: async_nats::Client,
     mut ingester: Ingester,
@@ -288,16 +372,21 @@ pub async fn consume(
     options: ConsumerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StreamError> {
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut waiting: Vec<jetstream::Message> = Vec::new();
+    // Consumed messages whose rows are buffered in the ingester (or were duplicates).
+    let mut waiting: Vec<Subject> = Vec::new();
+    let mut running: Option<tokio::task::JoinHandle<Flush>> = None;
+    // A flush that failed, with its messages, waiting for `retry_at`.
+    let mut failed: Option<(Pending, Vec<Subject>)> = None;
     let mut failures = 0u32;
-    let mut retry_at: Option<Instant> = None;
+    let mut retry_at = Instant::now();
     let mut last_progress = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
     let mut setup_failures = 0u32;
+    let mut counts = Counts::default();
     'connect: while !stopping {
         let consumer = tokio::select! {
             c = ensure_consumer(&js, &options) => c,
@@ -330,27 +419,46 @@ pub async fn consume(
         setup_failures = 0;
         tracing::info!(consumer = %options.durable, "Consuming JetStream stream {}.", envelope::STREAM);
         loop {
-            // While commits fail, stop taking input: messages wait in the stream.
-            let accepting = retry_at.is_none();
+            // While a commit fails, take no input (messages wait in the stream); while one
+            // runs, take input until the buffer is full.
+            let accepting = failed.is_none() && !(running.is_some() && ingester.is_full());
             tokio::select! {
                 biased;
                 _ = &mut shutdown, if !stopping => { stopping = true; }
+                done = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                    running = None;
+                    let done = done.map_err(|e| StreamError::Consumer(format!("the flush task failed: {e}")))?;
+                    match done.result {
+                        Ok(_) => failures = 0,
+                        Err(e) => {
+                            retry_at = Instant::now() + backoff(failures);
+                            failures += 1;
+                            if stopping && failures > 5 {
+                                return Err(e.into());
+                            }
+                            failed = Some((done.pending, done.messages));
+                        }
+                    }
+                }
                 next = messages.next(), if accepting && !stopping => match next {
                     Some(Ok(msg)) => {
                         let env = envelope_of(msg.subject.as_str(), msg.headers.as_ref(), msg.payload.clone());
                         if let Ok(info) = msg.info() {
-                            if info.delivered > 1 {
-                                metrics.inc(metrics::REDELIVERED, &[]);
-                            }
-                            metrics.set(metrics::CONSUMER_PENDING, &[], info.pending as f64);
+                            counts.redelivered += u64::from(info.delivered > 1);
+                            counts.consumer_pending = Some(info.pending);
                         }
-                        metrics.inc(metrics::RECEIVED, &[("origin", env.origin.as_str())]);
+                        counts.received(env.origin);
                         match ingester.ingest_envelope(&env).await {
                             Ok(outcome) => {
                                 if env.rejected.is_none() {
                                     record_outcome(&metrics, env.origin.as_str(), &outcome);
                                 }
-                                waiting.push(msg);
+                                // Only the reply subject is kept, to acknowledge it: the
+                                // body lives on in the decoded row.
+                                match msg.message.reply {
+                                    Some(reply) => waiting.push(reply),
+                                    None => tracing::warn!("A message without a reply subject cannot be acknowledged."),
+                                }
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "Reading the store for de-duplication failed; the message will be redelivered.");
@@ -365,56 +473,81 @@ pub async fn consume(
                     }
                     None => continue 'connect,
                 },
-                _ = tick.tick() => {}
-            }
-            if ingester.pending_rows() == 0 && !waiting.is_empty() {
-                // Everything consumed so far is already durable (duplicates, pings).
-                record_acks(&metrics, ack_all(std::mem::take(&mut waiting)).await, 0);
-            }
-            let due = stopping || ingester.should_flush();
-            if due && retry_at.is_none_or(|t| Instant::now() >= t) {
-                let flushed = {
-                    let flush = tracing::Instrument::instrument(
-                        flush_recorded(&mut ingester, &metrics),
-                        tracing::info_span!("consume", messages = waiting.len()),
-                    );
-                    let mut flush = std::pin::pin!(flush);
-                    let mut progress = tokio::time::interval(options.ack_wait / 3);
-                    progress.tick().await;
-                    loop {
-                        tokio::select! {
-                            r = &mut flush => break r,
-                            _ = progress.tick() => progress_all(&waiting).await,
-                        }
-                    }
-                };
-                match flushed {
-                    Ok(_) => {
-                        failures = 0;
-                        retry_at = None;
-                        let n = waiting.len();
-                        record_acks(&metrics, ack_all(std::mem::take(&mut waiting)).await, n);
-                    }
-                    Err(e) => {
-                        retry_at = Some(Instant::now() + backoff(failures));
-                        failures += 1;
-                        if stopping && failures > 5 {
-                            return Err(e.into());
-                        }
-                    }
+                _ = tick.tick() => {
+                    counts.record(&metrics);
+                    metrics.set(metrics::PENDING_ROWS, &[], ingester.pending_rows() as f64);
                 }
             }
-            if !waiting.is_empty() && last_progress.elapsed() >= options.ack_wait / 3 {
-                progress_all(&waiting).await;
+            let idle = running.is_none() && failed.is_none();
+            if idle && ingester.pending_rows() == 0 && !waiting.is_empty() {
+                // Everything consumed so far is already durable (duplicates, pings).
+                let n = waiting.len();
+                record_acks(&metrics, ack_all(&client, std::mem::take(&mut waiting)).await, n);
+            }
+            if running.is_none() && Instant::now() >= retry_at {
+                let start = match failed.take() {
+                    Some(retry) => Some(retry),
+                    None if (stopping || ingester.should_flush()) && ingester.pending_rows() > 0 => {
+                        counts.record(&metrics);
+                        Some((ingester.take_pending(), std::mem::take(&mut waiting)))
+                    }
+                    None => None,
+                };
+                if let Some((pending, msgs)) = start {
+                    running = Some(spawn_flush(
+                        client.clone(),
+                        ingester.committer(),
+                        pending,
+                        msgs,
+                        metrics.clone(),
+                        options.ack_wait,
+                    ));
+                }
+            }
+            if last_progress.elapsed() >= options.ack_wait / 3 {
+                progress_all(&client, &waiting).await;
+                if let Some((_, msgs)) = &failed {
+                    progress_all(&client, msgs).await;
+                }
                 last_progress = Instant::now();
             }
-            if stopping && ingester.pending_rows() == 0 && waiting.is_empty() {
+            if stopping && ingester.pending_rows() == 0 && waiting.is_empty() && running.is_none() && failed.is_none() {
                 break 'connect;
             }
         }
     }
+    counts.record(&metrics);
     tracing::info!("Ingester stopped; everything consumed is committed and acknowledged.");
     Ok(())
+}
+
+/// Per-message counters, added to the metrics a few times a second rather than per message.
+#[derive(Default)]
+struct Counts {
+    received: Vec<(Origin, u64)>,
+    redelivered: u64,
+    consumer_pending: Option<u64>,
+}
+
+impl Counts {
+    fn received(&mut self, origin: Origin) {
+        match self.received.iter_mut().find(|(o, _)| *o == origin) {
+            Some((_, n)) => *n += 1,
+            None => self.received.push((origin, 1)),
+        }
+    }
+
+    fn record(&mut self, metrics: &Metrics) {
+        for (origin, n) in self.received.drain(..) {
+            metrics.add(metrics::RECEIVED, &[("origin", origin.as_str())], n as f64);
+        }
+        if self.redelivered > 0 {
+            metrics.add(metrics::REDELIVERED, &[], std::mem::take(&mut self.redelivered) as f64);
+        }
+        if let Some(p) = self.consumer_pending.take() {
+            metrics.set(metrics::CONSUMER_PENDING, &[], p as f64);
+        }
+    }
 }
 
 fn record_acks(metrics: &Metrics, failed: usize, total: usize) {

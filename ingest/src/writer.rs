@@ -83,15 +83,26 @@ impl WriterHandle {
     }
 }
 
-/// Record a flush's figures; on success, the rows are durable.
+/// Flush `ingester`, recording the flush's figures; on success, the rows are durable.
 pub(crate) async fn flush_recorded(
     ingester: &mut Ingester,
     metrics: &Metrics,
 ) -> crate::Result<FlushReport> {
     let started = Instant::now();
     let result = ingester.flush().await;
+    record_flush(metrics, started, &result);
+    metrics.set(metrics::PENDING_ROWS, &[], ingester.pending_rows() as f64);
+    result
+}
+
+/// Record the figures of a flush that began at `started`.
+pub(crate) fn record_flush(
+    metrics: &Metrics,
+    started: Instant,
+    result: &crate::Result<FlushReport>,
+) {
     metrics.add(metrics::FLUSH_SECONDS, &[], started.elapsed().as_secs_f64());
-    match &result {
+    match result {
         Ok(report) => {
             metrics.inc(metrics::FLUSHES, &[("result", "ok")]);
             metrics.add(metrics::COMMITTED, &[], report.events as f64);
@@ -115,8 +126,6 @@ pub(crate) async fn flush_recorded(
             );
         }
     }
-    metrics.set(metrics::PENDING_ROWS, &[], ingester.pending_rows() as f64);
-    result
 }
 
 /// Count one outcome.

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use cdlake_schemas::event::EVENT_COLUMNS;
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
 use cdlake_schemas::{dead_letters_schema, events_schema, spans_schema};
@@ -115,12 +114,18 @@ impl Engine {
 
     /// Run one statement from a user: read-only (no DDL, no DML, no `SET`, no `COPY`), within
     /// the time limit.
+    ///
+    /// A statement naming a DORA view runs on [`Engine::for_report`], which gives the same
+    /// answer with the shared rows computed once.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         check_complexity(sql)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        if names_report_view(sql) {
+            return self.for_report().await?.run(sql, Some(options)).await;
+        }
         self.run(sql, Some(options)).await
     }
 
@@ -175,43 +180,15 @@ fn session_config() -> SessionConfig {
         .with_create_default_catalog_and_schema(true)
 }
 
-/// The subjects the DORA report's views read.
-const REPORT_SUBJECTS: &str = "'service', 'incident', 'change', 'artifact'";
-
 impl Engine {
-    /// An engine for one DORA report. The report's statements refer to `events_unique`
-    /// several times each through the views, and DataFusion plans every reference anew: a
-    /// scan and a de-duplication of the whole history per reference. Here the rows the report
-    /// reads (deployments, incidents, changes, artifacts; without payloads) are read and
-    /// de-duplicated once and held in memory as this engine's `events_unique`, under the
-    /// same view definitions. Filtering by subject before de-duplicating is exact: copies of
-    /// one event share its subject.
+    /// An engine for one statement over the DORA views (a report's, or a dashboard panel's).
+    /// Those views read `report_events` several times each, and DataFusion plans every
+    /// reference anew: a scan and a de-duplication of the whole history per reference. Here
+    /// `report_events` (deployments, incidents, changes, artifacts; without payloads) is
+    /// computed once and held in memory for the statement, under the same view definitions.
     pub(crate) async fn for_report(&self) -> Result<Engine> {
-        let keep: Vec<String> = EVENT_COLUMNS
-            .iter()
-            .map(|&c| {
-                if c == "payload" {
-                    "CAST(NULL AS VARCHAR) AS payload".to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect();
-        let inner: Vec<&str> = EVENT_COLUMNS
-            .iter()
-            .copied()
-            .filter(|&c| c != "payload")
-            .collect();
-        let sql = format!(
-            "SELECT {keep}, date FROM (
-               SELECT {inner}, date,
-                      row_number() OVER (PARTITION BY event_source, event_id ORDER BY ingested_at, date) AS copy_rank
-               FROM events WHERE subject IN ({REPORT_SUBJECTS}))
-             WHERE copy_rank = 1",
-            keep = keep.join(", "),
-            inner = inner.join(", "),
-        );
-        let rows = self.internal(&sql).await?;
+        let sql = "SELECT * FROM report_events";
+        let rows = self.internal(sql).await?;
         let ctx = SessionContext::new_with_config_rt(session_config(), self.ctx.runtime_env());
         for name in TABLES.iter().map(|t| t.dir()).chain(["teams"]) {
             let provider = self
@@ -222,9 +199,9 @@ impl Engine {
             ctx.register_table(name, provider)?;
         }
         let unique = MemTable::try_new(rows.schema, vec![rows.batches])?;
-        ctx.register_table("events_unique", Arc::new(unique))?;
+        ctx.register_table("report_events", Arc::new(unique))?;
         for (name, body) in views::definitions(&self.config.production) {
-            if name == "events_unique" {
+            if name == "report_events" {
                 continue;
             }
             ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
@@ -236,6 +213,14 @@ impl Engine {
             config: self.config.clone(),
         })
     }
+}
+
+/// Whether `sql` names a view that reads `report_events`. A false positive (a column or an
+/// alias of the same name) only costs the statement the shared computation.
+pub(crate) fn names_report_view(sql: &str) -> bool {
+    sql.to_ascii_lowercase()
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|word| views::REPORT_VIEWS.contains(&word))
 }
 
 /// Operators one statement may hold, and how deep its parentheses may nest. Planning and
@@ -323,5 +308,21 @@ impl QueryService for Engine {
 
     async fn dora(&self, request: &DoraRequest) -> Result<DoraReport> {
         crate::dora::report(self, request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_report_view;
+
+    #[test]
+    fn statements_naming_a_dora_view_are_recognised_by_whole_words() {
+        assert!(names_report_view("SELECT count(*) FROM dora_deployments"));
+        assert!(names_report_view(
+            "select * from \"Deployments\" d join cdlake.public.incidents i using (service)"
+        ));
+        assert!(!names_report_view("SELECT * FROM pipeline_runs"));
+        assert!(!names_report_view("SELECT deployments_total FROM events"));
+        assert!(!names_report_view("SELECT 1"));
     }
 }

@@ -79,6 +79,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::Engine;
+use crate::engine::names_report_view;
 use crate::engine::check_complexity;
 
 /// The only user that may log in.
@@ -626,6 +627,26 @@ impl Parser {
     }
 }
 
+/// The engine `statement` runs on: for a statement naming a DORA view, one holding the DORA
+/// rows computed once for it ([`Engine::sql`] does the same).
+async fn engine_for(engine: &Engine, statement: &Statement) -> PgWireResult<Engine> {
+    if names_report_view(&statement.to_string()) {
+        report_engine(engine).await
+    } else {
+        Ok(engine.clone())
+    }
+}
+
+async fn report_engine(engine: &Engine) -> PgWireResult<Engine> {
+    engine.for_report().await.map_err(|e| match e {
+        crate::Error::Engine(e) => engine_error(e, &engine.config().limits),
+        crate::Error::Sql(message) if message.contains("Resources exhausted") => {
+            error("53200", message)
+        }
+        e => error("XX000", e.to_string()),
+    })
+}
+
 /// Plan a query statement and check it against the read-only rules of [`Engine::sql`].
 async fn plan(engine: &Engine, statement: &Statement) -> PgWireResult<LogicalPlan> {
     let limits = &engine.config().limits;
@@ -1042,6 +1063,7 @@ impl Service {
         }
         let engine = self.engine.clone();
         let work = async move {
+            let engine = engine_for(&engine, &statement).await?;
             let plan = plan(&engine, &statement).await?;
             collect(&engine, plan).await
         };

@@ -4,7 +4,9 @@
 //! (`tests/slt/*.slt`) and queried by users and dashboards:
 //!
 //! - `events_unique`: `events` de-duplicated by identity (event_source, event_id), the earliest
-//!   stored copy winning. Every other view reads it.
+//!   stored copy winning. The pipeline views read it.
+//! - `report_events`: the same for the DORA subjects (service, incident, change, artifact),
+//!   without the payload. The DORA views read it, so it can be computed once per statement.
 //! - `deployments`, `changes`, `artifacts`, `artifact_changes`, `incidents`, `pipeline_runs`,
 //!   `task_runs`: one row per subject, with the times of its predicates.
 //! - `dora_deployments`: each production deployment with its next deployment, whether it
@@ -26,6 +28,27 @@ use cdlake_schemas::event::EVENT_COLUMNS;
 /// change, and merged changes carrying their merge commit as an artifact (GitHub and GitLab
 /// deliveries: a deployment of that commit then delivers the change).
 const ARTIFACT_LINK: &str = "(subject = 'artifact' OR (subject = 'change' AND predicate = 'merged' AND artifact_id IS NOT NULL))";
+
+/// The subjects the DORA views read (through `report_events`).
+pub const REPORT_SUBJECTS: &str = "'service', 'incident', 'change', 'artifact'";
+
+/// The views that read `report_events`, directly or through another view: a statement naming
+/// one of them is answered with `report_events` computed once for the statement
+/// ([`crate::Engine::sql`]).
+pub const REPORT_VIEWS: &[&str] = &[
+    "report_events",
+    "changes",
+    "artifact_changes",
+    "artifacts",
+    "deployments",
+    "incidents",
+    "task_runs",
+    "dora_deployments",
+    "dora_change_deliveries",
+    "dora_changes",
+    "lead_time_breakdown",
+    "dora_incidents",
+];
 
 /// Seconds between two timestamp(µs) expressions, as a float.
 fn secs(later: &str, earlier: &str) -> String {
@@ -51,6 +74,31 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
     ));
 
     v.push((
+        "report_events",
+        format!(
+            "SELECT {report_cols}, date FROM (
+               SELECT {inner}, date,
+                      row_number() OVER (PARTITION BY event_source, event_id ORDER BY ingested_at, date) AS copy_rank
+               FROM events WHERE subject IN ({REPORT_SUBJECTS}))
+             WHERE copy_rank = 1",
+            report_cols = EVENT_COLUMNS
+                .iter()
+                .map(|&c| match c {
+                    "payload" => "CAST(NULL AS VARCHAR) AS payload",
+                    c => c,
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            inner = EVENT_COLUMNS
+                .iter()
+                .copied()
+                .filter(|&c| c != "payload")
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    ));
+
+    v.push((
         "changes",
         format!(
             "SELECT c.change_id, c.repository, c.created_at, c.merged_at, c.abandoned_at,
@@ -62,7 +110,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                           min(CASE WHEN predicate = 'merged' THEN time END) AS merged_at,
                           min(CASE WHEN predicate = 'abandoned' THEN time END) AS abandoned_at,
                           max(team) AS event_team, count(*) AS events
-                   FROM events_unique WHERE subject = 'change' AND change_id IS NOT NULL
+                   FROM report_events WHERE subject = 'change' AND change_id IS NOT NULL
                    GROUP BY change_id) c
              LEFT JOIN teams t ON t.key = c.repository",
             review = secs("c.merged_at", "coalesce(c.created_at, c.merged_at)"),
@@ -72,7 +120,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
     v.push((
         "artifact_changes",
         format!(
-            "SELECT DISTINCT artifact_id, change_id FROM events_unique
+            "SELECT DISTINCT artifact_id, change_id FROM report_events
              WHERE {ARTIFACT_LINK} AND change_id IS NOT NULL"
         ),
     ));
@@ -84,7 +132,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
          FROM (SELECT artifact_id, min(change_id) AS change_id,
                       min(CASE WHEN predicate = 'packaged' THEN time END) AS packaged_at,
                       min(CASE WHEN predicate = 'published' THEN time END) AS published_at
-               FROM events_unique WHERE {ARTIFACT_LINK} GROUP BY artifact_id) a
+               FROM report_events WHERE {ARTIFACT_LINK} GROUP BY artifact_id) a
          LEFT JOIN changes c ON c.change_id = a.change_id"
         ),
     ));
@@ -96,7 +144,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                     {prod} AS production, a.repository, a.change_id,
                     coalesce(e.team, ts.team, tr.team) AS team,
                     e.event_source, e.event_id, e.url, e.date
-             FROM events_unique e
+             FROM report_events e
              LEFT JOIN artifacts a ON a.artifact_id = e.artifact_id
              LEFT JOIN teams ts ON ts.key = e.service
              LEFT JOIN teams tr ON tr.key = a.repository
@@ -118,7 +166,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                           min(CASE WHEN predicate IN ('detected', 'reported') THEN time END) AS detected_at,
                           min(CASE WHEN predicate = 'resolved' THEN time END) AS resolved_at,
                           max(team) AS event_team, count(*) AS events
-                   FROM events_unique WHERE subject = 'incident' GROUP BY subject_id) i
+                   FROM report_events WHERE subject = 'incident' GROUP BY subject_id) i
              LEFT JOIN teams t ON t.key = i.service",
             prod = is_prod("environment"),
             recovery = secs("i.resolved_at", "i.detected_at"),
@@ -173,7 +221,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                       lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
                FROM deployments WHERE production AND service IS NOT NULL),
              signals AS (
-               SELECT service, time FROM events_unique
+               SELECT service, time FROM report_events
                WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
                  AND service IS NOT NULL AND {prod}),
              owners AS (

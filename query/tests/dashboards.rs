@@ -37,6 +37,9 @@ use cdlake_query::{Config, DoraRequest, Engine, GroupBy, QueryService};
 use cdlake_schemas::store::Store;
 use cdlake_schemas::{DeadLetter, Origin, cdevents};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::array_value_to_string;
 use regex::Regex;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -705,6 +708,59 @@ async fn run(client: &Client, sql: &str) -> Result<Answer, String> {
     Ok(answer)
 }
 
+/// Rows as sorted text, floats to 9 significant digits (sums may differ in the last bits
+/// between plans that add in another order).
+fn rows_text(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        for r in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    let v = array_value_to_string(c, r).unwrap_or_default();
+                    match c.data_type() {
+                        DataType::Float32 | DataType::Float64 => v
+                            .parse::<f64>()
+                            .map(|f| format!("{f:.8e}"))
+                            .unwrap_or(v),
+                        _ => v,
+                    }
+                })
+                .collect();
+            rows.push(cells.join(" | "));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// A panel over the DORA views is answered with `report_events` computed once for the
+/// statement (`Engine::sql`, and the Postgres endpoint): it must answer exactly what the views
+/// answer computed per reference (the session's own planning, which shares nothing).
+async fn same_without_sharing(engine: &Engine, sql: &str) -> Option<String> {
+    let shared = match engine.sql(sql).await {
+        Ok(r) => r.batches,
+        Err(e) => return Some(format!("Engine::sql: {e}")),
+    };
+    let plain = match engine.session().sql(sql).await {
+        Ok(df) => match df.collect().await {
+            Ok(b) => b,
+            Err(e) => return Some(format!("per reference: {e}")),
+        },
+        Err(e) => return Some(format!("per reference: {e}")),
+    };
+    let (a, b) = (rows_text(&shared), rows_text(&plain));
+    (a != b).then(|| {
+        format!(
+            "computing report_events once changed the answer: {} rows against {} per reference; first differences: {:?}",
+            a.len(),
+            b.len(),
+            a.iter().zip(&b).filter(|(x, y)| x != y).take(3).collect::<Vec<_>>()
+        )
+    })
+}
+
 /// A value of a `time` column as Grafana converts it: epoch seconds (or milliseconds) as a
 /// number, or a timestamp.
 fn parse_time(s: &str) -> Option<f64> {
@@ -931,6 +987,9 @@ async fn every_panel_answers_what_it_needs_and_the_dora_overview_is_the_report()
                             problems.push(format!("{at}: {p}\n{sql}"));
                         }
                         if all {
+                            if let Some(p) = same_without_sharing(&demo.engine, &sql).await {
+                                problems.push(format!("{at}: {p}\n{sql}"));
+                            }
                             let key = (q.dashboard.clone(), q.title.clone(), q.ref_id.clone());
                             answers.insert(key, answer);
                         }

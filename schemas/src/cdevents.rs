@@ -68,24 +68,32 @@ pub fn parse_time(s: &str) -> Option<i64> {
 /// `ingested_at` is stamped on the row; `origin` records the receiver.
 pub fn parse(raw: &[u8], origin: Origin, ingested_at: i64) -> Result<Event, Rejection> {
     let text = std::str::from_utf8(raw).map_err(|e| reject(format!("not valid UTF-8: {e}")))?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| reject(format!("malformed JSON: {e}")))?;
-    let Value::Object(top) = value else {
-        return Err(reject("not a JSON object"));
-    };
-    let mut event = if top.contains_key("context") {
-        from_cdevent(&top, None)?
-    } else if top.contains_key("specversion") {
-        from_cloudevent(&top)?
-    } else {
-        return Err(reject(
-            "neither a CDEvent (no `context`) nor a CloudEvent (no `specversion`)",
-        ));
+    let mut event = match fast::cdevent(text) {
+        Some(event) => event,
+        None => general(text)?,
     };
     event.origin = origin.as_str().to_string();
     event.ingested_at = ingested_at;
     event.payload = text.to_string();
     Ok(event)
+}
+
+/// Any accepted shape, through a JSON tree, with the reason when it is not one.
+fn general(text: &str) -> Result<Event, Rejection> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| reject(format!("malformed JSON: {e}")))?;
+    let Value::Object(top) = value else {
+        return Err(reject("not a JSON object"));
+    };
+    if top.contains_key("context") {
+        from_cdevent(&top, None)
+    } else if top.contains_key("specversion") {
+        from_cloudevent(&top)
+    } else {
+        Err(reject(
+            "neither a CDEvent (no `context`) nor a CloudEvent (no `specversion`)",
+        ))
+    }
 }
 
 /// Attributes of a CloudEvent envelope that complete or annotate the CDEvent it carries.
@@ -128,6 +136,29 @@ fn from_cloudevent(ce: &Map<String, Value>) -> Result<Event, Rejection> {
     from_cdevent(data, Some(&env))
 }
 
+/// What a CDEvent row is made of, borrowed from the parsed input.
+#[derive(Debug, Default)]
+struct Parts<'a> {
+    event_id: &'a str,
+    event_source: &'a str,
+    event_type: &'a str,
+    timestamp: &'a str,
+    subject_id: &'a str,
+    spec_version: Option<&'a str>,
+    chain_id: Option<&'a str>,
+    team: Option<&'a str>,
+    environment: Option<&'a str>,
+    service: Option<&'a str>,
+    repository: Option<&'a str>,
+    change_id: Option<&'a str>,
+    artifact_id: Option<&'a str>,
+    outcome: Option<&'a str>,
+    url: Option<&'a str>,
+    pipeline: Option<&'a str>,
+    task: Option<&'a str>,
+    pipeline_run: Option<&'a str>,
+}
+
 fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<Event, Rejection> {
     let empty = Map::new();
     let context = match ev.get("context") {
@@ -136,7 +167,7 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         None if env.is_some() => &empty,
         None => return Err(reject("missing `context`")),
     };
-    let field = |name: &str, from_env: Option<&'static str>| -> Result<String, Rejection> {
+    let field = |name: &str, from_env: Option<&'static str>| -> Result<&str, Rejection> {
         let env_value = env.and_then(|e| match from_env? {
             "id" => e.id,
             "source" => e.source,
@@ -145,12 +176,11 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
             _ => None,
         });
         match context.get(name) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.as_str()),
             Some(Value::String(_)) => Err(reject(format!("`context.{name}` is empty"))),
             Some(_) => Err(reject(format!("`context.{name}` is not a string"))),
             None => env_value
                 .filter(|s| !s.is_empty())
-                .map(str::to_string)
                 .ok_or_else(|| reject(format!("missing `context.{name}`"))),
         }
     };
@@ -158,23 +188,13 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
     let event_source = field("source", Some("source"))?;
     let event_type = field("type", Some("type"))?;
     let timestamp = field("timestamp", Some("time"))?;
-    let ty = parse_type(&event_type).ok_or_else(|| {
-        reject(format!(
-            "`context.type` {event_type:?} is not a CDEvents type (expected dev.cdevents.<subject>.<predicate>.<version>)"
-        ))
-    })?;
-    let time = parse_time(&timestamp).ok_or_else(|| {
-        reject(format!(
-            "`context.timestamp` {timestamp:?} is not an RFC 3339 time"
-        ))
-    })?;
     let subject = match ev.get("subject") {
         Some(Value::Object(s)) => s,
         Some(_) => return Err(reject("`subject` is not an object")),
         None => return Err(reject("missing `subject`")),
     };
     let subject_id = match subject.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => s.as_str(),
         Some(Value::String(_)) => return Err(reject("`subject.id` is empty")),
         Some(_) => return Err(reject("`subject.id` is not a string")),
         None => return Err(reject("missing `subject.id`")),
@@ -183,17 +203,19 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         .get("content")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
-    let spec_version = str_at(context, &["specversion"])
-        .or_else(|| str_at(context, &["version"]))
-        .unwrap_or("unknown")
-        .to_string();
-    let c = |path: &[&str]| str_at(content, path).map(str::to_string);
-
-    let mut e = Event {
-        subject: ty.subject.to_string(),
-        predicate: ty.predicate.to_string(),
-        spec_version,
-        time,
+    let c = |path: &[&str]| str_at(content, path);
+    let mut e = build(Parts {
+        event_id,
+        event_source,
+        event_type,
+        timestamp,
+        subject_id,
+        spec_version: str_at(context, &["specversion"]).or_else(|| str_at(context, &["version"])),
+        chain_id: str_at(context, &["chainId"]),
+        team: ev
+            .get("customData")
+            .and_then(Value::as_object)
+            .and_then(|m| str_at(m, &["team"])),
         environment: c(&["environment", "id"]),
         service: c(&["service", "id"]),
         repository: c(&["repository", "id"]),
@@ -201,14 +223,49 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         artifact_id: c(&["artifactId"]),
         outcome: c(&["outcome"]),
         url: c(&["url"]).or_else(|| c(&["uri"])),
-        chain_id: str_at(context, &["chainId"]).map(str::to_string),
-        team: ev
-            .get("customData")
-            .and_then(Value::as_object)
-            .and_then(|m| str_at(m, &["team"]))
-            .map(str::to_string),
+        pipeline: c(&["pipelineName"]),
+        task: c(&["taskName"]),
+        pipeline_run: c(&["pipelineRun", "id"]),
+    })?;
+    if let Some((trace, span)) = env.and_then(|e| e.traceparent).and_then(parse_traceparent) {
+        e.trace_id = Some(trace);
+        e.span_id = Some(span);
+    }
+    Ok(e)
+}
+
+/// The row of a CDEvent's parts: its type and time checked, the linking fields placed.
+fn build(p: Parts<'_>) -> Result<Event, Rejection> {
+    let ty = parse_type(p.event_type).ok_or_else(|| {
+        reject(format!(
+            "`context.type` {:?} is not a CDEvents type (expected dev.cdevents.<subject>.<predicate>.<version>)",
+            p.event_type
+        ))
+    })?;
+    let time = parse_time(p.timestamp).ok_or_else(|| {
+        reject(format!(
+            "`context.timestamp` {:?} is not an RFC 3339 time",
+            p.timestamp
+        ))
+    })?;
+    let s = |v: Option<&str>| v.map(str::to_string);
+    let mut e = Event {
+        subject: ty.subject.to_string(),
+        predicate: ty.predicate.to_string(),
+        spec_version: p.spec_version.unwrap_or("unknown").to_string(),
+        time,
+        environment: s(p.environment),
+        service: s(p.service),
+        repository: s(p.repository),
+        change_id: s(p.change_id),
+        artifact_id: s(p.artifact_id),
+        outcome: s(p.outcome),
+        url: s(p.url),
+        chain_id: s(p.chain_id),
+        team: s(p.team),
         ..Event::default()
     };
+    let subject_id = p.subject_id.to_string();
     match ty.subject {
         "service" => e.service = Some(subject_id.clone()),
         "environment" => e.environment = Some(subject_id.clone()),
@@ -216,24 +273,171 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         "repository" => e.repository = Some(subject_id.clone()),
         "artifact" => e.artifact_id = Some(subject_id.clone()),
         "pipelinerun" => {
-            e.pipeline = c(&["pipelineName"]);
+            e.pipeline = s(p.pipeline);
             e.run_id = Some(subject_id.clone());
         }
         "taskrun" => {
-            e.task = c(&["taskName"]);
-            e.run_id = c(&["pipelineRun", "id"]);
+            e.task = s(p.task);
+            e.run_id = s(p.pipeline_run);
         }
         _ => {}
     }
-    if let Some((trace, span)) = env.and_then(|e| e.traceparent).and_then(parse_traceparent) {
-        e.trace_id = Some(trace);
-        e.span_id = Some(span);
-    }
-    e.event_id = event_id;
-    e.event_source = event_source;
-    e.event_type = event_type;
+    e.event_id = p.event_id.to_string();
+    e.event_source = p.event_source.to_string();
+    e.event_type = p.event_type.to_string();
     e.subject_id = subject_id;
     Ok(e)
+}
+
+/// The common case read without building a JSON tree: a bare CDEvent whose fields have the
+/// expected types. `None` for anything else (a CloudEvent, a missing or mistyped field, a
+/// repeated key, a string with escapes…), which [`parse`] then reads through the general path, so the answer and
+/// every rejection reason are the same either way.
+mod fast {
+    use std::marker::PhantomData;
+
+    use serde::Deserialize;
+    use serde::de::{Deserializer, MapAccess, Visitor, value::MapAccessDeserializer};
+
+    use super::{Parts, build};
+    use crate::event::Event;
+
+    /// A struct read from a JSON object only (derived structs would also take an array).
+    struct Obj<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = Obj<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                    T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
+                }
+            }
+            d.deserialize_map(V(PhantomData))
+        }
+    }
+
+    /// Borrowed from the input; a string with escapes fails here and takes the general path.
+    type Text<'a> = Option<&'a str>;
+
+    #[derive(Deserialize)]
+    struct Doc<'a> {
+        #[serde(borrow)]
+        context: Option<Obj<Context<'a>>>,
+        #[serde(borrow)]
+        subject: Option<Obj<Subject<'a>>>,
+        #[serde(borrow, rename = "customData")]
+        custom_data: Option<Obj<Custom<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Context<'a> {
+        #[serde(borrow)]
+        id: Text<'a>,
+        #[serde(borrow)]
+        source: Text<'a>,
+        #[serde(borrow, rename = "type")]
+        ty: Text<'a>,
+        #[serde(borrow)]
+        timestamp: Text<'a>,
+        #[serde(borrow)]
+        specversion: Text<'a>,
+        #[serde(borrow)]
+        version: Text<'a>,
+        #[serde(borrow, rename = "chainId")]
+        chain_id: Text<'a>,
+    }
+
+    #[derive(Deserialize)]
+    struct Subject<'a> {
+        #[serde(borrow)]
+        id: Text<'a>,
+        #[serde(borrow)]
+        content: Option<Obj<Content<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        id: Text<'a>,
+    }
+
+    #[derive(Deserialize)]
+    struct Custom<'a> {
+        #[serde(borrow)]
+        team: Text<'a>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Content<'a> {
+        #[serde(borrow)]
+        environment: Option<Obj<Id<'a>>>,
+        #[serde(borrow)]
+        service: Option<Obj<Id<'a>>>,
+        #[serde(borrow)]
+        repository: Option<Obj<Id<'a>>>,
+        #[serde(borrow)]
+        change: Option<Obj<Id<'a>>>,
+        #[serde(borrow)]
+        artifact_id: Text<'a>,
+        #[serde(borrow)]
+        outcome: Text<'a>,
+        #[serde(borrow)]
+        url: Text<'a>,
+        #[serde(borrow)]
+        uri: Text<'a>,
+        #[serde(borrow)]
+        pipeline_name: Text<'a>,
+        #[serde(borrow)]
+        task_name: Text<'a>,
+        #[serde(borrow)]
+        pipeline_run: Option<Obj<Id<'a>>>,
+    }
+
+    /// A text the general path would read: present and not empty.
+    fn text<'b>(t: &Text<'b>) -> Option<&'b str> {
+        t.filter(|s| !s.is_empty())
+    }
+
+    fn id<'b>(o: &Option<Obj<Id<'b>>>) -> Option<&'b str> {
+        o.as_ref().and_then(|o| text(&o.0.id))
+    }
+
+    /// The row of a bare CDEvent with well-typed fields and a valid type and time.
+    pub(super) fn cdevent(text_in: &str) -> Option<Event> {
+        let doc: Obj<Doc<'_>> = serde_json::from_str(text_in).ok()?;
+        let doc = doc.0;
+        let context = doc.context?.0;
+        let subject = doc.subject?.0;
+        let content = subject.content.map(|c| c.0);
+        let c = content.as_ref();
+        let parts = Parts {
+            event_id: text(&context.id)?,
+            event_source: text(&context.source)?,
+            event_type: text(&context.ty)?,
+            timestamp: text(&context.timestamp)?,
+            subject_id: text(&subject.id)?,
+            spec_version: text(&context.specversion).or_else(|| text(&context.version)),
+            chain_id: text(&context.chain_id),
+            team: doc.custom_data.as_ref().and_then(|m| text(&m.0.team)),
+            environment: c.and_then(|c| id(&c.environment)),
+            service: c.and_then(|c| id(&c.service)),
+            repository: c.and_then(|c| id(&c.repository)),
+            change_id: c.and_then(|c| id(&c.change)),
+            artifact_id: c.and_then(|c| text(&c.artifact_id)),
+            outcome: c.and_then(|c| text(&c.outcome)),
+            url: c.and_then(|c| text(&c.url).or_else(|| text(&c.uri))),
+            pipeline: c.and_then(|c| text(&c.pipeline_name)),
+            task: c.and_then(|c| text(&c.task_name)),
+            pipeline_run: c.and_then(|c| id(&c.pipeline_run)),
+        };
+        build(parts).ok()
+    }
 }
 
 /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>` to (trace id, span id).

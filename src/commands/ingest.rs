@@ -32,6 +32,10 @@ pub(crate) struct Args {
     /// Commit when this many rows are buffered.
     #[arg(long, default_value_t = 50_000)]
     max_rows: usize,
+    /// Commit when the buffered payloads reach this many MiB. One batch is buffered while the
+    /// previous one is committed, so the process holds about twice this.
+    #[arg(long, env = "CDLAKE_MAX_BUFFER_MB", default_value_t = 64)]
+    max_buffer_mb: usize,
     /// Name of the shared durable consumer.
     #[arg(long, default_value = cdlake_ingest::stream::CONSUMER)]
     durable: String,
@@ -57,6 +61,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         store,
         IngesterConfig {
             max_rows: args.max_rows,
+            max_bytes: args.max_buffer_mb.max(1) << 20,
             max_age: Duration::from_millis(args.max_age_ms),
             ..IngesterConfig::default()
         },

@@ -210,3 +210,73 @@ proptest! {
         prop_assert_eq!(back, events);
     }
 }
+
+#[tokio::test]
+async fn taken_rows_commit_beside_new_input_and_a_failed_commit_keeps_exactly_the_rest() {
+    let (dir, store) = store();
+    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
+    for (id, time) in [
+        ("a", "2026-02-01T01:00:00Z"),
+        ("b", "2026-02-01T02:00:00Z"),
+        ("c", "2026-02-02T01:00:00Z"),
+    ] {
+        ing.ingest(&cdevent(id, time), Origin::CdEvents, "t")
+            .await
+            .unwrap();
+    }
+    let mut taken = ing.take_pending();
+    assert_eq!((taken.rows(), ing.pending_rows()), (3, 0));
+    // Input goes on while the taken rows are being committed; their identities stay known.
+    assert_eq!(
+        ing.ingest(&cdevent("a", "2026-02-01T01:00:00Z"), Origin::CdEvents, "t")
+            .await
+            .unwrap(),
+        Outcome::Duplicate
+    );
+    ing.ingest(&cdevent("d", "2026-02-01T03:00:00Z"), Origin::CdEvents, "t")
+        .await
+        .unwrap();
+    assert_eq!(ing.pending_rows(), 1);
+
+    // The second date's partition cannot be written: a file stands where its directory goes.
+    let blocked = dir.path().join("events/date=2026-02-02");
+    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+    std::fs::write(&blocked, b"in the way").unwrap();
+    let committer = ing.committer();
+    assert!(taken.commit(&committer).await.is_err());
+    assert_eq!(taken.rows(), 1, "only the failed date is left");
+
+    std::fs::remove_file(&blocked).unwrap();
+    let retried = taken.commit(&committer).await.unwrap();
+    assert_eq!((retried.events, retried.files.len()), (1, 1));
+    assert!(taken.is_empty());
+    assert_eq!(ing.flush().await.unwrap().events, 1);
+    let mut ids: Vec<String> = read_table(&store, Table::Events)
+        .await
+        .iter()
+        .flat_map(|b| batch_to_events(b).unwrap())
+        .map(|e| e.event_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "c", "d"]);
+}
+
+#[tokio::test]
+async fn restore_merges_what_a_failed_commit_left_with_newer_rows() {
+    let (_dir, store) = store();
+    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
+    ing.ingest(&cdevent("a", "2026-02-01T01:00:00Z"), Origin::CdEvents, "t")
+        .await
+        .unwrap();
+    ing.ingest(b"nope", Origin::CdEvents, "t").await.unwrap();
+    let taken = ing.take_pending();
+    ing.ingest(&cdevent("b", "2026-02-01T02:00:00Z"), Origin::CdEvents, "t")
+        .await
+        .unwrap();
+    ing.restore(taken);
+    assert_eq!(ing.pending_rows(), 3);
+    let report = ing.flush().await.unwrap();
+    assert_eq!((report.events, report.dead_letters), (2, 1));
+    assert_eq!(ing.pending_rows(), 0);
+    assert!(!ing.should_flush());
+}

@@ -193,3 +193,55 @@ fn types_are_parsed_strictly() {
     assert!(parse_type("dev.cdevents.service.deployed.latest").is_none());
     assert!(parse_type("io.cloudevents.service.deployed.0.1.0").is_none());
 }
+
+/// The fast path answers exactly what the general path answers, or leaves the input to it.
+#[test]
+fn the_fast_path_reads_every_example_as_the_general_path_does() {
+    let mut fast_hits = 0;
+    for version in ["v0.4.1", "v0.5.1"] {
+        for (name, raw) in conformance(version) {
+            let text = std::str::from_utf8(&raw).unwrap();
+            let general = general(text).unwrap_or_else(|e| panic!("{version}/{name}: {e}"));
+            if let Some(fast) = fast::cdevent(text) {
+                assert_eq!(fast, general, "{version}/{name}");
+                fast_hits += 1;
+            }
+        }
+    }
+    assert!(
+        fast_hits >= 80,
+        "the fast path read only {fast_hits} of the conformance examples"
+    );
+}
+
+#[test]
+fn the_fast_path_leaves_unusual_shapes_to_the_general_path() {
+    let ok = r#"{"context":{"version":"0.4.1","id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t","content":{"taskName":"build","pipelineRun":{"id":"p"},"url":""}},"customData":{"team":"web","other":[1,{"x":null}]}}"#;
+    let fast = fast::cdevent(ok).expect("a plain CDEvent takes the fast path");
+    assert_eq!(fast, general(ok).unwrap());
+    assert_eq!(
+        (fast.task.as_deref(), fast.run_id.as_deref(), fast.url, fast.team.as_deref()),
+        (Some("build"), Some("p"), None, Some("web"))
+    );
+    for (what, text) in [
+        ("context as an array", r#"{"context":["1","/ci","dev.cdevents.taskrun.started.0.1.1","2026-01-01T00:00:00Z"],"subject":{"id":"t"}}"#),
+        ("repeated key", r#"{"context":{"id":"1","id":"2","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#),
+        ("escaped id", r#"{"context":{"id":"a\"b","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#),
+        ("content as a string", r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t","content":"x"}}"#),
+        ("customData as a string", r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"},"customData":"{\"team\":\"x\"}"}"#),
+        ("numeric outcome", r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.finished.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t","content":{"outcome":1}}}"#),
+        ("empty id", r#"{"context":{"id":"","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#),
+        ("bad time", r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"yesterday"},"subject":{"id":"t"}}"#),
+        ("a CloudEvent", r#"{"specversion":"1.0","id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","data":{"context":{},"subject":{"id":"t"}}}"#),
+        ("an array", r#"[{"context":{}}]"#),
+    ] {
+        assert!(fast::cdevent(text).is_none(), "{what} took the fast path");
+        // Whatever the general path says is the answer, as before.
+        let _ = parse(text.as_bytes(), Origin::CdEvents, 0);
+    }
+    // A repeated key: the last value wins, as in the JSON tree.
+    let repeated = r#"{"context":{"id":"1","id":"2","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#;
+    assert_eq!(parse(repeated.as_bytes(), Origin::CdEvents, 0).unwrap().event_id, "2");
+    let escaped = r#"{"context":{"id":"a\"b","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#;
+    assert_eq!(parse(escaped.as_bytes(), Origin::CdEvents, 0).unwrap().event_id, "a\"b");
+}
