@@ -13,8 +13,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::{HeaderMap, Subject};
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use cdlake_schemas::{Event, Origin};
 use futures::StreamExt;
@@ -286,7 +286,9 @@ async fn ack_all(client: &async_nats::Client, replies: Vec<Subject>) -> usize {
         );
     }
     if client.flush().await.is_err() {
-        tracing::warn!("Flushing acknowledgements to NATS failed; unacknowledged messages will be redelivered.");
+        tracing::warn!(
+            "Flushing acknowledgements to NATS failed; unacknowledged messages will be redelivered."
+        );
     }
     failed
 }
@@ -482,12 +484,18 @@ pub async fn consume(
             if idle && ingester.pending_rows() == 0 && !waiting.is_empty() {
                 // Everything consumed so far is already durable (duplicates, pings).
                 let n = waiting.len();
-                record_acks(&metrics, ack_all(&client, std::mem::take(&mut waiting)).await, n);
+                record_acks(
+                    &metrics,
+                    ack_all(&client, std::mem::take(&mut waiting)).await,
+                    n,
+                );
             }
             if running.is_none() && Instant::now() >= retry_at {
                 let start = match failed.take() {
                     Some(retry) => Some(retry),
-                    None if (stopping || ingester.should_flush()) && ingester.pending_rows() > 0 => {
+                    None if (stopping || ingester.should_flush())
+                        && ingester.pending_rows() > 0 =>
+                    {
                         counts.record(&metrics);
                         Some((ingester.take_pending(), std::mem::take(&mut waiting)))
                     }
@@ -511,7 +519,12 @@ pub async fn consume(
                 }
                 last_progress = Instant::now();
             }
-            if stopping && ingester.pending_rows() == 0 && waiting.is_empty() && running.is_none() && failed.is_none() {
+            if stopping
+                && ingester.pending_rows() == 0
+                && waiting.is_empty()
+                && running.is_none()
+                && failed.is_none()
+            {
                 break 'connect;
             }
         }
@@ -542,7 +555,11 @@ impl Counts {
             metrics.add(metrics::RECEIVED, &[("origin", origin.as_str())], n as f64);
         }
         if self.redelivered > 0 {
-            metrics.add(metrics::REDELIVERED, &[], std::mem::take(&mut self.redelivered) as f64);
+            metrics.add(
+                metrics::REDELIVERED,
+                &[],
+                std::mem::take(&mut self.redelivered) as f64,
+            );
         }
         if let Some(p) = self.consumer_pending.take() {
             metrics.set(metrics::CONSUMER_PENDING, &[], p as f64);

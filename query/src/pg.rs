@@ -79,8 +79,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::Engine;
-use crate::engine::names_report_view;
 use crate::engine::check_complexity;
+use crate::engine::names_report_view;
 
 /// The only user that may log in.
 const USER: &str = "cdlake";

@@ -720,10 +720,9 @@ fn rows_text(batches: &[RecordBatch]) -> Vec<String> {
                 .map(|c| {
                     let v = array_value_to_string(c, r).unwrap_or_default();
                     match c.data_type() {
-                        DataType::Float32 | DataType::Float64 => v
-                            .parse::<f64>()
-                            .map(|f| format!("{f:.8e}"))
-                            .unwrap_or(v),
+                        DataType::Float32 | DataType::Float64 => {
+                            v.parse::<f64>().map(|f| format!("{f:.8e}")).unwrap_or(v)
+                        }
                         _ => v,
                     }
                 })

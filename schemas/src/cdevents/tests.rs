@@ -220,19 +220,51 @@ fn the_fast_path_leaves_unusual_shapes_to_the_general_path() {
     let fast = fast::cdevent(ok).expect("a plain CDEvent takes the fast path");
     assert_eq!(fast, general(ok).unwrap());
     assert_eq!(
-        (fast.task.as_deref(), fast.run_id.as_deref(), fast.url, fast.team.as_deref()),
+        (
+            fast.task.as_deref(),
+            fast.run_id.as_deref(),
+            fast.url,
+            fast.team.as_deref()
+        ),
         (Some("build"), Some("p"), None, Some("web"))
     );
     for (what, text) in [
-        ("context as an array", r#"{"context":["1","/ci","dev.cdevents.taskrun.started.0.1.1","2026-01-01T00:00:00Z"],"subject":{"id":"t"}}"#),
-        ("repeated key", r#"{"context":{"id":"1","id":"2","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#),
-        ("escaped id", r#"{"context":{"id":"a\"b","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#),
-        ("content as a string", r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t","content":"x"}}"#),
-        ("customData as a string", r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"},"customData":"{\"team\":\"x\"}"}"#),
-        ("numeric outcome", r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.finished.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t","content":{"outcome":1}}}"#),
-        ("empty id", r#"{"context":{"id":"","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#),
-        ("bad time", r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"yesterday"},"subject":{"id":"t"}}"#),
-        ("a CloudEvent", r#"{"specversion":"1.0","id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","data":{"context":{},"subject":{"id":"t"}}}"#),
+        (
+            "context as an array",
+            r#"{"context":["1","/ci","dev.cdevents.taskrun.started.0.1.1","2026-01-01T00:00:00Z"],"subject":{"id":"t"}}"#,
+        ),
+        (
+            "repeated key",
+            r#"{"context":{"id":"1","id":"2","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#,
+        ),
+        (
+            "escaped id",
+            r#"{"context":{"id":"a\"b","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#,
+        ),
+        (
+            "content as a string",
+            r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t","content":"x"}}"#,
+        ),
+        (
+            "customData as a string",
+            r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"},"customData":"{\"team\":\"x\"}"}"#,
+        ),
+        (
+            "numeric outcome",
+            r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.finished.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t","content":{"outcome":1}}}"#,
+        ),
+        (
+            "empty id",
+            r#"{"context":{"id":"","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#,
+        ),
+        (
+            "bad time",
+            r#"{"context":{"id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"yesterday"},"subject":{"id":"t"}}"#,
+        ),
+        (
+            "a CloudEvent",
+            r#"{"specversion":"1.0","id":"1","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","data":{"context":{},"subject":{"id":"t"}}}"#,
+        ),
         ("an array", r#"[{"context":{}}]"#),
     ] {
         assert!(fast::cdevent(text).is_none(), "{what} took the fast path");
@@ -241,7 +273,17 @@ fn the_fast_path_leaves_unusual_shapes_to_the_general_path() {
     }
     // A repeated key: the last value wins, as in the JSON tree.
     let repeated = r#"{"context":{"id":"1","id":"2","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#;
-    assert_eq!(parse(repeated.as_bytes(), Origin::CdEvents, 0).unwrap().event_id, "2");
+    assert_eq!(
+        parse(repeated.as_bytes(), Origin::CdEvents, 0)
+            .unwrap()
+            .event_id,
+        "2"
+    );
     let escaped = r#"{"context":{"id":"a\"b","source":"/ci","type":"dev.cdevents.taskrun.started.0.1.1","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"t"}}"#;
-    assert_eq!(parse(escaped.as_bytes(), Origin::CdEvents, 0).unwrap().event_id, "a\"b");
+    assert_eq!(
+        parse(escaped.as_bytes(), Origin::CdEvents, 0)
+            .unwrap()
+            .event_id,
+        "a\"b"
+    );
 }
