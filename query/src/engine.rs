@@ -115,16 +115,17 @@ impl Engine {
     /// Run one statement from a user: read-only (no DDL, no DML, no `SET`, no `COPY`), within
     /// the time limit.
     ///
-    /// A statement naming a DORA view runs on [`Engine::for_report`], which gives the same
-    /// answer with the shared rows computed once.
+    /// A statement naming a DORA view runs on [`Engine::for_subjects`] for the subjects its
+    /// views read, which gives the same answer with the shared rows computed once.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         check_complexity(sql)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        if names_report_view(sql) {
-            return self.for_report().await?.run(sql, Some(options)).await;
+        if let Some(subjects) = report_subjects(sql) {
+            let engine = self.for_subjects(&subjects).await?;
+            return engine.run(sql, Some(options)).await;
         }
         self.run(sql, Some(options)).await
     }
@@ -187,8 +188,13 @@ impl Engine {
     /// `report_events` (deployments, incidents, changes, artifacts; without payloads) is
     /// computed once and held in memory for the statement, under the same view definitions.
     pub(crate) async fn for_report(&self) -> Result<Engine> {
-        let sql = "SELECT * FROM report_events";
-        let rows = self.internal(sql).await?;
+        self.for_subjects(views::REPORT_SUBJECTS).await
+    }
+
+    /// [`Engine::for_report`] holding only `subjects` in `report_events`: enough for a
+    /// statement whose views read only those (see [`report_subjects`]).
+    pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
+        let rows = self.internal(&views::report_events_sql(subjects)).await?;
         let ctx = SessionContext::new_with_config_rt(session_config(), self.ctx.runtime_env());
         for name in TABLES.iter().map(|t| t.dir()).chain(["teams"]) {
             let provider = self
@@ -215,12 +221,29 @@ impl Engine {
     }
 }
 
-/// Whether `sql` names a view that reads `report_events`. A false positive (a column or an
-/// alias of the same name) only costs the statement the shared computation.
-pub(crate) fn names_report_view(sql: &str) -> bool {
-    sql.to_ascii_lowercase()
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|word| views::REPORT_VIEWS.contains(&word))
+/// The subjects of `report_events` that the DORA views `sql` names read, or `None` when it
+/// names none. A false positive (a column or an alias of a view's name) only costs the
+/// statement the shared computation.
+pub(crate) fn report_subjects(sql: &str) -> Option<Vec<&'static str>> {
+    let lower = sql.to_ascii_lowercase();
+    let mut needed: Vec<&'static str> = Vec::new();
+    for word in lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if let Some((_, subjects)) = views::REPORT_VIEWS.iter().find(|(v, _)| *v == word) {
+            needed.extend(
+                subjects
+                    .iter()
+                    .filter(|s| !needed.contains(s))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    (!needed.is_empty()).then(|| {
+        views::REPORT_SUBJECTS
+            .iter()
+            .copied()
+            .filter(|s| needed.contains(s))
+            .collect()
+    })
 }
 
 /// Operators one statement may hold, and how deep its parentheses may nest. Planning and
@@ -313,16 +336,34 @@ impl QueryService for Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::names_report_view;
+    use super::report_subjects;
 
     #[test]
-    fn statements_naming_a_dora_view_are_recognised_by_whole_words() {
-        assert!(names_report_view("SELECT count(*) FROM dora_deployments"));
-        assert!(names_report_view(
-            "select * from \"Deployments\" d join cdlake.public.incidents i using (service)"
-        ));
-        assert!(!names_report_view("SELECT * FROM pipeline_runs"));
-        assert!(!names_report_view("SELECT deployments_total FROM events"));
-        assert!(!names_report_view("SELECT 1"));
+    fn statements_naming_a_dora_view_are_recognised_by_whole_words_with_their_subjects() {
+        assert_eq!(
+            report_subjects("SELECT count(*) FROM dora_deployments").as_deref(),
+            Some(&["service", "incident", "change", "artifact"][..])
+        );
+        assert_eq!(
+            report_subjects(
+                "select * from \"Deployments\" d join cdlake.public.incidents i using (service)"
+            )
+            .as_deref(),
+            Some(&["service", "incident", "change", "artifact"][..])
+        );
+        assert_eq!(
+            report_subjects("SELECT median(recovery_seconds) FROM dora_incidents").as_deref(),
+            Some(&["incident"][..])
+        );
+        assert_eq!(
+            report_subjects("SELECT * FROM changes").as_deref(),
+            Some(&["change"][..])
+        );
+        assert_eq!(report_subjects("SELECT * FROM pipeline_runs"), None);
+        assert_eq!(
+            report_subjects("SELECT deployments_total FROM events"),
+            None
+        );
+        assert_eq!(report_subjects("SELECT 1"), None);
     }
 }

@@ -80,7 +80,7 @@ use tokio::task::JoinSet;
 
 use crate::Engine;
 use crate::engine::check_complexity;
-use crate::engine::names_report_view;
+use crate::engine::report_subjects;
 
 /// The only user that may log in.
 const USER: &str = "cdlake";
@@ -630,15 +630,14 @@ impl Parser {
 /// The engine `statement` runs on: for a statement naming a DORA view, one holding the DORA
 /// rows computed once for it ([`Engine::sql`] does the same).
 async fn engine_for(engine: &Engine, statement: &Statement) -> PgWireResult<Engine> {
-    if names_report_view(&statement.to_string()) {
-        report_engine(engine).await
-    } else {
-        Ok(engine.clone())
+    match report_subjects(&statement.to_string()) {
+        Some(subjects) => report_engine(engine, &subjects).await,
+        None => Ok(engine.clone()),
     }
 }
 
-async fn report_engine(engine: &Engine) -> PgWireResult<Engine> {
-    engine.for_report().await.map_err(|e| match e {
+async fn report_engine(engine: &Engine, subjects: &[&str]) -> PgWireResult<Engine> {
+    engine.for_subjects(subjects).await.map_err(|e| match e {
         crate::Error::Engine(e) => engine_error(e, &engine.config().limits),
         crate::Error::Sql(message) if message.contains("Resources exhausted") => {
             error("53200", message)

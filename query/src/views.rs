@@ -30,25 +30,53 @@ use cdlake_schemas::event::EVENT_COLUMNS;
 const ARTIFACT_LINK: &str = "(subject = 'artifact' OR (subject = 'change' AND predicate = 'merged' AND artifact_id IS NOT NULL))";
 
 /// The subjects the DORA views read (through `report_events`).
-pub const REPORT_SUBJECTS: &str = "'service', 'incident', 'change', 'artifact'";
+pub const REPORT_SUBJECTS: &[&str] = &["service", "incident", "change", "artifact"];
 
-/// The views that read `report_events`, directly or through another view: a statement naming
-/// one of them is answered with `report_events` computed once for the statement
-/// ([`crate::Engine::sql`]).
-pub const REPORT_VIEWS: &[&str] = &[
-    "report_events",
-    "changes",
-    "artifact_changes",
-    "artifacts",
-    "deployments",
-    "incidents",
-    "task_runs",
-    "dora_deployments",
-    "dora_change_deliveries",
-    "dora_changes",
-    "lead_time_breakdown",
-    "dora_incidents",
+/// The views that read `report_events`, directly or through other views, with the subjects
+/// they read from it. A statement naming some of them is answered with `report_events`
+/// computed once for the statement, for those subjects only ([`crate::Engine::sql`]).
+pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
+    ("report_events", REPORT_SUBJECTS),
+    ("changes", &["change"]),
+    ("artifact_changes", &["artifact", "change"]),
+    ("artifacts", &["artifact", "change"]),
+    ("deployments", &["service", "artifact", "change"]),
+    ("incidents", &["incident"]),
+    ("task_runs", &["service", "artifact", "change"]),
+    ("dora_deployments", REPORT_SUBJECTS),
+    ("dora_change_deliveries", REPORT_SUBJECTS),
+    ("dora_changes", REPORT_SUBJECTS),
+    ("lead_time_breakdown", REPORT_SUBJECTS),
+    ("dora_incidents", &["incident"]),
 ];
+
+/// `events` of the given subjects de-duplicated by identity, without the payload: the
+/// definition of `report_events` (with every one of [`REPORT_SUBJECTS`]).
+pub fn report_events_sql(subjects: &[&str]) -> String {
+    let subjects: Vec<String> = subjects.iter().map(|s| format!("'{s}'")).collect();
+    format!(
+        "SELECT {report_cols}, date FROM (
+           SELECT {inner}, date,
+                  row_number() OVER (PARTITION BY event_source, event_id ORDER BY ingested_at, date) AS copy_rank
+           FROM events WHERE subject IN ({subjects}))
+         WHERE copy_rank = 1",
+        report_cols = EVENT_COLUMNS
+            .iter()
+            .map(|&c| match c {
+                "payload" => "CAST(NULL AS VARCHAR) AS payload",
+                c => c,
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        inner = EVENT_COLUMNS
+            .iter()
+            .copied()
+            .filter(|&c| c != "payload")
+            .collect::<Vec<_>>()
+            .join(", "),
+        subjects = subjects.join(", "),
+    )
+}
 
 /// Seconds between two timestamp(µs) expressions, as a float.
 fn secs(later: &str, earlier: &str) -> String {
@@ -73,30 +101,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         ),
     ));
 
-    v.push((
-        "report_events",
-        format!(
-            "SELECT {report_cols}, date FROM (
-               SELECT {inner}, date,
-                      row_number() OVER (PARTITION BY event_source, event_id ORDER BY ingested_at, date) AS copy_rank
-               FROM events WHERE subject IN ({REPORT_SUBJECTS}))
-             WHERE copy_rank = 1",
-            report_cols = EVENT_COLUMNS
-                .iter()
-                .map(|&c| match c {
-                    "payload" => "CAST(NULL AS VARCHAR) AS payload",
-                    c => c,
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-            inner = EVENT_COLUMNS
-                .iter()
-                .copied()
-                .filter(|&c| c != "payload")
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-    ));
+    v.push(("report_events", report_events_sql(REPORT_SUBJECTS)));
 
     v.push((
         "changes",
