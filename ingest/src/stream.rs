@@ -271,20 +271,24 @@ async fn ensure_consumer(
         .map_err(|e| StreamError::Consumer(e.to_string()))
 }
 
-/// Acknowledge messages by their reply subjects (`+ACK`), then flush the connection so the acks are on the wire.
-/// Returns how many could not be sent. An ack lost on the way only means a redelivery, which
-/// the ingester recognises as a duplicate (by identity, in memory or in the store) and acks
-/// again; a per-message confirmation would double the server's work for nothing.
-async fn ack_all(client: &async_nats::Client, replies: Vec<Subject>) -> usize {
+/// Publish `body` to each reply subject; returns how many could not be sent.
+async fn reply_all(client: &async_nats::Client, replies: &[Subject], body: &'static [u8]) -> usize {
     let mut failed = 0;
     for reply in replies {
-        failed += usize::from(
-            client
-                .publish(reply, Bytes::from_static(b"+ACK"))
-                .await
-                .is_err(),
-        );
+        let sent = client
+            .publish(reply.clone(), Bytes::from_static(body))
+            .await;
+        failed += usize::from(sent.is_err());
     }
+    failed
+}
+
+/// Acknowledge messages by their reply subjects (`+ACK`), then flush the connection so the
+/// acks are on the wire. Returns how many could not be sent. An ack lost on the way only means
+/// a redelivery, which the ingester recognises as a duplicate (by identity, in memory or in the
+/// store) and acks again; a per-message confirmation would double the server's work for nothing.
+async fn ack_all(client: &async_nats::Client, replies: &[Subject]) -> usize {
+    let failed = reply_all(client, replies, b"+ACK").await;
     if client.flush().await.is_err() {
         tracing::warn!(
             "Flushing acknowledgements to NATS failed; unacknowledged messages will be redelivered."
@@ -293,18 +297,10 @@ async fn ack_all(client: &async_nats::Client, replies: Vec<Subject>) -> usize {
     failed
 }
 
-/// Tell the server the messages (by reply subject) are still being worked on (`+WPI`), which restarts their
-/// `ack_wait`.
+/// Tell the server the messages (by reply subject) are still being worked on (`+WPI`), which
+/// restarts their `ack_wait`.
 async fn progress_all(client: &async_nats::Client, replies: &[Subject]) {
-    for reply in replies {
-        if client
-            .publish(reply.clone(), Bytes::from_static(b"+WPI"))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
+    reply_all(client, replies, b"+WPI").await;
 }
 
 /// A flush running beside the consumer: the rows it commits and the messages it acks after.
@@ -320,7 +316,7 @@ fn spawn_flush(
     client: async_nats::Client,
     committer: Committer,
     mut pending: Pending,
-    messages: Vec<Subject>,
+    mut messages: Vec<Subject>,
     metrics: Arc<Metrics>,
     ack_wait: Duration,
 ) -> tokio::task::JoinHandle<Flush> {
@@ -342,13 +338,8 @@ fn spawn_flush(
             };
             record_flush(&metrics, started, &result);
             if result.is_ok() {
-                let n = messages.len();
-                record_acks(&metrics, ack_all(&client, messages).await, n);
-                return Flush {
-                    pending,
-                    messages: Vec::new(),
-                    result,
-                };
+                record_acks(&metrics, ack_all(&client, &messages).await, messages.len());
+                messages.clear();
             }
             Flush {
                 pending,
@@ -483,12 +474,8 @@ pub async fn consume(
             let idle = running.is_none() && failed.is_none();
             if idle && ingester.pending_rows() == 0 && !waiting.is_empty() {
                 // Everything consumed so far is already durable (duplicates, pings).
-                let n = waiting.len();
-                record_acks(
-                    &metrics,
-                    ack_all(&client, std::mem::take(&mut waiting)).await,
-                    n,
-                );
+                record_acks(&metrics, ack_all(&client, &waiting).await, waiting.len());
+                waiting.clear();
             }
             if running.is_none() && Instant::now() >= retry_at {
                 let start = match failed.take() {
