@@ -63,6 +63,26 @@ pub(crate) struct SecretArgs {
     pub(crate) gitlab_token: Vec<String>,
 }
 
+/// Limits of what one request to the receivers may hold.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ReceiverLimits {
+    /// Spans one OTLP request (`POST /v1/traces`) may hold; larger requests get a 413.
+    #[arg(
+        long = "otlp-max-spans",
+        env = "CDLAKE_OTLP_MAX_SPANS",
+        default_value_t = cdlake_ingest::otlp::DEFAULT_MAX_SPANS
+    )]
+    pub(crate) otlp_max_spans: usize,
+}
+
+impl Default for ReceiverLimits {
+    fn default() -> Self {
+        Self {
+            otlp_max_spans: cdlake_ingest::otlp::DEFAULT_MAX_SPANS,
+        }
+    }
+}
+
 impl SecretArgs {
     pub(crate) fn warn_if_open(&self) {
         if self.github_secret.is_empty() {

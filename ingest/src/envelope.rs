@@ -99,8 +99,18 @@ impl Envelope {
         }
     }
 
-    /// Decode and normalise into an event row, stamped `ingested_at`.
+    /// Decode and normalise into an event row, stamped `ingested_at`. An event whose time is
+    /// not plausible for when the receiver got it is rejected
+    /// ([`cdlake_schemas::event::check_time`]).
     pub fn decode(&self, ingested_at: i64) -> Result<Normalised, Rejection> {
+        let decoded = self.decode_unchecked(ingested_at)?;
+        if let Normalised::Event(event) = &decoded {
+            cdlake_schemas::event::check_time(event.time, self.received_at).map_err(Rejection)?;
+        }
+        Ok(decoded)
+    }
+
+    fn decode_unchecked(&self, ingested_at: i64) -> Result<Normalised, Rejection> {
         if let Some(reason) = &self.rejected {
             return Err(Rejection(reason.clone()));
         }

@@ -69,6 +69,8 @@ pub struct Receivers {
     pub github_secrets: Vec<String>,
     /// Accepted GitLab webhook tokens; none: tokens unchecked.
     pub gitlab_tokens: Vec<String>,
+    /// Spans one OTLP request may hold ([`crate::otlp::DEFAULT_MAX_SPANS`]).
+    pub otlp_max_spans: usize,
     pub metrics: Arc<Metrics>,
 }
 
@@ -287,6 +289,17 @@ fn binary_mode(headers: &HeaderMap, body: Bytes, source: &str, now: i64) -> Enve
     for (name, value) in headers {
         let name = name.as_str();
         let key = match name.strip_prefix("ce-") {
+            // The body is the data; an attribute of that name would make a second `data`.
+            Some(k @ ("data" | "data_base64")) => {
+                return rejected(
+                    body.clone(),
+                    source,
+                    now,
+                    format!(
+                        "the ce-{k} header is not a CloudEvents attribute: in binary mode the HTTP body is the event's data"
+                    ),
+                );
+            }
             Some(k) => k,
             None if name == "traceparent" || name == "tracestate" => name,
             None => continue,
@@ -346,11 +359,12 @@ async fn traces(
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str());
     let json_answer = content_type.is_some_and(|c| c.contains("json"));
     let now = now_micros();
-    let spans = match crate::otlp::decode(
+    let spans = match crate::otlp::decode_limited(
         content_type,
         header_str(&headers, header::CONTENT_ENCODING.as_str()),
         &body,
         now,
+        r.otlp_max_spans,
     ) {
         Ok(spans) => spans,
         Err(e) => {
@@ -534,5 +548,10 @@ mod tests {
 
         let bad = binary_mode(&headers, Bytes::from_static(b"{nope"), "test", 0);
         assert!(bad.rejected.unwrap().starts_with("malformed JSON"));
+
+        headers.insert("ce-data", HeaderValue::from_static("{}"));
+        let body = Bytes::from_static(br#"{"context": {"id": "42"}}"#);
+        let twice = binary_mode(&headers, body, "test", 0);
+        assert!(twice.rejected.unwrap().contains("ce-data header"));
     }
 }

@@ -150,7 +150,12 @@ impl Ingester {
     /// `source` says where it came from, for the dead-letter row.
     pub async fn ingest(&mut self, raw: &[u8], origin: Origin, source: &str) -> Result<Outcome> {
         let now = now_micros();
-        match cdevents::parse(raw, origin, now) {
+        let parsed = cdevents::parse(raw, origin, now).and_then(|e| {
+            cdlake_schemas::event::check_time(e.time, now)
+                .map(|()| e)
+                .map_err(cdevents::Rejection)
+        });
+        match parsed {
             Ok(event) => Ok(match self.push(event).await? {
                 Pushed::Accepted => Outcome::Accepted,
                 Pushed::Duplicate => Outcome::Duplicate,

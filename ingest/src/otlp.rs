@@ -27,6 +27,11 @@ pub use proto::*;
 /// The largest body accepted once decompressed (64 MiB); larger requests are [`OtlpError::TooLarge`].
 pub const MAX_DECOMPRESSED: usize = 64 << 20;
 
+/// Spans one request may hold by default ([`decode`]'s `max_spans`): a decoded span takes about
+/// 2 KiB, so the bytes limit alone would let one small gzip request grow the process by
+/// gigabytes. Exporters batch far fewer (the Collector's batch processor sends 8,192).
+pub const DEFAULT_MAX_SPANS: usize = 50_000;
+
 /// Why an OTLP request was refused. [`OtlpError::status`] gives the HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OtlpError {
@@ -47,6 +52,11 @@ pub enum OtlpError {
         MAX_DECOMPRESSED >> 20
     )]
     TooLarge,
+    /// The request holds more spans than one request may.
+    #[error(
+        "the request holds {spans} spans, more than the {max} cdlake takes in one request (--otlp-max-spans): export smaller batches (e.g. the batch processor's send_batch_max_size)"
+    )]
+    TooManySpans { spans: usize, max: usize },
     /// The body is not a valid `ExportTraceServiceRequest`, or a span in it is invalid.
     #[error("malformed OTLP trace request: {0}")]
     Malformed(String),
@@ -64,7 +74,7 @@ impl OtlpError {
     pub fn status(&self) -> u16 {
         match self {
             OtlpError::UnsupportedMediaType(_) | OtlpError::UnsupportedEncoding(_) => 415,
-            OtlpError::TooLarge => 413,
+            OtlpError::TooLarge | OtlpError::TooManySpans { .. } => 413,
             OtlpError::Malformed(_) => 400,
         }
     }
@@ -102,15 +112,43 @@ pub fn is_json(content_type: Option<&str>) -> bool {
 }
 
 /// Decode one OTLP/HTTP trace request into `spans` rows, each stamped with `ingested_at` (µs
-/// since the Unix epoch, UTC).
+/// since the Unix epoch, UTC), with at most [`DEFAULT_MAX_SPANS`] spans.
 pub fn decode(
     content_type: Option<&str>,
     content_encoding: Option<&str>,
     body: &[u8],
     ingested_at: i64,
 ) -> Result<Vec<cdlake_schemas::Span>, OtlpError> {
+    decode_limited(
+        content_type,
+        content_encoding,
+        body,
+        ingested_at,
+        DEFAULT_MAX_SPANS,
+    )
+}
+
+/// [`decode`] with at most `max_spans` spans: a larger request is refused after counting its
+/// spans, before any is decoded.
+pub fn decode_limited(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    ingested_at: i64,
+    max_spans: usize,
+) -> Result<Vec<cdlake_schemas::Span>, OtlpError> {
     let format = format_of(content_type)?;
     let body = decompress(content_encoding, body)?;
+    let spans = match format {
+        Format::Protobuf => count::protobuf(&body)?,
+        Format::Json => count::json(&body)?,
+    };
+    if spans > max_spans {
+        return Err(OtlpError::TooManySpans {
+            spans,
+            max: max_spans,
+        });
+    }
     let request = match format {
         Format::Protobuf => ExportTraceServiceRequest::decode(&*body)
             .map_err(|e| OtlpError::Malformed(format!("invalid OTLP/protobuf body: {e}")))?,
@@ -217,6 +255,13 @@ fn row(
         id(&span.parent_span_id, 8, "parent_span_id")?
     };
     let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+    // The start names the span's date partition: it must be a plausible time.
+    cdlake_schemas::event::check_time(nanos_to_micros(start), ingested_at).map_err(|e| {
+        format!(
+            "start_time_unix_nano: {}",
+            e.replacen("event time", "time", 1)
+        )
+    })?;
     let status = span.status.unwrap_or_default();
     let attributes = attributes_map(span.attributes);
     let mut row = cdlake_schemas::Span {
@@ -618,6 +663,77 @@ pub mod proto {
 /// proto's snake_case names are accepted too), trace and span ids as hex (not base64 as in
 /// the generic protobuf JSON mapping), enums as integers or names, 64-bit integers as strings
 /// or numbers, bytes as base64. Unknown fields are ignored; `null` is an absent field.
+/// Counting the spans of a request without decoding them: the request's skeleton, each span
+/// skipped (protobuf: a slice of the body; JSON: ignored).
+mod count {
+    use prost::Message as _;
+    use serde::Deserialize;
+    use serde::de::IgnoredAny;
+
+    use super::OtlpError;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Request {
+        #[prost(message, repeated, tag = "1")]
+        resource_spans: Vec<ResourceSpans>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ResourceSpans {
+        #[prost(message, repeated, tag = "2")]
+        scope_spans: Vec<ScopeSpans>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ScopeSpans {
+        #[prost(bytes = "bytes", repeated, tag = "2")]
+        spans: Vec<bytes::Bytes>,
+    }
+
+    pub(super) fn protobuf(body: &[u8]) -> Result<usize, OtlpError> {
+        let request = Request::decode(bytes::Bytes::copy_from_slice(body))
+            .map_err(|e| OtlpError::Malformed(format!("invalid OTLP/protobuf body: {e}")))?;
+        Ok(request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct JsonRequest {
+        #[serde(default, alias = "resource_spans")]
+        resource_spans: Option<Vec<JsonResourceSpans>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct JsonResourceSpans {
+        #[serde(default, alias = "scope_spans")]
+        scope_spans: Option<Vec<JsonScopeSpans>>,
+    }
+
+    #[derive(Deserialize)]
+    struct JsonScopeSpans {
+        #[serde(default)]
+        spans: Option<Vec<IgnoredAny>>,
+    }
+
+    pub(super) fn json(body: &[u8]) -> Result<usize, OtlpError> {
+        let request: JsonRequest = serde_json::from_slice(body)
+            .map_err(|e| OtlpError::Malformed(format!("invalid OTLP/JSON body: {e}")))?;
+        Ok(request
+            .resource_spans
+            .iter()
+            .flatten()
+            .flat_map(|r| r.scope_spans.iter().flatten())
+            .map(|s| s.spans.as_ref().map_or(0, Vec::len))
+            .sum())
+    }
+}
+
 mod json {
     use std::fmt;
 
@@ -1805,6 +1921,7 @@ mod tests {
     fn otlp_json_bytes_value_is_base64() {
         let body = r#"{"resourceSpans": [{"scopeSpans": [{"spans": [{
             "traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7",
+            "startTimeUnixNano": "1714565100000000000", "endTimeUnixNano": "1714565100500000000",
             "attributes": [
                 {"key": "padded", "value": {"bytesValue": "Zm9vYg=="}},
                 {"key": "unpadded", "value": {"bytesValue": "Zm9vYg"}},
@@ -1902,5 +2019,45 @@ mod tests {
             let _ = decode(Some(JSON), None, &json, INGESTED);
             let _ = decode(Some(JSON), None, &json[..cut.index(json.len())], INGESTED);
         }
+    }
+    #[test]
+    fn requests_of_too_many_spans_are_refused_before_decoding_naming_the_limit() {
+        let span = |i: u8| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![i.max(1); 8],
+            name: "s".into(),
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_000_000_001,
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![
+                    ScopeSpans {
+                        spans: (0..3).map(span).collect(),
+                        ..Default::default()
+                    },
+                    ScopeSpans {
+                        spans: (3..5).map(span).collect(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+        };
+        let body = request.encode_to_vec();
+        let err = decode_limited(Some(PROTOBUF), None, &body, INGESTED, 4).unwrap_err();
+        assert_eq!(err, OtlpError::TooManySpans { spans: 5, max: 4 });
+        assert_eq!(err.status(), 413);
+        assert!(err.to_string().contains("--otlp-max-spans"), "{err}");
+        assert_eq!(
+            decode_limited(Some(PROTOBUF), None, &body, INGESTED, 5)
+                .unwrap()
+                .len(),
+            5
+        );
+        let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{},{},{}]}]},{"scope_spans":[{"spans":[{}]}]}]}"#;
+        let err = decode_limited(Some(JSON), None, json.as_bytes(), INGESTED, 3).unwrap_err();
+        assert_eq!(err, OtlpError::TooManySpans { spans: 4, max: 3 });
     }
 }

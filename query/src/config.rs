@@ -9,11 +9,14 @@
 //! checkout = "storefront"
 //! "acme/platform" = "platform"
 //!
-//! [limits]
+//! [limits]                  # every limit fails closed with a 4xx naming it
 //! memory_mb = 2048          # memory pool of the query engine
 //! query_timeout_secs = 60
 //! max_result_rows = 1000000  # larger results are refused: add LIMIT or aggregate
+//! max_result_mb = 256       # and results larger than this (Arrow, and as sent)
 //! ```
+//!
+//! [`Limits`] lists every limit with its default.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +38,8 @@ pub enum ConfigError {
     },
     #[error("config: `production` is not a valid regular expression: {0}")]
     Production(regex::Error),
+    #[error("config: limits.{0} must be greater than 0")]
+    Limit(&'static str),
 }
 
 /// The settings of `cdlake.toml`.
@@ -48,14 +53,37 @@ pub struct Config {
     pub limits: Limits,
 }
 
-/// Limits of the query engine.
+/// Limits of the query engine. Each is enforced where the work happens, on every protocol
+/// (HTTP, Postgres wire, the CLI), and a statement past one is refused with an error naming it
+/// (`limits.<name>`), never answered by a crash or a stalled service.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// The query engine's memory pool (sorts, joins, aggregates, window functions), in MiB;
+    /// past it a statement fails (no spilling to disk).
     pub memory_mb: usize,
+    /// Wall-clock time of one statement or report, queueing included.
     pub query_timeout_secs: u64,
     /// User queries returning more rows fail with an error (the answer would not fit a client).
     pub max_result_rows: usize,
+    /// Bytes of one result, in memory and as sent (JSON, CSV, Arrow IPC, Postgres rows), in MiB.
+    pub max_result_mb: usize,
+    /// Bytes of one SQL text, in KiB.
+    pub max_statement_kb: usize,
+    /// Operators of every kind in one statement (arithmetic, comparison, boolean, bitwise,
+    /// casts, `IS`, `LIKE`, `BETWEEN`, `CASE`, function calls, …).
+    pub max_operators: usize,
+    /// How deep expressions and subqueries may nest in one statement.
+    pub max_expression_depth: usize,
+    /// Bytes one function call may produce for one batch of rows (`repeat`, `lpad`, `range`,
+    /// `array_repeat`, `||`, …), in MiB: checked before the result is allocated.
+    pub max_function_output_mb: usize,
+    /// Statements and reports running at once; more wait (within their time limit).
+    pub max_concurrent_queries: usize,
+    /// Days one DORA report may span.
+    pub max_report_days: u64,
+    /// Groups one DORA report may have (`--by service|team|week`).
+    pub max_report_groups: usize,
 }
 
 impl Default for Limits {
@@ -64,7 +92,37 @@ impl Default for Limits {
             memory_mb: 4096,
             query_timeout_secs: 300,
             max_result_rows: 1_000_000,
+            max_result_mb: 256,
+            max_statement_kb: 1024,
+            max_operators: 2_000,
+            max_expression_depth: 1_024,
+            max_function_output_mb: 256,
+            max_concurrent_queries: 8,
+            max_report_days: 3_660,
+            max_report_groups: 10_000,
         }
+    }
+}
+
+impl Limits {
+    /// The memory pool in bytes (at least 64 MiB).
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mb.max(64).saturating_mul(1 << 20)
+    }
+
+    /// The result size limit in bytes.
+    pub fn result_bytes(&self) -> usize {
+        self.max_result_mb.max(1).saturating_mul(1 << 20)
+    }
+
+    /// The per-call function output limit in bytes.
+    pub fn function_output_bytes(&self) -> usize {
+        self.max_function_output_mb.max(1).saturating_mul(1 << 20)
+    }
+
+    /// The statement text limit in bytes.
+    pub fn statement_bytes(&self) -> usize {
+        self.max_statement_kb.max(1).saturating_mul(1 << 10)
     }
 }
 
@@ -114,6 +172,23 @@ impl Config {
     /// Check what a flag or file set.
     pub fn validate(&self) -> Result<(), ConfigError> {
         regex::Regex::new(&self.production).map_err(ConfigError::Production)?;
+        let l = &self.limits;
+        for (name, value) in [
+            ("query_timeout_secs", l.query_timeout_secs as usize),
+            ("max_result_rows", l.max_result_rows),
+            ("max_result_mb", l.max_result_mb),
+            ("max_statement_kb", l.max_statement_kb),
+            ("max_operators", l.max_operators),
+            ("max_expression_depth", l.max_expression_depth),
+            ("max_function_output_mb", l.max_function_output_mb),
+            ("max_concurrent_queries", l.max_concurrent_queries),
+            ("max_report_days", l.max_report_days as usize),
+            ("max_report_groups", l.max_report_groups),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Limit(name));
+            }
+        }
         Ok(())
     }
 

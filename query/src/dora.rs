@@ -390,18 +390,22 @@ fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| {
-            Error::BadRequest(format!(
-                "internal: column {name} missing or of another type"
-            ))
+            Error::internal(
+                "reading the report's rows",
+                format!("column {name} missing or of another type"),
+            )
         })
 }
 
 /// A string column as `Utf8`, whichever string type the engine produced (it reads Parquet
 /// strings as `Utf8View`).
 fn strings(b: &RecordBatch, name: &str) -> Result<StringArray> {
-    let c = b
-        .column_by_name(name)
-        .ok_or_else(|| Error::BadRequest(format!("internal: column {name} missing")))?;
+    let c = b.column_by_name(name).ok_or_else(|| {
+        Error::internal(
+            "reading the report's rows",
+            format!("column {name} missing"),
+        )
+    })?;
     let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?;
     Ok(c.as_any()
         .downcast_ref::<StringArray>()
@@ -578,14 +582,48 @@ async fn count(engine: &Engine, sql: &str) -> Result<u64> {
         .max(0) as u64)
 }
 
-/// Compute the report.
-pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
+/// Check a request against the report limits before any work: a window that is not empty,
+/// at most `limits.max_report_days` long, and (by week) at most `limits.max_report_groups`
+/// weeks.
+pub fn check_request(req: &DoraRequest, limits: &crate::config::Limits) -> Result<()> {
     if req.from >= req.to {
         return Err(Error::BadRequest(format!(
             "the window is empty: from {} is not before to {}",
             req.from, req.to
         )));
     }
+    let days = (req.to - req.from).num_seconds() as f64 / DAY;
+    if days > limits.max_report_days as f64 {
+        return Err(Error::Limit {
+            limit: "max_report_days",
+            message: format!(
+                "the window spans {days:.0} days, more than the {} a report may: shorten it",
+                limits.max_report_days
+            ),
+        });
+    }
+    if req.by == Some(GroupBy::Week) {
+        let weeks = (days / 7.0).ceil() as usize + 1;
+        if weeks > limits.max_report_groups {
+            return Err(too_many_groups(weeks, limits));
+        }
+    }
+    Ok(())
+}
+
+fn too_many_groups(groups: usize, limits: &crate::config::Limits) -> Error {
+    Error::Limit {
+        limit: "max_report_groups",
+        message: format!(
+            "the report would have {groups} groups, more than the {} it may: shorten the window or group differently",
+            limits.max_report_groups
+        ),
+    }
+}
+
+/// Compute the report (on the query runtime: [`Engine::dora`] is the entry point).
+pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
+    check_request(req, &engine.config().limits)?;
     let w = Window2 {
         from: req.from.timestamp_micros(),
         to: req.to.timestamp_micros(),
@@ -694,9 +732,15 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
 
     let figures = compute(Key::Overall)
         .remove("")
-        .ok_or_else(|| Error::BadRequest("internal: no overall figures".into()))?;
-    let groups = req.by.map(|by| {
-        compute(Key::By(by))
+        .ok_or_else(|| Error::internal("computing the report", "no overall figures"))?;
+    let groups = req.by.map(|by| compute(Key::By(by)));
+    if let Some(g) = &groups
+        && g.len() > engine.config().limits.max_report_groups
+    {
+        return Err(too_many_groups(g.len(), &engine.config().limits));
+    }
+    let groups = req.by.zip(groups).map(|(by, groups)| {
+        groups
             .into_iter()
             .map(|(k, figures)| Group {
                 service: (by == GroupBy::Service).then(|| k.clone()),

@@ -1,4 +1,15 @@
-//! The [`Engine`]: a DataFusion session over the store.
+//! The [`Engine`]: a DataFusion session over the store, and the one checked path every user
+//! statement takes, whatever the protocol.
+//!
+//! [`Engine::sql`] (HTTP, the CLI) and the Postgres front end ([`crate::pg`]) both run a
+//! statement the same way, on the [`QueryRuntime`] within the time limit:
+//!
+//! 1. the [`guard`] checks the text, parses it and checks the statement (read-only, what it
+//!    reads, how large it is);
+//! 2. [`Engine::plan`] chooses the engine (a statement reading the DORA views gets their rows
+//!    computed once, [`Engine::for_subjects`]), plans it and checks the plan is read-only;
+//! 3. [`Engine::collect`] runs it within the memory pool and collects at most
+//!    `limits.max_result_rows` rows and `limits.max_result_mb` bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,18 +27,25 @@ use datafusion::datasource::listing::{
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 
+use crate::functions::{BoundFunctions, sliced_bytes};
+use crate::guard::{self, Class, Dialect};
+use crate::runtime::QueryRuntime;
 use crate::table::StoreTable;
 use crate::{Config, DoraReport, DoraRequest, Error, QueryResult, QueryService, Result, views};
 
-/// A query engine over one store.
+/// A query engine over one store. Cheap to clone: clones share the session and the runtime.
 #[derive(Clone)]
 pub struct Engine {
     ctx: SessionContext,
     config: Arc<Config>,
+    runtime: Arc<QueryRuntime>,
+    /// The store's root as the engine sees it, hidden from what users read (`EXPLAIN`).
+    root: Arc<str>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -41,6 +59,14 @@ impl std::fmt::Debug for Engine {
 /// The tables of the store that SQL sees.
 pub const TABLES: [Table; 3] = [Table::Events, Table::DeadLetters, Table::Spans];
 
+/// The read-only rules DataFusion checks on every user plan, after the guard.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
 impl Engine {
     /// Open the store's tables and define the views.
     pub async fn open(store: &Store, config: Config) -> Result<Self> {
@@ -51,14 +77,14 @@ impl Engine {
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         // No disk manager: sorts and joins never spill to the system's temporary directory, so
         // no query writes a file outside the store; past the memory pool they fail instead.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(config.limits.memory_mb.max(64) << 20, 1.0)
+        let runtime_env = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.limits.memory_bytes(), 1.0)
             .with_cache_manager(caches)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
+        let ctx = new_session(runtime_env, &config);
         if let Some((bucket, object_store)) = store.bucket_store() {
             ctx.register_object_store(bucket, object_store);
         }
@@ -72,7 +98,7 @@ impl Engine {
             let url = store
                 .root_url()
                 .join(&table.prefix())
-                .map_err(|e| Error::BadRequest(format!("store URL: {e}")))?;
+                .map_err(|e| Error::internal("opening the store", e))?;
             let url = ListingTableUrl::parse(url.as_str())?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
@@ -90,14 +116,14 @@ impl Engine {
             )?;
         }
         ctx.register_table("teams", teams_table(&config)?)?;
-        for (name, body) in views::definitions(&config.production) {
-            ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
-                .await
-                .map_err(|e| Error::Sql(format!("defining view {name}: {e}")))?;
-        }
+        define_views(&ctx, &config, &[]).await?;
+        let runtime = QueryRuntime::new(config.limits.max_concurrent_queries)
+            .map_err(|e| Error::internal("starting the query runtime", e))?;
         Ok(Self {
             ctx,
+            root: Arc::from(store.root_url().path().trim_end_matches('/')),
             config: Arc::new(config),
+            runtime: Arc::new(runtime),
         })
     }
 
@@ -106,79 +132,251 @@ impl Engine {
     }
 
     /// The DataFusion session (for adapters that need the catalog, such as a Postgres wire
-    /// front end). Statements run through it directly are not restricted: use [`Engine::sql`]
-    /// for anything a user sent.
+    /// front end). Statements run through it directly are not checked: use [`Engine::sql`] or
+    /// [`Engine::run_statement`] for anything a user sent.
     pub fn session(&self) -> &SessionContext {
         &self.ctx
     }
 
-    /// Run one statement from a user: read-only (no DDL, no DML, no `SET`, no `COPY`), within
+    /// The engine's time limit.
+    pub fn time_limit(&self) -> Duration {
+        Duration::from_secs(self.config.limits.query_timeout_secs.max(1))
+    }
+
+    /// Run `work` on the query runtime within `limit` ([`QueryRuntime::run`]).
+    pub async fn within<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.runtime.run(limit, work).await
+    }
+
+    /// Run one statement a user sent as text (HTTP, the CLI): the whole checked path, within
     /// the time limit.
-    ///
-    /// A statement naming a DORA view runs on [`Engine::for_subjects`] for the subjects its
-    /// views read, which gives the same answer with the shared rows computed once.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
-        check_complexity(sql)?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        if let Some(subjects) = report_subjects(sql) {
-            let engine = self.for_subjects(&subjects).await?;
-            return engine.run(sql, Some(options)).await;
-        }
-        self.run(sql, Some(options)).await
+        let engine = self.clone();
+        let sql = sql.to_string();
+        self.within(self.time_limit(), async move {
+            engine.text_statement(&sql).await
+        })
+        .await
     }
 
-    /// Run SQL of cdlake's own (the DORA report's queries).
-    pub(crate) async fn internal(&self, sql: &str) -> Result<QueryResult> {
-        self.run(sql, None).await
+    /// [`Engine::sql`], rendered in `format` (within `limits.max_result_mb`) on the query
+    /// runtime too.
+    pub async fn sql_rendered(&self, sql: &str, format: crate::format::Format) -> Result<Vec<u8>> {
+        let engine = self.clone();
+        let sql = sql.to_string();
+        self.within(self.time_limit(), async move {
+            let result = engine.text_statement(&sql).await?;
+            crate::format::render(&result, format, engine.config.limits.max_result_mb)
+        })
+        .await
     }
 
-    async fn run(&self, sql: &str, options: Option<SQLOptions>) -> Result<QueryResult> {
-        let limit = self.config.limits.query_timeout_secs;
-        let max_rows = self.config.limits.max_result_rows;
-        let user = options.is_some();
-        let work = async {
-            let df = match options {
-                Some(o) => self.ctx.sql_with_options(sql, o).await,
-                None => self.ctx.sql(sql).await,
-            }
-            .map_err(|e| Error::Sql(user_message(e)))?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let engine_error = |e| match e {
-                e @ datafusion::error::DataFusionError::ResourcesExhausted(_) => {
-                    Error::Sql(user_message(e))
+    async fn text_statement(&self, sql: &str) -> Result<QueryResult> {
+        let engine = self;
+        {
+            let limits = &engine.config.limits;
+            guard::check_text(sql, Dialect::Generic, limits)?;
+            let mut statements = guard::parse(sql, Dialect::Generic)?;
+            let statement = match (statements.pop(), statements.is_empty()) {
+                (Some(s), true) => s,
+                (None, _) => {
+                    return Err(Error::Sql {
+                        message: "the request holds no SQL statement".into(),
+                        sqlstate: "42601",
+                    });
                 }
-                e => Error::Engine(e),
+                (Some(_), false) => {
+                    return Err(Error::Sql {
+                        message: "send one statement per request".into(),
+                        sqlstate: "42601",
+                    });
+                }
             };
-            let mut stream = df.execute_stream().await.map_err(engine_error)?;
-            let mut batches = Vec::new();
-            let mut rows = 0usize;
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(engine_error)?;
-                rows += batch.num_rows();
-                if user && rows > max_rows {
-                    return Err(Error::Sql(format!(
-                        "the result has more than {max_rows} rows (limits.max_result_rows): add a LIMIT or aggregate"
-                    )));
-                }
-                batches.push(batch);
+            match guard::check_statement(&statement, limits)? {
+                Class::Query => engine.run_statement(statement).await,
+                Class::Set { .. } => Err(Error::ReadOnly { what: "SET".into() }),
+                Class::Show | Class::Transaction => Err(Error::ReadOnly {
+                    what: "a session statement".into(),
+                }),
             }
-            Ok(QueryResult { schema, batches })
-        };
-        tokio::time::timeout(Duration::from_secs(limit.max(1)), work)
+        }
+    }
+
+    /// Plan and collect a statement the guard classified as a query. Runs where it is called:
+    /// callers are on the query runtime ([`Engine::within`]).
+    pub async fn run_statement(&self, statement: DfStatement) -> Result<QueryResult> {
+        let engine = self.engine_for(&statement).await?;
+        let plan = engine.plan(statement).await?;
+        engine.collect(plan).await
+    }
+
+    /// The engine `statement` runs on: for a statement reading the DORA views, one holding the
+    /// rows they share computed once ([`Engine::for_subjects`]).
+    pub async fn engine_for(&self, statement: &DfStatement) -> Result<Engine> {
+        match report_subjects(&guard::relations(statement)) {
+            Some(subjects) => self.for_subjects(&subjects).await,
+            None => Ok(self.clone()),
+        }
+    }
+
+    /// Plan a checked statement and check the plan is read-only.
+    pub async fn plan(&self, statement: DfStatement) -> Result<LogicalPlan> {
+        let limits = &self.config.limits;
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(statement)
             .await
-            .map_err(|_| Error::Timeout(limit))?
+            .map_err(|e| Error::from_datafusion(e, limits))?;
+        read_only()
+            .verify_plan(&plan)
+            .map_err(|e| Error::from_datafusion(e, limits))?;
+        Ok(plan)
+    }
+
+    /// Run a checked plan and collect its result within the row and byte limits.
+    pub async fn collect(&self, plan: LogicalPlan) -> Result<QueryResult> {
+        let limits = &self.config.limits;
+        let df_error = |e| Error::from_datafusion(e, limits);
+        let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(df_error)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await.map_err(df_error)?;
+        let (max_rows, max_bytes) = (limits.max_result_rows, limits.result_bytes() as u64);
+        let (mut rows, mut bytes, mut batches) = (0usize, 0u64, Vec::new());
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_error)?;
+            rows += batch.num_rows();
+            bytes += batch
+                .columns()
+                .iter()
+                .map(|c| sliced_bytes(c.as_ref()))
+                .sum::<u64>();
+            if rows > max_rows {
+                return Err(Error::Limit {
+                    limit: "max_result_rows",
+                    message: format!(
+                        "the result has more than {max_rows} rows: add a LIMIT or aggregate"
+                    ),
+                });
+            }
+            if bytes > max_bytes {
+                return Err(result_too_large(limits.max_result_mb));
+            }
+            batches.push(batch);
+        }
+        if explain {
+            batches = batches
+                .into_iter()
+                .map(|b| hide_root(b, &self.root))
+                .collect::<Result<_>>()?;
+        }
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// Run SQL of cdlake's own (the DORA report's queries), without the result limits. Runs
+    /// where it is called (on the query runtime).
+    pub(crate) async fn internal(&self, sql: &str) -> Result<QueryResult> {
+        let limits = &self.config.limits;
+        let df = self
+            .ctx
+            .sql(sql)
+            .await
+            .map_err(|e| Error::from_datafusion(e, limits))?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| Error::from_datafusion(e, limits))?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// The DORA report, on the query runtime within the time limit.
+    pub async fn dora(&self, request: &DoraRequest) -> Result<DoraReport> {
+        crate::dora::check_request(request, &self.config.limits)?;
+        let engine = self.clone();
+        let request = request.clone();
+        self.within(self.time_limit(), async move {
+            crate::dora::report(&engine, &request).await
+        })
+        .await
     }
 }
 
-/// The session every engine runs: the `cdlake.public` schema, with `information_schema`.
-fn session_config() -> SessionConfig {
-    SessionConfig::new()
+/// The error of a result past `limits.max_result_mb`.
+pub(crate) fn result_too_large(max_result_mb: usize) -> Error {
+    Error::Limit {
+        limit: "max_result_mb",
+        message: format!(
+            "the result is larger than {max_result_mb} MiB: add a LIMIT, select fewer columns or aggregate"
+        ),
+    }
+}
+
+/// A session with cdlake's settings and rules: the `cdlake.public` schema, with
+/// `information_schema`, and the bounded functions.
+fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionContext {
+    let session = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("cdlake", "public")
-        .with_create_default_catalog_and_schema(true)
+        .with_create_default_catalog_and_schema(true);
+    let ctx = SessionContext::new_with_config_rt(session, runtime);
+    ctx.add_analyzer_rule(Arc::new(BoundFunctions::new(
+        config.limits.function_output_bytes(),
+    )));
+    ctx
+}
+
+async fn define_views(ctx: &SessionContext, config: &Config, skip: &[&str]) -> Result<()> {
+    for (name, body) in views::definitions(&config.production) {
+        if skip.contains(&name) {
+            continue;
+        }
+        ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
+            .await
+            .map_err(|e| Error::internal("defining the views", e))?;
+    }
+    Ok(())
+}
+
+/// `EXPLAIN` output without the store's location: users see table names, not the server's
+/// file system.
+fn hide_root(batch: RecordBatch, root: &str) -> Result<RecordBatch> {
+    if root.is_empty() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| -> Result<ArrayRef> {
+            if !matches!(c.data_type(), DataType::Utf8 | DataType::Utf8View) {
+                return Ok(c.clone());
+            }
+            let text = arrow::compute::cast(c, &DataType::Utf8)?;
+            let text = text
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .unwrap_or_else(|| StringArray::from(Vec::<&str>::new()));
+            let hidden: StringArray = text
+                .iter()
+                .map(|v| v.map(|s| s.replace(root, "<store>")))
+                .collect();
+            Ok(arrow::compute::cast(
+                &(Arc::new(hidden) as ArrayRef),
+                c.data_type(),
+            )?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 impl Engine {
@@ -195,46 +393,53 @@ impl Engine {
     /// statement whose views read only those (see [`report_subjects`]).
     pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
         let rows = self.internal(&views::report_events_sql(subjects)).await?;
-        let ctx = SessionContext::new_with_config_rt(session_config(), self.ctx.runtime_env());
+        let ctx = new_session(self.ctx.runtime_env(), &self.config);
         for name in TABLES.iter().map(|t| t.dir()).chain(["teams"]) {
             let provider = self
                 .ctx
                 .table_provider(name)
                 .await
-                .map_err(|e| Error::Sql(format!("table {name}: {e}")))?;
+                .map_err(|e| Error::internal("opening the tables", e))?;
             ctx.register_table(name, provider)?;
         }
         let unique = MemTable::try_new(rows.schema, vec![rows.batches])?;
         ctx.register_table("report_events", Arc::new(unique))?;
-        for (name, body) in views::definitions(&self.config.production) {
-            if name == "report_events" {
-                continue;
-            }
-            ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
-                .await
-                .map_err(|e| Error::Sql(format!("defining view {name}: {e}")))?;
+        define_views(&ctx, &self.config, &["report_events"]).await?;
+        // The catalog Postgres clients read, when the base session has one.
+        let catalog = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone();
+        if let (Some(base), Some(own)) = (self.ctx.catalog(&catalog), ctx.catalog(&catalog))
+            && let Some(pg) = base.schema("pg_catalog")
+        {
+            own.register_schema("pg_catalog", pg)?;
         }
         Ok(Self {
             ctx,
             config: self.config.clone(),
+            runtime: self.runtime.clone(),
+            root: self.root.clone(),
         })
     }
 }
 
-/// The subjects of `report_events` that the DORA views `sql` names read, or `None` when it
-/// names none. A false positive (a column or an alias of a view's name) only costs the
-/// statement the shared computation.
-pub(crate) fn report_subjects(sql: &str) -> Option<Vec<&'static str>> {
-    let lower = sql.to_ascii_lowercase();
+/// The subjects of `report_events` that the DORA views among `relations` read, or `None` when
+/// none of them is one. A false positive (a CTE of a view's name) only costs the statement the
+/// shared computation.
+pub(crate) fn report_subjects(relations: &[String]) -> Option<Vec<&'static str>> {
     let mut needed: Vec<&'static str> = Vec::new();
-    for word in lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-        if let Some((_, subjects)) = views::REPORT_VIEWS.iter().find(|(v, _)| *v == word) {
-            needed.extend(
-                subjects
-                    .iter()
-                    .filter(|s| !needed.contains(s))
-                    .collect::<Vec<_>>(),
-            );
+    for name in relations {
+        if let Some((_, subjects)) = views::REPORT_VIEWS.iter().find(|(v, _)| v == name) {
+            for s in subjects.iter() {
+                if !needed.contains(s) {
+                    needed.push(s);
+                }
+            }
         }
     }
     (!needed.is_empty()).then(|| {
@@ -244,72 +449,6 @@ pub(crate) fn report_subjects(sql: &str) -> Option<Vec<&'static str>> {
             .filter(|s| needed.contains(s))
             .collect()
     })
-}
-
-/// Operators one statement may hold, and how deep its parentheses may nest. Planning and
-/// optimising recurse over the expression tree: a 10,000-term `OR` chain would overflow a
-/// thread's stack and abort the process, so such statements are refused before parsing.
-pub const MAX_OPERATORS: usize = 2_000;
-pub const MAX_NESTING: usize = 100;
-
-/// Refuse statements too large to plan safely (see [`MAX_OPERATORS`]). Tokenising does not
-/// recurse, so this check cannot overflow itself.
-pub fn check_complexity(sql: &str) -> Result<()> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize()
-        .map_err(|e| Error::Sql(format!("SQL syntax: {e}")))?;
-    let (mut operators, mut depth, mut deepest) = (0usize, 0usize, 0usize);
-    for t in &tokens {
-        match t {
-            Token::Word(w) if matches!(w.keyword, Keyword::OR | Keyword::AND | Keyword::NOT) => {
-                operators += 1
-            }
-            Token::Eq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::StringConcat => operators += 1,
-            Token::LParen => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            Token::RParen => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    if operators > MAX_OPERATORS {
-        return Err(Error::Sql(format!(
-            "the statement has {operators} operators, more than the {MAX_OPERATORS} cdlake plans safely: use IN (…) for long lists of values"
-        )));
-    }
-    if deepest > MAX_NESTING {
-        return Err(Error::Sql(format!(
-            "the statement nests parentheses {deepest} deep, more than the {MAX_NESTING} cdlake plans safely"
-        )));
-    }
-    Ok(())
-}
-
-fn user_message(e: datafusion::error::DataFusionError) -> String {
-    let text = e.strip_backtrace();
-    if text.contains("DDL not supported")
-        || text.contains("DML not supported")
-        || text.contains("Statement not supported")
-    {
-        format!("cdlake SQL is read-only: {text}")
-    } else {
-        text
-    }
 }
 
 fn teams_table(config: &Config) -> Result<Arc<MemTable>> {
@@ -330,40 +469,41 @@ impl QueryService for Engine {
     }
 
     async fn dora(&self, request: &DoraRequest) -> Result<DoraReport> {
-        crate::dora::report(self, request).await
+        Engine::dora(self, request).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::report_subjects;
+    use crate::guard::{Dialect, parse, relations};
+
+    fn subjects(sql: &str) -> Option<Vec<&'static str>> {
+        report_subjects(&relations(&parse(sql, Dialect::Generic).unwrap()[0]))
+    }
 
     #[test]
-    fn statements_naming_a_dora_view_are_recognised_by_whole_words_with_their_subjects() {
+    fn statements_reading_a_dora_view_are_recognised_by_their_relations_with_their_subjects() {
         assert_eq!(
-            report_subjects("SELECT count(*) FROM dora_deployments").as_deref(),
+            subjects("SELECT count(*) FROM dora_deployments").as_deref(),
             Some(&["service", "incident", "change", "artifact"][..])
         );
         assert_eq!(
-            report_subjects(
-                "select * from \"Deployments\" d join cdlake.public.incidents i using (service)"
-            )
-            .as_deref(),
+            subjects("select * from Deployments d join cdlake.public.incidents i using (service)")
+                .as_deref(),
             Some(&["service", "incident", "change", "artifact"][..])
         );
         assert_eq!(
-            report_subjects("SELECT median(recovery_seconds) FROM dora_incidents").as_deref(),
+            subjects("SELECT median(recovery_seconds) FROM dora_incidents").as_deref(),
             Some(&["incident"][..])
         );
         assert_eq!(
-            report_subjects("SELECT * FROM changes").as_deref(),
+            subjects("SELECT * FROM changes").as_deref(),
             Some(&["change"][..])
         );
-        assert_eq!(report_subjects("SELECT * FROM pipeline_runs"), None);
-        assert_eq!(
-            report_subjects("SELECT deployments_total FROM events"),
-            None
-        );
-        assert_eq!(report_subjects("SELECT 1"), None);
+        assert_eq!(subjects("SELECT * FROM pipeline_runs"), None);
+        assert_eq!(subjects("SELECT deployments_total FROM events"), None);
+        assert_eq!(subjects("SELECT 1 AS dora_deployments"), None);
+        assert_eq!(subjects("SELECT 1"), None);
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! - `POST /api/v1/sql` with `{"sql": "…"}`: JSON (an array of row objects, the default), CSV
 //!   (`Accept: text/csv`) or an Arrow IPC stream (`Accept: application/vnd.apache.arrow.stream`);
-//!   errors are `{"error": …}` with the DataFusion message, 400 for the caller's mistakes.
+//!   errors are `{"error": …}` ([`ApiError`]): 400 naming the problem (and `"limit"`, the
+//!   limit reached) for the caller's mistakes, 503 when too many queries run, 500 for cdlake's
+//!   own failures with what failed (the details are logged).
 //! - `GET /api/v1/dora?from&to&by`: the DORA report (the JSON of `cdlake dora --format json`).
 //! - `GET /api/v1/tail?subject&predicate&service&environment&origin`: Server-Sent Events, one
 //!   `event` per newly committed event row, found by watching the store's newest partitions.
@@ -34,9 +36,9 @@ use serde_json::json;
 use tokio::sync::{Mutex, broadcast};
 
 use crate::dora::{DoraReport, DoraRequest, Figures, GroupBy};
-use crate::format::{Format, render};
+use crate::format::Format;
 use crate::time::parse_time;
-use crate::{Engine, Error, QueryResult, QueryService};
+use crate::{Engine, Error};
 
 /// The media type of an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -57,17 +59,43 @@ pub fn router(engine: Engine, store: Store) -> Router {
         .with_state(Arc::new(Api { engine, tail }))
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+/// An error as the HTTP API answers it: the status and message [`Error`] decides, as
+/// `{"error": …}` (plus `"limit"` naming the limit that was reached). A failure of cdlake's own
+/// is logged here, once; its answer says what failed, not the internal error.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
 }
 
-fn query_error(e: Error) -> Response {
-    if e.is_user_error() {
-        error(StatusCode::BAD_REQUEST, e.to_string())
-    } else {
-        tracing::error!(error = %e, "Query failed.");
-        error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.log_if_internal();
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = json!({ "error": self.0.client_message() });
+        if let Error::Limit { limit, .. } = &self.0 {
+            body["limit"] = json!(format!("limits.{limit}"));
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        response
     }
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": message.into() })),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,10 +107,9 @@ async fn sql(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Re
     let request: SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be JSON {{\"sql\": \"SELECT …\"}}: {e}"),
-            );
+            return bad_request(format!(
+                "the body must be JSON {{\"sql\": \"SELECT …\"}}: {e}"
+            ));
         }
     };
     let accept = headers
@@ -90,37 +117,17 @@ async fn sql(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Re
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_ascii_lowercase();
-    let result = match api.engine.sql(&request.sql).await {
-        Ok(r) => r,
-        Err(e) => return query_error(e),
-    };
-    if accept.contains(ARROW_STREAM) {
-        return match arrow_ipc(&result) {
-            Ok(bytes) => ([(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response(),
-            Err(e) => query_error(e),
-        };
-    }
-    let (format, content_type) = if accept.contains("text/csv") {
+    let (format, content_type) = if accept.contains(ARROW_STREAM) {
+        (Format::ArrowIpc, ARROW_STREAM)
+    } else if accept.contains("text/csv") {
         (Format::Csv, "text/csv; charset=utf-8")
     } else {
         (Format::Json, "application/json")
     };
-    match render(&result, format) {
-        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
-        Err(e) => query_error(e),
+    match api.engine.sql_rendered(&request.sql, format).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        Err(e) => ApiError(e).into_response(),
     }
-}
-
-fn arrow_ipc(result: &QueryResult) -> crate::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &result.schema)?;
-        for b in &result.batches {
-            w.write(b)?;
-        }
-        w.finish()?;
-    }
-    Ok(buf)
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,11 +153,11 @@ async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Respo
     })();
     let request = match request {
         Ok(r) => r,
-        Err(e) => return query_error(e),
+        Err(e) => return ApiError(e).into_response(),
     };
     match api.engine.dora(&request).await {
         Ok(report) => axum::Json(report).into_response(),
-        Err(e) => query_error(e),
+        Err(e) => ApiError(e).into_response(),
     }
 }
 

@@ -6,14 +6,22 @@
 //! (`deployments`, `changes`, `incidents`, `pipeline_runs`, `task_runs`, `dora_*`), and the DORA
 //! report of [`dora`], which reads those views for a window and computes the five figures and
 //! their levels. Every protocol (CLI, HTTP, Postgres wire) is a thin adapter over the
-//! [`QueryService`] trait; user SQL is read-only and runs under memory and time limits.
+//! [`QueryService`] trait and the one checked path of [`engine`]: the [`guard`] refuses what is
+//! not read-only or too large to plan safely, and every statement runs on the [`runtime`]
+//! (large stacks, apart from the HTTP threads) within the memory, result and time limits of
+//! [`config::Limits`], with the functions that could allocate without bound checked first
+//! ([`functions`]).
 
 pub mod config;
 pub mod dora;
 pub mod engine;
+pub mod error;
 pub mod format;
+pub mod functions;
+pub mod guard;
 pub mod http;
 pub mod pg;
+pub mod runtime;
 mod table;
 pub mod time;
 pub mod views;
@@ -24,35 +32,7 @@ use arrow::datatypes::SchemaRef;
 pub use config::Config;
 pub use dora::{DoraReport, DoraRequest, GroupBy};
 pub use engine::Engine;
-
-/// Errors of the query side. `Sql` is the user's to fix (a 400 over HTTP); the rest are ours.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Sql(String),
-    #[error("query exceeded the time limit of {0} s")]
-    Timeout(u64),
-    #[error("invalid request: {0}")]
-    BadRequest(String),
-    #[error("query engine: {0}")]
-    Engine(#[from] datafusion::error::DataFusionError),
-    #[error(transparent)]
-    Store(#[from] cdlake_schemas::store::StoreError),
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    #[error("formatting results: {0}")]
-    Format(#[from] arrow::error::ArrowError),
-}
-
-impl Error {
-    /// Whether the caller caused it (bad SQL, a refused statement, a bad parameter).
-    pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
-            Error::Sql(_) | Error::BadRequest(_) | Error::Timeout(_)
-        )
-    }
-}
+pub use error::Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -7,42 +7,36 @@
 //!   (cleartext) password; it is compared in constant time. Any other user, `postgres`
 //!   included, is refused whatever the password. A connection that failed to log in never
 //!   reaches the query handlers (they check a marker that only a successful login sets).
-//! - **Read-only.** Every statement is parsed (Postgres dialect, with the client-compatibility
-//!   rewrites of `datafusion-pg-catalog`) and classified before anything is planned: queries
-//!   (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`, `DESCRIBE`, `SHOW TABLES`) are planned and then
-//!   checked with the same [`SQLOptions`] as [`Engine::sql`] (no DDL, no DML, no statements);
-//!   tables named by a file path or URL (`SELECT * FROM '/etc/passwd'`) are refused; harmless
-//!   session statements clients send (`SET application_name`, `SET extra_float_digits`,
-//!   `SET DateStyle`, `SHOW …`, `BEGIN`/`COMMIT`/`ROLLBACK`) are answered without touching
-//!   DataFusion; everything else (`INSERT`, `COPY`, `CREATE …`, `SET datafusion.…`, …) is
-//!   refused with SQLSTATE 42501 and a message saying cdlake's SQL is read-only.
-//! - **Limits.** Statements too large to plan safely (a 10,000-term `OR` chain would overflow
-//!   the stack) are refused before parsing by [`check_complexity`], as [`Engine::sql`] does.
-//!   The engine's memory pool bounds every operator; each statement (planning and execution)
-//!   runs under the engine's query timeout (or a shorter client `statement_timeout`); a result
-//!   is collected before it is sent and refused past `limits.max_result_rows` rows or the
-//!   memory limit in bytes, so a runaway cross join ends with an error. A failed statement
-//!   answers an error; the connection and the server go on.
+//! - **One checked path.** Statements take [`crate::Engine`]'s path, as HTTP's do: the
+//!   [`guard`] checks the text and each statement (read-only, no file or URL as a table, size
+//!   and depth), the engine plans it, checks the plan and collects the result within the
+//!   row, byte, memory and time limits, all on the query runtime. What is Postgres' own stays
+//!   here: its parser (with `datafusion-pg-catalog`'s client-compatibility rewrites), the
+//!   session statements clients send (`SET application_name`, `SHOW …`, `BEGIN`/`COMMIT`,
+//!   answered without touching DataFusion), the extended protocol, and a client's shorter
+//!   `statement_timeout`. Errors carry the SQLSTATE [`crate::Error::sqlstate`] decides.
+//! - **Connections.** At most [`MAX_CONNECTIONS`] at once. A connection must log in within
+//!   [`STARTUP_TIMEOUT`]; at most [`MAX_PENDING_LOGINS`] may be logging in at once, and a new
+//!   one beyond that evicts the oldest, so no number of idle or slow connections keeps a
+//!   client with the password out.
 //! - **Catalog.** `pg_catalog` (from `datafusion-pg-catalog`) is installed on the engine's
 //!   session, so psql's `\dt`, `\dv`, `\d events` and Grafana's schema queries work.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema};
 use async_trait::async_trait;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::error::DataFusionError;
-use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{self, Statement, visit_relations};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{self, Statement};
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::arrow_pg::datatypes::{
@@ -55,7 +49,7 @@ use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire;
-use futures::{Sink, SinkExt, StreamExt};
+use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
@@ -76,57 +70,26 @@ use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::Engine;
-use crate::engine::check_complexity;
-use crate::engine::report_subjects;
+use crate::guard::{self, Class, Dialect};
 
 /// The only user that may log in.
 const USER: &str = "cdlake";
 
-/// Stack of the query runtime's threads (address space; pages are committed as used).
-const QUERY_THREAD_STACK: usize = 64 << 20;
+/// Connections served at once; beyond it, a new connection evicts the oldest one still
+/// logging in, or is closed.
+pub const MAX_CONNECTIONS: usize = 256;
 
-/// Connections served at once; more are closed on arrival.
-const MAX_CONNECTIONS: usize = 256;
+/// Connections logging in at once; a new one beyond it evicts the oldest.
+pub const MAX_PENDING_LOGINS: usize = 64;
+
+/// Time a connection has to log in.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client's `statement_timeout`, as `datafusion-postgres`' `SET` hook stores it.
 const METADATA_STATEMENT_TIMEOUT: &str = "statement_timeout_ms";
-
-/// Session variables a client may `SET` (answered without changing DataFusion's
-/// configuration). Everything else, `datafusion.*` above all, is refused.
-const SETTABLE: &[&str] = &[
-    "application_name",
-    "extra_float_digits",
-    "datestyle",
-    "intervalstyle",
-    "bytea_output",
-    "search_path",
-    "statement_timeout",
-    "timezone",
-    "client_encoding",
-    "client_min_messages",
-    "standard_conforming_strings",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-    "default_transaction_isolation",
-    "default_transaction_read_only",
-    "transaction_read_only",
-    "jit",
-];
-
-/// The subset of [`SETTABLE`] that `SetShowHook` records per connection (and reports back
-/// with a `ParameterStatus`); the rest are accepted with no effect.
-const RECORDED: &[&str] = &[
-    "application_name",
-    "extra_float_digits",
-    "datestyle",
-    "intervalstyle",
-    "bytea_output",
-    "search_path",
-    "statement_timeout",
-];
 
 /// Options of the Postgres endpoint.
 #[derive(Debug, Clone, Default)]
@@ -144,36 +107,94 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     install_catalog(&engine)?;
-    let runtime = Arc::new(QueryRuntime::new()?);
-    let handlers = Arc::new(Handlers::new(engine, options, runtime));
-    accept_loop(listener, handlers, shutdown).await;
+    let logins = Arc::new(Logins::default());
+    let handlers = Arc::new(Handlers::new(engine, options, logins.clone()));
+    accept_loop(listener, handlers, logins, shutdown).await;
     Ok(())
+}
+
+/// Connections that have not logged in yet, oldest first, with the handle that closes them.
+#[derive(Default)]
+struct Logins {
+    pending: std::sync::Mutex<Vec<(SocketAddr, Instant, AbortHandle)>>,
+}
+
+impl Logins {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SocketAddr, Instant, AbortHandle)>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, peer: SocketAddr, handle: AbortHandle) {
+        self.lock().push((peer, Instant::now(), handle));
+    }
+
+    /// The connection from `peer` logged in (or ended).
+    fn done(&self, peer: SocketAddr) {
+        self.lock().retain(|(p, _, _)| *p != peer);
+    }
+
+    /// Close the oldest connection still logging in; false when there is none.
+    fn evict_oldest(&self) -> bool {
+        let mut pending = self.lock();
+        if pending.is_empty() {
+            return false;
+        }
+        let (peer, _, handle) = pending.remove(0);
+        handle.abort();
+        tracing::debug!(%peer, "postgres: closed the oldest connection still logging in");
+        true
+    }
+
+    /// Close connections that did not log in within [`STARTUP_TIMEOUT`].
+    fn expire(&self) {
+        self.lock().retain(|(peer, since, handle)| {
+            let keep = since.elapsed() < STARTUP_TIMEOUT;
+            if !keep {
+                handle.abort();
+                tracing::debug!(%peer, "postgres: no login within the startup timeout; closed");
+            }
+            keep
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     handlers: Arc<Handlers>,
+    logins: Arc<Logins>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = JoinSet::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = sweep.tick() => logins.expire(),
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    if connections.len() >= MAX_CONNECTIONS {
+                    let full = connections.len() >= MAX_CONNECTIONS;
+                    if (full || logins.len() >= MAX_PENDING_LOGINS) && !logins.evict_oldest() {
                         tracing::warn!(%peer, "postgres: too many connections, closing this one");
                         continue;
                     }
                     let _ = socket.set_nodelay(true);
                     let handlers = handlers.clone();
-                    connections.spawn(async move {
+                    let done = logins.clone();
+                    let handle = connections.spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
                             tracing::debug!(%peer, error = %e, "postgres: connection ended");
                         }
+                        done.done(peer);
                     });
+                    logins.add(peer, handle);
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -203,7 +224,20 @@ fn install_catalog(engine: &Engine) -> std::io::Result<()> {
         return Ok(());
     }
     setup_pg_catalog(ctx, &name, EmptyContextProvider)
-        .map_err(|e| std::io::Error::other(format!("postgres endpoint: pg_catalog: {e}")))
+        .map_err(|e| std::io::Error::other(format!("postgres endpoint: pg_catalog: {e}")))?;
+    // `current_user` (rewritten to `session_user`) is the user that logged in, not `postgres`.
+    ctx.register_udf(datafusion::logical_expr::create_udf(
+        "session_user",
+        vec![],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Stable,
+        Arc::new(|_| {
+            Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(USER.to_string())),
+            ))
+        }),
+    ));
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,7 +250,7 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(engine: Engine, options: PgOptions, runtime: Arc<QueryRuntime>) -> Self {
+    fn new(engine: Engine, options: PgOptions, logins: Arc<Logins>) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.is_superuser = false;
@@ -225,11 +259,9 @@ impl Handlers {
             service: Arc::new(Service {
                 parser: Arc::new(Parser {
                     engine: engine.clone(),
-                    runtime: runtime.clone(),
-                    sql: PostgresCompatibilityParser::new(),
+                    sql: Arc::new(PostgresCompatibilityParser::new()),
                 }),
                 engine,
-                runtime,
                 scratch: SessionContext::new(),
             }),
             login: Arc::new(Login {
@@ -237,6 +269,7 @@ impl Handlers {
                 connections: connections.clone(),
                 pids: RandomPidSecretKeyGenerator::default(),
                 parameters,
+                logins,
             }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
@@ -287,6 +320,7 @@ struct Login {
     connections: Arc<ConnectionManager>,
     pids: RandomPidSecretKeyGenerator,
     parameters: DefaultServerParameterProvider,
+    logins: Arc<Logins>,
 }
 
 impl Login {
@@ -303,6 +337,7 @@ impl Login {
         client.session_extensions().insert(handle);
         client.session_extensions().insert(guard);
         client.session_extensions().insert(Authenticated);
+        self.logins.done(client.socket_addr());
         finish_authentication(client, &self.parameters).await
     }
 }
@@ -407,257 +442,69 @@ fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
-/// A statement that would write, change the configuration or read outside the store.
-fn refused(what: impl std::fmt::Display) -> PgWireError {
-    error(
-        "42501",
-        format!(
-            "cdlake SQL is read-only: {what} is refused (only queries such as SELECT, EXPLAIN \
-             and SHOW are allowed)"
-        ),
-    )
-}
-
-fn engine_error(e: DataFusionError, limits: &crate::config::Limits) -> PgWireError {
-    let text = e.strip_backtrace();
-    if text.contains("DDL not supported")
-        || text.contains("DML not supported")
-        || text.contains("Statement not supported")
-    {
-        return refused(format!("this statement ({text})"));
-    }
-    match e.find_root() {
-        DataFusionError::ResourcesExhausted(_) => error(
-            "53200",
-            format!(
-                "query exceeded the memory limit of {} MB: {text}",
-                limits.memory_mb.max(64)
-            ),
-        ),
-        DataFusionError::SQL(..) => error("42601", text),
-        DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => error("42000", text),
-        DataFusionError::NotImplemented(_) => error("0A000", text),
-        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => error("22000", text),
-        _ => error("XX000", text),
-    }
-}
-
-fn parse_error(e: impl std::fmt::Display) -> PgWireError {
-    error("42601", e.to_string())
+/// An error of the shared path as Postgres answers it.
+fn pg_error(e: crate::Error) -> PgWireError {
+    e.log_if_internal();
+    error(e.sqlstate(), e.client_message())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Statements
 
-/// What a statement is allowed to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// Planned, checked read-only, run under the limits.
-    Query,
-    /// A session setting, answered by `SetShowHook` on a scratch context or ignored.
-    Set { recorded: bool },
-    /// `SHOW variable`, answered by `SetShowHook`.
-    Show,
-    /// `BEGIN`, `COMMIT`, `ROLLBACK`: answered by `TransactionStatementHook`.
-    Transaction,
-}
-
-/// Sort a statement into a [`Class`], or refuse it.
-fn classify(statement: &Statement) -> PgWireResult<Class> {
-    match statement {
-        Statement::Query(_)
-        | Statement::ExplainTable { .. }
-        | Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowFunctions { .. } => {
-            check_relations(statement)?;
-            Ok(Class::Query)
-        }
-        Statement::Explain {
-            statement: inner, ..
-        } => match classify(inner)? {
-            Class::Query => Ok(Class::Query),
-            _ => Err(refused("EXPLAIN of a non-query")),
-        },
-        Statement::Set(set) => classify_set(set),
-        Statement::ShowVariable { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowCatalogs { .. } => Ok(Class::Show),
-        Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. } => Ok(Class::Transaction),
-        other => Err(refused(statement_name(other))),
-    }
-}
-
-fn classify_set(set: &ast::Set) -> PgWireResult<Class> {
-    match set {
-        ast::Set::SingleAssignment {
-            variable, values, ..
-        } => {
-            let name = variable
-                .0
-                .iter()
-                .filter_map(|part| part.as_ident())
-                .map(|ident| ident.value.to_lowercase())
-                .collect::<Vec<_>>()
-                .join(".");
-            if values.is_empty() || !SETTABLE.contains(&name.as_str()) {
-                return Err(refused(format!(
-                    "SET {name} (only client session settings such as application_name, \
-                     extra_float_digits, DateStyle and TimeZone may be set)"
-                )));
-            }
-            Ok(Class::Set {
-                recorded: RECORDED.contains(&name.as_str()),
-            })
-        }
-        ast::Set::SetTimeZone { local: false, .. } => Ok(Class::Set { recorded: true }),
-        ast::Set::SetTimeZone { local: true, .. }
-        | ast::Set::SetNames { .. }
-        | ast::Set::SetTransaction { .. } => Ok(Class::Set { recorded: false }),
-        _ => Err(refused("this SET statement")),
-    }
-}
-
-/// A name for a refused statement, without printing it (a statement can be huge).
-fn statement_name(statement: &Statement) -> &'static str {
-    match statement {
-        Statement::Insert(_) => "INSERT",
-        Statement::Update(_) => "UPDATE",
-        Statement::Delete(_) => "DELETE",
-        Statement::Merge(_) => "MERGE",
-        Statement::Truncate(_) => "TRUNCATE",
-        Statement::Copy { .. } | Statement::CopyIntoSnowflake { .. } => "COPY",
-        Statement::CreateTable(_) => "CREATE TABLE",
-        Statement::CreateView(_) => "CREATE VIEW",
-        Statement::CreateSchema { .. } => "CREATE SCHEMA",
-        Statement::CreateDatabase { .. } => "CREATE DATABASE",
-        Statement::CreateFunction(_) => "CREATE FUNCTION",
-        Statement::CreateIndex(_) => "CREATE INDEX",
-        Statement::Drop { .. } => "DROP",
-        Statement::AlterTable(_) => "ALTER TABLE",
-        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => {
-            "a cursor statement"
-        }
-        Statement::Prepare { .. } | Statement::Execute { .. } | Statement::Deallocate { .. } => {
-            "PREPARE/EXECUTE"
-        }
-        Statement::Use(_) => "USE",
-        _ => "this statement",
-    }
-}
-
-/// Refuse tables named by a path or URL (`SELECT * FROM '/etc/passwd'`): SQL reads only the
-/// store's tables.
-fn check_relations(statement: &Statement) -> PgWireResult<()> {
-    let flow = visit_relations(statement, |name: &ast::ObjectName| {
-        let path_like = name
-            .0
-            .iter()
-            .filter_map(|part| part.as_ident())
-            .any(|ident| {
-                ident.quote_style == Some('\'')
-                    || ident.value.contains('/')
-                    || ident.value.contains('\\')
-                    || ident.value.contains("://")
-            });
-        if path_like {
-            std::ops::ControlFlow::Break(())
-        } else {
-            std::ops::ControlFlow::Continue(())
-        }
-    });
-    if flow.is_break() {
-        return Err(refused(
-            "reading a file or URL (SQL reads only the tables of the store)",
-        ));
-    }
-    Ok(())
-}
-
-/// The read-only rules of [`Engine::sql`].
-fn read_only() -> SQLOptions {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
-}
-
 /// The parser of both protocols, and the `QueryParser` of the extended one.
 struct Parser {
     engine: Engine,
-    runtime: Arc<QueryRuntime>,
-    sql: PostgresCompatibilityParser,
+    sql: Arc<PostgresCompatibilityParser>,
 }
 
+/// A statement as parsed, with its class (decided on the query runtime).
+type Parsed = Vec<(Statement, Class)>;
+
 impl Parser {
-    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
-        // Before parsing, as `Engine::sql` does: planning recurses over the expression tree.
-        match check_complexity(sql) {
-            Ok(()) => {}
-            // Text the tokenizer cannot read: the parser below says what is wrong with it.
-            Err(crate::Error::Sql(message)) if message.starts_with("SQL syntax") => {}
-            Err(e) => return Err(error("54001", e.to_string())),
-        }
-        match self.sql.parse(sql) {
-            Ok(statements) => Ok(statements),
-            Err(e) => {
-                // DataFusion's own statements (`CREATE EXTERNAL TABLE`, `COPY … TO` with
-                // options) are not Postgres syntax: say they are refused, not misspelled.
-                if let Ok(statements) = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
-                {
-                    for statement in &statements {
-                        match statement {
-                            DfStatement::CreateExternalTable(_) => {
-                                return Err(refused("CREATE EXTERNAL TABLE"));
-                            }
-                            DfStatement::CopyTo(_) => return Err(refused("COPY")),
-                            DfStatement::Reset(_) => return Err(refused("RESET")),
-                            DfStatement::Explain(_) => return Err(refused("this EXPLAIN")),
-                            DfStatement::Statement(s) => {
-                                classify(s)?;
-                            }
-                        }
-                    }
-                }
-                Err(parse_error(e))
+    /// Check the text, parse it and classify each statement, on the query runtime (parsing and
+    /// classifying recurse over the tree).
+    async fn parse(&self, sql: &str, limit: &TimeLimit) -> PgWireResult<Parsed> {
+        let engine = self.engine.clone();
+        let parser = self.sql.clone();
+        let sql = sql.to_string();
+        let work = async move {
+            let limits = &engine.config().limits;
+            guard::check_text(&sql, Dialect::Postgres, limits)?;
+            let statements = match parser.parse(&sql) {
+                Ok(statements) => statements,
+                Err(e) => return Err(unparsed(&sql, e)),
+            };
+            statements
+                .into_iter()
+                .map(|s| {
+                    let class = guard::check_statement(
+                        &DfStatement::Statement(Box::new(s.clone())),
+                        limits,
+                    )?;
+                    Ok((s, class))
+                })
+                .collect::<crate::Result<Parsed>>()
+        };
+        limit.run(&self.engine, work).await
+    }
+}
+
+/// Text Postgres' parser refused. DataFusion's own statements (`CREATE EXTERNAL TABLE`,
+/// `COPY … TO` with options) are not Postgres syntax: say they are refused, not misspelled.
+fn unparsed(sql: &str, e: impl std::fmt::Display) -> crate::Error {
+    if let Ok(statements) = guard::parse(sql, Dialect::Postgres) {
+        for statement in &statements {
+            if let Err(refused @ crate::Error::ReadOnly { .. }) =
+                guard::check_statement(statement, &crate::config::Limits::default())
+            {
+                return refused;
             }
         }
     }
-}
-
-/// The engine `statement` runs on: for a statement naming a DORA view, one holding the DORA
-/// rows computed once for it ([`Engine::sql`] does the same).
-async fn engine_for(engine: &Engine, statement: &Statement) -> PgWireResult<Engine> {
-    match report_subjects(&statement.to_string()) {
-        Some(subjects) => report_engine(engine, &subjects).await,
-        None => Ok(engine.clone()),
+    crate::Error::Sql {
+        message: e.to_string(),
+        sqlstate: "42601",
     }
-}
-
-async fn report_engine(engine: &Engine, subjects: &[&str]) -> PgWireResult<Engine> {
-    engine.for_subjects(subjects).await.map_err(|e| match e {
-        crate::Error::Engine(e) => engine_error(e, &engine.config().limits),
-        crate::Error::Sql(message) if message.contains("Resources exhausted") => {
-            error("53200", message)
-        }
-        e => error("XX000", e.to_string()),
-    })
-}
-
-/// Plan a query statement and check it against the read-only rules of [`Engine::sql`].
-async fn plan(engine: &Engine, statement: &Statement) -> PgWireResult<LogicalPlan> {
-    let limits = &engine.config().limits;
-    let state = engine.session().state();
-    let plan = state
-        .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
-        .await
-        .map_err(|e| engine_error(e, limits))?;
-    read_only()
-        .verify_plan(&plan)
-        .map_err(|e| engine_error(e, limits))?;
-    Ok(plan)
 }
 
 /// A statement of the extended protocol, classified (and for queries planned) at Parse. Shared
@@ -691,24 +538,26 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         ensure_authenticated(client)?;
-        let mut statements = self.parse(sql)?;
+        let limit = TimeLimit::of(&self.engine, client);
+        let mut statements = self.parse(sql, &limit).await?;
         if statements.len() > 1 {
             return Err(error(
                 "42601",
                 "cannot insert multiple commands into a prepared statement",
             ));
         }
-        let Some(statement) = statements.pop() else {
+        let Some((statement, class)) = statements.pop() else {
             return Ok(None);
         };
-        let class = classify(&statement)?;
         let statement = Arc::new(statement);
         let query = if class == Class::Query {
             let engine = self.engine.clone();
             let statement = statement.clone();
             let work = async move {
-                let plan = plan(&engine, &statement).await?;
-                let parameters = parameters(&plan, &engine)?;
+                let plan = engine
+                    .plan(DfStatement::Statement(Box::new(statement.as_ref().clone())))
+                    .await?;
+                let parameters = parameters(&plan)?;
                 let schema = plan.schema().as_arrow().clone();
                 Ok(Arc::new(PreparedQuery {
                     plan,
@@ -716,8 +565,7 @@ impl QueryParser for Parser {
                     schema,
                 }))
             };
-            let limit = TimeLimit::of(&self.engine, client);
-            Some(limit.run(self.runtime.run(work)).await?)
+            Some(limit.run(&self.engine, work).await?)
         } else {
             None
         };
@@ -789,11 +637,11 @@ struct Parameter {
 /// The parameters of a plan, in `$1, $2, …` order (after `datafusion-postgres`' planner: types
 /// DataFusion could not infer are taken from a cast around the placeholder, and oid columns of
 /// the catalog are bound as `oid`).
-fn parameters(plan: &LogicalPlan, engine: &Engine) -> PgWireResult<Vec<Parameter>> {
-    let limits = &engine.config().limits;
+fn parameters(plan: &LogicalPlan) -> crate::Result<Vec<Parameter>> {
+    let limits = &crate::config::Limits::default();
     let mut types = plan
         .get_parameter_types()
-        .map_err(|e| engine_error(e, limits))?;
+        .map_err(|e| crate::Error::from_datafusion(e, limits))?;
     let mut wire_overrides: HashMap<String, Type> = HashMap::new();
     plan.apply(|node| {
         for expr in node.expressions() {
@@ -824,7 +672,7 @@ fn parameters(plan: &LogicalPlan, engine: &Engine) -> PgWireResult<Vec<Parameter
         }
         Ok(TreeNodeRecursion::Continue)
     })
-    .map_err(|e| engine_error(e, limits))?;
+    .map_err(|e| crate::Error::from_datafusion(e, limits))?;
     let mut ordered: Vec<(String, Option<DataType>)> = types.into_iter().collect();
     ordered.sort_by_key(|(id, _)| {
         id.trim_start_matches('$')
@@ -836,7 +684,10 @@ fn parameters(plan: &LogicalPlan, engine: &Engine) -> PgWireResult<Vec<Parameter
         .map(|(id, inferred)| {
             let wire = match (wire_overrides.remove(&id), &inferred) {
                 (Some(ty), _) => ty,
-                (None, Some(dt)) => into_pg_type(dt)?,
+                (None, Some(dt)) => into_pg_type(dt).map_err(|e| crate::Error::Sql {
+                    message: format!("parameter {id}: {e}"),
+                    sqlstate: "0A000",
+                })?,
                 (None, None) => Type::UNKNOWN,
             };
             Ok(Parameter { inferred, wire })
@@ -847,83 +698,17 @@ fn parameters(plan: &LogicalPlan, engine: &Engine) -> PgWireResult<Vec<Parameter
 // ---------------------------------------------------------------------------------------------
 // Execution
 
-/// Where statements are planned and run: a runtime of its own whose threads have large stacks.
-/// Planning, optimising, cloning and evaluating an expression recurse over its tree; a long
-/// `OR` chain that `check_complexity` still lets through needs more than the 2 MiB of a
-/// default tokio thread (DataFusion's own tasks are spawned on this runtime too).
-struct QueryRuntime {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl QueryRuntime {
-    fn new() -> std::io::Result<Self> {
-        // More threads than cores: a query whose operators do not yield (a cross join feeding
-        // an aggregate) keeps its threads busy until it finishes, even after its timeout
-        // dropped it; the other threads keep serving everyone else meanwhile.
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads((4 * cores).max(8))
-            .thread_name("cdlake-pg-query")
-            .thread_stack_size(QUERY_THREAD_STACK)
-            .enable_all()
-            .build()?;
-        Ok(Self {
-            runtime: Some(runtime),
-        })
-    }
-
-    /// Run `work` on the query runtime; dropping the returned future (a timeout, a cancel
-    /// request, a closed connection) aborts it.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = PgWireResult<T>> + Send + 'static,
-    ) -> PgWireResult<T> {
-        let Some(runtime) = &self.runtime else {
-            return Err(error("57P01", "the server is shutting down"));
-        };
-        let mut task = AbortOnDrop(runtime.spawn(work));
-        match (&mut task.0).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => {
-                tracing::error!(error = %e, "postgres: a query panicked");
-                Err(error(
-                    "XX000",
-                    "internal error: the query failed unexpectedly",
-                ))
-            }
-            Err(_) => Err(error("57014", "canceling statement")),
-        }
-    }
-}
-
-impl Drop for QueryRuntime {
-    fn drop(&mut self) {
-        // May be dropped inside an async context, where a blocking shutdown would panic.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The time a statement may take: the engine's query timeout, or the client's shorter
 /// `statement_timeout`.
 struct TimeLimit {
     duration: Duration,
-    message: String,
+    /// Whether the client's `statement_timeout` is the shorter.
+    client: bool,
 }
 
 impl TimeLimit {
     fn of<C: ClientInfo + ?Sized>(engine: &Engine, client: &C) -> Self {
-        let secs = engine.config().limits.query_timeout_secs.max(1);
-        let engine_limit = Duration::from_secs(secs);
+        let engine_limit = engine.time_limit();
         let client_limit = client
             .metadata()
             .get(METADATA_STATEMENT_TIMEOUT)
@@ -933,70 +718,38 @@ impl TimeLimit {
         match client_limit {
             Some(limit) if limit < engine_limit => Self {
                 duration: limit,
-                message: "canceling statement due to statement timeout".to_string(),
+                client: true,
             },
             _ => Self {
                 duration: engine_limit,
-                message: format!("canceling statement: {}", crate::Error::Timeout(secs)),
+                client: false,
             },
         }
     }
 
-    async fn run<T>(&self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
-        tokio::time::timeout(self.duration, work)
+    /// Run `work` on the engine's query runtime within this limit. Dropping the future (a
+    /// cancel request, a closed connection) aborts it.
+    async fn run<T: Send + 'static>(
+        &self,
+        engine: &Engine,
+        work: impl Future<Output = crate::Result<T>> + Send + 'static,
+    ) -> PgWireResult<T> {
+        engine
+            .within(self.duration, work)
             .await
-            .map_err(|_| error("57014", self.message.clone()))?
+            .map_err(|e| match e {
+                crate::Error::Timeout { .. } if self.client => {
+                    error("57014", "canceling statement due to statement timeout")
+                }
+                crate::Error::Timeout { .. } => error("57014", format!("canceling statement: {e}")),
+                e => pg_error(e),
+            })
     }
-}
-
-/// Run a checked plan and collect its result, within the result-size guards.
-async fn collect(engine: &Engine, plan: LogicalPlan) -> PgWireResult<(Schema, Vec<RecordBatch>)> {
-    let limits = &engine.config().limits;
-    let max_rows = limits.max_result_rows;
-    let max_bytes = limits.memory_mb.max(64).saturating_mul(1 << 20);
-    let df = engine
-        .session()
-        .execute_logical_plan(plan)
-        .await
-        .map_err(|e| engine_error(e, limits))?;
-    let schema = df.schema().as_arrow().clone();
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| engine_error(e, limits))?;
-    let (mut rows, mut bytes, mut batches) = (0usize, 0usize, Vec::new());
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| engine_error(e, limits))?;
-        rows += batch.num_rows();
-        bytes += batch.get_array_memory_size();
-        if rows > max_rows {
-            return Err(error(
-                "54000",
-                format!(
-                    "the result has more than {max_rows} rows (limits.max_result_rows): add a \
-                     LIMIT or aggregate"
-                ),
-            ));
-        }
-        if bytes > max_bytes {
-            return Err(error(
-                "54000",
-                format!(
-                    "the result is larger than the memory limit of {} MB: add a LIMIT, select \
-                     fewer columns or aggregate",
-                    limits.memory_mb.max(64)
-                ),
-            ));
-        }
-        batches.push(batch);
-    }
-    Ok((schema, batches))
 }
 
 struct Service {
     engine: Engine,
     parser: Arc<Parser>,
-    runtime: Arc<QueryRuntime>,
     /// Where `SET` statements are "executed": never the engine's session.
     scratch: SessionContext,
 }
@@ -1044,16 +797,17 @@ impl Service {
             .map(|answer| answer.unwrap_or_else(|e| Response::Error(Box::new(e.into()))))
     }
 
-    async fn simple_statement<C>(&self, client: &mut C, statement: Statement) -> Response
+    async fn simple_statement<C>(
+        &self,
+        client: &mut C,
+        statement: Statement,
+        class: Class,
+    ) -> Response
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let class = match classify(&statement) {
-            Ok(class) => class,
-            Err(e) => return Response::Error(Box::new(e.into())),
-        };
         if let Some(answer) = self.transaction(client, &statement).await {
             return answer;
         }
@@ -1062,17 +816,22 @@ impl Service {
         }
         let engine = self.engine.clone();
         let work = async move {
-            let engine = engine_for(&engine, &statement).await?;
-            let plan = plan(&engine, &statement).await?;
-            collect(&engine, plan).await
+            engine
+                .run_statement(DfStatement::Statement(Box::new(statement)))
+                .await
         };
         let limit = TimeLimit::of(&self.engine, client);
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        match limit
-            .run(self.runtime.run(work))
+        match Box::pin(limit.run(&self.engine, work))
             .await
-            .and_then(|(schema, batches)| encode(&schema, batches, &Format::UnifiedText, options))
-        {
+            .and_then(|result| {
+                encode(
+                    &result.schema,
+                    result.batches,
+                    &Format::UnifiedText,
+                    options,
+                )
+            }) {
             Ok(response) => Response::Query(response),
             Err(e) => Response::Error(Box::new(e.into())),
         }
@@ -1120,13 +879,14 @@ impl SimpleQueryHandler for Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         ensure_authenticated(client)?;
-        let statements = self.parser.parse(query)?;
+        let limit = TimeLimit::of(&self.engine, client);
+        let statements = self.parser.parse(query, &limit).await?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut responses = Vec::with_capacity(statements.len());
-        for statement in statements {
-            let response = Box::pin(self.simple_statement(client, statement)).await;
+        for (statement, class) in statements {
+            let response = Box::pin(self.simple_statement(client, statement, class)).await;
             let failed = matches!(response, Response::Error(_));
             responses.push(response);
             if failed {
@@ -1191,20 +951,16 @@ impl ExtendedQueryHandler for Service {
                     .plan
                     .clone()
                     .replace_params_with_values(&values)
-                    .map_err(|e| engine_error(e, limits))?,
+                    .map_err(|e| crate::Error::from_datafusion(e, limits))?,
             };
-            // Values cannot turn a query into anything else, but checking again is cheap.
-            read_only()
-                .verify_plan(&plan)
-                .map_err(|e| engine_error(e, limits))?;
-            collect(&engine, plan).await
+            engine.collect(plan).await
         };
         let limit = TimeLimit::of(&self.engine, client);
-        let (schema, batches) = limit.run(self.runtime.run(work)).await?;
+        let result = limit.run(&self.engine, work).await?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         Ok(Response::Query(encode(
-            &schema,
-            batches,
+            &result.schema,
+            result.batches,
             &portal.result_column_format,
             options,
         )?))

@@ -33,7 +33,7 @@ use cdlake_ingest::demo::{DemoSpec, generate};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::dora::Level;
 use cdlake_query::pg::{PgOptions, serve};
-use cdlake_query::{Config, DoraRequest, Engine, GroupBy, QueryService};
+use cdlake_query::{Config, DoraRequest, Engine, GroupBy};
 use cdlake_schemas::store::Store;
 use cdlake_schemas::{DeadLetter, Origin, cdevents};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};

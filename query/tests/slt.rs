@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use cdlake_ingest::parquet::{EncodeOptions, encode, writer_properties};
 use cdlake_ingest::{Ingester, IngesterConfig};
-use cdlake_query::{Config, DoraRequest, Engine, QueryService};
+use cdlake_query::{Config, DoraRequest, Engine};
 use cdlake_schemas::event::events_to_batch;
 use cdlake_schemas::paths::{DataFilePath, Table};
 use cdlake_schemas::store::Store;

@@ -74,6 +74,37 @@ impl Event {
     }
 }
 
+/// The earliest event time cdlake stores: 2000-01-01T00:00:00Z, in µs since the epoch.
+pub const EARLIEST_TIME: i64 = 946_684_800_000_000;
+
+/// How far ahead of the receiver's clock an event time may be: one day, in µs.
+pub const MAX_AHEAD: i64 = 86_400_000_000;
+
+/// Whether an event time (µs since the epoch, UTC) is plausible for an input received at `now`:
+/// not before 2000 and not more than a day ahead of the receiver's clock. A time outside is a
+/// sender's clock or unit error (seconds read as milliseconds, a year typed 1015), and would
+/// create a date partition of its own; the error is the rejection's reason.
+pub fn check_time(time: i64, now: i64) -> Result<(), String> {
+    let show = |t: i64| {
+        chrono::DateTime::from_timestamp_micros(t)
+            .map_or_else(|| format!("{t} µs"), |t| t.to_rfc3339())
+    };
+    if time < EARLIEST_TIME {
+        return Err(format!(
+            "the event time {} is before 2000-01-01: check the sender's clock and time format",
+            show(time)
+        ));
+    }
+    if time > now.saturating_add(MAX_AHEAD) {
+        return Err(format!(
+            "the event time {} is more than a day ahead of the receiver's clock ({}): check the sender's clock and time format",
+            show(time),
+            show(now)
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn micros_to_date(micros: i64) -> chrono::NaiveDate {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()

@@ -162,6 +162,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         &args.http,
         &args.pg,
         &SecretArgs::default(),
+        &super::ReceiverLimits::default(),
     )
     .await?;
     let trickle = tokio::spawn(trickle(standalone.writer.clone(), spec, args.live_per_day));

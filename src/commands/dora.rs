@@ -1,7 +1,6 @@
 //! `cdlake dora`: the DORA report for a window.
 
 use anyhow::Context;
-use cdlake_query::QueryService;
 use cdlake_query::dora::{html, render};
 use cdlake_query::{DoraRequest, GroupBy};
 use chrono::{SubsecRound, Utc};

@@ -8,7 +8,7 @@ use cdlake_ingest::{Ingester, IngesterConfig, Metrics};
 
 use super::compact::{CompactArgs, spawn_background};
 use super::{NatsArgs, StoreArgs};
-use crate::http::{HttpArgs, finish, serve, shutdown_signal};
+use crate::http::{HttpArgs, finish, request_timeout, serve, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -70,7 +70,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         listen: args.listen,
         token: args.token.clone(),
     };
-    let app = finish(axum::Router::new(), &http, metrics.clone(), None);
+    let app = finish(
+        axum::Router::new(),
+        &http,
+        metrics.clone(),
+        None,
+        request_timeout(0),
+    );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(app, http.listen, async move {
         let _ = http_stopped.await;

@@ -6,8 +6,8 @@ use cdlake_ingest::Metrics;
 use cdlake_ingest::http::{Receivers, Sink, router};
 use cdlake_ingest::stream::{Publisher, connect};
 
-use super::{NatsArgs, SecretArgs};
-use crate::http::{HttpArgs, finish, serve, shutdown_signal};
+use super::{NatsArgs, ReceiverLimits, SecretArgs};
+use crate::http::{HttpArgs, check_exposure, finish, request_timeout, serve, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -17,9 +17,18 @@ pub(crate) struct Args {
     nats: NatsArgs,
     #[command(flatten)]
     secrets: SecretArgs,
+    #[command(flatten)]
+    limits: ReceiverLimits,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    // Without a token, /metrics (and the CloudEvents and OTLP routes, which carry no signature)
+    // would be open to anyone who reaches the port.
+    check_exposure(
+        "the receivers",
+        args.http.listen,
+        args.http.token.as_deref(),
+    )?;
     let metrics = Arc::new(Metrics::new());
     crate::telemetry::observe(&metrics);
     let client = connect(&args.nats.nats, "cdlake receive").await?;
@@ -29,9 +38,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         sink: Sink::Nats(Box::new(publisher)),
         github_secrets: args.secrets.github_secret.clone(),
         gitlab_tokens: args.secrets.gitlab_token.clone(),
+        otlp_max_spans: args.limits.otlp_max_spans,
         metrics: metrics.clone(),
     };
-    let app = finish(router(receivers), &args.http, metrics, None);
+    let app = finish(
+        router(receivers),
+        &args.http,
+        metrics,
+        None,
+        request_timeout(0),
+    );
     serve(app, args.http.listen, shutdown_signal()).await?;
     client.flush().await.ok();
     Ok(std::process::ExitCode::SUCCESS)

@@ -13,7 +13,9 @@ use cdlake_schemas::store::Store;
 use tokio::sync::watch;
 
 use super::{ConfigArgs, StoreArgs};
-use crate::http::{ExtraMetrics, HttpArgs, check_exposure, finish, serve, shutdown_signal};
+use crate::http::{
+    ExtraMetrics, HttpArgs, check_exposure, finish, request_timeout, serve, shutdown_signal,
+};
 
 /// Where the Postgres wire protocol listens.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,9 +46,12 @@ pub(crate) struct QueryFront {
     pub(crate) routes: axum::Router,
     pub(crate) gauges: ExtraMetrics,
     pub(crate) engine: Engine,
+    /// How long a request may take ([`request_timeout`] of the query time limit).
+    pub(crate) request_limit: std::time::Duration,
 }
 
 pub(crate) async fn query_front(store: &Store, config: Config) -> anyhow::Result<QueryFront> {
+    let request_limit = request_timeout(config.limits.query_timeout_secs);
     let engine = Engine::open(store, config).await?;
     let routes = cdlake_query::http::router(engine.clone(), store.clone());
     let gauges = DoraGauges::new(engine.clone());
@@ -58,6 +63,7 @@ pub(crate) async fn query_front(store: &Store, config: Config) -> anyhow::Result
         routes,
         gauges,
         engine,
+        request_limit,
     })
 }
 
@@ -111,6 +117,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         &args.http,
         Arc::new(Metrics::new()),
         Some(front.gauges),
+        front.request_limit,
     );
     let served = serve(app, args.http.listen, shutdown_signal()).await;
     let _ = stop.send(true);

@@ -1,6 +1,6 @@
 //! `cdlake sql`: one read-only query, printed as a table, CSV or JSON.
 
-use cdlake_query::format::{Format, render};
+use cdlake_query::format::{Format, render_text};
 
 use super::{ConfigArgs, StoreArgs};
 
@@ -32,7 +32,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         OutputFormat::Csv => Format::Csv,
         OutputFormat::Json => Format::Json,
     };
-    let text = render(&result, format)?;
+    let text = render_text(&result, format, engine.config().limits.max_result_mb)?;
     println!("{}", text.trim_end());
     Ok(std::process::ExitCode::SUCCESS)
 }

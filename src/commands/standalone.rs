@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::compact::CompactArgs;
 use super::serve::{PgArgs, query_front, spawn_pg};
-use super::{ConfigArgs, SecretArgs, StoreArgs};
+use super::{ConfigArgs, ReceiverLimits, SecretArgs, StoreArgs};
 use crate::http::{HttpArgs, check_exposure, finish, serve, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,8 @@ pub(crate) struct Args {
     pg: PgArgs,
     #[command(flatten)]
     secrets: SecretArgs,
+    #[command(flatten)]
+    receiver_limits: ReceiverLimits,
     /// Compact small files every this many seconds in the background (0: never).
     #[arg(long, env = "CDLAKE_COMPACT_EVERY_SECS", default_value_t = 600)]
     compact_every_secs: u64,
@@ -49,6 +51,7 @@ pub(crate) async fn start(
     http: &HttpArgs,
     pg: &PgArgs,
     secrets: &SecretArgs,
+    receiver_limits: &ReceiverLimits,
 ) -> anyhow::Result<Standalone> {
     check_exposure("HTTP", http.listen, http.token.as_deref())?;
     let metrics = Arc::new(Metrics::new());
@@ -63,6 +66,7 @@ pub(crate) async fn start(
         sink: Sink::Local(handle.clone()),
         github_secrets: secrets.github_secret.clone(),
         gitlab_tokens: secrets.gitlab_token.clone(),
+        otlp_max_spans: receiver_limits.otlp_max_spans,
         metrics: metrics.clone(),
     };
     let app = finish(
@@ -70,6 +74,7 @@ pub(crate) async fn start(
         http,
         metrics,
         Some(front.gauges),
+        front.request_limit,
     );
     Ok(Standalone {
         writer: handle,
@@ -108,7 +113,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         args.compact.options(),
         std::time::Duration::from_secs(args.compact_every_secs),
     );
-    let s = start(store, config, &args.http, &args.pg, &args.secrets).await?;
+    let s = start(
+        store,
+        config,
+        &args.http,
+        &args.pg,
+        &args.secrets,
+        &args.receiver_limits,
+    )
+    .await?;
     run_until_stopped(s, &args.http).await?;
     if let Some(c) = compaction {
         c.abort();
