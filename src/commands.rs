@@ -5,6 +5,7 @@ pub(crate) mod demo;
 pub(crate) mod dora;
 pub(crate) mod import;
 pub(crate) mod ingest;
+pub(crate) mod migrate;
 pub(crate) mod receive;
 pub(crate) mod serve;
 pub(crate) mod sql;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cdlake_query::{Config, Engine};
+use cdlake_schemas::lake::AsOf;
 use cdlake_schemas::store::Store;
 
 /// Where the history lives.
@@ -116,9 +118,23 @@ impl ConfigArgs {
     }
 }
 
-pub(crate) async fn engine(store: &StoreArgs, config: &ConfigArgs) -> anyhow::Result<Engine> {
+/// The engine over the tables as they were at `as_of` (a version of `events` or a time), or at
+/// their newest.
+pub(crate) async fn engine_as_of(
+    store: &StoreArgs,
+    config: &ConfigArgs,
+    as_of: Option<&str>,
+) -> anyhow::Result<Engine> {
     let store = store.open()?;
-    Ok(Engine::open(&store, config.load()?).await?)
+    let as_of = match as_of {
+        None => AsOf::Latest,
+        Some(text) => AsOf::parse(text).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--as-of {text:?} is neither a table version (42) nor a time (2026-11-30, 2026-11-30T12:00:00Z)"
+            )
+        })?,
+    };
+    Ok(Engine::open_as_of(&store, config.load()?, as_of).await?)
 }
 
 pub(crate) use cdlake_query::time::parse_time;

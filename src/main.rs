@@ -36,9 +36,11 @@ enum Command {
     Serve(commands::serve::Args),
     /// Open the terminal UI on a running cdlake serve/standalone.
     Tui(commands::tui::Args),
-    /// Merge each partition's small files into large sorted files (also done in the background
-    /// by `ingest` and `standalone`).
+    /// Merge each partition's small files into large sorted files, then vacuum and checkpoint
+    /// (also done in the background by `ingest` and `standalone`).
     Compact(commands::compact::Args),
+    /// Convert a store written before the tables became Delta Lake tables, in place.
+    Migrate(commands::migrate::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(_) => "cdlake-serve",
         Command::Tui(_) => "cdlake-tui",
         Command::Compact(_) => "cdlake-compact",
+        Command::Migrate(_) => "cdlake-migrate",
     };
     // Dropped last: flushes the OTLP exporters after the runtime is gone.
     let _telemetry = telemetry::init(service);
@@ -79,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => commands::serve::run(args).await,
             Command::Tui(args) => commands::tui::run(args).await,
             Command::Compact(args) => commands::compact::run(args).await,
+            Command::Migrate(args) => commands::migrate::run(args).await,
         }
     });
     drop(runtime);

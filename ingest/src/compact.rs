@@ -1,31 +1,30 @@
 //! Compaction: merge a date partition's small files into files of a target size, sorted by
-//! time and de-duplicated, atomically for readers.
+//! time and de-duplicated, committed as one Delta transaction (the inputs removed and the
+//! outputs added with `dataChange = false`), so every reader sees each row once at every
+//! moment, whatever engine it is.
 //!
-//! The protocol (see [`cdlake_schemas::compaction`]) has three steps, each safe to crash after:
-//! 1. write the outputs `compact-<id>-<n>.parquet` (invisible: no manifest yet);
-//! 2. commit the manifest naming inputs and outputs (the atomic switch);
-//! 3. after a grace period longer than any query, delete the inputs, then manifests whose
-//!    outputs have themselves been compacted away, and outputs a crash left without a manifest.
-//!
-//! One compactor works on a partition at a time: it holds a lease object under
-//! `_cdlake/locks/` (create-if-absent, with an expiry so a crashed holder does not block
-//! compaction for ever). Merging streams the inputs (each already sorted by time) through a
-//! k-way merge, so memory stays at a batch per input plus the output being encoded.
+//! Merging streams the inputs (each already sorted by time) through a k-way merge, so memory
+//! stays at a batch per input plus the output being encoded. The outputs are put first; the
+//! commit names the table version whose files were merged. When another writer committed
+//! since, the merge is committed anyway if all its inputs are still in the table (an append
+//! touches no file), and dropped if another compactor removed one of them: two compactors of
+//! the same partition cannot both win. Removed inputs are deleted later by
+//! [`TableLog::maintain`]'s vacuum, after the retention (queries and time travel read them
+//! meanwhile).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
-use std::time::Duration;
+use std::collections::{BinaryHeap, HashSet};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use bytes::Bytes;
-use cdlake_schemas::compaction::{MANIFEST_DIR, Manifest, OUTPUT_PREFIX, Visibility};
+use cdlake_schemas::lake::{ActiveFile, Change, CommitError, CommitKind, NewFile, TableLog};
 use cdlake_schemas::paths::{DataFilePath, Table};
 use cdlake_schemas::store::{Commit, Store};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::parquet::{EncodeOptions, writer_properties};
@@ -40,11 +39,9 @@ pub struct CompactOptions {
     pub min_files: usize,
     /// Merge at most this many files in one output group (bounds memory).
     pub max_inputs: usize,
-    /// How long merged inputs stay readable after their replacement is committed: longer than
-    /// the longest query (`limits.query_timeout_secs`).
-    pub grace: Duration,
-    /// How long a compactor's lease on a partition lasts.
-    pub lease: Duration,
+    /// How long removed files and old log entries are kept: the reach of time travel
+    /// (`--as-of`), and longer than the longest query (`limits.query_timeout_secs`).
+    pub retention: chrono::Duration,
     pub encode: EncodeOptions,
 }
 
@@ -54,8 +51,7 @@ impl Default for CompactOptions {
             target_bytes: 128 << 20,
             min_files: 4,
             max_inputs: 256,
-            grace: Duration::from_secs(600),
-            lease: Duration::from_secs(1800),
+            retention: cdlake_schemas::lake::DEFAULT_RETENTION,
             encode: EncodeOptions::default(),
         }
     }
@@ -66,7 +62,7 @@ impl Default for CompactOptions {
 pub struct CompactReport {
     /// Partitions that got new files.
     pub partitions: usize,
-    /// Partitions skipped because another compactor holds them.
+    /// Merges dropped because another compactor merged some of the same files first.
     pub busy: usize,
     pub files_in: usize,
     pub files_out: usize,
@@ -74,7 +70,7 @@ pub struct CompactReport {
     pub rows_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Files and manifests deleted after their grace period.
+    /// Files deleted by the vacuum after the retention.
     pub removed: usize,
 }
 
@@ -102,158 +98,107 @@ pub fn sort_column(table: Table) -> &'static str {
     }
 }
 
-/// The partitions of `table` that need work: enough small visible files, or manifests whose
-/// grace period is over.
-pub async fn partitions_to_compact(
-    store: &Store,
-    table: Table,
+/// The small files of each partition of `table` that has enough of them to merge.
+fn partitions_to_compact(
+    index: &cdlake_schemas::lake::FileIndex,
     opts: &CompactOptions,
-) -> Result<Vec<NaiveDate>> {
-    let manifests = read_manifests(store, &Manifest::table_prefix(table)).await?;
-    let visibility = Visibility::from_manifests(manifests.iter().map(|(p, m)| (p.as_str(), m)));
-    let mut small: BTreeMap<NaiveDate, usize> = BTreeMap::new();
-    for meta in store.list_meta(&table.prefix()).await? {
-        let path = meta.location.to_string();
-        let Some(file) = DataFilePath::parse(&path) else {
-            continue;
-        };
-        let entry = small.entry(file.date).or_default();
-        if visibility.is_visible(&path) && meta.size < opts.target_bytes / 2 {
-            *entry += 1;
-        }
-    }
-    let now = Utc::now();
-    let mut out: Vec<NaiveDate> = small
-        .into_iter()
-        .filter(|&(_, n)| n >= opts.min_files.max(2))
-        .map(|(d, _)| d)
-        .collect();
-    out.extend(
-        manifests
-            .iter()
-            .filter(|(_, m)| past(m.committed_at, opts.grace, now))
-            .map(|(_, m)| m.date),
-    );
-    out.sort();
-    out.dedup();
-    Ok(out)
+) -> Vec<(NaiveDate, Vec<ActiveFile>)> {
+    index
+        .dates()
+        .filter_map(|date| {
+            let small: Vec<ActiveFile> = index
+                .files(date)
+                .iter()
+                .filter(|f| f.size < opts.target_bytes / 2)
+                .cloned()
+                .collect();
+            (small.len() >= opts.min_files.max(2)).then_some((date, small))
+        })
+        .collect()
 }
 
 /// Compact every partition of `table` that needs it; `progress(done, total)` after each.
 pub async fn compact_table(
     store: &Store,
-    table: Table,
+    log: &TableLog,
     opts: &CompactOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<CompactReport> {
-    let dates = partitions_to_compact(store, table, opts).await?;
+    let index = log.refresh().await?;
+    let todo = partitions_to_compact(&index, opts);
     let mut report = CompactReport::default();
-    for (i, date) in dates.iter().enumerate() {
-        report.add(&compact_partition(store, table, *date, opts).await?);
-        progress(i + 1, dates.len());
+    for (i, (date, files)) in todo.iter().enumerate() {
+        report.add(&compact_partition(store, log, *date, files.clone(), opts).await?);
+        progress(i + 1, todo.len());
     }
     Ok(report)
 }
 
-/// Compact one partition: vacuum what is past its grace period, then merge small files.
-pub async fn compact_partition(
+/// Merge the small files of one partition, in groups within the target size.
+async fn compact_partition(
     store: &Store,
-    table: Table,
+    log: &TableLog,
     date: NaiveDate,
+    mut candidates: Vec<ActiveFile>,
     opts: &CompactOptions,
 ) -> Result<CompactReport> {
-    let Some(lease) = Lease::acquire(store, table, date, opts.lease).await? else {
-        return Ok(CompactReport {
-            busy: 1,
-            ..Default::default()
-        });
-    };
-    let result = compact_leased(store, table, date, opts).await;
-    lease.release(store).await;
-    result
-}
-
-async fn compact_leased(
-    store: &Store,
-    table: Table,
-    date: NaiveDate,
-    opts: &CompactOptions,
-) -> Result<CompactReport> {
-    let mut report = CompactReport {
-        removed: vacuum(store, table, date, opts.grace).await?,
-        ..Default::default()
-    };
-    // Manifests before files, as readers do.
-    let manifests = read_manifests(store, &manifest_partition_prefix(table, date)).await?;
-    let visibility = Visibility::from_manifests(manifests.iter().map(|(p, m)| (p.as_str(), m)));
-    let mut candidates: Vec<(String, u64)> = store
-        .list_meta(&table.partition_prefix(date))
-        .await?
-        .into_iter()
-        .map(|m| (m.location.to_string(), m.size))
-        .filter(|(p, size)| {
-            DataFilePath::parse(p).is_some()
-                && visibility.is_visible(p)
-                && *size < opts.target_bytes / 2
-        })
-        .collect();
-    if candidates.len() < opts.min_files.max(2) {
-        return Ok(report);
-    }
-    candidates.sort();
+    let table = log.table();
+    let mut report = CompactReport::default();
+    candidates.sort_by(|a, b| a.path.cmp(&b.path));
     // Groups of inputs that together stay within the target size (compressed) and the input
     // count, so a merge's memory is bounded.
-    let mut groups: Vec<Vec<(String, u64)>> = vec![Vec::new()];
+    let mut groups: Vec<Vec<ActiveFile>> = vec![Vec::new()];
     let mut group_bytes = 0;
     for c in candidates {
         let full = groups.last().expect("one group").len() >= opts.max_inputs.max(2)
-            || group_bytes + c.1 > opts.target_bytes;
+            || group_bytes + c.size > opts.target_bytes;
         if full && !groups.last().expect("one group").is_empty() {
             groups.push(Vec::new());
             group_bytes = 0;
         }
-        group_bytes += c.1;
+        group_bytes += c.size;
         groups.last_mut().expect("one group").push(c);
     }
     for group in groups.into_iter().filter(|g| g.len() >= 2) {
-        let merged = merge_group(store, table, date, &group, opts).await?;
-        report.partitions = 1;
+        let merged = merge_group(store, log, table, date, group, opts).await?;
+        if merged.files_out > 0 {
+            report.partitions = 1;
+        }
         report.add(&merged);
-    }
-    if opts.grace.is_zero() {
-        report.removed += vacuum(store, table, date, opts.grace).await?;
     }
     Ok(report)
 }
 
-/// Merge `inputs` into new files and commit their manifest.
+/// Merge `inputs` into new files and commit them in place of the inputs.
 async fn merge_group(
     store: &Store,
+    log: &TableLog,
     table: Table,
     date: NaiveDate,
-    inputs: &[(String, u64)],
+    inputs: Vec<ActiveFile>,
     opts: &CompactOptions,
 ) -> Result<CompactReport> {
     let mut h = Sha256::new();
-    for (path, _) in inputs {
+    for f in &inputs {
+        let path = f.path.to_string();
         h.update((path.len() as u64).to_le_bytes());
         h.update(path.as_bytes());
     }
     let id = format!("{OUTPUT_PREFIX}{}", hex::encode(&h.finalize()[..16]));
     let mut files = Vec::with_capacity(inputs.len());
     let mut report = CompactReport::default();
-    for (path, size) in inputs {
-        // A file deleted since the listing was merged by an earlier compaction whose grace is
-        // over; leave this group for the next run rather than merge half of it.
-        let Some(bytes) = store.get(path).await? else {
+    for f in &inputs {
+        let path = f.path.to_string();
+        // Listed but gone: vacuumed after another compaction; leave the group for later.
+        let Some(bytes) = store.get(&path).await? else {
             tracing::info!(
                 path,
                 "An input vanished during compaction; will retry later."
             );
             return Ok(report);
         };
-        report.bytes_in += size;
-        files.push((path.clone(), Bytes::from(bytes)));
+        report.bytes_in += f.size;
+        files.push((path, Bytes::from(bytes)));
     }
     let encode = opts.encode.clone();
     let target = opts.target_bytes;
@@ -261,50 +206,92 @@ async fn merge_group(
     let merged =
         tokio::task::spawn_blocking(move || merge(table, date, &merge_id, files, target, &encode))
             .await??;
-    for (path, bytes) in &merged.outputs {
-        report.bytes_out += bytes.len() as u64;
-        if store.put_if_absent(path, bytes.clone()).await? == Commit::AlreadyExists {
-            tracing::info!(
-                path,
-                "Compaction output already written by an earlier attempt."
-            );
+    let merged_paths: HashSet<&str> = merged.inputs.iter().map(String::as_str).collect();
+    let removed: Vec<ActiveFile> = inputs
+        .iter()
+        .filter(|f| merged_paths.contains(f.path.to_string().as_str()))
+        .cloned()
+        .collect();
+    let mut added = Vec::with_capacity(merged.outputs.len());
+    for out in &merged.outputs {
+        report.bytes_out += out.bytes.len() as u64;
+        if store
+            .put_if_absent(&out.path.to_string(), out.bytes.clone())
+            .await?
+            == Commit::AlreadyExists
+        {
+            tracing::info!(path = %out.path, "Compaction output already written by an earlier attempt.");
+        }
+        added.push(NewFile {
+            path: out.path.clone(),
+            size: out.bytes.len() as u64,
+            rows: out.rows,
+            time_range: out.time_range,
+        });
+    }
+    // Commit unless another compactor removed one of the inputs first.
+    for _ in 0..20 {
+        let index = log.refresh().await?;
+        let active: HashSet<&DataFilePath> = index.files(date).iter().map(|f| &f.path).collect();
+        if !removed.iter().all(|f| active.contains(&f.path)) {
+            tracing::info!(table = table.dir(), %date, "Another compactor merged these files first.");
+            report.busy = 1;
+            return Ok(report);
+        }
+        let change = Change {
+            read_version: index.version,
+            kind: CommitKind::Compact,
+            add: added.clone(),
+            remove: removed.clone(),
+        };
+        match log.commit(change).await {
+            Ok(version) => {
+                tracing::info!(
+                    table = table.dir(),
+                    %date,
+                    version,
+                    inputs = removed.len(),
+                    outputs = added.len(),
+                    rows = merged.rows_out,
+                    duplicates = merged.rows_in - merged.rows_out,
+                    "Compacted."
+                );
+                report.files_in = removed.len();
+                report.files_out = added.len();
+                report.rows_in = merged.rows_in;
+                report.rows_out = merged.rows_out;
+                return Ok(report);
+            }
+            Err(CommitError::Conflict { .. }) => continue,
+            Err(e) => return Err(Error::Commit(Box::new(e))),
         }
     }
-    let manifest = Manifest {
-        id: id.clone(),
-        table: table.dir().to_string(),
-        date,
-        inputs: merged.inputs.clone(),
-        outputs: merged.outputs.iter().map(|(p, _)| p.clone()).collect(),
-        rows: merged.rows_out,
-        input_rows: merged.rows_in,
-        committed_at: Utc::now(),
-    };
-    let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-    store
-        .put_if_absent(&Manifest::path_of(table, date, &id), body)
-        .await?;
-    tracing::info!(
-        table = table.dir(),
-        %date,
-        inputs = merged.inputs.len(),
-        outputs = manifest.outputs.len(),
-        rows = merged.rows_out,
-        duplicates = merged.rows_in - merged.rows_out,
-        "Compacted."
-    );
-    report.files_in = merged.inputs.len();
-    report.files_out = manifest.outputs.len();
-    report.rows_in = merged.rows_in;
-    report.rows_out = merged.rows_out;
+    report.busy = 1;
     Ok(report)
 }
 
-struct Merged {
-    inputs: Vec<String>,
-    outputs: Vec<(String, Vec<u8>)>,
-    rows_in: u64,
-    rows_out: u64,
+/// Delete what no version within the retention references (removed inputs, files of crashed
+/// writers), checkpoint and trim the log. Returns how many files were deleted.
+pub async fn maintain(log: &TableLog, opts: &CompactOptions) -> Result<usize> {
+    Ok(log.maintain(opts.retention).await?.len())
+}
+
+/// The file id prefix of compaction outputs.
+pub const OUTPUT_PREFIX: &str = "compact-";
+
+/// One output file of a merge.
+pub(crate) struct Output {
+    pub(crate) path: DataFilePath,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) rows: u64,
+    pub(crate) time_range: Option<(i64, i64)>,
+}
+
+pub(crate) struct Merged {
+    pub(crate) inputs: Vec<String>,
+    pub(crate) outputs: Vec<Output>,
+    pub(crate) rows_in: u64,
+    pub(crate) rows_out: u64,
 }
 
 struct Input {
@@ -319,7 +306,7 @@ struct Input {
 const BATCH_ROWS: usize = 2048;
 
 /// The k-way merge of sorted files into sorted, de-duplicated output files.
-fn merge(
+pub(crate) fn merge(
     table: Table,
     date: NaiveDate,
     id: &str,
@@ -512,7 +499,9 @@ struct OutputFiles {
     target_bytes: u64,
     props: parquet::file::properties::WriterProperties,
     current: Option<ArrowWriter<Vec<u8>>>,
-    done: Vec<(String, Vec<u8>)>,
+    rows: u64,
+    time_range: Option<(i64, i64)>,
+    done: Vec<Output>,
 }
 
 impl OutputFiles {
@@ -533,17 +522,18 @@ impl OutputFiles {
             target_bytes,
             props,
             current: None,
+            rows: 0,
+            time_range: None,
             done: Vec::new(),
         }
     }
 
-    fn path(&self) -> String {
+    fn path(&self) -> DataFilePath {
         DataFilePath::new(
             self.table,
             self.date,
-            Manifest::output_id(&self.id, self.done.len()),
+            format!("{}-{}", self.id, self.done.len()),
         )
-        .to_string()
     }
 
     fn write(&mut self, slots: &[RecordBatch], picks: &[(usize, usize)]) -> Result<()> {
@@ -552,12 +542,24 @@ impl OutputFiles {
         if self.current.is_none() {
             let w = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
                 .map_err(|source| Error::EncodeParquet {
-                    path: self.path(),
+                    path: self.path().to_string(),
                     source,
                 })?;
             self.current = Some(w);
         }
-        let path = self.path();
+        if let Some(times) = batch
+            .column_by_name(sort_column(self.table))
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+            && !times.is_empty()
+        {
+            let (first, last) = (times.value(0), times.value(times.len() - 1));
+            self.time_range = Some(match self.time_range {
+                Some((lo, hi)) => (lo.min(first), hi.max(last)),
+                None => (first, last),
+            });
+        }
+        self.rows += batch.num_rows() as u64;
+        let path = self.path().to_string();
         let w = self.current.as_mut().expect("set above");
         w.write(&batch)
             .map_err(|source| Error::EncodeParquet { path, source })?;
@@ -571,153 +573,23 @@ impl OutputFiles {
         if let Some(w) = self.current.take() {
             let path = self.path();
             let bytes = w.into_inner().map_err(|source| Error::EncodeParquet {
-                path: path.clone(),
+                path: path.to_string(),
                 source,
             })?;
-            self.done.push((path, bytes));
+            self.done.push(Output {
+                path,
+                bytes,
+                rows: std::mem::take(&mut self.rows),
+                time_range: self.time_range.take(),
+            });
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<(String, Vec<u8>)>> {
+    fn finish(mut self) -> Result<Vec<Output>> {
         self.close()?;
         Ok(self.done)
     }
-}
-
-fn manifest_partition_prefix(table: Table, date: NaiveDate) -> String {
-    format!("{MANIFEST_DIR}/{}", table.partition_prefix(date))
-}
-
-async fn read_manifests(store: &Store, prefix: &str) -> Result<Vec<(String, Manifest)>> {
-    let mut out = Vec::new();
-    for path in store.list(prefix).await? {
-        if !path.ends_with(".json") {
-            continue;
-        }
-        let Some(bytes) = store.get(&path).await? else {
-            continue;
-        };
-        match serde_json::from_slice::<Manifest>(&bytes) {
-            Ok(m) => out.push((path, m)),
-            Err(e) => tracing::warn!(path, error = %e, "Ignoring an unreadable manifest."),
-        }
-    }
-    Ok(out)
-}
-
-fn past(t: DateTime<Utc>, grace: Duration, now: DateTime<Utc>) -> bool {
-    chrono::Duration::from_std(grace).is_ok_and(|g| t + g <= now)
-}
-
-/// Delete what the partition no longer needs: inputs of manifests past their grace period,
-/// manifests whose outputs are all gone, and outputs without a manifest (a crashed run) that
-/// are older than the grace period. Returns how many objects were deleted.
-async fn vacuum(store: &Store, table: Table, date: NaiveDate, grace: Duration) -> Result<usize> {
-    let now = Utc::now();
-    let manifests = read_manifests(store, &manifest_partition_prefix(table, date)).await?;
-    let files = store.list_meta(&table.partition_prefix(date)).await?;
-    let mut present: HashSet<String> = files.iter().map(|m| m.location.to_string()).collect();
-    let mut removed = 0;
-    for (_, m) in manifests
-        .iter()
-        .filter(|(_, m)| past(m.committed_at, grace, now))
-    {
-        for input in &m.inputs {
-            if present.remove(input) {
-                store.delete(input).await?;
-                removed += 1;
-            }
-        }
-    }
-    for (path, m) in &manifests {
-        if past(m.committed_at, grace, now) && m.outputs.iter().all(|o| !present.contains(o)) {
-            store.delete(path).await?;
-            removed += 1;
-        }
-    }
-    let committed: HashSet<&str> = manifests.iter().map(|(p, _)| p.as_str()).collect();
-    for meta in &files {
-        let path = meta.location.to_string();
-        let Some(manifest) = DataFilePath::parse(&path)
-            .as_ref()
-            .and_then(Manifest::path_for_output)
-        else {
-            continue;
-        };
-        if present.contains(&path)
-            && !committed.contains(manifest.as_str())
-            && past(meta.last_modified, grace, now)
-        {
-            tracing::info!(path, "Removing the output of an unfinished compaction.");
-            store.delete(&path).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-/// A compactor's claim on one partition.
-#[derive(Debug, Serialize, Deserialize)]
-struct Lease {
-    path: String,
-    owner: String,
-    expires_at: DateTime<Utc>,
-}
-
-impl Lease {
-    async fn acquire(
-        store: &Store,
-        table: Table,
-        date: NaiveDate,
-        ttl: Duration,
-    ) -> Result<Option<Self>> {
-        let path = format!(
-            "_cdlake/locks/compact/{}date={}.json",
-            table.prefix(),
-            date.format("%Y-%m-%d")
-        );
-        let lease = Lease {
-            path: path.clone(),
-            owner: format!("pid {} ({})", std::process::id(), uuid_ish()),
-            expires_at: Utc::now()
-                + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(30)),
-        };
-        let body = serde_json::to_vec(&lease).expect("a lease serialises");
-        for _ in 0..2 {
-            match store.put_if_absent(&path, body.clone()).await? {
-                Commit::Created => return Ok(Some(lease)),
-                Commit::AlreadyExists => {
-                    let held = store
-                        .get(&path)
-                        .await?
-                        .and_then(|b| serde_json::from_slice::<Lease>(&b).ok());
-                    match held {
-                        Some(h) if h.expires_at > Utc::now() => return Ok(None),
-                        _ => {
-                            tracing::warn!(path, "Taking over an expired compaction lease.");
-                            store.delete(&path).await?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    async fn release(self, store: &Store) {
-        if let Err(e) = store.delete(&self.path).await {
-            tracing::warn!(path = self.path, error = %e, "Could not release a compaction lease; it expires by itself.");
-        }
-    }
-}
-
-fn uuid_ish() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{nanos:x}")
 }
 
 #[cfg(test)]

@@ -1,11 +1,22 @@
 //! The [`Ingester`]: de-duplication, batching per date partition, and durable commits.
+//!
+//! A row is accepted when its identity is neither buffered nor in the files of its date
+//! partition (loaded once per partition from the Delta log's file list). A flush encodes each
+//! partition's rows as one Parquet file named by their identities, puts the files, and commits
+//! them as one Delta transaction per table. Before committing, it looks at the table's newest
+//! version: rows another writer committed to the same partitions since this ingester loaded
+//! them are dropped from the batch (their identities read from those files), and the commit
+//! names that version, so a writer that committed in between makes it check again. That keeps
+//! every identity unique in the table with any number of writers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use cdlake_schemas::dead_letter::dead_letters_to_batch;
 use cdlake_schemas::event::events_to_batch;
+use cdlake_schemas::lake::{Change, CommitError, CommitKind, FileIndex, Lake, NewFile};
 use cdlake_schemas::paths::{DataFilePath, Table};
 use cdlake_schemas::span::spans_to_batch;
 use cdlake_schemas::store::{Commit, Store};
@@ -70,11 +81,26 @@ pub struct FlushReport {
     pub events: usize,
     pub spans: usize,
     pub dead_letters: usize,
-    /// Files created (paths relative to the store root).
+    /// Files committed (paths relative to the store root).
     pub files: Vec<String>,
-    /// Files that were already in the store under the same name (a retried flush).
+    /// Files that were already in the store under the same name (put by a retried flush that
+    /// had not committed them).
     pub already_committed: usize,
+    /// Rows dropped at commit because another writer had committed them first.
+    pub duplicates: usize,
     pub bytes: u64,
+    /// Files other writers committed to the partitions this flush wrote, with the identities
+    /// they hold: the ingester adds them to what it knows ([`Ingester::absorb`]).
+    pub foreign: Vec<ForeignFile>,
+}
+
+/// A file another writer committed, and the identities in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignFile {
+    pub table: Table,
+    pub date: NaiveDate,
+    pub path: String,
+    pub keys: Vec<u128>,
 }
 
 /// Hashes identity keys, which are SHA-256 digests already: their low 64 bits are the hash,
@@ -103,6 +129,8 @@ type KeySet = HashSet<u128, std::hash::BuildHasherDefault<KeyHasher>>;
 #[derive(Debug, Default)]
 struct Partition {
     keys: KeySet,
+    /// The files whose identities are in `keys`.
+    files: HashSet<String>,
     last_used: u64,
 }
 
@@ -110,6 +138,7 @@ struct Partition {
 #[derive(Debug)]
 pub struct Ingester {
     store: Store,
+    lake: Arc<Lake>,
     config: IngesterConfig,
     seen: HashMap<(Table, NaiveDate), Partition>,
     tick: u64,
@@ -129,6 +158,7 @@ pub fn now_micros() -> i64 {
 impl Ingester {
     pub fn new(store: Store, config: IngesterConfig) -> Self {
         Self {
+            lake: Arc::new(Lake::new(store.clone())),
             store,
             config,
             seen: HashMap::new(),
@@ -280,33 +310,45 @@ impl Ingester {
                 .is_some_and(|t| t.elapsed() >= self.config.max_age)
     }
 
-    /// The identity set of a table's date partition, loaded from the store on first use.
+    /// The identity set of a table's date partition, loaded from the files the table's log
+    /// lists on first use.
     async fn partition(&mut self, table: Table, date: NaiveDate) -> Result<&mut Partition> {
         self.tick += 1;
         if !self.seen.contains_key(&(table, date)) {
             self.evict();
-            let mut keys = KeySet::default();
-            for path in self.store.list(&table.partition_prefix(date)).await? {
-                if DataFilePath::parse(&path).is_none() {
-                    continue;
-                }
-                let Some(bytes) = self.store.get(&path).await? else {
-                    continue;
-                };
-                let found = tokio::task::spawn_blocking(move || read_identity_keys(bytes, table))
-                    .await?
-                    .map_err(|source| Error::ReadParquet {
-                        path: path.clone(),
-                        source,
-                    })?;
-                keys.extend(found);
+            let log = self.lake.table(table).await?;
+            let index = log.refresh().await?;
+            let mut partition = Partition::default();
+            for file in index.files(date) {
+                let path = file.path.to_string();
+                partition
+                    .keys
+                    .extend(read_keys(&self.store, table, &path).await?);
+                partition.files.insert(path);
             }
-            self.seen
-                .insert((table, date), Partition { keys, last_used: 0 });
+            self.seen.insert((table, date), partition);
         }
         let p = self.seen.get_mut(&(table, date)).expect("inserted above");
         p.last_used = self.tick;
         Ok(p)
+    }
+
+    /// Learn what a flush found other writers had committed, so later duplicates of those rows
+    /// are dropped on arrival; and the files it committed itself.
+    pub fn absorb(&mut self, report: &FlushReport) {
+        for f in &report.foreign {
+            if let Some(p) = self.seen.get_mut(&(f.table, f.date)) {
+                p.keys.extend(f.keys.iter().copied());
+                p.files.insert(f.path.clone());
+            }
+        }
+        for path in &report.files {
+            if let Some(file) = DataFilePath::parse(path)
+                && let Some(p) = self.seen.get_mut(&(file.table, file.date))
+            {
+                p.files.insert(path.clone());
+            }
+        }
     }
 
     fn evict(&mut self) {
@@ -336,12 +378,27 @@ impl Ingester {
     /// Take everything buffered out, to be committed ([`Pending::commit`]) while this ingester
     /// goes on buffering. Identities stay known, so duplicates of taken rows are still dropped.
     pub fn take_pending(&mut self) -> Pending {
+        let mut known = HashMap::new();
+        for (table, dates) in [
+            (
+                Table::Events,
+                self.pending.keys().copied().collect::<Vec<_>>(),
+            ),
+            (Table::Spans, self.pending_spans.keys().copied().collect()),
+        ] {
+            for date in dates {
+                if let Some(p) = self.seen.get(&(table, date)) {
+                    known.insert((table, date), p.files.clone());
+                }
+            }
+        }
         let taken = Pending {
             events: std::mem::take(&mut self.pending),
             spans: std::mem::take(&mut self.pending_spans),
             dead: std::mem::take(&mut self.dead),
             bytes: self.pending_bytes,
             oldest: self.oldest,
+            known,
         };
         self.pending_rows = 0;
         self.pending_bytes = 0;
@@ -361,6 +418,11 @@ impl Ingester {
         }
         self.dead.extend(left.dead);
         self.pending_bytes += left.bytes;
+        for (key, files) in left.known {
+            if let Some(p) = self.seen.get_mut(&key) {
+                p.files.extend(files);
+            }
+        }
         self.oldest = match (self.oldest, left.oldest) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -371,6 +433,7 @@ impl Ingester {
     pub fn committer(&self) -> Committer {
         Committer {
             store: self.store.clone(),
+            lake: self.lake.clone(),
             encode: self.config.encode.clone(),
         }
     }
@@ -381,17 +444,19 @@ impl Ingester {
         let committer = self.committer();
         let mut pending = self.take_pending();
         let result = pending.commit(&committer).await;
-        if result.is_err() {
-            self.restore(pending);
+        match &result {
+            Ok(report) => self.absorb(report),
+            Err(_) => self.restore(pending),
         }
         result
     }
 }
 
-/// The store and encoding a commit uses.
+/// The store, its tables and the encoding a commit uses.
 #[derive(Debug, Clone)]
 pub struct Committer {
     store: Store,
+    lake: Arc<Lake>,
     encode: EncodeOptions,
 }
 
@@ -403,6 +468,8 @@ pub struct Pending {
     dead: Vec<DeadLetter>,
     bytes: usize,
     oldest: Option<Instant>,
+    /// The files whose identities the ingester knew, per partition, when the rows were taken.
+    known: HashMap<(Table, NaiveDate), HashSet<String>>,
 }
 
 impl Pending {
@@ -432,122 +499,338 @@ impl Pending {
 
     async fn commit_all(&mut self, committer: &Committer) -> Result<FlushReport> {
         let mut report = FlushReport::default();
-        while let Some((&date, _)) = self.events.first_key_value() {
-            let rows = self.events.remove(&date).unwrap_or_default();
-            let opts = committer.encode.clone();
-            let (rows, encoded) = tokio::task::spawn_blocking(move || {
-                let mut rows = rows;
-                let encoded = encode_events(date, &mut rows, &opts);
-                (rows, encoded)
-            })
-            .await?;
-            let committed = match encoded {
-                Ok((path, bytes)) => committer.commit(&path, bytes, &mut report).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = committed {
-                self.events.insert(date, rows);
-                return Err(e);
+        if !self.events.is_empty() {
+            let rows = std::mem::take(&mut self.events);
+            match commit_table(committer, &mut self.known, rows, &mut report, encode_events).await {
+                Ok(n) => report.events += n,
+                Err((rows, e)) => {
+                    self.events = rows;
+                    return Err(e);
+                }
             }
-            report.events += rows.len();
         }
-        while let Some((&date, _)) = self.spans.first_key_value() {
-            let rows = self.spans.remove(&date).unwrap_or_default();
-            let opts = committer.encode.clone();
-            let (rows, encoded) = tokio::task::spawn_blocking(move || {
-                let mut rows = rows;
-                let encoded = encode_spans(date, &mut rows, &opts);
-                (rows, encoded)
-            })
-            .await?;
-            let committed = match encoded {
-                Ok((path, bytes)) => committer.commit(&path, bytes, &mut report).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = committed {
-                self.spans.insert(date, rows);
-                return Err(e);
+        if !self.spans.is_empty() {
+            let rows = std::mem::take(&mut self.spans);
+            match commit_table(committer, &mut self.known, rows, &mut report, encode_spans).await {
+                Ok(n) => report.spans += n,
+                Err((rows, e)) => {
+                    self.spans = rows;
+                    return Err(e);
+                }
             }
-            report.spans += rows.len();
         }
         if !self.dead.is_empty() {
             let mut by_date: BTreeMap<NaiveDate, Vec<DeadLetter>> = BTreeMap::new();
             for d in std::mem::take(&mut self.dead) {
                 by_date.entry(d.date()).or_default().push(d);
             }
-            let mut failed = None;
-            for (date, rows) in by_date {
-                if failed.is_some() {
-                    self.dead.extend(rows);
-                    continue;
+            match commit_table(
+                committer,
+                &mut self.known,
+                by_date,
+                &mut report,
+                encode_dead,
+            )
+            .await
+            {
+                Ok(n) => report.dead_letters += n,
+                Err((rows, e)) => {
+                    self.dead = rows.into_values().flatten().collect();
+                    return Err(e);
                 }
-                let result = match encode_dead_letters(date, &rows, &committer.encode) {
-                    Ok((path, bytes)) => committer.commit(&path, bytes, &mut report).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => report.dead_letters += rows.len(),
-                    Err(e) => {
-                        self.dead.extend(rows);
-                        failed = Some(e);
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                return Err(e);
             }
         }
         self.bytes = 0;
         self.oldest = None;
+        self.known.clear();
         Ok(report)
     }
 }
 
-impl Committer {
-    async fn commit(
-        &self,
-        path: &DataFilePath,
-        bytes: Vec<u8>,
-        report: &mut FlushReport,
-    ) -> Result<()> {
+/// A row of a table a flush writes.
+pub(crate) trait Row: Send + 'static {
+    const TABLE: Table;
+    /// The row's identity, when the table has one.
+    fn key(&self) -> Option<u128>;
+}
+
+impl Row for Event {
+    const TABLE: Table = Table::Events;
+    fn key(&self) -> Option<u128> {
+        Some(self.identity_key())
+    }
+}
+
+impl Row for Span {
+    const TABLE: Table = Table::Spans;
+    fn key(&self) -> Option<u128> {
+        Some(self.identity())
+    }
+}
+
+impl Row for DeadLetter {
+    const TABLE: Table = Table::DeadLetters;
+    fn key(&self) -> Option<u128> {
+        None
+    }
+}
+
+/// An encoder of one partition's rows: the file, its path and its statistics.
+type Encoder<R> = fn(NaiveDate, &mut [R], &EncodeOptions) -> Result<Encoded>;
+
+/// One partition's rows encoded.
+pub(crate) struct Encoded {
+    path: DataFilePath,
+    bytes: Vec<u8>,
+    rows: u64,
+    time_range: Option<(i64, i64)>,
+}
+
+/// How often a commit is tried again after another writer committed first.
+const COMMIT_ATTEMPTS: usize = 50;
+
+/// Commit `rows` (by date) to their table as one transaction: drop what other writers
+/// committed to the same partitions meanwhile, encode and put a file per partition, commit.
+/// On error the rows come back.
+async fn commit_table<R: Row>(
+    committer: &Committer,
+    known: &mut HashMap<(Table, NaiveDate), HashSet<String>>,
+    mut rows: BTreeMap<NaiveDate, Vec<R>>,
+    report: &mut FlushReport,
+    encode: Encoder<R>,
+) -> Result<usize, (BTreeMap<NaiveDate, Vec<R>>, Error)> {
+    let table = R::TABLE;
+    let log = match committer.lake.table(table).await {
+        Ok(log) => log,
+        Err(e) => return Err((rows, e.into())),
+    };
+    let mut encoded: HashMap<NaiveDate, (usize, Encoded)> = HashMap::new();
+    let mut put_done: HashSet<String> = HashSet::new();
+    for attempt in 0.. {
+        let index = match log.refresh().await {
+            Ok(index) => index,
+            Err(e) => return Err((rows, e.into())),
+        };
+        if let Err(e) = drop_foreign(committer, table, &index, known, &mut rows, report).await {
+            return Err((rows, e));
+        }
+        let mut files = Vec::new();
+        match encode_all(committer, &mut rows, &mut encoded, encode).await {
+            Ok(()) => {}
+            Err(e) => return Err((rows, e)),
+        }
+        for (date, (_, e)) in &encoded {
+            if rows.get(date).is_some_and(|r| !r.is_empty()) {
+                files.push(NewFile {
+                    path: e.path.clone(),
+                    size: e.bytes.len() as u64,
+                    rows: e.rows,
+                    time_range: e.time_range,
+                });
+            }
+        }
+        if files.is_empty() {
+            return Ok(0);
+        }
+        let put: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .filter(|f| !put_done.contains(&f.path.to_string()))
+            .filter_map(|f| {
+                let (_, e) = encoded.get(&f.path.date)?;
+                Some((e.path.to_string(), e.bytes.clone()))
+            })
+            .collect();
+        let names: Vec<String> = put.iter().map(|(p, _)| p.clone()).collect();
+        match put_all(&committer.store, put).await {
+            Ok(already) => report.already_committed += already,
+            Err(e) => return Err((rows, e)),
+        }
+        put_done.extend(names);
+        let change = Change {
+            read_version: index.version,
+            kind: CommitKind::Append,
+            add: files.clone(),
+            remove: Vec::new(),
+        };
         let span = if tracing::Span::current().is_none() {
             tracing::Span::none()
         } else {
-            tracing::info_span!("commit", path = %path, bytes = bytes.len())
+            tracing::info_span!("commit", table = table.dir(), files = files.len())
         };
-        tracing::Instrument::instrument(self.commit_file(path, bytes, report), span).await
+        let committed = tracing::Instrument::instrument(log.commit(change), span).await;
+        match committed {
+            Ok(version) => {
+                tracing::debug!(
+                    table = table.dir(),
+                    version,
+                    files = files.len(),
+                    "Committed."
+                );
+                let n = rows.values().map(Vec::len).sum();
+                for f in files {
+                    report.bytes += f.size;
+                    report.files.push(f.path.to_string());
+                }
+                return Ok(n);
+            }
+            Err(CommitError::Conflict { latest, .. }) if attempt < COMMIT_ATTEMPTS => {
+                tracing::debug!(
+                    table = table.dir(),
+                    latest,
+                    "Another writer committed first; checking its rows and retrying."
+                );
+                tokio::time::sleep(Duration::from_millis(5 * (attempt as u64 % 20))).await;
+            }
+            Err(e) => return Err((rows, Error::Commit(Box::new(e)))),
+        }
     }
+    unreachable!("the loop returns")
+}
 
-    async fn commit_file(
-        &self,
-        path: &DataFilePath,
-        bytes: Vec<u8>,
-        report: &mut FlushReport,
-    ) -> Result<()> {
-        let path = path.to_string();
-        let len = bytes.len() as u64;
-        let started = Instant::now();
-        match self.store.put_if_absent(&path, bytes).await? {
-            Commit::Created => {
+/// Drop rows whose identities are in files other writers committed to the same partitions
+/// (files the ingester did not know when it took the rows), and remember those files.
+async fn drop_foreign<R: Row>(
+    committer: &Committer,
+    table: Table,
+    index: &FileIndex,
+    known: &mut HashMap<(Table, NaiveDate), HashSet<String>>,
+    rows: &mut BTreeMap<NaiveDate, Vec<R>>,
+    report: &mut FlushReport,
+) -> Result<()> {
+    if matches!(table, Table::DeadLetters) {
+        return Ok(());
+    }
+    for (date, partition) in rows.iter_mut() {
+        let seen = known.entry((table, *date)).or_default();
+        for file in index.files(*date) {
+            let path = file.path.to_string();
+            if seen.contains(&path) {
+                continue;
+            }
+            let keys = read_keys(&committer.store, table, &path).await?;
+            let set: KeySet = keys.iter().copied().collect();
+            let before = partition.len();
+            partition.retain(|r| r.key().is_none_or(|k| !set.contains(&k)));
+            report.duplicates += before - partition.len();
+            seen.insert(path.clone());
+            report.foreign.push(ForeignFile {
+                table,
+                date: *date,
+                path,
+                keys,
+            });
+        }
+    }
+    rows.retain(|_, r| !r.is_empty());
+    Ok(())
+}
+
+/// Encode every partition whose rows changed since it was last encoded (in parallel).
+async fn encode_all<R: Row>(
+    committer: &Committer,
+    rows: &mut BTreeMap<NaiveDate, Vec<R>>,
+    encoded: &mut HashMap<NaiveDate, (usize, Encoded)>,
+    encode: Encoder<R>,
+) -> Result<()> {
+    encoded.retain(|date, (n, _)| rows.get(date).is_some_and(|r| r.len() == *n));
+    let todo: Vec<NaiveDate> = rows
+        .keys()
+        .filter(|d| !encoded.contains_key(*d))
+        .copied()
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let mut chunks: Vec<Vec<(NaiveDate, Vec<R>)>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, date) in todo.iter().enumerate() {
+        let partition = rows.remove(date).unwrap_or_default();
+        chunks[i % workers].push((*date, partition));
+    }
+    let mut tasks = Vec::new();
+    for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+        let opts = committer.encode.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(chunk.len());
+            let mut failed = None;
+            for (date, mut partition) in chunk {
+                let result = if failed.is_some() {
+                    None
+                } else {
+                    match encode(date, &mut partition, &opts) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            failed = Some(e);
+                            None
+                        }
+                    }
+                };
+                out.push((date, partition, result));
+            }
+            (out, failed)
+        }));
+    }
+    let mut error = None;
+    for task in tasks {
+        let (out, failed) = task.await?;
+        for (date, partition, result) in out {
+            if let Some(e) = result {
+                encoded.insert(date, (partition.len(), e));
+            }
+            rows.insert(date, partition);
+        }
+        if error.is_none() {
+            error = failed;
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Put files (create-if-absent), many at once: a batch spread over thousands of partitions is
+/// written in parallel, not one fsync after another. Returns how many were already there.
+async fn put_all(store: &Store, files: Vec<(String, Vec<u8>)>) -> Result<usize> {
+    use futures::StreamExt;
+    let results: Vec<Result<Commit>> = futures::stream::iter(files)
+        .map(|(path, bytes)| {
+            let store = store.clone();
+            async move {
+                let started = Instant::now();
+                let len = bytes.len();
+                let commit = store.put_if_absent(&path, bytes).await?;
                 tracing::debug!(
                     path,
                     bytes = len,
                     elapsed_ms = started.elapsed().as_millis() as u64,
-                    "Committed file."
+                    "Put a data file."
                 );
-                report.bytes += len;
-                report.files.push(path);
+                Ok(commit)
             }
-            Commit::AlreadyExists => {
-                tracing::info!(
-                    path,
-                    "File already committed by an earlier attempt; not writing it again."
-                );
-                report.already_committed += 1;
-            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut already = 0;
+    for r in results {
+        if r? == Commit::AlreadyExists {
+            already += 1;
         }
-        Ok(())
     }
+    Ok(already)
+}
+
+/// The identity keys in a file of `table`.
+async fn read_keys(store: &Store, table: Table, path: &str) -> Result<Vec<u128>> {
+    let Some(bytes) = store.get(path).await? else {
+        return Ok(Vec::new());
+    };
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        read_identity_keys(bytes, table).map_err(|source| Error::ReadParquet { path, source })
+    })
+    .await?
 }
 
 /// The hex digest of a set of identity keys (in any order): the name of the file holding
@@ -587,40 +870,45 @@ fn encode_named(
 }
 
 /// Sort a partition's rows by time and encode them; the file is named by their identities.
-fn encode_events(
-    date: NaiveDate,
-    rows: &mut [Event],
-    opts: &EncodeOptions,
-) -> Result<(DataFilePath, Vec<u8>)> {
+fn encode_events(date: NaiveDate, rows: &mut [Event], opts: &EncodeOptions) -> Result<Encoded> {
     rows.sort_by(|a, b| {
         (a.time, &a.event_source, &a.event_id).cmp(&(b.time, &b.event_source, &b.event_id))
     });
     let batch = events_to_batch(rows)?;
     let keys = rows.iter().map(Event::identity_key);
-    encode_named(Table::Events, date, keys, batch, "time", opts)
+    let (path, bytes) = encode_named(Table::Events, date, keys, batch, "time", opts)?;
+    Ok(Encoded {
+        path,
+        bytes,
+        rows: rows.len() as u64,
+        time_range: rows.first().zip(rows.last()).map(|(a, b)| (a.time, b.time)),
+    })
 }
 
 /// Sort a partition's spans by start and encode them; the file is named by their identities.
-fn encode_spans(
-    date: NaiveDate,
-    rows: &mut [Span],
-    opts: &EncodeOptions,
-) -> Result<(DataFilePath, Vec<u8>)> {
+fn encode_spans(date: NaiveDate, rows: &mut [Span], opts: &EncodeOptions) -> Result<Encoded> {
     rows.sort_by(|a, b| {
         (a.start, &a.trace_id, &a.span_id).cmp(&(b.start, &b.trace_id, &b.span_id))
     });
     let batch = spans_to_batch(rows)?;
     let keys = rows.iter().map(Span::identity);
-    encode_named(Table::Spans, date, keys, batch, "start", opts)
+    let (path, bytes) = encode_named(Table::Spans, date, keys, batch, "start", opts)?;
+    Ok(Encoded {
+        path,
+        bytes,
+        rows: rows.len() as u64,
+        time_range: rows
+            .first()
+            .zip(rows.last())
+            .map(|(a, b)| (a.start, b.start)),
+    })
 }
 
-fn encode_dead_letters(
-    date: NaiveDate,
-    rows: &[DeadLetter],
-    opts: &EncodeOptions,
-) -> Result<(DataFilePath, Vec<u8>)> {
+/// Dead letters of one date, in arrival order, named by a digest of their content.
+fn encode_dead(date: NaiveDate, rows: &mut [DeadLetter], opts: &EncodeOptions) -> Result<Encoded> {
+    rows.sort_by_key(|d| d.received_at);
     let mut h = Sha256::new();
-    for d in rows {
+    for d in rows.iter() {
         h.update(d.received_at.to_le_bytes());
         for part in [
             d.origin.as_bytes(),
@@ -644,7 +932,15 @@ fn encode_dead_letters(
         path: path.to_string(),
         source,
     })?;
-    Ok((path, bytes))
+    Ok(Encoded {
+        path,
+        bytes,
+        rows: rows.len() as u64,
+        time_range: rows
+            .first()
+            .zip(rows.last())
+            .map(|(a, b)| (a.received_at, b.received_at)),
+    })
 }
 
 #[cfg(test)]

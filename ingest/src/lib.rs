@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod http;
 pub mod ingester;
 pub mod metrics;
+pub mod migrate;
 pub mod otlp;
 pub mod parquet;
 pub mod records;
@@ -45,6 +46,10 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
     Store(#[from] cdlake_schemas::store::StoreError),
+    #[error(transparent)]
+    Lake(#[from] cdlake_schemas::lake::LakeError),
+    #[error("committing to the store: {0}")]
+    Commit(Box<cdlake_schemas::lake::CommitError>),
     #[error("ingest task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

@@ -422,7 +422,10 @@ pub async fn consume(
                     running = None;
                     let done = done.map_err(|e| StreamError::Consumer(format!("the flush task failed: {e}")))?;
                     match done.result {
-                        Ok(_) => failures = 0,
+                        Ok(report) => {
+                            failures = 0;
+                            ingester.absorb(&report);
+                        }
                         Err(e) => {
                             retry_at = Instant::now() + backoff(failures);
                             failures += 1;

@@ -16,14 +16,10 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use cdlake_schemas::lake::{AsOf, TableLog};
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
-use cdlake_schemas::{dead_letters_schema, events_schema, spans_schema};
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -35,7 +31,7 @@ use futures::StreamExt;
 use crate::functions::{BoundFunctions, sliced_bytes};
 use crate::guard::{self, Class, Dialect};
 use crate::runtime::QueryRuntime;
-use crate::table::StoreTable;
+use crate::table::LakeTable;
 use crate::{Config, DoraReport, DoraRequest, Error, QueryResult, QueryService, Result, views};
 
 /// A query engine over one store. Cheap to clone: clones share the session and the runtime.
@@ -68,12 +64,19 @@ fn read_only() -> SQLOptions {
 }
 
 impl Engine {
-    /// Open the store's tables and define the views.
+    /// Open the store's tables (their newest versions, followed as commits land) and define
+    /// the views.
     pub async fn open(store: &Store, config: Config) -> Result<Self> {
+        Self::open_as_of(store, config, AsOf::Latest).await
+    }
+
+    /// Open the store's tables as they were at a version of `events` or at a time (the other
+    /// tables as of that version's commit time), and define the views: every answer is the one
+    /// the engine would have given then, with the data it had.
+    pub async fn open_as_of(store: &Store, config: Config, as_of: AsOf) -> Result<Self> {
         config.validate()?;
-        // DataFusion caches directory listings forever by default, which would hide files
-        // committed after the first query: turn that cache off. Files are immutable once
-        // committed, so the statistics and footer caches stay on.
+        // Files are immutable once committed, so the statistics and footer caches stay on;
+        // which files a table has comes from its Delta log, not from directory listings.
         let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         // No disk manager: sorts and joins never spill to the system's temporary directory, so
         // no query writes a file outside the store; past the memory pool they fail instead.
@@ -89,31 +92,20 @@ impl Engine {
             ctx.register_object_store(bucket, object_store);
         }
 
-        for table in TABLES {
-            let schema = match table {
-                Table::Events => events_schema(),
-                Table::DeadLetters => dead_letters_schema(),
-                Table::Spans => spans_schema(),
-            };
-            let url = store
-                .root_url()
-                .join(&table.prefix())
-                .map_err(|e| Error::internal("opening the store", e))?;
-            let url = ListingTableUrl::parse(url.as_str())?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet")
-                .with_table_partition_cols(vec![(
-                    Table::PARTITION_COLUMN.to_string(),
-                    DataType::Utf8,
-                )]);
-            let listing = ListingTableConfig::new(url)
-                .with_listing_options(options)
-                .with_schema(schema);
-            let listing = ListingTable::try_new(listing)?;
-            ctx.register_table(
-                table.dir(),
-                Arc::new(StoreTable::new(listing, store.clone(), table)),
-            )?;
+        let events = TableLog::open_as_of(store, Table::Events, as_of).await?;
+        // The other tables as of the time the chosen `events` version was committed.
+        let others = match as_of {
+            AsOf::Version(_) => AsOf::Time(events.committed_at().await?),
+            other => other,
+        };
+        let mut logs = vec![Arc::new(events)];
+        for table in [Table::DeadLetters, Table::Spans] {
+            logs.push(Arc::new(TableLog::open_as_of(store, table, others).await?));
+        }
+        for log in logs {
+            let name = log.table().dir();
+            let provider = LakeTable::new(log).await?;
+            ctx.register_table(name, Arc::new(provider))?;
         }
         ctx.register_table("teams", teams_table(&config)?)?;
         define_views(&ctx, &config, &[]).await?;

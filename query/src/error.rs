@@ -48,6 +48,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Store(#[from] cdlake_schemas::store::StoreError),
+    /// The store's tables could not be opened or read.
+    #[error(transparent)]
+    Lake(#[from] cdlake_schemas::lake::LakeError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
@@ -106,7 +109,7 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            Error::Internal { .. } | Error::Store(_) | Error::Config(_)
+            Error::Internal { .. } | Error::Store(_) | Error::Lake(_) | Error::Config(_)
         )
     }
 
@@ -115,7 +118,7 @@ impl Error {
         match self {
             Error::Limit { limit, .. } if *limit == "max_concurrent_queries" => 503,
             e if e.is_user_error() => 400,
-            Error::Store(_) => 503,
+            Error::Store(_) | Error::Lake(_) => 503,
             _ => 500,
         }
     }
@@ -134,7 +137,7 @@ impl Error {
             Error::Memory { .. } => "53200",
             Error::Execution(_) => "22000",
             Error::BadRequest(_) => "22023",
-            Error::Internal { .. } | Error::Store(_) | Error::Config(_) => "XX000",
+            Error::Internal { .. } | Error::Store(_) | Error::Lake(_) | Error::Config(_) => "XX000",
         }
     }
 
@@ -146,6 +149,8 @@ impl Error {
                 "{what} failed inside cdlake; the server log has the details. Retry, and report it if it persists"
             ),
             Error::Store(_) => "the store could not be read; the server log has the details. Check the store and retry".to_string(),
+            Error::Lake(e @ cdlake_schemas::lake::LakeError::LegacyLayout { .. }) => e.to_string(),
+            Error::Lake(_) => "the store's tables could not be read; the server log has the details. Check the store and retry".to_string(),
             Error::Config(e) => e.to_string(),
             e => e.to_string(),
         }

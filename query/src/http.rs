@@ -7,12 +7,13 @@
 //!   own failures with what failed (the details are logged).
 //! - `GET /api/v1/dora?from&to&by`: the DORA report (the JSON of `cdlake dora --format json`).
 //! - `GET /api/v1/tail?subject&predicate&service&environment&origin`: Server-Sent Events, one
-//!   `event` per newly committed event row, found by watching the store's newest partitions.
+//!   `event` per newly committed event row, found by following the `events` table's Delta log
+//!   (every commit that adds rows, whatever their event time).
 //!
 //! [`dora_gauges`] renders the DORA figures per service over the last 30 days as Prometheus
 //! gauges for `/metrics`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use cdlake_schemas::Event;
 use cdlake_schemas::event::batch_to_events;
-use cdlake_schemas::paths::{DataFilePath, Table};
+use cdlake_schemas::lake::{AsOf, TableLog};
+use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
 use chrono::{DateTime, Utc};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -45,18 +47,54 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 struct Api {
     engine: Engine,
+    store: Store,
     tail: broadcast::Sender<Arc<Event>>,
+    /// Engines over the tables as they were (`as_of`), the most recently used first.
+    past: Mutex<Vec<(AsOf, Engine)>>,
+}
+
+/// Engines over past versions kept open for further requests.
+const PAST_ENGINES: usize = 4;
+
+impl Api {
+    /// The engine answering at `as_of` (the live one when absent).
+    async fn engine_at(&self, as_of: Option<&str>) -> crate::Result<Engine> {
+        let Some(text) = as_of.filter(|t| !t.trim().is_empty()) else {
+            return Ok(self.engine.clone());
+        };
+        let as_of = AsOf::parse(text).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "as_of {text:?} is neither a table version (42) nor a time (2026-11-30, RFC 3339)"
+            ))
+        })?;
+        let mut past = self.past.lock().await;
+        if let Some(i) = past.iter().position(|(a, _)| *a == as_of) {
+            let entry = past.remove(i);
+            let engine = entry.1.clone();
+            past.insert(0, entry);
+            return Ok(engine);
+        }
+        let engine = Engine::open_as_of(&self.store, self.engine.config().clone(), as_of).await?;
+        past.insert(0, (as_of, engine.clone()));
+        past.truncate(PAST_ENGINES);
+        Ok(engine)
+    }
 }
 
 /// The query routes. Starts the store watcher that feeds `/api/v1/tail`.
 pub fn router(engine: Engine, store: Store) -> Router {
     let (tail, _) = broadcast::channel(4096);
-    tokio::spawn(watch(store, tail.clone()));
+    tokio::spawn(watch(store.clone(), tail.clone()));
     Router::new()
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/dora", get(dora))
         .route("/api/v1/tail", get(tail_events))
-        .with_state(Arc::new(Api { engine, tail }))
+        .with_state(Arc::new(Api {
+            engine,
+            store,
+            tail,
+            past: Mutex::new(Vec::new()),
+        }))
 }
 
 /// An error as the HTTP API answers it: the status and message [`Error`] decides, as
@@ -101,6 +139,9 @@ fn bad_request(message: impl Into<String>) -> Response {
 #[derive(Debug, Deserialize)]
 struct SqlRequest {
     sql: String,
+    /// Read the tables as they were: a version of `events` or a time.
+    #[serde(default)]
+    as_of: Option<String>,
 }
 
 async fn sql(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -124,7 +165,11 @@ async fn sql(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Re
     } else {
         (Format::Json, "application/json")
     };
-    match api.engine.sql_rendered(&request.sql, format).await {
+    let engine = match api.engine_at(request.as_of.as_deref()).await {
+        Ok(e) => e,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    match engine.sql_rendered(&request.sql, format).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
         Err(e) => ApiError(e).into_response(),
     }
@@ -135,6 +180,7 @@ struct DoraParams {
     from: Option<String>,
     to: Option<String>,
     by: Option<String>,
+    as_of: Option<String>,
 }
 
 async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Response {
@@ -155,7 +201,11 @@ async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Respo
         Ok(r) => r,
         Err(e) => return ApiError(e).into_response(),
     };
-    match api.engine.dora(&request).await {
+    let engine = match api.engine_at(p.as_of.as_deref()).await {
+        Ok(e) => e,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    match engine.dora(&request).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => ApiError(e).into_response(),
     }
@@ -248,57 +298,53 @@ async fn tail_events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// Watch the two newest date partitions of `events/` and broadcast the rows of every file
-/// committed after the watch started.
+/// Follow the `events` table's log and broadcast the rows of every commit that adds new rows
+/// (compactions add none), whatever their event time: a late redelivery or a backfill of last
+/// week shows up as it is committed.
 async fn watch(store: Store, tx: broadcast::Sender<Arc<Event>>) {
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut first = true;
+    let log = loop {
+        match TableLog::open(&store, Table::Events).await {
+            Ok(log) => break log,
+            Err(e) => {
+                tracing::warn!(error = %e, "The live tail cannot open the events table; retrying.");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
+    let mut version = log.latest_version().await.unwrap_or(0);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let today = Utc::now().date_naive();
-        let dates = [
-            today - chrono::Duration::days(1),
-            today,
-            today + chrono::Duration::days(1),
-        ];
-        let mut current = BTreeSet::new();
-        for date in dates {
-            match store.list(&Table::Events.partition_prefix(date)).await {
-                Ok(paths) => current.extend(
-                    paths
-                        .into_iter()
-                        // Compaction outputs hold rows already broadcast.
-                        .filter(|p| {
-                            DataFilePath::parse(p).is_some_and(|f| {
-                                !f.id.starts_with(cdlake_schemas::compaction::OUTPUT_PREFIX)
-                            })
-                        }),
-                ),
-                Err(e) => tracing::debug!(error = %e, "Listing the store for the tail failed."),
+        if tx.receiver_count() == 0 {
+            // Nobody listens: move on without reading what was committed meanwhile.
+            if let Ok(latest) = log.latest_version().await {
+                version = latest;
             }
+            continue;
         }
-        for path in &current {
-            if seen.contains(path) || first {
+        let commits = match log.added_since(version).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "Reading the events log for the tail failed.");
                 continue;
             }
-            if tx.receiver_count() == 0 {
-                continue;
-            }
-            let Ok(Some(bytes)) = store.get(path).await else {
-                continue;
-            };
-            let events = tokio::task::spawn_blocking(move || read_events(bytes)).await;
-            if let Ok(Ok(mut events)) = events {
-                events.sort_by_key(|e| e.time);
-                for e in events {
-                    let _ = tx.send(Arc::new(e));
+        };
+        for (committed, files) in commits {
+            for path in files {
+                let Ok(Some(bytes)) = store.get(&path.to_string()).await else {
+                    continue;
+                };
+                let events = tokio::task::spawn_blocking(move || read_events(bytes)).await;
+                if let Ok(Ok(mut events)) = events {
+                    events.sort_by_key(|e| e.time);
+                    for e in events {
+                        let _ = tx.send(Arc::new(e));
+                    }
                 }
             }
+            version = committed;
         }
-        seen = current;
-        first = false;
     }
 }
 

@@ -1,53 +1,58 @@
-//! [`StoreTable`]: a listing table over one table of the store that reads only the files
-//! compaction has left visible (see [`cdlake_schemas::compaction`]).
+//! [`LakeTable`]: a table of the store as the query engine reads it: the Delta Lake snapshot of
+//! the table, refreshed before each scan so every committed file is seen by the next query.
 //!
-//! DataFusion's `ListingTable` lists a table's directory at every scan. During a compaction a
-//! partition holds both the merged files and their replacement for a grace period, so a plain
-//! listing would count those rows twice. `StoreTable` reads the compaction manifests first,
-//! then lets the listing table plan the scan, then drops the files the manifests hide.
+//! The scan itself is `deltalake`'s (`DeltaScan`): it lists the snapshot's files (no directory
+//! listing), prunes them by the `date` partition and the time statistics, and answers
+//! `count(*)` from the files' row counts. Partition values come back as plain `Utf8` (not
+//! dictionaries) and strings as `Utf8View`, as DataFusion's own Parquet tables give them.
 
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use cdlake_schemas::compaction::ManifestCache;
-use cdlake_schemas::paths::Table;
-use cdlake_schemas::store::Store;
-use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
-use datafusion::common::Statistics;
-use datafusion::datasource::listing::ListingTable;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
-use datafusion::datasource::source::DataSourceExec;
+use cdlake_schemas::lake::TableLog;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
+use deltalake_core::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 
-/// A table of the store as readers should see it.
+/// A table of the store, read from its Delta log.
 #[derive(Debug)]
-pub(crate) struct StoreTable {
-    inner: Arc<ListingTable>,
-    store: Store,
-    table: Table,
-    root: String,
-    manifests: ManifestCache,
+pub(crate) struct LakeTable {
+    log: Arc<TableLog>,
+    schema: SchemaRef,
 }
 
-impl StoreTable {
-    pub(crate) fn new(inner: ListingTable, store: Store, table: Table) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            root: store.root_location(),
-            store,
-            table,
-            manifests: ManifestCache::default(),
-        }
+fn config() -> DeltaScanConfig {
+    DeltaScanConfig::new().with_wrap_partition_values(false)
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl LakeTable {
+    pub(crate) async fn new(log: Arc<TableLog>) -> Result<Self> {
+        let snapshot = log.snapshot().await.map_err(external)?;
+        let schema = DeltaScanNext::new(snapshot, config())
+            .map_err(external)?
+            .schema();
+        Ok(Self { log, schema })
+    }
+
+    /// A scan of the newest snapshot (or the pinned one).
+    async fn current(&self) -> Result<DeltaScanNext> {
+        self.log.refresh().await.map_err(external)?;
+        let snapshot = self.log.snapshot().await.map_err(external)?;
+        DeltaScanNext::new(snapshot, config()).map_err(external)
     }
 }
 
 #[async_trait]
-impl TableProvider for StoreTable {
+impl TableProvider for LakeTable {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -58,7 +63,8 @@ impl TableProvider for StoreTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        self.inner.supports_filters_pushdown(filters)
+        // The scan prunes files with the filters; the rows are filtered above it.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     async fn scan(
@@ -68,71 +74,15 @@ impl TableProvider for StoreTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let args = ScanArgs::default()
-            .with_projection(projection.map(|p| p.as_slice()))
-            .with_filters(Some(filters))
-            .with_limit(limit);
-        Ok(self.scan_with_args(state, args).await?.into_inner())
-    }
-
-    async fn scan_with_args<'a>(
-        &self,
-        state: &dyn Session,
-        args: ScanArgs<'a>,
-    ) -> Result<ScanResult> {
-        // Manifests first, then the files: see the module documentation.
-        let visibility = self
-            .manifests
-            .visibility(&self.store, self.table)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        // The listing table may stop listing files once their statistics cover a limit; with
-        // files removed afterwards that could return too few rows, so plan without the limit
-        // (the limit itself stays in the plan above the scan).
-        let args = args.with_limit(None);
-        let plan = self.inner.scan_with_args(state, args).await?.into_inner();
-        let Some(exec) = plan.downcast_ref::<DataSourceExec>() else {
-            return Ok(plan.into()); // no files at all: an empty scan
-        };
-        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
-            return Ok(plan.into());
-        };
-        let visible = |location: &str| {
-            let relative = location
-                .strip_prefix(self.root.as_str())
-                .unwrap_or(location);
-            visibility.is_visible(relative)
-        };
-        let hides_any = config
-            .file_groups
-            .iter()
-            .flat_map(|g| g.iter())
-            .any(|f| !visible(f.object_meta.location.as_ref()));
-        if !hides_any {
-            return Ok(plan.into());
+        let scan = self.current().await?;
+        if scan.schema().fields() != self.schema.fields() {
+            // A column was added since the engine opened the table: the session's plans were
+            // made with the old columns, which the new files still have.
+            tracing::debug!(
+                table = self.log.table().dir(),
+                "The table's schema changed; reading the columns the engine knows."
+            );
         }
-        let groups: Vec<FileGroup> = config
-            .file_groups
-            .iter()
-            .map(|g| {
-                FileGroup::new(
-                    g.iter()
-                        .filter(|f| visible(f.object_meta.location.as_ref()))
-                        .cloned()
-                        .collect(),
-                )
-            })
-            .filter(|g| !g.is_empty())
-            .collect();
-        // The table-level statistics counted the hidden files too: a `count(*)` answered from
-        // them would be wrong, so they become unknown for this scan.
-        let statistics =
-            Statistics::new_unknown(config.file_source().table_schema().table_schema());
-        let config = FileScanConfigBuilder::from(config.clone())
-            .with_file_groups(groups)
-            .with_statistics(statistics)
-            .build();
-        let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-        Ok(exec.into())
+        scan.scan(state, projection, filters, limit).await
     }
 }

@@ -1,16 +1,18 @@
-//! Compaction is atomic for readers: queries running in a loop while partitions are compacted
-//! and vacuumed always see every row exactly once, and `count(*)` (which DataFusion may answer
-//! from file statistics) agrees.
+//! Compaction is atomic for readers: queries running in a loop before, during and after the
+//! commit that swaps a partition's small files for merged ones, and while the vacuum deletes
+//! the old files, always see every row exactly once, and `count(*)` (answered from the files'
+//! row counts) agrees.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arrow::array::Int64Array;
-use cdlake_ingest::compact::{CompactOptions, compact_table};
+use cdlake_ingest::compact::{CompactOptions, compact_table, maintain};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::{Config, Engine};
 use cdlake_schemas::Origin;
+use cdlake_schemas::lake::TableLog;
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
 
@@ -73,8 +75,10 @@ async fn queries_see_each_row_once_while_compaction_runs() {
     }
     let total = (DAYS as usize * FILES_PER_DAY * PER_FILE) as i64;
     let per_day = (FILES_PER_DAY * PER_FILE) as i64;
-    let files_before = store.list("events/").await.unwrap().len();
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    let files_before = log.refresh().await.unwrap().num_files();
     assert_eq!(files_before, DAYS as usize * FILES_PER_DAY);
+    assert_eq!(parquet_files(dir.path()), files_before);
 
     let engine = Engine::open(&store, Config::default()).await.unwrap();
     assert_eq!(counts(&engine).await, (total, total, per_day));
@@ -90,36 +94,60 @@ async fn queries_see_each_row_once_while_compaction_runs() {
             }
         })
     };
-    let grace = Duration::from_millis(1500);
+    // Waits until the reader has answered `n` more queries.
+    let more = |n: usize| {
+        let queries = queries.clone();
+        async move {
+            let start = queries.load(Ordering::SeqCst);
+            while queries.load(Ordering::SeqCst) < start + n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    more(2).await;
+    let retention = Duration::from_millis(1500);
     let opts = CompactOptions {
-        grace,
+        retention: chrono::Duration::from_std(retention).unwrap(),
         min_files: 2,
         ..CompactOptions::default()
     };
-    let first = compact_table(&store, Table::Events, &opts, |_, _| {})
-        .await
-        .unwrap();
+    // The switch: one commit removes the 75 inputs and adds 3 outputs, while queries run.
+    let first = compact_table(&store, &log, &opts, |_, _| {}).await.unwrap();
     assert_eq!(first.files_in, files_before);
     assert_eq!(first.files_out, DAYS as usize);
-    assert_eq!(first.removed, 0);
-    // Inputs and outputs both present during the grace period.
+    more(2).await;
+    // Inputs stay for queries planned on the old version until the retention passed.
+    assert_eq!(parquet_files(dir.path()), files_before + DAYS as usize);
     assert_eq!(
-        store.list("events/").await.unwrap().len(),
-        files_before + DAYS as usize
+        maintain(&log, &opts).await.unwrap(),
+        0,
+        "nothing past the retention yet"
     );
-    tokio::time::sleep(grace + Duration::from_millis(200)).await;
-    let vacuum = compact_table(&store, Table::Events, &opts, |_, _| {})
-        .await
-        .unwrap();
-    assert_eq!(vacuum.removed, files_before);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(retention + Duration::from_millis(200)).await;
+    more(1).await;
+    assert_eq!(maintain(&log, &opts).await.unwrap(), files_before);
+    more(2).await;
     done.store(true, Ordering::SeqCst);
     reader.await.unwrap();
-    assert!(
-        queries.load(Ordering::SeqCst) >= 3,
-        "the reader ran {} queries",
-        queries.load(Ordering::SeqCst)
-    );
-    assert_eq!(store.list("events/").await.unwrap().len(), DAYS as usize);
+    assert_eq!(parquet_files(dir.path()), DAYS as usize);
     assert_eq!(counts(&engine).await, (total, total, per_day));
+}
+
+/// Data files on disk (the log's own files excluded).
+fn parquet_files(dir: &std::path::Path) -> usize {
+    fn walk(dir: &std::path::Path, n: &mut usize) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if !p.ends_with("_delta_log") {
+                    walk(&p, n);
+                }
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&dir.join("events"), &mut n);
+    n
 }

@@ -10,8 +10,9 @@
 //! ```
 //! builds each line into a real CDEvent (spec 0.5.1 by default; keys: id, source, spec, env,
 //! artifact, service, repo, change, team, pipeline, run, task, outcome) and ingests it through
-//! the real ingest path. `EVENTS unchecked` writes the lines as a Parquet file directly, past the
-//! ingester's de-duplication (as a racing writer could), to prove the views de-duplicate.
+//! the real ingest path. `EVENTS unchecked` writes the lines as a Parquet file and commits it
+//! directly, past cdlake's de-duplication (as a writer that checks no identities could), to
+//! prove the views de-duplicate.
 //!
 //! `TEAMS key=team …` adds to the `[teams]` table of the configuration.
 //!
@@ -27,6 +28,7 @@ use cdlake_ingest::parquet::{EncodeOptions, encode, writer_properties};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::{Config, DoraRequest, Engine};
 use cdlake_schemas::event::events_to_batch;
+use cdlake_schemas::lake::{Change, CommitKind, NewFile, TableLog};
 use cdlake_schemas::paths::{DataFilePath, Table};
 use cdlake_schemas::store::Store;
 use cdlake_schemas::{Origin, cdevents, events_schema};
@@ -175,10 +177,30 @@ impl Db {
             )
             .map_err(err)?;
             let path = DataFilePath::new(Table::Events, date, format!("unchecked{}", self.seq));
+            let size = bytes.len() as u64;
             self.store
                 .put_if_absent(&path.to_string(), bytes)
                 .await
                 .map_err(err)?;
+            // Committed as a writer that checks no identities would (Spark appending to the
+            // table), past cdlake's de-duplication.
+            let log = TableLog::open(&self.store, Table::Events)
+                .await
+                .map_err(err)?;
+            let index = log.refresh().await.map_err(err)?;
+            log.commit(Change {
+                read_version: index.version,
+                kind: CommitKind::Append,
+                add: vec![NewFile {
+                    path,
+                    size,
+                    rows: events.len() as u64,
+                    time_range: None,
+                }],
+                remove: Vec::new(),
+            })
+            .await
+            .map_err(err)?;
             return Ok(());
         }
         let mut ing = Ingester::new(self.store.clone(), IngesterConfig::default());

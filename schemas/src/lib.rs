@@ -10,9 +10,9 @@
 //! object store (`events/date=YYYY-MM-DD/<file>.parquet`, Hive-partitioned by event date).
 
 pub mod cdevents;
-pub mod compaction;
 pub mod dead_letter;
 pub mod event;
+pub mod lake;
 pub mod paths;
 pub mod span;
 pub mod store;

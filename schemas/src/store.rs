@@ -72,6 +72,9 @@ pub struct Store {
     /// For an object-store URL: the bucket's URL (`s3://bucket`) and its store, which a query
     /// engine registers to read the files at their full URLs.
     bucket_store: Option<(url::Url, Arc<dyn ObjectStore>)>,
+    /// The store whose paths are the paths of [`Store::root_url`] (the file system from `/`
+    /// with durable writes, or the bucket): what Delta Lake tables are opened on.
+    url_store: Arc<dyn ObjectStore>,
 }
 
 impl Store {
@@ -120,6 +123,7 @@ impl Store {
             local_root: Some(root),
             object_store: Arc::new(object_store),
             bucket_store: None,
+            url_store: Arc::new(DurableLocal::new()),
         })
     }
 
@@ -202,8 +206,9 @@ impl Store {
             object_store,
             bucket_store: Some((
                 url::Url::parse(&bucket_url).map_err(|e| err(e.to_string()))?,
-                store,
+                store.clone(),
             )),
+            url_store: store,
         })
     }
 
@@ -238,6 +243,13 @@ impl Store {
     /// The object store, with paths relative to the store root.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.object_store.clone()
+    }
+
+    /// The store that resolves the paths of [`Store::root_url`] and its table URLs: the local
+    /// file system from `/` (writes made durable with fsync), or the bucket. Delta Lake tables
+    /// are opened on it.
+    pub fn url_store(&self) -> Arc<dyn ObjectStore> {
+        self.url_store.clone()
     }
 
     /// Commit `data` at `path` (relative to the root) unless something is there already.
@@ -382,6 +394,193 @@ fn put_local(target: &Path, data: &[u8]) -> Result<Commit> {
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The local file system from `/`, as `object_store`'s `LocalFileSystem`, but with durable
+/// writes: a put writes a temporary file beside the target, fsyncs it, links it into place
+/// (create-only) or renames it (overwrite), and fsyncs the directory, so a write reported done
+/// survives a power cut. Delta Lake's commits (`_delta_log/N.json`, put create-only: the
+/// table's only lock) and checkpoints go through it. Everything else is `LocalFileSystem`'s.
+#[derive(Debug)]
+pub struct DurableLocal {
+    inner: LocalFileSystem,
+}
+
+impl DurableLocal {
+    pub fn new() -> Self {
+        Self {
+            inner: LocalFileSystem::new(),
+        }
+    }
+
+    fn file_path(location: &ObjectPath) -> PathBuf {
+        let mut path = PathBuf::from("/");
+        for part in location.parts() {
+            path.push(part.as_ref());
+        }
+        path
+    }
+}
+
+impl Default for DurableLocal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for DurableLocal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DurableLocal")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for DurableLocal {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let target = Self::file_path(location);
+        let overwrite = match opts.mode {
+            PutMode::Create => false,
+            PutMode::Overwrite => true,
+            PutMode::Update(_) => return self.inner.put_opts(location, payload, opts).await,
+        };
+        let data: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+        let written = tokio::task::spawn_blocking(move || {
+            if overwrite {
+                put_local_overwrite(&target, &data)
+            } else {
+                put_local(&target, &data).map(|c| (c, target))
+            }
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "DurableLocal",
+            source: Box::new(e),
+        })?;
+        match written {
+            Ok((Commit::Created, _)) => Ok(object_store::PutResult {
+                e_tag: None,
+                version: None,
+            }),
+            Ok((Commit::AlreadyExists, path)) => Err(object_store::Error::AlreadyExists {
+                path: path.display().to_string(),
+                source: "the file exists".into(),
+            }),
+            Err(e) => Err(object_store::Error::Generic {
+                store: "DurableLocal",
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &ObjectPath,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&ObjectPath>,
+        offset: &ObjectPath,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// Write `data` at `target` replacing what is there, durably: a temporary file fsynced, renamed
+/// into place, the directory fsynced.
+fn put_local_overwrite(target: &Path, data: &[u8]) -> Result<(Commit, PathBuf)> {
+    let io = |source| StoreError::WriteLocal {
+        path: target.to_path_buf(),
+        source,
+    };
+    let dir = target
+        .parent()
+        .ok_or_else(|| io(std::io::Error::other("no parent directory")))?;
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, target)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)?;
+    Ok((Commit::Created, target.to_path_buf()))
 }
 
 fn unique() -> u64 {

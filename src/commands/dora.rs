@@ -29,6 +29,10 @@ pub(crate) struct Args {
     /// Write the report to this file instead of standard output.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Answer from the tables as they were: a version of `events` (42) or a time
+    /// (2026-11-30, 2026-11-30T12:00:00Z): what the report said then, with the data it had.
+    #[arg(long = "as-of")]
+    as_of: Option<String>,
     /// Print the SQL instead of the report, as one JSON object: the view definitions and the
     /// statements the report runs for this window (for benchmarks against other engines).
     #[arg(long, hide = true)]
@@ -68,7 +72,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         println!("{}", serde_json::to_string(&sql)?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let engine = super::engine(&args.store, &args.config).await?;
+    let engine = super::engine_as_of(&args.store, &args.config, args.as_of.as_deref()).await?;
     let text = match args.format {
         ReportFormat::Html => {
             let by = by.or(Some(GroupBy::Service));

@@ -13,6 +13,10 @@ pub(crate) struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: OutputFormat,
+    /// Read the tables as they were: a version of `events` (42) or a time (2026-11-30,
+    /// 2026-11-30T12:00:00Z); as far back as the retention keeps them.
+    #[arg(long = "as-of")]
+    as_of: Option<String>,
     /// The query, e.g. "SELECT service, count(*) FROM deployments GROUP BY service".
     query: String,
 }
@@ -25,7 +29,7 @@ enum OutputFormat {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
-    let engine = super::engine(&args.store, &args.config).await?;
+    let engine = super::engine_as_of(&args.store, &args.config, args.as_of.as_deref()).await?;
     let result = engine.sql(&args.query).await?;
     let format = match args.format {
         OutputFormat::Table => Format::Table,

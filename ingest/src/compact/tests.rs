@@ -1,6 +1,6 @@
 use cdlake_schemas::Event;
-use cdlake_schemas::compaction::ManifestCache;
 use cdlake_schemas::event::{batch_to_events, events_schema, events_to_batch};
+use cdlake_schemas::lake::TableLog;
 
 use super::*;
 use crate::parquet::encode;
@@ -38,8 +38,9 @@ fn event(n: u64) -> Event {
     }
 }
 
-/// Write `events` (sorted by time) as one file named `id`, as an ingester would.
-async fn write_file(store: &Store, id: &str, mut events: Vec<Event>) -> String {
+/// Write `events` (sorted by time) as one file named `id` and commit it, as a writer would
+/// (without cdlake's de-duplication, so the tests can hold duplicates).
+async fn write_file(store: &Store, log: &TableLog, id: &str, mut events: Vec<Event>) {
     events.sort_by_key(|e| e.time);
     let schema = events_schema();
     let batch = events_to_batch(&events).unwrap();
@@ -49,38 +50,41 @@ async fn write_file(store: &Store, id: &str, mut events: Vec<Event>) -> String {
         writer_properties(&schema, "time", &EncodeOptions::default()),
     )
     .unwrap();
-    let path = DataFilePath::new(Table::Events, date(), id).to_string();
-    store.put_if_absent(&path, bytes).await.unwrap();
-    path
+    let path = DataFilePath::new(Table::Events, date(), id);
+    let size = bytes.len() as u64;
+    store.put_if_absent(&path.to_string(), bytes).await.unwrap();
+    let index = log.refresh().await.unwrap();
+    log.commit(Change {
+        read_version: index.version,
+        kind: CommitKind::Append,
+        add: vec![NewFile {
+            path,
+            size,
+            rows: events.len() as u64,
+            time_range: Some((events[0].time, events[events.len() - 1].time)),
+        }],
+        remove: Vec::new(),
+    })
+    .await
+    .unwrap();
 }
 
 /// Ten files of 100 interleaved events, with events 0..50 stored twice (a second file).
-async fn small_files(store: &Store) -> Vec<String> {
-    let mut paths = Vec::new();
+async fn small_files(store: &Store, log: &TableLog) {
     for k in 0..10u64 {
         let events = (0..1000).filter(|n| n % 10 == k).map(event).collect();
-        paths.push(write_file(store, &format!("f{k:02}"), events).await);
+        write_file(store, log, &format!("f{k:02}"), events).await;
     }
-    paths.push(write_file(store, "dup", (0..50).map(event).collect()).await);
-    paths
+    write_file(store, log, "dup", (0..50).map(event).collect()).await;
 }
 
-/// What a reader sees: visible files, their rows in order.
-async fn visible_rows(store: &Store) -> (Vec<String>, Vec<Event>) {
-    let visibility = ManifestCache::default()
-        .visibility(store, Table::Events)
-        .await
-        .unwrap();
+/// What a reader sees: the table's files and their rows in order.
+async fn table_rows(store: &Store, log: &TableLog) -> (Vec<String>, Vec<Event>) {
+    let index = log.refresh().await.unwrap();
     let mut files = Vec::new();
     let mut rows = Vec::new();
-    for path in store
-        .list(&Table::Events.partition_prefix(date()))
-        .await
-        .unwrap()
-    {
-        if !visibility.is_visible(&path) {
-            continue;
-        }
+    for f in index.files(date()) {
+        let path = f.path.to_string();
         let bytes = store.get(&path).await.unwrap().unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
             .unwrap()
@@ -94,181 +98,108 @@ async fn visible_rows(store: &Store) -> (Vec<String>, Vec<Event>) {
     (files, rows)
 }
 
-fn opts(grace: Duration) -> CompactOptions {
+fn opts() -> CompactOptions {
     CompactOptions {
-        grace,
         min_files: 2,
+        retention: chrono::Duration::zero(),
         ..Default::default()
     }
 }
 
 #[tokio::test]
-async fn merges_small_files_into_one_sorted_deduplicated_file() {
-    let (_dir, store) = store();
-    let inputs = small_files(&store).await;
-    let (_, before) = visible_rows(&store).await;
-    assert_eq!(before.len(), 1050);
+async fn merges_small_files_into_one_sorted_deduplicated_file_in_one_commit() {
+    let (dir, store) = store();
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    small_files(&store, &log).await;
+    let (inputs, before) = table_rows(&store, &log).await;
+    assert_eq!((inputs.len(), before.len()), (11, 1050));
+    let version = log.refresh().await.unwrap().version;
 
-    let report = compact_partition(&store, Table::Events, date(), &opts(Duration::ZERO))
+    let report = compact_table(&store, &log, &opts(), |_, _| {})
         .await
         .unwrap();
-    assert_eq!(report.files_in, 11);
-    assert_eq!(report.files_out, 1);
-    assert_eq!(report.rows_in, 1050);
-    assert_eq!(report.rows_out, 1000);
-    // Grace zero: the inputs are gone at once (the manifest stays with its output).
-    assert_eq!(report.removed, 11);
+    assert_eq!((report.files_in, report.files_out), (11, 1));
+    assert_eq!((report.rows_in, report.rows_out), (1050, 1000));
 
-    let (files, rows) = visible_rows(&store).await;
+    // One transaction: the next version removes the eleven and adds the merged file.
+    let index = log.refresh().await.unwrap();
+    assert_eq!(index.version, version + 1);
+    let (files, rows) = table_rows(&store, &log).await;
     assert_eq!(files.len(), 1);
     assert!(files[0].contains("/compact-"), "{files:?}");
-    let ids: Vec<&str> = rows.iter().map(|e| e.event_id.as_str()).collect();
-    let expected: Vec<String> = (0..1000).map(|n| format!("id-{n}")).collect();
-    assert_eq!(ids, expected.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(rows.windows(2).all(|w| w[0].time <= w[1].time));
-    assert_eq!(rows[7], event(7), "rows keep every column");
-    for input in inputs {
-        assert!(
-            store.get(&input).await.unwrap().is_none(),
-            "{input} deleted"
-        );
-    }
-    // Nothing left to do.
-    let again = compact_partition(&store, Table::Events, date(), &opts(Duration::ZERO))
-        .await
-        .unwrap();
-    assert_eq!(again.files_in, 0);
-    assert!(
-        partitions_to_compact(&store, Table::Events, &opts(Duration::from_secs(600)))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-}
-
-#[tokio::test]
-async fn inputs_stay_until_the_grace_period_ends_but_readers_see_each_row_once() {
-    let (_dir, store) = store();
-    let inputs = small_files(&store).await;
-    let grace = Duration::from_millis(300);
-    let report = compact_partition(&store, Table::Events, date(), &opts(grace))
-        .await
-        .unwrap();
-    assert_eq!((report.files_out, report.removed), (1, 0));
-    // Both generations are in the store; a reader sees one.
-    for input in &inputs {
-        assert!(store.get(input).await.unwrap().is_some());
-    }
-    let (files, rows) = visible_rows(&store).await;
-    assert_eq!((files.len(), rows.len()), (1, 1000));
-
-    tokio::time::sleep(grace + Duration::from_millis(50)).await;
-    assert_eq!(
-        partitions_to_compact(&store, Table::Events, &opts(grace))
-            .await
-            .unwrap(),
-        vec![date()]
-    );
-    let later = compact_partition(&store, Table::Events, date(), &opts(grace))
-        .await
-        .unwrap();
-    assert_eq!(later.removed, 11);
-    let (files, rows) = visible_rows(&store).await;
-    assert_eq!((files.len(), rows.len()), (1, 1000));
-    assert_eq!(store.list("events/").await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn a_crash_before_the_manifest_leaves_invisible_outputs_that_are_cleaned_up() {
-    let (_dir, store) = store();
-    small_files(&store).await;
-    // The state after step 1 of a crashed run: an output without its manifest.
-    let orphan = write_file(&store, "compact-00ff-0", (0..1000).map(event).collect()).await;
-    let (files, rows) = visible_rows(&store).await;
-    assert!(!files.contains(&orphan));
-    assert_eq!(rows.len(), 1050);
-
-    let report = compact_partition(&store, Table::Events, date(), &opts(Duration::ZERO))
-        .await
-        .unwrap();
-    assert!(report.removed >= 1);
-    assert!(store.get(&orphan).await.unwrap().is_none());
-    let (_, rows) = visible_rows(&store).await;
     assert_eq!(rows.len(), 1000);
+    assert!(rows.windows(2).all(|w| w[0].time <= w[1].time), "sorted");
+    let ids: HashSet<&str> = rows.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 1000, "each event once");
+    // The commit is a rewrite, not new data: the tail shows no rows of it.
+    let added = log.added_since(version).await.unwrap();
+    assert_eq!(added, vec![(version + 1, vec![])]);
+
+    // The inputs stay in the store for readers of older versions until the vacuum.
+    for p in &inputs {
+        assert!(dir.path().join(p).exists(), "{p} kept until vacuumed");
+    }
+    let removed = maintain(&log, &opts()).await.unwrap();
+    assert_eq!(removed, 11);
+    for p in &inputs {
+        assert!(!dir.path().join(p).exists(), "{p} vacuumed");
+    }
+    assert_eq!(table_rows(&store, &log).await.1.len(), 1000);
 }
 
 #[tokio::test]
-async fn compacting_again_merges_earlier_outputs_and_retires_their_manifests() {
+async fn two_compactors_of_one_partition_cannot_both_commit() {
     let (_dir, store) = store();
-    small_files(&store).await;
-    compact_partition(&store, Table::Events, date(), &opts(Duration::ZERO))
+    let first = TableLog::open(&store, Table::Events).await.unwrap();
+    small_files(&store, &first).await;
+    let second = TableLog::open(&store, Table::Events).await.unwrap();
+    let options = opts();
+    let (a, b) = tokio::join!(
+        compact_table(&store, &first, &options, |_, _| {}),
+        compact_table(&store, &second, &options, |_, _| {})
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.files_out + b.files_out, 1, "{a:?} {b:?}");
+    assert_eq!(a.busy + b.busy, 1, "{a:?} {b:?}");
+    let (files, rows) = table_rows(&store, &first).await;
+    assert_eq!((files.len(), rows.len()), (1, 1000));
+}
+
+#[tokio::test]
+async fn compacting_again_merges_earlier_outputs() {
+    let (_dir, store) = store();
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    small_files(&store, &log).await;
+    compact_table(&store, &log, &opts(), |_, _| {})
         .await
         .unwrap();
-    // New files arrive after the first compaction.
-    write_file(&store, "late1", (1000..1100).map(event).collect()).await;
-    write_file(&store, "late2", (1100..1200).map(event).collect()).await;
-    let report = compact_partition(&store, Table::Events, date(), &opts(Duration::ZERO))
+    write_file(&store, &log, "late", (1000..1010).map(event).collect()).await;
+    let report = compact_table(&store, &log, &opts(), |_, _| {})
         .await
         .unwrap();
-    assert_eq!((report.files_in, report.rows_out), (3, 1200));
-    let (files, rows) = visible_rows(&store).await;
-    assert_eq!((files.len(), rows.len()), (1, 1200));
-    // The first manifest's output was merged away: only the second manifest is left.
-    let manifests = store.list(MANIFEST_DIR).await.unwrap();
-    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    assert_eq!((report.files_in, report.files_out), (2, 1));
+    let (files, rows) = table_rows(&store, &log).await;
+    assert_eq!((files.len(), rows.len()), (1, 1010));
 }
 
 #[tokio::test]
 async fn large_partitions_are_merged_in_groups_within_the_target_size() {
     let (_dir, store) = store();
-    small_files(&store).await;
-    let largest = store
-        .list_meta("events/")
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.size)
-        .max()
-        .unwrap();
-    // Room for about four inputs per group.
-    let opts = CompactOptions {
-        target_bytes: largest * 4 + 1,
-        ..opts(Duration::ZERO)
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    small_files(&store, &log).await;
+    let options = CompactOptions {
+        max_inputs: 4,
+        ..opts()
     };
-    let report = compact_partition(&store, Table::Events, date(), &opts)
+    let report = compact_table(&store, &log, &options, |_, _| {})
         .await
         .unwrap();
-    assert!(report.files_out >= 2, "{report:?}");
-    assert_eq!(report.files_in, 11);
-    let (files, rows) = visible_rows(&store).await;
-    assert_eq!(files.len(), report.files_out);
-    let mut ids: Vec<String> = rows.iter().map(|e| e.event_id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 1000, "no row lost across {} files", files.len());
-    // Duplicates are dropped within a group; across groups they remain for events_unique.
-    assert!((1000..1050).contains(&rows.len()), "{}", rows.len());
-}
-
-#[tokio::test]
-async fn one_compactor_per_partition_until_its_lease_expires() {
-    let (_dir, store) = store();
-    let held = Lease::acquire(&store, Table::Events, date(), Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
-    let busy = compact_partition(&store, Table::Events, date(), &opts(Duration::ZERO))
-        .await
-        .unwrap();
-    assert_eq!(busy.busy, 1);
-    held.release(&store).await;
-
-    let expired = Lease::acquire(&store, Table::Events, date(), Duration::ZERO)
-        .await
-        .unwrap();
-    assert!(expired.is_some());
-    let taken = Lease::acquire(&store, Table::Events, date(), Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(taken.is_some(), "an expired lease is taken over");
+    // 11 files in groups of at most 4: 4 + 4 + 3.
+    assert_eq!((report.files_in, report.files_out), (11, 3));
+    let (files, rows) = table_rows(&store, &log).await;
+    assert_eq!(files.len(), 3);
+    // Duplicates across groups are not merged away by one group: the store keeps each row it
+    // was given at most once per group, and every event is there.
+    let ids: HashSet<&str> = rows.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 1000);
 }

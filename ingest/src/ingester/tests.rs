@@ -20,10 +20,15 @@ fn cdevent(id: &str, time: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The rows of the files the table's log lists.
 async fn read_table(store: &Store, table: Table) -> Vec<RecordBatch> {
+    let log = cdlake_schemas::lake::TableLog::open(store, table)
+        .await
+        .unwrap();
+    let index = log.refresh().await.unwrap();
     let mut out = Vec::new();
-    for path in store.list(table.dir()).await.unwrap() {
-        let bytes = store.get(&path).await.unwrap().unwrap();
+    for file in index.all() {
+        let bytes = store.get(&file.path.to_string()).await.unwrap().unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
             .unwrap()
             .build()
@@ -133,8 +138,10 @@ async fn a_retried_flush_of_the_same_rows_lands_on_the_same_file() {
     }
     let a = first.flush().await.unwrap();
     let b = second.flush().await.unwrap();
-    assert_eq!((a.files.len(), a.already_committed), (1, 0));
-    assert_eq!((b.files.len(), b.already_committed), (0, 1));
+    assert_eq!((a.files.len(), a.events), (1, 2));
+    // The second found the first's commit in the same partition and dropped its copies.
+    assert_eq!((b.files.len(), b.events, b.duplicates), (0, 0, 2));
+    assert_eq!(b.foreign.len(), 1);
     assert_eq!(
         read_table(&store, Table::Events)
             .await
@@ -244,11 +251,13 @@ async fn taken_rows_commit_beside_new_input_and_a_failed_commit_keeps_exactly_th
     std::fs::write(&blocked, b"in the way").unwrap();
     let committer = ing.committer();
     assert!(taken.commit(&committer).await.is_err());
-    assert_eq!(taken.rows(), 1, "only the failed date is left");
+    // A table's rows commit in one transaction: all of them are left.
+    assert_eq!(taken.rows(), 3, "nothing was committed");
+    assert!(read_table(&store, Table::Events).await.is_empty());
 
     std::fs::remove_file(&blocked).unwrap();
     let retried = taken.commit(&committer).await.unwrap();
-    assert_eq!((retried.events, retried.files.len()), (1, 1));
+    assert_eq!((retried.events, retried.files.len()), (3, 2));
     assert!(taken.is_empty());
     assert_eq!(ing.flush().await.unwrap().events, 1);
     let mut ids: Vec<String> = read_table(&store, Table::Events)
