@@ -621,6 +621,71 @@ async fn receiver_attacks(t: &Arc<Target>) {
             .contains("before 2000")
     );
 
+    // Partition spray: 20,000 events on 20,000 distinct days in one request. The 9,000 days
+    // since 2001 are stored (one file per day, one commit); the 11,000 before 2000 are refused
+    // and dead-lettered. Meanwhile webhooks are answered as fast as ever.
+    let start = chrono::NaiveDate::from_ymd_opt(2001, 1, 1).unwrap();
+    let spray: Vec<Value> = (0..20_000i64)
+        .map(|i| {
+            let day = if i < 9_000 {
+                start + chrono::Duration::days(i)
+            } else {
+                start - chrono::Duration::days(400 + i)
+            };
+            cdevent(
+                &format!("spray-{i}"),
+                &format!("{}T12:00:00Z", day.format("%Y-%m-%d")),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let resp = attack(t, "HTTP: 20,000 events on 20,000 distinct days", async {
+        t.http
+            .post(t.service.url("/api/v1/events"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/cloudevents-batch+json")
+            .json(&spray)
+            .send()
+            .await
+            .expect("answer")
+    })
+    .await;
+    let stored_in = started.elapsed();
+    assert_eq!(resp.status().as_u16(), 400, "some were refused");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["accepted"], 9_000, "{}", body["error"]);
+    assert_eq!(body["rejected"].as_array().map(Vec::len), Some(11_000));
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("before 2000")));
+    let started = Instant::now();
+    let (status, count) = t
+        .sql("SELECT count(*) AS n FROM events WHERE event_id LIKE 'spray-%'")
+        .await;
+    let counted_in = started.elapsed();
+    assert_eq!(status, 200, "{count}");
+    assert_eq!(count[0]["n"], 9_000);
+    let started = Instant::now();
+    let (status, _) = t.sql("SELECT count(*) FROM events").await;
+    let count_all = started.elapsed();
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let report = t
+        .http
+        .get(t.service.url("/api/v1/dora?from=now-30d&by=service"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    let report_in = started.elapsed();
+    assert_eq!(report.status().as_u16(), 200);
+    eprintln!(
+        "hostile {:<10} spray: stored in {:.2} s; then count(*) {:.3} s, the 9,000 rows {:.3} s, a 30-day DORA report {:.3} s",
+        t.name,
+        stored_in.as_secs_f64(),
+        count_all.as_secs_f64(),
+        counted_in.as_secs_f64(),
+        report_in.as_secs_f64()
+    );
+
     // 1.2 million small spans, gzip.
     let body = tokio::task::spawn_blocking(|| {
         use cdlake_ingest::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};

@@ -296,6 +296,11 @@ impl Ingester {
         self.dead.push(dead_letter);
     }
 
+    /// Date partitions with buffered rows.
+    pub fn pending_partitions(&self) -> usize {
+        self.pending.len() + self.pending_spans.len()
+    }
+
     /// Rows (events and dead letters) waiting for a flush.
     pub fn pending_rows(&self) -> usize {
         self.pending_rows + self.dead.len()
@@ -316,8 +321,10 @@ impl Ingester {
         self.tick += 1;
         if !self.seen.contains_key(&(table, date)) {
             self.evict();
+            // A recent index is enough: what another writer committed since is checked at
+            // commit time. One refresh serves a batch spread over many dates.
             let log = self.lake.table(table).await?;
-            let index = log.refresh().await?;
+            let index = log.index_within(Duration::from_secs(1)).await?;
             let mut partition = Partition::default();
             for file in index.files(date) {
                 let path = file.path.to_string();
@@ -352,7 +359,13 @@ impl Ingester {
     }
 
     fn evict(&mut self) {
-        while self.seen.len() >= self.config.cached_partitions.max(1) {
+        // Partitions with buffered rows stay: only the others count against the cache, and
+        // nothing is scanned while there is room (a batch spread over thousands of dates
+        // would otherwise scan the cache once per date).
+        let limit = self.config.cached_partitions.max(1)
+            + self.pending.len()
+            + self.pending_spans.len();
+        while self.seen.len() >= limit {
             let victim = self
                 .seen
                 .iter()
@@ -607,6 +620,7 @@ async fn commit_table<R: Row>(
     let mut encoded: HashMap<NaiveDate, (usize, Encoded)> = HashMap::new();
     let mut put_done: HashSet<String> = HashSet::new();
     for attempt in 0.. {
+        let started = Instant::now();
         let index = match log.refresh().await {
             Ok(index) => index,
             Err(e) => return Err((rows, e.into())),
@@ -614,11 +628,19 @@ async fn commit_table<R: Row>(
         if let Err(e) = drop_foreign(committer, table, &index, known, &mut rows, report).await {
             return Err((rows, e));
         }
+        let checked = started.elapsed();
         let mut files = Vec::new();
         match encode_all(committer, &mut rows, &mut encoded, encode).await {
             Ok(()) => {}
             Err(e) => return Err((rows, e)),
         }
+        tracing::debug!(
+            table = table.dir(),
+            partitions = rows.len(),
+            checked_ms = checked.as_millis() as u64,
+            encoded_ms = (started.elapsed() - checked).as_millis() as u64,
+            "Checked and encoded."
+        );
         for (date, (_, e)) in &encoded {
             if rows.get(date).is_some_and(|r| !r.is_empty()) {
                 files.push(NewFile {

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::envelope::Envelope;
 use cdlake_schemas::Event;
 
-use crate::ingester::{FlushReport, Ingester, Outcome, Pushed};
+use crate::ingester::{FlushReport, Ingester, Outcome, Pending, Pushed};
 use crate::metrics::{self, Metrics};
 
 /// When the writer commits and how long it lets callers wait.
@@ -83,18 +85,6 @@ impl WriterHandle {
     }
 }
 
-/// Flush `ingester`, recording the flush's figures; on success, the rows are durable.
-pub(crate) async fn flush_recorded(
-    ingester: &mut Ingester,
-    metrics: &Metrics,
-) -> crate::Result<FlushReport> {
-    let started = Instant::now();
-    let result = ingester.flush().await;
-    record_flush(metrics, started, &result);
-    metrics.set(metrics::PENDING_ROWS, &[], ingester.pending_rows() as f64);
-    result
-}
-
 /// Record the figures of a flush that began at `started`.
 pub(crate) fn record_flush(
     metrics: &Metrics,
@@ -159,10 +149,31 @@ pub fn spawn(
     (WriterHandle { tx }, task)
 }
 
+/// Commits running at once: a batch spread over thousands of partitions takes seconds to
+/// commit, and a webhook arriving meanwhile must not wait for it.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A buffer this large is committed without waiting for the commit interval.
+const LARGE_ROWS: usize = 5_000;
+const LARGE_PARTITIONS: usize = 64;
+
+/// A caller waiting for its answer.
 struct Waiting {
     since: Instant,
     outcomes: Vec<Outcome>,
     reply: Reply,
+    /// Its rows are in a commit (or it had none to commit).
+    taken: bool,
+    /// Commits it waits for: the one holding its rows, and those that were running when it
+    /// arrived (a row it duplicated may be in one of them).
+    deps: HashSet<u64>,
+}
+
+/// A commit running beside the writer.
+struct Flush {
+    id: u64,
+    pending: Pending,
+    result: crate::Result<FlushReport>,
 }
 
 async fn run(
@@ -172,85 +183,164 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
 ) -> crate::Result<()> {
     let mut waiting: Vec<Waiting> = Vec::new();
+    let mut flushes: JoinSet<Flush> = JoinSet::new();
+    // The ids of the commits running now.
+    let mut running: HashSet<u64> = HashSet::new();
+    let mut tasks: std::collections::HashMap<tokio::task::Id, u64> = Default::default();
+    let mut next_id = 0u64;
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
     let mut last_error = String::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut open = true;
-    while open || ingester.pending_rows() > 0 || !waiting.is_empty() {
-        if open {
-            tokio::select! {
-                job = rx.recv() => match job {
-                    Some(job) => {
-                        if failures > 0 && ingester.pending_rows() >= options.max_buffered_rows {
-                            let _ = job.reply.send(Err(WriteError::StoreUnavailable(last_error.clone())));
-                            continue;
-                        }
-                        match ingest_all(&mut ingester, &metrics, job.envelopes).await {
-                            Ok(outcomes) if ingester.pending_rows() == 0 => {
-                                let _ = job.reply.send(Ok(outcomes));
-                            }
-                            Ok(outcomes) => waiting.push(Waiting {
+    while open || ingester.pending_rows() > 0 || !waiting.is_empty() || !flushes.is_empty() {
+        tokio::select! {
+            job = rx.recv(), if open => match job {
+                Some(job) => {
+                    if failures > 0 && ingester.pending_rows() >= options.max_buffered_rows {
+                        let _ = job.reply.send(Err(WriteError::StoreUnavailable(last_error.clone())));
+                        continue;
+                    }
+                    let before = ingester.pending_rows();
+                    let started = Instant::now();
+                    let ingested = ingest_all(&mut ingester, &metrics, job.envelopes).await;
+                    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "Buffered a submission.");
+                    match ingested {
+                        Ok(outcomes) => {
+                            // A duplicate may be of a row still being committed: its answer
+                            // waits for the commits running now. New rows wait for their own.
+                            let duplicates = outcomes.contains(&Outcome::Duplicate);
+                            waiting.push(Waiting {
                                 since: Instant::now(),
                                 outcomes,
                                 reply: job.reply,
-                            }),
-                            Err(e) => {
-                                tracing::error!(error = %e, "Reading the store for de-duplication failed.");
-                                let _ = job.reply.send(Err(WriteError::StoreUnavailable(e.to_string())));
-                            }
+                                taken: ingester.pending_rows() == before,
+                                deps: if duplicates { running.clone() } else { HashSet::new() },
+                            });
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "Reading the store for de-duplication failed.");
+                            let _ = job.reply.send(Err(WriteError::StoreUnavailable(e.to_string())));
                         }
                     }
-                    None => open = false,
-                },
-                _ = tick.tick() => {}
-            }
-        } else if retry_at.is_some() {
-            tick.tick().await;
+                }
+                None => open = false,
+            },
+            Some(done) = flushes.join_next(), if !flushes.is_empty() => {
+                let done = match done {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // A commit task panicked: its rows are lost to this process; its
+                        // callers are told to retry (a retry of what did land is a duplicate).
+                        tracing::error!(error = %e, "A commit task failed; its callers are answered with an error.");
+                        if let Some(id) = tasks.remove(&e.id()) {
+                            running.remove(&id);
+                            let (failed, keep): (Vec<_>, Vec<_>) =
+                                waiting.drain(..).partition(|w| w.deps.contains(&id));
+                            waiting = keep;
+                            for w in failed {
+                                let _ = w.reply.send(Err(WriteError::StoreUnavailable(
+                                    "the commit failed unexpectedly".into(),
+                                )));
+                            }
+                        }
+                        continue;
+                    }
+                };
+                tasks.retain(|_, id| *id != done.id);
+                running.remove(&done.id);
+                match done.result {
+                    Ok(report) => {
+                        failures = 0;
+                        retry_at = None;
+                        ingester.absorb(&report);
+                        for w in &mut waiting {
+                            w.deps.remove(&done.id);
+                        }
+                    }
+                    Err(e) => {
+                        last_error = e.to_string();
+                        retry_at = Some(Instant::now() + backoff(failures));
+                        failures += 1;
+                        ingester.restore(done.pending);
+                        for w in &mut waiting {
+                            if w.deps.remove(&done.id) && w.taken {
+                                // Its rows are buffered again: committed by a later flush.
+                                w.taken = false;
+                            }
+                        }
+                        if !open && failures > 5 {
+                            tracing::error!(
+                                rows = ingester.pending_rows(),
+                                "Giving up at shutdown: the store still fails; these rows were never acknowledged."
+                            );
+                            for w in waiting.drain(..) {
+                                let _ = w.reply.send(Err(WriteError::StoreUnavailable(last_error.clone())));
+                            }
+                            flushes.shutdown().await;
+                            return Err(e);
+                        }
+                    }
+                }
+                metrics.set(metrics::PENDING_ROWS, &[], ingester.pending_rows() as f64);
+            },
+            _ = tick.tick() => {}
         }
+        // Answer those whose rows are committed, and, while the store fails, those that
+        // waited too long (their rows stay buffered; a retry is a duplicate).
+        let (ready, keep): (Vec<_>, Vec<_>) = waiting
+            .drain(..)
+            .partition(|w| w.taken && w.deps.is_empty());
+        waiting = keep;
+        for w in ready {
+            let _ = w.reply.send(Ok(w.outcomes));
+        }
+        if failures > 0 {
+            let (late, keep): (Vec<_>, Vec<_>) = waiting
+                .drain(..)
+                .partition(|w| w.since.elapsed() >= options.answer_timeout);
+            waiting = keep;
+            for w in late {
+                let _ = w
+                    .reply
+                    .send(Err(WriteError::StoreUnavailable(last_error.clone())));
+            }
+        }
+        // A large batch (rows, or dates: a commit spread over many partitions takes seconds)
+        // is committed at once, so what arrives after it goes into a commit of its own.
+        let large = ingester.pending_rows() >= LARGE_ROWS
+            || ingester.pending_partitions() >= LARGE_PARTITIONS;
         let due = !open
+            || large
             || ingester.should_flush()
             || waiting
-                .first()
-                .is_some_and(|w| w.since.elapsed() >= options.commit_interval);
-        if !due || retry_at.is_some_and(|t| Instant::now() < t) {
-            continue;
-        }
-        match flush_recorded(&mut ingester, &metrics).await {
-            Ok(_) => {
-                failures = 0;
-                retry_at = None;
-                for w in waiting.drain(..) {
-                    let _ = w.reply.send(Ok(w.outcomes));
-                }
+                .iter()
+                .any(|w| !w.taken && w.since.elapsed() >= options.commit_interval);
+        let ready = retry_at.is_none_or(|t| Instant::now() >= t);
+        if due && ready && ingester.pending_rows() > 0 && flushes.len() < MAX_IN_FLIGHT {
+            let id = next_id;
+            next_id += 1;
+            running.insert(id);
+            for w in waiting.iter_mut().filter(|w| !w.taken) {
+                w.taken = true;
+                w.deps.insert(id);
             }
-            Err(e) => {
-                last_error = e.to_string();
-                retry_at = Some(Instant::now() + backoff(failures));
-                failures += 1;
-                let (late, keep): (Vec<_>, Vec<_>) = waiting
-                    .drain(..)
-                    .partition(|w| w.since.elapsed() >= options.answer_timeout);
-                waiting = keep;
-                for w in late {
-                    let _ = w
-                        .reply
-                        .send(Err(WriteError::StoreUnavailable(last_error.clone())));
+            let pending = ingester.take_pending();
+            let committer = ingester.committer();
+            let metrics = metrics.clone();
+            let handle = flushes.spawn(async move {
+                let mut pending = pending;
+                let started = Instant::now();
+                let result = pending.commit(&committer).await;
+                record_flush(&metrics, started, &result);
+                Flush {
+                    id,
+                    pending,
+                    result,
                 }
-                if !open && failures > 5 {
-                    tracing::error!(
-                        rows = ingester.pending_rows(),
-                        "Giving up at shutdown: the store still fails; these rows were never acknowledged."
-                    );
-                    for w in waiting.drain(..) {
-                        let _ = w
-                            .reply
-                            .send(Err(WriteError::StoreUnavailable(last_error.clone())));
-                    }
-                    return Err(e);
-                }
-            }
+            });
+            tasks.insert(handle.id(), id);
         }
     }
     Ok(())

@@ -241,6 +241,7 @@ pub struct TableLog {
 struct Loaded {
     delta: DeltaTable,
     index: Arc<FileIndex>,
+    refreshed: std::time::Instant,
 }
 
 impl std::fmt::Debug for TableLog {
@@ -356,7 +357,11 @@ impl TableLog {
             location,
             log_store,
             pinned: as_of != AsOf::Latest,
-            state: tokio::sync::Mutex::new(Loaded { delta, index }),
+            state: tokio::sync::Mutex::new(Loaded {
+                delta,
+                index,
+                refreshed: std::time::Instant::now(),
+            }),
         })
     }
 
@@ -409,6 +414,7 @@ impl TableLog {
             .update_incremental(None)
             .await
             .map_err(|e| self.delta_err(e))?;
+        state.refreshed = std::time::Instant::now();
         if state.delta.version() != before {
             state.index = Arc::new(index_of(self.table, &state.delta)?);
         }
@@ -418,6 +424,19 @@ impl TableLog {
     /// The index of the loaded version, without reading the log.
     pub async fn index(&self) -> Arc<FileIndex> {
         self.state.lock().await.index.clone()
+    }
+
+    /// The index, refreshed first when the last refresh is older than `max_age`: for callers
+    /// that look up many partitions in a row (a batch spread over thousands of dates) and
+    /// check again at commit time anyway.
+    pub async fn index_within(&self, max_age: std::time::Duration) -> Result<Arc<FileIndex>> {
+        {
+            let state = self.state.lock().await;
+            if self.pinned || state.refreshed.elapsed() < max_age {
+                return Ok(state.index.clone());
+            }
+        }
+        self.refresh().await
     }
 
     /// The loaded snapshot, for a query engine's table provider.

@@ -357,10 +357,13 @@ fn put_local(target: &Path, data: &[u8]) -> Result<Commit> {
         .parent()
         .ok_or_else(|| io(std::io::Error::other("no parent directory")))?;
     if !dir.exists() {
+        // The directories this creates, and the parent each new entry is made durable in.
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
         std::fs::create_dir_all(dir).map_err(io)?;
-        // Make the new directory entries durable too.
-        for d in dir.ancestors().skip(1).take(2) {
-            sync_dir(d).map_err(io)?;
+        for d in missing {
+            if let Some(parent) = d.parent() {
+                sync_dir(parent).map_err(io)?;
+            }
         }
     }
     if target.exists() {
