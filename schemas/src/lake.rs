@@ -461,34 +461,7 @@ impl TableLog {
                 latest: loaded.max(change.read_version),
             });
         }
-        let now_ms = Utc::now().timestamp_millis();
-        let data_change = change.kind == CommitKind::Append;
-        let mut actions: Vec<Action> = change
-            .remove
-            .iter()
-            .map(|f| {
-                Action::Remove(Remove {
-                    path: relative(&f.path),
-                    data_change,
-                    deletion_timestamp: Some(now_ms),
-                    extended_file_metadata: Some(true),
-                    partition_values: Some(partition_values(f.path.date)),
-                    size: Some(f.size as i64),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        actions.extend(change.add.iter().map(|f| {
-            Action::Add(Add {
-                path: relative(&f.path),
-                partition_values: partition_values(f.path.date),
-                size: f.size as i64,
-                modification_time: now_ms,
-                data_change,
-                stats: Some(stats(self.table, f)),
-                ..Default::default()
-            })
-        }));
+        let actions = actions_of(self.table, &change, Utc::now().timestamp_millis());
         let operation = match change.kind {
             CommitKind::Append => DeltaOperation::Write {
                 mode: SaveMode::Append,
@@ -626,6 +599,49 @@ impl TableLog {
         state.index = Arc::new(index_of(self.table, &state.delta)?);
         Ok(state.delta.version().unwrap_or(0))
     }
+}
+
+/// The actions a commit of `change` writes: `Remove`s, then `Add`s with statistics.
+fn actions_of(table: Table, change: &Change, now_ms: i64) -> Vec<Action> {
+    let data_change = change.kind == CommitKind::Append;
+    let mut actions: Vec<Action> = change
+        .remove
+        .iter()
+        .map(|f| {
+            Action::Remove(Remove {
+                path: relative(&f.path),
+                data_change,
+                deletion_timestamp: Some(now_ms),
+                extended_file_metadata: Some(true),
+                partition_values: Some(partition_values(f.path.date)),
+                size: Some(f.size as i64),
+                ..Default::default()
+            })
+        })
+        .collect();
+    actions.extend(change.add.iter().map(|f| {
+        Action::Add(Add {
+            path: relative(&f.path),
+            partition_values: partition_values(f.path.date),
+            size: f.size as i64,
+            modification_time: now_ms,
+            data_change,
+            stats: Some(stats(table, f)),
+            ..Default::default()
+        })
+    }));
+    actions
+}
+
+/// The log entry (newline-delimited JSON actions) a commit of `change` to `table` writes, for
+/// benchmarks that build a long log without committing one version at a time.
+#[doc(hidden)]
+pub fn log_entry(table: Table, change: &Change, now_ms: i64) -> String {
+    actions_of(table, change, now_ms)
+        .iter()
+        .filter_map(|a| serde_json::to_string(a).ok())
+        .map(|line| line + "\n")
+        .collect()
 }
 
 fn is_conflict(e: &DeltaTableError) -> bool {
