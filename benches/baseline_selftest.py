@@ -4,6 +4,7 @@ from DESIGN.md's definitions (below), so the baseline is trusted before cdlake i
 with it.
 
     python benches/baseline_selftest.py        # exit 0 when every value is as expected
+    python benches/baseline_selftest.py --cdlake BIN   # also cdlake's report of the same history
 
 The store is a Delta table written with the `deltalake` package, with a duplicate delivery and
 a row deleted after it was written (its file is still on disk but not in the snapshot).
@@ -11,6 +12,7 @@ a row deleted after it was written (its file is still on disk but not in the sna
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -79,6 +81,13 @@ def history():
         inc("i5-d", "detected", "2026-01-11T12:00:00", "i5", "a", "staging"),
         inc("i4-d", "detected", "2026-01-12T00:00:00", "i4", None, "production"),
         inc("i4-r", "resolved", "2026-01-12T01:00:00", "i4", None, "production"),
+        # Service c: Dc1 fails by its next being a rollback alone; Dc2 (the rollback) does not own
+        # i6, detected at Dc3's very time, which Dc3 owns (and is rework for being open then).
+        dep("dc1", "2026-01-14T00:00:00", "c", "production", "artC"),
+        dep("dc2", "2026-01-14T06:00:00", "c", "production", "artC", pred="rolledback"),
+        dep("dc3", "2026-01-16T00:00:00", "c", "production", "artC"),
+        inc("i6-d", "detected", "2026-01-16T00:00:00", "i6", "c", "production"),
+        inc("i6-r", "resolved", "2026-01-16T00:30:00", "i6", "c", "production"),
         # Service b: a deployment before the window delivering cb1; incident i3 resolved in it.
         chg("cb1-merged", "merged", "2026-01-08T00:00:00", "cb1", "rb"),
         art("artB", "packaged", "2026-01-08T01:00:00", "artB", "cb1"),
@@ -105,29 +114,72 @@ def lin(values, p):
 # What DESIGN's definitions give for the window [2026-01-10, 2026-01-20), by hand.
 H = 3600
 LEADS = [10 * 86400 + 10 * H, 2 * 86400 + 10 * H, 86400 + 10 * H, 86400 + 10 * H]  # c1, c2, c3, c4
-RECOVERIES = [2 * H, 3 * 86400, H]  # i1, i3, i4
+RECOVERIES = [2 * H, 3 * 86400, H, H // 2]  # i1, i3, i4, i6
 EXPECTED = {
-    "deployment_frequency": {"deployments": 4, "deploy_days": 4, "per_day": 0.4, "level": "high"},
+    "deployment_frequency": {"deployments": 7, "deploy_days": 6, "per_day": 0.7, "level": "high"},
     "lead_time": {"changes": 4, "median_seconds": 165600.0, "p90_seconds": lin(LEADS, 0.9), "level": "high"},
-    "change_failure_rate": {"deployments": 4, "failed": 2, "rate": 0.5, "level": "low"},
-    "recovery_time": {"incidents": 3, "median_seconds": 7200.0, "p90_seconds": lin(RECOVERIES, 0.9),
+    "change_failure_rate": {"deployments": 7, "failed": 4, "rate": 4 / 7, "level": "low"},
+    "recovery_time": {"incidents": 4, "median_seconds": 5400.0, "p90_seconds": lin(RECOVERIES, 0.9),
                       "open": 1, "level": "high"},
-    "rework_rate": {"deployments": 4, "rework": 1, "rate": 0.25},
+    "rework_rate": {"deployments": 7, "rework": 2, "rate": 2 / 7},
 }
+NO_LEAD = {"changes": 0, "median_seconds": None, "p90_seconds": None, "level": None}
 EXPECTED_GROUPS = {
-    "a": {**EXPECTED, "recovery_time": {"incidents": 1, "median_seconds": 7200.0, "p90_seconds": 7200.0,
-                                        "open": 1, "level": "high"}},
+    "a": {
+        "deployment_frequency": {"deployments": 4, "deploy_days": 4, "per_day": 0.4, "level": "high"},
+        "lead_time": EXPECTED["lead_time"],
+        "change_failure_rate": {"deployments": 4, "failed": 2, "rate": 0.5, "level": "low"},
+        "recovery_time": {"incidents": 1, "median_seconds": 7200.0, "p90_seconds": 7200.0, "open": 1,
+                          "level": "high"},
+        "rework_rate": {"deployments": 4, "rework": 1, "rate": 0.25},
+    },
     "b": {
+        # DESIGN: "elite per_day >= 1, …, else low": no deployment is per_day 0, low.
         "deployment_frequency": {"deployments": 0, "deploy_days": 0, "per_day": 0.0, "level": "low"},
-        "lead_time": {"changes": 0, "median_seconds": None, "p90_seconds": None, "level": None},
+        "lead_time": NO_LEAD,
         "change_failure_rate": {"deployments": 0, "failed": 0, "rate": None, "level": None},
         "recovery_time": {"incidents": 1, "median_seconds": 259200.0, "p90_seconds": 259200.0, "open": 0,
                           "level": "medium"},
         "rework_rate": {"deployments": 0, "rework": 0, "rate": None},
     },
+    "c": {
+        "deployment_frequency": {"deployments": 3, "deploy_days": 2, "per_day": 0.3, "level": "high"},
+        "lead_time": NO_LEAD,
+        "change_failure_rate": {"deployments": 3, "failed": 2, "rate": 2 / 3, "level": "low"},
+        "recovery_time": {"incidents": 1, "median_seconds": 1800.0, "p90_seconds": 1800.0, "open": 0,
+                          "level": "elite"},
+        "rework_rate": {"deployments": 3, "rework": 1, "rate": 1 / 3},
+    },
 }
-EXPECTED_UNLINKED = {"deployments_unknown_artifact": 0, "changes_not_delivered": 1,
+EXPECTED_UNLINKED = {"deployments_unknown_artifact": 2, "changes_not_delivered": 1,
                      "incidents_without_service": 1, "incidents_without_detection": 0}
+
+
+# CDEvents v0.5.1 type versions of the events above.
+TYPE_VERSION = {("change", "created"): "0.4.0"}
+
+
+def cdevent(row) -> dict:
+    """The CDEvent a row of history() stands for (what `cdlake import` reads)."""
+    subject, predicate = row["subject"], row["predicate"]
+    content = {}
+    if row["environment"] is not None:
+        content["environment"] = {"id": row["environment"]}
+    if subject == "service" and row["artifact_id"] is not None:
+        content["artifactId"] = row["artifact_id"]
+    if subject == "incident" and row["service"] is not None:
+        content["service"] = {"id": row["service"]}
+    if subject == "change" and row["repository"] is not None:
+        content["repository"] = {"id": row["repository"]}
+    if subject == "artifact" and row["change_id"] is not None:
+        content["change"] = {"id": row["change_id"]}
+    version = TYPE_VERSION.get((subject, predicate), "0.3.0")
+    return {
+        "context": {"specversion": "0.5.1", "id": row["event_id"], "source": row["event_source"],
+                    "type": f"dev.cdevents.{subject}.{predicate}.{version}",
+                    "timestamp": row["time"].strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "subject": {"id": row["subject_id"], "source": row["event_source"], "content": content},
+    }
 
 
 def check(got, want, path, errors):
@@ -141,34 +193,59 @@ def check(got, want, path, errors):
         errors.append(f"{path}: got {got!r}, want {want!r}")
 
 
+def check_report(got, tag, errors):
+    check(got, {"window": {"from": "2026-01-10T00:00:00Z", "to": "2026-01-20T00:00:00Z", "days": 10.0}},
+          f"{tag}report", errors)
+    check(got, EXPECTED, f"{tag}report", errors)
+    check(got.get("unlinked"), EXPECTED_UNLINKED, f"{tag}unlinked", errors)
+    groups = {g["service"]: g for g in got.get("groups", [])}
+    if sorted(groups) != sorted(EXPECTED_GROUPS):
+        errors.append(f"{tag}groups: got {sorted(groups)}, want {sorted(EXPECTED_GROUPS)}")
+    for svc, want in EXPECTED_GROUPS.items():
+        check(groups.get(svc), want, f"{tag}groups[{svc}]", errors)
+
+
+def run_json(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"{cmd[0]} failed:\n{p.stderr}")
+    return json.loads(p.stdout)
+
+
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cdlake", help="also import the same history (as CDEvents) with this cdlake "
+                                     "and check its `dora --by service` against the same values")
+    a = ap.parse_args()
+    window = ["--from", "2026-01-10", "--to", "2026-01-20T00:00:00Z", "--by", "service"]
+    errors, cdlake_errors = [], []
     with tempfile.TemporaryDirectory() as store:
         events = str(Path(store) / "events")
         rows = history()
         write_deltalake(events, table(rows[:20]), partition_by=["date"])
         write_deltalake(events, table(rows[20:]), partition_by=["date"], mode="append")
         DeltaTable(events).delete("event_id = 'bogus'")
-        errors = []
         for plain in ([], ["--plain"]):
-            cmd = [sys.executable, str(HERE / "baseline_duckdb.py"), "--store", store,
-                   "--from", "2026-01-10", "--to", "2026-01-20T00:00:00Z", "--by", "service", *plain]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                sys.exit(f"baseline failed:\n{p.stderr}")
-            got = json.loads(p.stdout)
-            tag = "plain " if plain else ""
-            check(got, {"window": {"from": "2026-01-10T00:00:00Z", "to": "2026-01-20T00:00:00Z", "days": 10.0}},
-                  f"{tag}report", errors)
-            check(got, EXPECTED, f"{tag}report", errors)
-            check(got["unlinked"], EXPECTED_UNLINKED, f"{tag}unlinked", errors)
-            groups = {g["service"]: g for g in got.get("groups", [])}
-            if sorted(groups) != sorted(EXPECTED_GROUPS):
-                errors.append(f"{tag}groups: got {sorted(groups)}, want {sorted(EXPECTED_GROUPS)}")
-            for svc, want in EXPECTED_GROUPS.items():
-                check(groups.get(svc), want, f"{tag}groups[{svc}]", errors)
-    for e in errors:
+            got = run_json([sys.executable, str(HERE / "baseline_duckdb.py"), "--store", store, *window, *plain])
+            check_report(got, "plain " if plain else "", errors)
+    if a.cdlake:
+        with tempfile.TemporaryDirectory() as store:
+            lines = Path(store) / "history.jsonl"
+            lines.write_text("".join(json.dumps(cdevent(r)) + "\n" for r in history() if r["event_id"] != "bogus"))
+            imported = subprocess.run([a.cdlake, "import", "--store", f"{store}/s", str(lines)],
+                                      capture_output=True, text=True)
+            if imported.returncode != 0:
+                sys.exit(f"cdlake import failed:\n{imported.stderr}")
+            print(f"cdlake import: {imported.stdout.strip()}")
+            got = run_json([a.cdlake, "dora", "--store", f"{store}/s", *window, "--format", "json"])
+            check_report(got, "cdlake ", cdlake_errors)
+            # The baseline over cdlake's own store of the same history.
+            got = run_json([sys.executable, str(HERE / "baseline_duckdb.py"), "--store", f"{store}/s", *window])
+            check_report(got, "baseline over cdlake's store: ", errors)
+    for e in errors + cdlake_errors:
         print(e)
-    print(f"baseline_selftest: {'FAILED, ' + str(len(errors)) + ' value(s)' if errors else 'ok'}")
+    print(f"baseline_selftest: baseline {'FAILED, ' + str(len(errors)) + ' value(s)' if errors else 'ok'}"
+          + (f"; cdlake: {len(cdlake_errors)} value(s) differ from the hand-computed report" if a.cdlake else ""))
     sys.exit(1 if errors else 0)
 
 
