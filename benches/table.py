@@ -24,6 +24,8 @@ KEYS = [
     ("parquet_bytes_per_event", "Parquet bytes/event", "{:.0f}"),
     ("json_bytes_per_event", "JSON bytes/event", "{:.0f}"),
     ("compression", "JSON/Parquet", "{:.1f}x"),
+    ("files", "files", "{:,}"),
+    ("bytes", "bytes", "{:,}"),
     ("files_per_day", "files/day", "{:.2f}"),
     ("events", "events", "{:,}"),
 ]
