@@ -558,6 +558,9 @@ def main():
     ap.add_argument("--production", help="the production pattern (passed to cdlake)")
     ap.add_argument("--dashboards", default=str(REPO / "dashboards"), help="Grafana dashboards directory")
     ap.add_argument("--no-panels", action="store_true", help="only the DORA report")
+    ap.add_argument("--no-dora", action="store_true",
+                    help="only the panels (scripts/bench times the DORA report against "
+                         "benches/baseline_duckdb.py, which shares nothing with cdlake's views)")
     a = ap.parse_args()
 
     store = os.path.abspath(a.store)
@@ -602,7 +605,8 @@ def main():
     n = a.repeat
 
     # 4. The DORA report, overall and by service.
-    for label, extra, by_service in (("dora", [], False), ("dora --by service", ["--by", "service"], True)):
+    reports = () if a.no_dora else (("dora", [], False), ("dora --by service", ["--by", "service"], True))
+    for label, extra, by_service in reports:
         log(f"{label}: cdlake x{n}")
         c_s, out = best_of(n, lambda: run_cdlake(["dora", *common, *window, *extra, "--format", "json"], a.cdlake))
         report = json.loads(out)
