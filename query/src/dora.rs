@@ -5,7 +5,8 @@
 //! an incident lasted) is done by the `dora_*` views; this module selects the rows of the
 //! window, groups them, and computes counts, rates, medians and p90s. Percentiles interpolate
 //! linearly between the two nearest ranks (`percentile_cont`), so the median of an even count
-//! is the mean of the two middle values.
+//! is the mean of the two middle values. The levels are the table of [`levels`], the one the
+//! `dora_levels` view and the dashboards read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +18,7 @@ use crate::{Engine, Error, Result};
 pub mod html;
 pub mod render;
 
+pub use cdlake_wire::dora::levels::{self, Metric, level_of};
 pub use cdlake_wire::dora::{
     ChangeFailureRate, DeploymentFrequency, DoraReport, Figures, Group, GroupBy, LeadTime, Level,
     RecoveryTime, ReworkRate, UnknownGrouping, Unlinked, Window,
@@ -36,45 +38,9 @@ pub struct DoraRequest {
     pub by: Option<GroupBy>,
 }
 
-// ---- levels -------------------------------------------------------------------------------
+// ---- figures ------------------------------------------------------------------------------
 
 const DAY: f64 = 86_400.0;
-
-fn frequency_level(per_day: f64) -> Level {
-    match per_day {
-        p if p >= 1.0 => Level::Elite,
-        p if p >= 1.0 / 7.0 => Level::High,
-        p if p >= 1.0 / 30.0 => Level::Medium,
-        _ => Level::Low,
-    }
-}
-
-fn lead_time_level(median: f64) -> Level {
-    match median {
-        s if s < DAY => Level::Elite,
-        s if s < 7.0 * DAY => Level::High,
-        s if s < 30.0 * DAY => Level::Medium,
-        _ => Level::Low,
-    }
-}
-
-fn failure_level(rate: f64) -> Level {
-    match rate {
-        r if r <= 0.05 => Level::Elite,
-        r if r <= 0.10 => Level::High,
-        r if r <= 0.15 => Level::Medium,
-        _ => Level::Low,
-    }
-}
-
-fn recovery_level(median: f64) -> Level {
-    match median {
-        s if s < 3600.0 => Level::Elite,
-        s if s < DAY => Level::High,
-        s if s < 7.0 * DAY => Level::Medium,
-        _ => Level::Low,
-    }
-}
 
 /// The `p` quantile (0..=1) of `values`, interpolating linearly between closest ranks.
 pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
@@ -213,26 +179,26 @@ fn figures(
             deployments: n,
             deploy_days,
             per_day,
-            level: (n > 0).then(|| frequency_level(per_day)),
+            level: (n > 0).then(|| level_of(Metric::DeploymentFrequency, per_day)),
         },
         lead_time: LeadTime {
             changes: leads.len() as u64,
             median_seconds: lead_median,
             p90_seconds: percentile(&mut leads, 0.9),
-            level: lead_median.map(lead_time_level),
+            level: lead_median.map(|m| level_of(Metric::LeadTime, m)),
         },
         change_failure_rate: ChangeFailureRate {
             deployments: n,
             failed,
             rate: rate(failed),
-            level: rate(failed).map(failure_level),
+            level: rate(failed).map(|r| level_of(Metric::ChangeFailureRate, r)),
         },
         recovery_time: RecoveryTime {
             incidents: recoveries.len() as u64,
             median_seconds: rec_median,
             p90_seconds: percentile(&mut recoveries, 0.9),
             open,
-            level: rec_median.map(recovery_level),
+            level: rec_median.map(|m| level_of(Metric::RecoveryTime, m)),
         },
         rework_rate: ReworkRate {
             deployments: n,
@@ -643,22 +609,6 @@ mod tests {
         assert_eq!(percentile(&mut v, 0.9), Some(10.0));
         let mut v: Vec<f64> = (1..=10).map(f64::from).collect();
         assert!((percentile(&mut v, 0.9).unwrap() - 9.1).abs() < 1e-9);
-    }
-
-    #[test]
-    fn levels_follow_the_thresholds() {
-        assert_eq!(frequency_level(1.0), Level::Elite);
-        assert_eq!(frequency_level(1.0 / 7.0), Level::High);
-        assert_eq!(frequency_level(0.05), Level::Medium);
-        assert_eq!(frequency_level(0.01), Level::Low);
-        assert_eq!(failure_level(0.05), Level::Elite);
-        assert_eq!(failure_level(0.1), Level::High);
-        assert_eq!(failure_level(0.15), Level::Medium);
-        assert_eq!(failure_level(0.16), Level::Low);
-        assert_eq!(lead_time_level(DAY - 1.0), Level::Elite);
-        assert_eq!(lead_time_level(DAY), Level::High);
-        assert_eq!(recovery_level(3599.0), Level::Elite);
-        assert_eq!(recovery_level(7.0 * DAY), Level::Low);
     }
 
     #[test]

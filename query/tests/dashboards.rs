@@ -32,6 +32,7 @@ use std::time::Duration;
 use cdlake_ingest::demo::{DemoSpec, generate};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::dora::Level;
+use cdlake_query::dora::levels::{self, Metric};
 use cdlake_query::pg::{PgOptions, serve};
 use cdlake_query::{Config, DoraRequest, Engine, GroupBy};
 use cdlake_schemas::store::Store;
@@ -1033,13 +1034,7 @@ fn threshold_color(thresholds: &Value, value: f64) -> String {
 
 /// The DORA level a threshold colour stands for on the DORA overview.
 fn color_level(color: &str) -> Option<Level> {
-    match color {
-        "dark-green" => Some(Level::Elite),
-        "green" => Some(Level::High),
-        "orange" => Some(Level::Medium),
-        "red" => Some(Level::Low),
-        _ => None,
-    }
+    Level::ALL.into_iter().find(|&l| level_color(l) == color)
 }
 
 fn find<'a>(dashboards: &'a [Dashboard], file: &str, title: &str) -> &'a Query {
@@ -1212,78 +1207,126 @@ fn compare_with_report(
     problems
 }
 
-/// The stat thresholds of the DORA overview put each level's bounds where README's "DORA,
-/// exactly" does (Grafana colours a value with the highest step at or below it).
+/// The colour of each level on the DORA overview (thresholds and the levels table's mapping).
+fn level_color(level: Level) -> &'static str {
+    match level {
+        Level::Elite => "dark-green",
+        Level::High => "green",
+        Level::Medium => "orange",
+        Level::Low => "red",
+    }
+}
+
+/// The levelled figure a set of thresholds on the DORA overview colours: by panel title, and
+/// by column for the per-service table's overrides.
+fn levelled_metric(title: &str, column: Option<&str>) -> Option<Metric> {
+    match (title, column) {
+        ("Deployment frequency", None) | ("By service", Some("per_day")) => {
+            Some(Metric::DeploymentFrequency)
+        }
+        ("Lead time for changes (median)" | "Lead time for changes per week", None)
+        | ("By service", Some("lead_time_median")) => Some(Metric::LeadTime),
+        ("Change failure rate" | "Change failure rate per week", None)
+        | ("By service", Some("change_failure_rate")) => Some(Metric::ChangeFailureRate),
+        ("Failed deployment recovery time (median)" | "Recovery time per week", None)
+        | ("By service", Some("recovery_median")) => Some(Metric::RecoveryTime),
+        _ => None,
+    }
+}
+
+/// Every colour threshold of the DORA overview that colours a DORA figure is the levels
+/// table's (`levels::grafana_steps`, the table the report levels with), in the levels'
+/// colours; the "DORA levels" panel levels its figures by joining the `dora_levels` view and
+/// writes no bound of its own.
 #[test]
-fn the_stat_thresholds_are_the_dora_levels() {
-    use Level::{Elite, High, Low, Medium};
+fn the_dora_overview_takes_its_levels_from_the_levels_table() {
     let mut problems = Vec::new();
     let dashboards = load_dashboards(&mut problems);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    let (day, week) = (86400.0, 7.0 * 86400.0);
-    let cases: [(&str, &[(f64, Level)]); 4] = [
-        (
-            "Deployment frequency",
-            &[
-                (0.0, Low),
-                (1.0 / 30.0 - 1e-9, Low),
-                (1.0 / 30.0, Medium),
-                (1.0 / 7.0 - 1e-9, Medium),
-                (1.0 / 7.0, High),
-                (0.999, High),
-                (1.0, Elite),
-                (12.0, Elite),
-            ],
-        ),
-        (
-            "Lead time for changes (median)",
-            &[
-                (0.0, Elite),
-                (day - 0.001, Elite),
-                (day, High),
-                (week - 0.001, High),
-                (week, Medium),
-                (30.0 * day - 0.001, Medium),
-                (30.0 * day, Low),
-            ],
-        ),
-        (
-            "Change failure rate",
-            &[
-                (0.0, Elite),
-                (0.05, Elite),
-                (1.0 / 19.0, High),
-                (0.10, High),
-                (0.1001, Medium),
-                (0.15, Medium),
-                (0.1501, Low),
-                (1.0, Low),
-            ],
-        ),
-        (
-            "Failed deployment recovery time (median)",
-            &[
-                (0.0, Elite),
-                (3599.999, Elite),
-                (3600.0, High),
-                (day - 0.001, High),
-                (day, Medium),
-                (week - 0.001, Medium),
-                (week, Low),
-            ],
-        ),
-    ];
-    for (title, points) in cases {
-        let thresholds = stat_thresholds(&dashboards, title);
-        for (value, level) in points {
-            let color = threshold_color(thresholds, *value);
-            assert_eq!(
-                color_level(&color),
-                Some(*level),
-                "{title} at {value}: {color}"
-            );
+    let overview: Vec<&Query> = dashboards
+        .iter()
+        .filter(|d| d.file == "dora-overview.json")
+        .flat_map(|d| &d.queries)
+        .collect();
+    assert!(!overview.is_empty(), "no DORA overview");
+
+    let mut checked = BTreeSet::new();
+    let mut check_steps = |title: &str, column: Option<&str>, thresholds: &Value| {
+        let steps = thresholds["steps"].as_array().cloned().unwrap_or_default();
+        if steps.len() < 2 {
+            return;
+        }
+        let Some(metric) = levelled_metric(title, column) else {
+            if title != "Open incidents" {
+                problems.push(format!(
+                    "{title} {column:?}: thresholds on the DORA overview that colour no DORA figure"
+                ));
+            }
+            return;
+        };
+        checked.insert(metric);
+        let expected = levels::grafana_steps(metric);
+        let same = steps.len() == expected.len()
+            && steps.iter().zip(&expected).all(|(step, (value, level))| {
+                let at = step["value"].as_f64();
+                str_field(step, "color") == level_color(*level)
+                    && match (at, value) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                        _ => false,
+                    }
+            });
+        if !same {
+            let want: Vec<String> = expected
+                .iter()
+                .map(|(v, l)| format!("{v:?} {}", level_color(*l)))
+                .collect();
+            problems.push(format!(
+                "{title} {column:?}: thresholds {steps:?}, the levels table says {want:?}"
+            ));
+        }
+    };
+    let mut seen_panels = BTreeSet::new();
+    for q in &overview {
+        if !seen_panels.insert(q.title.clone()) {
+            continue;
+        }
+        let config = &q.panel["fieldConfig"];
+        check_steps(&q.title, None, &config["defaults"]["thresholds"]);
+        for o in config["overrides"].as_array().into_iter().flatten() {
+            for p in o["properties"].as_array().into_iter().flatten() {
+                if str_field(p, "id") == "thresholds" {
+                    check_steps(
+                        &q.title,
+                        Some(str_field(&o["matcher"], "options")),
+                        &p["value"],
+                    );
+                }
+            }
         }
     }
+    assert_eq!(
+        checked,
+        Metric::ALL.into_iter().collect::<BTreeSet<_>>(),
+        "every levelled figure has its thresholds on the DORA overview"
+    );
+
+    let table = find(&dashboards, "dora-overview.json", "DORA levels");
+    if !Regex::new(r"(?i)\bJOIN\s+dora_levels\b")
+        .unwrap()
+        .is_match(&table.sql)
+    {
+        problems.push("DORA levels: the panel does not join dora_levels".to_string());
+    }
+    for level in Level::ALL {
+        if table.sql.contains(&format!("'{}'", level.as_str())) {
+            problems.push(format!(
+                "DORA levels: the panel names the level {:?} itself instead of reading dora_levels",
+                level.as_str()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 // ---- the expansion itself, against Grafana's own cases -------------------------------------

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod levels;
+
 /// How to group a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
