@@ -32,7 +32,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow::util::display::array_value_to_string;
-use cdlake_ingest::demo::{DemoSpec, generate};
+use cdlake_demo::{DemoSpec, generate};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::dora::Level;
 use cdlake_query::dora::levels::{self, Metric};
