@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use arrow::json::ReaderBuilder;
-use cdlake_ingest::demo::{DemoSpec, generate};
+use cdlake_demo::{DemoSpec, generate};
 use cdlake_ingest::parquet::{EncodeOptions, encode, writer_properties};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_schemas::Origin;

@@ -9,10 +9,8 @@
 //! sorted by time, encoded as one zstd Parquet file with statistics ([`parquet`]), and
 //! committed under a name derived from the rows' identities with a create-if-absent put, so a
 //! retried flush cannot store anything twice and a file appears whole or not at all.
-//! [`demo`] generates a synthetic history for `cdlake demo`.
 
 pub mod compact;
-pub mod demo;
 pub mod envelope;
 pub mod http;
 pub mod ingester;

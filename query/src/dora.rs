@@ -5,39 +5,28 @@
 //! an incident lasted) is done by the `dora_*` views; this module selects the rows of the
 //! window, groups them, and computes counts, rates, medians and p90s. Percentiles interpolate
 //! linearly between the two nearest ranks (`percentile_cont`), so the median of an even count
-//! is the mean of the two middle values.
+//! is the mean of the two middle values. The levels are the table of [`levels`], the one the
+//! `dora_levels` view and the dashboards read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::{Engine, Error, Result};
 
 pub mod html;
 pub mod render;
 
-/// How to group a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    Service,
-    Team,
-    Week,
-}
+pub use cdlake_wire::dora::levels::{self, Metric, level_of};
+pub use cdlake_wire::dora::{
+    ChangeFailureRate, DeploymentFrequency, DoraReport, Figures, Group, GroupBy, LeadTime, Level,
+    RecoveryTime, ReworkRate, UnknownGrouping, Unlinked, Window,
+};
 
-impl std::str::FromStr for GroupBy {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "service" => Ok(Self::Service),
-            "team" => Ok(Self::Team),
-            "week" => Ok(Self::Week),
-            other => Err(Error::BadRequest(format!(
-                "unknown grouping {other:?}: use service, team or week"
-            ))),
-        }
+impl From<UnknownGrouping> for Error {
+    fn from(e: UnknownGrouping) -> Self {
+        Error::BadRequest(e.to_string())
     }
 }
 
@@ -49,174 +38,9 @@ pub struct DoraRequest {
     pub by: Option<GroupBy>,
 }
 
-/// A DORA level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Elite,
-    High,
-    Medium,
-    Low,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Elite => "elite",
-            Level::High => "high",
-            Level::Medium => "medium",
-            Level::Low => "low",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Window {
-    pub from: String,
-    pub to: String,
-    pub days: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeploymentFrequency {
-    pub deployments: u64,
-    pub deploy_days: u64,
-    pub per_day: f64,
-    pub level: Option<Level>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeadTime {
-    pub changes: u64,
-    pub median_seconds: Option<f64>,
-    pub p90_seconds: Option<f64>,
-    pub level: Option<Level>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChangeFailureRate {
-    pub deployments: u64,
-    pub failed: u64,
-    pub rate: Option<f64>,
-    pub level: Option<Level>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecoveryTime {
-    pub incidents: u64,
-    pub median_seconds: Option<f64>,
-    pub p90_seconds: Option<f64>,
-    /// Production incidents detected before the window's end and not resolved by then.
-    pub open: u64,
-    pub level: Option<Level>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReworkRate {
-    pub deployments: u64,
-    pub rework: u64,
-    pub rate: Option<f64>,
-}
-
-/// The five figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Figures {
-    pub deployment_frequency: DeploymentFrequency,
-    pub lead_time: LeadTime,
-    pub change_failure_rate: ChangeFailureRate,
-    pub recovery_time: RecoveryTime,
-    pub rework_rate: ReworkRate,
-}
-
-/// One group of a grouped report; exactly one of the keys is set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Group {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub service: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub team: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub week: Option<String>,
-    #[serde(flatten)]
-    pub figures: Figures,
-}
-
-impl Group {
-    pub fn key(&self) -> &str {
-        self.service
-            .as_deref()
-            .or(self.team.as_deref())
-            .or(self.week.as_deref())
-            .unwrap_or_default()
-    }
-}
-
-/// Inputs that could not be linked, so an empty or surprising figure explains itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Unlinked {
-    /// Production deployments in the window (not rollbacks) whose artifact is not linked to a
-    /// known merged change: they deliver nothing for lead time.
-    pub deployments_unknown_artifact: u64,
-    /// Changes merged before the window's end that no production deployment delivered by then.
-    pub changes_not_delivered: u64,
-    /// Production incidents detected in the window with no service: no deployment can own them.
-    pub incidents_without_service: u64,
-    /// Production incidents resolved in the window with no detected/reported event.
-    pub incidents_without_detection: u64,
-}
-
-/// A DORA report (the JSON of `cdlake dora --format json` and `GET /api/v1/dora`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DoraReport {
-    pub window: Window,
-    #[serde(flatten)]
-    pub figures: Figures,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub groups: Option<Vec<Group>>,
-    pub unlinked: Unlinked,
-    /// The production pattern the report used.
-    pub production: String,
-}
-
-// ---- levels -------------------------------------------------------------------------------
+// ---- figures ------------------------------------------------------------------------------
 
 const DAY: f64 = 86_400.0;
-
-fn frequency_level(per_day: f64) -> Level {
-    match per_day {
-        p if p >= 1.0 => Level::Elite,
-        p if p >= 1.0 / 7.0 => Level::High,
-        p if p >= 1.0 / 30.0 => Level::Medium,
-        _ => Level::Low,
-    }
-}
-
-fn lead_time_level(median: f64) -> Level {
-    match median {
-        s if s < DAY => Level::Elite,
-        s if s < 7.0 * DAY => Level::High,
-        s if s < 30.0 * DAY => Level::Medium,
-        _ => Level::Low,
-    }
-}
-
-fn failure_level(rate: f64) -> Level {
-    match rate {
-        r if r <= 0.05 => Level::Elite,
-        r if r <= 0.10 => Level::High,
-        r if r <= 0.15 => Level::Medium,
-        _ => Level::Low,
-    }
-}
-
-fn recovery_level(median: f64) -> Level {
-    match median {
-        s if s < 3600.0 => Level::Elite,
-        s if s < DAY => Level::High,
-        s if s < 7.0 * DAY => Level::Medium,
-        _ => Level::Low,
-    }
-}
 
 /// The `p` quantile (0..=1) of `values`, interpolating linearly between closest ranks.
 pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
@@ -355,26 +179,26 @@ fn figures(
             deployments: n,
             deploy_days,
             per_day,
-            level: (n > 0).then(|| frequency_level(per_day)),
+            level: (n > 0).then(|| level_of(Metric::DeploymentFrequency, per_day)),
         },
         lead_time: LeadTime {
             changes: leads.len() as u64,
             median_seconds: lead_median,
             p90_seconds: percentile(&mut leads, 0.9),
-            level: lead_median.map(lead_time_level),
+            level: lead_median.map(|m| level_of(Metric::LeadTime, m)),
         },
         change_failure_rate: ChangeFailureRate {
             deployments: n,
             failed,
             rate: rate(failed),
-            level: rate(failed).map(failure_level),
+            level: rate(failed).map(|r| level_of(Metric::ChangeFailureRate, r)),
         },
         recovery_time: RecoveryTime {
             incidents: recoveries.len() as u64,
             median_seconds: rec_median,
             p90_seconds: percentile(&mut recoveries, 0.9),
             open,
-            level: rec_median.map(recovery_level),
+            level: rec_median.map(|m| level_of(Metric::RecoveryTime, m)),
         },
         rework_rate: ReworkRate {
             deployments: n,
@@ -785,22 +609,6 @@ mod tests {
         assert_eq!(percentile(&mut v, 0.9), Some(10.0));
         let mut v: Vec<f64> = (1..=10).map(f64::from).collect();
         assert!((percentile(&mut v, 0.9).unwrap() - 9.1).abs() < 1e-9);
-    }
-
-    #[test]
-    fn levels_follow_the_thresholds() {
-        assert_eq!(frequency_level(1.0), Level::Elite);
-        assert_eq!(frequency_level(1.0 / 7.0), Level::High);
-        assert_eq!(frequency_level(0.05), Level::Medium);
-        assert_eq!(frequency_level(0.01), Level::Low);
-        assert_eq!(failure_level(0.05), Level::Elite);
-        assert_eq!(failure_level(0.1), Level::High);
-        assert_eq!(failure_level(0.15), Level::Medium);
-        assert_eq!(failure_level(0.16), Level::Low);
-        assert_eq!(lead_time_level(DAY - 1.0), Level::Elite);
-        assert_eq!(lead_time_level(DAY), Level::High);
-        assert_eq!(recovery_level(3599.0), Level::Elite);
-        assert_eq!(recovery_level(7.0 * DAY), Level::Low);
     }
 
     #[test]

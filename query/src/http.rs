@@ -37,6 +37,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{Mutex, broadcast};
 
+use cdlake_wire::ErrorBody;
+use cdlake_wire::tail::{Lagged, TailEvent};
+
 use crate::dora::{DoraReport, DoraRequest, Figures, GroupBy};
 use crate::format::Format;
 use crate::time::parse_time;
@@ -114,10 +117,13 @@ impl IntoResponse for ApiError {
         self.0.log_if_internal();
         let status =
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut body = json!({ "error": self.0.client_message() });
-        if let Error::Limit { limit, .. } = &self.0 {
-            body["limit"] = json!(format!("limits.{limit}"));
-        }
+        let body = ErrorBody {
+            error: self.0.client_message(),
+            limit: match &self.0 {
+                Error::Limit { limit, .. } => Some(format!("limits.{limit}")),
+                _ => None,
+            },
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -129,11 +135,7 @@ impl IntoResponse for ApiError {
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({ "error": message.into() })),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, axum::Json(ErrorBody::new(message))).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,33 +242,38 @@ fn rfc3339(micros: i64) -> String {
 }
 
 /// An event as the tail sends it: every column but the payload.
+pub fn tail_event(e: &Event) -> TailEvent {
+    TailEvent {
+        event_id: e.event_id.clone(),
+        event_source: e.event_source.clone(),
+        event_type: e.event_type.clone(),
+        subject: e.subject.clone(),
+        predicate: e.predicate.clone(),
+        spec_version: e.spec_version.clone(),
+        origin: e.origin.clone(),
+        time: rfc3339(e.time),
+        ingested_at: rfc3339(e.ingested_at),
+        subject_id: Some(e.subject_id.clone()),
+        service: e.service.clone(),
+        environment: e.environment.clone(),
+        repository: e.repository.clone(),
+        change_id: e.change_id.clone(),
+        artifact_id: e.artifact_id.clone(),
+        pipeline: e.pipeline.clone(),
+        run_id: e.run_id.clone(),
+        outcome: e.outcome.clone(),
+        url: e.url.clone(),
+        trace_id: e.trace_id.clone(),
+        span_id: e.span_id.clone(),
+        chain_id: e.chain_id.clone(),
+        team: e.team.clone(),
+        task: e.task.clone(),
+    }
+}
+
+/// [`tail_event`] as a JSON value (its keys in serde_json's map order).
 pub fn tail_json(e: &Event) -> serde_json::Value {
-    json!({
-        "event_id": e.event_id,
-        "event_source": e.event_source,
-        "event_type": e.event_type,
-        "subject": e.subject,
-        "predicate": e.predicate,
-        "spec_version": e.spec_version,
-        "origin": e.origin,
-        "time": rfc3339(e.time),
-        "ingested_at": rfc3339(e.ingested_at),
-        "subject_id": e.subject_id,
-        "service": e.service,
-        "environment": e.environment,
-        "repository": e.repository,
-        "change_id": e.change_id,
-        "artifact_id": e.artifact_id,
-        "pipeline": e.pipeline,
-        "run_id": e.run_id,
-        "outcome": e.outcome,
-        "url": e.url,
-        "trace_id": e.trace_id,
-        "span_id": e.span_id,
-        "chain_id": e.chain_id,
-        "team": e.team,
-        "task": e.task,
-    })
+    serde_json::to_value(tail_event(e)).unwrap_or_default()
 }
 
 async fn tail_events(
@@ -288,7 +295,7 @@ async fn tail_events(
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let note = sse::Event::default()
                         .event("lagged")
-                        .data(json!({ "skipped": n }).to_string());
+                        .data(json!(Lagged { skipped: n }).to_string());
                     return Some((Ok(note), (rx, filter)));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,

@@ -16,6 +16,10 @@
 //!   deployment of an artifact built from change C′ delivers every change of the repository
 //!   merged no later than C′); `dora_changes`: each merged change with its earliest delivery and
 //!   lead time; `dora_incidents`: production incidents with their recovery time.
+//! - `dora_levels`: the DORA levels as data, one row per figure and level with the range of
+//!   values that earns it (`metric`, `unit`, `level`, `lower`, `lower_inclusive`, `upper`,
+//!   `upper_inclusive`; a NULL bound is unbounded): [`cdlake_wire::dora::levels`], the table
+//!   the report levels with. A dashboard levels a figure by joining it.
 //! - `pipeline_traces`, `pipeline_critical_path`, `lead_time_breakdown`: pipeline runs joined
 //!   with their OpenTelemetry traces (`spans`), and where lead time goes.
 //!
@@ -23,6 +27,7 @@
 //! instead of range joins, so they cost a sort, not a product.
 
 use cdlake_schemas::event::EVENT_COLUMNS;
+use cdlake_wire::dora::levels;
 
 /// Rows that tie an artifact to the change it was built from: artifact events carrying a
 /// change, and merged changes carrying their merge commit as an artifact (GitHub and GitLab
@@ -83,6 +88,37 @@ fn secs(later: &str, earlier: &str) -> String {
     format!("(CAST({later} AS BIGINT) - CAST({earlier} AS BIGINT)) / 1000000.0")
 }
 
+/// The definition of `dora_levels`: [`levels::bands`] as rows.
+pub fn dora_levels_sql() -> String {
+    let num = |v: Option<f64>| match v {
+        // `{:?}` writes the shortest text that reads back as the same double (`1.0`, `0.05`).
+        Some(v) => format!("CAST({v:?} AS DOUBLE)"),
+        None => "CAST(NULL AS DOUBLE)".to_string(),
+    };
+    let rows: Vec<String> = levels::bands()
+        .iter()
+        .map(|b| {
+            format!(
+                "('{}', '{}', '{}', {}, {}, {}, {})",
+                b.metric.as_str(),
+                b.metric.unit(),
+                b.level.as_str(),
+                num(b.lower),
+                b.lower_inclusive,
+                num(b.upper),
+                b.upper_inclusive,
+            )
+        })
+        .collect();
+    format!(
+        "SELECT column1 AS metric, column2 AS unit, column3 AS level,
+                column4 AS lower, column5 AS lower_inclusive,
+                column6 AS upper, column7 AS upper_inclusive
+         FROM (VALUES {})",
+        rows.join(",\n                      ")
+    )
+}
+
 /// `CREATE VIEW` statements for every view, in order. `production` is the production pattern.
 pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
     let pat = production.replace('\'', "''");
@@ -102,6 +138,8 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
     ));
 
     v.push(("report_events", report_events_sql(REPORT_SUBJECTS)));
+
+    v.push(("dora_levels", dora_levels_sql()));
 
     v.push((
         "changes",

@@ -3,7 +3,7 @@
 //! the demo again regenerates the same events and stores none of them twice.
 
 use anyhow::Context;
-use cdlake_ingest::demo::{DemoSpec, estimated_events, generate};
+use cdlake_demo::{DemoSpec, estimated_events, generate};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::{DoraRequest, GroupBy};
 use cdlake_schemas::Origin;
@@ -179,12 +179,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 async fn trickle(writer: cdlake_ingest::writer::WriterHandle, spec: DemoSpec, per_day: u64) {
     loop {
         let start = Utc::now();
-        let live = cdlake_ingest::demo::live_spec(&spec, per_day, start);
+        let live = cdlake_demo::live_spec(&spec, per_day, start);
         let salt = start.timestamp() as u64;
         let mut sent = 0u64;
-        for event in
-            cdlake_ingest::demo::generate_salted(&live, start + chrono::Duration::days(1), salt)
-        {
+        for event in cdlake_demo::generate_salted(&live, start + chrono::Duration::days(1), salt) {
             let Ok(parsed) = cdlake_schemas::cdevents::parse(event.as_bytes(), Origin::CdEvents, 0)
             else {
                 continue;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use cdlake_query::DoraReport;
+use cdlake_wire::DoraReport;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::model::{Filter, PipelineRun, Span, TailEvent, TaskRun, pretty_json};

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use cdlake_query::DoraReport;
+use cdlake_wire::DoraReport;
+use cdlake_wire::ErrorBody;
+use cdlake_wire::tail::Lagged;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -65,9 +67,8 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
         return Ok(resp);
     }
     let body = resp.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+    let message = serde_json::from_str::<ErrorBody>(&body)
+        .map(|b| b.error)
         .unwrap_or(body);
     Err(Error::Status { status, message })
 }
@@ -168,9 +169,8 @@ fn message(e: SseEvent) -> Option<Msg> {
             .ok()
             .map(|ev| Msg::Tail(Box::new(ev))),
         "lagged" => {
-            let skipped = serde_json::from_str::<Value>(&e.data)
-                .ok()
-                .and_then(|v| v.get("skipped").and_then(Value::as_u64))
+            let skipped = serde_json::from_str::<Lagged>(&e.data)
+                .map(|l| l.skipped)
                 .unwrap_or(0);
             Some(Msg::Lagged(skipped))
         }

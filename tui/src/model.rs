@@ -2,41 +2,10 @@
 //! spans, and the text formatting they share.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 
 /// One event from `/api/v1/tail`: the stored row without its payload.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct TailEvent {
-    pub event_id: String,
-    pub event_source: String,
-    pub event_type: String,
-    pub subject: String,
-    pub predicate: String,
-    pub origin: String,
-    /// RFC 3339.
-    pub time: String,
-    pub subject_id: Option<String>,
-    pub service: Option<String>,
-    pub environment: Option<String>,
-    pub repository: Option<String>,
-    pub pipeline: Option<String>,
-    pub run_id: Option<String>,
-    pub outcome: Option<String>,
-    pub trace_id: Option<String>,
-}
-
-impl TailEvent {
-    /// `subject.predicate`, e.g. `service.deployed`.
-    pub fn kind(&self) -> String {
-        if self.subject.is_empty() && self.predicate.is_empty() {
-            self.event_type.clone()
-        } else {
-            format!("{}.{}", self.subject, self.predicate)
-        }
-    }
-}
+pub use cdlake_wire::TailEvent;
 
 /// A field a filter term tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

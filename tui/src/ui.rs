@@ -1,6 +1,6 @@
 //! Drawing: a pure function of the [`App`] state onto a ratatui frame. Works from 80x24 up.
 
-use cdlake_query::dora::{Figures, Group, Level};
+use cdlake_wire::dora::{Figures, Group, Level};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -35,13 +35,7 @@ fn level_style(level: Option<Level>) -> Style {
 }
 
 fn level_name(level: Option<Level>) -> &'static str {
-    match level {
-        Some(Level::Elite) => "elite",
-        Some(Level::High) => "high",
-        Some(Level::Medium) => "medium",
-        Some(Level::Low) => "low",
-        None => "-",
-    }
+    level.map_or("-", Level::as_str)
 }
 
 fn dim() -> Style {

@@ -1,9 +1,9 @@
 //! Whole screens as snapshots of a `TestBackend` fed by fixed data.
 
-use cdlake_query::DoraReport;
 use cdlake_tui::app::{DoraData, Msg, RunDetail};
 use cdlake_tui::model::{PipelineRun, TailEvent, TaskRun};
 use cdlake_tui::{App, ui};
+use cdlake_wire::DoraReport;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::render::human_duration;
-use super::{DoraReport, Figures, Group, Level};
+use super::{DoraReport, Figures, Group, Level, Metric as Levelled};
 
 /// The inputs of the page: the report (with groups), the same-length period before it, and the
 /// report by week for the trend charts.
@@ -38,8 +38,16 @@ struct Metric {
     show: fn(f64) -> String,
     level: fn(&Figures) -> Option<Level>,
     basis: fn(&Figures) -> String,
+    /// The levelled figure it is, whose direction the levels table gives (rework rate has no
+    /// levels; less is better).
+    levelled: Option<Levelled>,
+}
+
+impl Metric {
     /// Whether a larger value is better (for the colour of the change).
-    higher_is_better: bool,
+    fn higher_is_better(&self) -> bool {
+        self.levelled.is_some_and(Levelled::higher_is_better)
+    }
 }
 
 fn pct(v: f64) -> String {
@@ -58,7 +66,7 @@ const METRICS: [Metric; 5] = [
                 f.deployment_frequency.deployments, f.deployment_frequency.deploy_days
             )
         },
-        higher_is_better: true,
+        levelled: Some(Levelled::DeploymentFrequency),
     },
     Metric {
         name: "Lead time for changes",
@@ -66,7 +74,7 @@ const METRICS: [Metric; 5] = [
         show: human_duration,
         level: |f| f.lead_time.level,
         basis: |f| format!("median of {} changes", f.lead_time.changes),
-        higher_is_better: false,
+        levelled: Some(Levelled::LeadTime),
     },
     Metric {
         name: "Change failure rate",
@@ -79,7 +87,7 @@ const METRICS: [Metric; 5] = [
                 f.change_failure_rate.failed, f.change_failure_rate.deployments
             )
         },
-        higher_is_better: false,
+        levelled: Some(Levelled::ChangeFailureRate),
     },
     Metric {
         name: "Failed deployment recovery time",
@@ -92,7 +100,7 @@ const METRICS: [Metric; 5] = [
                 f.recovery_time.incidents, f.recovery_time.open
             )
         },
-        higher_is_better: false,
+        levelled: Some(Levelled::RecoveryTime),
     },
     Metric {
         name: "Rework rate",
@@ -105,14 +113,14 @@ const METRICS: [Metric; 5] = [
                 f.rework_rate.rework, f.rework_rate.deployments
             )
         },
-        higher_is_better: false,
+        levelled: None,
     },
 ];
 
 fn delta(m: &Metric, now: Option<f64>, before: Option<f64>) -> String {
     match (now, before) {
         (Some(n), Some(b)) if (n - b).abs() > f64::EPSILON => {
-            let better = (n > b) == m.higher_is_better;
+            let better = (n > b) == m.higher_is_better();
             let arrow = if n > b { "▲" } else { "▼" };
             format!(
                 "<div class=\"delta {}\">{arrow} from {} in the previous period</div>",

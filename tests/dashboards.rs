@@ -10,7 +10,7 @@
 //!    variable's custom all value as it is (Grafana does not format it: `'__all'`) or, without
 //!    one, every value the variable's own query returned, quoted and comma-joined;
 //! 2. expanded as Grafana's backend does (`sqleng.Interpolate`, then the macro engine of
-//!    `pkg/tsdb/grafana-postgresql-datasource/macros.go`, see [`expand_macros`]);
+//!    `pkg/tsdb/grafana-postgresql-datasource/macros.go`), both steps in `support/grafana.rs`;
 //! 3. sent to `cdlake_query::pg::serve` with the simple query protocol (what Grafana's pgx
 //!    `PgConn().Exec` speaks), as user `cdlake` on database `cdlake`;
 //!
@@ -29,22 +29,28 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cdlake_ingest::demo::{DemoSpec, generate};
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use arrow::util::display::array_value_to_string;
+use cdlake_demo::{DemoSpec, generate};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::dora::Level;
+use cdlake_query::dora::levels::{self, Metric};
 use cdlake_query::pg::{PgOptions, serve};
 use cdlake_query::{Config, DoraRequest, Engine, GroupBy};
 use cdlake_schemas::store::Store;
 use cdlake_schemas::{DeadLetter, Origin, cdevents};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::util::display::array_value_to_string;
 use regex::Regex;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+#[path = "support/grafana.rs"]
+mod grafana;
+
+use grafana::{Scope, Selection, TimeRange, Variable, expand};
 
 /// What every panel and variable must query.
 const DATASOURCE_TYPE: &str = "grafana-postgresql-datasource";
@@ -78,15 +84,6 @@ const BAD_INPUT: &[&[u8]] = &[
 // ---- the dashboards ------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
-struct Variable {
-    name: String,
-    query: String,
-    multi: bool,
-    include_all: bool,
-    all_value: Option<String>,
-}
-
-#[derive(Debug, Clone)]
 struct Query {
     dashboard: String,
     panel: Value,
@@ -105,7 +102,7 @@ struct Dashboard {
 }
 
 fn dashboards_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
 }
 
 /// Every panel, the panels nested in rows included.
@@ -282,260 +279,6 @@ fn load_dashboards(problems: &mut Vec<String>) -> Vec<Dashboard> {
         });
     }
     out
-}
-
-// ---- Grafana's interpolation ---------------------------------------------------------------
-
-/// A variable's current value.
-#[derive(Debug, Clone, PartialEq)]
-enum Selection {
-    All,
-    Values(Vec<String>),
-}
-
-/// The variables of a dashboard with their current values and the options their queries gave.
-#[derive(Debug, Default, Clone)]
-struct Scope {
-    vars: BTreeMap<String, (Variable, Selection, Vec<String>)>,
-}
-
-/// `quoteLiteral` of Grafana's SQL data sources.
-fn quote_literal(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
-}
-
-/// What Grafana's frontend puts in place of a variable for a PostgreSQL query:
-/// `templateSrv.replace(sql, scopedVars, SqlDatasource.interpolateVariable)`.
-fn format_variable(var: &Variable, selection: &Selection, options: &[String]) -> String {
-    match selection {
-        Selection::All => match &var.all_value {
-            // A custom all value skips formatting (`SkipFormattingValue`): inserted as it is.
-            Some(custom) => custom.clone(),
-            // Otherwise "All" is every option's value, formatted as an array.
-            None => options
-                .iter()
-                .map(|v| quote_literal(v))
-                .collect::<Vec<_>>()
-                .join(","),
-        },
-        // A multi-value variable's value is an array (even of one value): quoted, joined by ','.
-        Selection::Values(values) if var.multi => values
-            .iter()
-            .map(|v| quote_literal(v))
-            .collect::<Vec<_>>()
-            .join(","),
-        // A single string: quoted when the variable is multi or include-all, else escaped only.
-        Selection::Values(values) => {
-            let v = values.first().map(String::as_str).unwrap_or_default();
-            if var.include_all {
-                quote_literal(v)
-            } else {
-                v.replace('\'', "''")
-            }
-        }
-    }
-}
-
-/// Grafana's template variable syntax: `$var`, `[[var]]`, `[[var:fmt]]`, `${var}`,
-/// `${var.field}`, `${var:fmt}` (the `variableRegex` of `@grafana/data`).
-fn variable_regex() -> Regex {
-    Regex::new(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^\}]+))?(?::([^\}]+))?\}")
-        .expect("variable regex")
-}
-
-/// Replace the dashboard variables in `sql`; names that are not variables (Grafana's macros
-/// such as `$__timeFilter`) are left for the backend.
-fn interpolate_variables(sql: &str, scope: &Scope) -> Result<String, String> {
-    let re = variable_regex();
-    let mut error = None;
-    let out = re.replace_all(sql, |c: &regex::Captures<'_>| {
-        let whole = c[0].to_string();
-        let name = c
-            .get(1)
-            .or(c.get(2))
-            .or(c.get(4))
-            .map(|m| m.as_str())
-            .unwrap_or_default();
-        let Some((var, selection, options)) = scope.vars.get(name) else {
-            return whole;
-        };
-        if c.get(3).or(c.get(5)).or(c.get(6)).is_some() {
-            error.get_or_insert(format!(
-                "{whole}: a format or field path would change the quoting; use ${name}"
-            ));
-            return whole;
-        }
-        format_variable(var, selection, options)
-    });
-    match error {
-        Some(e) => Err(e),
-        None => Ok(out.into_owned()),
-    }
-}
-
-/// A dashboard time range, as Grafana's backend receives it.
-#[derive(Debug, Clone, Copy)]
-struct TimeRange {
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-}
-
-/// Go's `t.UTC().Format(time.RFC3339Nano)`: the fraction without trailing zeros, none at all
-/// for a whole second.
-fn rfc3339_nano(t: DateTime<Utc>) -> String {
-    let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
-    let nanos = t.timestamp_subsec_nanos();
-    if nanos == 0 {
-        format!("{base}Z")
-    } else {
-        let fraction = format!("{nanos:09}");
-        format!("{base}.{}Z", fraction.trim_end_matches('0'))
-    }
-}
-
-/// Go's `fmt.Sprintf("%v", f)` of a float64: the shortest representation, in exponent form
-/// (`2.592e+06`) when the exponent is below -4 or at least 6.
-fn go_float(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return format!("{v}");
-    }
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.abs())
-    } else {
-        format!("{v}")
-    }
-}
-
-/// `gtime.ParseInterval` for the fixed-length units (`M` and `y` depend on the calendar).
-fn parse_interval(s: &str) -> Result<f64, String> {
-    let re = Regex::new(r"^(\d+)(ms|s|m|h|d|w)$").expect("interval regex");
-    let c = re
-        .captures(s)
-        .ok_or_else(|| format!("error parsing interval {s}"))?;
-    let n: f64 = c[1]
-        .parse()
-        .map_err(|_| format!("error parsing interval {s}"))?;
-    let unit = match &c[2] {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => 604800.0,
-    };
-    Ok(n * unit)
-}
-
-/// One macro of `postgresMacroEngine.evaluateMacro` (TimescaleDB off).
-fn evaluate_macro(name: &str, args: &[String], range: TimeRange) -> Result<String, String> {
-    let arg0 = args.first().cloned().unwrap_or_default();
-    let (from, to) = (rfc3339_nano(range.from), rfc3339_nano(range.to));
-    let group = |args: &[String]| -> Result<String, String> {
-        if args.len() < 2 {
-            return Err(format!(
-                "macro {name} needs time column and interval and optional fill value"
-            ));
-        }
-        let seconds = parse_interval(args[1].trim_matches('\''))?;
-        if let Some(fill) = args.get(2) {
-            // The fill mode only shapes Grafana's frame, not the SQL; it must still parse.
-            if fill != "NULL" && fill != "previous" && fill.parse::<f64>().is_err() {
-                return Err(format!("error parsing fill value {fill}"));
-            }
-        }
-        Ok(go_float(seconds))
-    };
-    Ok(match name {
-        "__time" => format!("{arg0} AS \"time\""),
-        "__timeEpoch" => format!("extract(epoch from {arg0}) as \"time\""),
-        "__timeFilter" => format!("{arg0} BETWEEN '{from}' AND '{to}'"),
-        "__timeFrom" => format!("'{from}'"),
-        "__timeTo" => format!("'{to}'"),
-        "__timeGroup" => {
-            let s = group(args)?;
-            format!("floor(extract(epoch from {arg0})/{s})*{s}")
-        }
-        "__timeGroupAlias" => format!(
-            "{} AS \"time\"",
-            evaluate_macro("__timeGroup", args, range)?
-        ),
-        "__unixEpochFilter" => format!(
-            "{arg0} >= {} AND {arg0} <= {}",
-            range.from.timestamp(),
-            range.to.timestamp()
-        ),
-        "__unixEpochNanoFilter" => format!(
-            "{arg0} >= {} AND {arg0} <= {}",
-            range.from.timestamp_nanos_opt().unwrap_or_default(),
-            range.to.timestamp_nanos_opt().unwrap_or_default()
-        ),
-        "__unixEpochNanoFrom" => range
-            .from
-            .timestamp_nanos_opt()
-            .unwrap_or_default()
-            .to_string(),
-        "__unixEpochNanoTo" => range
-            .to
-            .timestamp_nanos_opt()
-            .unwrap_or_default()
-            .to_string(),
-        "__unixEpochGroup" => {
-            let s = group(args)?;
-            format!("floor(({arg0})/{s})*{s}")
-        }
-        "__unixEpochGroupAlias" => format!(
-            "{} AS \"time\"",
-            evaluate_macro("__unixEpochGroup", args, range)?
-        ),
-        other => return Err(format!("unknown macro \"{other}\"")),
-    })
-}
-
-/// What Grafana's backend does to the SQL before sending it: `sqleng.Interpolate` (the global
-/// `$__interval…` and `$__unixEpochFrom()`/`To()`), then `postgresMacroEngine.Interpolate`:
-/// every `$name(args)` (the regex `\$([_a-zA-Z0-9]+)\(([^\)]*)\)`, so arguments hold no `)`),
-/// arguments split at `,` and trimmed of spaces, with the pre-5.3 rule that a `$__timeGroup(…)`
-/// directly followed by `,` (at its first occurrence) means `$__timeGroupAlias(…)`.
-fn expand_macros(sql: &str, range: TimeRange) -> Result<String, String> {
-    if sql.contains("$__interval") {
-        return Err(
-            "$__interval depends on the panel's width: use a fixed interval (1m, 1d …)".into(),
-        );
-    }
-    let sql = sql
-        .replace("$__unixEpochFrom()", &range.from.timestamp().to_string())
-        .replace("$__unixEpochTo()", &range.to.timestamp().to_string());
-    let re = Regex::new(r"\$([_a-zA-Z0-9]+)\(([^\)]*)\)").expect("macro regex");
-    let mut out = String::new();
-    let mut last = 0;
-    for c in re.captures_iter(&sql) {
-        let whole = c.get(0).expect("match");
-        let mut name = c[1].to_string();
-        if name == "__timeGroup"
-            && let Some(index) = sql.find(whole.as_str())
-            && sql.as_bytes().get(index + whole.len()) == Some(&b',')
-        {
-            name = "__timeGroupAlias".to_string();
-        }
-        let args: Vec<String> = c[2]
-            .split(',')
-            .map(|a| a.trim_matches(' ').to_string())
-            .collect();
-        out.push_str(&sql[last..whole.start()]);
-        out.push_str(&evaluate_macro(&name, &args, range)?);
-        last = whole.end();
-    }
-    out.push_str(&sql[last..]);
-    Ok(out)
-}
-
-/// Both steps: what the Postgres endpoint receives for `sql`.
-fn expand(sql: &str, scope: &Scope, range: TimeRange) -> Result<String, String> {
-    expand_macros(&interpolate_variables(sql, scope)?, range)
 }
 
 // ---- the demo history behind the Postgres endpoint -----------------------------------------
@@ -1033,13 +776,7 @@ fn threshold_color(thresholds: &Value, value: f64) -> String {
 
 /// The DORA level a threshold colour stands for on the DORA overview.
 fn color_level(color: &str) -> Option<Level> {
-    match color {
-        "dark-green" => Some(Level::Elite),
-        "green" => Some(Level::High),
-        "orange" => Some(Level::Medium),
-        "red" => Some(Level::Low),
-        _ => None,
-    }
+    Level::ALL.into_iter().find(|&l| level_color(l) == color)
 }
 
 fn find<'a>(dashboards: &'a [Dashboard], file: &str, title: &str) -> &'a Query {
@@ -1212,253 +949,126 @@ fn compare_with_report(
     problems
 }
 
-/// The stat thresholds of the DORA overview put each level's bounds where README's "DORA,
-/// exactly" does (Grafana colours a value with the highest step at or below it).
+/// The colour of each level on the DORA overview (thresholds and the levels table's mapping).
+fn level_color(level: Level) -> &'static str {
+    match level {
+        Level::Elite => "dark-green",
+        Level::High => "green",
+        Level::Medium => "orange",
+        Level::Low => "red",
+    }
+}
+
+/// The levelled figure a set of thresholds on the DORA overview colours: by panel title, and
+/// by column for the per-service table's overrides.
+fn levelled_metric(title: &str, column: Option<&str>) -> Option<Metric> {
+    match (title, column) {
+        ("Deployment frequency", None) | ("By service", Some("per_day")) => {
+            Some(Metric::DeploymentFrequency)
+        }
+        ("Lead time for changes (median)" | "Lead time for changes per week", None)
+        | ("By service", Some("lead_time_median")) => Some(Metric::LeadTime),
+        ("Change failure rate" | "Change failure rate per week", None)
+        | ("By service", Some("change_failure_rate")) => Some(Metric::ChangeFailureRate),
+        ("Failed deployment recovery time (median)" | "Recovery time per week", None)
+        | ("By service", Some("recovery_median")) => Some(Metric::RecoveryTime),
+        _ => None,
+    }
+}
+
+/// Every colour threshold of the DORA overview that colours a DORA figure is the levels
+/// table's (`levels::grafana_steps`, the table the report levels with), in the levels'
+/// colours; the "DORA levels" panel levels its figures by joining the `dora_levels` view and
+/// writes no bound of its own.
 #[test]
-fn the_stat_thresholds_are_the_dora_levels() {
-    use Level::{Elite, High, Low, Medium};
+fn the_dora_overview_takes_its_levels_from_the_levels_table() {
     let mut problems = Vec::new();
     let dashboards = load_dashboards(&mut problems);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    let (day, week) = (86400.0, 7.0 * 86400.0);
-    let cases: [(&str, &[(f64, Level)]); 4] = [
-        (
-            "Deployment frequency",
-            &[
-                (0.0, Low),
-                (1.0 / 30.0 - 1e-9, Low),
-                (1.0 / 30.0, Medium),
-                (1.0 / 7.0 - 1e-9, Medium),
-                (1.0 / 7.0, High),
-                (0.999, High),
-                (1.0, Elite),
-                (12.0, Elite),
-            ],
-        ),
-        (
-            "Lead time for changes (median)",
-            &[
-                (0.0, Elite),
-                (day - 0.001, Elite),
-                (day, High),
-                (week - 0.001, High),
-                (week, Medium),
-                (30.0 * day - 0.001, Medium),
-                (30.0 * day, Low),
-            ],
-        ),
-        (
-            "Change failure rate",
-            &[
-                (0.0, Elite),
-                (0.05, Elite),
-                (1.0 / 19.0, High),
-                (0.10, High),
-                (0.1001, Medium),
-                (0.15, Medium),
-                (0.1501, Low),
-                (1.0, Low),
-            ],
-        ),
-        (
-            "Failed deployment recovery time (median)",
-            &[
-                (0.0, Elite),
-                (3599.999, Elite),
-                (3600.0, High),
-                (day - 0.001, High),
-                (day, Medium),
-                (week - 0.001, Medium),
-                (week, Low),
-            ],
-        ),
-    ];
-    for (title, points) in cases {
-        let thresholds = stat_thresholds(&dashboards, title);
-        for (value, level) in points {
-            let color = threshold_color(thresholds, *value);
-            assert_eq!(
-                color_level(&color),
-                Some(*level),
-                "{title} at {value}: {color}"
-            );
+    let overview: Vec<&Query> = dashboards
+        .iter()
+        .filter(|d| d.file == "dora-overview.json")
+        .flat_map(|d| &d.queries)
+        .collect();
+    assert!(!overview.is_empty(), "no DORA overview");
+
+    let mut checked = BTreeSet::new();
+    let mut check_steps = |title: &str, column: Option<&str>, thresholds: &Value| {
+        let steps = thresholds["steps"].as_array().cloned().unwrap_or_default();
+        if steps.len() < 2 {
+            return;
+        }
+        let Some(metric) = levelled_metric(title, column) else {
+            if title != "Open incidents" {
+                problems.push(format!(
+                    "{title} {column:?}: thresholds on the DORA overview that colour no DORA figure"
+                ));
+            }
+            return;
+        };
+        checked.insert(metric);
+        let expected = levels::grafana_steps(metric);
+        let same = steps.len() == expected.len()
+            && steps.iter().zip(&expected).all(|(step, (value, level))| {
+                let at = step["value"].as_f64();
+                str_field(step, "color") == level_color(*level)
+                    && match (at, value) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                        _ => false,
+                    }
+            });
+        if !same {
+            let want: Vec<String> = expected
+                .iter()
+                .map(|(v, l)| format!("{v:?} {}", level_color(*l)))
+                .collect();
+            problems.push(format!(
+                "{title} {column:?}: thresholds {steps:?}, the levels table says {want:?}"
+            ));
+        }
+    };
+    let mut seen_panels = BTreeSet::new();
+    for q in &overview {
+        if !seen_panels.insert(q.title.clone()) {
+            continue;
+        }
+        let config = &q.panel["fieldConfig"];
+        check_steps(&q.title, None, &config["defaults"]["thresholds"]);
+        for o in config["overrides"].as_array().into_iter().flatten() {
+            for p in o["properties"].as_array().into_iter().flatten() {
+                if str_field(p, "id") == "thresholds" {
+                    check_steps(
+                        &q.title,
+                        Some(str_field(&o["matcher"], "options")),
+                        &p["value"],
+                    );
+                }
+            }
         }
     }
-}
-
-// ---- the expansion itself, against Grafana's own cases -------------------------------------
-
-fn grafana_range() -> TimeRange {
-    let from = Utc
-        .with_ymd_and_hms(2018, 4, 12, 18, 0, 0)
-        .single()
-        .expect("time");
-    TimeRange {
-        from,
-        to: from + chrono::Duration::minutes(5),
-    }
-}
-
-/// Cases of `macros_test.go` of Grafana's PostgreSQL data source.
-#[test]
-fn macros_expand_as_grafanas_postgres_macro_engine() {
-    let r = grafana_range();
-    let cases = [
-        (
-            "select $__time(time_column)",
-            "select time_column AS \"time\"",
-        ),
-        (
-            "select min($__time(time_column))",
-            "select min(time_column AS \"time\")",
-        ),
-        (
-            "WHERE $__timeFilter(time_column)",
-            "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'",
-        ),
-        ("select $__timeFrom()", "select '2018-04-12T18:00:00Z'"),
-        ("select $__timeTo()", "select '2018-04-12T18:05:00Z'"),
-        (
-            "SELECT $__timeGroup(time_column,'5m'), value",
-            "SELECT floor(extract(epoch from time_column)/300)*300 AS \"time\", value",
-        ),
-        (
-            "SELECT $__timeGroup(time_column,'5m') as time, value",
-            "SELECT floor(extract(epoch from time_column)/300)*300 as time, value",
-        ),
-        (
-            "SELECT $__timeGroup(time_column,'5m')",
-            "SELECT floor(extract(epoch from time_column)/300)*300",
-        ),
-        (
-            "SELECT $__timeGroupAlias(time_column,'5m')",
-            "SELECT floor(extract(epoch from time_column)/300)*300 AS \"time\"",
-        ),
-        (
-            "$__timeGroup(time_column , '5m')",
-            "floor(extract(epoch from time_column)/300)*300",
-        ),
-        (
-            "$__timeGroupAlias(time_column , '5m')",
-            "floor(extract(epoch from time_column)/300)*300 AS \"time\"",
-        ),
-        (
-            "SELECT $__timeGroupAlias(time, 1d), count(*)",
-            "SELECT floor(extract(epoch from time)/86400)*86400 AS \"time\", count(*)",
-        ),
-        (
-            "SELECT $__timeGroupAlias(time, 30d, 0)",
-            "SELECT floor(extract(epoch from time)/2.592e+06)*2.592e+06 AS \"time\"",
-        ),
-        (
-            "SELECT $__timeGroup(time, 20ms)",
-            "SELECT floor(extract(epoch from time)/0.02)*0.02",
-        ),
-        (
-            "select $__unixEpochFilter(time)",
-            "select time >= 1523556000 AND time <= 1523556300",
-        ),
-        (
-            "select $__unixEpochNanoFilter(time)",
-            "select time >= 1523556000000000000 AND time <= 1523556300000000000",
-        ),
-        (
-            "select $__unixEpochNanoFrom()",
-            "select 1523556000000000000",
-        ),
-        (
-            "select $__unixEpochFrom(), $__unixEpochTo()",
-            "select 1523556000, 1523556300",
-        ),
-        (
-            "SELECT $__unixEpochGroup(time_column+time_adjustment,'5m')",
-            "SELECT floor((time_column+time_adjustment)/300)*300",
-        ),
-        (
-            "SELECT $__unixEpochGroupAlias(time_column+time_adjustment,'5m')",
-            "SELECT floor((time_column+time_adjustment)/300)*300 AS \"time\"",
-        ),
-    ];
-    for (sql, expected) in cases {
-        assert_eq!(expand_macros(sql, r).as_deref(), Ok(expected), "{sql}");
-    }
-    assert!(expand_macros("select $__nope(x)", r).is_err());
-    assert!(expand_macros("select $__timeGroup(x)", r).is_err());
-    assert!(expand_macros("select $__timeGroup(x, 5q)", r).is_err());
-    assert!(expand_macros("select $__timeGroupAlias(time, $__interval)", r).is_err());
-
-    // RFC3339Nano: the fraction without trailing zeros.
-    let half = TimeRange {
-        from: Utc
-            .with_ymd_and_hms(1960, 2, 1, 7, 0, 0)
-            .single()
-            .expect("time")
-            + chrono::Duration::milliseconds(500),
-        to: Utc
-            .with_ymd_and_hms(1980, 2, 3, 8, 0, 0)
-            .single()
-            .expect("time")
-            + chrono::Duration::nanoseconds(120),
-    };
     assert_eq!(
-        expand_macros("$__timeFilter(t)", half).as_deref(),
-        Ok("t BETWEEN '1960-02-01T07:00:00.5Z' AND '1980-02-03T08:00:00.00000012Z'")
+        checked,
+        Metric::ALL.into_iter().collect::<BTreeSet<_>>(),
+        "every levelled figure has its thresholds on the DORA overview"
     );
-    assert_eq!(go_float(604800.0), "604800");
-    assert_eq!(go_float(1e6), "1e+06");
-    assert_eq!(go_float(0.0001), "0.0001");
-    assert_eq!(go_float(0.00001), "1e-05");
-}
 
-#[test]
-fn variables_expand_as_grafanas_sql_data_sources() {
-    let var = |name: &str, multi: bool, include_all: bool, all_value: Option<&str>| Variable {
-        name: name.into(),
-        query: String::new(),
-        multi,
-        include_all,
-        all_value: all_value.map(str::to_string),
-    };
-    let options = vec!["cart".to_string(), "o'brien".to_string()];
-    let mut scope = Scope::default();
-    let mut set = |v: Variable, s: Selection| {
-        scope.vars.insert(v.name.clone(), (v, s, options.clone()));
-    };
-    set(var("service", true, true, Some("'__all'")), Selection::All);
-    set(var("team", true, true, None), Selection::All);
-    set(
-        var("pipeline", true, true, Some("'__all'")),
-        Selection::Values(vec!["a".into(), "b'c".into()]),
-    );
-    set(
-        var("env", false, false, None),
-        Selection::Values(vec!["pr'od".into()]),
-    );
-    set(
-        var("one", false, true, None),
-        Selection::Values(vec!["x".into()]),
-    );
-    let cases = [
-        ("service IN ($service)", "service IN ('__all')"),
-        ("service IN (${service})", "service IN ('__all')"),
-        ("service IN ([[service]])", "service IN ('__all')"),
-        ("team IN ($team)", "team IN ('cart','o''brien')"),
-        ("p IN ($pipeline)", "p IN ('a','b''c')"),
-        ("e = '$env'", "e = 'pr''od'"),
-        ("o = $one", "o = 'x'"),
-        (
-            "$services $__timeFilter(time) $1",
-            "$services $__timeFilter(time) $1",
-        ),
-    ];
-    for (sql, expected) in cases {
-        assert_eq!(
-            interpolate_variables(sql, &scope).as_deref(),
-            Ok(expected),
-            "{sql}"
-        );
+    let table = find(&dashboards, "dora-overview.json", "DORA levels");
+    if !Regex::new(r"(?i)\bJOIN\s+dora_levels\b")
+        .unwrap()
+        .is_match(&table.sql)
+    {
+        problems.push("DORA levels: the panel does not join dora_levels".to_string());
     }
-    assert!(interpolate_variables("${service:csv}", &scope).is_err());
+    for level in Level::ALL {
+        if table.sql.contains(&format!("'{}'", level.as_str())) {
+            problems.push(format!(
+                "DORA levels: the panel names the level {:?} itself instead of reading dora_levels",
+                level.as_str()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// [`check`] refuses what Grafana's PostgreSQL data source would refuse or show wrongly.

@@ -1,0 +1,187 @@
+//! The DORA report as JSON (`GET /api/v1/dora`, `cdlake dora --format json`): the five figures
+//! of DESIGN.md for a window `[from, to)`, overall and per group, with the level of each and
+//! what the figures rest on. The field names are the contract `dora-report.schema.json`.
+
+use serde::{Deserialize, Serialize};
+
+pub mod levels;
+
+/// How to group a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Service,
+    Team,
+    Week,
+}
+
+impl GroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Service => "service",
+            GroupBy::Team => "team",
+            GroupBy::Week => "week",
+        }
+    }
+}
+
+/// A grouping that is not `service`, `team` or `week`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownGrouping(pub String);
+
+impl std::fmt::Display for UnknownGrouping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown grouping {:?}: use service, team or week",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownGrouping {}
+
+impl std::str::FromStr for GroupBy {
+    type Err = UnknownGrouping;
+    fn from_str(s: &str) -> Result<Self, UnknownGrouping> {
+        match s {
+            "service" => Ok(Self::Service),
+            "team" => Ok(Self::Team),
+            "week" => Ok(Self::Week),
+            other => Err(UnknownGrouping(other.to_string())),
+        }
+    }
+}
+
+/// A DORA level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Elite,
+    High,
+    Medium,
+    Low,
+}
+
+impl Level {
+    /// Every level, best first.
+    pub const ALL: [Level; 4] = [Level::Elite, Level::High, Level::Medium, Level::Low];
+
+    /// The level's name, as the JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Elite => "elite",
+            Level::High => "high",
+            Level::Medium => "medium",
+            Level::Low => "low",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub from: String,
+    pub to: String,
+    pub days: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentFrequency {
+    pub deployments: u64,
+    pub deploy_days: u64,
+    pub per_day: f64,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadTime {
+    pub changes: u64,
+    pub median_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeFailureRate {
+    pub deployments: u64,
+    pub failed: u64,
+    pub rate: Option<f64>,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryTime {
+    pub incidents: u64,
+    pub median_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    /// Production incidents detected before the window's end and not resolved by then.
+    pub open: u64,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReworkRate {
+    pub deployments: u64,
+    pub rework: u64,
+    pub rate: Option<f64>,
+}
+
+/// The five figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub deployment_frequency: DeploymentFrequency,
+    pub lead_time: LeadTime,
+    pub change_failure_rate: ChangeFailureRate,
+    pub recovery_time: RecoveryTime,
+    pub rework_rate: ReworkRate,
+}
+
+/// One group of a grouped report; exactly one of the keys is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub team: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub week: Option<String>,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+impl Group {
+    pub fn key(&self) -> &str {
+        self.service
+            .as_deref()
+            .or(self.team.as_deref())
+            .or(self.week.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// Inputs that could not be linked, so an empty or surprising figure explains itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unlinked {
+    /// Production deployments in the window (not rollbacks) whose artifact is not linked to a
+    /// known merged change: they deliver nothing for lead time.
+    pub deployments_unknown_artifact: u64,
+    /// Changes merged before the window's end that no production deployment delivered by then.
+    pub changes_not_delivered: u64,
+    /// Production incidents detected in the window with no service: no deployment can own them.
+    pub incidents_without_service: u64,
+    /// Production incidents resolved in the window with no detected/reported event.
+    pub incidents_without_detection: u64,
+}
+
+/// A DORA report (the JSON of `cdlake dora --format json` and `GET /api/v1/dora`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoraReport {
+    pub window: Window,
+    #[serde(flatten)]
+    pub figures: Figures,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub groups: Option<Vec<Group>>,
+    pub unlinked: Unlinked,
+    /// The production pattern the report used.
+    pub production: String,
+}

@@ -1,0 +1,185 @@
+//! The wire types against the shared contract `dora-report.schema.json` and the field names
+//! clients read.
+
+use std::path::Path;
+
+use cdlake_wire::dora::{
+    ChangeFailureRate, DeploymentFrequency, DoraReport, Figures, Group, LeadTime, Level,
+    RecoveryTime, ReworkRate, Unlinked, Window,
+};
+use cdlake_wire::{ErrorBody, TailEvent};
+use serde_json::{Value, json};
+
+fn figures(deployments: u64, level: Option<Level>) -> Figures {
+    let rate = (deployments > 0).then_some(0.25);
+    Figures {
+        deployment_frequency: DeploymentFrequency {
+            deployments,
+            deploy_days: deployments.min(3),
+            per_day: deployments as f64 / 30.0,
+            level,
+        },
+        lead_time: LeadTime {
+            changes: 2,
+            median_seconds: Some(3600.0),
+            p90_seconds: Some(7200.0),
+            level: Some(Level::Elite),
+        },
+        change_failure_rate: ChangeFailureRate {
+            deployments,
+            failed: deployments / 4,
+            rate,
+            level: rate.map(|_| Level::Low),
+        },
+        recovery_time: RecoveryTime {
+            incidents: 0,
+            median_seconds: None,
+            p90_seconds: None,
+            open: 1,
+            level: None,
+        },
+        rework_rate: ReworkRate {
+            deployments,
+            rework: 0,
+            rate: rate.map(|_| 0.0),
+        },
+    }
+}
+
+fn report(groups: Option<Vec<Group>>) -> DoraReport {
+    DoraReport {
+        window: Window {
+            from: "2026-01-01T00:00:00Z".into(),
+            to: "2026-01-31T00:00:00Z".into(),
+            days: 30.0,
+        },
+        figures: figures(8, Some(Level::Medium)),
+        groups,
+        unlinked: Unlinked {
+            changes_not_delivered: 3,
+            ..Unlinked::default()
+        },
+        production: "^prod".into(),
+    }
+}
+
+fn validate(report: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/contracts/dora-report.schema.json");
+    let Ok(text) = std::fs::read(&path) else {
+        // The contract lives beside the repository in the shared workspace; a checkout on its
+        // own still checks the field names below.
+        eprintln!("no contract at {}: schema not checked", path.display());
+        return;
+    };
+    let schema: Value = serde_json::from_slice(&text).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{report:#}");
+}
+
+#[test]
+fn a_report_with_and_without_groups_matches_the_contract_and_round_trips() {
+    let groups = vec![
+        Group {
+            service: Some("checkout".into()),
+            team: None,
+            week: None,
+            figures: figures(8, Some(Level::Medium)),
+        },
+        Group {
+            service: Some("cart".into()),
+            team: None,
+            week: None,
+            figures: figures(0, None),
+        },
+    ];
+    for r in [report(None), report(Some(groups))] {
+        let json = serde_json::to_value(&r).unwrap();
+        validate(&json);
+        assert_eq!(
+            serde_json::from_value::<DoraReport>(json.clone()).unwrap(),
+            r
+        );
+        // The figures sit at the top level (flattened), the groups only when grouped.
+        for key in [
+            "window",
+            "deployment_frequency",
+            "lead_time",
+            "change_failure_rate",
+            "recovery_time",
+            "rework_rate",
+            "unlinked",
+            "production",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing in {json:#}");
+        }
+        assert_eq!(json.get("groups").is_some(), r.groups.is_some());
+        assert_eq!(json["deployment_frequency"]["level"], json!("medium"));
+        assert_eq!(json["recovery_time"]["level"], Value::Null);
+        if let Some(groups) = json.get("groups") {
+            assert_eq!(groups[0]["service"], json!("checkout"));
+            assert!(groups[0].get("team").is_none());
+            assert_eq!(groups[1]["change_failure_rate"]["rate"], Value::Null);
+        }
+    }
+}
+
+#[test]
+fn levels_and_groupings_are_spelled_as_the_contract_says() {
+    for l in Level::ALL {
+        assert_eq!(serde_json::to_value(l).unwrap(), json!(l.as_str()));
+    }
+    assert_eq!(
+        Level::ALL.map(Level::as_str),
+        ["elite", "high", "medium", "low"]
+    );
+    for by in ["service", "team", "week"] {
+        let parsed: cdlake_wire::GroupBy = by.parse().unwrap();
+        assert_eq!(parsed.as_str(), by);
+        assert_eq!(serde_json::to_value(parsed).unwrap(), json!(by));
+    }
+    let err = "day".parse::<cdlake_wire::GroupBy>().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown grouping \"day\": use service, team or week"
+    );
+}
+
+#[test]
+fn the_error_body_names_the_limit_only_when_one_was_reached() {
+    assert_eq!(
+        serde_json::to_value(ErrorBody::new("bad")).unwrap(),
+        json!({"error": "bad"})
+    );
+    let limited = ErrorBody {
+        error: "too big".into(),
+        limit: Some("limits.max_result_mb".into()),
+    };
+    let text = serde_json::to_string(&limited).unwrap();
+    assert_eq!(
+        text,
+        r#"{"error":"too big","limit":"limits.max_result_mb"}"#
+    );
+    assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), limited);
+}
+
+#[test]
+fn a_tail_event_reads_what_it_knows_and_ignores_the_rest() {
+    let e: TailEvent = serde_json::from_value(json!({
+        "event_id": "e1", "subject": "service", "predicate": "deployed",
+        "time": "2026-01-01T00:00:00.000000Z", "service": "cart", "environment": null,
+        "something_new": 1
+    }))
+    .unwrap();
+    assert_eq!(e.kind(), "service.deployed");
+    assert_eq!(e.service.as_deref(), Some("cart"));
+    assert_eq!(e.environment, None);
+    assert_eq!(e.origin, "");
+    let back = serde_json::to_value(&e).unwrap();
+    assert_eq!(back["event_id"], json!("e1"));
+    assert_eq!(back["subject_id"], Value::Null);
+}
