@@ -21,6 +21,7 @@ pub mod migrate;
 pub mod otlp;
 pub mod parquet;
 pub mod records;
+pub mod retry;
 pub mod stream;
 pub mod webhooks;
 pub mod writer;

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::ingester::{FlushReport, Outcome};
 
 /// How a metric behaves, for its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +152,54 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+/// Record the figures of a flush that began at `started`.
+pub fn record_flush(
+    metrics: &Metrics,
+    started: Instant,
+    result: &crate::Result<FlushReport>,
+) {
+    metrics.add(FLUSH_SECONDS, &[], started.elapsed().as_secs_f64());
+    match result {
+        Ok(report) => {
+            metrics.inc(FLUSHES, &[("result", "ok")]);
+            metrics.add(COMMITTED, &[], report.events as f64);
+            metrics.add(DEAD_LETTERED, &[], report.dead_letters as f64);
+            metrics.add(FLUSH_BYTES, &[], report.bytes as f64);
+            metrics.add(FILES, &[], report.files.len() as f64);
+            if report.events + report.dead_letters > 0 {
+                metrics.set(
+                    LAST_COMMIT,
+                    &[],
+                    chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
+                );
+            }
+        }
+        Err(e) => {
+            metrics.inc(FLUSHES, &[("result", "error")]);
+            metrics.inc(STORE_ERRORS, &[]);
+            tracing::error!(
+                error = %e,
+                "Committing to the store failed; the rows stay buffered and nothing is acknowledged. Retrying."
+            );
+        }
+    }
+}
+
+/// Count one outcome.
+pub fn record_outcome(metrics: &Metrics, origin: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Accepted | Outcome::Ignored => {}
+        Outcome::Duplicate => metrics.inc(DUPLICATE, &[("origin", origin)]),
+        Outcome::Rejected(reason) => metrics.inc(
+            REJECTED,
+            &[
+                ("origin", origin),
+                ("reason", reason_class(reason)),
+            ],
+        ),
     }
 }
 

@@ -21,8 +21,8 @@ use futures::StreamExt;
 
 use crate::envelope::{self, Envelope, header, parse_origin};
 use crate::ingester::{Committer, FlushReport, Ingester, Outcome, Pending, now_micros};
-use crate::metrics::{self, Metrics};
-use crate::writer::{backoff, record_flush, record_outcome};
+use crate::metrics::{self, Metrics, record_flush, record_outcome};
+use crate::retry::backoff;
 
 /// The durable consumer shared by every ingester.
 pub const CONSUMER: &str = "cdlake-ingest";

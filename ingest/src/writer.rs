@@ -14,7 +14,8 @@ use crate::envelope::Envelope;
 use cdlake_schemas::Event;
 
 use crate::ingester::{FlushReport, Ingester, Outcome, Pending, Pushed};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, record_flush, record_outcome};
+use crate::retry::backoff;
 
 /// When the writer commits and how long it lets callers wait.
 #[derive(Debug, Clone)]
@@ -83,59 +84,6 @@ impl WriterHandle {
             .map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
     }
-}
-
-/// Record the figures of a flush that began at `started`.
-pub(crate) fn record_flush(
-    metrics: &Metrics,
-    started: Instant,
-    result: &crate::Result<FlushReport>,
-) {
-    metrics.add(metrics::FLUSH_SECONDS, &[], started.elapsed().as_secs_f64());
-    match result {
-        Ok(report) => {
-            metrics.inc(metrics::FLUSHES, &[("result", "ok")]);
-            metrics.add(metrics::COMMITTED, &[], report.events as f64);
-            metrics.add(metrics::DEAD_LETTERED, &[], report.dead_letters as f64);
-            metrics.add(metrics::FLUSH_BYTES, &[], report.bytes as f64);
-            metrics.add(metrics::FILES, &[], report.files.len() as f64);
-            if report.events + report.dead_letters > 0 {
-                metrics.set(
-                    metrics::LAST_COMMIT,
-                    &[],
-                    chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
-                );
-            }
-        }
-        Err(e) => {
-            metrics.inc(metrics::FLUSHES, &[("result", "error")]);
-            metrics.inc(metrics::STORE_ERRORS, &[]);
-            tracing::error!(
-                error = %e,
-                "Committing to the store failed; the rows stay buffered and nothing is acknowledged. Retrying."
-            );
-        }
-    }
-}
-
-/// Count one outcome.
-pub(crate) fn record_outcome(metrics: &Metrics, origin: &str, outcome: &Outcome) {
-    match outcome {
-        Outcome::Accepted | Outcome::Ignored => {}
-        Outcome::Duplicate => metrics.inc(metrics::DUPLICATE, &[("origin", origin)]),
-        Outcome::Rejected(reason) => metrics.inc(
-            metrics::REJECTED,
-            &[
-                ("origin", origin),
-                ("reason", metrics::reason_class(reason)),
-            ],
-        ),
-    }
-}
-
-/// Back-off between retries of a failing store: 0.5 s doubling to 30 s.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
 }
 
 /// Start the writer task. It ends when every handle is dropped, after a last flush.
