@@ -15,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use cdlake_schemas::{Event, Origin};
+use cdlake_schemas::Origin;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -24,9 +24,8 @@ use subtle::ConstantTimeEq;
 use crate::envelope::Envelope;
 use crate::ingester::{Outcome, now_micros};
 use crate::metrics::{self, Metrics};
-use crate::stream::Publisher;
+use crate::sink::{Item, Sink};
 use crate::webhooks::Normalised;
-use crate::writer::WriterHandle;
 
 /// GitHub's documented maximum payload (25 MB).
 pub const GITHUB_BODY_LIMIT: usize = 25 << 20;
@@ -39,32 +38,12 @@ pub const TRACES_BODY_LIMIT: usize = 16 << 20;
 /// Spans per envelope: a JetStream message stays well under nats-server's 1 MB default.
 const SPANS_PER_MESSAGE: usize = 250;
 
-/// Where accepted input goes.
-#[derive(Debug, Clone)]
-pub enum Sink {
-    /// The in-process writer (standalone): confirmed once committed to the store.
-    Local(WriterHandle),
-    /// JetStream (receive): confirmed once the stream acknowledged every publish.
-    Nats(Box<Publisher>),
-}
-
-impl Sink {
-    /// Hand over decoded envelopes (the event is `None` for rejected ones); one outcome each.
-    pub async fn submit(
-        &self,
-        items: Vec<(Envelope, Option<Box<Event>>)>,
-    ) -> Result<Vec<Outcome>, String> {
-        match self {
-            Sink::Local(w) => w.submit(items).await.map_err(|e| e.to_string()),
-            Sink::Nats(p) => p.publish(&items).await.map_err(|e| e.to_string()),
-        }
-    }
-}
-
 /// Secrets and the sink shared by the receiver routes.
 #[derive(Debug, Clone)]
 pub struct Receivers {
-    pub sink: Sink,
+    /// Where accepted input goes: JetStream (`cdlake receive`) or the in-process writer
+    /// (`cdlake standalone`).
+    pub sink: Arc<dyn Sink>,
     /// Accepted GitHub webhook secrets (several during a rotation); none: signatures unchecked.
     pub github_secrets: Vec<String>,
     /// Accepted GitLab webhook tokens; none: tokens unchecked.
@@ -381,7 +360,7 @@ async fn traces(
             env.rejected = Some(reason.clone());
             env.body = body;
             if let Err(err) = r.sink.submit(vec![(env, None)]).await {
-                tracing::warn!(error = %err, "Could not dead-letter a rejected OTLP request.");
+                tracing::warn!(error = %err, cause = %err.source, "Could not dead-letter a rejected OTLP request.");
             }
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
             return error(status, reason);
@@ -389,14 +368,15 @@ async fn traces(
     };
     r.metrics
         .add(metrics::RECEIVED, &[("origin", origin)], spans.len() as f64);
-    let items: Vec<(Envelope, Option<Box<Event>>)> = spans
+    let items: Vec<Item> = spans
         .chunks(SPANS_PER_MESSAGE)
         .map(|chunk| (Envelope::spans(chunk, ROUTE, now), None))
         .collect();
     if !items.is_empty()
         && let Err(e) = r.sink.submit(items).await
     {
-        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e);
+        tracing::error!(error = %e, cause = %e.source, "Input not confirmed by the sink.");
+        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e.message);
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
@@ -452,14 +432,15 @@ async fn accept(r: &Receivers, envelopes: Vec<Envelope>) -> Response {
     let outcomes = match r.sink.submit(items).await {
         Ok(o) => o,
         Err(e) if reasons.is_empty() => {
-            let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e);
+            tracing::error!(error = %e, cause = %e.source, "Input not confirmed by the sink.");
+        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e.message);
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return resp;
         }
         Err(e) => {
             // The answer is a 400 anyway; the dead letters are best effort.
-            tracing::warn!(error = %e, "Could not dead-letter rejected input.");
+            tracing::warn!(error = %e, cause = %e.source, "Could not dead-letter rejected input.");
             Vec::new()
         }
     };

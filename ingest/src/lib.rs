@@ -22,6 +22,7 @@ pub mod otlp;
 pub mod parquet;
 pub mod records;
 pub mod retry;
+pub mod sink;
 pub mod stream;
 pub mod webhooks;
 pub mod writer;

@@ -18,11 +18,13 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use cdlake_schemas::{Event, Origin};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
 use crate::envelope::{self, Envelope, header, parse_origin};
 use crate::ingester::{Committer, FlushReport, Ingester, Outcome, Pending, now_micros};
 use crate::metrics::{self, Metrics, record_flush, record_outcome};
 use crate::retry::backoff;
+use crate::sink::{Item, Sink, SinkError};
 
 /// The durable consumer shared by every ingester.
 pub const CONSUMER: &str = "cdlake-ingest";
@@ -148,10 +150,7 @@ impl Publisher {
     /// Publish each envelope (with its decoded event; `None` for a rejected one) and await
     /// every acknowledgement. An input JetStream reports as a duplicate is `Duplicate`.
     #[tracing::instrument(name = "publish", skip_all, fields(messages = items.len()))]
-    pub async fn publish(
-        &self,
-        items: &[(Envelope, Option<Box<Event>>)],
-    ) -> Result<Vec<Outcome>, StreamError> {
+    pub async fn publish(&self, items: &[Item]) -> Result<Vec<Outcome>, StreamError> {
         let mut acks = Vec::with_capacity(items.len());
         for (env, event) in items {
             let subject = env.subject(event.as_deref());
@@ -179,6 +178,19 @@ impl Publisher {
             });
         }
         Ok(outcomes)
+    }
+}
+
+impl Sink for Publisher {
+    fn submit(&self, items: Vec<Item>) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
+        Box::pin(async move {
+            self.publish(&items).await.map_err(|e| {
+                SinkError::new(
+                    "JetStream did not acknowledge the input; retry later (input that was published meanwhile is answered as a duplicate)",
+                    e,
+                )
+            })
+        })
     }
 }
 

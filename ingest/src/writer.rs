@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashSet;
 
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
-
-use crate::envelope::Envelope;
-use cdlake_schemas::Event;
 
 use crate::ingester::{FlushReport, Ingester, Outcome, Pending, Pushed};
 use crate::metrics::{self, Metrics, record_flush, record_outcome};
 use crate::retry::backoff;
+use crate::sink::{Item, Sink, SinkError};
 
 /// When the writer commits and how long it lets callers wait.
 #[derive(Debug, Clone)]
@@ -52,9 +51,6 @@ pub enum WriteError {
 
 type Reply = oneshot::Sender<Result<Vec<Outcome>, WriteError>>;
 
-/// An envelope, with its event when the receiver already decoded it (so it is not parsed twice).
-pub type Item = (Envelope, Option<Box<Event>>);
-
 struct Job {
     envelopes: Vec<Item>,
     reply: Reply,
@@ -83,6 +79,22 @@ impl WriterHandle {
             .await
             .map_err(|_| WriteError::Stopped)?;
         rx.await.map_err(|_| WriteError::Stopped)?
+    }
+}
+
+impl Sink for WriterHandle {
+    fn submit(&self, items: Vec<Item>) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
+        Box::pin(async move {
+            WriterHandle::submit(self, items).await.map_err(|e| {
+                let message = match e {
+                    WriteError::StoreUnavailable(_) => {
+                        "the store is not accepting writes; retry later (input that was stored meanwhile is answered as a duplicate)"
+                    }
+                    WriteError::Stopped => "cdlake is shutting down; retry against a running cdlake",
+                };
+                SinkError::new(message, e)
+            })
+        })
     }
 }
 
