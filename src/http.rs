@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cdlake_ingest::http::error;
+use cdlake_ingest::sources::error;
 use cdlake_ingest::metrics::{self, Metrics};
 use subtle::ConstantTimeEq;
 

@@ -688,7 +688,7 @@ async fn receiver_attacks(t: &Arc<Target>) {
 
     // 1.2 million small spans, gzip.
     let body = tokio::task::spawn_blocking(|| {
-        use cdlake_ingest::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
+        use cdlake_ingest::sources::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
         use prost::Message;
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64;
         let spans = (0..1_200_000u64)

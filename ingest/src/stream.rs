@@ -4,10 +4,13 @@
 //! Every input is one message on the stream `CDLAKE`: accepted ones on
 //! `cdlake.events.<origin>.<subject>.<predicate>` with `Nats-Msg-Id` set to the event identity
 //! (JetStream drops a re-publish within its duplicate window), rejected ones on
-//! `cdlake.dead.<origin>` with the reason. The body is the raw input; the headers carry what the
-//! receiver learnt from the transport. Ingesters share the durable pull consumer
-//! `cdlake-ingest`; each acknowledges a message only after the Parquet file holding
-//! it is durably committed, and sends progress acks while a commit is slow or failing.
+//! `cdlake.dead.<origin>` with the reason. The body is the event row the receiver normalised
+//! (as JSON, marked by the `Cdlake-Normalised` header, so the ingester does not decode the
+//! delivery again), the batch of span rows, or the raw input (dead letters, and messages other
+//! tools publish); the headers carry what the receiver learnt from the transport. Ingesters
+//! share the durable pull consumer `cdlake-ingest`; each acknowledges a message only after the
+//! Parquet file holding it is durably committed, and sends progress acks while a commit is
+//! slow or failing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +23,8 @@ use cdlake_schemas::{Event, Origin};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use crate::envelope::{self, Envelope, header, parse_origin};
+use crate::envelope::{self, Envelope, header};
+use crate::sources::parse_origin;
 use crate::ingester::{Committer, FlushReport, Ingester, Outcome, Pending, now_micros};
 use crate::metrics::{self, Metrics, record_flush, record_outcome};
 use crate::retry::backoff;
@@ -43,6 +47,8 @@ pub enum StreamError {
     Stream(String),
     #[error("publishing to JetStream: {0}")]
     Publish(String),
+    #[error("encoding a normalised event: {0}")]
+    Encode(serde_json::Error),
     #[error("JetStream consumer {CONSUMER}: {0}")]
     Consumer(String),
     #[error(transparent)]
@@ -129,6 +135,7 @@ fn headers_of(env: &Envelope, event: Option<&Event>) -> HeaderMap {
         h.insert(header::REASON, reason.replace(['\r', '\n'], " "));
     }
     if let Some(e) = event {
+        h.insert(header::NORMALISED, "event");
         h.insert("Nats-Msg-Id", message_id(e));
     } else if env.origin == Origin::Otlp && env.rejected.is_none() && !env.delivery.is_empty() {
         h.insert("Nats-Msg-Id", format!("spans-{}", env.delivery));
@@ -154,9 +161,15 @@ impl Publisher {
         let mut acks = Vec::with_capacity(items.len());
         for (env, event) in items {
             let subject = env.subject(event.as_deref());
+            // An event the receiver normalised travels as that row: the ingester takes it as
+            // it is instead of decoding and normalising the delivery again.
+            let body = match event {
+                Some(e) => Bytes::from(serde_json::to_vec(e).map_err(StreamError::Encode)?),
+                None => env.body.clone(),
+            };
             let ack = self
                 .js
-                .publish_with_headers(subject, headers_of(env, event.as_deref()), env.body.clone())
+                .publish_with_headers(subject, headers_of(env, event.as_deref()), body)
                 .await
                 .map_err(|e| StreamError::Publish(e.to_string()))?;
             acks.push(ack);
@@ -200,6 +213,7 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
     // One pass over the headers: `HeaderMap::get` builds and validates a name per call.
     let (mut origin_h, mut kind, mut delivery, mut source, mut received, mut reason) =
         (None, None, None, None, None, None);
+    let mut normalised = None;
     for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
         let Some(value) = values.first().map(|v| v.as_str()).filter(|v| !v.is_empty()) else {
             continue;
@@ -211,6 +225,7 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
             n if n.eq_ignore_ascii_case(header::SOURCE) => &mut source,
             n if n.eq_ignore_ascii_case(header::RECEIVED_AT) => &mut received,
             n if n.eq_ignore_ascii_case(header::REASON) => &mut reason,
+            n if n.eq_ignore_ascii_case(header::NORMALISED) => &mut normalised,
             _ => continue,
         };
         *slot = Some(value);
@@ -234,6 +249,7 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
         received_at: received
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(now_micros),
+        normalised: rejected.is_none() && normalised == Some("event"),
         rejected,
         body: payload,
     }
@@ -456,7 +472,7 @@ pub async fn consume(
                             counts.consumer_pending = Some(info.pending);
                         }
                         counts.received(env.origin);
-                        match ingester.ingest_envelope(&env).await {
+                        match crate::sources::ingest(&mut ingester, &env).await {
                             Ok(outcome) => {
                                 if env.rejected.is_none() {
                                     record_outcome(&metrics, env.origin.as_str(), &outcome);

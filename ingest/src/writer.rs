@@ -318,7 +318,7 @@ async fn ingest_all(
                 Pushed::Accepted => Outcome::Accepted,
                 Pushed::Duplicate => Outcome::Duplicate,
             },
-            None => ingester.ingest_envelope(&env).await?,
+            None => crate::sources::ingest(ingester, &env).await?,
         };
         // Rejections the receiver made are counted there.
         if env.rejected.is_none() {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use cdlake_ingest::Metrics;
-use cdlake_ingest::http::{Receivers, router};
+use cdlake_ingest::sources::{Receivers, router};
 use cdlake_ingest::stream::{Publisher, connect};
 
 use super::{NatsArgs, ReceiverLimits, SecretArgs};

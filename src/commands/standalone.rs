@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cdlake_ingest::http::{Receivers, router};
+use cdlake_ingest::sources::{Receivers, router};
 use cdlake_ingest::writer::{self, WriterOptions};
 use cdlake_ingest::{Ingester, IngesterConfig, Metrics};
 use cdlake_query::Config;

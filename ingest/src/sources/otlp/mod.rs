@@ -23,6 +23,10 @@ use prost::Message as _;
 use serde_json::Value;
 
 pub use proto::*;
+pub use route::{BODY_LIMIT, ROUTE};
+pub(super) use route::SOURCE;
+
+mod route;
 
 /// The largest body accepted once decompressed (64 MiB); larger requests are [`OtlpError::TooLarge`].
 pub const MAX_DECOMPRESSED: usize = 64 << 20;

@@ -1,14 +1,28 @@
-//! GitHub deliveries (`X-GitHub-Event`) to rows; see the mapping in the parent module.
+//! GitHub deliveries (`X-GitHub-Event`) to rows; see the mapping in `sources::webhook`.
 
 use cdlake_schemas::{Event, cdevents::Rejection};
 use serde_json::Value;
 
-use super::{
-    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Normalised, Provider, Row, at, environment_label,
+use crate::sources::Normalised;
+use crate::sources::webhook::{
+    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, prepare, at, environment_label,
     first_time, id_at, is_full_sha, is_incident_label, label_names, purl, reject, str_at, time_at,
 };
 
-pub(super) fn normalise(row: &Row<'_>, kind: &str, body: &Value) -> Result<Normalised, Rejection> {
+/// Normalise one GitHub delivery: `kind` is the event name header (`X-GitHub-Event`, e.g. "pull_request"), `delivery`
+/// the delivery id (it becomes `event_id`, so a redelivery is a duplicate), `body` the raw JSON
+/// body, `ingested_at` µs since the epoch, UTC.
+pub fn normalise(
+    kind: &str,
+    delivery: &str,
+    body: &[u8],
+    ingested_at: i64,
+) -> Result<Normalised, Rejection> {
+    let (row, value) = prepare(Provider::Github, delivery, body, ingested_at)?;
+    normalise_delivery(&row, kind.trim(), &value)
+}
+
+fn normalise_delivery(row: &Row<'_>, kind: &str, body: &Value) -> Result<Normalised, Rejection> {
     if kind.is_empty() {
         return Err(reject(
             "GitHub delivery has no event name: send the X-GitHub-Event header",

@@ -1,5 +1,5 @@
-//! GitLab deliveries (`X-Gitlab-Event`, `object_kind`) to rows; see the mapping in the parent
-//! module.
+//! GitLab deliveries (`X-Gitlab-Event`, `object_kind`) to rows; see the mapping in
+//! `sources::webhook`.
 //!
 //! The body's `object_kind` (or a system hook's `event_name`) says what a delivery is; the
 //! header is used only when the body does not say. Job hooks carry no `project` object: their
@@ -9,8 +9,9 @@
 use cdlake_schemas::{Event, cdevents::Rejection};
 use serde_json::Value;
 
-use super::{
-    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Normalised, Provider, Row, at, environment_label, id_at,
+use crate::sources::Normalised;
+use crate::sources::webhook::{
+    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, prepare, at, environment_label, id_at,
     is_full_sha, is_incident_label, label_names, parse_time, purl, reject, str_at, time_at,
 };
 
@@ -37,7 +38,20 @@ fn kind_of_header(header: &str) -> Option<&'static str> {
         .map(|&(_, kind)| kind)
 }
 
-pub(super) fn normalise(
+/// Normalise one GitLab delivery: `kind` is the event name header (`X-Gitlab-Event`, e.g. "Merge Request Hook"; the body's `object_kind` wins), `delivery`
+/// the delivery id (it becomes `event_id`, so a redelivery is a duplicate), `body` the raw JSON
+/// body, `ingested_at` µs since the epoch, UTC.
+pub fn normalise(
+    kind: &str,
+    delivery: &str,
+    body: &[u8],
+    ingested_at: i64,
+) -> Result<Normalised, Rejection> {
+    let (row, value) = prepare(Provider::Gitlab, delivery, body, ingested_at)?;
+    normalise_delivery(&row, kind.trim(), &value)
+}
+
+fn normalise_delivery(
     row: &Row<'_>,
     header: &str,
     body: &Value,

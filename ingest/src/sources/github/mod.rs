@@ -1,0 +1,100 @@
+//! GitHub webhooks: `POST /webhooks/github`, authenticated by the `X-Hub-Signature-256` HMAC
+//! of the body under one of the `--github-secret`s, normalised by [`normalise`].
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{MethodRouter, post};
+use cdlake_schemas::Origin;
+use cdlake_schemas::cdevents::Rejection;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::receive::{accept, body_or_error, error, header_str, unauthorized};
+use super::{Normalised, Receivers, Source};
+use crate::envelope::Envelope;
+
+mod normalise;
+
+pub use normalise::normalise;
+
+/// The route.
+pub const ROUTE: &str = "/webhooks/github";
+/// GitHub's documented maximum payload (25 MB).
+pub const BODY_LIMIT: usize = 25 << 20;
+
+pub(super) const SOURCE: Source = Source {
+    origin: Origin::Github,
+    route: ROUTE,
+    body_limit: BODY_LIMIT,
+    handler: route,
+    normalise: normalise_envelope,
+};
+
+fn route() -> MethodRouter<Arc<Receivers>> {
+    post(receive)
+}
+
+fn normalise_envelope(env: &Envelope, ingested_at: i64) -> Result<Normalised, Rejection> {
+    normalise(&env.kind, &env.delivery, &env.body, ingested_at)
+}
+
+/// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under one of `secrets`.
+/// The comparison is constant-time.
+pub fn signature_ok(secrets: &[String], signature: &str, body: &[u8]) -> bool {
+    let Some(hex_sig) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    secrets.iter().any(|secret| {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+            return false;
+        };
+        mac.update(body);
+        mac.verify_slice(&sig).is_ok()
+    })
+}
+
+async fn receive(
+    State(r): State<Arc<Receivers>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_error(body, ROUTE, BODY_LIMIT) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if !r.github_secrets.is_empty() {
+        let Some(sig) = header_str(&headers, "x-hub-signature-256") else {
+            return unauthorized(
+                &r,
+                Origin::Github,
+                "missing X-Hub-Signature-256: set the webhook's secret to one given with --github-secret",
+            );
+        };
+        if !signature_ok(&r.github_secrets, sig, &body) {
+            return unauthorized(
+                &r,
+                Origin::Github,
+                "X-Hub-Signature-256 does not match the body under any configured secret: check the webhook's secret",
+            );
+        }
+    }
+    let Some(kind) = header_str(&headers, "x-github-event") else {
+        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header");
+    };
+    let Some(delivery) = header_str(&headers, "x-github-delivery") else {
+        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery header");
+    };
+    let env = Envelope::webhook(Origin::Github, kind, delivery, ROUTE, body);
+    accept(&r, vec![env]).await
+}
+
+#[cfg(test)]
+mod tests;

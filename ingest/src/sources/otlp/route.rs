@@ -1,0 +1,115 @@
+//! `POST /v1/traces`: OTLP/HTTP spans into the `spans` table. Bad input is answered 4xx
+//! naming the problem (415 for another media type, 413 past the limits, 400 for a malformed
+//! request) and dead-lettered; nothing of a rejected request is stored as spans.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, post};
+use cdlake_schemas::Origin;
+use cdlake_schemas::cdevents::Rejection;
+
+use super::{decode_limited, response_body};
+use crate::envelope::Envelope;
+use crate::ingester::now_micros;
+use crate::metrics;
+use crate::sink::Item;
+use crate::sources::receive::{body_or_error, error, header_str, unavailable};
+use crate::sources::{Normalised, Receivers, Source};
+
+/// The route.
+pub const ROUTE: &str = "/v1/traces";
+/// OTLP/HTTP trace requests as sent (compressed or not).
+pub const BODY_LIMIT: usize = 16 << 20;
+/// Spans per envelope: a JetStream message stays well under nats-server's 1 MB default.
+const SPANS_PER_MESSAGE: usize = 250;
+
+pub(in crate::sources) const SOURCE: Source = Source {
+    origin: Origin::Otlp,
+    route: ROUTE,
+    body_limit: BODY_LIMIT,
+    handler: route,
+    normalise: normalise_envelope,
+};
+
+fn route() -> MethodRouter<Arc<Receivers>> {
+    post(receive)
+}
+
+/// The spans of a batch this route made ([`Envelope::spans`]).
+fn normalise_envelope(env: &Envelope, _ingested_at: i64) -> Result<Normalised, Rejection> {
+    serde_json::from_slice(&env.body)
+        .map(Normalised::Spans)
+        .map_err(|e| Rejection(format!("malformed span batch: {e}")))
+}
+
+async fn receive(
+    State(r): State<Arc<Receivers>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let origin = Origin::Otlp.as_str();
+    let body = match body_or_error(body, ROUTE, BODY_LIMIT) {
+        Ok(b) => b,
+        Err(resp) => {
+            r.metrics.inc(
+                metrics::REJECTED,
+                &[("origin", origin), ("reason", "too large")],
+            );
+            return resp;
+        }
+    };
+    let content_type = header_str(&headers, header::CONTENT_TYPE.as_str());
+    let json_answer = content_type.is_some_and(|c| c.contains("json"));
+    let now = now_micros();
+    let spans = match decode_limited(
+        content_type,
+        header_str(&headers, header::CONTENT_ENCODING.as_str()),
+        &body,
+        now,
+        r.otlp_max_spans,
+    ) {
+        Ok(spans) => spans,
+        Err(e) => {
+            let reason = e.to_string();
+            r.metrics.inc(metrics::RECEIVED, &[("origin", origin)]);
+            r.metrics.inc(
+                metrics::REJECTED,
+                &[
+                    ("origin", origin),
+                    ("reason", metrics::reason_class(&reason)),
+                ],
+            );
+            let mut env = Envelope::spans(&[], ROUTE, now);
+            env.rejected = Some(reason.clone());
+            env.body = body;
+            if let Err(err) = r.sink.submit(vec![(env, None)]).await {
+                tracing::warn!(error = %err, cause = %err.source, "Could not dead-letter a rejected OTLP request.");
+            }
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return error(status, reason);
+        }
+    };
+    r.metrics
+        .add(metrics::RECEIVED, &[("origin", origin)], spans.len() as f64);
+    let items: Vec<Item> = spans
+        .chunks(SPANS_PER_MESSAGE)
+        .map(|chunk| (Envelope::spans(chunk, ROUTE, now), None))
+        .collect();
+    if !items.is_empty()
+        && let Err(e) = r.sink.submit(items).await
+    {
+        return unavailable(&e);
+    }
+    let (content_type, body) = response_body(json_answer);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}

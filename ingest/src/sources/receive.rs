@@ -1,0 +1,170 @@
+//! What every receiver route shares: the secrets and the sink, JSON error answers, reading a
+//! bounded body and its headers, and handing decoded envelopes to the sink.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cdlake_schemas::Origin;
+use cdlake_schemas::cdevents::Rejection;
+use serde_json::json;
+
+use super::{Normalised, normalise};
+use crate::envelope::Envelope;
+use crate::ingester::{Outcome, now_micros};
+use crate::metrics::{self, Metrics};
+use crate::sink::{Sink, SinkError};
+
+/// Secrets and the sink shared by the receiver routes.
+#[derive(Debug, Clone)]
+pub struct Receivers {
+    /// Where accepted input goes: JetStream (`cdlake receive`) or the in-process writer
+    /// (`cdlake standalone`).
+    pub sink: Arc<dyn Sink>,
+    /// Accepted GitHub webhook secrets (several during a rotation); none: signatures unchecked.
+    pub github_secrets: Vec<String>,
+    /// Accepted GitLab webhook tokens; none: tokens unchecked.
+    pub gitlab_tokens: Vec<String>,
+    /// Spans one OTLP request may hold ([`super::otlp::DEFAULT_MAX_SPANS`]).
+    pub otlp_max_spans: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A JSON error answer `{"error": …}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The answer when the sink did not confirm: 503 with what failed and what to do; the cause
+/// goes to the log.
+pub(super) fn unavailable(e: &SinkError) -> Response {
+    tracing::error!(error = %e, cause = %e.source, "Input not confirmed by the sink.");
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e.message);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
+/// The body, or the answer when it could not be read (413 past the route's `limit`).
+#[allow(clippy::result_large_err)] // the error is the answer, built once per request
+pub(super) fn body_or_error(
+    body: Result<Bytes, BytesRejection>,
+    route: &str,
+    limit: usize,
+) -> Result<Bytes, Response> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            error(
+                status,
+                format!("the body exceeds the {} MB limit of {route}", limit >> 20),
+            )
+        } else {
+            error(status, format!("reading the body: {e}"))
+        }
+    })
+}
+
+/// A header's trimmed value; `None` when absent, empty or not text.
+pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// A 401 answer, counted as a rejection of `origin`.
+pub(super) fn unauthorized(r: &Receivers, origin: Origin, message: &str) -> Response {
+    r.metrics.inc(
+        metrics::REJECTED,
+        &[("origin", origin.as_str()), ("reason", "unauthorized")],
+    );
+    error(StatusCode::UNAUTHORIZED, message)
+}
+
+/// Decode, answer pings, hand the rest to the sink with their events and answer with the
+/// outcomes.
+#[tracing::instrument(name = "receive", skip_all, fields(inputs = envelopes.len()))]
+pub(super) async fn accept(r: &Receivers, envelopes: Vec<Envelope>) -> Response {
+    let now = now_micros();
+    let mut items = Vec::with_capacity(envelopes.len());
+    let mut pings = 0usize;
+    for mut env in envelopes {
+        let origin = env.origin.as_str();
+        r.metrics.inc(metrics::RECEIVED, &[("origin", origin)]);
+        let normalised = normalise(&env, now).and_then(|n| match n {
+            Normalised::Spans(_) => Err(Rejection(
+                "OTLP spans are not carried as events; send them to POST /v1/traces".into(),
+            )),
+            n => Ok(n),
+        });
+        match normalised {
+            Ok(Normalised::Ping) => pings += 1,
+            Ok(Normalised::Event(event)) => items.push((env, Some(event))),
+            Ok(Normalised::Spans(_)) => {}
+            Err(rejection) => {
+                r.metrics.inc(
+                    metrics::REJECTED,
+                    &[
+                        ("origin", origin),
+                        ("reason", metrics::reason_class(&rejection.0)),
+                    ],
+                );
+                env.rejected = Some(rejection.0);
+                items.push((env, None));
+            }
+        }
+    }
+    if items.is_empty() && pings > 0 {
+        return (StatusCode::OK, axum::Json(json!({ "pong": true }))).into_response();
+    }
+    let reasons: Vec<(usize, String)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (e, _))| e.rejected.clone().map(|r| (i, r)))
+        .collect();
+    let outcomes = match r.sink.submit(items).await {
+        Ok(o) => o,
+        Err(e) if reasons.is_empty() => return unavailable(&e),
+        Err(e) => {
+            // The answer is a 400 anyway; the dead letters are best effort.
+            tracing::warn!(error = %e, cause = %e.source, "Could not dead-letter rejected input.");
+            Vec::new()
+        }
+    };
+    let accepted = outcomes.iter().filter(|o| **o == Outcome::Accepted).count();
+    let duplicate = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Duplicate)
+        .count();
+    if reasons.is_empty() {
+        return (
+            StatusCode::OK,
+            axum::Json(json!({ "accepted": accepted, "duplicate": duplicate })),
+        )
+            .into_response();
+    }
+    let rejected: Vec<_> = reasons
+        .iter()
+        .map(|(i, reason)| json!({ "index": i, "reason": reason }))
+        .collect();
+    let first = &reasons[0].1;
+    let message = if reasons.len() == 1 {
+        first.clone()
+    } else {
+        format!("{} inputs rejected; the first: {first}", reasons.len())
+    };
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "error": message,
+            "accepted": accepted,
+            "duplicate": duplicate,
+            "rejected": rejected,
+        })),
+    )
+        .into_response()
+}
