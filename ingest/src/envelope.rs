@@ -4,6 +4,7 @@
 //! ([`crate::sources::normalise`]) and the original payload stored byte for byte.
 
 use bytes::Bytes;
+use cdlake_schemas::cdevents::Rejection;
 use cdlake_schemas::{Event, Origin, Span};
 
 /// JetStream stream holding every received input.
@@ -21,6 +22,8 @@ pub mod header {
     pub const SOURCE: &str = "Cdlake-Source";
     pub const RECEIVED_AT: &str = "Cdlake-Received-At";
     pub const REASON: &str = "Cdlake-Reason";
+    /// The class of the reason ([`cdlake_schemas::cdevents::Reason::as_str`]).
+    pub const REASON_CLASS: &str = "Cdlake-Reason-Class";
     /// Set (to `event`) when the body is the event row the receiver normalised, as JSON.
     pub const NORMALISED: &str = "Cdlake-Normalised";
 }
@@ -38,7 +41,7 @@ pub struct Envelope {
     /// When the receiver got it (µs since the epoch, UTC).
     pub received_at: i64,
     /// Set when the receiver already rejected it: the body is to be dead-lettered.
-    pub rejected: Option<String>,
+    pub rejected: Option<Rejection>,
     /// The body is the event row the receiver normalised (as JSON), not the raw input: the
     /// ingester takes it as it is (read from the stream's [`header::NORMALISED`]).
     pub normalised: bool,

@@ -68,7 +68,7 @@ pub enum Outcome {
     Accepted,
     Duplicate,
     /// Dead-lettered with this reason.
-    Rejected(String),
+    Rejected(cdevents::Rejection),
     /// Answered but not stored (a webhook `ping`).
     Ignored,
 }
@@ -181,7 +181,7 @@ impl Ingester {
         let parsed = cdevents::parse(raw, origin, now).and_then(|e| {
             cdlake_schemas::event::check_time(e.time, now)
                 .map(|()| e)
-                .map_err(cdevents::Rejection)
+                .map_err(cdevents::Rejection::invalid)
         });
         match parsed {
             Ok(event) => Ok(match self.push(event).await? {
@@ -193,10 +193,10 @@ impl Ingester {
                     received_at: now,
                     origin: origin.as_str().to_string(),
                     source: source.to_string(),
-                    reason: rejection.0.clone(),
+                    reason: rejection.message.clone(),
                     payload: raw.to_vec(),
                 });
-                Ok(Outcome::Rejected(rejection.0))
+                Ok(Outcome::Rejected(rejection))
             }
         }
     }

@@ -193,33 +193,10 @@ pub fn record_outcome(metrics: &Metrics, origin: &str, outcome: &Outcome) {
     match outcome {
         Outcome::Accepted | Outcome::Ignored => {}
         Outcome::Duplicate => metrics.inc(DUPLICATE, &[("origin", origin)]),
-        Outcome::Rejected(reason) => metrics.inc(
+        Outcome::Rejected(rejection) => metrics.inc(
             REJECTED,
-            &[
-                ("origin", origin),
-                ("reason", reason_class(reason)),
-            ],
+            &[("origin", origin), ("reason", rejection.reason.as_str())],
         ),
-    }
-}
-
-/// A short, bounded label for a rejection reason (the full reason is in the dead-letter row).
-pub fn reason_class(reason: &str) -> &'static str {
-    let r = reason.to_ascii_lowercase();
-    if r.starts_with("malformed json") || r.contains("not json") {
-        "malformed_json"
-    } else if r.contains("utf-8") {
-        "not_utf8"
-    } else if r.contains("not a cdevents type") || r.starts_with("neither a cdevent") {
-        "not_cdevents"
-    } else if r.contains("signature") || r.contains("token") {
-        "unauthorized"
-    } else if r.contains("limit") {
-        "too_large"
-    } else if r.starts_with("missing") || r.contains(" has no ") || r.contains("missing `") {
-        "missing_field"
-    } else {
-        "invalid"
     }
 }
 
@@ -243,19 +220,5 @@ mod tests {
         assert!(text.contains("# TYPE cdlake_buffer_rows gauge\ncdlake_buffer_rows 7\n"));
         assert_eq!(m.get(RECEIVED, &[("origin", "github")]), 2.0);
         assert_eq!(m.get(RECEIVED, &[("origin", "gitlab")]), 0.0);
-    }
-
-    #[test]
-    fn reason_classes_are_bounded() {
-        assert_eq!(
-            reason_class("malformed JSON: expected value at line 1"),
-            "malformed_json"
-        );
-        assert_eq!(
-            reason_class("`context.type` \"x\" is not a CDEvents type (expected …)"),
-            "not_cdevents"
-        );
-        assert_eq!(reason_class("missing `subject.id`"), "missing_field");
-        assert_eq!(reason_class("something else"), "invalid");
     }
 }

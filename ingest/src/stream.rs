@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use cdlake_schemas::cdevents::{Reason, Rejection};
 use cdlake_schemas::{Event, Origin};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -44,13 +45,15 @@ pub enum StreamError {
         source: async_nats::ConnectError,
     },
     #[error("JetStream stream {STREAM}: {0}; is JetStream enabled on the server (nats-server -js)?", STREAM = envelope::STREAM)]
-    Stream(String),
+    Stream(#[source] jetstream::context::CreateStreamError),
     #[error("publishing to JetStream: {0}")]
-    Publish(String),
+    Publish(#[source] jetstream::context::PublishError),
     #[error("encoding a normalised event: {0}")]
-    Encode(serde_json::Error),
+    Encode(#[source] serde_json::Error),
     #[error("JetStream consumer {CONSUMER}: {0}")]
-    Consumer(String),
+    Consumer(#[source] jetstream::stream::ConsumerError),
+    #[error("the commit task of the ingester failed: {0}")]
+    Flush(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Ingest(#[from] crate::Error),
 }
@@ -98,7 +101,7 @@ pub fn stream_config() -> stream::Config {
 pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, StreamError> {
     js.get_or_create_stream(stream_config())
         .await
-        .map_err(|e| StreamError::Stream(e.to_string()))
+        .map_err(StreamError::Stream)
 }
 
 /// Publishes received inputs to JetStream, awaiting every acknowledgement.
@@ -130,9 +133,10 @@ fn headers_of(env: &Envelope, event: Option<&Event>) -> HeaderMap {
     if !env.delivery.is_empty() {
         h.insert(header::DELIVERY, env.delivery.as_str());
     }
-    if let Some(reason) = &env.rejected {
+    if let Some(rejection) = &env.rejected {
         // Header values are single lines.
-        h.insert(header::REASON, reason.replace(['\r', '\n'], " "));
+        h.insert(header::REASON, rejection.message.replace(['\r', '\n'], " "));
+        h.insert(header::REASON_CLASS, rejection.reason.as_str());
     }
     if let Some(e) = event {
         h.insert(header::NORMALISED, "event");
@@ -171,12 +175,12 @@ impl Publisher {
                 .js
                 .publish_with_headers(subject, headers_of(env, event.as_deref()), body)
                 .await
-                .map_err(|e| StreamError::Publish(e.to_string()))?;
+                .map_err(StreamError::Publish)?;
             acks.push(ack);
         }
         let mut outcomes = Vec::with_capacity(items.len());
         for ((env, _), ack) in items.iter().zip(acks) {
-            let ack = ack.await.map_err(|e| StreamError::Publish(e.to_string()))?;
+            let ack = ack.await.map_err(StreamError::Publish)?;
             let origin = env.origin.as_str();
             outcomes.push(match &env.rejected {
                 Some(reason) => Outcome::Rejected(reason.clone()),
@@ -213,7 +217,7 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
     // One pass over the headers: `HeaderMap::get` builds and validates a name per call.
     let (mut origin_h, mut kind, mut delivery, mut source, mut received, mut reason) =
         (None, None, None, None, None, None);
-    let mut normalised = None;
+    let (mut normalised, mut class) = (None, None);
     for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
         let Some(value) = values.first().map(|v| v.as_str()).filter(|v| !v.is_empty()) else {
             continue;
@@ -226,6 +230,7 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
             n if n.eq_ignore_ascii_case(header::RECEIVED_AT) => &mut received,
             n if n.eq_ignore_ascii_case(header::REASON) => &mut reason,
             n if n.eq_ignore_ascii_case(header::NORMALISED) => &mut normalised,
+            n if n.eq_ignore_ascii_case(header::REASON_CLASS) => &mut class,
             _ => continue,
         };
         *slot = Some(value);
@@ -237,7 +242,10 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
         .or_else(|| origin_token.and_then(parse_origin))
         .unwrap_or(cdlake_schemas::Origin::CdEvents);
     let rejected = if kind_token == Some("dead") {
-        Some(reason.unwrap_or("rejected by the receiver").to_string())
+        Some(Rejection::new(
+            class.and_then(Reason::parse).unwrap_or(Reason::Invalid),
+            reason.unwrap_or("rejected by the receiver"),
+        ))
     } else {
         None
     };
@@ -296,7 +304,7 @@ async fn ensure_consumer(
             },
         )
         .await
-        .map_err(|e| StreamError::Consumer(e.to_string()))
+        .map_err(StreamError::Consumer)
 }
 
 /// Publish `body` to each reply subject; returns how many could not be sent.
@@ -448,7 +456,7 @@ pub async fn consume(
                 _ = &mut shutdown, if !stopping => { stopping = true; }
                 done = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
                     running = None;
-                    let done = done.map_err(|e| StreamError::Consumer(format!("the flush task failed: {e}")))?;
+                    let done = done.map_err(StreamError::Flush)?;
                     match done.result {
                         Ok(report) => {
                             failures = 0;
@@ -616,7 +624,16 @@ mod tests {
         h.insert(header::RECEIVED_AT, "1700000000000000");
         let env = envelope_of("cdlake.dead.github", Some(&h), Bytes::from_static(b"{"));
         assert_eq!(env.origin, cdlake_schemas::Origin::Github);
-        assert_eq!(env.rejected.as_deref(), Some("malformed JSON: eof"));
+        assert_eq!(
+            env.rejected,
+            Some(Rejection::new(Reason::Invalid, "malformed JSON: eof"))
+        );
+        h.insert(header::REASON_CLASS, "malformed_json");
+        let env = envelope_of("cdlake.dead.github", Some(&h), Bytes::from_static(b"{"));
+        assert_eq!(
+            env.rejected,
+            Some(Rejection::malformed_json("malformed JSON: eof"))
+        );
         assert_eq!(env.received_at, 1_700_000_000_000_000);
     }
 }

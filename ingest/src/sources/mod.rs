@@ -29,7 +29,7 @@ pub mod otlp;
 mod receive;
 mod webhook;
 
-pub use receive::{Receivers, error};
+pub use receive::{ApiError, Receivers, error};
 
 /// One source of input.
 #[derive(Debug, Clone, Copy)]
@@ -93,24 +93,25 @@ pub enum Normalised {
 /// time is not plausible for when the receiver got it is rejected
 /// ([`cdlake_schemas::event::check_time`]).
 pub fn normalise(envelope: &Envelope, ingested_at: i64) -> Result<Normalised, Rejection> {
-    if let Some(reason) = &envelope.rejected {
-        return Err(Rejection(reason.clone()));
+    if let Some(rejection) = &envelope.rejected {
+        return Err(rejection.clone());
     }
     if envelope.normalised {
         let mut event: Event = serde_json::from_slice(&envelope.body)
-            .map_err(|e| Rejection(format!("malformed normalised event: {e}")))?;
+            .map_err(|e| Rejection::malformed_json(format!("malformed normalised event: {e}")))?;
         event.ingested_at = ingested_at;
         return Ok(Normalised::Event(Box::new(event)));
     }
     let source = source_of(envelope.origin).ok_or_else(|| {
-        Rejection(format!(
+        Rejection::invalid(format!(
             "no source receives {} input",
             envelope.origin.as_str()
         ))
     })?;
     let normalised = (source.normalise)(envelope, ingested_at)?;
     if let Normalised::Event(event) = &normalised {
-        cdlake_schemas::event::check_time(event.time, envelope.received_at).map_err(Rejection)?;
+        cdlake_schemas::event::check_time(event.time, envelope.received_at)
+            .map_err(Rejection::invalid)?;
     }
     Ok(normalised)
 }
@@ -141,10 +142,10 @@ pub async fn ingest(ingester: &mut Ingester, envelope: &Envelope) -> crate::Resu
                 received_at: envelope.received_at,
                 origin: envelope.origin.as_str().to_string(),
                 source: envelope.source.clone(),
-                reason: rejection.0.clone(),
+                reason: rejection.message.clone(),
                 payload: envelope.body.to_vec(),
             });
-            Ok(Outcome::Rejected(rejection.0))
+            Ok(Outcome::Rejected(rejection))
         }
     }
 }
@@ -170,8 +171,28 @@ mod tests {
     #[test]
     fn a_receiver_rejection_stays_a_rejection() {
         let mut env = Envelope::cdevent(&b"{}"[..], "test", 0);
-        env.rejected = Some("missing header".into());
-        assert_eq!(normalise(&env, 1), Err(Rejection("missing header".into())));
+        env.rejected = Some(Rejection::missing("missing header"));
+        assert_eq!(normalise(&env, 1), Err(Rejection::missing("missing header")));
+    }
+
+    #[test]
+    fn rejections_carry_their_class() {
+        use cdlake_schemas::cdevents::Reason;
+        let class = |body: &[u8]| {
+            let env = Envelope::cdevent(body.to_vec(), "test", 0);
+            normalise(&env, 1).unwrap_err().reason
+        };
+        assert_eq!(class(b"{"), Reason::MalformedJson);
+        assert_eq!(class(b"\xff"), Reason::NotUtf8);
+        assert_eq!(class(br#"{"a": 1}"#), Reason::NotCdevents);
+        assert_eq!(class(br#"{"context": {}}"#), Reason::MissingField);
+        let webhook = github::normalise("push", "d", b"{}", 0).unwrap_err();
+        assert_eq!(webhook.reason, Reason::MissingField, "{webhook}");
+        let name = github::normalise("a b", "d", b"{}", 0).unwrap_err();
+        assert_eq!(name.reason, Reason::Invalid, "{name}");
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
     }
 
     #[test]
@@ -191,6 +212,8 @@ mod tests {
         };
         assert_eq!(*got, Event { ingested_at: 7, ..event });
         env.body = bytes::Bytes::from_static(b"{");
-        assert!(normalise(&env, 7).unwrap_err().0.starts_with("malformed normalised event"));
+        let rejection = normalise(&env, 7).unwrap_err();
+        assert_eq!(rejection.reason, cdlake_schemas::cdevents::Reason::MalformedJson);
+        assert!(rejection.message.starts_with("malformed normalised event"));
     }
 }

@@ -1,5 +1,5 @@
-//! What every receiver route shares: the secrets and the sink, JSON error answers, reading a
-//! bounded body and its headers, and handing decoded envelopes to the sink.
+//! What every receiver route shares: the secrets and the sink, the [`ApiError`] answers,
+//! headers, and handing decoded envelopes to the sink.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cdlake_schemas::Origin;
-use cdlake_schemas::cdevents::Rejection;
+use cdlake_schemas::cdevents::{Reason, Rejection};
 use serde_json::json;
 
 use super::{Normalised, normalise};
@@ -37,34 +37,84 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// The answer when the sink did not confirm: 503 with what failed and what to do; the cause
-/// goes to the log.
-pub(super) fn unavailable(e: &SinkError) -> Response {
-    tracing::error!(error = %e, cause = %e.source, "Input not confirmed by the sink.");
-    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e.message);
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    resp
+/// Why a receiver did not take a request, and the answer: a status and `{"error": …}` saying
+/// what failed and what to do. Internal causes go to the log, not into the answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body could not be read: 413 past the route's limit, else the reader's status.
+    #[error("reading the body of {route}: {rejection}")]
+    Body {
+        route: &'static str,
+        limit: usize,
+        rejection: BytesRejection,
+    },
+    /// No or a wrong signature or token (401).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A header the route needs is missing, or the request is not what the route takes (400).
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// An OTLP request refused (415, 413 or 400).
+    #[error(transparent)]
+    Otlp(#[from] super::otlp::OtlpError),
+    /// The sink did not confirm the input (503, with Retry-After).
+    #[error(transparent)]
+    Unavailable(#[from] SinkError),
 }
 
-/// The body, or the answer when it could not be read (413 past the route's `limit`).
-#[allow(clippy::result_large_err)] // the error is the answer, built once per request
-pub(super) fn body_or_error(
-    body: Result<Bytes, BytesRejection>,
-    route: &str,
-    limit: usize,
-) -> Result<Bytes, Response> {
-    body.map_err(|e| {
-        let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            error(
-                status,
-                format!("the body exceeds the {} MB limit of {route}", limit >> 20),
-            )
-        } else {
-            error(status, format!("reading the body: {e}"))
+impl ApiError {
+    /// The body of `route`, or why it could not be read.
+    pub fn body(
+        route: &'static str,
+        limit: usize,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Bytes, ApiError> {
+        body.map_err(|rejection| ApiError::Body {
+            route,
+            limit,
+            rejection,
+        })
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Body { rejection, .. } => rejection.status(),
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Otlp(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
-    })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Body {
+                route,
+                limit,
+                rejection,
+            } if status == StatusCode::PAYLOAD_TOO_LARGE => {
+                tracing::debug!(error = %rejection, "Refused a body past the limit.");
+                error(
+                    status,
+                    format!("the body exceeds the {} MB limit of {route}", limit >> 20),
+                )
+            }
+            ApiError::Body { rejection, .. } => {
+                error(status, format!("reading the body: {rejection}"))
+            }
+            ApiError::Unavailable(e) => {
+                tracing::error!(error = %e, cause = %e.source, "Input not confirmed by the sink.");
+                let mut resp = error(status, e.message);
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                resp
+            }
+            other => error(status, other.to_string()),
+        }
+    }
 }
 
 /// A header's trimmed value; `None` when absent, empty or not text.
@@ -76,13 +126,18 @@ pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
         .filter(|s| !s.is_empty())
 }
 
-/// A 401 answer, counted as a rejection of `origin`.
-pub(super) fn unauthorized(r: &Receivers, origin: Origin, message: &str) -> Response {
-    r.metrics.inc(
-        metrics::REJECTED,
-        &[("origin", origin.as_str()), ("reason", "unauthorized")],
-    );
-    error(StatusCode::UNAUTHORIZED, message)
+impl Receivers {
+    /// A 401 answer, counted as a rejection of `origin`.
+    pub(super) fn unauthorized(&self, origin: Origin, message: &'static str) -> ApiError {
+        self.metrics.inc(
+            metrics::REJECTED,
+            &[
+                ("origin", origin.as_str()),
+                ("reason", Reason::Unauthorized.as_str()),
+            ],
+        );
+        ApiError::Unauthorized(message)
+    }
 }
 
 /// Decode, answer pings, hand the rest to the sink with their events and answer with the
@@ -96,8 +151,8 @@ pub(super) async fn accept(r: &Receivers, envelopes: Vec<Envelope>) -> Response 
         let origin = env.origin.as_str();
         r.metrics.inc(metrics::RECEIVED, &[("origin", origin)]);
         let normalised = normalise(&env, now).and_then(|n| match n {
-            Normalised::Spans(_) => Err(Rejection(
-                "OTLP spans are not carried as events; send them to POST /v1/traces".into(),
+            Normalised::Spans(_) => Err(Rejection::invalid(
+                "OTLP spans are not carried as events; send them to POST /v1/traces",
             )),
             n => Ok(n),
         });
@@ -110,10 +165,10 @@ pub(super) async fn accept(r: &Receivers, envelopes: Vec<Envelope>) -> Response 
                     metrics::REJECTED,
                     &[
                         ("origin", origin),
-                        ("reason", metrics::reason_class(&rejection.0)),
+                        ("reason", rejection.reason.as_str()),
                     ],
                 );
-                env.rejected = Some(rejection.0);
+                env.rejected = Some(rejection);
                 items.push((env, None));
             }
         }
@@ -124,11 +179,11 @@ pub(super) async fn accept(r: &Receivers, envelopes: Vec<Envelope>) -> Response 
     let reasons: Vec<(usize, String)> = items
         .iter()
         .enumerate()
-        .filter_map(|(i, (e, _))| e.rejected.clone().map(|r| (i, r)))
+        .filter_map(|(i, (e, _))| e.rejected.as_ref().map(|r| (i, r.message.clone())))
         .collect();
     let outcomes = match r.sink.submit(items).await {
         Ok(o) => o,
-        Err(e) if reasons.is_empty() => return unavailable(&e),
+        Err(e) if reasons.is_empty() => return ApiError::from(e).into_response(),
         Err(e) => {
             // The answer is a 400 anyway; the dead letters are best effort.
             tracing::warn!(error = %e, cause = %e.source, "Could not dead-letter rejected input.");

@@ -58,19 +58,19 @@ pub(super) fn prepare<'a>(
     body: &'a [u8],
     ingested_at: i64,
 ) -> Result<(Row<'a>, Value), Rejection> {
-    let text = std::str::from_utf8(body).map_err(|e| reject(format!("not valid UTF-8: {e}")))?;
+    let text = std::str::from_utf8(body).map_err(Rejection::not_utf8)?;
     let json = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value =
-        serde_json::from_str(json).map_err(|e| reject(format!("malformed JSON: {e}")))?;
+        serde_json::from_str(json).map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
-        return Err(reject(format!(
+        return Err(Rejection::invalid(format!(
             "{} webhook body is not a JSON object",
             provider.name()
         )));
     }
     let delivery = delivery.trim();
     if delivery.is_empty() {
-        return Err(reject(match provider {
+        return Err(Rejection::missing(match provider {
             Provider::Github => "GitHub delivery has no id: send the X-GitHub-Delivery header",
             Provider::Gitlab => {
                 "GitLab delivery has no id: send the Idempotency-Key or X-Gitlab-Event-UUID header"
@@ -84,10 +84,6 @@ pub(super) fn prepare<'a>(
         ingested_at,
     };
     Ok((row, value))
-}
-
-pub(super) fn reject(reason: impl Into<String>) -> Rejection {
-    Rejection(reason.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

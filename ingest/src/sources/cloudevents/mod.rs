@@ -9,13 +9,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use axum::routing::{MethodRouter, post};
 use cdlake_schemas::Origin;
 use cdlake_schemas::cdevents::{self, Rejection};
 
-use super::receive::{accept, body_or_error, error, header_str};
+use super::receive::{ApiError, accept, header_str};
 use super::{Normalised, Receivers, Source};
 use crate::envelope::Envelope;
 use crate::ingester::now_micros;
@@ -45,11 +45,8 @@ async fn receive(
     State(r): State<Arc<Receivers>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body_or_error(body, ROUTE, BODY_LIMIT) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
+) -> Result<Response, ApiError> {
+    let body = ApiError::body(ROUTE, BODY_LIMIT, body)?;
     let source = format!("http:{ROUTE}");
     let now = now_micros();
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str())
@@ -62,7 +59,7 @@ async fn receive(
     {
         match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&body) {
             Ok(items) if items.is_empty() => {
-                return error(StatusCode::BAD_REQUEST, "the batch is an empty JSON array");
+                return Err(ApiError::BadRequest("the batch is an empty JSON array"));
             }
             Ok(items) => items
                 .iter()
@@ -74,13 +71,15 @@ async fn receive(
                 body,
                 &source,
                 now,
-                format!("malformed JSON: a batch must be a JSON array of CloudEvents: {e}"),
+                Rejection::malformed_json(format!(
+                    "malformed JSON: a batch must be a JSON array of CloudEvents: {e}"
+                )),
             )],
         }
     } else {
         vec![Envelope::cdevent(body, &source, now)]
     };
-    accept(&r, envelopes).await
+    Ok(accept(&r, envelopes).await)
 }
 
 /// A binary-mode CloudEvent as the equivalent structured one: the attributes from the `ce-*`
@@ -96,9 +95,9 @@ fn binary_mode(headers: &HeaderMap, body: Bytes, source: &str, now: i64) -> Enve
                     body.clone(),
                     source,
                     now,
-                    format!(
+                    Rejection::invalid(format!(
                         "the ce-{k} header is not a CloudEvents attribute: in binary mode the HTTP body is the event's data"
-                    ),
+                    )),
                 );
             }
             Some(k) => k,
@@ -114,16 +113,16 @@ fn binary_mode(headers: &HeaderMap, body: Bytes, source: &str, now: i64) -> Enve
     }
     let text = match std::str::from_utf8(&body) {
         Ok(t) => t,
-        Err(e) => return rejected(body.clone(), source, now, format!("not valid UTF-8: {e}")),
+        Err(e) => return rejected(body.clone(), source, now, Rejection::not_utf8(e)),
     };
     if let Err(e) = serde_json::from_str::<&serde_json::value::RawValue>(text) {
         return rejected(
             body.clone(),
             source,
             now,
-            format!(
+            Rejection::malformed_json(format!(
                 "malformed JSON: the body of a binary-mode CloudEvent must be the CDEvent as JSON: {e}"
-            ),
+            )),
         );
     }
     let mut structured = serde_json::Value::Object(attrs).to_string();
@@ -137,10 +136,10 @@ fn binary_mode(headers: &HeaderMap, body: Bytes, source: &str, now: i64) -> Enve
     Envelope::cdevent(structured.into_bytes(), source, now)
 }
 
-/// An input the receiver refused, to be dead-lettered with `reason`.
-fn rejected(body: Bytes, source: &str, now: i64, reason: String) -> Envelope {
+/// An input the receiver refused, to be dead-lettered with its rejection.
+fn rejected(body: Bytes, source: &str, now: i64, rejection: Rejection) -> Envelope {
     let mut env = Envelope::cdevent(body, source, now);
-    env.rejected = Some(reason);
+    env.rejected = Some(rejection);
     env
 }
 

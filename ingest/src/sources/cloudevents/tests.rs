@@ -30,10 +30,12 @@ fn binary_mode_becomes_structured_with_the_body_as_data() {
     );
 
     let bad = binary_mode(&headers, Bytes::from_static(b"{nope"), "test", 0);
-    assert!(bad.rejected.unwrap().starts_with("malformed JSON"));
+    let bad = bad.rejected.unwrap();
+    assert_eq!(bad.reason, cdevents::Reason::MalformedJson);
+    assert!(bad.message.starts_with("malformed JSON"));
 
     headers.insert("ce-data", HeaderValue::from_static("{}"));
     let body = Bytes::from_static(br#"{"context": {"id": "42"}}"#);
     let twice = binary_mode(&headers, body, "test", 0);
-    assert!(twice.rejected.unwrap().contains("ce-data header"));
+    assert!(twice.rejected.unwrap().message.contains("ce-data header"));
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{MethodRouter, post};
 use cdlake_schemas::Origin;
@@ -14,7 +14,7 @@ use cdlake_schemas::cdevents::Rejection;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::receive::{accept, body_or_error, error, header_str, unauthorized};
+use super::receive::{ApiError, accept, header_str};
 use super::{Normalised, Receivers, Source};
 use crate::envelope::Envelope;
 
@@ -65,35 +65,28 @@ async fn receive(
     State(r): State<Arc<Receivers>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body_or_error(body, ROUTE, BODY_LIMIT) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
+) -> Result<Response, ApiError> {
+    let body = ApiError::body(ROUTE, BODY_LIMIT, body)?;
     if !r.github_secrets.is_empty() {
         let Some(sig) = header_str(&headers, "x-hub-signature-256") else {
-            return unauthorized(
-                &r,
+            return Err(r.unauthorized(
                 Origin::Github,
                 "missing X-Hub-Signature-256: set the webhook's secret to one given with --github-secret",
-            );
+            ));
         };
         if !signature_ok(&r.github_secrets, sig, &body) {
-            return unauthorized(
-                &r,
+            return Err(r.unauthorized(
                 Origin::Github,
                 "X-Hub-Signature-256 does not match the body under any configured secret: check the webhook's secret",
-            );
+            ));
         }
     }
-    let Some(kind) = header_str(&headers, "x-github-event") else {
-        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header");
-    };
-    let Some(delivery) = header_str(&headers, "x-github-delivery") else {
-        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery header");
-    };
+    let kind = header_str(&headers, "x-github-event")
+        .ok_or(ApiError::BadRequest("missing X-GitHub-Event header"))?;
+    let delivery = header_str(&headers, "x-github-delivery")
+        .ok_or(ApiError::BadRequest("missing X-GitHub-Delivery header"))?;
     let env = Envelope::webhook(Origin::Github, kind, delivery, ROUTE, body);
-    accept(&r, vec![env]).await
+    Ok(accept(&r, vec![env]).await)
 }
 
 #[cfg(test)]

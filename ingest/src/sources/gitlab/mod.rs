@@ -6,14 +6,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{MethodRouter, post};
 use cdlake_schemas::Origin;
 use cdlake_schemas::cdevents::Rejection;
 use subtle::ConstantTimeEq;
 
-use super::receive::{accept, body_or_error, error, header_str, unauthorized};
+use super::receive::{ApiError, accept, header_str};
 use super::{Normalised, Receivers, Source};
 use crate::envelope::Envelope;
 
@@ -46,43 +46,35 @@ async fn receive(
     State(r): State<Arc<Receivers>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body_or_error(body, ROUTE, BODY_LIMIT) {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
+) -> Result<Response, ApiError> {
+    let body = ApiError::body(ROUTE, BODY_LIMIT, body)?;
     if !r.gitlab_tokens.is_empty() {
         let Some(token) = header_str(&headers, "x-gitlab-token") else {
-            return unauthorized(
-                &r,
+            return Err(r.unauthorized(
                 Origin::Gitlab,
                 "missing X-Gitlab-Token: set the webhook's secret token to one given with --gitlab-token",
-            );
+            ));
         };
         let ok = r
             .gitlab_tokens
             .iter()
             .any(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
         if !ok {
-            return unauthorized(
-                &r,
+            return Err(r.unauthorized(
                 Origin::Gitlab,
                 "X-Gitlab-Token does not match any configured token: check the webhook's secret token",
-            );
+            ));
         }
     }
     let kind = header_str(&headers, "x-gitlab-event").unwrap_or_default();
-    let Some(delivery) = header_str(&headers, "idempotency-key")
+    let delivery = header_str(&headers, "idempotency-key")
         .or_else(|| header_str(&headers, "x-gitlab-event-uuid"))
         .or_else(|| header_str(&headers, "x-gitlab-webhook-uuid"))
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
+        .ok_or(ApiError::BadRequest(
             "missing X-Gitlab-Event-UUID (or Idempotency-Key) header: the delivery's identity",
-        );
-    };
+        ))?;
     let env = Envelope::webhook(Origin::Gitlab, kind, delivery, ROUTE, body);
-    accept(&r, vec![env]).await
+    Ok(accept(&r, vec![env]).await)
 }
 
 #[cfg(test)]

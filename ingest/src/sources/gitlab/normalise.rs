@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::sources::Normalised;
 use crate::sources::webhook::{
     DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, prepare, at, environment_label, id_at,
-    is_full_sha, is_incident_label, label_names, parse_time, purl, reject, str_at, time_at,
+    is_full_sha, is_incident_label, label_names, parse_time, purl, str_at, time_at,
 };
 
 /// The `object_kind` that an `X-Gitlab-Event` header announces.
@@ -60,7 +60,7 @@ fn normalise_delivery(
         .or_else(|| str_at(body, &["event_name"]))
         .or_else(|| kind_of_header(header))
         .ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitLab delivery has no `object_kind` and its X-Gitlab-Event header {header:?} is not a known hook (e.g. \"Merge Request Hook\")"
             ))
         })?;
@@ -125,7 +125,7 @@ impl<'a> Delivery<'a> {
 
     fn attributes(&self) -> Result<&'a Value, Rejection> {
         self.attributes.ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitLab {} delivery has no `object_attributes` object",
                 self.kind
             ))
@@ -134,7 +134,7 @@ impl<'a> Delivery<'a> {
 
     fn repo(&self) -> Result<&str, Rejection> {
         self.repository.as_deref().ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitLab {} delivery has no `project.path_with_namespace`",
                 self.kind
             ))
@@ -143,7 +143,7 @@ impl<'a> Delivery<'a> {
 
     fn id(&self, object: &Value, path: &[&str], name: &str) -> Result<String, Rejection> {
         id_at(object, path)
-            .ok_or_else(|| reject(format!("GitLab {} delivery has no `{name}`", self.kind)))
+            .ok_or_else(|| Rejection::missing(format!("GitLab {} delivery has no `{name}`", self.kind)))
     }
 
     /// The purl of a commit of this project, when the sha is a full one.
@@ -216,7 +216,7 @@ impl<'a> Delivery<'a> {
     fn push(&self, branch: bool) -> Result<Event, Rejection> {
         let repo = self.repo()?;
         let after = str_at(self.body, &["after"]).ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitLab {} delivery has no `after` commit sha",
                 self.kind
             ))
@@ -352,7 +352,7 @@ impl<'a> Delivery<'a> {
         let b = self.body;
         let repo = self.repo()?;
         let tag =
-            str_at(b, &["tag"]).ok_or_else(|| reject("GitLab release delivery has no `tag`"))?;
+            str_at(b, &["tag"]).ok_or_else(|| Rejection::missing("GitLab release delivery has no `tag`"))?;
         let action = str_at(b, &["action"]);
         let artifact = purl(Provider::Gitlab, repo, tag);
         let mut e = self.base(action);

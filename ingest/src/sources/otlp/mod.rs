@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 
+use cdlake_schemas::cdevents::Reason;
 use cdlake_schemas::span::SEMCONV_COLUMNS;
 use prost::Message as _;
 use serde_json::Value;
@@ -80,6 +81,17 @@ fn describe(content_type: Option<&str>) -> String {
 }
 
 impl OtlpError {
+    /// The class of the rejection.
+    pub fn reason(&self) -> Reason {
+        match self {
+            OtlpError::UnsupportedMediaType(_) | OtlpError::UnsupportedEncoding(_) => {
+                Reason::Invalid
+            }
+            OtlpError::TooLarge | OtlpError::TooManySpans { .. } => Reason::TooLarge,
+            OtlpError::Malformed(_) => Reason::Invalid,
+        }
+    }
+
     /// The HTTP status to answer with: 415, 413 or 400.
     pub fn status(&self) -> u16 {
         match self {

@@ -11,14 +11,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use cdlake_schemas::Origin;
-use cdlake_schemas::cdevents::Rejection;
+use cdlake_schemas::cdevents::{Reason, Rejection};
 
 use super::{decode_limited, response_body};
 use crate::envelope::Envelope;
 use crate::ingester::now_micros;
 use crate::metrics;
 use crate::sink::Item;
-use crate::sources::receive::{body_or_error, error, header_str, unavailable};
+use crate::sources::receive::{ApiError, header_str};
 use crate::sources::{Normalised, Receivers, Source};
 
 /// The route.
@@ -44,25 +44,21 @@ fn route() -> MethodRouter<Arc<Receivers>> {
 fn normalise_envelope(env: &Envelope, _ingested_at: i64) -> Result<Normalised, Rejection> {
     serde_json::from_slice(&env.body)
         .map(Normalised::Spans)
-        .map_err(|e| Rejection(format!("malformed span batch: {e}")))
+        .map_err(|e| Rejection::invalid(format!("malformed span batch: {e}")))
 }
 
 async fn receive(
     State(r): State<Arc<Receivers>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let origin = Origin::Otlp.as_str();
-    let body = match body_or_error(body, ROUTE, BODY_LIMIT) {
-        Ok(b) => b,
-        Err(resp) => {
-            r.metrics.inc(
-                metrics::REJECTED,
-                &[("origin", origin), ("reason", "too large")],
-            );
-            return resp;
-        }
-    };
+    let body = ApiError::body(ROUTE, BODY_LIMIT, body).inspect_err(|_| {
+        r.metrics.inc(
+            metrics::REJECTED,
+            &[("origin", origin), ("reason", Reason::TooLarge.as_str())],
+        );
+    })?;
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str());
     let json_answer = content_type.is_some_and(|c| c.contains("json"));
     let now = now_micros();
@@ -75,23 +71,18 @@ async fn receive(
     ) {
         Ok(spans) => spans,
         Err(e) => {
-            let reason = e.to_string();
             r.metrics.inc(metrics::RECEIVED, &[("origin", origin)]);
             r.metrics.inc(
                 metrics::REJECTED,
-                &[
-                    ("origin", origin),
-                    ("reason", metrics::reason_class(&reason)),
-                ],
+                &[("origin", origin), ("reason", e.reason().as_str())],
             );
             let mut env = Envelope::spans(&[], ROUTE, now);
-            env.rejected = Some(reason.clone());
+            env.rejected = Some(Rejection::new(e.reason(), e.to_string()));
             env.body = body;
             if let Err(err) = r.sink.submit(vec![(env, None)]).await {
                 tracing::warn!(error = %err, cause = %err.source, "Could not dead-letter a rejected OTLP request.");
             }
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            return error(status, reason);
+            return Err(e.into());
         }
     };
     r.metrics
@@ -100,16 +91,14 @@ async fn receive(
         .chunks(SPANS_PER_MESSAGE)
         .map(|chunk| (Envelope::spans(chunk, ROUTE, now), None))
         .collect();
-    if !items.is_empty()
-        && let Err(e) = r.sink.submit(items).await
-    {
-        return unavailable(&e);
+    if !items.is_empty() {
+        r.sink.submit(items).await?;
     }
     let (content_type, body) = response_body(json_answer);
-    (
+    Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         body,
     )
-        .into_response()
+        .into_response())
 }
