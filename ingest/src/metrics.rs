@@ -156,11 +156,7 @@ impl Metrics {
 }
 
 /// Record the figures of a flush that began at `started`.
-pub fn record_flush(
-    metrics: &Metrics,
-    started: Instant,
-    result: &crate::Result<FlushReport>,
-) {
+pub fn record_flush(metrics: &Metrics, started: Instant, result: &crate::Result<FlushReport>) {
     metrics.add(FLUSH_SECONDS, &[], started.elapsed().as_secs_f64());
     match result {
         Ok(report) => {

@@ -7,4 +7,3 @@ use std::time::Duration;
 pub fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
 }
-

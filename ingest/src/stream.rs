@@ -25,11 +25,11 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use crate::envelope::{self, Envelope, header};
-use crate::sources::parse_origin;
 use crate::ingester::{Committer, FlushReport, Ingester, Outcome, Pending, now_micros};
 use crate::metrics::{self, Metrics, record_flush, record_outcome};
 use crate::retry::backoff;
 use crate::sink::{Item, Sink, SinkError};
+use crate::sources::parse_origin;
 
 /// The durable consumer shared by every ingester.
 pub const CONSUMER: &str = "cdlake-ingest";

@@ -156,8 +156,8 @@ pub fn parse(raw: &[u8], origin: Origin, ingested_at: i64) -> Result<Event, Reje
 
 /// Any accepted shape, through a JSON tree, with the reason when it is not one.
 fn general(text: &str) -> Result<Event, Rejection> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
     let Value::Object(top) = value else {
         return Err(Rejection::invalid("not a JSON object"));
     };
@@ -194,10 +194,11 @@ fn from_cloudevent(ce: &Map<String, Value>) -> Result<Event, Rejection> {
     let data = match ce.get("data") {
         Some(Value::Object(m)) => m,
         Some(Value::String(s)) => {
-            parsed = serde_json::from_str::<Value>(s)
-                .map_err(|e| {
-                    Rejection::malformed_json(format!("CloudEvent `data` is a string but not JSON: {e}"))
-                })?;
+            parsed = serde_json::from_str::<Value>(s).map_err(|e| {
+                Rejection::malformed_json(format!(
+                    "CloudEvent `data` is a string but not JSON: {e}"
+                ))
+            })?;
             parsed
                 .as_object()
                 .ok_or_else(|| Rejection::invalid("CloudEvent `data` is not a JSON object"))?
@@ -257,7 +258,9 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         match context.get(name) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.as_str()),
             Some(Value::String(_)) => Err(Rejection::invalid(format!("`context.{name}` is empty"))),
-            Some(_) => Err(Rejection::invalid(format!("`context.{name}` is not a string"))),
+            Some(_) => Err(Rejection::invalid(format!(
+                "`context.{name}` is not a string"
+            ))),
             None => env_value
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| Rejection::missing(format!("missing `context.{name}`"))),

@@ -172,7 +172,10 @@ mod tests {
     fn a_receiver_rejection_stays_a_rejection() {
         let mut env = Envelope::cdevent(&b"{}"[..], "test", 0);
         env.rejected = Some(Rejection::missing("missing header"));
-        assert_eq!(normalise(&env, 1), Err(Rejection::missing("missing header")));
+        assert_eq!(
+            normalise(&env, 1),
+            Err(Rejection::missing("missing header"))
+        );
     }
 
     #[test]
@@ -210,10 +213,19 @@ mod tests {
         let Ok(Normalised::Event(got)) = normalise(&env, 7) else {
             panic!("not taken");
         };
-        assert_eq!(*got, Event { ingested_at: 7, ..event });
+        assert_eq!(
+            *got,
+            Event {
+                ingested_at: 7,
+                ..event
+            }
+        );
         env.body = bytes::Bytes::from_static(b"{");
         let rejection = normalise(&env, 7).unwrap_err();
-        assert_eq!(rejection.reason, cdlake_schemas::cdevents::Reason::MalformedJson);
+        assert_eq!(
+            rejection.reason,
+            cdlake_schemas::cdevents::Reason::MalformedJson
+        );
         assert!(rejection.message.starts_with("malformed normalised event"));
     }
 }

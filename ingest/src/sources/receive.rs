@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cdlake_schemas::Origin;
 use cdlake_schemas::cdevents::{Reason, Rejection};
 use serde_json::json;
 
-use super::{Normalised, normalise};
+use super::{ALL, Normalised, normalise};
 use crate::envelope::Envelope;
 use crate::ingester::{Outcome, now_micros};
 use crate::metrics::{self, Metrics};
@@ -44,8 +45,9 @@ pub enum ApiError {
     /// The body could not be read: 413 past the route's limit, else the reader's status.
     #[error("reading the body of {route}: {rejection}")]
     Body {
-        route: &'static str,
-        limit: usize,
+        route: String,
+        /// The route's limit, when it is a source's.
+        limit: Option<usize>,
         rejection: BytesRejection,
     },
     /// No or a wrong signature or token (401).
@@ -63,25 +65,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The body of `route`, or why it could not be read.
-    pub fn body(
-        route: &'static str,
-        limit: usize,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Result<Bytes, ApiError> {
-        body.map_err(|rejection| ApiError::Body {
-            route,
-            limit,
-            rejection,
-        })
-    }
-
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Body { rejection, .. } => rejection.status(),
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Otlp(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            ApiError::Otlp(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -93,15 +84,12 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Body {
                 route,
-                limit,
-                rejection,
-            } if status == StatusCode::PAYLOAD_TOO_LARGE => {
-                tracing::debug!(error = %rejection, "Refused a body past the limit.");
-                error(
-                    status,
-                    format!("the body exceeds the {} MB limit of {route}", limit >> 20),
-                )
-            }
+                limit: Some(limit),
+                ..
+            } if status == StatusCode::PAYLOAD_TOO_LARGE => error(
+                status,
+                format!("the body exceeds the {} MB limit of {route}", *limit >> 20),
+            ),
             ApiError::Body { rejection, .. } => {
                 error(status, format!("reading the body: {rejection}"))
             }
@@ -114,6 +102,26 @@ impl IntoResponse for ApiError {
             }
             other => error(status, other.to_string()),
         }
+    }
+}
+
+/// The body of a request to a source's route, read within the route's limit
+/// ([`Source::body_limit`]); past it the answer is a 413 naming the limit.
+pub(super) struct Limited(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Limited {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let route = req.uri().path().to_string();
+        Bytes::from_request(req, state)
+            .await
+            .map(Limited)
+            .map_err(|rejection| ApiError::Body {
+                limit: ALL.iter().find(|s| s.route == route).map(|s| s.body_limit),
+                route,
+                rejection,
+            })
     }
 }
 
@@ -163,10 +171,7 @@ pub(super) async fn accept(r: &Receivers, envelopes: Vec<Envelope>) -> Response 
             Err(rejection) => {
                 r.metrics.inc(
                     metrics::REJECTED,
-                    &[
-                        ("origin", origin),
-                        ("reason", rejection.reason.as_str()),
-                    ],
+                    &[("origin", origin), ("reason", rejection.reason.as_str())],
                 );
                 env.rejected = Some(rejection);
                 items.push((env, None));

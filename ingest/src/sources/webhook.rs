@@ -60,8 +60,8 @@ pub(super) fn prepare<'a>(
 ) -> Result<(Row<'a>, Value), Rejection> {
     let text = std::str::from_utf8(body).map_err(Rejection::not_utf8)?;
     let json = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(Rejection::invalid(format!(
             "{} webhook body is not a JSON object",
@@ -121,7 +121,12 @@ pub(super) struct Row<'a> {
 impl Row<'_> {
     /// A row with the delivery's identity, provenance and payload, typed as-is
     /// (`<provider>.<event>[.<predicate>]`) until [`Meaning::set`] says better.
-    pub(super) fn event(&self, source: Option<&str>, event: &str, predicate: Option<&str>) -> Event {
+    pub(super) fn event(
+        &self,
+        source: Option<&str>,
+        event: &str,
+        predicate: Option<&str>,
+    ) -> Event {
         let mut e = Event {
             event_id: self.delivery.to_string(),
             event_source: source.unwrap_or(self.provider.id()).to_string(),

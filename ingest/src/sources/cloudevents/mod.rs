@@ -8,46 +8,34 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use axum::routing::{MethodRouter, post};
+use axum::routing::post;
 use cdlake_schemas::Origin;
 use cdlake_schemas::cdevents::{self, Rejection};
 
-use super::receive::{ApiError, accept, header_str};
+use super::receive::{ApiError, Limited, accept, header_str};
 use super::{Normalised, Receivers, Source};
 use crate::envelope::Envelope;
 use crate::ingester::now_micros;
 
-/// The route.
-pub const ROUTE: &str = "/api/v1/events";
-/// CloudEvents requests, single or batch.
-pub const BODY_LIMIT: usize = 16 << 20;
-
 pub(super) const SOURCE: Source = Source {
     origin: Origin::CdEvents,
-    route: ROUTE,
-    body_limit: BODY_LIMIT,
-    handler: route,
-    normalise: normalise_envelope,
+    route: "/api/v1/events",
+    // Single or batch.
+    body_limit: 16 << 20,
+    handler: || post(receive),
+    normalise: |env, at| {
+        cdevents::parse(&env.body, env.origin, at).map(|e| Normalised::Event(Box::new(e)))
+    },
 };
-
-fn route() -> MethodRouter<Arc<Receivers>> {
-    post(receive)
-}
-
-fn normalise_envelope(env: &Envelope, ingested_at: i64) -> Result<Normalised, Rejection> {
-    cdevents::parse(&env.body, env.origin, ingested_at).map(|e| Normalised::Event(Box::new(e)))
-}
 
 async fn receive(
     State(r): State<Arc<Receivers>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    let body = ApiError::body(ROUTE, BODY_LIMIT, body)?;
-    let source = format!("http:{ROUTE}");
+    let source = format!("http:{}", SOURCE.route);
     let now = now_micros();
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str())
         .unwrap_or("application/json")

@@ -3,45 +3,30 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::{MethodRouter, post};
+use axum::routing::post;
 use cdlake_schemas::Origin;
-use cdlake_schemas::cdevents::Rejection;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::receive::{ApiError, accept, header_str};
-use super::{Normalised, Receivers, Source};
+use super::receive::{ApiError, Limited, accept, header_str};
+use super::{Receivers, Source};
 use crate::envelope::Envelope;
 
 mod normalise;
 
 pub use normalise::normalise;
 
-/// The route.
-pub const ROUTE: &str = "/webhooks/github";
-/// GitHub's documented maximum payload (25 MB).
-pub const BODY_LIMIT: usize = 25 << 20;
-
 pub(super) const SOURCE: Source = Source {
     origin: Origin::Github,
-    route: ROUTE,
-    body_limit: BODY_LIMIT,
-    handler: route,
-    normalise: normalise_envelope,
+    route: "/webhooks/github",
+    // GitHub's documented maximum payload.
+    body_limit: 25 << 20,
+    handler: || post(receive),
+    normalise: |env, at| normalise(&env.kind, &env.delivery, &env.body, at),
 };
-
-fn route() -> MethodRouter<Arc<Receivers>> {
-    post(receive)
-}
-
-fn normalise_envelope(env: &Envelope, ingested_at: i64) -> Result<Normalised, Rejection> {
-    normalise(&env.kind, &env.delivery, &env.body, ingested_at)
-}
 
 /// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under one of `secrets`.
 /// The comparison is constant-time.
@@ -64,9 +49,8 @@ pub fn signature_ok(secrets: &[String], signature: &str, body: &[u8]) -> bool {
 async fn receive(
     State(r): State<Arc<Receivers>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    let body = ApiError::body(ROUTE, BODY_LIMIT, body)?;
     if !r.github_secrets.is_empty() {
         let Some(sig) = header_str(&headers, "x-hub-signature-256") else {
             return Err(r.unauthorized(
@@ -85,7 +69,7 @@ async fn receive(
         .ok_or(ApiError::BadRequest("missing X-GitHub-Event header"))?;
     let delivery = header_str(&headers, "x-github-delivery")
         .ok_or(ApiError::BadRequest("missing X-GitHub-Delivery header"))?;
-    let env = Envelope::webhook(Origin::Github, kind, delivery, ROUTE, body);
+    let env = Envelope::webhook(Origin::Github, kind, delivery, SOURCE.route, body);
     Ok(accept(&r, vec![env]).await)
 }
 

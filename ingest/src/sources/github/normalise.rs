@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use crate::sources::Normalised;
 use crate::sources::webhook::{
-    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, prepare, at, environment_label,
-    first_time, id_at, is_full_sha, is_incident_label, label_names, purl, str_at, time_at,
+    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, environment_label, first_time, id_at,
+    is_full_sha, is_incident_label, label_names, prepare, purl, str_at, time_at,
 };
 
 /// Normalise one GitHub delivery: `kind` is the event name header (`X-GitHub-Event`, e.g. "pull_request"), `delivery`
@@ -132,7 +132,9 @@ impl<'a> Delivery<'a> {
         let repo = self.repo()?;
         let number = id_at(pr, &["number"])
             .or_else(|| id_at(self.body, &["number"]))
-            .ok_or_else(|| Rejection::missing("GitHub pull_request delivery has no `pull_request.number`"))?;
+            .ok_or_else(|| {
+                Rejection::missing("GitHub pull_request delivery has no `pull_request.number`")
+            })?;
         let change = format!("{repo}#{number}");
         let mut e = self.base();
         e.subject_id = change.clone();
@@ -353,8 +355,9 @@ impl<'a> Delivery<'a> {
     fn release(&self) -> Result<Event, Rejection> {
         let release = self.object("release")?;
         let repo = self.repo()?;
-        let tag = str_at(release, &["tag_name"])
-            .ok_or_else(|| Rejection::missing("GitHub release delivery has no `release.tag_name`"))?;
+        let tag = str_at(release, &["tag_name"]).ok_or_else(|| {
+            Rejection::missing("GitHub release delivery has no `release.tag_name`")
+        })?;
         let artifact = purl(Provider::Github, repo, tag);
         let mut e = self.base();
         e.subject_id = artifact.clone();

@@ -25,7 +25,6 @@ fn signatures_accept_any_configured_secret() {
     assert!(!signature_ok(&secrets, "sha256=zz", body));
 }
 
-
 #[test]
 fn github_ping_is_answered_not_stored() {
     for file in [

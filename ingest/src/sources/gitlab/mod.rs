@@ -3,51 +3,35 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::{MethodRouter, post};
+use axum::routing::post;
 use cdlake_schemas::Origin;
-use cdlake_schemas::cdevents::Rejection;
 use subtle::ConstantTimeEq;
 
-use super::receive::{ApiError, accept, header_str};
-use super::{Normalised, Receivers, Source};
+use super::receive::{ApiError, Limited, accept, header_str};
+use super::{Receivers, Source};
 use crate::envelope::Envelope;
 
 mod normalise;
 
 pub use normalise::normalise;
 
-/// The route.
-pub const ROUTE: &str = "/webhooks/gitlab";
-/// GitLab webhook bodies (25 MB, as GitHub).
-pub const BODY_LIMIT: usize = 25 << 20;
-
 pub(super) const SOURCE: Source = Source {
     origin: Origin::Gitlab,
-    route: ROUTE,
-    body_limit: BODY_LIMIT,
-    handler: route,
-    normalise: normalise_envelope,
+    route: "/webhooks/gitlab",
+    // As GitHub's.
+    body_limit: 25 << 20,
+    handler: || post(receive),
+    normalise: |env, at| normalise(&env.kind, &env.delivery, &env.body, at),
 };
-
-fn route() -> MethodRouter<Arc<Receivers>> {
-    post(receive)
-}
-
-fn normalise_envelope(env: &Envelope, ingested_at: i64) -> Result<Normalised, Rejection> {
-    normalise(&env.kind, &env.delivery, &env.body, ingested_at)
-}
 
 async fn receive(
     State(r): State<Arc<Receivers>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    let body = ApiError::body(ROUTE, BODY_LIMIT, body)?;
     if !r.gitlab_tokens.is_empty() {
         let Some(token) = header_str(&headers, "x-gitlab-token") else {
             return Err(r.unauthorized(
@@ -73,7 +57,7 @@ async fn receive(
         .ok_or(ApiError::BadRequest(
             "missing X-Gitlab-Event-UUID (or Idempotency-Key) header: the delivery's identity",
         ))?;
-    let env = Envelope::webhook(Origin::Gitlab, kind, delivery, ROUTE, body);
+    let env = Envelope::webhook(Origin::Gitlab, kind, delivery, SOURCE.route, body);
     Ok(accept(&r, vec![env]).await)
 }
 

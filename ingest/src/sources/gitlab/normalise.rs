@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::sources::Normalised;
 use crate::sources::webhook::{
-    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, prepare, at, environment_label, id_at,
-    is_full_sha, is_incident_label, label_names, parse_time, purl, str_at, time_at,
+    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, environment_label, id_at,
+    is_full_sha, is_incident_label, label_names, parse_time, prepare, purl, str_at, time_at,
 };
 
 /// The `object_kind` that an `X-Gitlab-Event` header announces.
@@ -51,11 +51,7 @@ pub fn normalise(
     normalise_delivery(&row, kind.trim(), &value)
 }
 
-fn normalise_delivery(
-    row: &Row<'_>,
-    header: &str,
-    body: &Value,
-) -> Result<Normalised, Rejection> {
+fn normalise_delivery(row: &Row<'_>, header: &str, body: &Value) -> Result<Normalised, Rejection> {
     let kind = str_at(body, &["object_kind"])
         .or_else(|| str_at(body, &["event_name"]))
         .or_else(|| kind_of_header(header))
@@ -142,8 +138,9 @@ impl<'a> Delivery<'a> {
     }
 
     fn id(&self, object: &Value, path: &[&str], name: &str) -> Result<String, Rejection> {
-        id_at(object, path)
-            .ok_or_else(|| Rejection::missing(format!("GitLab {} delivery has no `{name}`", self.kind)))
+        id_at(object, path).ok_or_else(|| {
+            Rejection::missing(format!("GitLab {} delivery has no `{name}`", self.kind))
+        })
     }
 
     /// The purl of a commit of this project, when the sha is a full one.
@@ -351,8 +348,8 @@ impl<'a> Delivery<'a> {
     fn release(&self) -> Result<Event, Rejection> {
         let b = self.body;
         let repo = self.repo()?;
-        let tag =
-            str_at(b, &["tag"]).ok_or_else(|| Rejection::missing("GitLab release delivery has no `tag`"))?;
+        let tag = str_at(b, &["tag"])
+            .ok_or_else(|| Rejection::missing("GitLab release delivery has no `tag`"))?;
         let action = str_at(b, &["action"]);
         let artifact = purl(Provider::Gitlab, repo, tag);
         let mut e = self.base(action);

@@ -382,4 +382,3 @@ fn gitlab_kind_comes_from_the_header_when_the_body_has_none() {
     assert_eq!(other.subject_id, "1244");
     assert_eq!(rfc3339(other.time), "2015-05-17T18:21:36Z");
 }
-

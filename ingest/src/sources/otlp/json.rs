@@ -198,10 +198,7 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 }
 
-fn scalar<'de, D: Deserializer<'de>>(
-    d: D,
-    expecting: &'static str,
-) -> Result<Scalar, D::Error> {
+fn scalar<'de, D: Deserializer<'de>>(d: D, expecting: &'static str) -> Result<Scalar, D::Error> {
     d.deserialize_any(ScalarVisitor(expecting))
 }
 

@@ -24,7 +24,7 @@ use prost::Message as _;
 use serde_json::Value;
 
 pub use proto::*;
-pub use route::{BODY_LIMIT, ROUTE};
+pub use route::ROUTE;
 pub(super) use route::SOURCE;
 
 mod base64;

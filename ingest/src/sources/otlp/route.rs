@@ -4,12 +4,10 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, post};
+use axum::routing::post;
 use cdlake_schemas::Origin;
 use cdlake_schemas::cdevents::{Reason, Rejection};
 
@@ -18,30 +16,25 @@ use crate::envelope::Envelope;
 use crate::ingester::now_micros;
 use crate::metrics;
 use crate::sink::Item;
-use crate::sources::receive::{ApiError, header_str};
+use crate::sources::receive::{ApiError, Limited, header_str};
 use crate::sources::{Normalised, Receivers, Source};
 
 /// The route.
 pub const ROUTE: &str = "/v1/traces";
-/// OTLP/HTTP trace requests as sent (compressed or not).
-pub const BODY_LIMIT: usize = 16 << 20;
 /// Spans per envelope: a JetStream message stays well under nats-server's 1 MB default.
 const SPANS_PER_MESSAGE: usize = 250;
 
 pub(in crate::sources) const SOURCE: Source = Source {
     origin: Origin::Otlp,
     route: ROUTE,
-    body_limit: BODY_LIMIT,
-    handler: route,
-    normalise: normalise_envelope,
+    // As sent (compressed or not).
+    body_limit: 16 << 20,
+    handler: || post(receive),
+    normalise: spans_of,
 };
 
-fn route() -> MethodRouter<Arc<Receivers>> {
-    post(receive)
-}
-
 /// The spans of a batch this route made ([`Envelope::spans`]).
-fn normalise_envelope(env: &Envelope, _ingested_at: i64) -> Result<Normalised, Rejection> {
+fn spans_of(env: &Envelope, _ingested_at: i64) -> Result<Normalised, Rejection> {
     serde_json::from_slice(&env.body)
         .map(Normalised::Spans)
         .map_err(|e| Rejection::invalid(format!("malformed span batch: {e}")))
@@ -50,10 +43,10 @@ fn normalise_envelope(env: &Envelope, _ingested_at: i64) -> Result<Normalised, R
 async fn receive(
     State(r): State<Arc<Receivers>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Limited, ApiError>,
 ) -> Result<Response, ApiError> {
     let origin = Origin::Otlp.as_str();
-    let body = ApiError::body(ROUTE, BODY_LIMIT, body).inspect_err(|_| {
+    let Limited(body) = body.inspect_err(|_| {
         r.metrics.inc(
             metrics::REJECTED,
             &[("origin", origin), ("reason", Reason::TooLarge.as_str())],

@@ -682,8 +682,7 @@ fn otlp_json_unknown_enum_name_is_malformed() {
     let json = GITHUB_ACTIONS_JSON.replace("SPAN_KIND_INTERNAL", "SPAN_KIND_FANCY");
     let reason = malformed(decode(Some(JSON), None, json.as_bytes(), INGESTED));
     assert!(
-        reason
-            .starts_with("resource_spans[0].scope_spans[0].spans[1]: kind \"SPAN_KIND_FANCY\""),
+        reason.starts_with("resource_spans[0].scope_spans[0].spans[1]: kind \"SPAN_KIND_FANCY\""),
         "{reason}"
     );
 }
