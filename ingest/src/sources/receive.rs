@@ -106,8 +106,8 @@ impl IntoResponse for ApiError {
 }
 
 /// The body of a request to a source's route, read within the route's limit
-/// ([`Source::body_limit`]); past it the answer is a 413 naming the limit.
-pub(super) struct Limited(pub Bytes);
+/// ([`super::Source::body_limit`]); past it the answer is a 413 naming the limit.
+pub(super) struct Limited(pub(super) Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Limited {
     type Rejection = ApiError;

@@ -467,7 +467,7 @@ url: https://github.com/Codertocat/Hello-World/issues/1
     );
 }
 
-pub(crate) fn add_label(v: &mut Value, name: &str) {
+pub(in crate::sources) fn add_label(v: &mut Value, name: &str) {
     v["issue"]["labels"]
         .as_array_mut()
         .expect("labels")

@@ -281,7 +281,7 @@ url: http://example.com/diaspora/issues/23
     );
 }
 
-pub(crate) fn incident_label(v: &mut Value) {
+pub(in crate::sources) fn incident_label(v: &mut Value) {
     v["labels"]
         .as_array_mut()
         .expect("labels")
@@ -368,7 +368,7 @@ fn gitlab_kind_comes_from_the_header_when_the_body_has_none() {
         INGESTED,
     );
     assert_eq!(
-        unknown.unwrap_err().0,
+        unknown.unwrap_err().message,
         "GitLab delivery has no `object_kind` and its X-Gitlab-Event header \"Mystery Hook\" is not a known hook (e.g. \"Merge Request Hook\")"
     );
     let other = event(normalise(

@@ -8,15 +8,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
-pub(crate) use cdlake_schemas::{Event, Origin, cdevents};
+pub(in crate::sources) use cdlake_schemas::{Event, Origin, cdevents};
 use proptest::prelude::*;
-pub(crate) use serde_json::{Value, json};
+pub(in crate::sources) use serde_json::{Value, json};
 
-pub(crate) use super::{Meaning, Provider, parse_time, purl};
-pub(crate) use crate::sources::Normalised;
+pub(in crate::sources) use super::{Meaning, Provider, parse_time, purl};
+pub(in crate::sources) use crate::sources::Normalised;
 
 /// A delivery normalised by its provider's folder.
-pub(crate) fn normalise(
+pub(in crate::sources) fn normalise(
     origin: Origin,
     kind: &str,
     delivery: &str,
@@ -30,22 +30,22 @@ pub(crate) fn normalise(
     }
 }
 
-pub(crate) const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+pub(in crate::sources) const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
 /// 2026-01-01T00:00:00Z.
-pub(crate) const INGESTED: i64 = 1_767_225_600_000_000;
+pub(in crate::sources) const INGESTED: i64 = 1_767_225_600_000_000;
 
-pub(crate) fn fixtures(provider: &str) -> PathBuf {
+pub(in crate::sources) fn fixtures(provider: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/fixtures")
         .join(provider)
 }
 
-pub(crate) fn read(path: &Path) -> String {
+pub(in crate::sources) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// Every GitHub fixture as (event name = its folder, path).
-pub(crate) fn github_files() -> Vec<(String, PathBuf)> {
+pub(in crate::sources) fn github_files() -> Vec<(String, PathBuf)> {
     let mut files = Vec::new();
     for dir in std::fs::read_dir(fixtures("github")).expect("github fixtures") {
         let dir = dir.expect("entry").path();
@@ -65,7 +65,7 @@ pub(crate) fn github_files() -> Vec<(String, PathBuf)> {
 }
 
 /// Every GitLab fixture (skipping LICENSE).
-pub(crate) fn gitlab_files() -> Vec<PathBuf> {
+pub(in crate::sources) fn gitlab_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures("gitlab"))
         .expect("gitlab fixtures")
         .map(|f| f.expect("entry").path())
@@ -76,7 +76,7 @@ pub(crate) fn gitlab_files() -> Vec<PathBuf> {
 }
 
 /// The `X-Gitlab-Event` header GitLab sends with a body of this `object_kind`.
-pub(crate) fn gitlab_header(object_kind: &str) -> &'static str {
+pub(in crate::sources) fn gitlab_header(object_kind: &str) -> &'static str {
     match object_kind {
         "merge_request" => "Merge Request Hook",
         "push" => "Push Hook",
@@ -90,7 +90,7 @@ pub(crate) fn gitlab_header(object_kind: &str) -> &'static str {
     }
 }
 
-pub(crate) fn event(result: Result<Normalised, cdevents::Rejection>) -> Event {
+pub(in crate::sources) fn event(result: Result<Normalised, cdevents::Rejection>) -> Event {
     match result {
         Ok(Normalised::Event(e)) => *e,
         Ok(Normalised::Ping) => panic!("expected an event, got a ping"),
@@ -99,7 +99,7 @@ pub(crate) fn event(result: Result<Normalised, cdevents::Rejection>) -> Event {
     }
 }
 
-pub(crate) fn github_text(kind: &str, text: &str) -> Event {
+pub(in crate::sources) fn github_text(kind: &str, text: &str) -> Event {
     event(normalise(
         Origin::Github,
         kind,
@@ -110,18 +110,18 @@ pub(crate) fn github_text(kind: &str, text: &str) -> Event {
 }
 
 /// A GitHub fixture `<kind>/<file>`, as delivered.
-pub(crate) fn github(kind: &str, file: &str) -> Event {
+pub(in crate::sources) fn github(kind: &str, file: &str) -> Event {
     github_text(kind, &read(&fixtures("github").join(kind).join(file)))
 }
 
 /// A GitHub fixture after `edit`.
-pub(crate) fn github_edited(kind: &str, file: &str, edit: impl FnOnce(&mut Value)) -> Event {
+pub(in crate::sources) fn github_edited(kind: &str, file: &str, edit: impl FnOnce(&mut Value)) -> Event {
     let mut v = json_of(&fixtures("github").join(kind).join(file));
     edit(&mut v);
     github_text(kind, &v.to_string())
 }
 
-pub(crate) fn gitlab_text(text: &str) -> Event {
+pub(in crate::sources) fn gitlab_text(text: &str) -> Event {
     let v: Value = serde_json::from_str(text).expect("json");
     let header = gitlab_header(v["object_kind"].as_str().expect("object_kind"));
     event(normalise(
@@ -134,21 +134,21 @@ pub(crate) fn gitlab_text(text: &str) -> Event {
 }
 
 /// A GitLab fixture, with the header its `object_kind` implies.
-pub(crate) fn gitlab(file: &str) -> Event {
+pub(in crate::sources) fn gitlab(file: &str) -> Event {
     gitlab_text(&read(&fixtures("gitlab").join(file)))
 }
 
-pub(crate) fn gitlab_edited(file: &str, edit: impl FnOnce(&mut Value)) -> Event {
+pub(in crate::sources) fn gitlab_edited(file: &str, edit: impl FnOnce(&mut Value)) -> Event {
     let mut v = json_of(&fixtures("gitlab").join(file));
     edit(&mut v);
     gitlab_text(&v.to_string())
 }
 
-pub(crate) fn json_of(path: &Path) -> Value {
+pub(in crate::sources) fn json_of(path: &Path) -> Value {
     serde_json::from_str(&read(path)).expect("fixture is JSON")
 }
 
-pub(crate) fn rfc3339(micros: i64) -> String {
+pub(in crate::sources) fn rfc3339(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .expect("time in range")
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
@@ -156,7 +156,7 @@ pub(crate) fn rfc3339(micros: i64) -> String {
 
 /// A row as readable text: every column but the identity and provenance (checked for every
 /// fixture by [`every_github_fixture_normalises`]) and the payload; absent columns omitted.
-pub(crate) fn summary(e: &Event) -> String {
+pub(in crate::sources) fn summary(e: &Event) -> String {
     let mut out = format!(
         "type: {}\nsubject: {} / {}\ntime: {}\nsubject_id: {}\nsource: {}\n",
         e.event_type,
@@ -191,7 +191,7 @@ pub(crate) fn summary(e: &Event) -> String {
 }
 
 /// What every row must satisfy, whatever it came from.
-pub(crate) fn check_row(e: &Event, origin: &str, text: &str) {
+pub(in crate::sources) fn check_row(e: &Event, origin: &str, text: &str) {
     assert_eq!(e.event_id, DELIVERY);
     assert_eq!(e.origin, origin);
     assert_eq!(e.spec_version, origin);
@@ -217,7 +217,7 @@ pub(crate) fn check_row(e: &Event, origin: &str, text: &str) {
     }
 }
 
-pub(crate) const RELEASE_PURL: &str = "pkg:github/Codertocat/Hello-World@0.0.1";
+pub(in crate::sources) const RELEASE_PURL: &str = "pkg:github/Codertocat/Hello-World@0.0.1";
 
 // ---- every fixture ----
 
@@ -325,9 +325,9 @@ fn cdevents_types_are_those_of_spec_v0_4_1() {
 
 // ---- rejections ----
 
-pub(crate) fn rejection(origin: Origin, kind: &str, delivery: &str, body: &[u8]) -> String {
+pub(in crate::sources) fn rejection(origin: Origin, kind: &str, delivery: &str, body: &[u8]) -> String {
     match normalise(origin, kind, delivery, body, INGESTED) {
-        Err(r) => r.0,
+        Err(r) => r.message,
         Ok(n) => panic!("accepted: {n:?}"),
     }
 }
@@ -502,7 +502,7 @@ static ALL: LazyLock<Vec<(Origin, String, Value)>> = LazyLock::new(|| {
 });
 
 /// JSON pointers to every value of `v` down to `depth` levels.
-pub(crate) fn pointers(v: &Value, prefix: String, depth: usize, out: &mut Vec<String>) {
+pub(in crate::sources) fn pointers(v: &Value, prefix: String, depth: usize, out: &mut Vec<String>) {
     if depth == 0 {
         return;
     }
@@ -525,7 +525,7 @@ pub(crate) fn pointers(v: &Value, prefix: String, depth: usize, out: &mut Vec<St
     }
 }
 
-pub(crate) fn replacements() -> Vec<Value> {
+pub(in crate::sources) fn replacements() -> Vec<Value> {
     vec![
         Value::Null,
         json!(0),
