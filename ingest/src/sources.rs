@@ -78,7 +78,7 @@ pub fn parse_origin(s: &str) -> Option<Origin> {
 }
 
 /// The result of normalising one input.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Normalised {
     /// One row for the `events` table.
     Event(Box<Event>),

@@ -19,9 +19,12 @@ use super::{Normalised, Receivers, Source};
 use crate::envelope::Envelope;
 use crate::ingester::now_micros;
 
+/// The route.
+pub const ROUTE: &str = "/api/v1/events";
+
 pub(super) const SOURCE: Source = Source {
     origin: Origin::CdEvents,
-    route: "/api/v1/events",
+    route: ROUTE,
     // Single or batch.
     body_limit: 16 << 20,
     handler: || post(receive),
@@ -35,7 +38,7 @@ async fn receive(
     headers: HeaderMap,
     Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    let source = format!("http:{}", SOURCE.route);
+    let source = format!("http:{ROUTE}");
     let now = now_micros();
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str())
         .unwrap_or("application/json")

@@ -19,9 +19,12 @@ mod normalise;
 
 pub use normalise::normalise;
 
+/// The route.
+pub const ROUTE: &str = "/webhooks/github";
+
 pub(super) const SOURCE: Source = Source {
     origin: Origin::Github,
-    route: "/webhooks/github",
+    route: ROUTE,
     // GitHub's documented maximum payload.
     body_limit: 25 << 20,
     handler: || post(receive),
@@ -69,7 +72,7 @@ async fn receive(
         .ok_or(ApiError::BadRequest("missing X-GitHub-Event header"))?;
     let delivery = header_str(&headers, "x-github-delivery")
         .ok_or(ApiError::BadRequest("missing X-GitHub-Delivery header"))?;
-    let env = Envelope::webhook(Origin::Github, kind, delivery, SOURCE.route, body);
+    let env = Envelope::webhook(Origin::Github, kind, delivery, ROUTE, body);
     Ok(accept(&r, vec![env]).await)
 }
 

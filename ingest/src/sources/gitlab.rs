@@ -18,9 +18,12 @@ mod normalise;
 
 pub use normalise::normalise;
 
+/// The route.
+pub const ROUTE: &str = "/webhooks/gitlab";
+
 pub(super) const SOURCE: Source = Source {
     origin: Origin::Gitlab,
-    route: "/webhooks/gitlab",
+    route: ROUTE,
     // As GitHub's.
     body_limit: 25 << 20,
     handler: || post(receive),
@@ -57,7 +60,7 @@ async fn receive(
         .ok_or(ApiError::BadRequest(
             "missing X-Gitlab-Event-UUID (or Idempotency-Key) header: the delivery's identity",
         ))?;
-    let env = Envelope::webhook(Origin::Gitlab, kind, delivery, SOURCE.route, body);
+    let env = Envelope::webhook(Origin::Gitlab, kind, delivery, ROUTE, body);
     Ok(accept(&r, vec![env]).await)
 }
 
