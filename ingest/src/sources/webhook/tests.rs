@@ -115,7 +115,11 @@ pub(in crate::sources) fn github(kind: &str, file: &str) -> Event {
 }
 
 /// A GitHub fixture after `edit`.
-pub(in crate::sources) fn github_edited(kind: &str, file: &str, edit: impl FnOnce(&mut Value)) -> Event {
+pub(in crate::sources) fn github_edited(
+    kind: &str,
+    file: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Event {
     let mut v = json_of(&fixtures("github").join(kind).join(file));
     edit(&mut v);
     github_text(kind, &v.to_string())
@@ -325,7 +329,12 @@ fn cdevents_types_are_those_of_spec_v0_4_1() {
 
 // ---- rejections ----
 
-pub(in crate::sources) fn rejection(origin: Origin, kind: &str, delivery: &str, body: &[u8]) -> String {
+pub(in crate::sources) fn rejection(
+    origin: Origin,
+    kind: &str,
+    delivery: &str,
+    body: &[u8],
+) -> String {
     match normalise(origin, kind, delivery, body, INGESTED) {
         Err(r) => r.message,
         Ok(n) => panic!("accepted: {n:?}"),
