@@ -72,7 +72,7 @@ pub(crate) struct ReceiverLimits {
     #[arg(
         long = "otlp-max-spans",
         env = "CDLAKE_OTLP_MAX_SPANS",
-        default_value_t = cdlake_ingest::otlp::DEFAULT_MAX_SPANS
+        default_value_t = cdlake_ingest::sources::otlp::DEFAULT_MAX_SPANS
     )]
     pub(crate) otlp_max_spans: usize,
 }
@@ -80,7 +80,7 @@ pub(crate) struct ReceiverLimits {
 impl Default for ReceiverLimits {
     fn default() -> Self {
         Self {
-            otlp_max_spans: cdlake_ingest::otlp::DEFAULT_MAX_SPANS,
+            otlp_max_spans: cdlake_ingest::sources::otlp::DEFAULT_MAX_SPANS,
         }
     }
 }

@@ -325,7 +325,7 @@ impl Demo {
             let received_at = end() - chrono::Duration::hours(3 * i as i64 + 5);
             let reason =
                 match cdevents::parse(raw, Origin::CdEvents, received_at.timestamp_micros()) {
-                    Err(rejection) => rejection.0,
+                    Err(rejection) => rejection.message,
                     Ok(_) => panic!("bad input {i} was accepted"),
                 };
             ingester.push_dead_letter(DeadLetter {

@@ -655,7 +655,11 @@ async fn receiver_attacks(t: &Arc<Target>) {
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["accepted"], 9_000, "{}", body["error"]);
     assert_eq!(body["rejected"].as_array().map(Vec::len), Some(11_000));
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("before 2000")));
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("before 2000"))
+    );
     let started = Instant::now();
     let (status, count) = t
         .sql("SELECT count(*) AS n FROM events WHERE event_id LIKE 'spray-%'")
@@ -688,7 +692,9 @@ async fn receiver_attacks(t: &Arc<Target>) {
 
     // 1.2 million small spans, gzip.
     let body = tokio::task::spawn_blocking(|| {
-        use cdlake_ingest::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
+        use cdlake_ingest::sources::otlp::{
+            ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span,
+        };
         use prost::Message;
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64;
         let spans = (0..1_200_000u64)

@@ -1,13 +1,11 @@
 //! The [`Envelope`]: one received input on its way to the writer, through JetStream or an
 //! in-process channel. It carries the raw bytes and what the receiver learnt from the transport
-//! (the webhook's event name and delivery id), so that the writer normalises exactly what was
-//! received and stores the original payload byte for byte.
+//! (the webhook's event name and delivery id), so that what was received is normalised once
+//! ([`crate::sources::normalise`]) and the original payload stored byte for byte.
 
 use bytes::Bytes;
-use cdlake_schemas::cdevents::{self, Rejection};
+use cdlake_schemas::cdevents::Rejection;
 use cdlake_schemas::{Event, Origin, Span};
-
-use crate::webhooks::{self, Normalised};
 
 /// JetStream stream holding every received input.
 pub const STREAM: &str = "CDLAKE";
@@ -24,6 +22,10 @@ pub mod header {
     pub const SOURCE: &str = "Cdlake-Source";
     pub const RECEIVED_AT: &str = "Cdlake-Received-At";
     pub const REASON: &str = "Cdlake-Reason";
+    /// The class of the reason ([`cdlake_schemas::cdevents::Reason::as_str`]).
+    pub const REASON_CLASS: &str = "Cdlake-Reason-Class";
+    /// Set (to `event`) when the body is the event row the receiver normalised, as JSON.
+    pub const NORMALISED: &str = "Cdlake-Normalised";
 }
 
 /// One received input.
@@ -39,21 +41,12 @@ pub struct Envelope {
     /// When the receiver got it (µs since the epoch, UTC).
     pub received_at: i64,
     /// Set when the receiver already rejected it: the body is to be dead-lettered.
-    pub rejected: Option<String>,
+    pub rejected: Option<Rejection>,
+    /// The body is the event row the receiver normalised (as JSON), not the raw input: the
+    /// ingester takes it as it is (read from the stream's [`header::NORMALISED`]).
+    pub normalised: bool,
     /// The raw bytes.
     pub body: Bytes,
-}
-
-/// Parse an origin name (`cdevents`, `github`, `gitlab`, `otlp`).
-pub fn parse_origin(s: &str) -> Option<Origin> {
-    [
-        Origin::CdEvents,
-        Origin::Github,
-        Origin::Gitlab,
-        Origin::Otlp,
-    ]
-    .into_iter()
-    .find(|o| o.as_str() == s)
 }
 
 impl Envelope {
@@ -66,6 +59,7 @@ impl Envelope {
             source: source.to_string(),
             received_at,
             rejected: None,
+            normalised: false,
             body: body.into(),
         }
     }
@@ -79,6 +73,7 @@ impl Envelope {
             source: format!("http:{route}"),
             received_at: crate::ingester::now_micros(),
             rejected: None,
+            normalised: false,
             body,
         }
     }
@@ -93,40 +88,10 @@ impl Envelope {
             source: format!("http:{route}"),
             received_at,
             rejected: None,
+            normalised: false,
             body: serde_json::to_vec(spans)
                 .expect("span rows serialise")
                 .into(),
-        }
-    }
-
-    /// Decode and normalise into an event row, stamped `ingested_at`. An event whose time is
-    /// not plausible for when the receiver got it is rejected
-    /// ([`cdlake_schemas::event::check_time`]).
-    pub fn decode(&self, ingested_at: i64) -> Result<Normalised, Rejection> {
-        let decoded = self.decode_unchecked(ingested_at)?;
-        if let Normalised::Event(event) = &decoded {
-            cdlake_schemas::event::check_time(event.time, self.received_at).map_err(Rejection)?;
-        }
-        Ok(decoded)
-    }
-
-    fn decode_unchecked(&self, ingested_at: i64) -> Result<Normalised, Rejection> {
-        if let Some(reason) = &self.rejected {
-            return Err(Rejection(reason.clone()));
-        }
-        match self.origin {
-            Origin::Github | Origin::Gitlab => webhooks::normalise(
-                self.origin,
-                &self.kind,
-                &self.delivery,
-                &self.body,
-                ingested_at,
-            ),
-            Origin::CdEvents => cdevents::parse(&self.body, self.origin, ingested_at)
-                .map(|e| Normalised::Event(Box::new(e))),
-            Origin::Otlp => Err(Rejection(
-                "OTLP spans are not carried as events; send them to POST /v1/traces".into(),
-            )),
         }
     }
 
@@ -180,14 +145,5 @@ mod tests {
             "cdlake.events.cdevents.pull_request.a_b__"
         );
         assert_eq!(env.subject(None), "cdlake.dead.cdevents");
-        assert_eq!(parse_origin("gitlab"), Some(Origin::Gitlab));
-        assert_eq!(parse_origin("svn"), None);
-    }
-
-    #[test]
-    fn a_receiver_rejection_stays_a_rejection() {
-        let mut env = Envelope::cdevent(&b"{}"[..], "test", 0);
-        env.rejected = Some("missing header".into());
-        assert_eq!(env.decode(1), Err(Rejection("missing header".into())));
     }
 }

@@ -24,9 +24,7 @@ use cdlake_schemas::{DeadLetter, Event, Origin, Span, cdevents, dead_letters_sch
 use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
 
-use crate::envelope::Envelope;
 use crate::parquet::{EncodeOptions, encode, read_identity_keys, writer_properties};
-use crate::webhooks::Normalised;
 use crate::{Error, Result};
 
 /// When to flush, and how to encode.
@@ -70,7 +68,7 @@ pub enum Outcome {
     Accepted,
     Duplicate,
     /// Dead-lettered with this reason.
-    Rejected(String),
+    Rejected(cdevents::Rejection),
     /// Answered but not stored (a webhook `ping`).
     Ignored,
 }
@@ -183,7 +181,7 @@ impl Ingester {
         let parsed = cdevents::parse(raw, origin, now).and_then(|e| {
             cdlake_schemas::event::check_time(e.time, now)
                 .map(|()| e)
-                .map_err(cdevents::Rejection)
+                .map_err(cdevents::Rejection::invalid)
         });
         match parsed {
             Ok(event) => Ok(match self.push(event).await? {
@@ -195,66 +193,12 @@ impl Ingester {
                     received_at: now,
                     origin: origin.as_str().to_string(),
                     source: source.to_string(),
-                    reason: rejection.0.clone(),
+                    reason: rejection.message.clone(),
                     payload: raw.to_vec(),
                 });
-                Ok(Outcome::Rejected(rejection.0))
+                Ok(Outcome::Rejected(rejection))
             }
         }
-    }
-
-    /// Decode and normalise a received [`Envelope`] and push it, or dead-letter it with the
-    /// reason (stamped with the time the receiver got it).
-    pub async fn ingest_envelope(&mut self, envelope: &Envelope) -> Result<Outcome> {
-        let now = now_micros();
-        if envelope.origin == Origin::Otlp && envelope.rejected.is_none() {
-            return self.ingest_spans(envelope).await;
-        }
-        match envelope.decode(now) {
-            Ok(Normalised::Event(event)) => Ok(match self.push(*event).await? {
-                Pushed::Accepted => Outcome::Accepted,
-                Pushed::Duplicate => Outcome::Duplicate,
-            }),
-            Ok(Normalised::Ping) => Ok(Outcome::Ignored),
-            Err(rejection) => {
-                self.push_dead_letter(DeadLetter {
-                    received_at: envelope.received_at,
-                    origin: envelope.origin.as_str().to_string(),
-                    source: envelope.source.clone(),
-                    reason: rejection.0.clone(),
-                    payload: envelope.body.to_vec(),
-                });
-                Ok(Outcome::Rejected(rejection.0))
-            }
-        }
-    }
-
-    /// A batch of spans decoded by an OTLP receiver ([`Envelope::spans`]): `Accepted` when any
-    /// span is new, `Duplicate` when all were stored already.
-    async fn ingest_spans(&mut self, envelope: &Envelope) -> Result<Outcome> {
-        let spans: Vec<Span> = match serde_json::from_slice(&envelope.body) {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = format!("malformed span batch: {e}");
-                self.push_dead_letter(DeadLetter {
-                    received_at: envelope.received_at,
-                    origin: envelope.origin.as_str().to_string(),
-                    source: envelope.source.clone(),
-                    reason: reason.clone(),
-                    payload: envelope.body.to_vec(),
-                });
-                return Ok(Outcome::Rejected(reason));
-            }
-        };
-        let mut any = false;
-        for span in spans {
-            any |= self.push_span(span).await? == Pushed::Accepted;
-        }
-        Ok(if any {
-            Outcome::Accepted
-        } else {
-            Outcome::Duplicate
-        })
     }
 
     /// Buffer a span unless its identity (trace id, span id) is already stored or buffered.
@@ -362,9 +306,8 @@ impl Ingester {
         // Partitions with buffered rows stay: only the others count against the cache, and
         // nothing is scanned while there is room (a batch spread over thousands of dates
         // would otherwise scan the cache once per date).
-        let limit = self.config.cached_partitions.max(1)
-            + self.pending.len()
-            + self.pending_spans.len();
+        let limit =
+            self.config.cached_partitions.max(1) + self.pending.len() + self.pending_spans.len();
         while self.seen.len() >= limit {
             let victim = self
                 .seen

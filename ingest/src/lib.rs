@@ -12,15 +12,15 @@
 
 pub mod compact;
 pub mod envelope;
-pub mod http;
 pub mod ingester;
 pub mod metrics;
 pub mod migrate;
-pub mod otlp;
 pub mod parquet;
 pub mod records;
+pub mod retry;
+pub mod sink;
+pub mod sources;
 pub mod stream;
-pub mod webhooks;
 pub mod writer;
 
 pub use envelope::Envelope;

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::ingester::{FlushReport, Outcome};
 
 /// How a metric behaves, for its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,23 +155,44 @@ impl Metrics {
     }
 }
 
-/// A short, bounded label for a rejection reason (the full reason is in the dead-letter row).
-pub fn reason_class(reason: &str) -> &'static str {
-    let r = reason.to_ascii_lowercase();
-    if r.starts_with("malformed json") || r.contains("not json") {
-        "malformed_json"
-    } else if r.contains("utf-8") {
-        "not_utf8"
-    } else if r.contains("not a cdevents type") || r.starts_with("neither a cdevent") {
-        "not_cdevents"
-    } else if r.contains("signature") || r.contains("token") {
-        "unauthorized"
-    } else if r.contains("limit") {
-        "too_large"
-    } else if r.starts_with("missing") || r.contains(" has no ") || r.contains("missing `") {
-        "missing_field"
-    } else {
-        "invalid"
+/// Record the figures of a flush that began at `started`.
+pub fn record_flush(metrics: &Metrics, started: Instant, result: &crate::Result<FlushReport>) {
+    metrics.add(FLUSH_SECONDS, &[], started.elapsed().as_secs_f64());
+    match result {
+        Ok(report) => {
+            metrics.inc(FLUSHES, &[("result", "ok")]);
+            metrics.add(COMMITTED, &[], report.events as f64);
+            metrics.add(DEAD_LETTERED, &[], report.dead_letters as f64);
+            metrics.add(FLUSH_BYTES, &[], report.bytes as f64);
+            metrics.add(FILES, &[], report.files.len() as f64);
+            if report.events + report.dead_letters > 0 {
+                metrics.set(
+                    LAST_COMMIT,
+                    &[],
+                    chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
+                );
+            }
+        }
+        Err(e) => {
+            metrics.inc(FLUSHES, &[("result", "error")]);
+            metrics.inc(STORE_ERRORS, &[]);
+            tracing::error!(
+                error = %e,
+                "Committing to the store failed; the rows stay buffered and nothing is acknowledged. Retrying."
+            );
+        }
+    }
+}
+
+/// Count one outcome.
+pub fn record_outcome(metrics: &Metrics, origin: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Accepted | Outcome::Ignored => {}
+        Outcome::Duplicate => metrics.inc(DUPLICATE, &[("origin", origin)]),
+        Outcome::Rejected(rejection) => metrics.inc(
+            REJECTED,
+            &[("origin", origin), ("reason", rejection.reason.as_str())],
+        ),
     }
 }
 
@@ -192,19 +216,5 @@ mod tests {
         assert!(text.contains("# TYPE cdlake_buffer_rows gauge\ncdlake_buffer_rows 7\n"));
         assert_eq!(m.get(RECEIVED, &[("origin", "github")]), 2.0);
         assert_eq!(m.get(RECEIVED, &[("origin", "gitlab")]), 0.0);
-    }
-
-    #[test]
-    fn reason_classes_are_bounded() {
-        assert_eq!(
-            reason_class("malformed JSON: expected value at line 1"),
-            "malformed_json"
-        );
-        assert_eq!(
-            reason_class("`context.type` \"x\" is not a CDEvents type (expected …)"),
-            "not_cdevents"
-        );
-        assert_eq!(reason_class("missing `subject.id`"), "missing_field");
-        assert_eq!(reason_class("something else"), "invalid");
     }
 }

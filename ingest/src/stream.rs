@@ -4,10 +4,13 @@
 //! Every input is one message on the stream `CDLAKE`: accepted ones on
 //! `cdlake.events.<origin>.<subject>.<predicate>` with `Nats-Msg-Id` set to the event identity
 //! (JetStream drops a re-publish within its duplicate window), rejected ones on
-//! `cdlake.dead.<origin>` with the reason. The body is the raw input; the headers carry what the
-//! receiver learnt from the transport. Ingesters share the durable pull consumer
-//! `cdlake-ingest`; each acknowledges a message only after the Parquet file holding
-//! it is durably committed, and sends progress acks while a commit is slow or failing.
+//! `cdlake.dead.<origin>` with the reason. The body is the event row the receiver normalised
+//! (as JSON, marked by the `Cdlake-Normalised` header, so the ingester does not decode the
+//! delivery again), the batch of span rows, or the raw input (dead letters, and messages other
+//! tools publish); the headers carry what the receiver learnt from the transport. Ingesters
+//! share the durable pull consumer `cdlake-ingest`; each acknowledges a message only after the
+//! Parquet file holding it is durably committed, and sends progress acks while a commit is
+//! slow or failing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,13 +19,17 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use cdlake_schemas::cdevents::{Reason, Rejection};
 use cdlake_schemas::{Event, Origin};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
-use crate::envelope::{self, Envelope, header, parse_origin};
+use crate::envelope::{self, Envelope, header};
 use crate::ingester::{Committer, FlushReport, Ingester, Outcome, Pending, now_micros};
-use crate::metrics::{self, Metrics};
-use crate::writer::{backoff, record_flush, record_outcome};
+use crate::metrics::{self, Metrics, record_flush, record_outcome};
+use crate::retry::backoff;
+use crate::sink::{Item, Sink, SinkError};
+use crate::sources::parse_origin;
 
 /// The durable consumer shared by every ingester.
 pub const CONSUMER: &str = "cdlake-ingest";
@@ -38,11 +45,15 @@ pub enum StreamError {
         source: async_nats::ConnectError,
     },
     #[error("JetStream stream {STREAM}: {0}; is JetStream enabled on the server (nats-server -js)?", STREAM = envelope::STREAM)]
-    Stream(String),
+    Stream(#[source] jetstream::context::CreateStreamError),
     #[error("publishing to JetStream: {0}")]
-    Publish(String),
+    Publish(#[source] jetstream::context::PublishError),
+    #[error("encoding a normalised event: {0}")]
+    Encode(#[source] serde_json::Error),
     #[error("JetStream consumer {CONSUMER}: {0}")]
-    Consumer(String),
+    Consumer(#[source] jetstream::stream::ConsumerError),
+    #[error("the commit task of the ingester failed: {0}")]
+    Flush(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Ingest(#[from] crate::Error),
 }
@@ -90,7 +101,7 @@ pub fn stream_config() -> stream::Config {
 pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, StreamError> {
     js.get_or_create_stream(stream_config())
         .await
-        .map_err(|e| StreamError::Stream(e.to_string()))
+        .map_err(StreamError::Stream)
 }
 
 /// Publishes received inputs to JetStream, awaiting every acknowledgement.
@@ -122,11 +133,13 @@ fn headers_of(env: &Envelope, event: Option<&Event>) -> HeaderMap {
     if !env.delivery.is_empty() {
         h.insert(header::DELIVERY, env.delivery.as_str());
     }
-    if let Some(reason) = &env.rejected {
+    if let Some(rejection) = &env.rejected {
         // Header values are single lines.
-        h.insert(header::REASON, reason.replace(['\r', '\n'], " "));
+        h.insert(header::REASON, rejection.message.replace(['\r', '\n'], " "));
+        h.insert(header::REASON_CLASS, rejection.reason.as_str());
     }
     if let Some(e) = event {
+        h.insert(header::NORMALISED, "event");
         h.insert("Nats-Msg-Id", message_id(e));
     } else if env.origin == Origin::Otlp && env.rejected.is_none() && !env.delivery.is_empty() {
         h.insert("Nats-Msg-Id", format!("spans-{}", env.delivery));
@@ -148,23 +161,26 @@ impl Publisher {
     /// Publish each envelope (with its decoded event; `None` for a rejected one) and await
     /// every acknowledgement. An input JetStream reports as a duplicate is `Duplicate`.
     #[tracing::instrument(name = "publish", skip_all, fields(messages = items.len()))]
-    pub async fn publish(
-        &self,
-        items: &[(Envelope, Option<Box<Event>>)],
-    ) -> Result<Vec<Outcome>, StreamError> {
+    pub async fn publish(&self, items: &[Item]) -> Result<Vec<Outcome>, StreamError> {
         let mut acks = Vec::with_capacity(items.len());
         for (env, event) in items {
             let subject = env.subject(event.as_deref());
+            // An event the receiver normalised travels as that row: the ingester takes it as
+            // it is instead of decoding and normalising the delivery again.
+            let body = match event {
+                Some(e) => Bytes::from(serde_json::to_vec(e).map_err(StreamError::Encode)?),
+                None => env.body.clone(),
+            };
             let ack = self
                 .js
-                .publish_with_headers(subject, headers_of(env, event.as_deref()), env.body.clone())
+                .publish_with_headers(subject, headers_of(env, event.as_deref()), body)
                 .await
-                .map_err(|e| StreamError::Publish(e.to_string()))?;
+                .map_err(StreamError::Publish)?;
             acks.push(ack);
         }
         let mut outcomes = Vec::with_capacity(items.len());
         for ((env, _), ack) in items.iter().zip(acks) {
-            let ack = ack.await.map_err(|e| StreamError::Publish(e.to_string()))?;
+            let ack = ack.await.map_err(StreamError::Publish)?;
             let origin = env.origin.as_str();
             outcomes.push(match &env.rejected {
                 Some(reason) => Outcome::Rejected(reason.clone()),
@@ -182,12 +198,26 @@ impl Publisher {
     }
 }
 
+impl Sink for Publisher {
+    fn submit(&self, items: Vec<Item>) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
+        Box::pin(async move {
+            self.publish(&items).await.map_err(|e| {
+                SinkError::new(
+                    "JetStream did not acknowledge the input; retry later (input that was published meanwhile is answered as a duplicate)",
+                    e,
+                )
+            })
+        })
+    }
+}
+
 /// The envelope a stream message carries. Messages published by other tools (no cdlake
 /// headers) are CDEvents; the origin then comes from the subject.
 pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Envelope {
     // One pass over the headers: `HeaderMap::get` builds and validates a name per call.
     let (mut origin_h, mut kind, mut delivery, mut source, mut received, mut reason) =
         (None, None, None, None, None, None);
+    let (mut normalised, mut class) = (None, None);
     for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
         let Some(value) = values.first().map(|v| v.as_str()).filter(|v| !v.is_empty()) else {
             continue;
@@ -199,6 +229,8 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
             n if n.eq_ignore_ascii_case(header::SOURCE) => &mut source,
             n if n.eq_ignore_ascii_case(header::RECEIVED_AT) => &mut received,
             n if n.eq_ignore_ascii_case(header::REASON) => &mut reason,
+            n if n.eq_ignore_ascii_case(header::NORMALISED) => &mut normalised,
+            n if n.eq_ignore_ascii_case(header::REASON_CLASS) => &mut class,
             _ => continue,
         };
         *slot = Some(value);
@@ -210,7 +242,10 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
         .or_else(|| origin_token.and_then(parse_origin))
         .unwrap_or(cdlake_schemas::Origin::CdEvents);
     let rejected = if kind_token == Some("dead") {
-        Some(reason.unwrap_or("rejected by the receiver").to_string())
+        Some(Rejection::new(
+            class.and_then(Reason::parse).unwrap_or(Reason::Invalid),
+            reason.unwrap_or("rejected by the receiver"),
+        ))
     } else {
         None
     };
@@ -222,6 +257,7 @@ pub fn envelope_of(subject: &str, headers: Option<&HeaderMap>, payload: Bytes) -
         received_at: received
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(now_micros),
+        normalised: rejected.is_none() && normalised == Some("event"),
         rejected,
         body: payload,
     }
@@ -268,7 +304,7 @@ async fn ensure_consumer(
             },
         )
         .await
-        .map_err(|e| StreamError::Consumer(e.to_string()))
+        .map_err(StreamError::Consumer)
 }
 
 /// Publish `body` to each reply subject; returns how many could not be sent.
@@ -420,7 +456,7 @@ pub async fn consume(
                 _ = &mut shutdown, if !stopping => { stopping = true; }
                 done = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
                     running = None;
-                    let done = done.map_err(|e| StreamError::Consumer(format!("the flush task failed: {e}")))?;
+                    let done = done.map_err(StreamError::Flush)?;
                     match done.result {
                         Ok(report) => {
                             failures = 0;
@@ -444,7 +480,7 @@ pub async fn consume(
                             counts.consumer_pending = Some(info.pending);
                         }
                         counts.received(env.origin);
-                        match ingester.ingest_envelope(&env).await {
+                        match crate::sources::ingest(&mut ingester, &env).await {
                             Ok(outcome) => {
                                 if env.rejected.is_none() {
                                     record_outcome(&metrics, env.origin.as_str(), &outcome);
@@ -588,7 +624,16 @@ mod tests {
         h.insert(header::RECEIVED_AT, "1700000000000000");
         let env = envelope_of("cdlake.dead.github", Some(&h), Bytes::from_static(b"{"));
         assert_eq!(env.origin, cdlake_schemas::Origin::Github);
-        assert_eq!(env.rejected.as_deref(), Some("malformed JSON: eof"));
+        assert_eq!(
+            env.rejected,
+            Some(Rejection::new(Reason::Invalid, "malformed JSON: eof"))
+        );
+        h.insert(header::REASON_CLASS, "malformed_json");
+        let env = envelope_of("cdlake.dead.github", Some(&h), Bytes::from_static(b"{"));
+        assert_eq!(
+            env.rejected,
+            Some(Rejection::malformed_json("malformed JSON: eof"))
+        );
         assert_eq!(env.received_at, 1_700_000_000_000_000);
     }
 }

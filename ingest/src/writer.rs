@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashSet;
 
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::envelope::Envelope;
-use cdlake_schemas::Event;
-
 use crate::ingester::{FlushReport, Ingester, Outcome, Pending, Pushed};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, record_flush, record_outcome};
+use crate::retry::backoff;
+use crate::sink::{Item, Sink, SinkError};
 
 /// When the writer commits and how long it lets callers wait.
 #[derive(Debug, Clone)]
@@ -51,9 +51,6 @@ pub enum WriteError {
 
 type Reply = oneshot::Sender<Result<Vec<Outcome>, WriteError>>;
 
-/// An envelope, with its event when the receiver already decoded it (so it is not parsed twice).
-pub type Item = (Envelope, Option<Box<Event>>);
-
 struct Job {
     envelopes: Vec<Item>,
     reply: Reply,
@@ -85,57 +82,20 @@ impl WriterHandle {
     }
 }
 
-/// Record the figures of a flush that began at `started`.
-pub(crate) fn record_flush(
-    metrics: &Metrics,
-    started: Instant,
-    result: &crate::Result<FlushReport>,
-) {
-    metrics.add(metrics::FLUSH_SECONDS, &[], started.elapsed().as_secs_f64());
-    match result {
-        Ok(report) => {
-            metrics.inc(metrics::FLUSHES, &[("result", "ok")]);
-            metrics.add(metrics::COMMITTED, &[], report.events as f64);
-            metrics.add(metrics::DEAD_LETTERED, &[], report.dead_letters as f64);
-            metrics.add(metrics::FLUSH_BYTES, &[], report.bytes as f64);
-            metrics.add(metrics::FILES, &[], report.files.len() as f64);
-            if report.events + report.dead_letters > 0 {
-                metrics.set(
-                    metrics::LAST_COMMIT,
-                    &[],
-                    chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
-                );
-            }
-        }
-        Err(e) => {
-            metrics.inc(metrics::FLUSHES, &[("result", "error")]);
-            metrics.inc(metrics::STORE_ERRORS, &[]);
-            tracing::error!(
-                error = %e,
-                "Committing to the store failed; the rows stay buffered and nothing is acknowledged. Retrying."
-            );
-        }
+impl Sink for WriterHandle {
+    fn submit(&self, items: Vec<Item>) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
+        Box::pin(async move {
+            WriterHandle::submit(self, items).await.map_err(|e| {
+                let message = match e {
+                    WriteError::StoreUnavailable(_) => {
+                        "the store is not accepting writes; retry later (input that was stored meanwhile is answered as a duplicate)"
+                    }
+                    WriteError::Stopped => "cdlake is shutting down; retry against a running cdlake",
+                };
+                SinkError::new(message, e)
+            })
+        })
     }
-}
-
-/// Count one outcome.
-pub(crate) fn record_outcome(metrics: &Metrics, origin: &str, outcome: &Outcome) {
-    match outcome {
-        Outcome::Accepted | Outcome::Ignored => {}
-        Outcome::Duplicate => metrics.inc(metrics::DUPLICATE, &[("origin", origin)]),
-        Outcome::Rejected(reason) => metrics.inc(
-            metrics::REJECTED,
-            &[
-                ("origin", origin),
-                ("reason", metrics::reason_class(reason)),
-            ],
-        ),
-    }
-}
-
-/// Back-off between retries of a failing store: 0.5 s doubling to 30 s.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
 }
 
 /// Start the writer task. It ends when every handle is dropped, after a last flush.
@@ -358,7 +318,7 @@ async fn ingest_all(
                 Pushed::Accepted => Outcome::Accepted,
                 Pushed::Duplicate => Outcome::Duplicate,
             },
-            None => ingester.ingest_envelope(&env).await?,
+            None => crate::sources::ingest(ingester, &env).await?,
         };
         // Rejections the receiver made are counted there.
         if env.rejected.is_none() {

@@ -13,21 +13,97 @@ use serde_json::{Map, Value};
 
 use crate::event::{Event, Origin};
 
-/// Why an input was rejected: the reason of its dead-letter row.
+/// The class of a rejection: a bounded label for metrics (`cdlake_rejected_total{reason}`);
+/// the message says the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Not JSON, or not the JSON expected.
+    MalformedJson,
+    /// Not UTF-8 text.
+    NotUtf8,
+    /// JSON, but neither a CDEvent nor a CloudEvent carrying one.
+    NotCdevents,
+    /// A signature or token that does not match.
+    Unauthorized,
+    /// Past a size or count limit.
+    TooLarge,
+    /// A field or header it must have is missing.
+    MissingField,
+    /// Anything else wrong with it (a field of the wrong type, an implausible time …).
+    Invalid,
+}
+
+impl Reason {
+    /// Every class.
+    pub const ALL: [Reason; 7] = [
+        Reason::MalformedJson,
+        Reason::NotUtf8,
+        Reason::NotCdevents,
+        Reason::Unauthorized,
+        Reason::TooLarge,
+        Reason::MissingField,
+        Reason::Invalid,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MalformedJson => "malformed_json",
+            Reason::NotUtf8 => "not_utf8",
+            Reason::NotCdevents => "not_cdevents",
+            Reason::Unauthorized => "unauthorized",
+            Reason::TooLarge => "too_large",
+            Reason::MissingField => "missing_field",
+            Reason::Invalid => "invalid",
+        }
+    }
+
+    /// The class of a label ([`Reason::as_str`]).
+    pub fn parse(label: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == label)
+    }
+}
+
+/// Why an input was rejected: its class, and the message that is the reason of its
+/// dead-letter row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection(pub String);
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn malformed_json(message: impl Into<String>) -> Self {
+        Self::new(Reason::MalformedJson, message)
+    }
+
+    pub fn not_utf8(error: std::str::Utf8Error) -> Self {
+        Self::new(Reason::NotUtf8, format!("not valid UTF-8: {error}"))
+    }
+
+    pub fn missing(message: impl Into<String>) -> Self {
+        Self::new(Reason::MissingField, message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Reason::Invalid, message)
+    }
+}
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for Rejection {}
-
-fn reject(reason: impl Into<String>) -> Rejection {
-    Rejection(reason.into())
-}
 
 /// The parts of a CDEvents type `dev.cdevents.<subject>.<predicate>.<version>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +143,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
 ///
 /// `ingested_at` is stamped on the row; `origin` records the receiver.
 pub fn parse(raw: &[u8], origin: Origin, ingested_at: i64) -> Result<Event, Rejection> {
-    let text = std::str::from_utf8(raw).map_err(|e| reject(format!("not valid UTF-8: {e}")))?;
+    let text = std::str::from_utf8(raw).map_err(Rejection::not_utf8)?;
     let mut event = match fast::cdevent(text) {
         Some(event) => event,
         None => general(text)?,
@@ -80,17 +156,18 @@ pub fn parse(raw: &[u8], origin: Origin, ingested_at: i64) -> Result<Event, Reje
 
 /// Any accepted shape, through a JSON tree, with the reason when it is not one.
 fn general(text: &str) -> Result<Event, Rejection> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| reject(format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
     let Value::Object(top) = value else {
-        return Err(reject("not a JSON object"));
+        return Err(Rejection::invalid("not a JSON object"));
     };
     if top.contains_key("context") {
         from_cdevent(&top, None)
     } else if top.contains_key("specversion") {
         from_cloudevent(&top)
     } else {
-        Err(reject(
+        Err(Rejection::new(
+            Reason::NotCdevents,
             "neither a CDEvent (no `context`) nor a CloudEvent (no `specversion`)",
         ))
     }
@@ -117,20 +194,23 @@ fn from_cloudevent(ce: &Map<String, Value>) -> Result<Event, Rejection> {
     let data = match ce.get("data") {
         Some(Value::Object(m)) => m,
         Some(Value::String(s)) => {
-            parsed = serde_json::from_str::<Value>(s)
-                .map_err(|e| reject(format!("CloudEvent `data` is a string but not JSON: {e}")))?;
+            parsed = serde_json::from_str::<Value>(s).map_err(|e| {
+                Rejection::malformed_json(format!(
+                    "CloudEvent `data` is a string but not JSON: {e}"
+                ))
+            })?;
             parsed
                 .as_object()
-                .ok_or_else(|| reject("CloudEvent `data` is not a JSON object"))?
+                .ok_or_else(|| Rejection::invalid("CloudEvent `data` is not a JSON object"))?
         }
-        Some(_) => return Err(reject("CloudEvent `data` is not a JSON object")),
+        Some(_) => return Err(Rejection::invalid("CloudEvent `data` is not a JSON object")),
         None => match ce.get("data_base64") {
             Some(_) => {
-                return Err(reject(
+                return Err(Rejection::invalid(
                     "CloudEvent `data_base64` is not supported; send JSON `data`",
                 ));
             }
-            None => return Err(reject("CloudEvent has no `data`")),
+            None => return Err(Rejection::missing("CloudEvent has no `data`")),
         },
     };
     from_cdevent(data, Some(&env))
@@ -163,9 +243,9 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
     let empty = Map::new();
     let context = match ev.get("context") {
         Some(Value::Object(c)) => c,
-        Some(_) => return Err(reject("`context` is not an object")),
+        Some(_) => return Err(Rejection::invalid("`context` is not an object")),
         None if env.is_some() => &empty,
-        None => return Err(reject("missing `context`")),
+        None => return Err(Rejection::missing("missing `context`")),
     };
     let field = |name: &str, from_env: Option<&'static str>| -> Result<&str, Rejection> {
         let env_value = env.and_then(|e| match from_env? {
@@ -177,11 +257,13 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         });
         match context.get(name) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.as_str()),
-            Some(Value::String(_)) => Err(reject(format!("`context.{name}` is empty"))),
-            Some(_) => Err(reject(format!("`context.{name}` is not a string"))),
+            Some(Value::String(_)) => Err(Rejection::invalid(format!("`context.{name}` is empty"))),
+            Some(_) => Err(Rejection::invalid(format!(
+                "`context.{name}` is not a string"
+            ))),
             None => env_value
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| reject(format!("missing `context.{name}`"))),
+                .ok_or_else(|| Rejection::missing(format!("missing `context.{name}`"))),
         }
     };
     let event_id = field("id", Some("id"))?;
@@ -190,14 +272,14 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
     let timestamp = field("timestamp", Some("time"))?;
     let subject = match ev.get("subject") {
         Some(Value::Object(s)) => s,
-        Some(_) => return Err(reject("`subject` is not an object")),
-        None => return Err(reject("missing `subject`")),
+        Some(_) => return Err(Rejection::invalid("`subject` is not an object")),
+        None => return Err(Rejection::missing("missing `subject`")),
     };
     let subject_id = match subject.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-        Some(Value::String(_)) => return Err(reject("`subject.id` is empty")),
-        Some(_) => return Err(reject("`subject.id` is not a string")),
-        None => return Err(reject("missing `subject.id`")),
+        Some(Value::String(_)) => return Err(Rejection::invalid("`subject.id` is empty")),
+        Some(_) => return Err(Rejection::invalid("`subject.id` is not a string")),
+        None => return Err(Rejection::missing("missing `subject.id`")),
     };
     let content = subject
         .get("content")
@@ -237,13 +319,15 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
 /// The row of a CDEvent's parts: its type and time checked, the linking fields placed.
 fn build(p: Parts<'_>) -> Result<Event, Rejection> {
     let ty = parse_type(p.event_type).ok_or_else(|| {
-        reject(format!(
+        Rejection::new(
+            Reason::NotCdevents,
+            format!(
             "`context.type` {:?} is not a CDEvents type (expected dev.cdevents.<subject>.<predicate>.<version>)",
             p.event_type
         ))
     })?;
     let time = parse_time(p.timestamp).ok_or_else(|| {
-        reject(format!(
+        Rejection::invalid(format!(
             "`context.timestamp` {:?} is not an RFC 3339 time",
             p.timestamp
         ))

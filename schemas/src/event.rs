@@ -30,7 +30,8 @@ impl Origin {
 }
 
 /// One normalised row of the `events` table. Times are microseconds since the Unix epoch, UTC.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Its JSON form carries a normalised event from the receiver to the ingester.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub event_id: String,
     pub event_source: String,

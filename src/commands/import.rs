@@ -10,6 +10,7 @@ use anyhow::Context;
 use cdlake_ingest::ingester::Outcome;
 use cdlake_ingest::records::{self, Record};
 use cdlake_ingest::{Ingester, IngesterConfig};
+use cdlake_schemas::cdevents::Rejection;
 use cdlake_schemas::{DeadLetter, Origin};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -41,9 +42,10 @@ impl Counts {
         match outcome {
             Outcome::Accepted => self.imported += 1,
             Outcome::Duplicate | Outcome::Ignored => self.duplicate += 1,
-            Outcome::Rejected(reason) => {
+            Outcome::Rejected(rejection) => {
                 self.rejected += 1;
                 // Group reasons by their first clause, so a summary stays short.
+                let reason = rejection.message;
                 let short = reason.split(':').next().unwrap_or(&reason).to_string();
                 *self.reasons.entry(short).or_default() += 1;
             }
@@ -102,7 +104,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                         reason: reason.clone(),
                         payload: raw.to_vec(),
                     });
-                    Outcome::Rejected(reason)
+                    Outcome::Rejected(Rejection::malformed_json(reason))
                 }
             };
             counts.add(outcome);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use cdlake_ingest::Metrics;
-use cdlake_ingest::http::{Receivers, Sink, router};
+use cdlake_ingest::sources::{Receivers, router};
 use cdlake_ingest::stream::{Publisher, connect};
 
 use super::{NatsArgs, ReceiverLimits, SecretArgs};
@@ -35,7 +35,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let publisher = Publisher::new(client.clone(), metrics.clone()).await?;
     args.secrets.warn_if_open();
     let receivers = Receivers {
-        sink: Sink::Nats(Box::new(publisher)),
+        sink: Arc::new(publisher),
         github_secrets: args.secrets.github_secret.clone(),
         gitlab_tokens: args.secrets.gitlab_token.clone(),
         otlp_max_spans: args.limits.otlp_max_spans,

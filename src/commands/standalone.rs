@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cdlake_ingest::http::{Receivers, Sink, router};
+use cdlake_ingest::sources::{Receivers, router};
 use cdlake_ingest::writer::{self, WriterOptions};
 use cdlake_ingest::{Ingester, IngesterConfig, Metrics};
 use cdlake_query::Config;
@@ -63,7 +63,7 @@ pub(crate) async fn start(
     let (handle, task) = writer::spawn(ingester, metrics.clone(), WriterOptions::default());
     secrets.warn_if_open();
     let receivers = Receivers {
-        sink: Sink::Local(handle.clone()),
+        sink: Arc::new(handle.clone()),
         github_secrets: secrets.github_secret.clone(),
         gitlab_tokens: secrets.gitlab_token.clone(),
         otlp_max_spans: receiver_limits.otlp_max_spans,

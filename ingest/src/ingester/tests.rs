@@ -108,7 +108,7 @@ async fn rejected_records_become_dead_letters_with_reason_and_bytes() {
         .await
         .unwrap();
     assert!(
-        matches!(&out, Outcome::Rejected(r) if r.contains("malformed JSON")),
+        matches!(&out, Outcome::Rejected(r) if r.message.contains("malformed JSON")),
         "{out:?}"
     );
     ing.flush().await.unwrap();

@@ -170,7 +170,7 @@ fn bad_input_is_rejected_with_a_reason_naming_the_problem() {
     for (raw, want) in cases {
         let err = parse(raw, Origin::CdEvents, 0).unwrap_err();
         assert!(
-            err.0.contains(want),
+            err.message.contains(want),
             "{:?}: got {err}, want it to mention {want}",
             String::from_utf8_lossy(raw)
         );

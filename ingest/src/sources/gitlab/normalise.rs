@@ -1,5 +1,5 @@
-//! GitLab deliveries (`X-Gitlab-Event`, `object_kind`) to rows; see the mapping in the parent
-//! module.
+//! GitLab deliveries (`X-Gitlab-Event`, `object_kind`) to rows; see the mapping in
+//! `sources::webhook`.
 //!
 //! The body's `object_kind` (or a system hook's `event_name`) says what a delivery is; the
 //! header is used only when the body does not say. Job hooks carry no `project` object: their
@@ -9,9 +9,10 @@
 use cdlake_schemas::{Event, cdevents::Rejection};
 use serde_json::Value;
 
-use super::{
-    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Normalised, Provider, Row, at, environment_label, id_at,
-    is_full_sha, is_incident_label, label_names, parse_time, purl, reject, str_at, time_at,
+use crate::sources::Normalised;
+use crate::sources::webhook::{
+    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, environment_label, id_at,
+    is_full_sha, is_incident_label, label_names, parse_time, prepare, purl, str_at, time_at,
 };
 
 /// The `object_kind` that an `X-Gitlab-Event` header announces.
@@ -37,16 +38,25 @@ fn kind_of_header(header: &str) -> Option<&'static str> {
         .map(|&(_, kind)| kind)
 }
 
-pub(super) fn normalise(
-    row: &Row<'_>,
-    header: &str,
-    body: &Value,
+/// Normalise one GitLab delivery: `kind` is the event name header (`X-Gitlab-Event`, e.g. "Merge Request Hook"; the body's `object_kind` wins), `delivery`
+/// the delivery id (it becomes `event_id`, so a redelivery is a duplicate), `body` the raw JSON
+/// body, `ingested_at` µs since the epoch, UTC.
+pub fn normalise(
+    kind: &str,
+    delivery: &str,
+    body: &[u8],
+    ingested_at: i64,
 ) -> Result<Normalised, Rejection> {
+    let (row, value) = prepare(Provider::Gitlab, delivery, body, ingested_at)?;
+    normalise_delivery(&row, kind.trim(), &value)
+}
+
+fn normalise_delivery(row: &Row<'_>, header: &str, body: &Value) -> Result<Normalised, Rejection> {
     let kind = str_at(body, &["object_kind"])
         .or_else(|| str_at(body, &["event_name"]))
         .or_else(|| kind_of_header(header))
         .ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitLab delivery has no `object_kind` and its X-Gitlab-Event header {header:?} is not a known hook (e.g. \"Merge Request Hook\")"
             ))
         })?;
@@ -111,7 +121,7 @@ impl<'a> Delivery<'a> {
 
     fn attributes(&self) -> Result<&'a Value, Rejection> {
         self.attributes.ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitLab {} delivery has no `object_attributes` object",
                 self.kind
             ))
@@ -120,7 +130,7 @@ impl<'a> Delivery<'a> {
 
     fn repo(&self) -> Result<&str, Rejection> {
         self.repository.as_deref().ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitLab {} delivery has no `project.path_with_namespace`",
                 self.kind
             ))
@@ -128,8 +138,9 @@ impl<'a> Delivery<'a> {
     }
 
     fn id(&self, object: &Value, path: &[&str], name: &str) -> Result<String, Rejection> {
-        id_at(object, path)
-            .ok_or_else(|| reject(format!("GitLab {} delivery has no `{name}`", self.kind)))
+        id_at(object, path).ok_or_else(|| {
+            Rejection::missing(format!("GitLab {} delivery has no `{name}`", self.kind))
+        })
     }
 
     /// The purl of a commit of this project, when the sha is a full one.
@@ -202,7 +213,7 @@ impl<'a> Delivery<'a> {
     fn push(&self, branch: bool) -> Result<Event, Rejection> {
         let repo = self.repo()?;
         let after = str_at(self.body, &["after"]).ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitLab {} delivery has no `after` commit sha",
                 self.kind
             ))
@@ -337,8 +348,8 @@ impl<'a> Delivery<'a> {
     fn release(&self) -> Result<Event, Rejection> {
         let b = self.body;
         let repo = self.repo()?;
-        let tag =
-            str_at(b, &["tag"]).ok_or_else(|| reject("GitLab release delivery has no `tag`"))?;
+        let tag = str_at(b, &["tag"])
+            .ok_or_else(|| Rejection::missing("GitLab release delivery has no `tag`"))?;
         let action = str_at(b, &["action"]);
         let artifact = purl(Provider::Gitlab, repo, tag);
         let mut e = self.base(action);

@@ -1,16 +1,30 @@
-//! GitHub deliveries (`X-GitHub-Event`) to rows; see the mapping in the parent module.
+//! GitHub deliveries (`X-GitHub-Event`) to rows; see the mapping in `sources::webhook`.
 
 use cdlake_schemas::{Event, cdevents::Rejection};
 use serde_json::Value;
 
-use super::{
-    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Normalised, Provider, Row, at, environment_label,
-    first_time, id_at, is_full_sha, is_incident_label, label_names, purl, reject, str_at, time_at,
+use crate::sources::Normalised;
+use crate::sources::webhook::{
+    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, environment_label, first_time, id_at,
+    is_full_sha, is_incident_label, label_names, prepare, purl, str_at, time_at,
 };
 
-pub(super) fn normalise(row: &Row<'_>, kind: &str, body: &Value) -> Result<Normalised, Rejection> {
+/// Normalise one GitHub delivery: `kind` is the event name header (`X-GitHub-Event`, e.g. "pull_request"), `delivery`
+/// the delivery id (it becomes `event_id`, so a redelivery is a duplicate), `body` the raw JSON
+/// body, `ingested_at` µs since the epoch, UTC.
+pub fn normalise(
+    kind: &str,
+    delivery: &str,
+    body: &[u8],
+    ingested_at: i64,
+) -> Result<Normalised, Rejection> {
+    let (row, value) = prepare(Provider::Github, delivery, body, ingested_at)?;
+    normalise_delivery(&row, kind.trim(), &value)
+}
+
+fn normalise_delivery(row: &Row<'_>, kind: &str, body: &Value) -> Result<Normalised, Rejection> {
     if kind.is_empty() {
-        return Err(reject(
+        return Err(Rejection::missing(
             "GitHub delivery has no event name: send the X-GitHub-Event header",
         ));
     }
@@ -18,7 +32,7 @@ pub(super) fn normalise(row: &Row<'_>, kind: &str, body: &Value) -> Result<Norma
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(reject(format!(
+        return Err(Rejection::invalid(format!(
             "X-GitHub-Event {kind:?} is not a GitHub event name (e.g. pull_request)"
         )));
     }
@@ -74,7 +88,7 @@ impl<'a> Delivery<'a> {
     fn object(&self, key: &str) -> Result<&'a Value, Rejection> {
         match self.body.get(key) {
             Some(v @ Value::Object(_)) => Ok(v),
-            _ => Err(reject(format!(
+            _ => Err(Rejection::missing(format!(
                 "GitHub {} delivery has no `{key}` object",
                 self.kind
             ))),
@@ -83,7 +97,7 @@ impl<'a> Delivery<'a> {
 
     fn id(&self, object: &Value, key: &str, field: &str) -> Result<String, Rejection> {
         id_at(object, &[field]).ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitHub {} delivery has no `{key}.{field}`",
                 self.kind
             ))
@@ -92,7 +106,7 @@ impl<'a> Delivery<'a> {
 
     fn repo(&self) -> Result<&'a str, Rejection> {
         self.repository.ok_or_else(|| {
-            reject(format!(
+            Rejection::missing(format!(
                 "GitHub {} delivery has no `repository.full_name`",
                 self.kind
             ))
@@ -118,7 +132,9 @@ impl<'a> Delivery<'a> {
         let repo = self.repo()?;
         let number = id_at(pr, &["number"])
             .or_else(|| id_at(self.body, &["number"]))
-            .ok_or_else(|| reject("GitHub pull_request delivery has no `pull_request.number`"))?;
+            .ok_or_else(|| {
+                Rejection::missing("GitHub pull_request delivery has no `pull_request.number`")
+            })?;
         let change = format!("{repo}#{number}");
         let mut e = self.base();
         e.subject_id = change.clone();
@@ -153,7 +169,7 @@ impl<'a> Delivery<'a> {
     fn push(&self) -> Result<Event, Rejection> {
         let repo = self.repo()?;
         let after = str_at(self.body, &["after"])
-            .ok_or_else(|| reject("GitHub push delivery has no `after` commit sha"))?;
+            .ok_or_else(|| Rejection::missing("GitHub push delivery has no `after` commit sha"))?;
         let git_ref = str_at(self.body, &["ref"]);
         let deleted = at(self.body, &["deleted"]).and_then(Value::as_bool) == Some(true)
             || !is_full_sha(after);
@@ -321,7 +337,7 @@ impl<'a> Delivery<'a> {
         e.time = self.time(status, &["created_at", "updated_at"]);
         if state == Some("success") {
             let Some(service) = e.service.clone() else {
-                return Err(reject(
+                return Err(Rejection::missing(
                     "GitHub deployment_status delivery has no `repository.full_name` to name the deployed service",
                 ));
             };
@@ -339,8 +355,9 @@ impl<'a> Delivery<'a> {
     fn release(&self) -> Result<Event, Rejection> {
         let release = self.object("release")?;
         let repo = self.repo()?;
-        let tag = str_at(release, &["tag_name"])
-            .ok_or_else(|| reject("GitHub release delivery has no `release.tag_name`"))?;
+        let tag = str_at(release, &["tag_name"]).ok_or_else(|| {
+            Rejection::missing("GitHub release delivery has no `release.tag_name`")
+        })?;
         let artifact = purl(Provider::Github, repo, tag);
         let mut e = self.base();
         e.subject_id = artifact.clone();

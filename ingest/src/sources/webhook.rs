@@ -1,6 +1,7 @@
-//! GitHub and GitLab webhook deliveries normalised to the CDEvents meaning (see DESIGN.md).
+//! What GitHub and GitLab webhook deliveries share on their way to the CDEvents meaning (see
+//! DESIGN.md); each provider's mapping is in its folder ([`super::github`], [`super::gitlab`]).
 //!
-//! [`normalise`] is pure: one delivery (event name header, delivery id, raw body) in, one
+//! Normalising is pure: one delivery (event name header, delivery id, raw body) in, one
 //! `events` row out, or a [`Rejection`] naming what is wrong with it. The delivery id becomes
 //! the row's `event_id`, so a redelivery is a duplicate and is de-duplicated downstream; the
 //! body is kept byte for byte in `payload`.
@@ -42,57 +43,34 @@
 //! GitLab has no ping: its "Test" button sends a sample of the real hook, which is stored.
 
 use cdlake_schemas::{
-    Event, Origin,
+    Event,
     cdevents::{self, Rejection},
 };
 use serde_json::Value;
 
-mod github;
-mod gitlab;
-
-/// The result of normalising one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Normalised {
-    /// One row for the `events` table.
-    Event(Box<Event>),
-    /// A GitHub `ping` (or GitLab equivalent test hook, if any): answered, not stored.
-    Ping,
-}
-
-/// Normalise one webhook delivery. `origin` is Origin::Github or Origin::Gitlab; `kind` is the
-/// event name header (`X-GitHub-Event`, e.g. "pull_request"; `X-Gitlab-Event`, e.g. "Merge Request Hook");
-/// `delivery` is the delivery id (X-GitHub-Delivery; for GitLab Idempotency-Key or X-Gitlab-Event-UUID) —
-/// it becomes `event_id`, so a redelivery is a duplicate. `body` is the raw JSON body; `ingested_at` µs since epoch UTC.
-pub fn normalise(
-    origin: Origin,
-    kind: &str,
-    delivery: &str,
-    body: &[u8],
+/// Check what every delivery must be (UTF-8, a JSON object, with a delivery id) and read it:
+/// the row everything of this delivery shares, and the parsed body. `delivery` is the delivery
+/// id (X-GitHub-Delivery; for GitLab Idempotency-Key or X-Gitlab-Event-UUID): it becomes
+/// `event_id`, so a redelivery is a duplicate. `ingested_at` is µs since the epoch, UTC.
+pub(super) fn prepare<'a>(
+    provider: Provider,
+    delivery: &'a str,
+    body: &'a [u8],
     ingested_at: i64,
-) -> Result<Normalised, Rejection> {
-    let provider = match origin {
-        Origin::Github => Provider::Github,
-        Origin::Gitlab => Provider::Gitlab,
-        other => {
-            return Err(reject(format!(
-                "webhook normalisation is for GitHub or GitLab deliveries, not {}",
-                other.as_str()
-            )));
-        }
-    };
-    let text = std::str::from_utf8(body).map_err(|e| reject(format!("not valid UTF-8: {e}")))?;
+) -> Result<(Row<'a>, Value), Rejection> {
+    let text = std::str::from_utf8(body).map_err(Rejection::not_utf8)?;
     let json = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| reject(format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
-        return Err(reject(format!(
+        return Err(Rejection::invalid(format!(
             "{} webhook body is not a JSON object",
             provider.name()
         )));
     }
     let delivery = delivery.trim();
     if delivery.is_empty() {
-        return Err(reject(match provider {
+        return Err(Rejection::missing(match provider {
             Provider::Github => "GitHub delivery has no id: send the X-GitHub-Delivery header",
             Provider::Gitlab => {
                 "GitLab delivery has no id: send the Idempotency-Key or X-Gitlab-Event-UUID header"
@@ -105,25 +83,18 @@ pub fn normalise(
         text,
         ingested_at,
     };
-    match provider {
-        Provider::Github => github::normalise(&row, kind.trim(), &value),
-        Provider::Gitlab => gitlab::normalise(&row, kind.trim(), &value),
-    }
-}
-
-fn reject(reason: impl Into<String>) -> Rejection {
-    Rejection(reason.into())
+    Ok((row, value))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Provider {
+pub(super) enum Provider {
     Github,
     Gitlab,
 }
 
 impl Provider {
     /// The provider's name as stored in `origin`, `spec_version` and as-is event types.
-    fn id(self) -> &'static str {
+    pub(super) fn id(self) -> &'static str {
         match self {
             Provider::Github => "github",
             Provider::Gitlab => "gitlab",
@@ -131,7 +102,7 @@ impl Provider {
     }
 
     /// The provider's name in messages.
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Provider::Github => "GitHub",
             Provider::Gitlab => "GitLab",
@@ -140,17 +111,22 @@ impl Provider {
 }
 
 /// What every row of one delivery shares.
-struct Row<'a> {
-    provider: Provider,
-    delivery: &'a str,
-    text: &'a str,
-    ingested_at: i64,
+pub(super) struct Row<'a> {
+    pub(super) provider: Provider,
+    pub(super) delivery: &'a str,
+    pub(super) text: &'a str,
+    pub(super) ingested_at: i64,
 }
 
 impl Row<'_> {
     /// A row with the delivery's identity, provenance and payload, typed as-is
     /// (`<provider>.<event>[.<predicate>]`) until [`Meaning::set`] says better.
-    fn event(&self, source: Option<&str>, event: &str, predicate: Option<&str>) -> Event {
+    pub(super) fn event(
+        &self,
+        source: Option<&str>,
+        event: &str,
+        predicate: Option<&str>,
+    ) -> Event {
         let mut e = Event {
             event_id: self.delivery.to_string(),
             event_source: source.unwrap_or(self.provider.id()).to_string(),
@@ -169,7 +145,7 @@ impl Row<'_> {
 
 /// Type a row as-is: `<provider>.<event>.<predicate>`, or `<provider>.<event>` with predicate
 /// `received` when there is none.
-fn as_is(e: &mut Event, provider: Provider, event: &str, predicate: Option<&str>) {
+pub(super) fn as_is(e: &mut Event, provider: Provider, event: &str, predicate: Option<&str>) {
     let event = token(event);
     let predicate = predicate.map(token).filter(|p| !p.is_empty());
     e.event_type = match &predicate {
@@ -182,7 +158,7 @@ fn as_is(e: &mut Event, provider: Provider, event: &str, predicate: Option<&str>
 
 /// A name usable as one dot-separated part of an event type: characters other than ASCII
 /// letters, digits, `_` and `-` become `_`.
-fn token(s: &str) -> String {
+pub(super) fn token(s: &str) -> String {
     s.trim()
         .chars()
         .map(|c| {
@@ -198,7 +174,7 @@ fn token(s: &str) -> String {
 /// The CDEvents types that webhooks normalise to, with their spec v0.4.1 versions (checked
 /// against the conformance examples in the tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Meaning {
+pub(super) enum Meaning {
     ChangeCreated,
     ChangeUpdated,
     ChangeMerged,
@@ -216,7 +192,7 @@ enum Meaning {
 
 impl Meaning {
     #[cfg(test)]
-    const ALL: [Meaning; 13] = [
+    pub(super) const ALL: [Meaning; 13] = [
         Meaning::ChangeCreated,
         Meaning::ChangeUpdated,
         Meaning::ChangeMerged,
@@ -233,7 +209,7 @@ impl Meaning {
     ];
 
     /// (subject, predicate, version).
-    fn parts(self) -> (&'static str, &'static str, &'static str) {
+    pub(super) fn parts(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Meaning::ChangeCreated => ("change", "created", "0.3.0"),
             Meaning::ChangeUpdated => ("change", "updated", "0.2.0"),
@@ -251,13 +227,13 @@ impl Meaning {
         }
     }
 
-    fn event_type(self) -> String {
+    pub(super) fn event_type(self) -> String {
         let (subject, predicate, version) = self.parts();
         format!("dev.cdevents.{subject}.{predicate}.{version}")
     }
 
     /// Give a row this CDEvents type.
-    fn set(self, e: &mut Event) {
+    pub(super) fn set(self, e: &mut Event) {
         let (subject, predicate, _) = self.parts();
         e.event_type = self.event_type();
         e.subject = subject.to_string();
@@ -266,12 +242,12 @@ impl Meaning {
 }
 
 /// The value at a path of object keys.
-fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+pub(super) fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, key| v.as_object()?.get(*key))
 }
 
 /// The non-empty (after trimming) string at a path.
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     at(v, path)?
         .as_str()
         .map(str::trim)
@@ -279,7 +255,7 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 /// An id at a path: a number or a non-empty string, as a string.
-fn id_at(v: &Value, path: &[&str]) -> Option<String> {
+pub(super) fn id_at(v: &Value, path: &[&str]) -> Option<String> {
     match at(v, path)? {
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
@@ -289,7 +265,7 @@ fn id_at(v: &Value, path: &[&str]) -> Option<String> {
 
 /// The time at a path: a string in any format [`parse_time`] knows, or a number of seconds
 /// since the epoch.
-fn time_at(v: &Value, path: &[&str]) -> Option<i64> {
+pub(super) fn time_at(v: &Value, path: &[&str]) -> Option<i64> {
     match at(v, path)? {
         Value::String(s) => parse_time(s),
         Value::Number(n) => n.as_i64()?.checked_mul(1_000_000),
@@ -298,14 +274,14 @@ fn time_at(v: &Value, path: &[&str]) -> Option<i64> {
 }
 
 /// The first time found at the given paths.
-fn first_time(v: &Value, paths: &[&[&str]]) -> Option<i64> {
+pub(super) fn first_time(v: &Value, paths: &[&[&str]]) -> Option<i64> {
     paths.iter().find_map(|p| time_at(v, p))
 }
 
 /// Parse a time as webhooks write it, to µs since the epoch UTC: RFC 3339
 /// (`2021-02-23T02:41:37.000Z`), GitLab's `2015-04-20 08:13:45 UTC` and
 /// `2021-04-28 21:50:00 +0200`.
-fn parse_time(s: &str) -> Option<i64> {
+pub(super) fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Some(t) = cdevents::parse_time(s) {
         return Some(t);
@@ -325,7 +301,7 @@ fn parse_time(s: &str) -> Option<i64> {
 
 /// The purl of a commit or tag of a repository: `pkg:<provider>/<repository>@<version>`, the
 /// version percent-encoded where the purl spec asks.
-fn purl(provider: Provider, repository: &str, version: &str) -> String {
+pub(super) fn purl(provider: Provider, repository: &str, version: &str) -> String {
     let mut out = format!("pkg:{}/{repository}@", provider.id());
     for b in version.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
@@ -339,14 +315,14 @@ fn purl(provider: Provider, repository: &str, version: &str) -> String {
 
 /// A full commit sha: 40 (SHA-1) or 64 (SHA-256) hex digits, not all zero (which is how both
 /// providers say "no commit": a created or deleted ref).
-fn is_full_sha(s: &str) -> bool {
+pub(super) fn is_full_sha(s: &str) -> bool {
     matches!(s.len(), 40 | 64)
         && s.bytes().all(|b| b.is_ascii_hexdigit())
         && s.bytes().any(|b| b != b'0')
 }
 
 /// Label names of a label list: objects with a `name` (GitHub) or `title` (GitLab), or strings.
-fn label_names(labels: Option<&Value>) -> impl Iterator<Item = &str> {
+pub(super) fn label_names(labels: Option<&Value>) -> impl Iterator<Item = &str> {
     labels
         .and_then(Value::as_array)
         .into_iter()
@@ -357,13 +333,13 @@ fn label_names(labels: Option<&Value>) -> impl Iterator<Item = &str> {
         })
 }
 
-fn is_incident_label(name: &str) -> bool {
+pub(super) fn is_incident_label(name: &str) -> bool {
     name.trim().eq_ignore_ascii_case("incident")
 }
 
 /// The environment an `env:<x>` or `environment:<x>` label names (also GitLab's scoped
 /// `env::<x>`); the first such label wins.
-fn environment_label<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(super) fn environment_label<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
     names.into_iter().find_map(|name| {
         let (key, value) = name.split_once(':')?;
         let key = key.trim();
@@ -376,7 +352,7 @@ fn environment_label<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Str
 }
 
 /// The environment an incident issue is in: its label's, else production.
-const DEFAULT_INCIDENT_ENVIRONMENT: &str = "production";
+pub(super) const DEFAULT_INCIDENT_ENVIRONMENT: &str = "production";
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
