@@ -116,7 +116,13 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = json!({ "error": self.0.client_message() });
-        if let Error::Limit { limit, .. } = &self.0 {
+        let limit = match &self.0 {
+            Error::Limit { limit, .. } => Some(*limit),
+            Error::Timeout { .. } => Some("query_timeout_secs"),
+            Error::Memory { .. } => Some("memory_mb"),
+            _ => None,
+        };
+        if let Some(limit) = limit {
             body["limit"] = json!(format!("limits.{limit}"));
         }
         let mut response = (status, axum::Json(body)).into_response();

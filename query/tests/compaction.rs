@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use cdlake_ingest::compact::{CompactOptions, compact_table, maintain};
 use cdlake_ingest::{Ingester, IngesterConfig};

@@ -967,7 +967,16 @@ async fn runaway_queries_end_with_an_error() {
         "the client's shorter limit applied"
     );
     // A cancel request (psql's Ctrl-C) stops the running statement.
-    // Sent once the statement runs on the server (not after a guess of how long that takes).
+    // Without the client's short timeout; sent once the statement runs on the server (not
+    // after a guess of how long that takes).
+    client
+        .batch_execute("SET statement_timeout = '1h'")
+        .await
+        .expect("set statement_timeout");
+    assert!(
+        wait_until(Duration::from_secs(30), || server.engine.running_queries() == 0).await,
+        "the statement stopped by statement_timeout still runs"
+    );
     let cancel = client.cancel_token();
     let engine = server.engine.clone();
     let canceller = tokio::spawn(async move {
@@ -988,10 +997,6 @@ async fn runaway_queries_end_with_an_error() {
     assert_eq!(db_error(&e).0, "57014", "{e:?}");
     assert!(db_error(&e).1.contains("user request"), "{e:?}");
     assert_alive(&client).await;
-    client
-        .batch_execute("SET statement_timeout = '1h'")
-        .await
-        .expect("set statement_timeout");
     let e = client
         .simple_query(long_query)
         .await
