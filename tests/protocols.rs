@@ -67,7 +67,11 @@ fn cases(outside: &Path) -> Vec<(&'static str, String, Refusal)> {
             "INSERT INTO teams VALUES ('svc', 'team')".to_string(),
             read_only("INSERT"),
         ),
-        ("DROP", "DROP VIEW deployments".to_string(), read_only("DROP")),
+        (
+            "DROP",
+            "DROP VIEW deployments".to_string(),
+            read_only("DROP"),
+        ),
         (
             "DELETE",
             "DELETE FROM events".to_string(),
@@ -120,8 +124,7 @@ fn cases(outside: &Path) -> Vec<(&'static str, String, Refusal)> {
         ),
         (
             "over the time limit",
-            "SELECT count(*) FROM generate_series(1, 10000000000) WHERE value % 7 <> 3"
-                .to_string(),
+            "SELECT count(*) FROM generate_series(1, 10000000000) WHERE value % 7 <> 3".to_string(),
             limit("limits.query_timeout_secs", "57014"),
         ),
     ]
@@ -222,7 +225,11 @@ async fn every_protocol_refuses_the_same_statements_the_same_way() {
     let (ok, out, err) = psql(pg_port, "SELECT 41 + 1 AS answer");
     assert!(ok && out.contains("42"), "psql: {out}{err}");
     let out = cli("SELECT 41 + 1 AS answer");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut problems = Vec::new();
     for (case, sql, refusal) in cases(&outside) {
@@ -286,12 +293,23 @@ async fn every_protocol_refuses_the_same_statements_the_same_way() {
         "a file was written outside the store"
     );
     let (status, body) = post("SELECT count(*) AS n FROM deployments".into()).await;
-    assert_eq!((status, body.as_str()), (200, r#"[{"n":0}]"#), "the view is still there");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"[{"n":0}]"#),
+        "the view is still there"
+    );
     let (status, body) = post("SELECT * FROM t".into()).await;
     assert_eq!(status, 400, "no table t was created: {body}");
     let (ok, out, err) = psql(pg_port, "SELECT count(*) FROM teams");
-    assert!(ok && out.contains(" 0"), "psql after the refusals: {out}{err}");
+    assert!(
+        ok && out.contains(" 0"),
+        "psql after the refusals: {out}{err}"
+    );
     let out = cli("SELECT count(*) AS n FROM deployments");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

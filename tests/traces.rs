@@ -303,8 +303,20 @@ async fn collector_traces_and_run_ids_join_pipeline_runs() {
     };
     let repo = serde_json::json!({"repository": {"id": "acme/app", "source": "/traces-test"}});
     for event in [
-        cdevent("c7-created", "change.created", "acme/app#7", "2026-11-20T08:00:00Z", repo.clone()),
-        cdevent("c7-merged", "change.merged", "acme/app#7", "2026-11-20T09:00:00Z", repo.clone()),
+        cdevent(
+            "c7-created",
+            "change.created",
+            "acme/app#7",
+            "2026-11-20T08:00:00Z",
+            repo.clone(),
+        ),
+        cdevent(
+            "c7-merged",
+            "change.merged",
+            "acme/app#7",
+            "2026-11-20T09:00:00Z",
+            repo.clone(),
+        ),
         cdevent(
             "app7-packaged",
             "artifact.packaged",

@@ -797,7 +797,10 @@ impl Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if client.transaction_status() == TransactionStatus::Error
-            && !matches!(statement, Statement::Commit { .. } | Statement::Rollback { .. })
+            && !matches!(
+                statement,
+                Statement::Commit { .. } | Statement::Rollback { .. }
+            )
         {
             return Some(Response::Error(Box::new(ErrorInfo::new(
                 "ERROR".to_string(),

@@ -414,7 +414,10 @@ async fn simple_and_extended_queries() {
     // 25 — Invalid Transaction State"); 25P01 is no_active_sql_transaction.
     let (code, message) = db_error(&e);
     assert_eq!(code, "25P02", "{message}");
-    assert!(message.contains("current transaction is aborted"), "{message}");
+    assert!(
+        message.contains("current transaction is aborted"),
+        "{message}"
+    );
     // BEGIN is refused the same way; only ROLLBACK (or COMMIT, which rolls back) ends it.
     let e = client
         .simple_query("BEGIN")
@@ -944,7 +947,9 @@ async fn runaway_queries_end_with_an_error() {
         started.elapsed()
     );
     assert!(
-        wait_until(Duration::from_secs(30), || server.engine.running_queries() == 0).await,
+        wait_until(Duration::from_secs(30), || server.engine.running_queries()
+            == 0)
+        .await,
         "the timed-out query still runs"
     );
     assert_alive(&client).await;
@@ -974,7 +979,9 @@ async fn runaway_queries_end_with_an_error() {
         .await
         .expect("set statement_timeout");
     assert!(
-        wait_until(Duration::from_secs(30), || server.engine.running_queries() == 0).await,
+        wait_until(Duration::from_secs(30), || server.engine.running_queries()
+            == 0)
+        .await,
         "the statement stopped by statement_timeout still runs"
     );
     let cancel = client.cancel_token();

@@ -143,7 +143,13 @@ mod tests {
     use cdlake_schemas::Origin;
 
     /// A CDEvent of `ty` (e.g. `service.deployed`) with `content`.
-    fn cdevent(seq: usize, ty: &str, subject: &str, time: &str, content: serde_json::Value) -> String {
+    fn cdevent(
+        seq: usize,
+        ty: &str,
+        subject: &str,
+        time: &str,
+        content: serde_json::Value,
+    ) -> String {
         serde_json::json!({
             "context": {"specversion": "0.5.1", "id": format!("e{seq}"), "source": "/print-sql",
                         "type": format!("dev.cdevents.{ty}.0.3.0"), "timestamp": time},
@@ -162,7 +168,10 @@ mod tests {
     }
 
     async fn count(engine: &Engine, sql: &str) -> i64 {
-        let r = engine.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let r = engine
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         let col = r.batches[0].column(0);
         col.as_any()
             .downcast_ref::<arrow::array::Int64Array>()
@@ -184,23 +193,66 @@ mod tests {
         let repo = serde_json::json!({"repository": {"id": "acme/shop", "source": "/print-sql"}});
         let built_from =
             |change: &str| serde_json::json!({"change": {"id": change, "source": "/print-sql"}});
-        let deployed = |artifact: &str| {
-            serde_json::json!({"environment": {"id": "production"}, "artifactId": artifact})
-        };
+        let deployed = |artifact: &str| serde_json::json!({"environment": {"id": "production"}, "artifactId": artifact});
         let events = [
-            ("change.merged", "acme/shop#1", "2026-01-02T00:00:00Z", repo.clone()),
-            ("artifact.packaged", "pkg:oci/checkout@a", "2026-01-03T00:00:00Z", built_from("acme/shop#1")),
-            ("change.merged", "acme/shop#2", "2026-01-15T00:00:00Z", repo.clone()),
-            ("artifact.packaged", "pkg:oci/checkout@b", "2026-01-16T00:00:00Z", built_from("acme/shop#2")),
-            ("service.deployed", "checkout", "2025-12-31T23:59:59Z", deployed("pkg:oci/checkout@x")),
-            ("service.deployed", "checkout", "2026-01-05T00:00:00Z", deployed("pkg:oci/checkout@a")),
-            ("service.deployed", "checkout", "2026-01-10T00:00:00Z", deployed("pkg:oci/checkout@x")),
-            ("service.deployed", "checkout", "2026-01-20T00:00:00Z", deployed("pkg:oci/checkout@a")),
-            ("service.deployed", "checkout", "2026-02-01T00:00:00Z", deployed("pkg:oci/checkout@b")),
+            (
+                "change.merged",
+                "acme/shop#1",
+                "2026-01-02T00:00:00Z",
+                repo.clone(),
+            ),
+            (
+                "artifact.packaged",
+                "pkg:oci/checkout@a",
+                "2026-01-03T00:00:00Z",
+                built_from("acme/shop#1"),
+            ),
+            (
+                "change.merged",
+                "acme/shop#2",
+                "2026-01-15T00:00:00Z",
+                repo.clone(),
+            ),
+            (
+                "artifact.packaged",
+                "pkg:oci/checkout@b",
+                "2026-01-16T00:00:00Z",
+                built_from("acme/shop#2"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2025-12-31T23:59:59Z",
+                deployed("pkg:oci/checkout@x"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2026-01-05T00:00:00Z",
+                deployed("pkg:oci/checkout@a"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2026-01-10T00:00:00Z",
+                deployed("pkg:oci/checkout@x"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2026-01-20T00:00:00Z",
+                deployed("pkg:oci/checkout@a"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2026-02-01T00:00:00Z",
+                deployed("pkg:oci/checkout@b"),
+            ),
         ];
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = cdlake_schemas::store::Store::open(dir.path().to_str().expect("utf-8"))
-            .expect("store");
+        let store =
+            cdlake_schemas::store::Store::open(dir.path().to_str().expect("utf-8")).expect("store");
         let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
         for (seq, (ty, subject, time, content)) in events.into_iter().enumerate() {
             let raw = cdevent(seq, ty, subject, time, content);
@@ -240,7 +292,11 @@ mod tests {
         );
         // The window, in microseconds: 2026-01-01 is 1767225600 s, 2026-02-01 1769904000 s.
         for name in ["deployments", "deployments_unknown_artifact"] {
-            assert!(queries[name].contains("1767225600000000"), "{name}: {}", queries[name]);
+            assert!(
+                queries[name].contains("1767225600000000"),
+                "{name}: {}",
+                queries[name]
+            );
         }
         for (name, sql) in &queries {
             assert!(sql.contains("1769904000000000"), "{name}: {sql}");
@@ -252,7 +308,10 @@ mod tests {
         assert_eq!(f.deployment_frequency.deployments, 3);
         assert_eq!(rows(&engine, &queries["deliveries"]).await, 1);
         assert_eq!(f.lead_time.changes, 1);
-        assert_eq!(count(&engine, &queries["deployments_unknown_artifact"]).await, 1);
+        assert_eq!(
+            count(&engine, &queries["deployments_unknown_artifact"]).await,
+            1
+        );
         assert_eq!(report.unlinked.deployments_unknown_artifact, 1);
         assert_eq!(count(&engine, &queries["changes_not_delivered"]).await, 1);
         assert_eq!(report.unlinked.changes_not_delivered, 1);
@@ -269,10 +328,19 @@ mod tests {
             .expect("views");
         let mut defined = std::collections::BTreeMap::new();
         for batch in &catalog {
-            let text = |i: usize| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).expect("text");
+            let text = |i: usize| {
+                arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8)
+                    .expect("text")
+            };
             let (names, bodies) = (text(0), text(1));
-            let names = names.as_any().downcast_ref::<arrow::array::StringArray>().expect("names");
-            let bodies = bodies.as_any().downcast_ref::<arrow::array::StringArray>().expect("bodies");
+            let names = names
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("names");
+            let bodies = bodies
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("bodies");
             for i in 0..batch.num_rows() {
                 defined.insert(names.value(i).to_string(), bodies.value(i).to_string());
             }
