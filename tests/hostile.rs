@@ -655,7 +655,11 @@ async fn receiver_attacks(t: &Arc<Target>) {
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["accepted"], 9_000, "{}", body["error"]);
     assert_eq!(body["rejected"].as_array().map(Vec::len), Some(11_000));
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("before 2000")));
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("before 2000"))
+    );
     let started = Instant::now();
     let (status, count) = t
         .sql("SELECT count(*) AS n FROM events WHERE event_id LIKE 'spray-%'")

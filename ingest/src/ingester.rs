@@ -362,9 +362,8 @@ impl Ingester {
         // Partitions with buffered rows stay: only the others count against the cache, and
         // nothing is scanned while there is room (a batch spread over thousands of dates
         // would otherwise scan the cache once per date).
-        let limit = self.config.cached_partitions.max(1)
-            + self.pending.len()
-            + self.pending_spans.len();
+        let limit =
+            self.config.cached_partitions.max(1) + self.pending.len() + self.pending_spans.len();
         while self.seen.len() >= limit {
             let victim = self
                 .seen
