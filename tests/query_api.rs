@@ -130,10 +130,11 @@ async fn writes_files_and_settings_are_refused_and_limits_hold() {
         let status = r.status();
         let body = r.text().await.unwrap();
         eprintln!("{sql}\n  -> {status} {body}");
-        assert_eq!(status, 400, "{sql}: {body}");
-        // The README's promise: a file or URL as a table is refused as read-only, not
-        // looked up (as Postgres answers 42501).
-        assert!(body.contains("read-only"), "{sql}: {body}");
+        // The README's promise: each is refused as not read-only, a file or URL as a table
+        // too (not looked up and "not found"): 403, as Postgres answers 42501.
+        assert_eq!(status, 403, "{sql}: {body}");
+        assert!(body.contains("cdlake SQL is read-only"), "{sql}: {body}");
+        assert!(!body.contains("not found"), "{sql}: {body}");
     }
     assert!(!outside.exists(), "nothing written outside the store");
     assert!(
@@ -296,8 +297,8 @@ async fn dora_tail_gauges_and_auth() {
         .send()
         .await
         .unwrap();
+    // The headers come once the subscription exists: every commit from now on is followed.
     assert_eq!(tail.headers()["content-type"], "text/event-stream");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     let conformance = shared().join("fixtures/cdevents/v0.5.1/conformance");
     let deployed = std::fs::read_to_string(conformance.join("service_deployed.json"))
         .unwrap()

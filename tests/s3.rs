@@ -200,20 +200,34 @@ async fn streaming_ingest_commits_to_s3_exactly_once_across_a_crash() {
     let url = nats.url();
     let store = s3.url("lake");
     let receiver = Service::spawn(&["receive", "--nats", &url, "--listen", "127.0.0.1:0"]);
-    let ingest_args = [
-        "ingest",
-        "--store",
-        &store,
-        "--nats",
-        &url,
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--max-age-ms",
-        "300",
-    ];
-    let mut ingester = Service::spawn_env(&ingest_args, &env_ref);
+    let ingest_args = |max_rows: &'static str, max_age_ms: &'static str| {
+        [
+            "ingest",
+            "--store",
+            store.as_str(),
+            "--nats",
+            url.as_str(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-rows",
+            max_rows,
+            "--max-age-ms",
+            max_age_ms,
+        ]
+        .map(str::to_string)
+    };
+    let spawn = |args: [String; 11]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Service::spawn_env(&args, &env_ref)
+    };
+    // The first ingester commits every 100 rows and never by age: of the first 260 events it
+    // commits 200 and holds 60, received and unacknowledged, when it is killed.
+    let mut ingester = spawn(ingest_args("100", "3600000"));
     let client = reqwest::Client::new();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let total = 600u64;
+    let mut held = 0;
+    let mut redelivered_expected = 0;
     for batch in 0..(total / 20) {
         let body: Vec<serde_json::Value> = (batch * 20..batch * 20 + 20)
             .map(|i| serde_json::from_str(&pipeline_event(i, 1 + (i % 3) as u32, "")).unwrap())
@@ -227,8 +241,33 @@ async fn streaming_ingest_commits_to_s3_exactly_once_across_a_crash() {
             .unwrap();
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
         if batch == 12 {
+            let sent = (batch + 1) * 20;
+            // The broker's view: everything delivered, some of it not acknowledged; and the
+            // ingester's own: it received all and acknowledged only what it committed.
+            let holding = eventually(Duration::from_secs(60), || async {
+                let received = ingester.metric("cdlake_received_total").await;
+                let acked = ingester.metric("cdlake_acked_total").await;
+                match consumer_backlog(&js).await {
+                    Some((0, unacked)) => {
+                        received == sent as f64
+                            && acked >= 100.0
+                            && unacked > 0
+                            && unacked as f64 == received - acked
+                    }
+                    _ => false,
+                }
+            })
+            .await;
+            let backlog = consumer_backlog(&js).await;
+            assert!(
+                holding,
+                "the ingester did not hold unacknowledged work: backlog {backlog:?}\n{}",
+                ingester.log()
+            );
+            held = backlog.map_or(0, |(_, unacked)| unacked);
+            redelivered_expected = held as u64;
             ingester.kill9();
-            ingester = Service::spawn_env(&ingest_args, &env_ref);
+            ingester = spawn(ingest_args("50000", "300"));
         }
     }
     let options = s3.options();
@@ -237,7 +276,8 @@ async fn streaming_ingest_commits_to_s3_exactly_once_across_a_crash() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let _ = Store::open_with_options(&store, &options).unwrap();
-    let counted = eventually(Duration::from_secs(60), || {
+    // The held messages come back after JetStream's ack wait (30 s).
+    let counted = eventually(Duration::from_secs(120), || {
         let env = env.clone();
         let store = store.clone();
         async move {
@@ -251,8 +291,15 @@ async fn streaming_ingest_commits_to_s3_exactly_once_across_a_crash() {
         &env,
         "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events",
     );
-    println!("stored {rows:?} of {total} after a kill -9 of the ingester");
+    let redelivered = ingester.metric("cdlake_redelivered_total").await;
+    println!(
+        "stored {rows:?} of {total} after a kill -9 of the ingester holding {held} unacknowledged messages; {redelivered} redelivered"
+    );
     assert!(counted, "{rows:?}\n{}", ingester.log());
     assert_eq!(rows[0]["d"].as_u64(), Some(total));
+    assert!(
+        redelivered >= redelivered_expected as f64,
+        "the {held} messages the killed ingester held were redelivered: {redelivered}"
+    );
     ingester.terminate();
 }

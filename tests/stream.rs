@@ -89,8 +89,10 @@ async fn sigkilled_ingesters_lose_nothing_and_store_nothing_twice() {
         .collect();
     publish(&js, bodies).await;
 
-    // Kill -9 three times: after a commit, after another, and right after start-up.
+    // Kill -9 three times: after a commit, after another, and right after start-up, each
+    // time while the ingester holds messages it received and has not acknowledged.
     let mut kills = 0;
+    let mut held_at_kills = Vec::new();
     for threshold in [20_000.0, 20_000.0, 0.0] {
         let mut ingester = ingest(&store, &nats, &["--max-rows", "15000"]);
         if threshold > 0.0 {
@@ -102,9 +104,16 @@ async fn sigkilled_ingesters_lose_nothing_and_store_nothing_twice() {
                 "no commit:\n{}",
                 ingester.log()
             );
-        } else {
-            tokio::time::sleep(Duration::from_millis(700)).await;
         }
+        assert!(
+            eventually(Duration::from_secs(60), || async {
+                unacked(&ingester).await > 0.0
+            })
+            .await,
+            "the ingester never held unacknowledged messages:\n{}",
+            ingester.log()
+        );
+        held_at_kills.push(unacked(&ingester).await);
         ingester.kill9();
         kills += 1;
     }
@@ -123,10 +132,20 @@ async fn sigkilled_ingesters_lose_nothing_and_store_nothing_twice() {
         "SELECT count(DISTINCT concat(event_source, '/', event_id)) AS n FROM events",
     );
     eprintln!(
-        "published {EVENTS}, kill -9 x{kills}, redelivered after restarts {redelivered}, stored {stored}, distinct {distinct}"
+        "published {EVENTS}, kill -9 x{kills} holding {held_at_kills:?} unacked, redelivered after restarts {redelivered}, stored {stored}, distinct {distinct}"
+    );
+    // What the last killed ingester held comes back to the survivor (after the ack wait).
+    assert!(
+        redelivered > 0.0,
+        "nothing was redelivered: the kills lost no unacknowledged work to test"
     );
     assert_eq!(stored, EVENTS, "stored = published");
     assert_eq!(distinct, stored, "no duplicates");
+}
+
+/// Messages an ingester received and has not acknowledged (its own counters).
+async fn unacked(ingester: &Service) -> f64 {
+    ingester.metric("cdlake_received_total").await - ingester.metric("cdlake_acked_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,42 +160,87 @@ async fn a_broker_restart_loses_no_acknowledged_event() {
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
+    // One request of 10 events: whether `cdlake receive` acknowledged it (2xx); anything
+    // else than a 503 is a test failure.
+    let post = |b: u64| {
+        let client = client.clone();
+        let url = receiver.url("/api/v1/events");
+        async move {
+            let batch: Vec<String> = (0..10).map(|k| pipeline_event(b * 10 + k, 3, "")).collect();
+            let resp = client
+                .post(url)
+                .header("content-type", "application/cloudevents-batch+json")
+                .body(format!("[{}]", batch.join(",")))
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => true,
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    assert_eq!(status, 503, "{}", r.text().await.unwrap_or_default());
+                    false
+                }
+                Err(_) => false,
+            }
+        }
+    };
+    let ids = |b: u64| (0..10).map(move |k| format!("e2e-{}", b * 10 + k));
 
     let mut acked = BTreeSet::new();
+    let mut acked_after_restart = BTreeSet::new();
     let mut refused = 0u32;
-    const BATCHES: u64 = 300;
-    for b in 0..BATCHES {
-        if b == BATCHES / 3 {
-            nats.stop();
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut b = 0u64;
+    // Before the outage every request is acknowledged.
+    for _ in 0..100 {
+        assert!(post(b).await, "refused with the broker up (batch {b})");
+        acked.extend(ids(b));
+        b += 1;
+    }
+    // The broker is down: requests are refused (503 or no answer), never acknowledged.
+    nats.stop();
+    for _ in 0..5 {
+        if post(b).await {
+            acked.extend(ids(b));
+        } else {
+            refused += 1;
         }
-        if b == BATCHES / 3 + 10 {
-            nats.restart();
-        }
-        let batch: Vec<String> = (0..10).map(|k| pipeline_event(b * 10 + k, 3, "")).collect();
-        let body = format!("[{}]", batch.join(","));
-        let resp = client
-            .post(receiver.url("/api/v1/events"))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(body)
-            .send()
-            .await;
-        match resp {
-            Ok(r) if r.status().is_success() => {
-                acked.extend((0..10).map(|k| format!("e2e-{}", b * 10 + k)));
-            }
-            Ok(r) => {
-                assert_eq!(
-                    r.status().as_u16(),
-                    503,
-                    "{}",
-                    r.text().await.unwrap_or_default()
-                );
-                refused += 1;
-            }
-            Err(_) => refused += 1,
+        b += 1;
+    }
+    nats.restart();
+    // `cdlake receive` recovers by itself: within a minute a request is acknowledged again...
+    let restarted = b;
+    let recovered = eventually(Duration::from_secs(60), || {
+        let this = b;
+        b += 1;
+        let post = post(this);
+        async move { post.await }
+    })
+    .await;
+    assert!(
+        recovered,
+        "cdlake receive never acknowledged a request after the broker came back:\n{}",
+        receiver.log()
+    );
+    // ...and from then on every one.
+    let recovered_at = b - 1;
+    for batch in restarted..b {
+        // Only the last probe is known to be acknowledged; earlier ones were refused.
+        if batch == recovered_at {
+            acked_after_restart.extend(ids(batch));
+        } else {
+            refused += 1;
         }
     }
+    for _ in 0..100 {
+        assert!(
+            post(b).await,
+            "refused after recovering (batch {b}):\n{}",
+            receiver.log()
+        );
+        acked_after_restart.extend(ids(b));
+        b += 1;
+    }
+    acked.extend(acked_after_restart.iter().cloned());
     assert!(refused > 0, "the outage was not noticed");
     let js = js(&nats).await;
     assert!(
@@ -191,15 +255,22 @@ async fn a_broker_restart_loses_no_acknowledged_event() {
         .collect();
     let unique: BTreeSet<String> = stored.iter().cloned().collect();
     let missing: Vec<&String> = acked.difference(&unique).collect();
+    let stored_after_restart = acked_after_restart.intersection(&unique).count();
     eprintln!(
-        "batches {BATCHES}, acked events {}, refused requests during the outage {refused}, stored {}, missing {}",
+        "requests {b}, acked events {} ({} after the restart), refused requests {refused}, stored {} ({stored_after_restart} of those acked after the restart), missing {}",
         acked.len(),
+        acked_after_restart.len(),
         stored.len(),
         missing.len()
     );
     assert!(
         missing.is_empty(),
         "acknowledged but not stored: {missing:?}"
+    );
+    assert_eq!(
+        stored_after_restart,
+        acked_after_restart.len(),
+        "events published after the restart are stored"
     );
     assert_eq!(unique.len(), stored.len(), "nothing stored twice");
 }

@@ -222,7 +222,8 @@ async fn collector_traces_and_run_ids_join_pipeline_runs() {
                     "type": "dev.cdevents.pipelinerun.finished.0.1.1",
                     "timestamp": "2026-11-20T10:05:00Z"},
         "subject": {"id": "run-77", "source": "/jenkins", "type": "pipelineRun",
-                    "content": {"pipelineName": "deploy", "outcome": "success"}}
+                    "content": {"pipelineName": "deploy", "outcome": "success",
+                                "artifactId": "pkg:oci/app@7"}}
     });
     let resp = client
         .post(svc.url("/api/v1/events"))
@@ -289,8 +290,76 @@ async fn collector_traces_and_run_ids_join_pipeline_runs() {
     assert_eq!(cols[0]["service_name"], "github-actions");
     assert_eq!(cols[0]["vcs_repository_name"], "octo-org/octo-repo");
     assert_eq!(cols[0]["cicd_pipeline_name"], "test");
-    // The breakdown view plans and runs (no delivered changes in this store).
-    sql(&svc, "SELECT count(*) AS n FROM lead_time_breakdown").await;
+    // Where a change's lead time went. acme/app#7: created 08:00, merged 09:00, built by run-77
+    // (traced: 300 s, the run itself has no start), packaged 10:06, deployed to production
+    // 12:00. Review 09:00 − 08:00 = 3600 s, build 10:06 − 09:00 = 3960 s, wait 12:00 − 10:06
+    // = 6840 s; lead time 12:00 − 08:00 = 14400 s, their sum.
+    let cdevent = |id: &str, ty: &str, subject: &str, time: &str, content: serde_json::Value| {
+        serde_json::json!({
+            "context": {"specversion": "0.5.1", "id": id, "source": "/traces-test",
+                        "type": format!("dev.cdevents.{ty}.0.3.0"), "timestamp": time},
+            "subject": {"id": subject, "source": "/traces-test", "content": content}
+        })
+    };
+    let repo = serde_json::json!({"repository": {"id": "acme/app", "source": "/traces-test"}});
+    for event in [
+        cdevent(
+            "c7-created",
+            "change.created",
+            "acme/app#7",
+            "2026-11-20T08:00:00Z",
+            repo.clone(),
+        ),
+        cdevent(
+            "c7-merged",
+            "change.merged",
+            "acme/app#7",
+            "2026-11-20T09:00:00Z",
+            repo.clone(),
+        ),
+        cdevent(
+            "app7-packaged",
+            "artifact.packaged",
+            "pkg:oci/app@7",
+            "2026-11-20T10:06:00Z",
+            serde_json::json!({"change": {"id": "acme/app#7", "source": "/traces-test"}}),
+        ),
+        cdevent(
+            "app7-deployed",
+            "service.deployed",
+            "app",
+            "2026-11-20T12:00:00Z",
+            serde_json::json!({"environment": {"id": "production"},
+                               "artifactId": "pkg:oci/app@7"}),
+        ),
+    ] {
+        let resp = client
+            .post(svc.url("/api/v1/events"))
+            .json(&event)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+    let breakdown_sql = "SELECT change_id, service, review_seconds, build_seconds, wait_seconds,
+                lead_time_seconds, pipeline_seconds, pipeline_runs FROM lead_time_breakdown";
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sql(&svc, breakdown_sql).await.len() == 1
+        })
+        .await,
+        "{:?}",
+        sql(&svc, breakdown_sql).await
+    );
+    let row = &sql(&svc, breakdown_sql).await[0];
+    assert_eq!(row["change_id"], "acme/app#7", "{row}");
+    assert_eq!(row["service"], "app", "{row}");
+    assert_eq!(row["review_seconds"], 3600.0, "{row}");
+    assert_eq!(row["build_seconds"], 3960.0, "{row}");
+    assert_eq!(row["wait_seconds"], 6840.0, "{row}");
+    assert_eq!(row["lead_time_seconds"], 14400.0, "{row}");
+    assert_eq!(row["pipeline_seconds"], 300.0, "traced time: {row}");
+    assert_eq!(row["pipeline_runs"], 1, "{row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,7 +179,9 @@ fn figures(
             deployments: n,
             deploy_days,
             per_day,
-            level: (n > 0).then(|| level_of(Metric::DeploymentFrequency, per_day)),
+            // The window always has days: no deployments in it is a frequency of 0, "low"
+            // (DESIGN: "else low"), not a figure without input.
+            level: (days > 0.0).then(|| level_of(Metric::DeploymentFrequency, per_day)),
         },
         lead_time: LeadTime {
             changes: leads.len() as u64,

@@ -135,6 +135,11 @@ impl Engine {
         Duration::from_secs(self.config.limits.query_timeout_secs.max(1))
     }
 
+    /// Statements and reports running now on this engine's runtime (shared by its clones).
+    pub fn running_queries(&self) -> usize {
+        self.runtime.running()
+    }
+
     /// Run `work` on the query runtime within `limit` ([`QueryRuntime::run`]).
     pub async fn within<T: Send + 'static>(
         &self,

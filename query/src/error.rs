@@ -117,6 +117,8 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::Limit { limit, .. } if *limit == "max_concurrent_queries" => 503,
+            // Refused whatever it says, like Postgres's 42501 (insufficient_privilege).
+            Error::ReadOnly { .. } => 403,
             e if e.is_user_error() => 400,
             Error::Store(_) | Error::Lake(_) => 503,
             _ => 500,

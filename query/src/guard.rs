@@ -138,6 +138,18 @@ pub fn check_text(sql: &str, dialect: Dialect, limits: &Limits) -> Result<()> {
     if operators > limits.max_operators {
         return Err(too_many_operators(operators, limits));
     }
+    // Each level of parentheses is at least one level of the tree: refused here, a statement
+    // nested past the limit is never parsed (parsing nested calls with the Postgres dialect
+    // takes time exponential in the nesting).
+    if deepest > limits.max_expression_depth {
+        return Err(Error::Limit {
+            limit: "max_expression_depth",
+            message: format!(
+                "the statement nests parentheses {deepest} deep, more than the {} allowed",
+                limits.max_expression_depth
+            ),
+        });
+    }
     if deepest > MAX_NESTING {
         return Err(Error::Limit {
             limit: "max_expression_depth",

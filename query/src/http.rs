@@ -3,8 +3,9 @@
 //! - `POST /api/v1/sql` with `{"sql": "…"}`: JSON (an array of row objects, the default), CSV
 //!   (`Accept: text/csv`) or an Arrow IPC stream (`Accept: application/vnd.apache.arrow.stream`);
 //!   errors are `{"error": …}` ([`ApiError`]): 400 naming the problem (and `"limit"`, the
-//!   limit reached) for the caller's mistakes, 503 when too many queries run, 500 for cdlake's
-//!   own failures with what failed (the details are logged).
+//!   limit reached) for the caller's mistakes, 403 for a statement that is not read-only (a
+//!   write, a setting, a file or URL as a table: Postgres's 42501), 503 when too many queries
+//!   run, 500 for cdlake's own failures with what failed (the details are logged).
 //! - `GET /api/v1/dora?from&to&by`: the DORA report (the JSON of `cdlake dora --format json`).
 //! - `GET /api/v1/tail?subject&predicate&service&environment&origin`: Server-Sent Events, one
 //!   `event` per newly committed event row, found by following the `events` table's Delta log
@@ -117,12 +118,15 @@ impl IntoResponse for ApiError {
         self.0.log_if_internal();
         let status =
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let limit = match &self.0 {
+            Error::Limit { limit, .. } => Some(*limit),
+            Error::Timeout { .. } => Some("query_timeout_secs"),
+            Error::Memory { .. } => Some("memory_mb"),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.0.client_message(),
-            limit: match &self.0 {
-                Error::Limit { limit, .. } => Some(format!("limits.{limit}")),
-                _ => None,
-            },
+            limit: limit.map(|l| format!("limits.{l}")),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -324,8 +328,12 @@ async fn watch(store: Store, tx: broadcast::Sender<Arc<Event>>) {
     loop {
         tick.tick().await;
         if tx.receiver_count() == 0 {
-            // Nobody listens: move on without reading what was committed meanwhile.
-            if let Ok(latest) = log.latest_version().await {
+            // Nobody listens: move on without reading what was committed meanwhile. The newest
+            // version is read before looking for listeners again, so a commit made after a
+            // client subscribed (after its response headers) is never skipped.
+            if let Ok(latest) = log.latest_version().await
+                && tx.receiver_count() == 0
+            {
                 version = latest;
             }
             continue;

@@ -66,6 +66,7 @@ use pgwire::api::{
     RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
@@ -426,6 +427,9 @@ fn ensure_authenticated<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<()> 
 // ---------------------------------------------------------------------------------------------
 // Errors
 
+/// PostgreSQL's SQLSTATE for a statement sent inside a failed transaction block.
+const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+
 fn error(code: &str, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_string(),
@@ -783,14 +787,28 @@ impl Service {
         }
     }
 
-    /// `TransactionStatementHook` answers `BEGIN`/`COMMIT`/`ROLLBACK`, and refuses any other
-    /// statement inside a failed transaction, as Postgres does.
+    /// `TransactionStatementHook` answers `BEGIN`/`COMMIT`/`ROLLBACK`. Any other statement
+    /// inside a failed transaction is refused first, as Postgres does, with its SQLSTATE 25P02
+    /// (`in_failed_sql_transaction`; the hook says 25P01, `no_active_sql_transaction`).
     async fn transaction<C>(&self, client: &mut C, statement: &Statement) -> Option<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if client.transaction_status() == TransactionStatus::Error
+            && !matches!(
+                statement,
+                Statement::Commit { .. } | Statement::Rollback { .. }
+            )
+        {
+            return Some(Response::Error(Box::new(ErrorInfo::new(
+                "ERROR".to_string(),
+                IN_FAILED_SQL_TRANSACTION.to_string(),
+                "current transaction is aborted, commands ignored until end of transaction block"
+                    .to_string(),
+            ))));
+        }
         TransactionStatementHook
             .handle_simple_query(statement, &self.scratch, client)
             .await

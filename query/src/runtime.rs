@@ -59,6 +59,11 @@ impl QueryRuntime {
         })
     }
 
+    /// Statements and reports admitted and running now (those waiting for a permit aside).
+    pub fn running(&self) -> usize {
+        self.max_concurrent - self.permits.available_permits()
+    }
+
     /// Run `work` on the query runtime within `limit` (its `secs` is what the error says).
     /// Dropping the returned future (a cancel request, a closed connection) aborts the work.
     pub async fn run<T: Send + 'static>(

@@ -1,20 +1,26 @@
 //! Compaction is atomic for readers: queries running in a loop before, during and after the
 //! commit that swaps a partition's small files for merged ones, and while the vacuum deletes
 //! the old files, always see every row exactly once, and `count(*)` (answered from the files'
-//! row counts) agrees.
+//! row counts) agrees. Two checks do not depend on timing: a query planned before the switch
+//! is still reading when it lands and finishes on its own snapshot, and every version of the
+//! table from before compaction to after it, read by time travel, holds each event once (so
+//! no moment exists where inputs and outputs are both visible, or neither).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arrow::array::Int64Array;
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::DataType;
 use cdlake_ingest::compact::{CompactOptions, compact_table, maintain};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::{Config, Engine};
 use cdlake_schemas::Origin;
-use cdlake_schemas::lake::TableLog;
+use cdlake_schemas::lake::{AsOf, TableLog};
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
+use futures::StreamExt;
 
 const DAYS: i64 = 3;
 const PER_FILE: usize = 40;
@@ -105,16 +111,57 @@ async fn queries_see_each_row_once_while_compaction_runs() {
         }
     };
     more(2).await;
-    let retention = Duration::from_millis(1500);
+    // Long enough for the checks between the switch and the first vacuum on a loaded machine.
+    let retention = Duration::from_secs(8);
     let opts = CompactOptions {
         retention: chrono::Duration::from_std(retention).unwrap(),
         min_files: 2,
         ..CompactOptions::default()
     };
+    let version_before = log.latest_version().await.unwrap();
+    // A query planned on the version before the switch, and still reading when it lands.
+    let mut in_flight = engine
+        .session()
+        .sql("SELECT event_id FROM events")
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let first_batch = in_flight.next().await.expect("a first batch").unwrap();
+    event_ids(&first_batch, &mut seen);
+    assert!(
+        seen.len() < total as usize,
+        "the query must still be reading when the switch lands"
+    );
     // The switch: one commit removes the 75 inputs and adds 3 outputs, while queries run.
     let first = compact_table(&store, &log, &opts, |_, _| {}).await.unwrap();
     assert_eq!(first.files_in, files_before);
     assert_eq!(first.files_out, DAYS as usize);
+    let version_after = log.latest_version().await.unwrap();
+    assert!(version_after > version_before, "compaction committed");
+    // The query planned before finishes on its snapshot: the inputs, each event once.
+    while let Some(batch) = in_flight.next().await {
+        event_ids(&batch.unwrap(), &mut seen);
+    }
+    let distinct: HashSet<&String> = seen.iter().collect();
+    assert_eq!(
+        (seen.len(), distinct.len()),
+        (total as usize, total as usize),
+        "the query that spanned the switch"
+    );
+    // Every version in between, read as it was: each event once at every moment.
+    for version in version_before..=version_after {
+        let then = Engine::open_as_of(&store, Config::default(), AsOf::Version(version))
+            .await
+            .unwrap();
+        assert_eq!(
+            counts(&then).await,
+            (total, total, per_day),
+            "version {version} (before compaction {version_before}, after {version_after})"
+        );
+    }
     more(2).await;
     // Inputs stay for queries planned on the old version until the retention passed.
     assert_eq!(parquet_files(dir.path()), files_before + DAYS as usize);
@@ -131,6 +178,13 @@ async fn queries_see_each_row_once_while_compaction_runs() {
     reader.await.unwrap();
     assert_eq!(parquet_files(dir.path()), DAYS as usize);
     assert_eq!(counts(&engine).await, (total, total, per_day));
+}
+
+/// The `event_id`s of a batch.
+fn event_ids(batch: &RecordBatch, out: &mut Vec<String>) {
+    let ids = arrow::compute::cast(batch.column(0), &DataType::Utf8).unwrap();
+    let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+    out.extend((0..ids.len()).map(|i| ids.value(i).to_string()));
 }
 
 /// Data files on disk (the log's own files excluded).

@@ -113,6 +113,18 @@ impl Server {
     }
 }
 
+/// Poll `done` until it holds or `timeout` passes.
+async fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
 /// Six deployments of two services (five in production), two merged changes, one incident.
 fn events() -> Vec<String> {
     let event = |id: usize, ty: &str, subject_id: &str, time: &str, content: serde_json::Value| {
@@ -398,7 +410,20 @@ async fn simple_and_extended_queries() {
         .simple_query("SELECT 1")
         .await
         .expect_err("aborted transaction");
-    assert_eq!(db_error(&e).0, "25P01");
+    // PostgreSQL's SQLSTATE for this is 25P02, in_failed_sql_transaction (Appendix A, "Class
+    // 25 — Invalid Transaction State"); 25P01 is no_active_sql_transaction.
+    let (code, message) = db_error(&e);
+    assert_eq!(code, "25P02", "{message}");
+    assert!(
+        message.contains("current transaction is aborted"),
+        "{message}"
+    );
+    // BEGIN is refused the same way; only ROLLBACK (or COMMIT, which rolls back) ends it.
+    let e = client
+        .simple_query("BEGIN")
+        .await
+        .expect_err("BEGIN in an aborted transaction");
+    assert_eq!(db_error(&e).0, "25P02");
     client.batch_execute("ROLLBACK").await.expect("rollback");
     assert_alive(&client).await;
 
@@ -914,10 +939,18 @@ async fn runaway_queries_end_with_an_error() {
     let (code, message) = db_error(&e);
     assert_eq!(code, "57014", "{message}");
     assert!(message.contains("time limit of 3 s"), "{message}");
+    // Stopped by the limit, not by something that failed early; and stopped: the engine runs
+    // nothing once the answer is in (the query would otherwise count for minutes).
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "stopped in time: {:?}",
+        started.elapsed() >= Duration::from_secs(3),
+        "answered before the limit: {:?}",
         started.elapsed()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || server.engine.running_queries()
+            == 0)
+        .await,
+        "the timed-out query still runs"
     );
     assert_alive(&client).await;
 
@@ -939,9 +972,25 @@ async fn runaway_queries_end_with_an_error() {
         "the client's shorter limit applied"
     );
     // A cancel request (psql's Ctrl-C) stops the running statement.
+    // Without the client's short timeout; sent once the statement runs on the server (not
+    // after a guess of how long that takes).
+    client
+        .batch_execute("SET statement_timeout = '1h'")
+        .await
+        .expect("set statement_timeout");
+    assert!(
+        wait_until(Duration::from_secs(30), || server.engine.running_queries()
+            == 0)
+        .await,
+        "the statement stopped by statement_timeout still runs"
+    );
     let cancel = client.cancel_token();
+    let engine = server.engine.clone();
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            wait_until(Duration::from_secs(30), || engine.running_queries() == 1).await,
+            "the statement never started"
+        );
         cancel.cancel_query(NoTls).await
     });
     let e = client
@@ -955,10 +1004,6 @@ async fn runaway_queries_end_with_an_error() {
     assert_eq!(db_error(&e).0, "57014", "{e:?}");
     assert!(db_error(&e).1.contains("user request"), "{e:?}");
     assert_alive(&client).await;
-    client
-        .batch_execute("SET statement_timeout = '1h'")
-        .await
-        .expect("set statement_timeout");
     let e = client
         .simple_query(long_query)
         .await

@@ -138,45 +138,225 @@ pub(crate) fn render_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cdlake_ingest::{Ingester, IngesterConfig};
+    use cdlake_query::{Config, Engine};
+    use cdlake_schemas::Origin;
 
-    #[test]
-    fn print_sql_prints_the_views_and_the_statements_the_report_runs() {
+    /// A CDEvent of `ty` (e.g. `service.deployed`) with `content`.
+    fn cdevent(
+        seq: usize,
+        ty: &str,
+        subject: &str,
+        time: &str,
+        content: serde_json::Value,
+    ) -> String {
+        serde_json::json!({
+            "context": {"specversion": "0.5.1", "id": format!("e{seq}"), "source": "/print-sql",
+                        "type": format!("dev.cdevents.{ty}.0.3.0"), "timestamp": time},
+            "subject": {"id": subject, "source": "/print-sql", "content": content}
+        })
+        .to_string()
+    }
+
+    /// Rows of a statement run as a user's (the printed text, through the checked path).
+    async fn rows(engine: &Engine, sql: &str) -> usize {
+        engine
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .num_rows()
+    }
+
+    async fn count(engine: &Engine, sql: &str) -> i64 {
+        let r = engine
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let col = r.batches[0].column(0);
+        col.as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap_or_else(|| panic!("{sql}: not a count"))
+            .value(0)
+    }
+
+    /// What `--print-sql` prints, run as printed against a store whose answers are computed by
+    /// hand, gives the report's figures: the statements are the ones the report runs, for the
+    /// window asked, over the views the engine defines.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn print_sql_prints_the_views_and_the_statements_the_report_runs() {
+        // checkout, in production. shop#1 (merged 01-02) is built into @a, shop#2 (01-15) into
+        // @b. Deployments: 12-31 23:59:59 (before the window), 01-05 @a (delivers shop#1),
+        // 01-10 of an unknown artifact, 01-20 @a again, 02-01 00:00 @b (the window's end,
+        // excluded: shop#2 is not delivered by then).
+        // Window [2026-01-01, 2026-02-01): 3 deployments, 1 of an unknown artifact, 1 change
+        // delivered (shop#1), 1 merged and not delivered (shop#2).
+        let repo = serde_json::json!({"repository": {"id": "acme/shop", "source": "/print-sql"}});
+        let built_from =
+            |change: &str| serde_json::json!({"change": {"id": change, "source": "/print-sql"}});
+        let deployed = |artifact: &str| serde_json::json!({"environment": {"id": "production"}, "artifactId": artifact});
+        let events = [
+            (
+                "change.merged",
+                "acme/shop#1",
+                "2026-01-02T00:00:00Z",
+                repo.clone(),
+            ),
+            (
+                "artifact.packaged",
+                "pkg:oci/checkout@a",
+                "2026-01-03T00:00:00Z",
+                built_from("acme/shop#1"),
+            ),
+            (
+                "change.merged",
+                "acme/shop#2",
+                "2026-01-15T00:00:00Z",
+                repo.clone(),
+            ),
+            (
+                "artifact.packaged",
+                "pkg:oci/checkout@b",
+                "2026-01-16T00:00:00Z",
+                built_from("acme/shop#2"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2025-12-31T23:59:59Z",
+                deployed("pkg:oci/checkout@x"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2026-01-05T00:00:00Z",
+                deployed("pkg:oci/checkout@a"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2026-01-10T00:00:00Z",
+                deployed("pkg:oci/checkout@x"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2026-01-20T00:00:00Z",
+                deployed("pkg:oci/checkout@a"),
+            ),
+            (
+                "service.deployed",
+                "checkout",
+                "2026-02-01T00:00:00Z",
+                deployed("pkg:oci/checkout@b"),
+            ),
+        ];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            cdlake_schemas::store::Store::open(dir.path().to_str().expect("utf-8")).expect("store");
+        let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+        for (seq, (ty, subject, time, content)) in events.into_iter().enumerate() {
+            let raw = cdevent(seq, ty, subject, time, content);
+            ingester
+                .ingest(raw.as_bytes(), Origin::CdEvents, "test")
+                .await
+                .expect("ingest");
+        }
+        ingester.flush().await.expect("flush");
+        let config = Config::default();
+        let production = config.production.clone();
+        let engine = Engine::open(&store, config).await.expect("engine");
+
         let t = |s: &str| parse_time(s, Utc::now()).unwrap();
         let req = DoraRequest {
             from: t("2026-01-01"),
             to: t("2026-02-01"),
             by: Some(GroupBy::Service),
         };
-        let printed = print_sql("^prod$", &req);
+        let report = engine.dora(&req).await.expect("report");
+        let printed = print_sql(&production, &req);
         let pairs = |v: &serde_json::Value| -> Vec<(String, String)> {
             serde_json::from_value(v.clone()).unwrap()
         };
-        let views: Vec<(String, String)> = cdlake_query::views::definitions("^prod$")
-            .into_iter()
-            .map(|(n, s)| (n.to_string(), s))
-            .collect();
-        assert_eq!(pairs(&printed["views"]), views);
-        // `dora::report` runs exactly `report_queries(req)`: the same function builds both.
-        let queries = cdlake_query::dora::report_queries(&req);
-        let expected: Vec<(String, String)> = queries
-            .named()
-            .into_iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect();
-        assert_eq!(pairs(&printed["queries"]), expected);
-        let names: Vec<String> = expected.into_iter().map(|(n, _)| n).collect();
+        let queries: std::collections::BTreeMap<String, String> =
+            pairs(&printed["queries"]).into_iter().collect();
+        let names: Vec<&str> = queries.keys().map(String::as_str).collect();
         assert_eq!(
             names,
             [
-                "deployments",
+                "changes_not_delivered",
                 "deliveries",
-                "incidents",
+                "deployments",
                 "deployments_unknown_artifact",
-                "changes_not_delivered"
+                "incidents"
             ]
         );
-        // The window is in the statements, in microseconds.
-        let to = req.to.timestamp_micros().to_string();
-        assert!(queries.deployments.contains(&to) && queries.changes_not_delivered.contains(&to));
+        // The window, in microseconds: 2026-01-01 is 1767225600 s, 2026-02-01 1769904000 s.
+        for name in ["deployments", "deployments_unknown_artifact"] {
+            assert!(
+                queries[name].contains("1767225600000000"),
+                "{name}: {}",
+                queries[name]
+            );
+        }
+        for (name, sql) in &queries {
+            assert!(sql.contains("1769904000000000"), "{name}: {sql}");
+        }
+
+        // Run as printed: the hand-computed answers, which are the report's.
+        let f = &report.figures;
+        assert_eq!(rows(&engine, &queries["deployments"]).await, 3);
+        assert_eq!(f.deployment_frequency.deployments, 3);
+        assert_eq!(rows(&engine, &queries["deliveries"]).await, 1);
+        assert_eq!(f.lead_time.changes, 1);
+        assert_eq!(
+            count(&engine, &queries["deployments_unknown_artifact"]).await,
+            1
+        );
+        assert_eq!(report.unlinked.deployments_unknown_artifact, 1);
+        assert_eq!(count(&engine, &queries["changes_not_delivered"]).await, 1);
+        assert_eq!(report.unlinked.changes_not_delivered, 1);
+        assert_eq!(rows(&engine, &queries["incidents"]).await, 0);
+
+        // The printed views are the ones the engine defined, as its catalog holds them.
+        let catalog = engine
+            .session()
+            .sql("SELECT table_name, definition FROM information_schema.views")
+            .await
+            .expect("information_schema")
+            .collect()
+            .await
+            .expect("views");
+        let mut defined = std::collections::BTreeMap::new();
+        for batch in &catalog {
+            let text = |i: usize| {
+                arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8)
+                    .expect("text")
+            };
+            let (names, bodies) = (text(0), text(1));
+            let names = names
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("names");
+            let bodies = bodies
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("bodies");
+            for i in 0..batch.num_rows() {
+                defined.insert(names.value(i).to_string(), bodies.value(i).to_string());
+            }
+        }
+        let views = pairs(&printed["views"]);
+        assert!(views.len() >= 10, "{views:?}");
+        for (name, body) in &views {
+            let definition = defined
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is printed but not defined: {defined:?}"));
+            // The catalog keeps the text with its whitespace normalised.
+            let words = |s: &str| s.split_whitespace().collect::<String>();
+            assert!(
+                words(definition).contains(&words(body)),
+                "{name}: printed {body}\ndefined {definition}"
+            );
+        }
     }
 }
