@@ -143,24 +143,30 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
 ) -> crate::Result<()> {
     let mut waiting: Vec<Waiting> = Vec::new();
-    let mut flushes: JoinSet<Flush> = JoinSet::new();
-    // The ids of the commits running now.
-    let mut running: HashSet<u64> = HashSet::new();
-    let mut tasks: std::collections::HashMap<tokio::task::Id, u64> = Default::default();
-    let mut next_id = 0u64;
+    let mut commits = Commits::default();
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
     let mut last_error = String::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut open = true;
-    while open || ingester.pending_rows() > 0 || !waiting.is_empty() || !flushes.is_empty() {
+    while open || ingester.pending_rows() > 0 || !waiting.is_empty() || !commits.flushes.is_empty()
+    {
         tokio::select! {
             job = rx.recv(), if open => match job {
                 Some(job) => {
                     if failures > 0 && ingester.pending_rows() >= options.max_buffered_rows {
                         let _ = job.reply.send(Err(WriteError::StoreUnavailable(last_error.clone())));
                         continue;
+                    }
+                    // A large submission goes into a commit of its own: what callers before
+                    // it sent is committed first, not held back by its many rows or dates.
+                    if job.envelopes.len() >= LARGE_PARTITIONS
+                        && ingester.pending_rows() > 0
+                        && failures == 0
+                        && commits.flushes.len() < MAX_IN_FLIGHT
+                    {
+                        commits.start(&mut ingester, &metrics, &mut waiting);
                     }
                     let before = ingester.pending_rows();
                     let started = Instant::now();
@@ -176,7 +182,7 @@ async fn run(
                                 outcomes,
                                 reply: job.reply,
                                 taken: ingester.pending_rows() == before,
-                                deps: if duplicates { running.clone() } else { HashSet::new() },
+                                deps: if duplicates { commits.running.clone() } else { HashSet::new() },
                             });
                         }
                         Err(e) => {
@@ -187,15 +193,15 @@ async fn run(
                 }
                 None => open = false,
             },
-            Some(done) = flushes.join_next(), if !flushes.is_empty() => {
+            Some(done) = commits.flushes.join_next(), if !commits.flushes.is_empty() => {
                 let done = match done {
                     Ok(done) => done,
                     Err(e) => {
                         // A commit task panicked: its rows are lost to this process; its
                         // callers are told to retry (a retry of what did land is a duplicate).
                         tracing::error!(error = %e, "A commit task failed; its callers are answered with an error.");
-                        if let Some(id) = tasks.remove(&e.id()) {
-                            running.remove(&id);
+                        if let Some(id) = commits.tasks.remove(&e.id()) {
+                            commits.running.remove(&id);
                             let (failed, keep): (Vec<_>, Vec<_>) =
                                 waiting.drain(..).partition(|w| w.deps.contains(&id));
                             waiting = keep;
@@ -208,8 +214,8 @@ async fn run(
                         continue;
                     }
                 };
-                tasks.retain(|_, id| *id != done.id);
-                running.remove(&done.id);
+                commits.tasks.retain(|_, id| *id != done.id);
+                commits.running.remove(&done.id);
                 match done.result {
                     Ok(report) => {
                         failures = 0;
@@ -238,7 +244,7 @@ async fn run(
                             for w in waiting.drain(..) {
                                 let _ = w.reply.send(Err(WriteError::StoreUnavailable(last_error.clone())));
                             }
-                            flushes.shutdown().await;
+                            commits.flushes.shutdown().await;
                             return Err(e);
                         }
                     }
@@ -278,32 +284,50 @@ async fn run(
                 .iter()
                 .any(|w| !w.taken && w.since.elapsed() >= options.commit_interval);
         let ready = retry_at.is_none_or(|t| Instant::now() >= t);
-        if due && ready && ingester.pending_rows() > 0 && flushes.len() < MAX_IN_FLIGHT {
-            let id = next_id;
-            next_id += 1;
-            running.insert(id);
-            for w in waiting.iter_mut().filter(|w| !w.taken) {
-                w.taken = true;
-                w.deps.insert(id);
-            }
-            let pending = ingester.take_pending();
-            let committer = ingester.committer();
-            let metrics = metrics.clone();
-            let handle = flushes.spawn(async move {
-                let mut pending = pending;
-                let started = Instant::now();
-                let result = pending.commit(&committer).await;
-                record_flush(&metrics, started, &result);
-                Flush {
-                    id,
-                    pending,
-                    result,
-                }
-            });
-            tasks.insert(handle.id(), id);
+        if due && ready && ingester.pending_rows() > 0 && commits.flushes.len() < MAX_IN_FLIGHT {
+            commits.start(&mut ingester, &metrics, &mut waiting);
         }
     }
     Ok(())
+}
+
+/// The commits running beside the writer, by id.
+#[derive(Default)]
+struct Commits {
+    flushes: JoinSet<Flush>,
+    /// The ids of the commits running now.
+    running: HashSet<u64>,
+    tasks: std::collections::HashMap<tokio::task::Id, u64>,
+    next_id: u64,
+}
+
+impl Commits {
+    /// Commit what the ingester buffered, beside the writer; the callers whose rows it takes
+    /// wait for it.
+    fn start(&mut self, ingester: &mut Ingester, metrics: &Arc<Metrics>, waiting: &mut [Waiting]) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.running.insert(id);
+        for w in waiting.iter_mut().filter(|w| !w.taken) {
+            w.taken = true;
+            w.deps.insert(id);
+        }
+        let pending = ingester.take_pending();
+        let committer = ingester.committer();
+        let metrics = metrics.clone();
+        let handle = self.flushes.spawn(async move {
+            let mut pending = pending;
+            let started = Instant::now();
+            let result = pending.commit(&committer).await;
+            record_flush(&metrics, started, &result);
+            Flush {
+                id,
+                pending,
+                result,
+            }
+        });
+        self.tasks.insert(handle.id(), id);
+    }
 }
 
 async fn ingest_all(

@@ -266,7 +266,7 @@ impl Engine {
                 });
             }
             if bytes > max_bytes {
-                return Err(result_too_large(limits.max_result_mb));
+                return Err(Error::result_too_large(limits.max_result_mb));
             }
             batches.push(batch);
         }
@@ -305,16 +305,6 @@ impl Engine {
             crate::dora::report(&engine, &request).await
         })
         .await
-    }
-}
-
-/// The error of a result past `limits.max_result_mb`.
-pub(crate) fn result_too_large(max_result_mb: usize) -> Error {
-    Error::Limit {
-        limit: "max_result_mb",
-        message: format!(
-            "the result is larger than {max_result_mb} MiB: add a LIMIT, select fewer columns or aggregate"
-        ),
     }
 }
 

@@ -94,6 +94,16 @@ impl From<arrow::error::ArrowError> for Error {
 }
 
 impl Error {
+    /// The error of a result past `limits.max_result_mb`.
+    pub(crate) fn result_too_large(max_result_mb: usize) -> Self {
+        Error::Limit {
+            limit: "max_result_mb",
+            message: format!(
+                "the result is larger than {max_result_mb} MiB: add a LIMIT, select fewer columns or aggregate"
+            ),
+        }
+    }
+
     /// An internal error with what failed.
     pub fn internal(
         what: &'static str,

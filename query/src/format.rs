@@ -13,8 +13,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::engine::result_too_large;
-use crate::{QueryResult, Result};
+use crate::{Error, QueryResult, Result};
 
 /// Output formats of `cdlake sql` and `POST /api/v1/sql`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +57,9 @@ pub fn render(result: &QueryResult, format: Format, max_result_mb: usize) -> Res
     let written = write(result, format, &mut out);
     match written {
         Ok(()) => Ok(out.buf),
-        Err(e) if e.to_string().contains(LIMIT_REACHED) => Err(result_too_large(max_result_mb)),
+        Err(e) if e.to_string().contains(LIMIT_REACHED) => {
+            Err(Error::result_too_large(max_result_mb))
+        }
         Err(e) => Err(crate::Error::internal("rendering the result", e)),
     }
 }

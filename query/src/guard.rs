@@ -29,6 +29,9 @@ use crate::{Error, Result};
 /// How deeply parentheses may nest in the text (the parser recurses once per level).
 pub const MAX_NESTING: usize = 100;
 
+/// How deeply calls (`name(`) may nest in a statement sent over the Postgres protocol.
+pub const MAX_PG_CALL_NESTING: usize = 16;
+
 /// Which SQL dialect a protocol speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dialect {
@@ -108,6 +111,7 @@ pub fn check_text(sql: &str, dialect: Dialect, limits: &Limits) -> Result<()> {
             ),
         });
     }
+    let postgres = dialect == Dialect::Postgres;
     let dialect = dialect.sqlparser();
     let tokens = Tokenizer::new(dialect.as_ref(), sql)
         .tokenize()
@@ -117,6 +121,9 @@ pub fn check_text(sql: &str, dialect: Dialect, limits: &Limits) -> Result<()> {
         })?;
     let (mut operators, mut depth, mut deepest) = (0usize, 0usize, 0usize);
     let mut previous_word = false;
+    // Which open parentheses follow a word (a call, `CAST(`, `IN (`…), and how deeply those nest.
+    let mut calls: Vec<bool> = Vec::new();
+    let (mut call_depth, mut deepest_calls) = (0usize, 0usize);
     for token in &tokens {
         let is_word = matches!(token, Token::Word(_));
         match token {
@@ -125,8 +132,16 @@ pub fn check_text(sql: &str, dialect: Dialect, limits: &Limits) -> Result<()> {
                 operators += usize::from(previous_word);
                 depth += 1;
                 deepest = deepest.max(depth);
+                calls.push(previous_word);
+                call_depth += usize::from(previous_word);
+                deepest_calls = deepest_calls.max(call_depth);
             }
-            Token::RParen => depth = depth.saturating_sub(1),
+            Token::RParen => {
+                depth = depth.saturating_sub(1);
+                if calls.pop() == Some(true) {
+                    call_depth -= 1;
+                }
+            }
             Token::Word(w) => operators += usize::from(operator_keyword(w.keyword)),
             t if is_operator_token(t) => operators += 1,
             _ => {}
@@ -147,6 +162,17 @@ pub fn check_text(sql: &str, dialect: Dialect, limits: &Limits) -> Result<()> {
             message: format!(
                 "the statement nests parentheses {deepest} deep, more than the {} allowed",
                 limits.max_expression_depth
+            ),
+        });
+    }
+    // The Postgres dialect's parser takes time exponential in how deeply calls nest (about
+    // twice as long per level: 20 levels take seconds, 30 would take hours, and a parse cannot
+    // be stopped), so that protocol refuses what it cannot parse in good time.
+    if postgres && deepest_calls > MAX_PG_CALL_NESTING {
+        return Err(Error::Limit {
+            limit: "max_expression_depth",
+            message: format!(
+                "the statement nests calls {deepest_calls} deep, more than the {MAX_PG_CALL_NESTING} cdlake's Postgres endpoint parses; flatten it (a WITH clause), or send it to the HTTP API, which parses deeper nesting"
             ),
         });
     }

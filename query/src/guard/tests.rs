@@ -88,6 +88,27 @@ fn statements_past_the_size_or_nesting_limits_name_them() {
 }
 
 #[test]
+fn postgres_refuses_calls_nested_past_what_its_parser_takes_in_good_time() {
+    let nested = |n: usize| format!("SELECT {}1{}", "abs(".repeat(n), ")".repeat(n));
+    let l = limits();
+    // At the bound: accepted and parsed, on both dialects.
+    let at = nested(MAX_PG_CALL_NESTING);
+    guard(&at, Dialect::Postgres).expect("nesting at the bound");
+    // One past: Postgres refuses it before parsing and names the limit; HTTP's dialect parses
+    // nesting in linear time and takes it.
+    let past = nested(MAX_PG_CALL_NESTING + 1);
+    let e = check_text(&past, Dialect::Postgres, &l).expect_err("too deep for Postgres");
+    assert_eq!(limit_of(&e), Some("max_expression_depth"));
+    assert!(e.to_string().contains("nests calls"), "{e}");
+    guard(&past, Dialect::Generic).expect("the HTTP dialect parses it");
+    // Plain parentheses and calls side by side do not count as nested calls.
+    let wide = format!("SELECT {}", vec!["abs(1)"; 40].join(" + "));
+    guard(&wide, Dialect::Postgres).expect("calls side by side");
+    let parens = format!("SELECT {}abs(1){}", "(".repeat(40), ")".repeat(40));
+    guard(&parens, Dialect::Postgres).expect("parentheses around one call");
+}
+
+#[test]
 fn depth_is_measured_on_the_parsed_tree_through_subqueries() {
     let mut l = limits();
     l.max_expression_depth = 20;
