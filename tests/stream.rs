@@ -212,8 +212,7 @@ async fn a_broker_restart_loses_no_acknowledged_event() {
     let recovered = eventually(Duration::from_secs(60), || {
         let this = b;
         b += 1;
-        let post = post(this);
-        async move { post.await }
+        post(this)
     })
     .await;
     assert!(
