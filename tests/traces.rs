@@ -82,12 +82,19 @@ fn span(trace: &[u8], id: &[u8], parent: &[u8], name: &str, start: &str, end: &s
 /// The spans the Collector's GitHub receiver makes for run 289782451, attempt 1 (the
 /// workflow_run fixture): a root span, two jobs, a queue span and a step.
 fn collector_trace() -> ExportTraceServiceRequest {
-    let trace = &digest("2897824511t")[..16];
-    let root = &digest("2897824511s")[8..16];
-    let build = &digest("2897824511build")[8..16];
-    let test = &digest("2897824511test")[8..16];
-    let queue = &digest("2897824511testqueue-test1")[8..16];
-    let step = &digest("2897824511testrun tests2")[8..16];
+    collector_trace_of(1)
+}
+
+/// The Collector's spans for one attempt of run 289782451: its ids are derived from the run id
+/// and the attempt, so each attempt is a trace of its own.
+fn collector_trace_of(attempt: u32) -> ExportTraceServiceRequest {
+    let id = |suffix: &str| digest(&format!("289782451{attempt}{suffix}"));
+    let trace = &id("t")[..16];
+    let root = &id("s")[8..16];
+    let build = &id("build")[8..16];
+    let test = &id("test")[8..16];
+    let queue = &id("testqueue-test1")[8..16];
+    let step = &id("testrun tests2")[8..16];
     let spans = vec![
         span(
             trace,
@@ -580,4 +587,170 @@ async fn cdlake_sends_its_own_traces_to_itself_and_its_metrics_over_otlp() {
     })
     .await;
     assert!(exported, "no OTLP metrics with cdlake_received_total");
+}
+
+/// A run is identified by origin, repository, run id and attempt: a GitHub re-run (attempt 2
+/// failing after attempt 1 succeeded) is a row of its own joined to its own trace, two GitLab
+/// projects' pipelines with one id are two rows, and a run's outcome is its last `finished`
+/// (by time, whatever the arrival order), not the alphabetical maximum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_attempt_is_its_own_row_with_its_own_outcome_and_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = standalone(&dir.path().join("store"));
+    let client = reqwest::Client::new();
+    let post = |route: &'static str, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let mut req = client
+            .post(svc.url(route))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        }
+    };
+
+    // GitHub: the fixture's run 289782451 (attempt 1, success), then its re-run failing.
+    let fixture =
+        std::fs::read(shared().join("fixtures/github/workflow_run/completed.payload.json"))
+            .unwrap();
+    let mut rerun: serde_json::Value = serde_json::from_slice(&fixture).unwrap();
+    rerun["workflow_run"]["run_attempt"] = 2.into();
+    rerun["workflow_run"]["conclusion"] = "failure".into();
+    rerun["workflow_run"]["run_started_at"] = "2020-10-05T17:00:00Z".into();
+    rerun["workflow_run"]["updated_at"] = "2020-10-05T17:04:00Z".into();
+    for (delivery, body) in [
+        ("d-1", fixture.clone()),
+        ("d-2", rerun.to_string().into_bytes()),
+    ] {
+        let headers = vec![
+            ("x-github-event", "workflow_run".to_string()),
+            ("x-github-delivery", delivery.to_string()),
+        ];
+        post("/webhooks/github", headers, body).await;
+    }
+    for attempt in [1, 2] {
+        let resp = post_traces(
+            &svc,
+            "application/x-protobuf",
+            None,
+            collector_trace_of(attempt).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+    }
+
+    // GitLab: pipeline 31 of the fixture's project, and pipeline 31 of another project.
+    let gitlab = std::fs::read(shared().join("fixtures/gitlab/pipeline.json")).unwrap();
+    let mut other: serde_json::Value = serde_json::from_slice(&gitlab).unwrap();
+    other["project"]["path_with_namespace"] = "gitlab-org/other".into();
+    other["object_attributes"]["status"] = "failed".into(); // GitLab's word, stored as sent
+    for (uuid, body) in [("gl-1", gitlab), ("gl-2", other.to_string().into_bytes())] {
+        post(
+            "/webhooks/gitlab",
+            vec![("X-Gitlab-Event-UUID", uuid.to_string())],
+            body,
+        )
+        .await;
+    }
+
+    // CDEvents: run-9 finished twice (succeeded, then a retry of it failed later), the later
+    // one arriving first; a task of it.
+    let cdevent = |id: &str, ty: &str, subject: serde_json::Value, time: &str| {
+        serde_json::json!({
+            "context": {"specversion": "0.5.1", "id": id, "source": "/ci",
+                        "type": format!("dev.cdevents.{ty}.0.3.0"), "timestamp": time},
+            "subject": subject,
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let finished = |id: &str, outcome: &str, time: &str| {
+        cdevent(
+            id,
+            "pipelinerun.finished",
+            serde_json::json!({"id": "run-9", "content": {"pipelineName": "build", "outcome": outcome}}),
+            time,
+        )
+    };
+    post(
+        "/api/v1/events",
+        vec![],
+        finished("f2", "failure", "2026-11-20T10:10:00Z"),
+    )
+    .await;
+    post(
+        "/api/v1/events",
+        vec![],
+        finished("f1", "success", "2026-11-20T10:05:00Z"),
+    )
+    .await;
+    let task = cdevent(
+        "t1",
+        "taskrun.finished",
+        serde_json::json!({"id": "task-1", "content": {"taskName": "compile", "outcome": "success",
+                                                        "pipelineRun": {"id": "run-9"}}}),
+        "2026-11-20T10:04:00Z",
+    );
+    post("/api/v1/events", vec![], task).await;
+
+    let runs_sql = "SELECT origin, repository, run_id, attempt, outcome, events, run_key
+                    FROM pipeline_runs ORDER BY origin, repository, run_id, attempt";
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sql(&svc, runs_sql).await.len() == 5
+                && sql(&svc, "SELECT count(*) AS n FROM spans").await[0]["n"] == 10
+        })
+        .await,
+        "{:?}",
+        sql(&svc, runs_sql).await
+    );
+    let runs = sql(&svc, runs_sql).await;
+    let row = |r: &serde_json::Value| {
+        format!(
+            "{} {} {} {} {} {}",
+            r["origin"], r["repository"], r["run_id"], r["attempt"], r["outcome"], r["events"]
+        )
+    };
+    let rows: Vec<String> = runs.iter().map(row).collect();
+    assert_eq!(
+        rows,
+        [
+            r#""cdevents" null "run-9" null "failure" 2"#,
+            r#""github" "octo-org/octo-repo" "289782451" 1 "success" 1"#,
+            r#""github" "octo-org/octo-repo" "289782451" 2 "failure" 1"#,
+            r#""gitlab" "gitlab-org/gitlab-test" "31" null "success" 1"#,
+            r#""gitlab" "gitlab-org/other" "31" null "failed" 1"#,
+        ],
+        "{runs:?}"
+    );
+
+    // Each attempt joins its own trace (the Collector's id of that attempt).
+    let traces = sql(
+        &svc,
+        "SELECT attempt, trace_id, joined_by, spans FROM pipeline_traces
+         WHERE run_id = '289782451' ORDER BY attempt",
+    )
+    .await;
+    let want_trace = |attempt: u32| hex::encode(&digest(&format!("289782451{attempt}t"))[..16]);
+    assert_eq!(traces.len(), 2, "{traces:?}");
+    for (row, attempt) in traces.iter().zip([1, 2]) {
+        assert_eq!(row["attempt"], attempt, "{traces:?}");
+        assert_eq!(row["trace_id"], want_trace(attempt), "{traces:?}");
+        assert_eq!(row["joined_by"], "trace_id");
+        assert_eq!(row["spans"], 5);
+    }
+
+    // A task run joins its pipeline run by `run_key`.
+    let tasks = sql(
+        &svc,
+        "SELECT t.task, p.pipeline, p.outcome FROM task_runs t
+         JOIN pipeline_runs p ON p.run_key = t.run_key",
+    )
+    .await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["task"], "compile");
+    assert_eq!(tasks[0]["pipeline"], "build");
 }

@@ -83,6 +83,16 @@ pub fn report_events_sql(subjects: &[&str]) -> String {
     )
 }
 
+/// A pipeline run's identity as one value (`pipeline_runs.run_key`, `task_runs.run_key`):
+/// origin, repository, run id and attempt, the missing ones empty.
+const RUN_KEY: &str = "concat_ws(':', origin, coalesce(repository, ''), coalesce(run_id, ''), coalesce(CAST(attempt AS VARCHAR), ''))";
+
+/// How long before a run attempt's recorded start its trace may begin (clocks of the CI system
+/// and of the span exporter differ): a trace joined by `cicd.pipeline.run.id` belongs to the
+/// latest attempt of that run begun no later than this after the trace's start, else to the
+/// earliest. One minute, in µs.
+const TRACE_SLACK_MICROS: i64 = 60_000_000;
+
 /// Seconds between two timestamp(µs) expressions, as a float.
 fn secs(later: &str, earlier: &str) -> String {
     format!("(CAST({later} AS BIGINT) - CAST({earlier} AS BIGINT)) / 1000000.0")
@@ -216,23 +226,29 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         ),
     ));
 
+    // A run is identified by where it ran (origin, repository), its id and its attempt (a
+    // GitHub re-run keeps the run id): each attempt is a row, its outcome that of its last
+    // `finished` event (by time, then event id, so arrival order does not matter). `run_key`
+    // writes the identity as one value, to join task runs and traces with.
     v.push((
         "pipeline_runs",
         format!(
             "SELECT run_id, pipeline, queued_at, started_at, finished_at, outcome, url,
                     {duration} AS duration_seconds, {queue} AS queue_seconds, events,
-                    trace_id, artifact_id
-             FROM (SELECT run_id, max(pipeline) AS pipeline, max(trace_id) AS trace_id,
+                    trace_id, artifact_id, origin, repository, attempt, {run_key} AS run_key
+             FROM (SELECT origin, repository, run_id, attempt,
+                          max(pipeline) AS pipeline, max(trace_id) AS trace_id,
                           max(artifact_id) AS artifact_id,
                           min(CASE WHEN predicate = 'queued' THEN time END) AS queued_at,
                           min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
                           max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
-                          max(CASE WHEN predicate = 'finished' THEN outcome END) AS outcome,
+                          last_value(outcome ORDER BY time, event_id) FILTER (WHERE predicate = 'finished') AS outcome,
                           max(url) AS url, count(*) AS events
                    FROM events_unique WHERE subject = 'pipelinerun' AND run_id IS NOT NULL
-                   GROUP BY run_id)",
+                   GROUP BY origin, repository, run_id, attempt)",
             duration = secs("finished_at", "coalesce(started_at, queued_at)"),
             queue = secs("started_at", "queued_at"),
+            run_key = RUN_KEY,
         ),
     ));
 
@@ -240,14 +256,17 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         "task_runs",
         format!(
             "SELECT task_run_id, run_id, task, started_at, finished_at, outcome, url,
-                    {duration} AS duration_seconds
-             FROM (SELECT subject_id AS task_run_id, max(run_id) AS run_id, max(task) AS task,
+                    {duration} AS duration_seconds, origin, repository, attempt, {run_key} AS run_key
+             FROM (SELECT origin, repository, subject_id AS task_run_id, max(run_id) AS run_id,
+                          max(attempt) AS attempt, max(task) AS task,
                           min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
                           max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
-                          max(CASE WHEN predicate = 'finished' THEN outcome END) AS outcome,
+                          last_value(outcome ORDER BY time, event_id) FILTER (WHERE predicate = 'finished') AS outcome,
                           max(url) AS url
-                   FROM events_unique WHERE subject = 'taskrun' GROUP BY subject_id)",
+                   FROM events_unique WHERE subject = 'taskrun'
+                   GROUP BY origin, repository, subject_id)",
             duration = secs("finished_at", "started_at"),
+            run_key = RUN_KEY,
         ),
     ));
 
@@ -370,22 +389,35 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                       count(CASE WHEN status = 'error' THEN 1 END) AS error_spans
                FROM spans GROUP BY trace_id),
              by_trace AS (
-               SELECT r.run_id, t.trace_id, 'trace_id' AS joined_by
+               SELECT r.run_key, t.trace_id, 'trace_id' AS joined_by
                FROM pipeline_runs r JOIN t ON t.trace_id = r.trace_id),
              by_run AS (
-               SELECT r.run_id, t.trace_id, 'cicd.pipeline.run.id' AS joined_by
-               FROM pipeline_runs r JOIN t ON t.pipeline_run_id = r.run_id
-               WHERE r.run_id NOT IN (SELECT run_id FROM by_trace)),
+               SELECT run_key, trace_id, 'cicd.pipeline.run.id' AS joined_by FROM (
+                 SELECT r.run_key, t.trace_id,
+                        row_number() OVER (PARTITION BY t.trace_id
+                                           ORDER BY CASE WHEN r.begun <= t.begun THEN 0 ELSE 1 END,
+                                                    CASE WHEN r.begun <= t.begun THEN r.begun END DESC,
+                                                    r.begun, r.run_key) AS pick
+                 FROM (SELECT run_key, run_id, CAST(coalesce(started_at, queued_at, finished_at) AS BIGINT) AS begun
+                       FROM pipeline_runs) r
+                 JOIN (SELECT trace_id, pipeline_run_id,
+                              CAST(trace_start AS BIGINT) + {slack} AS begun FROM t) t
+                   ON t.pipeline_run_id = r.run_id
+                 WHERE r.run_key NOT IN (SELECT run_key FROM by_trace)
+                   AND t.trace_id NOT IN (SELECT trace_id FROM by_trace))
+               WHERE pick = 1),
              links AS (SELECT * FROM by_trace UNION ALL SELECT * FROM by_run)
              SELECT r.run_id, r.pipeline, r.queued_at, r.started_at, r.finished_at, r.outcome,
                     r.duration_seconds, r.queue_seconds, l.trace_id, l.joined_by,
                     t.trace_start, t.trace_end, {trace_secs} AS trace_seconds, t.spans,
-                    t.task_queue_seconds, t.error_spans, r.artifact_id
+                    t.task_queue_seconds, t.error_spans, r.artifact_id,
+                    r.origin, r.repository, r.attempt, r.run_key
              FROM links l
-             JOIN pipeline_runs r ON r.run_id = l.run_id
+             JOIN pipeline_runs r ON r.run_key = l.run_key
              JOIN t ON t.trace_id = l.trace_id",
             span_secs = secs("\"end\"", "start"),
             trace_secs = secs("t.trace_end", "t.trace_start"),
+            slack = TRACE_SLACK_MICROS,
         ),
     ));
 
@@ -433,7 +465,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                       count(*) AS pipeline_runs
                FROM artifact_changes l
                JOIN pipeline_runs r ON r.artifact_id = l.artifact_id
-               LEFT JOIN pipeline_traces pt ON pt.run_id = r.run_id
+               LEFT JOIN pipeline_traces pt ON pt.run_key = r.run_key
                GROUP BY l.change_id),
              c AS (
                SELECT c.change_id, c.repository, c.delivered_by AS service, c.started_at,

@@ -3,8 +3,8 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder,
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -61,6 +61,11 @@ pub struct Event {
     pub task: Option<String>,
     /// The original JSON, byte for byte.
     pub payload: String,
+    /// Which attempt of its run a `pipelinerun.*` or `taskrun.*` event belongs to (GitHub's
+    /// `run_attempt`: a re-run keeps the run id and counts up); `None` where the sender has no
+    /// attempts. A run is identified by origin, repository, run id and attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i64>,
 }
 
 impl Event {
@@ -116,8 +121,10 @@ fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// Column names of the `events` table, in order.
-pub const EVENT_COLUMNS: [&str; 25] = [
+/// Column names of the `events` table, in order. Columns added after the first release come
+/// last (`attempt`), so a table created before them and upgraded (a Delta schema change that
+/// appends) and a table created since have the same column order.
+pub const EVENT_COLUMNS: [&str; 26] = [
     "event_id",
     "event_source",
     "event_type",
@@ -143,6 +150,7 @@ pub const EVENT_COLUMNS: [&str; 25] = [
     "team",
     "task",
     "payload",
+    "attempt",
 ];
 
 static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -161,10 +169,10 @@ static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
                 | "subject_id"
                 | "payload"
         );
-        let ty = if matches!(name, "time" | "ingested_at") {
-            ts_type()
-        } else {
-            DataType::Utf8
+        let ty = match name {
+            "time" | "ingested_at" => ts_type(),
+            "attempt" => DataType::Int64,
+            _ => DataType::Utf8,
         };
         Field::new(name, ty, !required)
     });
@@ -219,6 +227,7 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         strings(&|e| e.team.as_deref()),
         strings(&|e| e.task.as_deref()),
         strings(&|e| Some(&e.payload)),
+        Arc::new(Int64Array::from_iter(events.iter().map(|e| e.attempt))),
     ];
     RecordBatch::try_new(events_schema(), columns)
 }
@@ -254,6 +263,14 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
     let (run_id, outcome, url, task) = (s("run_id")?, s("outcome")?, s("url")?, s("task")?);
     let (trace_id, span_id, chain_id, team) =
         (s("trace_id")?, s("span_id")?, s("chain_id")?, s("team")?);
+    // Files written before the column existed have no `attempt`.
+    let attempt =
+        match batch.column_by_name("attempt") {
+            None => None,
+            Some(a) => Some(a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+                ArrowError::SchemaError("column attempt is not int64".to_string())
+            })?),
+        };
     Ok((0..batch.num_rows())
         .map(|i| Event {
             event_id: req(event_id, i),
@@ -281,6 +298,7 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
             team: opt(team, i),
             task: opt(task, i),
             payload: req(payload, i),
+            attempt: attempt.and_then(|a| a.is_valid(i).then(|| a.value(i))),
         })
         .collect())
 }

@@ -351,6 +351,9 @@ impl TableLog {
             }
             Err(e) => return Err(delta_err(e)),
         }
+        if as_of == AsOf::Latest {
+            delta = upgrade_schema(delta, table).await.map_err(delta_err)?;
+        }
         let index = Arc::new(index_of(table, &delta)?);
         Ok(Self {
             table,
@@ -750,6 +753,45 @@ fn delta_columns(table: Table) -> std::result::Result<Vec<StructField>, DeltaTab
         DataType::STRING,
     ));
     Ok(columns)
+}
+
+/// Add the columns this cdlake writes that the table's schema lacks (a table created by an
+/// older cdlake): nullable and appended, so older files read them as NULL and the column order
+/// stays that of a table created now. Another process upgrading at the same time is no error:
+/// the table is reloaded and checked again.
+async fn upgrade_schema(
+    mut delta: DeltaTable,
+    table: Table,
+) -> std::result::Result<DeltaTable, DeltaTableError> {
+    let mut tries = 0;
+    loop {
+        let have: std::collections::HashSet<String> = delta
+            .snapshot()?
+            .schema()
+            .fields()
+            .map(|f| f.name().clone())
+            .collect();
+        let missing: Vec<StructField> = delta_columns(table)?
+            .into_iter()
+            .filter(|f| !have.contains(f.name()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(delta);
+        }
+        let names: Vec<String> = missing.iter().map(|f| f.name().clone()).collect();
+        match delta.clone().add_columns().with_fields(missing).await {
+            Ok(upgraded) => {
+                tracing::info!(table = table.dir(), columns = ?names, "Added the columns this version of cdlake writes to the table's schema.");
+                return Ok(upgraded);
+            }
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::debug!(table = table.dir(), error = %e, "Schema upgrade raced another writer; reloading.");
+                delta.load().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Create the table unless another process did it first (the first commit is put create-only,

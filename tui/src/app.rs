@@ -32,7 +32,7 @@ pub enum Msg {
     },
     Pipelines(Result<Vec<PipelineRun>, String>),
     Tasks {
-        run_id: String,
+        run_key: String,
         result: Result<RunDetail, String>,
     },
 }
@@ -49,7 +49,7 @@ pub enum Request {
     },
     Pipelines,
     Tasks {
-        run_id: String,
+        run_key: String,
     },
 }
 
@@ -320,9 +320,9 @@ impl App {
                 let n = self.pipeline_count();
                 self.pipelines.selected = self.pipelines.selected.min(n.saturating_sub(1));
             }
-            Msg::Tasks { run_id, result } => {
+            Msg::Tasks { run_key, result } => {
                 if let Some((run, detail)) = &mut self.pipelines.open
-                    && run.run_id == run_id
+                    && run.run_key == run_key
                 {
                     *detail = match result {
                         Ok(d) => Load::Ready(d),
@@ -527,7 +527,7 @@ impl App {
                     if let Some((run, detail)) = &mut p.open {
                         *detail = Load::Loading;
                         return vec![Request::Tasks {
-                            run_id: run.run_id.clone(),
+                            run_key: run.run_key.clone(),
                         }];
                     }
                 }
@@ -548,9 +548,9 @@ impl App {
                 if let Load::Ready(runs) = &p.runs
                     && let Some(run) = runs.get(p.selected)
                 {
-                    let run_id = run.run_id.clone();
+                    let run_key = run.run_key.clone();
                     p.open = Some((run.clone(), Load::Loading));
-                    return vec![Request::Tasks { run_id }];
+                    return vec![Request::Tasks { run_key }];
                 }
             }
             _ => {}

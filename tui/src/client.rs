@@ -236,8 +236,8 @@ async fn answer(http: &reqwest::Client, conn: &Connection, request: Request) -> 
                 .map(|rows| rows.iter().map(PipelineRun::from_row).collect())
                 .map_err(|e| e.to_string()),
         ),
-        Request::Tasks { run_id } => {
-            let (task_sql, span_sql) = (TaskRun::sql(&run_id), Span::sql(&run_id));
+        Request::Tasks { run_key } => {
+            let (task_sql, span_sql) = (TaskRun::sql(&run_key), Span::sql(&run_key));
             let (tasks, spans) =
                 tokio::join!(sql(http, conn, &task_sql), sql(http, conn, &span_sql),);
             let result = tasks
@@ -249,7 +249,7 @@ async fn answer(http: &reqwest::Client, conn: &Connection, request: Request) -> 
                         .unwrap_or_default(),
                 })
                 .map_err(|e| e.to_string());
-            Msg::Tasks { run_id, result }
+            Msg::Tasks { run_key, result }
         }
     }
 }

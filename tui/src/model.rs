@@ -105,6 +105,11 @@ impl Filter {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PipelineRun {
     pub run_id: String,
+    /// The run's identity (origin, repository, run id, attempt) as one value: what its tasks
+    /// and traces are looked up by.
+    pub run_key: String,
+    /// Which attempt of the run (a GitHub re-run counts up); `None` where the sender has none.
+    pub attempt: Option<i64>,
     pub pipeline: Option<String>,
     pub outcome: Option<String>,
     pub duration_seconds: Option<f64>,
@@ -157,13 +162,23 @@ fn int(row: &Value, key: &str) -> Option<i64> {
 }
 
 impl PipelineRun {
-    pub const SQL: &'static str = "SELECT run_id, pipeline, outcome, duration_seconds, queue_seconds, \
+    pub const SQL: &'static str = "SELECT run_id, run_key, attempt, pipeline, outcome, duration_seconds, queue_seconds, \
          CAST(coalesce(started_at, queued_at, finished_at) AS BIGINT) AS start_us \
          FROM pipeline_runs ORDER BY start_us DESC NULLS LAST LIMIT 500";
+
+    /// The run id as shown: with its attempt after a re-run (`123 #2`).
+    pub fn label(&self) -> String {
+        match self.attempt {
+            Some(n) if n > 1 => format!("{} #{n}", self.run_id),
+            _ => self.run_id.clone(),
+        }
+    }
 
     pub fn from_row(row: &Value) -> PipelineRun {
         PipelineRun {
             run_id: text(row, "run_id").unwrap_or_default(),
+            run_key: text(row, "run_key").unwrap_or_default(),
+            attempt: int(row, "attempt"),
             pipeline: text(row, "pipeline"),
             outcome: text(row, "outcome"),
             duration_seconds: float(row, "duration_seconds"),
@@ -174,12 +189,13 @@ impl PipelineRun {
 }
 
 impl TaskRun {
-    pub fn sql(run_id: &str) -> String {
+    /// The task runs of one pipeline run attempt, by its `run_key`.
+    pub fn sql(run_key: &str) -> String {
         format!(
             "SELECT task_run_id, task, outcome, CAST(started_at AS BIGINT) AS start_us, \
-             CAST(finished_at AS BIGINT) AS end_us FROM task_runs WHERE run_id = {} \
+             CAST(finished_at AS BIGINT) AS end_us FROM task_runs WHERE run_key = {} \
              ORDER BY start_us NULLS LAST, task_run_id LIMIT 500",
-            quote(run_id)
+            quote(run_key)
         )
     }
 
@@ -196,13 +212,14 @@ impl TaskRun {
 
 impl Span {
     /// The spans of the run's traces, as `pipeline_traces` joins them (by trace id, or by the
-    /// spans' `cicd.pipeline.run.id`); an error is shown as "no traces".
-    pub fn sql(run_id: &str) -> String {
+    /// spans' `cicd.pipeline.run.id`), by the attempt's `run_key`; an error is shown as "no
+    /// traces".
+    pub fn sql(run_key: &str) -> String {
         format!(
             "SELECT name, status, CAST(\"start\" AS BIGINT) AS start_us, CAST(\"end\" AS BIGINT) AS end_us \
-             FROM spans WHERE trace_id IN (SELECT trace_id FROM pipeline_traces WHERE run_id = {}) \
+             FROM spans WHERE trace_id IN (SELECT trace_id FROM pipeline_traces WHERE run_key = {}) \
              ORDER BY start_us LIMIT 200",
-            quote(run_id)
+            quote(run_key)
         )
     }
 
@@ -338,6 +355,9 @@ mod tests {
         let row = serde_json::json!({"run_id": "r1", "pipeline": null, "duration_seconds": "12.5", "start_us": 1700000000000000i64});
         let run = PipelineRun::from_row(&row);
         assert_eq!(run.run_id, "r1");
+        assert_eq!(run.label(), "r1");
+        let rerun = PipelineRun::from_row(&serde_json::json!({"run_id": "r1", "attempt": 2}));
+        assert_eq!(rerun.label(), "r1 #2");
         assert_eq!(run.pipeline, None);
         assert_eq!(run.duration_seconds, Some(12.5));
         assert_eq!(run.start_us, Some(1_700_000_000_000_000));

@@ -615,7 +615,7 @@ fn pipelines(app: &App, frame: &mut Frame<'_>, area: Rect) {
             Row::new([
                 Cell::from(model::short_time(r.start_us)),
                 Cell::from(r.pipeline.clone().unwrap_or_default()),
-                Cell::from(r.run_id.clone()),
+                Cell::from(r.label()),
                 Cell::from(r.outcome.clone().unwrap_or_else(|| "running".into())),
                 Cell::from(model::duration(r.duration_seconds)),
                 Cell::from(model::duration(r.queue_seconds)),
@@ -716,7 +716,7 @@ fn waterfall(run: &PipelineRun, detail: &Load<RunDetail>, frame: &mut Frame<'_>,
     let title = format!(
         " {} · run {} · {} · {} ",
         run.pipeline.as_deref().unwrap_or("pipeline"),
-        run.run_id,
+        run.label(),
         run.outcome.as_deref().unwrap_or("running"),
         model::duration(run.duration_seconds)
     );

@@ -174,6 +174,8 @@ fn runs() -> Vec<PipelineRun> {
     (0..6)
         .map(|i| PipelineRun {
             run_id: format!("run-{i}"),
+            run_key: format!("github:acme/app:run-{i}:1"),
+            attempt: Some(1 + (i as i64 == 4) as i64),
             pipeline: Some(["build", "deploy", "test"][i % 3].into()),
             outcome: [Some("success"), Some("failure"), None][i % 3].map(str::to_string),
             duration_seconds: Some(60.0 * (i as f64 + 1.5)),
@@ -201,7 +203,7 @@ fn pipelines_tab_and_waterfall() {
         end_us: b.map(|b| t0 + b * s),
     };
     app.update(Msg::Tasks {
-        run_id: "run-1".into(),
+        run_key: "github:acme/app:run-1:1".into(),
         result: Ok(RunDetail {
             tasks: vec![
                 task("checkout", 0, Some(5), Some("success")),

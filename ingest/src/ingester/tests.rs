@@ -187,6 +187,7 @@ prop_compose! {
         links in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
         more in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
         payload in "\\PC{0,200}",
+        attempt in proptest::option::of(any::<i64>()),
     ) -> Event {
         let (event_id, event_source, subject, predicate, subject_id) = ids;
         Event {
@@ -196,7 +197,7 @@ prop_compose! {
             service: links.0, environment: links.1, repository: links.2, change_id: links.3,
             artifact_id: links.4, pipeline: links.5, run_id: links.6,
             outcome: more.0, url: more.1, trace_id: more.2, span_id: more.3, chain_id: more.4,
-            team: more.5, task: more.6, payload,
+            team: more.5, task: more.6, payload, attempt,
         }
     }
 }

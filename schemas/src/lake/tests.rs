@@ -237,3 +237,73 @@ fn as_of_reads_versions_and_times() {
     ));
     assert_eq!(AsOf::parse("last monday"), None);
 }
+
+/// A table written by a cdlake from before `events.attempt`: its first commit's schema without
+/// that column.
+fn drop_column_from_first_commit(dir: &std::path::Path, column: &str) {
+    let path = dir.join("events/_delta_log/00000000000000000000.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(meta) = action.get_mut("metaData") {
+                let mut schema: serde_json::Value =
+                    serde_json::from_str(meta["schemaString"].as_str().unwrap()).unwrap();
+                let fields = schema["fields"].as_array_mut().unwrap();
+                let before = fields.len();
+                fields.retain(|f| f["name"] != column);
+                assert_eq!(fields.len(), before - 1, "the column was in the schema");
+                meta["schemaString"] = schema.to_string().into();
+            }
+            action.to_string()
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+fn column_names(log_dir: &std::path::Path, version: u64) -> Vec<String> {
+    let text = std::fs::read_to_string(log_dir.join(format!("{version:020}.json"))).unwrap();
+    let meta = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find_map(|a| a.get("metaData").cloned())
+        .expect("a metaData action");
+    let schema: serde_json::Value =
+        serde_json::from_str(meta["schemaString"].as_str().unwrap()).unwrap();
+    schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_table_from_an_older_cdlake_gets_the_new_columns_appended_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    drop(TableLog::open(&store, Table::Events).await.unwrap());
+    drop_column_from_first_commit(dir.path(), "attempt");
+    let log_dir = dir.path().join("events/_delta_log");
+    assert!(!column_names(&log_dir, 0).contains(&"attempt".to_string()));
+
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    assert_eq!(log.refresh().await.unwrap().version, 1, "one schema change");
+    let columns = column_names(&log_dir, 1);
+    let mut want: Vec<String> = crate::event::EVENT_COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    // The upgrade appends after the partition column; a table created now has the partition
+    // column last. Readers find columns by name, so only the set and the file columns' order
+    // matter.
+    want.insert(want.len() - 1, Table::PARTITION_COLUMN.to_string());
+    assert_eq!(columns, want);
+
+    // Opening again changes nothing; a file of the old schema still commits.
+    let again = TableLog::open(&store, Table::Events).await.unwrap();
+    assert_eq!(again.refresh().await.unwrap().version, 1);
+    let a = put(&store, 1, "old-writer").await;
+    assert_eq!(again.commit(append(1, vec![a])).await.unwrap(), 2);
+}

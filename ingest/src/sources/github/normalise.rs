@@ -201,6 +201,7 @@ impl<'a> Delivery<'a> {
         let mut e = self.base();
         e.subject_id = id.clone();
         e.run_id = Some(id);
+        e.attempt = run.get("run_attempt").and_then(Value::as_i64);
         e.pipeline = str_at(run, &["name"])
             .or_else(|| str_at(self.body, &["workflow", "name"]))
             .map(str::to_string);
@@ -242,6 +243,7 @@ impl<'a> Delivery<'a> {
         e.subject_id = id;
         e.task = str_at(job, &["name"]).map(str::to_string);
         e.run_id = id_at(job, &["run_id"]);
+        e.attempt = job.get("run_attempt").and_then(Value::as_i64);
         e.pipeline = str_at(job, &["workflow_name"]).map(str::to_string);
         e.url = str_at(job, &["html_url"]).map(str::to_string);
         e.artifact_id = self.commit(str_at(job, &["head_sha"]));
