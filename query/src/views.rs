@@ -479,7 +479,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
              SELECT change_id, repository, service, started_at, merged_at, artifact_at,
                     delivered_at, lead_time_seconds,
                     greatest({review}, 0.0) AS review_seconds,
-                    greatest({build}, 0.0) AS build_seconds,
+                    CASE WHEN artifact_at IS NOT NULL THEN greatest({build}, 0.0) END AS build_seconds,
                     greatest({wait}, 0.0) AS wait_seconds,
                     pipeline_seconds, coalesce(pipeline_runs, 0) AS pipeline_runs, team
              FROM c",

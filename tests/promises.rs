@@ -1,0 +1,300 @@
+//! Promises of the README that no other test covers, each with real processes: a 2xx from
+//! `cdlake standalone` means committed, also across a kill -9; `--production` and the `[teams]`
+//! of `cdlake.toml` shape the report through the CLI, the flag winning over the file; lead time
+//! from real GitHub webhooks to the report and `lead_time_breakdown`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+
+fn standalone(store: &std::path::Path, listen: &str) -> Service {
+    Service::spawn(&[
+        "standalone",
+        "--store",
+        store.to_str().unwrap(),
+        "--listen",
+        listen,
+        "--pg-listen",
+        "off",
+    ])
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "cdlake failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Requests in flight when `cdlake standalone` is killed -9, five times over: every event
+/// whose request was answered 2xx is in the store afterwards, once; nothing answered otherwise
+/// is required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_from_standalone_means_committed_even_across_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    // Filler, so that commits take long enough for a kill to land during one.
+    let pad = "x".repeat(2_000);
+    for round in 0..5u64 {
+        let mut svc = standalone(&store, "127.0.0.1:0");
+        let url = svc.url("/api/v1/events");
+        let before = acked.lock().unwrap().len();
+        // Four clients posting batches of 20 events as fast as they are answered.
+        let senders: Vec<_> = (0..4u64)
+            .map(|c| {
+                let (client, url, acked, pad) =
+                    (client.clone(), url.clone(), acked.clone(), pad.clone());
+                tokio::spawn(async move {
+                    for b in 0u64.. {
+                        let first = round * 100_000_000 + c * 1_000_000 + b * 20;
+                        let batch: Vec<String> = (first..first + 20)
+                            .map(|i| pipeline_event(i, 3, &pad))
+                            .collect();
+                        let resp = client
+                            .post(&url)
+                            .header("content-type", "application/cloudevents-batch+json")
+                            .body(format!("[{}]", batch.join(",")))
+                            .send()
+                            .await;
+                        match resp {
+                            Ok(r) if r.status().is_success() => {
+                                let mut acked = acked.lock().unwrap();
+                                acked.extend((first..first + 20).map(|i| format!("e2e-{i}")));
+                            }
+                            // The service is gone: stop.
+                            _ => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Kill it mid-stream, once a few hundred more events are acknowledged.
+        assert!(
+            eventually(Duration::from_secs(60), || {
+                let n = acked.lock().unwrap().len();
+                async move { n >= before + 400 + 37 * round as usize }
+            })
+            .await,
+            "too few acknowledgements: {}\n{}",
+            acked.lock().unwrap().len(),
+            svc.log()
+        );
+        svc.kill9();
+        for s in senders {
+            s.await.unwrap();
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let rows = sql_json(&store, "SELECT event_id FROM events");
+    let stored: Vec<String> = rows
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: BTreeSet<String> = stored.iter().cloned().collect();
+    let missing: Vec<&String> = acked.difference(&unique).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events are not stored: {:?}",
+        missing.len(),
+        acked.len(),
+        missing.iter().take(10).collect::<Vec<_>>()
+    );
+    assert_eq!(unique.len(), stored.len(), "nothing stored twice");
+
+    // A restarted service answers from the same store, and a redelivery of an acknowledged
+    // batch is answered as duplicates, not stored again.
+    let svc = standalone(&store, "127.0.0.1:0");
+    let again: Vec<String> = (0..5).map(|i| pipeline_event(i, 3, "")).collect();
+    let resp = client
+        .post(svc.url("/api/v1/events"))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(format!("[{}]", again.join(",")))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    let after = sql_u64(&store, "SELECT count(*) FROM events");
+    assert_eq!(after, stored.len() as u64 + 5 - acked_in(&unique, 0..5));
+}
+
+/// How many of the events `e2e-<i>` for `range` are in `ids`.
+fn acked_in(acked: &BTreeSet<String>, range: std::ops::Range<u64>) -> u64 {
+    range
+        .filter(|i| acked.contains(&format!("e2e-{i}")))
+        .count() as u64
+}
+
+fn deployed(id: &str, service: &str, env: &str, time: &str) -> String {
+    serde_json::json!({
+        "context": {"specversion": "0.5.1", "id": id, "source": "/promises",
+                    "type": "dev.cdevents.service.deployed.0.3.0", "timestamp": time},
+        "subject": {"id": service, "source": "/promises",
+                    "content": {"environment": {"id": env},
+                                "artifactId": format!("pkg:oci/{service}@sha256:{id}")}}
+    })
+    .to_string()
+}
+
+fn report(store: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "dora",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-08",
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = ok(&cdlake(store, &args));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// `--production` and `cdlake.toml`'s `production` and `[teams]` decide what the report counts
+/// and how it groups, through the CLI; the flag wins over the file.
+#[test]
+fn production_and_teams_shape_the_report_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // checkout: twice to live-eu, once to production; payments: once to live-eu; search:
+    // once to staging.
+    let lines = [
+        deployed("d1", "checkout", "live-eu", "2026-03-02T10:00:00Z"),
+        deployed("d2", "checkout", "live-eu", "2026-03-03T10:00:00Z"),
+        deployed("d3", "checkout", "production", "2026-03-04T10:00:00Z"),
+        deployed("d4", "payments", "live-eu", "2026-03-04T11:00:00Z"),
+        deployed("d5", "search", "staging", "2026-03-05T11:00:00Z"),
+    ];
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    ok(&cdlake(&store, &["import", file.to_str().unwrap()]));
+    let deployments = |r: &serde_json::Value| r["deployment_frequency"]["deployments"].clone();
+
+    // The default pattern: `production` only.
+    assert_eq!(deployments(&report(&store, &[])), 1);
+    // The flag.
+    assert_eq!(deployments(&report(&store, &["--production", "^live-"])), 3);
+    // The file, with teams; then the flag over the file.
+    let config = dir.path().join("cdlake.toml");
+    std::fs::write(
+        &config,
+        "production = '^(live-.*|production)$'\n[teams]\ncheckout = \"storefront\"\npayments = \"money\"\nsearch = \"discovery\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let by_team = report(&store, &["--config", config, "--by", "team"]);
+    assert_eq!(deployments(&by_team), 4);
+    let teams: Vec<(String, serde_json::Value)> = by_team["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["team"].as_str().unwrap().to_string(), deployments(g)))
+        .collect();
+    assert_eq!(
+        teams,
+        [
+            ("money".to_string(), 1.into()),
+            ("storefront".to_string(), 3.into())
+        ],
+        "{by_team:#}"
+    );
+    let flag_wins = report(
+        &store,
+        &["--config", config, "--production", "^production$"],
+    );
+    assert_eq!(deployments(&flag_wins), 1);
+    // A pattern that is not a regular expression is refused, naming it.
+    let bad = cdlake(&store, &["dora", "--production", "(unclosed"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("production"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// Lead time from real GitHub deliveries: the pull request opened (15:20:33) and merged
+/// (16:00:00) as merge commit M, and a successful deployment_status of M to production at
+/// 18:00:00. DESIGN: lead time = delivery − start (the change's creation) = 9,567 s; the
+/// breakdown: review = merge − start = 2,367 s, no artifact or run (build NULL), wait =
+/// delivery − merge = 7,200 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lead_time_from_real_github_webhooks_to_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let svc = standalone(&store, "127.0.0.1:0");
+    let fixtures = shared().join("fixtures/github");
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(fixtures.join(p)).unwrap()).unwrap()
+    };
+    let merge = "1111111111111111111111111111111111111111";
+    let opened = read("pull_request/opened.payload.json");
+    let mut closed = read("pull_request/closed.payload.json");
+    closed["pull_request"]["merged"] = true.into();
+    closed["pull_request"]["merged_at"] = "2019-05-15T16:00:00Z".into();
+    closed["pull_request"]["closed_at"] = "2019-05-15T16:00:00Z".into();
+    closed["pull_request"]["merge_commit_sha"] = merge.into();
+    let mut deployment = read("deployment_status/payload.json");
+    deployment["deployment"]["sha"] = merge.into();
+    deployment["deployment_status"]["created_at"] = "2019-05-15T18:00:00Z".into();
+    deployment["deployment_status"]["updated_at"] = "2019-05-15T18:00:00Z".into();
+    let client = reqwest::Client::new();
+    for (n, (kind, body)) in [
+        ("pull_request", opened),
+        ("pull_request", closed),
+        ("deployment_status", deployment),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = client
+            .post(svc.url("/webhooks/github"))
+            .header("x-github-event", kind)
+            .header("x-github-delivery", format!("lead-{n}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+    let resp = client
+        .get(svc.url("/api/v1/dora?from=2019-05-01&to=2019-06-01"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let report: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(report["lead_time"]["changes"], 1, "{report:#}");
+    assert_eq!(report["lead_time"]["median_seconds"], 9567.0, "{report:#}");
+    assert_eq!(report["deployment_frequency"]["deployments"], 1);
+
+    let rows = sql_json(
+        &store,
+        "SELECT change_id, service, review_seconds, build_seconds, wait_seconds,
+                lead_time_seconds, pipeline_runs FROM lead_time_breakdown",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["change_id"], "Codertocat/Hello-World#2", "{row}");
+    assert_eq!(row["service"], "Codertocat/Hello-World", "{row}");
+    assert_eq!(row["review_seconds"], 2367.0, "{row}");
+    assert!(row["build_seconds"].is_null(), "{row}");
+    assert_eq!(row["wait_seconds"], 7200.0, "{row}");
+    assert_eq!(row["lead_time_seconds"], 9567.0, "{row}");
+    assert_eq!(row["pipeline_runs"], 0, "{row}");
+}
