@@ -298,3 +298,69 @@ async fn lead_time_from_real_github_webhooks_to_the_report() {
     assert_eq!(row["lead_time_seconds"], 9567.0, "{row}");
     assert_eq!(row["pipeline_runs"], 0, "{row}");
 }
+
+/// The store stops accepting writes (its directory replaced by a file, as an unmounted volume
+/// would): input is answered 503 with `Retry-After` and a reason, and nothing is lost: the
+/// buffered rows are committed once the store is back, and a retry is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_is_answered_503_with_retry_after_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let away = dir.path().join("away");
+    let mut svc = standalone(&store, "127.0.0.1:0");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = svc.url("/api/v1/events");
+    let post = |i: u64| {
+        client
+            .post(&url)
+            .header("content-type", "application/cloudevents+json")
+            .body(pipeline_event(i, 3, ""))
+            .send()
+    };
+    let a = post(1).await.unwrap();
+    assert!(a.status().is_success(), "{}", a.text().await.unwrap());
+
+    std::fs::rename(&store, &away).unwrap();
+    std::fs::write(&store, "not a directory").unwrap();
+    let b = post(2).await.unwrap();
+    assert_eq!(b.status(), 503);
+    assert_eq!(
+        b.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let reason = b.text().await.unwrap();
+    assert!(reason.contains("store"), "{reason}");
+
+    std::fs::remove_file(&store).unwrap();
+    std::fs::rename(&away, &store).unwrap();
+    let mut i = 3;
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            i += 1;
+            let resp = post(i);
+            async move { resp.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await,
+        "the store came back but input is still refused:\n{}",
+        svc.log()
+    );
+    let retry = post(2).await.unwrap();
+    assert!(retry.status().is_success());
+    svc.terminate();
+
+    let ids: Vec<String> = sql_json(&store, "SELECT event_id FROM events ORDER BY event_id")
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&"e2e-1".to_string()), "{ids:?}");
+    assert!(
+        ids.contains(&"e2e-2".to_string()),
+        "the refused event, buffered: {ids:?}"
+    );
+    assert!(ids.contains(&format!("e2e-{i}")), "{ids:?}");
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "nothing stored twice: {ids:?}");
+}
