@@ -522,3 +522,62 @@ pub fn dora_gauges(report: &DoraReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `GET /api/v1/tail?…` as axum parses it.
+    fn filter(query: &str) -> TailFilter {
+        let uri: axum::http::Uri = format!("/api/v1/tail?{query}").parse().unwrap();
+        Query::<TailFilter>::try_from_uri(&uri).unwrap().0
+    }
+
+    #[test]
+    fn each_tail_filter_keeps_only_its_value_and_they_combine() {
+        let event = Event {
+            subject: "service".into(),
+            predicate: "deployed".into(),
+            origin: "cdevents".into(),
+            service: Some("checkout".into()),
+            environment: Some("production".into()),
+            ..Event::default()
+        };
+        let unset = Event {
+            service: None,
+            environment: None,
+            ..event.clone()
+        };
+        for (query, matches, matches_unset) in [
+            ("", true, true),
+            ("subject=service", true, true),
+            ("subject=change", false, false),
+            ("predicate=deployed", true, true),
+            ("predicate=upgraded", false, false),
+            ("service=checkout", true, false),
+            ("service=payments", false, false),
+            ("environment=production", true, false),
+            ("environment=staging", false, false),
+            ("origin=cdevents", true, true),
+            ("origin=github", false, false),
+            (
+                "subject=service&service=checkout&environment=production",
+                true,
+                false,
+            ),
+            (
+                "subject=service&service=checkout&environment=staging",
+                false,
+                false,
+            ),
+        ] {
+            let f = filter(query);
+            assert_eq!(f.matches(&event), matches, "{query}");
+            assert_eq!(
+                f.matches(&unset),
+                matches_unset,
+                "{query} without service/environment"
+            );
+        }
+    }
+}
