@@ -48,8 +48,16 @@ fn resource(service: &str) -> Resource {
 /// Logs to standard error (`CDLAKE_LOG`, default `warn`), and spans over OTLP when an endpoint
 /// is configured. `service` names the process (`cdlake-ingest`, …).
 pub(crate) fn init(service: &str) -> Telemetry {
-    let filter =
-        || EnvFilter::try_from_env("CDLAKE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = || {
+        let spec = std::env::var("CDLAKE_LOG").unwrap_or_else(|_| "warn".to_string());
+        // The Delta kernel logs every snapshot it reads at INFO: quiet unless named.
+        let spec = if spec.contains("buoyant_kernel") {
+            spec
+        } else {
+            format!("{spec},buoyant_kernel=warn")
+        };
+        EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("warn"))
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter());

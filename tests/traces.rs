@@ -696,7 +696,7 @@ async fn each_run_attempt_is_its_own_row_with_its_own_outcome_and_trace() {
     );
     post("/api/v1/events", vec![], task).await;
 
-    let runs_sql = "SELECT origin, repository, run_id, attempt, outcome, events, run_key
+    let runs_sql = "SELECT origin, repository, run_id, attempt, outcome, failed, events, run_key
                     FROM pipeline_runs ORDER BY origin, repository, run_id, attempt";
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -710,19 +710,25 @@ async fn each_run_attempt_is_its_own_row_with_its_own_outcome_and_trace() {
     let runs = sql(&svc, runs_sql).await;
     let row = |r: &serde_json::Value| {
         format!(
-            "{} {} {} {} {} {}",
-            r["origin"], r["repository"], r["run_id"], r["attempt"], r["outcome"], r["events"]
+            "{} {} {} {} {} {} {}",
+            r["origin"],
+            r["repository"],
+            r["run_id"],
+            r["attempt"],
+            r["outcome"],
+            r["failed"],
+            r["events"]
         )
     };
     let rows: Vec<String> = runs.iter().map(row).collect();
     assert_eq!(
         rows,
         [
-            r#""cdevents" null "run-9" null "failure" 2"#,
-            r#""github" "octo-org/octo-repo" "289782451" 1 "success" 1"#,
-            r#""github" "octo-org/octo-repo" "289782451" 2 "failure" 1"#,
-            r#""gitlab" "gitlab-org/gitlab-test" "31" null "success" 1"#,
-            r#""gitlab" "gitlab-org/other" "31" null "failed" 1"#,
+            r#""cdevents" null "run-9" null "failure" true 2"#,
+            r#""github" "octo-org/octo-repo" "289782451" 1 "success" false 1"#,
+            r#""github" "octo-org/octo-repo" "289782451" 2 "failure" true 1"#,
+            r#""gitlab" "gitlab-org/gitlab-test" "31" null "success" false 1"#,
+            r#""gitlab" "gitlab-org/other" "31" null "failed" true 1"#,
         ],
         "{runs:?}"
     );

@@ -87,6 +87,12 @@ pub fn report_events_sql(subjects: &[&str]) -> String {
 /// origin, repository, run id and attempt, the missing ones empty.
 const RUN_KEY: &str = "concat_ws(':', origin, coalesce(repository, ''), coalesce(run_id, ''), coalesce(CAST(attempt AS VARCHAR), ''))";
 
+/// Whether a run's outcome is a failure, in the words of the senders: CDEvents `failure` and
+/// `error`, GitHub's `failure`, `timed_out` and `startup_failure`, GitLab's `failed`. NULL while
+/// the run has no outcome; cancelled and skipped runs did not fail.
+const RUN_FAILED: &str =
+    "outcome IN ('failure', 'error', 'failed', 'timed_out', 'startup_failure')";
+
 /// How long before a run attempt's recorded start its trace may begin (clocks of the CI system
 /// and of the span exporter differ): a trace joined by `cicd.pipeline.run.id` belongs to the
 /// latest attempt of that run begun no later than this after the trace's start, else to the
@@ -235,7 +241,8 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         format!(
             "SELECT run_id, pipeline, queued_at, started_at, finished_at, outcome, url,
                     {duration} AS duration_seconds, {queue} AS queue_seconds, events,
-                    trace_id, artifact_id, origin, repository, attempt, {run_key} AS run_key
+                    trace_id, artifact_id, origin, repository, attempt, {run_key} AS run_key,
+                    {failed} AS failed
              FROM (SELECT origin, repository, run_id, attempt,
                           max(pipeline) AS pipeline, max(trace_id) AS trace_id,
                           max(artifact_id) AS artifact_id,
@@ -249,6 +256,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
             duration = secs("finished_at", "coalesce(started_at, queued_at)"),
             queue = secs("started_at", "queued_at"),
             run_key = RUN_KEY,
+            failed = RUN_FAILED,
         ),
     ));
 
@@ -256,7 +264,8 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         "task_runs",
         format!(
             "SELECT task_run_id, run_id, task, started_at, finished_at, outcome, url,
-                    {duration} AS duration_seconds, origin, repository, attempt, {run_key} AS run_key
+                    {duration} AS duration_seconds, origin, repository, attempt, {run_key} AS run_key,
+                    {failed} AS failed
              FROM (SELECT origin, repository, subject_id AS task_run_id, max(run_id) AS run_id,
                           max(attempt) AS attempt, max(task) AS task,
                           min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
@@ -267,6 +276,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                    GROUP BY origin, repository, subject_id)",
             duration = secs("finished_at", "started_at"),
             run_key = RUN_KEY,
+            failed = RUN_FAILED,
         ),
     ));
 
