@@ -8,6 +8,11 @@
 //!   `cdlake ingest` starts with default settings and drains the backlog; the rate is events
 //!   over the time from its start to its last commit (start-up included), and the sustained
 //!   rate from its first commit to its last. Peak RSS is the process's `VmHWM`.
+//! - Baseline: the same backlog drained by a plain JetStream pull consumer in this process, on
+//!   one thread: batches of 5,000 messages decoded by arrow-json into the CDEvents fields plus the
+//!   payload, one Parquet file per batch (cdlake's encoder settings) written to local disk, then
+//!   every message acknowledged. It is streaming ingest without normalising, de-duplication,
+//!   date partitions or Delta commits; cdlake's rate is quoted as a ratio to it.
 //! - Latency: with the ingester running, `BENCH_RATE` (default 10,000) events/s for
 //!   `BENCH_SECONDS` (default 20) s, each carrying its publish time as its event time; the
 //!   latency of an event is its file's commit time (the file's mtime) minus that time.
@@ -192,6 +197,98 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The CDEvents fields the baseline decodes, as arrow-json sees them.
+fn baseline_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Fields, Schema};
+    let s = |n: &str| Field::new(n, DataType::Utf8, true);
+    let context = Fields::from(vec![
+        s("id"),
+        s("source"),
+        s("type"),
+        s("timestamp"),
+        s("version"),
+    ]);
+    let content = Fields::from(vec![s("pipelineName"), s("outcome"), s("url")]);
+    let subject = Fields::from(vec![
+        s("id"),
+        s("source"),
+        s("type"),
+        Field::new("content", DataType::Struct(content), true),
+    ]);
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("context", DataType::Struct(context), true),
+        Field::new("subject", DataType::Struct(subject), true),
+    ]))
+}
+
+/// Drain `n` messages of the stream with a plain pull consumer of its own (see the module
+/// documentation); the time from its creation to the last acknowledgement.
+async fn baseline(js: &jetstream::Context, n: u64, out: &Path) -> Duration {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use cdlake_ingest::parquet::{EncodeOptions, encode, writer_properties};
+    use futures::StreamExt;
+    std::fs::create_dir_all(out).expect("baseline dir");
+    let schema = baseline_schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("payload", DataType::Utf8, false));
+    let out_schema = std::sync::Arc::new(Schema::new(fields));
+    let props = writer_properties(&out_schema, "time", &EncodeOptions::default());
+    let started = Instant::now();
+    let stream = js
+        .get_stream(cdlake_ingest::stream::stream_config().name)
+        .await
+        .expect("stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("bench-baseline".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(5_000)
+        .build_decoder()
+        .expect("decoder");
+    let (mut done, mut file) = (0u64, 0u64);
+    while done < n {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(5_000)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .expect("fetch");
+        let mut messages = Vec::new();
+        while let Some(m) = batch.next().await {
+            messages.push(m.expect("message"));
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        for m in &messages {
+            decoder.decode(&m.payload).expect("decode");
+        }
+        let decoded = decoder.flush().expect("flush").expect("rows");
+        let payload: ArrayRef = std::sync::Arc::new(StringArray::from_iter_values(
+            messages.iter().map(|m| String::from_utf8_lossy(&m.payload)),
+        ));
+        let mut columns = decoded.columns().to_vec();
+        columns.push(payload);
+        let rows = RecordBatch::try_new(out_schema.clone(), columns).expect("batch");
+        let bytes = encode(&out_schema, &[rows], props.clone()).expect("encode");
+        std::fs::write(out.join(format!("{file}.parquet")), bytes).expect("write");
+        file += 1;
+        for m in &messages {
+            m.ack().await.expect("ack");
+        }
+        done += messages.len() as u64;
+    }
+    started.elapsed()
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let bin = PathBuf::from(
@@ -260,11 +357,21 @@ async fn main() {
     let sustained = (n as f64 - at_first) / (last - first).as_secs_f64().max(1e-3);
     let rss = peak_rss_mib(ingest.0.id());
     drop(ingest);
+    eprintln!("stream bench: draining the same backlog with the baseline consumer");
+    let floor = baseline(&js, n, &dir.path().join("baseline")).await;
+    let floor_rate = n as f64 / floor.as_secs_f64();
+    let cdlake_rate = n as f64 / drain.as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "stream", "name": "baseline: plain JetStream pull consumer → arrow-json → Parquet, one thread",
+               "events": n, "events_per_s": floor_rate.round()})
+    );
     println!(
         "{}",
         json!({"bench": "stream", "name": "JetStream backlog → cdlake ingest → Parquet",
-               "events": n, "events_per_s": (n as f64 / drain.as_secs_f64()).round(),
+               "events": n, "events_per_s": cdlake_rate.round(),
                "sustained_events_per_s": sustained.round(),
+               "ratio_to_baseline": (cdlake_rate / floor_rate * 100.0).round() / 100.0,
                "peak_rss_mib": rss.round()})
     );
 

@@ -6,6 +6,7 @@ KEYS = [
     ("events_per_s", "events/s", "{:,.0f}"),
     ("sustained_events_per_s", "sustained events/s", "{:,.0f}"),
     ("ratio_to_floor", "ratio to floor", "{:.2f}"),
+    ("ratio_to_baseline", "ratio to baseline", "{:.2f}"),
     ("ratio_to_target", "ratio to target", "{:.1f}"),
     ("p50_s", "p50 s", "{:.2f}"),
     ("p99_s", "p99 s", "{:.2f}"),
