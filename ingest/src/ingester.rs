@@ -213,7 +213,7 @@ impl Ingester {
             return Ok(Pushed::Duplicate);
         }
         self.pending_rows += 1;
-        self.pending_bytes += span.attributes.len() + span.resource_attributes.len() + 256;
+        self.pending_bytes += span_bytes(&span);
         self.oldest.get_or_insert_with(Instant::now);
         self.pending_spans.entry(date).or_default().push(span);
         Ok(Pushed::Accepted)
@@ -227,7 +227,7 @@ impl Ingester {
             return Ok(Pushed::Duplicate);
         }
         self.pending_rows += 1;
-        self.pending_bytes += event.payload.len() + 256;
+        self.pending_bytes += event_bytes(&event);
         self.oldest.get_or_insert_with(Instant::now);
         self.pending.entry(date).or_default().push(event);
         Ok(Pushed::Accepted)
@@ -285,14 +285,26 @@ impl Ingester {
     }
 
     /// Learn what a flush found other writers had committed, so later duplicates of those rows
-    /// are dropped on arrival; and the files it committed itself.
+    /// are dropped on arrival; and the files it committed itself. Rows buffered while that
+    /// flush ran were checked without those identities: their duplicates are dropped here,
+    /// since the next flush counts the file as known and does not read it again.
     pub fn absorb(&mut self, report: &FlushReport) {
         for f in &report.foreign {
+            let keys: KeySet = f.keys.iter().copied().collect();
+            let dropped = match f.table {
+                Table::Events => drop_keys(self.pending.get_mut(&f.date), &keys, event_bytes),
+                Table::Spans => drop_keys(self.pending_spans.get_mut(&f.date), &keys, span_bytes),
+                Table::DeadLetters => (0, 0),
+            };
+            self.pending_rows -= dropped.0;
+            self.pending_bytes = self.pending_bytes.saturating_sub(dropped.1);
             if let Some(p) = self.seen.get_mut(&(f.table, f.date)) {
-                p.keys.extend(f.keys.iter().copied());
+                p.keys.extend(keys);
                 p.files.insert(f.path.clone());
             }
         }
+        self.pending.retain(|_, rows| !rows.is_empty());
+        self.pending_spans.retain(|_, rows| !rows.is_empty());
         for path in &report.files {
             if let Some(file) = DataFilePath::parse(path)
                 && let Some(p) = self.seen.get_mut(&(file.table, file.date))
@@ -529,6 +541,38 @@ impl Row for DeadLetter {
     fn key(&self) -> Option<u128> {
         None
     }
+}
+
+/// What a buffered event counts for against the byte limit.
+fn event_bytes(e: &Event) -> usize {
+    e.payload.len() + 256
+}
+
+/// What a buffered span counts for against the byte limit.
+fn span_bytes(s: &Span) -> usize {
+    s.attributes.len() + s.resource_attributes.len() + 256
+}
+
+/// Drop the buffered rows of one partition whose identities are in `keys`; how many, and the
+/// bytes they counted for (by `bytes`).
+fn drop_keys<R: Row>(
+    rows: Option<&mut Vec<R>>,
+    keys: &KeySet,
+    bytes: impl Fn(&R) -> usize,
+) -> (usize, usize) {
+    let Some(rows) = rows else {
+        return (0, 0);
+    };
+    let (mut n, mut b) = (0, 0);
+    rows.retain(|r| match r.key() {
+        Some(k) if keys.contains(&k) => {
+            n += 1;
+            b += bytes(r);
+            false
+        }
+        _ => true,
+    });
+    (n, b)
 }
 
 /// An encoder of one partition's rows: the file, its path and its statistics.

@@ -290,3 +290,47 @@ async fn restore_merges_what_a_failed_commit_left_with_newer_rows() {
     assert_eq!(ing.pending_rows(), 0);
     assert!(!ing.should_flush());
 }
+
+/// Another writer commits rows while this ingester's flush runs and while it buffers the same
+/// rows again (an import and a stream carrying the same events): the flush finds the other
+/// writer's file and drops its duplicates; the rows buffered meanwhile, checked before that
+/// file was known, are dropped when the flush's findings are absorbed, not committed twice.
+#[tokio::test]
+async fn rows_buffered_while_a_flush_finds_another_writers_file_are_not_stored_twice() {
+    let (_dir, store) = store();
+    let t = |h: u32| format!("2026-02-01T{h:02}:00:00Z");
+    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
+    ing.ingest(&cdevent("a", &t(1)), Origin::CdEvents, "t")
+        .await
+        .unwrap();
+    let mut taken = ing.take_pending();
+    // Buffered while the flush of `a` runs: b and c, checked against what was known then.
+    for (id, h) in [("b", 2), ("c", 3)] {
+        ing.ingest(&cdevent(id, &t(h)), Origin::CdEvents, "t")
+            .await
+            .unwrap();
+    }
+    // The other writer commits a, b and c first.
+    let mut other = Ingester::new(store.clone(), IngesterConfig::default());
+    for (id, h) in [("a", 1), ("b", 2), ("c", 3)] {
+        other
+            .ingest(&cdevent(id, &t(h)), Origin::CdEvents, "t")
+            .await
+            .unwrap();
+    }
+    assert_eq!(other.flush().await.unwrap().events, 3);
+
+    let report = taken.commit(&ing.committer()).await.unwrap();
+    assert_eq!((report.events, report.duplicates), (0, 1), "{report:?}");
+    ing.absorb(&report);
+    assert_eq!(ing.pending_rows(), 0, "b and c are the other writer's");
+    assert_eq!(ing.flush().await.unwrap().events, 0);
+    let mut ids: Vec<String> = read_table(&store, Table::Events)
+        .await
+        .iter()
+        .flat_map(|b| batch_to_events(b).unwrap())
+        .map(|e| e.event_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "c"]);
+}
