@@ -145,6 +145,10 @@ VIEW_REWRITES = [
     ("regexp_like -> regexp_matches", lambda s: re.sub(r"\bregexp_like\(", "regexp_matches(", s, flags=re.I)),
     # 2. CAST(timestamp AS BIGINT) -> epoch_us(timestamp): see rewrite_timestamp_casts.
     ("CAST(timestamp AS BIGINT) -> epoch_us(timestamp)", rewrite_timestamp_casts),
+    # 3. The ordered aggregate last_value(x ORDER BY ...) is DuckDB's last(x ORDER BY ...)
+    #    (DuckDB's last_value is a window function only); both return the last row's value,
+    #    NULL included, and both take FILTER (WHERE ...).
+    ("last_value(x ORDER BY ...) -> last(x ORDER BY ...)", lambda s: re.sub(r"\blast_value\(", "last(", s, flags=re.I)),
 ]
 
 PANEL_REWRITES = VIEW_REWRITES + [

@@ -126,11 +126,11 @@ pub fn dora_levels_sql() -> String {
             )
         })
         .collect();
+    // Columns named by the alias list, not `column1`…: DuckDB names VALUES columns `col0`…,
+    // and the panels' baseline runs this definition there.
     format!(
-        "SELECT column1 AS metric, column2 AS unit, column3 AS level,
-                column4 AS lower, column5 AS lower_inclusive,
-                column6 AS upper, column7 AS upper_inclusive
-         FROM (VALUES {})",
+        "SELECT metric, unit, level, lower, lower_inclusive, upper, upper_inclusive
+         FROM (VALUES {}) AS v(metric, unit, level, lower, lower_inclusive, upper, upper_inclusive)",
         rows.join(",\n                      ")
     )
 }
