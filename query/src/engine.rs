@@ -489,6 +489,11 @@ mod tests {
             Some(&["change"][..])
         );
         assert_eq!(subjects("SELECT * FROM pipeline_runs"), None);
+        // Task runs read the pipeline subjects, not `report_events`.
+        assert_eq!(
+            subjects("SELECT * FROM task_runs t JOIN pipeline_runs p USING (run_key)"),
+            None
+        );
         assert_eq!(subjects("SELECT deployments_total FROM events"), None);
         assert_eq!(subjects("SELECT 1 AS dora_deployments"), None);
         assert_eq!(subjects("SELECT 1"), None);

@@ -47,7 +47,6 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("artifacts", &["artifact", "change"]),
     ("deployments", &["service", "artifact", "change"]),
     ("incidents", &["incident"]),
-    ("task_runs", &["service", "artifact", "change"]),
     ("dora_deployments", REPORT_SUBJECTS),
     ("dora_change_deliveries", REPORT_SUBJECTS),
     ("dora_changes", REPORT_SUBJECTS),
