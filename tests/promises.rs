@@ -23,17 +23,6 @@ fn standalone(store: &std::path::Path, listen: &str) -> Service {
     ])
 }
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "cdlake failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Requests in flight when `cdlake standalone` is killed -9, five times over: every event
 /// whose request was answered 2xx is in the store afterwards, once; nothing answered otherwise
 /// is required.

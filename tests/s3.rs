@@ -9,17 +9,6 @@ use std::time::Duration;
 use cdlake_schemas::store::{Commit, Store};
 use support::*;
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "cdlake failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn sql(store: &str, env: &[(String, String)], query: &str) -> Vec<serde_json::Value> {
     let out = ok(&cdlake_env(
         &["sql", "--store", store, "--format", "json", query],

@@ -210,6 +210,18 @@ pub fn cdlake(store: &Path, args: &[&str]) -> Output {
         .expect("run cdlake")
 }
 
+/// The standard output of a `cdlake` run that must succeed; else its status and both outputs.
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "cdlake failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn sql_json(store: &Path, query: &str) -> Vec<serde_json::Value> {
     let out = cdlake(store, &["sql", "--format", "json", query]);
     assert!(

@@ -38,6 +38,18 @@ async fn read_table(store: &Store, table: Table) -> Vec<RecordBatch> {
     out
 }
 
+/// The event ids the table's files hold, sorted.
+async fn stored_ids(store: &Store) -> Vec<String> {
+    let mut ids: Vec<String> = read_table(store, Table::Events)
+        .await
+        .iter()
+        .flat_map(|b| batch_to_events(b).unwrap())
+        .map(|e| e.event_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 #[tokio::test]
 async fn duplicates_are_dropped_within_a_run_and_against_the_store() {
     let (_dir, store) = store();
@@ -261,13 +273,7 @@ async fn taken_rows_commit_beside_new_input_and_a_failed_commit_keeps_exactly_th
     assert_eq!((retried.events, retried.files.len()), (3, 2));
     assert!(taken.is_empty());
     assert_eq!(ing.flush().await.unwrap().events, 1);
-    let mut ids: Vec<String> = read_table(&store, Table::Events)
-        .await
-        .iter()
-        .flat_map(|b| batch_to_events(b).unwrap())
-        .map(|e| e.event_id)
-        .collect();
-    ids.sort();
+    let ids = stored_ids(&store).await;
     assert_eq!(ids, ["a", "b", "c", "d"]);
 }
 
@@ -325,12 +331,6 @@ async fn rows_buffered_while_a_flush_finds_another_writers_file_are_not_stored_t
     ing.absorb(&report);
     assert_eq!(ing.pending_rows(), 0, "b and c are the other writer's");
     assert_eq!(ing.flush().await.unwrap().events, 0);
-    let mut ids: Vec<String> = read_table(&store, Table::Events)
-        .await
-        .iter()
-        .flat_map(|b| batch_to_events(b).unwrap())
-        .map(|e| e.event_id)
-        .collect();
-    ids.sort();
+    let ids = stored_ids(&store).await;
     assert_eq!(ids, ["a", "b", "c"]);
 }
