@@ -63,6 +63,52 @@ pub(crate) struct SecretArgs {
         hide_env_values = true
     )]
     pub(crate) gitlab_token: Vec<String>,
+    /// Bearer token or basic-auth password of `POST /webhooks/alertmanager` (Alertmanager's
+    /// `http_config`, Grafana's webhook contact point); repeatable. Without it (and without
+    /// --grafana-secret) the route answers 404.
+    #[arg(
+        long = "alertmanager-token",
+        env = "CDLAKE_ALERTMANAGER_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) alertmanager_token: Vec<String>,
+    /// Grafana Alerting contact point HMAC secret: `X-Grafana-Alerting-Signature` is checked on
+    /// `POST /webhooks/alertmanager` when sent; repeatable.
+    #[arg(
+        long = "grafana-secret",
+        env = "CDLAKE_GRAFANA_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) grafana_secret: Vec<String>,
+    /// PagerDuty Webhooks v3 signing secret of `POST /webhooks/pagerduty`; repeatable. Without
+    /// it the route answers 404.
+    #[arg(
+        long = "pagerduty-secret",
+        env = "CDLAKE_PAGERDUTY_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) pagerduty_secret: Vec<String>,
+    /// Bearer token or basic-auth password of `POST /webhooks/opsgenie` (a custom header of the
+    /// Opsgenie Webhook integration); repeatable. Without it the route answers 404.
+    #[arg(
+        long = "opsgenie-token",
+        env = "CDLAKE_OPSGENIE_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) opsgenie_token: Vec<String>,
+    /// incident.io webhook signing secret (`whsec_…`) of `POST /webhooks/incidentio`;
+    /// repeatable. Without it the route answers 404.
+    #[arg(
+        long = "incidentio-secret",
+        env = "CDLAKE_INCIDENTIO_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) incidentio_secret: Vec<String>,
 }
 
 /// Limits of what one request to the receivers may hold.
@@ -86,7 +132,35 @@ impl Default for ReceiverLimits {
 }
 
 impl SecretArgs {
-    pub(crate) fn warn_if_open(&self) {
+    /// The receivers with these secrets, after checking them.
+    pub(crate) fn receivers(
+        &self,
+        sink: std::sync::Arc<dyn cdlake_ingest::sink::Sink>,
+        limits: &ReceiverLimits,
+        metrics: std::sync::Arc<cdlake_ingest::Metrics>,
+        rules: cdlake_ingest::sources::Rules,
+    ) -> anyhow::Result<cdlake_ingest::sources::Receivers> {
+        for secret in &self.incidentio_secret {
+            cdlake_ingest::sources::incidentio::secret_key(secret)
+                .map_err(|e| anyhow::anyhow!("--incidentio-secret: {e}"))?;
+        }
+        self.warn_if_open();
+        Ok(cdlake_ingest::sources::Receivers {
+            sink,
+            github_secrets: self.github_secret.clone(),
+            gitlab_tokens: self.gitlab_token.clone(),
+            alertmanager_tokens: self.alertmanager_token.clone(),
+            grafana_secrets: self.grafana_secret.clone(),
+            pagerduty_secrets: self.pagerduty_secret.clone(),
+            opsgenie_tokens: self.opsgenie_token.clone(),
+            incidentio_secrets: self.incidentio_secret.clone(),
+            otlp_max_spans: limits.otlp_max_spans,
+            rules: std::sync::Arc::new(rules),
+            metrics,
+        })
+    }
+
+    fn warn_if_open(&self) {
         if self.github_secret.is_empty() {
             tracing::warn!("No --github-secret: GitHub webhook signatures are not checked.");
         }

@@ -1,11 +1,13 @@
 //! The sources of input, one folder each with its HTTP route, authentication, normalisation
-//! and tests: [`github`], [`gitlab`] (webhooks), [`cloudevents`] (`POST /api/v1/events`) and
-//! [`otlp`] (`POST /v1/traces`). [`ALL`] registers them: [`router`] serves each one's route,
-//! and an [`Envelope`] read back from the stream is normalised by its origin's source
-//! ([`normalise`], [`ingest`]). Adding a source is a folder and a line in [`ALL`].
+//! and tests: [`github`], [`gitlab`] (webhooks), [`cloudevents`] (`POST /api/v1/events`),
+//! [`otlp`] (`POST /v1/traces`), and the alerting and incident tools ([`alertmanager`], also
+//! Grafana Alerting; [`pagerduty`], [`opsgenie`], [`incidentio`]; see [`alerting`]). [`ALL`]
+//! registers them: [`router`] serves each one's route, and an [`Envelope`] read back from the
+//! stream is normalised by its origin's source ([`normalise`], [`ingest`]). Adding a source is
+//! a folder and a line in [`ALL`].
 //!
-//! Each request is authenticated (GitHub's HMAC signature, GitLab's token) before its body is
-//! parsed, bounded by a per-route body limit, decoded and normalised once, and handed to a
+//! Each request is authenticated (GitHub's HMAC signature, GitLab's token, each incident
+//! tool's scheme) before its body is parsed, bounded by a per-route body limit, decoded and normalised once, and handed to a
 //! [`Sink`](crate::sink::Sink) with its event: JetStream (`cdlake receive`) or the in-process
 //! writer (`cdlake standalone`). A 2xx answer means the sink confirmed the input: published and
 //! acknowledged by JetStream, or committed to the store. Bad input is answered 4xx naming the
@@ -22,14 +24,28 @@ use cdlake_schemas::{DeadLetter, Event, Origin, Span};
 use crate::envelope::Envelope;
 use crate::ingester::{Ingester, Outcome, Pushed, now_micros};
 
+pub mod alerting;
+pub mod alertmanager;
+mod base64;
 pub mod cloudevents;
 pub mod github;
 pub mod gitlab;
+pub mod incidentio;
+pub mod opsgenie;
 pub mod otlp;
+pub mod pagerduty;
 mod receive;
 mod webhook;
 
+pub use alerting::IncidentRules;
 pub use receive::{ApiError, Receivers, error};
+
+/// What normalising is configured with (`cdlake.toml`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rules {
+    /// Where incidents of the alerting and incident tools find their service and environment.
+    pub incidents: IncidentRules,
+}
 
 /// One source of input.
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +58,9 @@ pub struct Source {
     pub body_limit: usize,
     /// The route's handler.
     pub handler: fn() -> MethodRouter<Arc<Receivers>>,
-    /// Decode and normalise one received input of this origin, stamped `ingested_at`.
-    pub normalise: fn(&Envelope, i64) -> Result<Normalised, Rejection>,
+    /// Decode and normalise one received input of this origin under the [`Rules`], stamped
+    /// `ingested_at`.
+    pub normalise: fn(&Envelope, &Rules, i64) -> Result<Normalised, Rejection>,
 }
 
 /// Every source.
@@ -52,13 +69,23 @@ pub const ALL: &[Source] = &[
     gitlab::SOURCE,
     cloudevents::SOURCE,
     otlp::SOURCE,
+    alertmanager::SOURCE,
+    alertmanager::GRAFANA,
+    pagerduty::SOURCE,
+    opsgenie::SOURCE,
+    incidentio::SOURCE,
 ];
 
 /// The receiver routes: `POST /webhooks/github`, `POST /webhooks/gitlab`, `POST /api/v1/events`,
-/// `POST /v1/traces` (OTLP/HTTP, protobuf or JSON, optionally gzip).
+/// `POST /v1/traces` (OTLP/HTTP, protobuf or JSON, optionally gzip),
+/// `POST /webhooks/alertmanager` (also Grafana's), `POST /webhooks/pagerduty`,
+/// `POST /webhooks/opsgenie`, `POST /webhooks/incidentio`. Sources sharing a route (Alertmanager
+/// and Grafana) are served by the first one's handler.
 pub fn router(receivers: Receivers) -> Router {
     ALL.iter()
-        .fold(Router::new(), |router, source| {
+        .enumerate()
+        .filter(|(i, source)| !ALL[..*i].iter().any(|s| s.route == source.route))
+        .fold(Router::new(), |router, (_, source)| {
             router.route(
                 source.route,
                 (source.handler)().layer(DefaultBodyLimit::max(source.body_limit)),
@@ -72,7 +99,7 @@ fn source_of(origin: Origin) -> Option<&'static Source> {
     ALL.iter().find(|s| s.origin == origin)
 }
 
-/// Parse an origin name (`cdevents`, `github`, `gitlab`, `otlp`).
+/// Parse an origin name (`cdevents`, `github`, `gitlab`, `otlp`, `alertmanager`, …).
 pub fn parse_origin(s: &str) -> Option<Origin> {
     ALL.iter().map(|s| s.origin).find(|o| o.as_str() == s)
 }
@@ -91,8 +118,18 @@ pub enum Normalised {
 /// Decode and normalise a received [`Envelope`] into rows stamped `ingested_at`. An event the
 /// receiver already normalised ([`Envelope::normalised`]) is taken as it is; an event whose
 /// time is not plausible for when the receiver got it is rejected
-/// ([`cdlake_schemas::event::check_time`]).
+/// ([`cdlake_schemas::event::check_time`]). Normalised under the default [`Rules`]: the
+/// receivers normalise with the configured ones ([`normalise_with`]) before publishing.
 pub fn normalise(envelope: &Envelope, ingested_at: i64) -> Result<Normalised, Rejection> {
+    normalise_with(envelope, &Rules::default(), ingested_at)
+}
+
+/// [`normalise`] under the given [`Rules`].
+pub fn normalise_with(
+    envelope: &Envelope,
+    rules: &Rules,
+    ingested_at: i64,
+) -> Result<Normalised, Rejection> {
     if let Some(rejection) = &envelope.rejected {
         return Err(rejection.clone());
     }
@@ -108,7 +145,7 @@ pub fn normalise(envelope: &Envelope, ingested_at: i64) -> Result<Normalised, Re
             envelope.origin.as_str()
         ))
     })?;
-    let normalised = (source.normalise)(envelope, ingested_at)?;
+    let normalised = (source.normalise)(envelope, rules, ingested_at)?;
     if let Normalised::Event(event) = &normalised {
         cdlake_schemas::event::check_time(event.time, envelope.received_at)
             .map_err(Rejection::invalid)?;
@@ -161,6 +198,11 @@ mod tests {
             Origin::Github,
             Origin::Gitlab,
             Origin::Otlp,
+            Origin::Alertmanager,
+            Origin::Grafana,
+            Origin::Pagerduty,
+            Origin::Opsgenie,
+            Origin::Incidentio,
         ] {
             assert_eq!(parse_origin(origin.as_str()), Some(origin));
             assert_eq!(ALL.iter().filter(|s| s.origin == origin).count(), 1);

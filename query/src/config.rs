@@ -14,6 +14,13 @@
 //! query_timeout_secs = 60
 //! max_result_rows = 1000000  # larger results are refused: add LIMIT or aggregate
 //! max_result_mb = 256       # and results larger than this (Arrow, and as sent)
+//!
+//! [incidents]               # alerting and incident tools: where service and environment are
+//! service_labels = ["service", "app", "job"]
+//! environment_labels = ["env", "environment", "namespace"]
+//! default_environment = "production"
+//! [incidents.services]      # a tool's service name or id → cdlake service
+//! "API Service" = "api"
 //! ```
 //!
 //! [`Limits`] lists every limit with its default.
@@ -51,6 +58,8 @@ pub struct Config {
     /// Service or repository → team.
     pub teams: BTreeMap<String, String>,
     pub limits: Limits,
+    /// Where incidents of the alerting and incident tools find their service and environment.
+    pub incidents: cdlake_schemas::incidents::IncidentRules,
 }
 
 /// Limits of the query engine. Each is enforced where the work happens, on every protocol
@@ -132,6 +141,7 @@ impl Default for Config {
             production: cdlake_schemas::DEFAULT_PRODUCTION_PATTERN.to_string(),
             teams: BTreeMap::new(),
             limits: Limits::default(),
+            incidents: Default::default(),
         }
     }
 }

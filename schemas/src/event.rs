@@ -16,6 +16,13 @@ pub enum Origin {
     Github,
     Gitlab,
     Otlp,
+    /// Prometheus Alertmanager's webhook (`POST /webhooks/alertmanager`).
+    Alertmanager,
+    /// Grafana Alerting's webhook contact point (the same route and shape).
+    Grafana,
+    Pagerduty,
+    Opsgenie,
+    Incidentio,
 }
 
 impl Origin {
@@ -25,6 +32,11 @@ impl Origin {
             Origin::Github => "github",
             Origin::Gitlab => "gitlab",
             Origin::Otlp => "otlp",
+            Origin::Alertmanager => "alertmanager",
+            Origin::Grafana => "grafana",
+            Origin::Pagerduty => "pagerduty",
+            Origin::Opsgenie => "opsgenie",
+            Origin::Incidentio => "incidentio",
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod cdevents;
 pub mod dead_letter;
 pub mod event;
+pub mod incidents;
 pub mod lake;
 pub mod paths;
 pub mod span;

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use cdlake_ingest::Metrics;
-use cdlake_ingest::sources::{Receivers, router};
+use cdlake_ingest::sources::{Rules, router};
 use cdlake_ingest::stream::{Publisher, connect};
 
-use super::{NatsArgs, ReceiverLimits, SecretArgs};
+use super::{ConfigArgs, NatsArgs, ReceiverLimits, SecretArgs};
 use crate::http::{HttpArgs, check_exposure, finish, request_timeout, serve, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
@@ -19,6 +19,8 @@ pub(crate) struct Args {
     secrets: SecretArgs,
     #[command(flatten)]
     limits: ReceiverLimits,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
@@ -33,14 +35,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     crate::telemetry::observe(&metrics);
     let client = connect(&args.nats.nats, "cdlake receive").await?;
     let publisher = Publisher::new(client.clone(), metrics.clone()).await?;
-    args.secrets.warn_if_open();
-    let receivers = Receivers {
-        sink: Arc::new(publisher),
-        github_secrets: args.secrets.github_secret.clone(),
-        gitlab_tokens: args.secrets.gitlab_token.clone(),
-        otlp_max_spans: args.limits.otlp_max_spans,
-        metrics: metrics.clone(),
+    let rules = Rules {
+        incidents: args.config.load()?.incidents,
     };
+    let receivers =
+        args.secrets
+            .receivers(Arc::new(publisher), &args.limits, metrics.clone(), rules)?;
     let app = finish(
         router(receivers),
         &args.http,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cdlake_ingest::sources::{Receivers, router};
+use cdlake_ingest::sources::{Rules, router};
 use cdlake_ingest::writer::{self, WriterOptions};
 use cdlake_ingest::{Ingester, IngesterConfig, Metrics};
 use cdlake_query::Config;
@@ -56,19 +56,20 @@ pub(crate) async fn start(
     check_exposure("HTTP", http.listen, http.token.as_deref())?;
     let metrics = Arc::new(Metrics::new());
     crate::telemetry::observe(&metrics);
+    let rules = Rules {
+        incidents: config.incidents.clone(),
+    };
     let front = query_front(&store, config).await?;
     let (stop_pg, stopped) = watch::channel(false);
     let pg = spawn_pg(front.engine.clone(), pg, http.token.clone(), stopped).await?;
     let ingester = Ingester::new(store, IngesterConfig::default());
     let (handle, task) = writer::spawn(ingester, metrics.clone(), WriterOptions::default());
-    secrets.warn_if_open();
-    let receivers = Receivers {
-        sink: Arc::new(handle.clone()),
-        github_secrets: secrets.github_secret.clone(),
-        gitlab_tokens: secrets.gitlab_token.clone(),
-        otlp_max_spans: receiver_limits.otlp_max_spans,
-        metrics: metrics.clone(),
-    };
+    let receivers = secrets.receivers(
+        Arc::new(handle.clone()),
+        receiver_limits,
+        metrics.clone(),
+        rules,
+    )?;
     let app = finish(
         router(receivers).merge(front.routes),
         http,

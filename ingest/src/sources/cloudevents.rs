@@ -28,7 +28,7 @@ pub(super) const SOURCE: Source = Source {
     // Single or batch.
     body_limit: 16 << 20,
     handler: || post(receive),
-    normalise: |env, at| {
+    normalise: |env, _, at| {
         cdevents::parse(&env.body, env.origin, at).map(|e| Normalised::Event(Box::new(e)))
     },
 };

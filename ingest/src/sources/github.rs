@@ -28,7 +28,7 @@ pub(super) const SOURCE: Source = Source {
     // GitHub's documented maximum payload.
     body_limit: 25 << 20,
     handler: || post(receive),
-    normalise: |env, at| normalise(&env.kind, &env.delivery, &env.body, at),
+    normalise: |env, _, at| normalise(&env.kind, &env.delivery, &env.body, at),
 };
 
 /// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under one of `secrets`.

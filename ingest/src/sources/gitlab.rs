@@ -27,7 +27,7 @@ pub(super) const SOURCE: Source = Source {
     // As GitHub's.
     body_limit: 25 << 20,
     handler: || post(receive),
-    normalise: |env, at| normalise(&env.kind, &env.delivery, &env.body, at),
+    normalise: |env, _, at| normalise(&env.kind, &env.delivery, &env.body, at),
 };
 
 async fn receive(

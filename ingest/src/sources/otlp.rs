@@ -27,7 +27,7 @@ pub use proto::*;
 pub use route::ROUTE;
 pub(super) use route::SOURCE;
 
-mod base64;
+use super::base64;
 mod count;
 mod json;
 pub mod proto;

@@ -12,7 +12,7 @@ use cdlake_schemas::Origin;
 use cdlake_schemas::cdevents::{Reason, Rejection};
 use serde_json::json;
 
-use super::{ALL, Normalised, normalise};
+use super::{ALL, Normalised, Rules, normalise_with};
 use crate::envelope::Envelope;
 use crate::ingester::{Outcome, now_micros};
 use crate::metrics::{self, Metrics};
@@ -28,8 +28,21 @@ pub struct Receivers {
     pub github_secrets: Vec<String>,
     /// Accepted GitLab webhook tokens; none: tokens unchecked.
     pub gitlab_tokens: Vec<String>,
+    /// Bearer tokens or basic-auth passwords of `POST /webhooks/alertmanager` (Alertmanager's
+    /// `http_config`, Grafana's webhook contact point); none and no Grafana secret: 404.
+    pub alertmanager_tokens: Vec<String>,
+    /// Grafana Alerting HMAC secrets, checked on `/webhooks/alertmanager` when Grafana signs.
+    pub grafana_secrets: Vec<String>,
+    /// PagerDuty Webhooks v3 signing secrets; none: `POST /webhooks/pagerduty` answers 404.
+    pub pagerduty_secrets: Vec<String>,
+    /// Bearer tokens or basic-auth passwords of `POST /webhooks/opsgenie`; none: 404.
+    pub opsgenie_tokens: Vec<String>,
+    /// incident.io signing secrets (`whsec_…`); none: `POST /webhooks/incidentio` answers 404.
+    pub incidentio_secrets: Vec<String>,
     /// Spans one OTLP request may hold ([`super::otlp::DEFAULT_MAX_SPANS`]).
     pub otlp_max_spans: usize,
+    /// What normalising is configured with.
+    pub rules: Arc<Rules>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -52,7 +65,10 @@ pub enum ApiError {
     },
     /// No or a wrong signature or token (401).
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(String),
+    /// A receiver whose secret is not configured (404).
+    #[error("{0}")]
+    NotConfigured(&'static str),
     /// A header the route needs is missing, or the request is not what the route takes (400).
     #[error("{0}")]
     BadRequest(&'static str),
@@ -69,6 +85,7 @@ impl ApiError {
         match self {
             ApiError::Body { rejection, .. } => rejection.status(),
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Otlp(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST)
@@ -136,7 +153,7 @@ pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
 
 impl Receivers {
     /// A 401 answer, counted as a rejection of `origin`.
-    pub(super) fn unauthorized(&self, origin: Origin, message: &'static str) -> ApiError {
+    pub(super) fn unauthorized(&self, origin: Origin, message: impl Into<String>) -> ApiError {
         self.metrics.inc(
             metrics::REJECTED,
             &[
@@ -144,7 +161,7 @@ impl Receivers {
                 ("reason", Reason::Unauthorized.as_str()),
             ],
         );
-        ApiError::Unauthorized(message)
+        ApiError::Unauthorized(message.into())
     }
 }
 
@@ -158,7 +175,7 @@ pub(super) async fn accept(r: &Receivers, envelopes: Vec<Envelope>) -> Response 
     for mut env in envelopes {
         let origin = env.origin.as_str();
         r.metrics.inc(metrics::RECEIVED, &[("origin", origin)]);
-        let normalised = normalise(&env, now).and_then(|n| match n {
+        let normalised = normalise_with(&env, &r.rules, now).and_then(|n| match n {
             Normalised::Spans(_) => Err(Rejection::invalid(
                 "OTLP spans are not carried as events; send them to POST /v1/traces",
             )),

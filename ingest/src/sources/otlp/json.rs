@@ -431,7 +431,7 @@ impl AnyValue {
         use proto::any_value::Value as V;
         let bytes = match self.bytes_value {
             Some(b) => Some(V::BytesValue(
-                super::base64::decode(&b).ok_or("bytesValue is not base64")?,
+                crate::sources::base64::decode(&b).ok_or("bytesValue is not base64")?,
             )),
             None => None,
         };

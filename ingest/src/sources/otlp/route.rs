@@ -34,7 +34,11 @@ pub(in crate::sources) const SOURCE: Source = Source {
 };
 
 /// The spans of a batch this route made ([`Envelope::spans`]).
-fn spans_of(env: &Envelope, _ingested_at: i64) -> Result<Normalised, Rejection> {
+fn spans_of(
+    env: &Envelope,
+    _: &crate::sources::Rules,
+    _ingested_at: i64,
+) -> Result<Normalised, Rejection> {
     serde_json::from_slice(&env.body)
         .map(Normalised::Spans)
         .map_err(|e| Rejection::invalid(format!("malformed span batch: {e}")))

@@ -1,9 +1,10 @@
-//! Standard base64 (RFC 4648) for `bytesValue` attributes; decoding also accepts the URL-safe
-//! alphabet and missing padding, as the protobuf JSON mapping does.
+//! Standard base64 (RFC 4648), for OTLP `bytesValue` attributes, HTTP Basic auth and webhook
+//! signatures; decoding also accepts the URL-safe alphabet and missing padding, as the protobuf
+//! JSON mapping does.
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-pub(super) fn encode(bytes: &[u8]) -> String {
+pub(crate) fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -23,7 +24,7 @@ pub(super) fn encode(bytes: &[u8]) -> String {
     out
 }
 
-pub(super) fn decode(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
     let digits = text
         .strip_suffix("==")
         .or_else(|| text.strip_suffix('='))
