@@ -92,6 +92,12 @@ const RUN_KEY: &str = "concat_ws(':', origin, coalesce(repository, ''), coalesce
 const RUN_FAILED: &str =
     "outcome IN ('failure', 'error', 'failed', 'timed_out', 'startup_failure')";
 
+/// Whether an incident event says the incident was none: declined in triage, merged into
+/// another, or canceled (incident.io's status categories, CDEvents-style predicates). An
+/// incident with such an event counts in no DORA figure; the `incidents` view keeps it, marked
+/// `canceled`.
+const CANCELED: &str = "predicate IN ('canceled', 'cancelled', 'declined', 'merged')";
+
 /// How long before a run attempt's recorded start its trace may begin (clocks of the CI system
 /// and of the span exporter differ): a trace joined by `cicd.pipeline.run.id` belongs to the
 /// latest attempt of that run begun no later than this after the trace's start, else to the
@@ -216,14 +222,18 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         format!(
             "SELECT i.incident_id, i.service, i.environment, i.production, i.detected_at, i.resolved_at,
                     {recovery} AS recovery_seconds,
-                    coalesce(i.event_team, t.team) AS team, i.events
+                    coalesce(i.event_team, t.team) AS team, i.events,
+                    i.origin, i.acknowledged_at, i.canceled
              FROM (SELECT subject_id AS incident_id, min(service) AS service,
                           coalesce(min(CASE WHEN predicate IN ('detected', 'reported') THEN environment END),
                                    min(environment)) AS environment,
                           bool_or({prod}) AS production,
                           min(CASE WHEN predicate IN ('detected', 'reported') THEN time END) AS detected_at,
                           min(CASE WHEN predicate = 'resolved' THEN time END) AS resolved_at,
-                          max(team) AS event_team, count(*) AS events
+                          max(team) AS event_team, count(*) AS events,
+                          min(origin) AS origin,
+                          min(CASE WHEN predicate = 'acknowledged' THEN time END) AS acknowledged_at,
+                          bool_or({CANCELED}) AS canceled
                    FROM report_events WHERE subject = 'incident' GROUP BY subject_id) i
              LEFT JOIN teams t ON t.key = i.service",
             prod = is_prod("environment"),
@@ -294,7 +304,8 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
              signals AS (
                SELECT service, time FROM report_events
                WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
-                 AND service IS NOT NULL AND {prod}),
+                 AND service IS NOT NULL AND {prod}
+                 AND subject_id NOT IN (SELECT incident_id FROM incidents WHERE canceled)),
              owners AS (
                SELECT service, kind,
                       max(seq) OVER (PARTITION BY service ORDER BY time, kind
@@ -307,7 +318,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                WHERE kind = 1 AND owner IS NOT NULL GROUP BY service, owner),
              open_incidents AS (
                SELECT service, detected_at, resolved_at FROM incidents
-               WHERE production AND service IS NOT NULL AND detected_at IS NOT NULL
+               WHERE production AND NOT canceled AND service IS NOT NULL AND detected_at IS NOT NULL
                  AND (resolved_at IS NULL OR resolved_at > detected_at)),
              sweep AS (
                SELECT service, kind, seq,
@@ -502,7 +513,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
         "dora_incidents",
         "SELECT incident_id, service, environment, team, detected_at, resolved_at,
                 CASE WHEN recovery_seconds >= 0 THEN recovery_seconds END AS recovery_seconds
-         FROM incidents WHERE production"
+         FROM incidents WHERE production AND NOT canceled"
             .to_string(),
     ));
 
