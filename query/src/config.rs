@@ -15,6 +15,9 @@
 //! max_result_rows = 1000000  # larger results are refused: add LIMIT or aggregate
 //! max_result_mb = 256       # and results larger than this (Arrow, and as sent)
 //!
+//! [dora]
+//! failure_window = "next_deployment"   # or a duration ("24h"): which deployments an incident fails
+//!
 //! [incidents]               # alerting and incident tools: where service and environment are
 //! service_labels = ["service", "app", "job"]
 //! environment_labels = ["env", "environment", "namespace"]
@@ -47,6 +50,10 @@ pub enum ConfigError {
     Production(regex::Error),
     #[error("config: limits.{0} must be greater than 0")]
     Limit(&'static str),
+    #[error(
+        "config: dora.failure_window {0:?} is neither \"next_deployment\" nor a duration from 1s to 366d such as \"30m\", \"24h\" or \"7d\""
+    )]
+    FailureWindow(String),
 }
 
 /// The settings of `cdlake.toml`.
@@ -60,6 +67,56 @@ pub struct Config {
     pub limits: Limits,
     /// Where incidents of the alerting and incident tools find their service and environment.
     pub incidents: cdlake_schemas::incidents::IncidentRules,
+    /// Choices among the DORA definitions.
+    pub dora: DoraRules,
+}
+
+/// `[dora]`: choices among the DORA definitions.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoraRules {
+    /// Which production deployments an incident fails: `next_deployment` (the default, DESIGN's
+    /// rule: the latest deployment of its service before it, up to the next one), or a
+    /// duration (`30m`, `24h`, `7d`): every deployment of its service made in that long before it.
+    pub failure_window: String,
+}
+
+/// The default failure window.
+pub const NEXT_DEPLOYMENT: &str = "next_deployment";
+
+impl Default for DoraRules {
+    fn default() -> Self {
+        Self {
+            failure_window: NEXT_DEPLOYMENT.into(),
+        }
+    }
+}
+
+impl DoraRules {
+    /// The failure window in µs; `None` for `next_deployment`.
+    pub fn failure_window_micros(&self) -> Result<Option<i64>, ConfigError> {
+        let w = self.failure_window.trim();
+        if w == NEXT_DEPLOYMENT {
+            return Ok(None);
+        }
+        let bad = || ConfigError::FailureWindow(self.failure_window.clone());
+        let split = w.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (n, unit) = w.split_at(split);
+        let n: i64 = n.parse().map_err(|_| bad())?;
+        let unit_secs: i64 = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            "w" => 604_800,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(unit_secs)
+            .and_then(|s| s.checked_mul(1_000_000))
+            .filter(|&micros| micros > 0 && micros <= 366 * 86_400_000_000)
+            .map(Some)
+            .ok_or_else(bad)
+    }
 }
 
 /// Limits of the query engine. Each is enforced where the work happens, on every protocol
@@ -142,6 +199,7 @@ impl Default for Config {
             teams: BTreeMap::new(),
             limits: Limits::default(),
             incidents: Default::default(),
+            dora: DoraRules::default(),
         }
     }
 }
@@ -182,6 +240,7 @@ impl Config {
     /// Check what a flag or file set.
     pub fn validate(&self) -> Result<(), ConfigError> {
         regex::Regex::new(&self.production).map_err(ConfigError::Production)?;
+        self.dora.failure_window_micros()?;
         let l = &self.limits;
         for (name, value) in [
             ("query_timeout_secs", l.query_timeout_secs as usize),
@@ -248,5 +307,42 @@ mod tests {
                 .to_string()
                 .contains("unknown field")
         );
+    }
+
+    #[test]
+    fn failure_windows_are_next_deployment_or_a_duration() {
+        let window = |w: &str| {
+            Config::parse(&format!("[dora]\nfailure_window = '{w}'\n"))
+                .map(|c| c.dora.failure_window_micros().unwrap())
+        };
+        assert_eq!(
+            Config::default().dora.failure_window_micros().unwrap(),
+            None
+        );
+        assert_eq!(window("next_deployment").unwrap(), None);
+        assert_eq!(window("24h").unwrap(), Some(86_400_000_000));
+        assert_eq!(window("30m").unwrap(), Some(1_800_000_000));
+        assert_eq!(window("7d").unwrap(), Some(604_800_000_000));
+        for bad in [
+            "",
+            "24",
+            "h",
+            "0h",
+            "-1h",
+            "1y",
+            "400d",
+            "99999999999999999999s",
+        ] {
+            let e = window(bad).unwrap_err().to_string();
+            assert!(e.contains("dora.failure_window"), "{bad}: {e}");
+        }
+        let incidents = Config::parse(
+            "[incidents]\ndefault_environment = ''\n[incidents.services]\nPA2P440 = 'checkout'\n",
+        )
+        .unwrap()
+        .incidents;
+        assert_eq!(incidents.environment(None), None);
+        assert_eq!(incidents.service(["PA2P440"]), Some("checkout".into()));
+        assert!(Config::parse("[incidents]\nlabels = []\n").is_err());
     }
 }

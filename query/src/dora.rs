@@ -588,6 +588,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         groups,
         unlinked,
         production: engine.config().production.clone(),
+        failure_window: engine.config().dora.failure_window.trim().to_string(),
     })
 }
 

@@ -323,7 +323,11 @@ fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionContext {
 }
 
 async fn define_views(ctx: &SessionContext, config: &Config, skip: &[&str]) -> Result<()> {
-    for (name, body) in views::definitions(&config.production) {
+    let failure_window = config
+        .dora
+        .failure_window_micros()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    for (name, body) in views::definitions_with(&config.production, failure_window) {
         if skip.contains(&name) {
             continue;
         }

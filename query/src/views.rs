@@ -142,6 +142,17 @@ pub fn dora_levels_sql() -> String {
 
 /// `CREATE VIEW` statements for every view, in order. `production` is the production pattern.
 pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
+    definitions_with(production, None)
+}
+
+/// [`definitions`] with a failure window: `None` is DESIGN's rule (an incident fails the
+/// latest production deployment of its service before it, up to the next deployment);
+/// `Some(µs)` (`[dora] failure_window = "24h"`) fails every production deployment of its
+/// service made in that long before it.
+pub fn definitions_with(
+    production: &str,
+    failure_window: Option<i64>,
+) -> Vec<(&'static str, String)> {
     let pat = production.replace('\'', "''");
     let is_prod = |col: &str| format!("coalesce(regexp_like({col}, '{pat}'), false)");
     let cols = EVENT_COLUMNS.join(", ");
@@ -313,9 +324,7 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
                FROM (SELECT service, time, 0 AS kind, seq FROM d
                      UNION ALL
                      SELECT service, time, 1 AS kind, CAST(NULL AS BIGINT) AS seq FROM signals) m),
-             failed AS (
-               SELECT service, owner AS seq, count(*) AS incidents FROM owners
-               WHERE kind = 1 AND owner IS NOT NULL GROUP BY service, owner),
+             failed AS ({failed}),
              open_incidents AS (
                SELECT service, detected_at, resolved_at FROM incidents
                WHERE production AND NOT canceled AND service IS NOT NULL AND detected_at IS NOT NULL
@@ -340,6 +349,18 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
              LEFT JOIN failed f ON f.service = d.service AND f.seq = d.seq
              JOIN sweep w ON w.kind = 2 AND w.service = d.service AND w.seq = d.seq",
             prod = is_prod("environment"),
+            failed = match failure_window {
+                None => "SELECT service, owner AS seq, count(*) AS incidents FROM owners
+               WHERE kind = 1 AND owner IS NOT NULL GROUP BY service, owner"
+                    .to_string(),
+                Some(w) => format!(
+                    "SELECT d.service, d.seq, count(*) AS incidents
+               FROM d JOIN signals s ON s.service = d.service
+                AND CAST(s.time AS BIGINT) >= CAST(d.time AS BIGINT)
+                AND CAST(s.time AS BIGINT) < CAST(d.time AS BIGINT) + {w}
+               GROUP BY d.service, d.seq"
+                ),
+            },
         ),
     ));
 

@@ -14,7 +14,8 @@
 //! directly, past cdlake's de-duplication (as a writer that checks no identities could), to
 //! prove the views de-duplicate.
 //!
-//! `TEAMS key=team …` adds to the `[teams]` table of the configuration.
+//! `TEAMS key=team …` adds to the `[teams]` table of the configuration; `CONFIG` followed by
+//! lines of `cdlake.toml` sets its `[dora]` table.
 //!
 //! ```text
 //! query TT
@@ -294,6 +295,12 @@ impl sqllogictest::AsyncDB for Db {
         if trimmed.starts_with("EVENTS") {
             let (header, body) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
             self.events(header, body).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if let Some(toml) = trimmed.strip_prefix("CONFIG") {
+            let parsed = Config::parse(toml).map_err(err)?;
+            self.config.dora = parsed.dora;
+            self.engine = None;
             return Ok(DBOutput::StatementComplete(0));
         }
         if let Some(pairs) = trimmed.strip_prefix("TEAMS") {

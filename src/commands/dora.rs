@@ -68,7 +68,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     });
     if args.print_sql {
         let config = args.config.load()?;
-        let sql = print_sql(&config.production, &DoraRequest { from, to, by });
+        let sql = print_sql(&config, &DoraRequest { from, to, by })?;
         println!("{}", serde_json::to_string(&sql)?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
@@ -111,11 +111,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 
 /// What `--print-sql` prints: `{"views": [[name, sql], ...], "queries": [[name, sql], ...]}`,
 /// the views as the engine defines them and the statements `dora::report` runs for `req`.
-fn print_sql(production: &str, req: &DoraRequest) -> serde_json::Value {
-    serde_json::json!({
-        "views": cdlake_query::views::definitions(production),
+fn print_sql(
+    config: &cdlake_query::Config,
+    req: &DoraRequest,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "views": cdlake_query::views::definitions_with(
+            &config.production,
+            config.dora.failure_window_micros()?,
+        ),
         "queries": cdlake_query::dora::report_queries(req).named(),
-    })
+    }))
 }
 
 /// A report as text in one of the formats.
@@ -263,8 +269,7 @@ mod tests {
         }
         ingester.flush().await.expect("flush");
         let config = Config::default();
-        let production = config.production.clone();
-        let engine = Engine::open(&store, config).await.expect("engine");
+        let engine = Engine::open(&store, config.clone()).await.expect("engine");
 
         let t = |s: &str| parse_time(s, Utc::now()).unwrap();
         let req = DoraRequest {
@@ -273,7 +278,7 @@ mod tests {
             by: Some(GroupBy::Service),
         };
         let report = engine.dora(&req).await.expect("report");
-        let printed = print_sql(&production, &req);
+        let printed = print_sql(&config, &req).expect("print sql");
         let pairs = |v: &serde_json::Value| -> Vec<(String, String)> {
             serde_json::from_value(v.clone()).unwrap()
         };

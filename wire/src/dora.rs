@@ -184,4 +184,12 @@ pub struct DoraReport {
     pub unlinked: Unlinked,
     /// The production pattern the report used.
     pub production: String,
+    /// Which production deployments an incident fails (`[dora] failure_window`):
+    /// `next_deployment`, or a duration such as `24h`.
+    #[serde(default = "next_deployment")]
+    pub failure_window: String,
+}
+
+fn next_deployment() -> String {
+    "next_deployment".into()
 }

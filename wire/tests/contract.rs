@@ -60,6 +60,7 @@ fn report(groups: Option<Vec<Group>>) -> DoraReport {
             ..Unlinked::default()
         },
         production: "^prod".into(),
+        failure_window: "next_deployment".into(),
     }
 }
 
