@@ -62,6 +62,15 @@ struct Deployment {
     team: Option<String>,
     failed: bool,
     rework: bool,
+    rollback: bool,
+}
+
+/// A production deployment attempt that failed (not a deployment).
+#[derive(Debug, Clone)]
+struct FailedAttempt {
+    time: i64,
+    service: Option<String>,
+    team: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +169,7 @@ fn figures(
     mut leads: Vec<f64>,
     mut recoveries: Vec<f64>,
     open: u64,
+    failed_attempts: u64,
     days: f64,
 ) -> Figures {
     let n = deps.len() as u64;
@@ -194,6 +204,8 @@ fn figures(
             failed,
             rate: rate(failed),
             level: rate(failed).map(|r| level_of(Metric::ChangeFailureRate, r)),
+            rollbacks: deps.iter().filter(|d| d.rollback).count() as u64,
+            failed_deployments: failed_attempts,
         },
         recovery_time: RecoveryTime {
             incidents: recoveries.len() as u64,
@@ -261,6 +273,8 @@ pub struct ReportQueries {
     pub deployments_unknown_artifact: String,
     /// Count of changes merged before the window's end and not delivered by then.
     pub changes_not_delivered: String,
+    /// Production deployment attempts that failed, in the window.
+    pub failed_deployments: String,
 }
 
 impl ReportQueries {
@@ -275,6 +289,7 @@ impl ReportQueries {
                 self.deployments_unknown_artifact.as_str(),
             ),
             ("changes_not_delivered", self.changes_not_delivered.as_str()),
+            ("failed_deployments", self.failed_deployments.as_str()),
         ]
     }
 }
@@ -288,7 +303,7 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
     };
     ReportQueries {
         deployments: format!(
-            "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework FROM dora_deployments
+            "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework, action = 'rolledback' AS rollback FROM dora_deployments
          WHERE CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
             w.from, w.to
         ),
@@ -321,6 +336,11 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
                  AND (delivered_at IS NULL OR CAST(delivered_at AS BIGINT) >= {to})",
             to = w.to
         ),
+        failed_deployments: format!(
+            "SELECT CAST(time AS BIGINT) AS t, service, team FROM deployment_failures
+         WHERE production AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
+            w.from, w.to
+        ),
     }
 }
 
@@ -332,9 +352,10 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
             &strings(&b, "service")?,
             &strings(&b, "team")?,
         );
-        let (f, r) = (
+        let (f, r, rb) = (
             col::<BooleanArray>(&b, "failed")?,
             col::<BooleanArray>(&b, "rework")?,
+            col::<BooleanArray>(&b, "rollback")?,
         );
         for i in 0..b.num_rows() {
             out.push(Deployment {
@@ -343,6 +364,26 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
                 team: opt_str(team, i),
                 failed: f.is_valid(i) && f.value(i),
                 rework: r.is_valid(i) && r.value(i),
+                rollback: rb.is_valid(i) && rb.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn failed_attempts(engine: &Engine, sql: &str) -> Result<Vec<FailedAttempt>> {
+    let mut out = Vec::new();
+    for b in engine.internal(sql).await?.batches {
+        let (t, s, team) = (
+            col::<Int64Array>(&b, "t")?,
+            &strings(&b, "service")?,
+            &strings(&b, "team")?,
+        );
+        for i in 0..b.num_rows() {
+            out.push(FailedAttempt {
+                time: t.value(i),
+                service: opt_str(s, i),
+                team: opt_str(team, i),
             });
         }
     }
@@ -459,6 +500,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
     let deps = deployments(engine, &queries.deployments).await?;
     let dels = deliveries(engine, &queries.deliveries).await?;
     let incs = incidents(engine, &queries.incidents).await?;
+    let attempts = failed_attempts(engine, &queries.failed_deployments).await?;
 
     let unlinked = Unlinked {
         deployments_unknown_artifact: count(engine, &queries.deployments_unknown_artifact).await?,
@@ -525,11 +567,18 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
                 _ => {}
             }
         }
+        let mut attempt_groups: BTreeMap<String, u64> = BTreeMap::new();
+        for a in &attempts {
+            if let Some(k) = key_of(key, a.service.as_deref(), a.team.as_deref(), a.time) {
+                *attempt_groups.entry(k).or_default() += 1;
+            }
+        }
         let keys: BTreeSet<String> = dep_groups
             .keys()
             .chain(lead_groups.keys())
             .chain(rec_groups.keys())
             .chain(open_groups.keys())
+            .chain(attempt_groups.keys())
             .cloned()
             .chain(matches!(key, Key::Overall).then(String::new))
             .chain(match key {
@@ -549,6 +598,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
                     lead_groups.remove(&k).unwrap_or_default(),
                     rec_groups.remove(&k).unwrap_or_default(),
                     open_groups.get(&k).copied().unwrap_or(0),
+                    attempt_groups.get(&k).copied().unwrap_or(0),
                     days,
                 );
                 (k, f)

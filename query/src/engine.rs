@@ -374,7 +374,8 @@ impl Engine {
     /// An engine for one statement over the DORA views (a report's, or a dashboard panel's).
     /// Those views read `report_events` several times each, and DataFusion plans every
     /// reference anew: a scan and a de-duplication of the whole history per reference. Here
-    /// `report_events` (deployments, incidents, changes, artifacts; without payloads) is
+    /// `report_events` (deployments and attempts, incidents, changes, artifacts; without
+    /// payloads) is
     /// computed once and held in memory for the statement, under the same view definitions.
     pub(crate) async fn for_report(&self) -> Result<Engine> {
         self.for_subjects(views::REPORT_SUBJECTS).await

@@ -5,8 +5,10 @@
 //!
 //! - `events_unique`: `events` de-duplicated by identity (event_source, event_id), the earliest
 //!   stored copy winning. The pipeline views read it.
-//! - `report_events`: the same for the DORA subjects (service, incident, change, artifact),
-//!   without the payload. The DORA views read it, so it can be computed once per statement.
+//! - `report_events`: the same for the DORA subjects (service, incident, change, artifact,
+//!   and GitHub's `deployment_status` and GitLab's `deployment` attempts), without the payload. The DORA views read it, so it can be computed once per statement.
+//! - `deployment_failures`: production and other deployment attempts that failed (GitHub
+//!   `deployment_status` failure or error, GitLab deployment failed), apart from deployments.
 //! - `deployments`, `changes`, `artifacts`, `artifact_changes`, `incidents`, `pipeline_runs`,
 //!   `task_runs`: one row per subject, with the times of its predicates.
 //! - `dora_deployments`: each production deployment with its next deployment, whether it
@@ -35,7 +37,22 @@ use cdlake_wire::dora::levels;
 const ARTIFACT_LINK: &str = "(subject = 'artifact' OR (subject = 'change' AND predicate = 'merged' AND artifact_id IS NOT NULL))";
 
 /// The subjects the DORA views read (through `report_events`).
-pub const REPORT_SUBJECTS: &[&str] = &["service", "incident", "change", "artifact"];
+pub const REPORT_SUBJECTS: &[&str] = &[
+    "service",
+    "incident",
+    "change",
+    "artifact",
+    "deployment_status",
+    "deployment",
+];
+
+/// The subjects the pairing views (`dora_deployments`, `dora_change_deliveries`, …) read.
+const DORA_SUBJECTS: &[&str] = &["service", "incident", "change", "artifact"];
+
+/// Whether a GitHub `deployment_status` or GitLab `deployment` row is a failed deployment
+/// attempt: GitHub's `failure` and `error` states, GitLab's `failed` status.
+const DEPLOYMENT_FAILED: &str =
+    "subject IN ('deployment_status', 'deployment') AND outcome IN ('failure', 'error', 'failed')";
 
 /// The views that read `report_events`, directly or through other views, with the subjects
 /// they read from it. A statement naming some of them is answered with `report_events`
@@ -47,11 +64,12 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("artifacts", &["artifact", "change"]),
     ("deployments", &["service", "artifact", "change"]),
     ("incidents", &["incident"]),
-    ("dora_deployments", REPORT_SUBJECTS),
-    ("dora_change_deliveries", REPORT_SUBJECTS),
-    ("dora_changes", REPORT_SUBJECTS),
-    ("lead_time_breakdown", REPORT_SUBJECTS),
+    ("dora_deployments", DORA_SUBJECTS),
+    ("dora_change_deliveries", DORA_SUBJECTS),
+    ("dora_changes", DORA_SUBJECTS),
+    ("lead_time_breakdown", DORA_SUBJECTS),
     ("dora_incidents", &["incident"]),
+    ("deployment_failures", &["deployment_status", "deployment"]),
 ];
 
 /// `events` of the given subjects de-duplicated by identity, without the payload: the
@@ -224,6 +242,18 @@ pub fn definitions_with(
              LEFT JOIN teams ts ON ts.key = e.service
              LEFT JOIN teams tr ON tr.key = a.repository
              WHERE e.subject = 'service' AND e.predicate IN ('deployed', 'upgraded', 'rolledback')",
+            prod = is_prod("e.environment"),
+        ),
+    ));
+
+    // Deployment attempts that failed: not deployments (they delivered nothing), shown apart.
+    v.push((
+        "deployment_failures",
+        format!(
+            "SELECT e.time, e.service, e.environment, {prod} AS production, e.origin, e.outcome,
+                    e.artifact_id, e.url, coalesce(e.team, t.team) AS team, e.event_source, e.event_id, e.date
+             FROM report_events e LEFT JOIN teams t ON t.key = e.service
+             WHERE {DEPLOYMENT_FAILED}",
             prod = is_prod("e.environment"),
         ),
     ));

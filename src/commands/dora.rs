@@ -292,11 +292,16 @@ mod tests {
                 "deliveries",
                 "deployments",
                 "deployments_unknown_artifact",
+                "failed_deployments",
                 "incidents"
             ]
         );
         // The window, in microseconds: 2026-01-01 is 1767225600 s, 2026-02-01 1769904000 s.
-        for name in ["deployments", "deployments_unknown_artifact"] {
+        for name in [
+            "deployments",
+            "deployments_unknown_artifact",
+            "failed_deployments",
+        ] {
             assert!(
                 queries[name].contains("1767225600000000"),
                 "{name}: {}",
@@ -321,6 +326,8 @@ mod tests {
         assert_eq!(count(&engine, &queries["changes_not_delivered"]).await, 1);
         assert_eq!(report.unlinked.changes_not_delivered, 1);
         assert_eq!(rows(&engine, &queries["incidents"]).await, 0);
+        assert_eq!(rows(&engine, &queries["failed_deployments"]).await, 0);
+        assert_eq!(f.change_failure_rate.failed_deployments, 0);
 
         // The printed views are the ones the engine defined, as its catalog holds them.
         let catalog = engine

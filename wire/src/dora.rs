@@ -107,6 +107,14 @@ pub struct ChangeFailureRate {
     pub failed: u64,
     pub rate: Option<f64>,
     pub level: Option<Level>,
+    /// Of `deployments`, how many were rollbacks (a rollback fails the deployment before it).
+    #[serde(default)]
+    pub rollbacks: u64,
+    /// Production deployment attempts that failed (GitHub `deployment_status` failure or
+    /// error, GitLab deployment failed) in the window: shown apart, not deployments and not
+    /// change failures.
+    #[serde(default)]
+    pub failed_deployments: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

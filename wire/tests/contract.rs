@@ -30,6 +30,8 @@ fn figures(deployments: u64, level: Option<Level>) -> Figures {
             failed: deployments / 4,
             rate,
             level: rate.map(|_| Level::Low),
+            rollbacks: 1,
+            failed_deployments: 2,
         },
         recovery_time: RecoveryTime {
             incidents: 0,
