@@ -12,8 +12,9 @@
 //! - `deployments`, `changes`, `artifacts`, `artifact_changes`, `incidents`, `pipeline_runs`,
 //!   `task_runs`: one row per subject, with the times of its predicates.
 //! - `dora_deployments`: each production deployment with its next deployment, whether it
-//!   failed (an incident for its service detected in `[time, next_time)`, or the next is a
-//!   rollback) and whether it is rework (made while an incident of the service was open).
+//!   failed (an incident for its service detected in `[time, next_time)`, or in the failure
+//!   window after it; an incident naming an artifact fails the latest deployment of that
+//!   artifact before it instead; or the next is a rollback) and whether it is rework (made while an incident of the service was open).
 //! - `dora_change_deliveries`: each change with its delivery per service (trunk order: a
 //!   deployment of an artifact built from change C′ delivers every change of the repository
 //!   merged no later than C′); `dora_changes`: each merged change with its earliest delivery and
@@ -342,11 +343,23 @@ pub fn definitions_with(
                       lead(time) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_time,
                       lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
                FROM deployments WHERE production AND service IS NOT NULL),
-             signals AS (
-               SELECT service, time FROM report_events
+             all_signals AS (
+               SELECT service, time, artifact_id, event_source, event_id FROM report_events
                WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
                  AND service IS NOT NULL AND {prod}
                  AND subject_id NOT IN (SELECT incident_id FROM incidents WHERE canceled)),
+             linked AS (
+               SELECT service, seq, event_source, event_id FROM (
+                 SELECT d.service, d.seq, s.event_source, s.event_id,
+                        row_number() OVER (PARTITION BY s.event_source, s.event_id
+                                           ORDER BY d.time DESC, d.seq DESC) AS pick
+                 FROM all_signals s
+                 JOIN d ON d.service = s.service AND d.artifact_id = s.artifact_id AND d.time <= s.time)
+               WHERE pick = 1),
+             signals AS (
+               SELECT service, time FROM all_signals s
+               WHERE NOT EXISTS (SELECT 1 FROM linked l
+                                 WHERE l.event_source = s.event_source AND l.event_id = s.event_id)),
              owners AS (
                SELECT service, kind,
                       max(seq) OVER (PARTITION BY service ORDER BY time, kind
@@ -354,7 +367,12 @@ pub fn definitions_with(
                FROM (SELECT service, time, 0 AS kind, seq FROM d
                      UNION ALL
                      SELECT service, time, 1 AS kind, CAST(NULL AS BIGINT) AS seq FROM signals) m),
-             failed AS ({failed}),
+             failed AS (
+               SELECT service, seq, sum(incidents) AS incidents FROM (
+                 {failed}
+                 UNION ALL
+                 SELECT service, seq, count(*) AS incidents FROM linked GROUP BY service, seq)
+               GROUP BY service, seq),
              open_incidents AS (
                SELECT service, detected_at, resolved_at FROM incidents
                WHERE production AND NOT canceled AND service IS NOT NULL AND detected_at IS NOT NULL
