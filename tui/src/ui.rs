@@ -363,10 +363,16 @@ fn figures(f: &Figures) -> [(&'static str, String, String, Option<Level>); 5] {
         (
             "Change fail",
             pct(f.change_failure_rate.rate),
-            format!(
-                "{}/{} failed",
-                f.change_failure_rate.failed, f.change_failure_rate.deployments
-            ),
+            match f.change_failure_rate.failed_deployments {
+                0 => format!(
+                    "{}/{} failed",
+                    f.change_failure_rate.failed, f.change_failure_rate.deployments
+                ),
+                attempts => format!(
+                    "{}/{} failed, {attempts} attempts",
+                    f.change_failure_rate.failed, f.change_failure_rate.deployments
+                ),
+            },
             f.change_failure_rate.level,
         ),
         (

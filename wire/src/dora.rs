@@ -117,6 +117,33 @@ pub struct ChangeFailureRate {
     pub failed_deployments: u64,
 }
 
+impl ChangeFailureRate {
+    /// What the rate rests on, for people: `2 of 7 deployments failed`, and the rollbacks and
+    /// failed attempts (apart from the rate) when there are any.
+    pub fn basis(&self) -> String {
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut out = format!("{} of {} deployments failed", self.failed, self.deployments);
+        if self.rollbacks > 0 {
+            out.push_str(&format!(
+                "; {}",
+                plural(self.rollbacks, "rollback", "rollbacks")
+            ));
+        }
+        if self.failed_deployments > 0 {
+            out.push_str(&format!(
+                "; {} apart",
+                plural(
+                    self.failed_deployments,
+                    "failed deployment attempt",
+                    "failed deployment attempts"
+                )
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecoveryTime {
     pub incidents: u64,

@@ -186,3 +186,22 @@ fn a_tail_event_reads_what_it_knows_and_ignores_the_rest() {
     assert_eq!(back["event_id"], json!("e1"));
     assert_eq!(back["subject_id"], Value::Null);
 }
+
+#[test]
+fn the_change_failure_basis_names_rollbacks_and_failed_attempts_only_when_there_are_some() {
+    let mut cfr = ChangeFailureRate {
+        deployments: 7,
+        failed: 2,
+        rate: Some(2.0 / 7.0),
+        level: Some(Level::Low),
+        rollbacks: 0,
+        failed_deployments: 0,
+    };
+    assert_eq!(cfr.basis(), "2 of 7 deployments failed");
+    cfr.rollbacks = 1;
+    cfr.failed_deployments = 3;
+    assert_eq!(
+        cfr.basis(),
+        "2 of 7 deployments failed; 1 rollback; 3 failed deployment attempts apart"
+    );
+}

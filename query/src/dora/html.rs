@@ -81,12 +81,7 @@ const METRICS: [Metric; 5] = [
         value: |f| f.change_failure_rate.rate,
         show: pct,
         level: |f| f.change_failure_rate.level,
-        basis: |f| {
-            format!(
-                "{} of {} deployments",
-                f.change_failure_rate.failed, f.change_failure_rate.deployments
-            )
-        },
+        basis: |f| f.change_failure_rate.basis(),
         levelled: Some(Levelled::ChangeFailureRate),
     },
     Metric {
@@ -250,11 +245,19 @@ pub fn html(r: HtmlReport<'_>) -> String {
     );
     let _ = write!(
         out,
-        "<h1>DORA report</h1><p class=\"sub\">{} → {} ({:.0} days). Production environments match <code>{}</code>.</p>",
+        "<h1>DORA report</h1><p class=\"sub\">{} → {} ({:.0} days). Production environments match <code>{}</code>. An incident fails {}.</p>",
         esc(&cur.window.from),
         esc(&cur.window.to),
         cur.window.days,
-        esc(&cur.production)
+        esc(&cur.production),
+        if cur.failure_window == "next_deployment" {
+            "the latest deployment of its service before it".to_string()
+        } else {
+            format!(
+                "every deployment of its service in the {} before it",
+                esc(&cur.failure_window)
+            )
+        }
     );
     out.push_str("<section class=\"cards\">");
     for m in &METRICS {

@@ -53,7 +53,7 @@ fn rows(f: &Figures) -> Vec<[String; 4]> {
             "Change failure rate".into(),
             pct(cfr.rate),
             level(cfr.level).into(),
-            format!("{} of {} deployments failed", cfr.failed, cfr.deployments),
+            cfr.basis(),
         ],
         [
             "Failed deployment recovery time".into(),
@@ -174,11 +174,24 @@ fn unlinked_lines(r: &DoraReport) -> Vec<String> {
     .collect()
 }
 
+/// The failure window, when it is not DESIGN's `next_deployment`.
+fn window_note(r: &DoraReport) -> String {
+    if r.failure_window == "next_deployment" {
+        String::new()
+    } else {
+        format!(", failure window {}", r.failure_window)
+    }
+}
+
 /// The report as an aligned table.
 pub fn table(r: &DoraReport) -> String {
     let mut out = format!(
-        "DORA report  {} → {}  ({:.1} days, production = {})\n\n",
-        r.window.from, r.window.to, r.window.days, r.production
+        "DORA report  {} → {}  ({:.1} days, production = {}{})\n\n",
+        r.window.from,
+        r.window.to,
+        r.window.days,
+        r.production,
+        window_note(r)
     );
     let body: Vec<Vec<String>> = rows(&r.figures).into_iter().map(Vec::from).collect();
     out.push_str(&aligned(&["metric", "value", "level", "based on"], &body));
@@ -212,8 +225,12 @@ fn md_row(cells: &[String]) -> String {
 /// The report as Markdown.
 pub fn markdown(r: &DoraReport) -> String {
     let mut out = format!(
-        "## DORA report\n\nWindow: {} → {} ({:.1} days). Production: `{}`.\n\n",
-        r.window.from, r.window.to, r.window.days, r.production
+        "## DORA report\n\nWindow: {} → {} ({:.1} days). Production: `{}`{}.\n\n",
+        r.window.from,
+        r.window.to,
+        r.window.days,
+        r.production,
+        window_note(r)
     );
     out.push_str("| metric | value | level | based on |\n|---|---|---|---|\n");
     for row in rows(&r.figures) {
