@@ -444,3 +444,88 @@ async fn incident_tools_are_authenticated_normalised_and_counted() {
         "{report}"
     );
 }
+
+/// `cdlake receive` (the receivers publishing to JetStream) with its `[incidents]` rules, and
+/// `cdlake ingest` committing what they published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_travel_through_jetstream_with_the_receivers_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let nats = Nats::start(&dir.path().join("nats"));
+    let url = nats.url();
+    let config = dir.path().join("cdlake.toml");
+    std::fs::write(
+        &config,
+        "[incidents]\ndefault_environment = 'prod-eu'\n[incidents.services]\npig208 = 'storefront'\n",
+    )
+    .unwrap();
+    let receiver = Service::spawn(&[
+        "receive",
+        "--nats",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+        "--pagerduty-secret",
+        PAGERDUTY_SECRET,
+    ]);
+    let store_arg = store.to_str().unwrap().to_string();
+    let _ingester = Service::spawn(&[
+        "ingest",
+        "--store",
+        &store_arg,
+        "--nats",
+        &url,
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--max-age-ms",
+        "200",
+    ]);
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: receiver.url(""),
+    };
+    let body = fixture("pagerduty/incident.triggered.json");
+    let signature = format!(
+        "v1={}",
+        hex::encode(hmac(PAGERDUTY_SECRET.as_bytes(), &[&body]))
+    );
+    let (status, answer) = client
+        .post(
+            "/webhooks/pagerduty",
+            &[("x-pagerduty-signature", signature)],
+            &body,
+        )
+        .await;
+    assert_eq!((status, &answer["accepted"]), (200, &1.into()), "{answer}");
+    let (status, _) = client.post("/webhooks/opsgenie", &[], b"{}").await;
+    assert_eq!(status, 404, "no --opsgenie-token: off");
+    let stored = eventually(std::time::Duration::from_secs(30), || async {
+        let out = cdlake(
+            &store,
+            &[
+                "sql",
+                "--format",
+                "json",
+                "SELECT count(*) AS n FROM events",
+            ],
+        );
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"n\":1")
+    })
+    .await;
+    assert!(
+        stored,
+        "the incident was not committed:\n{}",
+        receiver.log()
+    );
+    let rows = sql_json(
+        &store,
+        "SELECT origin, subject_id, service, environment, predicate FROM events",
+    );
+    assert_eq!(rows[0]["origin"], "pagerduty");
+    assert_eq!(rows[0]["subject_id"], "PFQZPSY");
+    assert_eq!(rows[0]["service"], "storefront");
+    assert_eq!(rows[0]["environment"], "prod-eu");
+    assert_eq!(rows[0]["predicate"], "detected");
+}
