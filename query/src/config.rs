@@ -17,6 +17,7 @@
 //!
 //! [dora]
 //! failure_window = "next_deployment"   # or a duration ("24h"): which deployments an incident fails
+//! rework = ["incident_open"]           # and/or "after_failure": which deployments are rework
 //!
 //! [incidents]               # alerting and incident tools: where service and environment are
 //! service_labels = ["service", "app", "job"]
@@ -54,6 +55,10 @@ pub enum ConfigError {
         "config: dora.failure_window {0:?} is neither \"next_deployment\" nor a duration from 1s to 366d such as \"30m\", \"24h\" or \"7d\""
     )]
     FailureWindow(String),
+    #[error(
+        "config: dora.rework names {0:?}, not a rework rule: use \"incident_open\", \"after_failure\" or both"
+    )]
+    ReworkRule(String),
 }
 
 /// The settings of `cdlake.toml`.
@@ -79,7 +84,14 @@ pub struct DoraRules {
     /// rule: the latest deployment of its service before it, up to the next one), or a
     /// duration (`30m`, `24h`, `7d`): every deployment of its service made in that long before it.
     pub failure_window: String,
+    /// Which rules mark a deployment as rework: `incident_open` (the default, DESIGN's: made
+    /// while an incident of its service was open) and `after_failure` (DORA 2024: the next
+    /// deployment of its service after a failed one, within the failure window).
+    pub rework: Vec<String>,
 }
+
+/// The rework rules `[dora] rework` may name.
+pub const REWORK_RULES: [&str; 2] = ["incident_open", "after_failure"];
 
 /// The default failure window.
 pub const NEXT_DEPLOYMENT: &str = "next_deployment";
@@ -88,11 +100,26 @@ impl Default for DoraRules {
     fn default() -> Self {
         Self {
             failure_window: NEXT_DEPLOYMENT.into(),
+            rework: vec!["incident_open".into()],
         }
     }
 }
 
 impl DoraRules {
+    /// The options of the views.
+    pub fn options(&self) -> Result<crate::views::DoraOptions, ConfigError> {
+        for rule in &self.rework {
+            if !REWORK_RULES.contains(&rule.as_str()) {
+                return Err(ConfigError::ReworkRule(rule.clone()));
+            }
+        }
+        Ok(crate::views::DoraOptions {
+            failure_window: self.failure_window_micros()?,
+            rework_incident_open: self.rework.iter().any(|r| r == "incident_open"),
+            rework_after_failure: self.rework.iter().any(|r| r == "after_failure"),
+        })
+    }
+
     /// The failure window in µs; `None` for `next_deployment`.
     pub fn failure_window_micros(&self) -> Result<Option<i64>, ConfigError> {
         let w = self.failure_window.trim();
@@ -240,7 +267,7 @@ impl Config {
     /// Check what a flag or file set.
     pub fn validate(&self) -> Result<(), ConfigError> {
         regex::Regex::new(&self.production).map_err(ConfigError::Production)?;
-        self.dora.failure_window_micros()?;
+        self.dora.options()?;
         let l = &self.limits;
         for (name, value) in [
             ("query_timeout_secs", l.query_timeout_secs as usize),

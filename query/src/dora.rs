@@ -62,6 +62,7 @@ struct Deployment {
     team: Option<String>,
     failed: bool,
     rework: bool,
+    rework_rule: Option<String>,
     rollback: bool,
 }
 
@@ -218,6 +219,14 @@ fn figures(
             deployments: n,
             rework,
             rate: rate(rework),
+            by_rule: deps
+                .iter()
+                .filter(|d| d.rework)
+                .fold(BTreeMap::new(), |mut m, d| {
+                    *m.entry(d.rework_rule.clone().unwrap_or_default())
+                        .or_default() += 1;
+                    m
+                }),
         },
     }
 }
@@ -303,7 +312,7 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
     };
     ReportQueries {
         deployments: format!(
-            "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework, action = 'rolledback' AS rollback FROM dora_deployments
+            "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework, rework_rule, action = 'rolledback' AS rollback FROM dora_deployments
          WHERE CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
             w.from, w.to
         ),
@@ -352,6 +361,7 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
             &strings(&b, "service")?,
             &strings(&b, "team")?,
         );
+        let rule = &strings(&b, "rework_rule")?;
         let (f, r, rb) = (
             col::<BooleanArray>(&b, "failed")?,
             col::<BooleanArray>(&b, "rework")?,
@@ -364,6 +374,7 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
                 team: opt_str(team, i),
                 failed: f.is_valid(i) && f.value(i),
                 rework: r.is_valid(i) && r.value(i),
+                rework_rule: opt_str(rule, i),
                 rollback: rb.is_valid(i) && rb.value(i),
             });
         }
@@ -639,6 +650,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         unlinked,
         production: engine.config().production.clone(),
         failure_window: engine.config().dora.failure_window.trim().to_string(),
+        rework_rules: engine.config().dora.rework.clone(),
     })
 }
 

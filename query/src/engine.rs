@@ -323,11 +323,11 @@ fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionContext {
 }
 
 async fn define_views(ctx: &SessionContext, config: &Config, skip: &[&str]) -> Result<()> {
-    let failure_window = config
+    let options = config
         .dora
-        .failure_window_micros()
+        .options()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
-    for (name, body) in views::definitions_with(&config.production, failure_window) {
+    for (name, body) in views::definitions_with(&config.production, options) {
         if skip.contains(&name) {
             continue;
         }

@@ -14,7 +14,9 @@
 //! - `dora_deployments`: each production deployment with its next deployment, whether it
 //!   failed (an incident for its service detected in `[time, next_time)`, or in the failure
 //!   window after it; an incident naming an artifact fails the latest deployment of that
-//!   artifact before it instead; or the next is a rollback) and whether it is rework (made while an incident of the service was open).
+//!   artifact before it instead; or the next is a rollback) and whether it is rework (made
+//!   while an incident of the service was open; with `[dora] rework` also the next deployment
+//!   after a failed one), with the `rework_rule` that marked it.
 //! - `dora_change_deliveries`: each change with its delivery per service (trunk order: a
 //!   deployment of an artifact built from change C′ delivers every change of the repository
 //!   merged no later than C′); `dora_changes`: each merged change with its earliest delivery and
@@ -159,19 +161,38 @@ pub fn dora_levels_sql() -> String {
     )
 }
 
-/// `CREATE VIEW` statements for every view, in order. `production` is the production pattern.
-pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
-    definitions_with(production, None)
+/// The choices among DORA's definitions that shape the views (`[dora]` in `cdlake.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoraOptions {
+    /// `None` is DESIGN's rule (an incident fails the latest production deployment of its
+    /// service before it, up to the next deployment); `Some(µs)` (`failure_window = "24h"`)
+    /// fails every production deployment of its service made in that long before it.
+    pub failure_window: Option<i64>,
+    /// Rework rule `incident_open` (DESIGN's): made while an incident of the service is open.
+    pub rework_incident_open: bool,
+    /// Rework rule `after_failure` (DORA 2024): the next deployment of the service after a
+    /// failed one (within the failure window when it is a duration).
+    pub rework_after_failure: bool,
 }
 
-/// [`definitions`] with a failure window: `None` is DESIGN's rule (an incident fails the
-/// latest production deployment of its service before it, up to the next deployment);
-/// `Some(µs)` (`[dora] failure_window = "24h"`) fails every production deployment of its
-/// service made in that long before it.
-pub fn definitions_with(
-    production: &str,
-    failure_window: Option<i64>,
-) -> Vec<(&'static str, String)> {
+impl Default for DoraOptions {
+    fn default() -> Self {
+        Self {
+            failure_window: None,
+            rework_incident_open: true,
+            rework_after_failure: false,
+        }
+    }
+}
+
+/// `CREATE VIEW` statements for every view, in order. `production` is the production pattern.
+pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
+    definitions_with(production, DoraOptions::default())
+}
+
+/// [`definitions`] with the given [`DoraOptions`].
+pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static str, String)> {
+    let failure_window = options.failure_window;
     let pat = production.replace('\'', "''");
     let is_prod = |col: &str| format!("coalesce(regexp_like({col}, '{pat}'), false)");
     let cols = EVENT_COLUMNS.join(", ");
@@ -386,17 +407,43 @@ pub fn definitions_with(
                      SELECT service, resolved_at AS time, 1 AS kind, -1 AS delta, CAST(NULL AS BIGINT) AS seq
                      FROM open_incidents WHERE resolved_at IS NOT NULL
                      UNION ALL
-                     SELECT service, time, 2 AS kind, 0 AS delta, seq FROM d) s)
-             SELECT d.time, d.service, d.environment, d.action, d.artifact_id, d.repository, d.change_id,
-                    d.team, d.next_time, d.next_action,
-                    (f.seq IS NOT NULL OR coalesce(d.next_action = 'rolledback', false)) AS failed,
-                    coalesce(f.incidents, 0) AS incidents,
-                    w.open_count > 0 AS rework,
-                    d.event_source, d.event_id, d.date
-             FROM d
-             LEFT JOIN failed f ON f.service = d.service AND f.seq = d.seq
-             JOIN sweep w ON w.kind = 2 AND w.service = d.service AND w.seq = d.seq",
+                     SELECT service, time, 2 AS kind, 0 AS delta, seq FROM d) s),
+             res AS (
+               SELECT d.time, d.service, d.environment, d.action, d.artifact_id, d.repository, d.change_id,
+                      d.team, d.next_time, d.next_action,
+                      (f.seq IS NOT NULL OR coalesce(d.next_action = 'rolledback', false)) AS failed,
+                      coalesce(f.incidents, 0) AS incidents,
+                      coalesce(w.open_count > 0, false) AS incident_open,
+                      d.event_source, d.event_id, d.date, d.seq
+               FROM d
+               LEFT JOIN failed f ON f.service = d.service AND f.seq = d.seq
+               JOIN sweep w ON w.kind = 2 AND w.service = d.service AND w.seq = d.seq),
+             ranked AS (
+               SELECT time, service, environment, action, artifact_id, repository, change_id, team,
+                      next_time, next_action, failed, incidents, incident_open, event_source, event_id, date,
+                      coalesce(lag(failed) OVER (PARTITION BY service ORDER BY seq), false) AS after_failed,
+                      lag(time) OVER (PARTITION BY service ORDER BY seq) AS prev_time
+               FROM res)
+             SELECT time, service, environment, action, artifact_id, repository, change_id, team,
+                    next_time, next_action, failed, incidents,
+                    ({incident_rule}) OR ({after_rule}) AS rework,
+                    event_source, event_id, date,
+                    CASE WHEN {incident_rule} THEN 'incident_open'
+                         WHEN {after_rule} THEN 'after_failure' END AS rework_rule
+             FROM ranked",
             prod = is_prod("environment"),
+            incident_rule = if options.rework_incident_open {
+                "incident_open"
+            } else {
+                "false"
+            },
+            after_rule = match (options.rework_after_failure, failure_window) {
+                (false, _) => "false".to_string(),
+                (true, None) => "after_failed".to_string(),
+                (true, Some(w)) => format!(
+                    "after_failed AND CAST(time AS BIGINT) - CAST(prev_time AS BIGINT) < {w}"
+                ),
+            },
             failed = match failure_window {
                 None => "SELECT service, owner AS seq, count(*) AS incidents FROM owners
                WHERE kind = 1 AND owner IS NOT NULL GROUP BY service, owner"

@@ -266,11 +266,13 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
             }
         }
         Value::Array(items) => {
-            for item in items {
+            for (i, item) in items.iter().enumerate() {
+                // A group is keyed by its name; anything else by its position.
+                let index = i.to_string();
                 let key = ["service", "team", "week"]
                     .iter()
                     .find_map(|k| item.get(*k).and_then(Value::as_str))
-                    .unwrap_or("?");
+                    .unwrap_or(&index);
                 let mut item = item.clone();
                 if let Value::Object(m) = &mut item {
                     for k in ["service", "team", "week"] {

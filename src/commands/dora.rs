@@ -116,10 +116,7 @@ fn print_sql(
     req: &DoraRequest,
 ) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
-        "views": cdlake_query::views::definitions_with(
-            &config.production,
-            config.dora.failure_window_micros()?,
-        ),
+        "views": cdlake_query::views::definitions_with(&config.production, config.dora.options()?),
         "queries": cdlake_query::dora::report_queries(req).named(),
     }))
 }

@@ -159,6 +159,9 @@ pub struct ReworkRate {
     pub deployments: u64,
     pub rework: u64,
     pub rate: Option<f64>,
+    /// Rework by the rule that marked it (`incident_open`, `after_failure`).
+    #[serde(default)]
+    pub by_rule: std::collections::BTreeMap<String, u64>,
 }
 
 /// The five figures.
@@ -223,6 +226,13 @@ pub struct DoraReport {
     /// `next_deployment`, or a duration such as `24h`.
     #[serde(default = "next_deployment")]
     pub failure_window: String,
+    /// The rules that mark rework (`[dora] rework`).
+    #[serde(default = "incident_open")]
+    pub rework_rules: Vec<String>,
+}
+
+fn incident_open() -> Vec<String> {
+    vec!["incident_open".into()]
 }
 
 fn next_deployment() -> String {

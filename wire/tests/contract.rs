@@ -44,6 +44,7 @@ fn figures(deployments: u64, level: Option<Level>) -> Figures {
             deployments,
             rework: 0,
             rate: rate.map(|_| 0.0),
+            by_rule: Default::default(),
         },
     }
 }
@@ -63,6 +64,7 @@ fn report(groups: Option<Vec<Group>>) -> DoraReport {
         },
         production: "^prod".into(),
         failure_window: "next_deployment".into(),
+        rework_rules: vec!["incident_open".into()],
     }
 }
 
