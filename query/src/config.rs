@@ -18,6 +18,7 @@
 //! [dora]
 //! failure_window = "next_deployment"   # or a duration ("24h"): which deployments an incident fails
 //! rework = ["incident_open"]           # and/or "after_failure": which deployments are rework
+//! lead_time_start = "created"          # or "merged": where lead time starts
 //!
 //! [incidents]               # alerting and incident tools: where service and environment are
 //! service_labels = ["service", "app", "job"]
@@ -59,6 +60,10 @@ pub enum ConfigError {
         "config: dora.rework names {0:?}, not a rework rule: use \"incident_open\", \"after_failure\" or both"
     )]
     ReworkRule(String),
+    #[error(
+        "config: dora.lead_time_start {0:?} is not a start: use \"created\" (a change's creation, else its merge) or \"merged\""
+    )]
+    LeadTimeStart(String),
 }
 
 /// The settings of `cdlake.toml`.
@@ -88,6 +93,9 @@ pub struct DoraRules {
     /// while an incident of its service was open) and `after_failure` (DORA 2024: the next
     /// deployment of its service after a failed one, within the failure window).
     pub rework: Vec<String>,
+    /// Where lead time starts: `created` (the default, DESIGN's: the change's `created` time,
+    /// its merge when it has none) or `merged`.
+    pub lead_time_start: String,
 }
 
 /// The rework rules `[dora] rework` may name.
@@ -101,6 +109,7 @@ impl Default for DoraRules {
         Self {
             failure_window: NEXT_DEPLOYMENT.into(),
             rework: vec!["incident_open".into()],
+            lead_time_start: "created".into(),
         }
     }
 }
@@ -113,7 +122,13 @@ impl DoraRules {
                 return Err(ConfigError::ReworkRule(rule.clone()));
             }
         }
+        let lead_time_from_merge = match self.lead_time_start.trim() {
+            "created" => false,
+            "merged" => true,
+            other => return Err(ConfigError::LeadTimeStart(other.to_string())),
+        };
         Ok(crate::views::DoraOptions {
+            lead_time_from_merge,
             failure_window: self.failure_window_micros()?,
             rework_incident_open: self.rework.iter().any(|r| r == "incident_open"),
             rework_after_failure: self.rework.iter().any(|r| r == "after_failure"),
@@ -371,5 +386,21 @@ mod tests {
         assert_eq!(incidents.environment(None), None);
         assert_eq!(incidents.service(["PA2P440"]), Some("checkout".into()));
         assert!(Config::parse("[incidents]\nlabels = []\n").is_err());
+        let dora = |toml: &str| Config::parse(&format!("[dora]\n{toml}\n")).map(|c| c.dora);
+        let options = dora("rework = ['after_failure']\nlead_time_start = 'merged'")
+            .unwrap()
+            .options()
+            .unwrap();
+        assert!(options.rework_after_failure && !options.rework_incident_open);
+        assert!(options.lead_time_from_merge);
+        let e = dora("rework = ['hotfix']").unwrap_err().to_string();
+        assert!(
+            e.contains("dora.rework") && e.contains("after_failure"),
+            "{e}"
+        );
+        let e = dora("lead_time_start = 'first_commit'")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dora.lead_time_start"), "{e}");
     }
 }

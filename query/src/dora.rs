@@ -81,6 +81,8 @@ struct Delivery {
     team: Option<String>,
     started: i64,
     delivered: i64,
+    /// Where its lead time started (`created`, `merged`).
+    started_from: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +170,7 @@ impl Window2 {
 fn figures(
     deps: &[&Deployment],
     mut leads: Vec<f64>,
+    fell_back: u64,
     mut recoveries: Vec<f64>,
     open: u64,
     failed_attempts: u64,
@@ -199,6 +202,7 @@ fn figures(
             median_seconds: lead_median,
             p90_seconds: percentile(&mut leads, 0.9),
             level: lead_median.map(|m| level_of(Metric::LeadTime, m)),
+            fell_back,
         },
         change_failure_rate: ChangeFailureRate {
             deployments: n,
@@ -317,7 +321,7 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
             w.from, w.to
         ),
         deliveries: format!(
-            "SELECT change_id, service, team, CAST(started_at AS BIGINT) AS started, CAST(delivered_at AS BIGINT) AS delivered
+            "SELECT change_id, service, team, CAST(started_at AS BIGINT) AS started, CAST(delivered_at AS BIGINT) AS delivered, started_from
          FROM dora_change_deliveries WHERE CAST(delivered_at AS BIGINT) < {}",
             w.to
         ),
@@ -413,6 +417,7 @@ async fn deliveries(engine: &Engine, sql: &str) -> Result<Vec<Delivery>> {
             col::<Int64Array>(&b, "started")?,
             col::<Int64Array>(&b, "delivered")?,
         );
+        let from = &strings(&b, "started_from")?;
         for i in 0..b.num_rows() {
             out.push(Delivery {
                 change_id: c.value(i).to_string(),
@@ -420,6 +425,7 @@ async fn deliveries(engine: &Engine, sql: &str) -> Result<Vec<Delivery>> {
                 team: opt_str(team, i),
                 started: st.value(i),
                 delivered: dl.value(i),
+                started_from: opt_str(from, i),
             });
         }
     }
@@ -548,6 +554,8 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
             }
         }
         let mut lead_groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut fell_back_groups: BTreeMap<String, u64> = BTreeMap::new();
+        let start = engine.config().dora.lead_time_start.trim();
         for ((k, _), d) in first {
             if !w.contains(d.delivered) {
                 continue;
@@ -556,6 +564,9 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
                 Key::By(GroupBy::Week) => week_of(d.delivered),
                 _ => k,
             };
+            if d.started_from.as_deref() != Some(start) {
+                *fell_back_groups.entry(k.clone()).or_default() += 1;
+            }
             lead_groups
                 .entry(k)
                 .or_default()
@@ -607,6 +618,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
                 let f = figures(
                     dep_groups.get(&k).map(Vec::as_slice).unwrap_or_default(),
                     lead_groups.remove(&k).unwrap_or_default(),
+                    fell_back_groups.get(&k).copied().unwrap_or(0),
                     rec_groups.remove(&k).unwrap_or_default(),
                     open_groups.get(&k).copied().unwrap_or(0),
                     attempt_groups.get(&k).copied().unwrap_or(0),
@@ -651,6 +663,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         production: engine.config().production.clone(),
         failure_window: engine.config().dora.failure_window.trim().to_string(),
         rework_rules: engine.config().dora.rework.clone(),
+        lead_time_start: engine.config().dora.lead_time_start.trim().to_string(),
     })
 }
 

@@ -173,6 +173,9 @@ pub struct DoraOptions {
     /// Rework rule `after_failure` (DORA 2024): the next deployment of the service after a
     /// failed one (within the failure window when it is a duration).
     pub rework_after_failure: bool,
+    /// Where lead time starts: `false` at a change's `created` time (its merge when it has
+    /// none: DESIGN's rule), `true` at its merge (`[dora] lead_time_start = "merged"`).
+    pub lead_time_from_merge: bool,
 }
 
 impl Default for DoraOptions {
@@ -181,6 +184,7 @@ impl Default for DoraOptions {
             failure_window: None,
             rework_incident_open: true,
             rework_after_failure: false,
+            lead_time_from_merge: false,
         }
     }
 }
@@ -217,9 +221,10 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
         "changes",
         format!(
             "SELECT c.change_id, c.repository, c.created_at, c.merged_at, c.abandoned_at,
-                    coalesce(c.created_at, c.merged_at) AS started_at,
+                    {started} AS started_at,
                     {review} AS review_seconds,
-                    coalesce(c.event_team, t.team) AS team, c.events
+                    coalesce(c.event_team, t.team) AS team, c.events,
+                    {started_from} AS started_from
              FROM (SELECT change_id, min(repository) AS repository,
                           min(CASE WHEN predicate = 'created' THEN time END) AS created_at,
                           min(CASE WHEN predicate = 'merged' THEN time END) AS merged_at,
@@ -229,6 +234,16 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                    GROUP BY change_id) c
              LEFT JOIN teams t ON t.key = c.repository",
             review = secs("c.merged_at", "coalesce(c.created_at, c.merged_at)"),
+            started = if options.lead_time_from_merge {
+                "c.merged_at"
+            } else {
+                "coalesce(c.created_at, c.merged_at)"
+            },
+            started_from = if options.lead_time_from_merge {
+                "CASE WHEN c.merged_at IS NOT NULL THEN 'merged' END"
+            } else {
+                "CASE WHEN c.created_at IS NOT NULL THEN 'created' WHEN c.merged_at IS NOT NULL THEN 'merged' END"
+            },
         ),
     ));
 
@@ -472,21 +487,23 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
              pairs AS (SELECT DISTINCT repository, service FROM dep),
              stream AS (
                SELECT p.repository, p.service, c.change_id, c.merged_at AS k, 1 AS kind,
-                      CASE WHEN false THEN c.merged_at END AS time, c.started_at, c.merged_at, c.team
+                      CASE WHEN false THEN c.merged_at END AS time, c.started_at, c.merged_at, c.team,
+                      c.started_from
                FROM changes c JOIN pairs p ON p.repository = c.repository
                WHERE c.merged_at IS NOT NULL
                UNION ALL
                SELECT repository, service, CAST(NULL AS VARCHAR), frontier, 0, time,
-                      CASE WHEN false THEN time END, CASE WHEN false THEN time END, CAST(NULL AS VARCHAR)
+                      CASE WHEN false THEN time END, CASE WHEN false THEN time END, CAST(NULL AS VARCHAR),
+                      CAST(NULL AS VARCHAR)
                FROM dep),
              swept AS (
-               SELECT change_id, repository, service, started_at, merged_at, team, kind,
+               SELECT change_id, repository, service, started_at, merged_at, team, kind, started_from,
                       min(time) OVER (PARTITION BY repository, service ORDER BY k DESC, kind
                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS delivered_at
                FROM stream)
              SELECT s.change_id, s.repository, s.service, s.started_at, s.merged_at, s.delivered_at,
                     greatest({lead}, 0.0) AS lead_time_seconds,
-                    coalesce(s.team, ts.team, tr.team) AS team
+                    coalesce(s.team, ts.team, tr.team) AS team, s.started_from
              FROM swept s
              LEFT JOIN teams ts ON ts.key = s.service
              LEFT JOIN teams tr ON tr.key = s.repository

@@ -99,6 +99,10 @@ pub struct LeadTime {
     pub median_seconds: Option<f64>,
     pub p90_seconds: Option<f64>,
     pub level: Option<Level>,
+    /// Of `changes`, how many started elsewhere than `lead_time_start` says (a change with no
+    /// `created` event starts at its merge).
+    #[serde(default)]
+    pub fell_back: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +233,13 @@ pub struct DoraReport {
     /// The rules that mark rework (`[dora] rework`).
     #[serde(default = "incident_open")]
     pub rework_rules: Vec<String>,
+    /// Where lead time starts (`[dora] lead_time_start`): `created` or `merged`.
+    #[serde(default = "created")]
+    pub lead_time_start: String,
+}
+
+fn created() -> String {
+    "created".into()
 }
 
 fn incident_open() -> Vec<String> {

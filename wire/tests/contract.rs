@@ -24,6 +24,7 @@ fn figures(deployments: u64, level: Option<Level>) -> Figures {
             median_seconds: Some(3600.0),
             p90_seconds: Some(7200.0),
             level: Some(Level::Elite),
+            fell_back: 1,
         },
         change_failure_rate: ChangeFailureRate {
             deployments,
@@ -65,6 +66,7 @@ fn report(groups: Option<Vec<Group>>) -> DoraReport {
         production: "^prod".into(),
         failure_window: "next_deployment".into(),
         rework_rules: vec!["incident_open".into()],
+        lead_time_start: "created".into(),
     }
 }
 
