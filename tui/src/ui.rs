@@ -444,12 +444,24 @@ fn dora(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let mut line = vec![Span::from(" Window ").bold()];
     line.extend(windows);
     if let Load::Ready(data) = &d.data {
+        let r = &data.by_service;
+        // The definitions chosen in `[dora]`, where they are not DESIGN's.
+        let mut rules = String::new();
+        if r.failure_window != "next_deployment" {
+            rules.push_str(&format!(" · failure window: {}", r.failure_window));
+        }
+        if r.rework_rules != ["incident_open"] {
+            rules.push_str(&format!(" · rework: {}", r.rework_rules.join("+")));
+        }
+        if r.lead_time_start != "created" {
+            rules.push_str(&format!(" · lead time from: {}", r.lead_time_start));
+        }
         line.push(Span::styled(
             format!(
-                " {} → {} · production: {}",
-                short_date(&data.by_service.window.from),
-                short_date(&data.by_service.window.to),
-                data.by_service.production
+                " {} → {} · production: {}{rules}",
+                short_date(&r.window.from),
+                short_date(&r.window.to),
+                r.production
             ),
             dim(),
         ));

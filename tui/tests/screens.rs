@@ -217,3 +217,39 @@ fn pipelines_tab_and_waterfall() {
     });
     insta::assert_snapshot!("pipelines_waterfall", screen(&app, 80, 24));
 }
+
+#[test]
+fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
+    let mut data = dora_data();
+    let r = &mut data.by_service;
+    r.failure_window = "24h".into();
+    r.rework_rules = vec!["incident_open".into(), "after_failure".into()];
+    r.lead_time_start = "merged".into();
+    r.figures.change_failure_rate.failed_deployments = 3;
+    let mut app = live_app();
+    press(&mut app, KeyCode::Char('2'));
+    app.update(Msg::Dora {
+        days: 30,
+        result: Ok(Box::new(data)),
+    });
+    let text = screen(&app, 200, 30);
+    assert!(text.contains("failure window: 24h"), "{text}");
+    assert!(
+        text.contains("rework: incident_open+after_failure"),
+        "{text}"
+    );
+    assert!(text.contains("lead time from: merged"), "{text}");
+    assert!(text.contains("3 attempts"), "{text}");
+    // The defaults say nothing.
+    let mut app = live_app();
+    press(&mut app, KeyCode::Char('2'));
+    app.update(Msg::Dora {
+        days: 30,
+        result: Ok(Box::new(dora_data())),
+    });
+    let text = screen(&app, 200, 30);
+    assert!(
+        !text.contains("failure window") && !text.contains("rework:"),
+        "{text}"
+    );
+}
