@@ -140,8 +140,18 @@ impl SecretArgs {
         metrics: std::sync::Arc<cdlake_ingest::Metrics>,
         rules: cdlake_ingest::sources::Rules,
     ) -> anyhow::Result<cdlake_ingest::sources::Receivers> {
-        for secret in &self.incidentio_secret {
-            cdlake_ingest::sources::incidentio::secret_key(secret)
+        // An empty value (a trailing comma in a CDLAKE_… variable, `--x ''`) is no secret:
+        // dropped, so a route given only empty ones stays off.
+        let given = |values: &[String]| -> Vec<String> {
+            values
+                .iter()
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        for secret in given(&self.incidentio_secret) {
+            cdlake_ingest::sources::incidentio::secret_key(&secret)
                 .map_err(|e| anyhow::anyhow!("--incidentio-secret: {e}"))?;
         }
         self.warn_if_open();
@@ -149,11 +159,11 @@ impl SecretArgs {
             sink,
             github_secrets: self.github_secret.clone(),
             gitlab_tokens: self.gitlab_token.clone(),
-            alertmanager_tokens: self.alertmanager_token.clone(),
-            grafana_secrets: self.grafana_secret.clone(),
-            pagerduty_secrets: self.pagerduty_secret.clone(),
-            opsgenie_tokens: self.opsgenie_token.clone(),
-            incidentio_secrets: self.incidentio_secret.clone(),
+            alertmanager_tokens: given(&self.alertmanager_token),
+            grafana_secrets: given(&self.grafana_secret),
+            pagerduty_secrets: given(&self.pagerduty_secret),
+            opsgenie_tokens: given(&self.opsgenie_token),
+            incidentio_secrets: given(&self.incidentio_secret),
             otlp_max_spans: limits.otlp_max_spans,
             rules: std::sync::Arc::new(rules),
             metrics,

@@ -380,34 +380,34 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                       lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
                FROM deployments WHERE production AND service IS NOT NULL),
              all_signals AS (
-               SELECT service, time, artifact_id, event_source, event_id FROM report_events
+               SELECT service, time, artifact_id, subject_id, event_source, event_id FROM report_events
                WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
                  AND service IS NOT NULL AND {prod}
                  AND subject_id NOT IN (SELECT incident_id FROM incidents WHERE canceled)),
              linked AS (
-               SELECT service, seq, event_source, event_id FROM (
-                 SELECT d.service, d.seq, s.event_source, s.event_id,
+               SELECT service, seq, subject_id, event_source, event_id FROM (
+                 SELECT d.service, d.seq, s.subject_id, s.event_source, s.event_id,
                         row_number() OVER (PARTITION BY s.event_source, s.event_id
                                            ORDER BY d.time DESC, d.seq DESC) AS pick
                  FROM all_signals s
                  JOIN d ON d.service = s.service AND d.artifact_id = s.artifact_id AND d.time <= s.time)
                WHERE pick = 1),
              signals AS (
-               SELECT service, time FROM all_signals s
+               SELECT service, time, subject_id FROM all_signals s
                WHERE NOT EXISTS (SELECT 1 FROM linked l
                                  WHERE l.event_source = s.event_source AND l.event_id = s.event_id)),
              owners AS (
-               SELECT service, kind,
+               SELECT service, kind, subject_id,
                       max(seq) OVER (PARTITION BY service ORDER BY time, kind
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS owner
-               FROM (SELECT service, time, 0 AS kind, seq FROM d
+               FROM (SELECT service, time, 0 AS kind, seq, CAST(NULL AS VARCHAR) AS subject_id FROM d
                      UNION ALL
-                     SELECT service, time, 1 AS kind, CAST(NULL AS BIGINT) AS seq FROM signals) m),
+                     SELECT service, time, 1 AS kind, CAST(NULL AS BIGINT) AS seq, subject_id FROM signals) m),
              failed AS (
-               SELECT service, seq, sum(incidents) AS incidents FROM (
+               SELECT service, seq, count(DISTINCT subject_id) AS incidents FROM (
                  {failed}
                  UNION ALL
-                 SELECT service, seq, count(*) AS incidents FROM linked GROUP BY service, seq)
+                 SELECT service, seq, subject_id FROM linked)
                GROUP BY service, seq),
              open_incidents AS (
                SELECT service, detected_at, resolved_at FROM incidents
@@ -460,15 +460,14 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                 ),
             },
             failed = match failure_window {
-                None => "SELECT service, owner AS seq, count(*) AS incidents FROM owners
-               WHERE kind = 1 AND owner IS NOT NULL GROUP BY service, owner"
+                None => "SELECT service, owner AS seq, subject_id FROM owners
+               WHERE kind = 1 AND owner IS NOT NULL"
                     .to_string(),
                 Some(w) => format!(
-                    "SELECT d.service, d.seq, count(*) AS incidents
+                    "SELECT d.service, d.seq, s.subject_id
                FROM d JOIN signals s ON s.service = d.service
                 AND CAST(s.time AS BIGINT) >= CAST(d.time AS BIGINT)
-                AND CAST(s.time AS BIGINT) < CAST(d.time AS BIGINT) + {w}
-               GROUP BY d.service, d.seq"
+                AND CAST(s.time AS BIGINT) < CAST(d.time AS BIGINT) + {w}"
                 ),
             },
         ),

@@ -148,9 +148,12 @@ pub(super) fn token_ok(tokens: &[String], headers: &HeaderMap) -> bool {
     } else {
         return false;
     };
-    tokens
-        .iter()
-        .any(|t| bool::from(t.as_bytes().ct_eq(&presented)))
+    // An empty credential authenticates nothing, whatever is configured.
+    !presented.is_empty()
+        && tokens
+            .iter()
+            .filter(|t| !t.is_empty())
+            .any(|t| bool::from(t.as_bytes().ct_eq(&presented)))
 }
 
 /// HMAC-SHA256 of `parts`, concatenated, under `key`.
@@ -168,9 +171,12 @@ pub(super) fn hex_signature_ok(secrets: &[String], signature: &str, parts: &[&[u
     let Ok(signature) = hex::decode(signature.trim()) else {
         return false;
     };
-    secrets
-        .iter()
-        .any(|secret| bool::from(hmac_sha256(secret.as_bytes(), parts).ct_eq(&signature)))
+    // An empty secret would let anyone sign: it is never a key.
+    !signature.is_empty()
+        && secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .any(|secret| bool::from(hmac_sha256(secret.as_bytes(), parts).ct_eq(&signature)))
 }
 
 /// How far a signed timestamp may be from the receiver's clock: five minutes, as Standard
@@ -185,8 +191,9 @@ pub(super) fn fresh(timestamp: &str, now_micros: i64, header: &str) -> Result<()
             "{header} is not a Unix time in seconds: {timestamp:?}"
         ));
     };
-    let off = now_micros / 1_000_000 - ts;
-    if off.abs() > SIGNATURE_TOLERANCE_SECS {
+    // Checked: a hostile timestamp (i64::MIN) must not overflow.
+    let off = (now_micros / 1_000_000).checked_sub(ts).unwrap_or(i64::MAX);
+    if off.unsigned_abs() > SIGNATURE_TOLERANCE_SECS as u64 {
         return Err(format!(
             "{header} is {off} s from this server's clock (more than {SIGNATURE_TOLERANCE_SECS} s): a replayed delivery, or a clock to fix"
         ));
@@ -223,6 +230,15 @@ mod tests {
         assert!(!token_ok(&tokens, &auth("Token s3cret")));
         assert!(!token_ok(&tokens, &HeaderMap::new()));
         assert!(!token_ok(&[], &auth("Bearer ")));
+        // An empty configured token (a trailing comma in CDLAKE_…_TOKEN) opens nothing.
+        let empty = vec![String::new(), "s3cret".to_string()];
+        assert!(!token_ok(&empty, &auth("Bearer")));
+        assert!(!token_ok(&empty, &auth("Basic Og==")));
+        assert!(token_ok(&empty, &auth("Bearer s3cret")));
+        // Nor does an empty secret sign.
+        let sig = hex::encode(hmac_sha256(b"", &[b"body"]));
+        assert!(!hex_signature_ok(&[String::new()], &sig, &[b"body"]));
+        assert!(!hex_signature_ok(&["k".into()], "", &[b"body"]));
     }
 
     #[test]
@@ -248,5 +264,7 @@ mod tests {
         let ahead = fresh("1614265631", now, "webhook-timestamp").unwrap_err();
         assert!(ahead.contains("-301 s"), "{ahead}");
         assert!(fresh("soon", now, "webhook-timestamp").is_err());
+        assert!(fresh(&i64::MIN.to_string(), now, "webhook-timestamp").is_err());
+        assert!(fresh(&i64::MAX.to_string(), now, "webhook-timestamp").is_err());
     }
 }

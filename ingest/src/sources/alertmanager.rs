@@ -59,6 +59,20 @@ pub(super) const GRAFANA: Source = Source {
     ..SOURCE
 };
 
+/// Bytes the group fields may take, copied into every alert of a split group.
+const SPLIT_BUDGET: usize = 64 << 20;
+
+/// The group fields an alert keeps when all of them would not fit [`SPLIT_BUDGET`].
+const SMALL_GROUP_FIELDS: &[&str] = &[
+    "version",
+    "status",
+    "receiver",
+    "externalURL",
+    "groupKey",
+    "orgId",
+    "truncatedAlerts",
+];
+
 /// Grafana's default signature header, and the timestamp header its tests use.
 const GRAFANA_SIGNATURE: &str = "x-grafana-alerting-signature";
 const GRAFANA_TIMESTAMP: &str = "x-grafana-alerting-timestamp";
@@ -142,12 +156,25 @@ fn split(body: &[u8]) -> Result<(bool, Vec<Bytes>), ()> {
     if alerts.is_empty() {
         return Err(());
     }
-    let mut common = String::from("{");
-    for (key, value) in group.iter().filter(|(k, _)| *k != "alerts") {
-        common.push_str(&serde_json::to_string(key).map_err(drop)?);
-        common.push(':');
-        common.push_str(value.get());
-        common.push(',');
+    let fields = |keep: &dyn Fn(&str) -> bool| -> Result<String, ()> {
+        let mut common = String::from("{");
+        for (key, value) in group.iter().filter(|(k, _)| *k != "alerts" && keep(k)) {
+            common.push_str(&serde_json::to_string(key).map_err(drop)?);
+            common.push(':');
+            common.push_str(value.get());
+            common.push(',');
+        }
+        Ok(common)
+    };
+    // Each alert keeps the group's fields, unless that would multiply a large group (Grafana's
+    // `message` renders every alert): then only the small identifying ones, or none.
+    let fits = |common: &str| common.len().saturating_mul(alerts.len()) <= SPLIT_BUDGET;
+    let mut common = fields(&|_| true)?;
+    if !fits(&common) {
+        common = fields(&|k| SMALL_GROUP_FIELDS.contains(&k))?;
+    }
+    if !fits(&common) {
+        common = String::from("{");
     }
     let bodies = alerts
         .iter()

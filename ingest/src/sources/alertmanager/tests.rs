@@ -196,3 +196,28 @@ fn what_is_not_a_notification_is_rejected_with_the_reason() {
     assert!(split(b"{\"alerts\": []}").is_err());
     assert!(split(b"{").is_err());
 }
+
+#[test]
+fn a_large_group_is_split_without_copying_its_large_fields_into_every_alert() {
+    // 2,000 alerts and a 100 KB message (as Grafana renders every alert into it): copying the
+    // message into each would take 200 MB.
+    let alert =
+        r#"{"status":"firing","labels":{"alertname":"x"},"startsAt":"2026-01-01T00:00:00Z"}"#;
+    let alerts = vec![alert; 2_000].join(",");
+    let body = format!(
+        r#"{{"version":"1","orgId":1,"receiver":"r","message":"{}","alerts":[{alerts}]}}"#,
+        "m".repeat(100_000)
+    );
+    let (grafana, bodies) = split(body.as_bytes()).unwrap();
+    assert!(grafana);
+    assert_eq!(bodies.len(), 2_000);
+    let total: usize = bodies.iter().map(|b| b.len()).sum();
+    assert!(total < 1 << 20, "{total} bytes");
+    let kept: Value = serde_json::from_slice(&bodies[0]).unwrap();
+    assert_eq!(kept["receiver"], "r");
+    assert!(kept.get("message").is_none());
+    // A small group keeps every field.
+    let (_, small) = split(br#"{"message":"m","alerts":[{"a":1}]}"#).unwrap();
+    let kept: Value = serde_json::from_slice(&small[0]).unwrap();
+    assert_eq!(kept["message"], "m");
+}
