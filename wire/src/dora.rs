@@ -168,6 +168,32 @@ pub struct ReworkRate {
     pub by_rule: std::collections::BTreeMap<String, u64>,
 }
 
+impl ReworkRate {
+    /// What the rate rests on, for people: `59 of 382 deployments during an open incident`
+    /// under the default rule, else the count by rule (`3 of 5 deployments: after_failure 2,
+    /// incident_open 1`).
+    pub fn basis(&self) -> String {
+        let only_incidents = self.by_rule.keys().all(|rule| rule == "incident_open");
+        if only_incidents {
+            return format!(
+                "{} of {} deployments during an open incident",
+                self.rework, self.deployments
+            );
+        }
+        let rules: Vec<String> = self
+            .by_rule
+            .iter()
+            .map(|(rule, n)| format!("{rule} {n}"))
+            .collect();
+        format!(
+            "{} of {} deployments: {}",
+            self.rework,
+            self.deployments,
+            rules.join(", ")
+        )
+    }
+}
+
 /// The five figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figures {

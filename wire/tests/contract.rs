@@ -209,3 +209,20 @@ fn the_change_failure_basis_names_rollbacks_and_failed_attempts_only_when_there_
         "2 of 7 deployments failed; 1 rollback; 3 failed deployment attempts apart"
     );
 }
+
+#[test]
+fn the_rework_basis_names_the_rules_only_when_another_than_the_default_marked_some() {
+    let mut rw = ReworkRate {
+        deployments: 5,
+        rework: 1,
+        rate: Some(0.2),
+        by_rule: [("incident_open".to_string(), 1)].into(),
+    };
+    assert_eq!(rw.basis(), "1 of 5 deployments during an open incident");
+    rw.rework = 3;
+    rw.by_rule.insert("after_failure".into(), 2);
+    assert_eq!(
+        rw.basis(),
+        "3 of 5 deployments: after_failure 2, incident_open 1"
+    );
+}

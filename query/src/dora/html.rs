@@ -73,7 +73,13 @@ const METRICS: [Metric; 5] = [
         value: |f| f.lead_time.median_seconds,
         show: human_duration,
         level: |f| f.lead_time.level,
-        basis: |f| format!("median of {} changes", f.lead_time.changes),
+        basis: |f| match f.lead_time.fell_back {
+            0 => format!("median of {} changes", f.lead_time.changes),
+            n => format!(
+                "median of {} changes ({n} without a created event start at their merge)",
+                f.lead_time.changes
+            ),
+        },
         levelled: Some(Levelled::LeadTime),
     },
     Metric {
@@ -102,12 +108,7 @@ const METRICS: [Metric; 5] = [
         value: |f| f.rework_rate.rate,
         show: pct,
         level: |_| None,
-        basis: |f| {
-            format!(
-                "{} of {} deployments",
-                f.rework_rate.rework, f.rework_rate.deployments
-            )
-        },
+        basis: |f| f.rework_rate.basis(),
         levelled: None,
     },
 ];

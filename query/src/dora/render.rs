@@ -61,15 +61,7 @@ fn rows(f: &Figures) -> Vec<[String; 4]> {
             level(rt.level).into(),
             format!("{} incidents resolved, {} open", rt.incidents, rt.open),
         ],
-        [
-            "Rework rate".into(),
-            pct(rw.rate),
-            "".into(),
-            format!(
-                "{} of {} deployments during an open incident",
-                rw.rework, rw.deployments
-            ),
-        ],
+        ["Rework rate".into(), pct(rw.rate), "".into(), rw.basis()],
     ]
 }
 
