@@ -153,7 +153,12 @@ async fn tui_shows_live_events_switches_tabs_and_quits() {
         s.contains("\"context\": {") && s.contains("\"id\": \"tui-e2e-")
     });
     assert!(screen.contains("\"chainId\""), "{screen}");
+    // An Escape and the next key read together are Alt+key to a terminal application (one
+    // read of `\x1b/`): wait until the Escape took effect before typing on.
     tmux.keys(&["Escape"]);
+    tmux.wait_for("the payload to close", Duration::from_secs(10), |s| {
+        !s.contains("\"context\": {")
+    });
 
     // The filter hides what does not match.
     tmux.keys(&["/"]);
@@ -163,6 +168,8 @@ async fn tui_shows_live_events_switches_tabs_and_quits() {
         s.contains("filter:") && s.contains(&services[0]) && !s.contains(&services[1])
     });
     tmux.keys(&["Escape"]);
+    // As above: the Escape must be read before the next key.
+    std::thread::sleep(Duration::from_millis(500));
 
     // The DORA tab: one production deployment per service.
     tmux.keys(&["2"]);
