@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::Path;
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use support::*;
@@ -113,19 +111,11 @@ impl Client {
     }
 }
 
-fn standalone(store: &Path, extra: &[&str]) -> Service {
-    let store = store.to_str().unwrap().to_string();
-    let mut args = vec![
-        "standalone",
-        "--store",
-        &store,
-        "--listen",
-        "127.0.0.1:0",
-        "--pg-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Service::spawn(&args)
+/// Assert an answer is `status` and its error says `says`.
+fn refused((status, answer): &(u16, serde_json::Value), want: u16, says: &str) {
+    assert_eq!(*status, want, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains(says), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,10 +135,7 @@ async fn incident_tools_are_authenticated_normalised_and_counted() {
         ("/webhooks/opsgenie", "--opsgenie-token"),
         ("/webhooks/incidentio", "--incidentio-secret"),
     ] {
-        let (status, answer) = client.post(route, &[], b"{}").await;
-        assert_eq!(status, 404, "{route}: {answer}");
-        let error = answer["error"].as_str().unwrap();
-        assert!(error.contains(flag), "{route}: {error}");
+        refused(&client.post(route, &[], b"{}").await, 404, flag);
     }
     drop(off);
 
@@ -209,11 +196,10 @@ async fn incident_tools_are_authenticated_normalised_and_counted() {
             "does not carry",
         ),
     ] {
-        let (status, answer) = client.post("/webhooks/alertmanager", &headers, &am).await;
-        assert_eq!(status, 401, "{answer}");
-        assert!(
-            answer["error"].as_str().unwrap().contains(expect),
-            "{answer}"
+        refused(
+            &client.post("/webhooks/alertmanager", &headers, &am).await,
+            401,
+            expect,
         );
     }
 
@@ -233,25 +219,21 @@ async fn incident_tools_are_authenticated_normalised_and_counted() {
     assert_eq!((status, &answer["accepted"]), (200, &1.into()), "{answer}");
     let mut tampered = gf.clone();
     tampered[20] ^= 1;
-    let (status, answer) = client
-        .post("/webhooks/alertmanager", &signed(&sig, &ts), &tampered)
-        .await;
-    assert_eq!(status, 401, "{answer}");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("--grafana-secret")
+    refused(
+        &client
+            .post("/webhooks/alertmanager", &signed(&sig, &ts), &tampered)
+            .await,
+        401,
+        "--grafana-secret",
     );
     let old = (now_secs().parse::<i64>().unwrap() - 600).to_string();
     let stale = hex::encode(hmac(b"gf-secret", &[old.as_bytes(), b":", &gf]));
-    let (status, answer) = client
-        .post("/webhooks/alertmanager", &signed(&stale, &old), &gf)
-        .await;
-    assert_eq!(status, 401, "{answer}");
-    assert!(
-        answer["error"].as_str().unwrap().contains("clock"),
-        "{answer}"
+    refused(
+        &client
+            .post("/webhooks/alertmanager", &signed(&stale, &old), &gf)
+            .await,
+        401,
+        "clock",
     );
 
     // PagerDuty: the SDK's signature vector as sent; a capture signed with the same secret;
@@ -300,15 +282,12 @@ async fn incident_tools_are_authenticated_normalised_and_counted() {
     let mut tampered = triggered.clone();
     tampered[40] ^= 1;
     for headers in [pd_sig(&sign_pd(&triggered)), vec![]] {
-        let (status, answer) = client
-            .post("/webhooks/pagerduty", &headers, &tampered)
-            .await;
-        assert_eq!(status, 401, "{answer}");
-        assert!(
-            answer["error"]
-                .as_str()
-                .unwrap()
-                .contains("X-PagerDuty-Signature")
+        refused(
+            &client
+                .post("/webhooks/pagerduty", &headers, &tampered)
+                .await,
+            401,
+            "X-PagerDuty-Signature",
         );
     }
 
@@ -340,14 +319,10 @@ async fn incident_tools_are_authenticated_normalised_and_counted() {
         .into_iter()
         .map(|k| (k, vh[k].as_str().unwrap().to_string()))
         .collect();
-    let (status, answer) = client.post("/webhooks/incidentio", &vh, &vector).await;
-    assert_eq!(status, 401, "{answer}");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("webhook-timestamp"),
-        "{answer}"
+    refused(
+        &client.post("/webhooks/incidentio", &vh, &vector).await,
+        401,
+        "webhook-timestamp",
     );
     let mut tampered = io.clone();
     tampered[30] ^= 1;
@@ -358,13 +333,12 @@ async fn incident_tools_are_authenticated_normalised_and_counted() {
 
     // Bad input, authenticated: a 400 naming the problem, and a dead letter with the reason.
     let pending = br#"{"version":"4","status":"firing","alerts":[{"status":"pending","labels":{"alertname":"x"},"startsAt":"2021-06-04T13:00:00Z"}]}"#;
-    let (status, answer) = client
-        .post("/webhooks/alertmanager", &bearer("am-token"), pending)
-        .await;
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer["error"].as_str().unwrap().contains("\"pending\""),
-        "{answer}"
+    refused(
+        &client
+            .post("/webhooks/alertmanager", &bearer("am-token"), pending)
+            .await,
+        400,
+        "\"pending\"",
     );
 
     // A production deployment of `checkout` (PagerDuty's PA2P440, mapped by the config) just

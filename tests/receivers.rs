@@ -29,21 +29,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 /// A webhook delivery: route, headers, body.
 type Delivery = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
 
-fn standalone(store: &Path, extra: &[&str]) -> Service {
-    let store = store.to_str().unwrap().to_string();
-    let mut args = vec![
-        "standalone",
-        "--store",
-        &store,
-        "--listen",
-        "127.0.0.1:0",
-        "--pg-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Service::spawn(&args)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_github_and_gitlab_fixture_is_accepted_and_normalised() {
     let dir = tempfile::tempdir().unwrap();

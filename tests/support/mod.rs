@@ -201,6 +201,22 @@ impl Drop for Service {
     }
 }
 
+/// `cdlake standalone` on `store`, HTTP and Postgres on free loopback ports, with `extra` flags.
+pub fn standalone(store: &Path, extra: &[&str]) -> Service {
+    let store = store.to_str().unwrap().to_string();
+    let mut args = vec![
+        "standalone",
+        "--store",
+        &store,
+        "--listen",
+        "127.0.0.1:0",
+        "--pg-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Service::spawn(&args)
+}
+
 pub fn cdlake(store: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cdlake"))
         .args(args)

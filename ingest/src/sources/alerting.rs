@@ -19,10 +19,8 @@
 //! whose secret is not configured answers 404: an incident source is opt-in.
 
 use axum::http::HeaderMap;
-use cdlake_schemas::cdevents::Rejection;
 use cdlake_schemas::{Event, Origin};
 use hmac::{Hmac, Mac};
-use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -96,21 +94,6 @@ fn typed(e: &mut Event, origin: &str, predicate: &str) {
     e.event_type = format!("{origin}.incident.{predicate}");
     e.subject = "incident".into();
     e.predicate = predicate;
-}
-
-/// Read a body as a JSON object (a leading BOM is allowed): the text, kept as the payload, and
-/// the value.
-pub(super) fn json_object<'a>(body: &'a [u8], tool: &str) -> Result<(&'a str, Value), Rejection> {
-    let text = std::str::from_utf8(body).map_err(Rejection::not_utf8)?;
-    let json = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(Rejection::invalid(format!(
-            "{tool} webhook body is not a JSON object"
-        )));
-    }
-    Ok((text, value))
 }
 
 /// A time given as a number since the epoch, in seconds, milliseconds, microseconds or

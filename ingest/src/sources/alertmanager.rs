@@ -30,9 +30,9 @@ use cdlake_schemas::cdevents::Rejection;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::alerting::{Incident, Phase, fresh, hex_signature_ok, json_object, token_ok};
+use super::alerting::{Incident, Phase, fresh, hex_signature_ok, token_ok};
 use super::receive::{ApiError, Limited, accept, header_str};
-use super::webhook::{at, parse_time, str_at};
+use super::webhook::{at, json_object, parse_time, str_at};
 use super::{Normalised, Receivers, Rules, Source};
 use crate::envelope::Envelope;
 use crate::ingester::now_micros;

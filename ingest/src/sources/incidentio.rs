@@ -26,10 +26,10 @@ use cdlake_schemas::cdevents::Rejection;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use super::alerting::{Incident, Phase, fresh, hmac_sha256, json_object};
+use super::alerting::{Incident, Phase, fresh, hmac_sha256};
 use super::base64;
 use super::receive::{ApiError, Limited, accept, header_str};
-use super::webhook::{at, str_at, time_at, token};
+use super::webhook::{at, json_object, str_at, time_at, token};
 use super::{Normalised, Receivers, Rules, Source};
 use crate::envelope::Envelope;
 use crate::ingester::now_micros;

@@ -21,9 +21,9 @@ use cdlake_schemas::Origin;
 use cdlake_schemas::cdevents::Rejection;
 use serde_json::Value;
 
-use super::alerting::{Incident, Phase, epoch_number_micros, json_object, token_ok};
+use super::alerting::{Incident, Phase, epoch_number_micros, token_ok};
 use super::receive::{ApiError, Limited, accept, header_str};
-use super::webhook::{at, environment_label, label_names, parse_time, str_at};
+use super::webhook::{at, environment_label, json_object, label_names, parse_time, str_at};
 use super::{Normalised, Receivers, Rules, Source};
 use crate::envelope::Envelope;
 

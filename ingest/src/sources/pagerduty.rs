@@ -21,9 +21,9 @@ use axum::routing::post;
 use cdlake_schemas::Origin;
 use cdlake_schemas::cdevents::Rejection;
 
-use super::alerting::{Incident, Phase, hex_signature_ok, json_object};
+use super::alerting::{Incident, Phase, hex_signature_ok};
 use super::receive::{ApiError, Limited, accept, header_str};
-use super::webhook::{at, str_at, time_at, token};
+use super::webhook::{at, json_object, str_at, time_at, token};
 use super::{Normalised, Receivers, Rules, Source};
 use crate::envelope::Envelope;
 

@@ -58,16 +58,7 @@ pub(super) fn prepare<'a>(
     body: &'a [u8],
     ingested_at: i64,
 ) -> Result<(Row<'a>, Value), Rejection> {
-    let text = std::str::from_utf8(body).map_err(Rejection::not_utf8)?;
-    let json = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(Rejection::invalid(format!(
-            "{} webhook body is not a JSON object",
-            provider.name()
-        )));
-    }
+    let (text, value) = json_object(body, provider.name())?;
     let delivery = delivery.trim();
     if delivery.is_empty() {
         return Err(Rejection::missing(match provider {
@@ -84,6 +75,21 @@ pub(super) fn prepare<'a>(
         ingested_at,
     };
     Ok((row, value))
+}
+
+/// Read a body as a JSON object (a leading BOM is allowed): the text, kept as the payload, and
+/// the value.
+pub(super) fn json_object<'a>(body: &'a [u8], tool: &str) -> Result<(&'a str, Value), Rejection> {
+    let text = std::str::from_utf8(body).map_err(Rejection::not_utf8)?;
+    let json = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| Rejection::malformed_json(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Rejection::invalid(format!(
+            "{tool} webhook body is not a JSON object"
+        )));
+    }
+    Ok((text, value))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
