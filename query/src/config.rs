@@ -17,7 +17,9 @@
 //!
 //! [dora]
 //! failure_window = "next_deployment"   # or a duration ("24h"): which deployments an incident fails
-//! rework = ["incident_open"]           # and/or "after_failure": which deployments are rework
+//! failures = ["incident", "rollback"]  # and/or "revert": what fails a deployment
+//! rework = ["incident_open"]           # and/or "after_failure", "revert", "hotfix": which deployments are rework
+//! hotfix_labels = ["hotfix"]           # labels that make a change a hotfix (any case)
 //! lead_time_start = "created"          # or "merged": where lead time starts
 //!
 //! [incidents]               # alerting and incident tools: where service and environment are
@@ -57,9 +59,17 @@ pub enum ConfigError {
     )]
     FailureWindow(String),
     #[error(
-        "config: dora.rework names {0:?}, not a rework rule: use \"incident_open\", \"after_failure\" or both"
+        "config: dora.rework names {0:?}, not a rework rule: use any of \"incident_open\", \"after_failure\", \"revert\" and \"hotfix\""
     )]
     ReworkRule(String),
+    #[error(
+        "config: dora.failures names {0:?}, not a failure rule: use any of \"incident\", \"rollback\" and \"revert\""
+    )]
+    FailureRule(String),
+    #[error(
+        "config: dora.failures is empty: name at least one of \"incident\", \"rollback\" and \"revert\" (the default is [\"incident\", \"rollback\"])"
+    )]
+    NoFailureRule,
     #[error(
         "config: dora.lead_time_start {0:?} is not a start: use \"created\" (a change's creation, else its merge) or \"merged\""
     )]
@@ -93,13 +103,22 @@ pub struct DoraRules {
     /// while an incident of its service was open) and `after_failure` (DORA 2024: the next
     /// deployment of its service after a failed one, within the failure window).
     pub rework: Vec<String>,
+    /// What fails a production deployment: `incident` and `rollback` (the default, DESIGN's:
+    /// an incident of its service, the next deployment being a rollback) and `revert` (it
+    /// delivered a change that a change merged after that deployment reverts).
+    pub failures: Vec<String>,
+    /// Labels that make a change a hotfix (rework rule `hotfix`), compared without case.
+    pub hotfix_labels: Vec<String>,
     /// Where lead time starts: `created` (the default, DESIGN's: the change's `created` time,
     /// its merge when it has none) or `merged`.
     pub lead_time_start: String,
 }
 
 /// The rework rules `[dora] rework` may name.
-pub const REWORK_RULES: [&str; 2] = ["incident_open", "after_failure"];
+pub const REWORK_RULES: [&str; 4] = ["incident_open", "after_failure", "revert", "hotfix"];
+
+/// The failure rules `[dora] failures` may name.
+pub const FAILURE_RULES: [&str; 3] = ["incident", "rollback", "revert"];
 
 /// The default failure window.
 pub const NEXT_DEPLOYMENT: &str = "next_deployment";
@@ -109,6 +128,8 @@ impl Default for DoraRules {
         Self {
             failure_window: NEXT_DEPLOYMENT.into(),
             rework: vec!["incident_open".into()],
+            failures: vec!["incident".into(), "rollback".into()],
+            hotfix_labels: vec!["hotfix".into()],
             lead_time_start: "created".into(),
         }
     }
@@ -122,6 +143,14 @@ impl DoraRules {
                 return Err(ConfigError::ReworkRule(rule.clone()));
             }
         }
+        for rule in &self.failures {
+            if !FAILURE_RULES.contains(&rule.as_str()) {
+                return Err(ConfigError::FailureRule(rule.clone()));
+            }
+        }
+        if self.failures.is_empty() {
+            return Err(ConfigError::NoFailureRule);
+        }
         let lead_time_from_merge = match self.lead_time_start.trim() {
             "created" => false,
             "merged" => true,
@@ -132,6 +161,12 @@ impl DoraRules {
             failure_window: self.failure_window_micros()?,
             rework_incident_open: self.rework.iter().any(|r| r == "incident_open"),
             rework_after_failure: self.rework.iter().any(|r| r == "after_failure"),
+            rework_revert: self.rework.iter().any(|r| r == "revert"),
+            rework_hotfix: self.rework.iter().any(|r| r == "hotfix"),
+            failure_incident: self.failures.iter().any(|r| r == "incident"),
+            failure_rollback: self.failures.iter().any(|r| r == "rollback"),
+            failure_revert: self.failures.iter().any(|r| r == "revert"),
+            hotfix_labels: self.hotfix_labels.clone(),
         })
     }
 
@@ -393,11 +428,26 @@ mod tests {
             .unwrap();
         assert!(options.rework_after_failure && !options.rework_incident_open);
         assert!(options.lead_time_from_merge);
-        let e = dora("rework = ['hotfix']").unwrap_err().to_string();
+        let e = dora("rework = ['fixes']").unwrap_err().to_string();
         assert!(
-            e.contains("dora.rework") && e.contains("after_failure"),
+            e.contains("dora.rework") && e.contains("after_failure") && e.contains("hotfix"),
             "{e}"
         );
+        let options = dora(
+            "failures = ['revert']\nrework = ['revert', 'hotfix']\nhotfix_labels = ['urgent']",
+        )
+        .unwrap()
+        .options()
+        .unwrap();
+        assert!(options.failure_revert && !options.failure_incident && !options.failure_rollback);
+        assert!(options.rework_revert && options.rework_hotfix && !options.rework_incident_open);
+        assert_eq!(options.hotfix_labels, ["urgent"]);
+        let defaults = Config::default().dora.options().unwrap();
+        assert!(defaults.failure_incident && defaults.failure_rollback && !defaults.failure_revert);
+        let e = dora("failures = ['incidents']").unwrap_err().to_string();
+        assert!(e.contains("dora.failures") && e.contains("revert"), "{e}");
+        let e = dora("failures = []").unwrap_err().to_string();
+        assert!(e.contains("dora.failures is empty"), "{e}");
         let e = dora("lead_time_start = 'first_commit'")
             .unwrap_err()
             .to_string();

@@ -64,6 +64,8 @@ struct Deployment {
     rework: bool,
     rework_rule: Option<String>,
     rollback: bool,
+    /// Failed by the revert rule.
+    reverted: bool,
 }
 
 /// A production deployment attempt that failed (not a deployment).
@@ -210,6 +212,7 @@ fn figures(
             rate: rate(failed),
             level: rate(failed).map(|r| level_of(Metric::ChangeFailureRate, r)),
             rollbacks: deps.iter().filter(|d| d.rollback).count() as u64,
+            reverted: deps.iter().filter(|d| d.reverted).count() as u64,
             failed_deployments: failed_attempts,
         },
         recovery_time: RecoveryTime {
@@ -316,7 +319,8 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
     };
     ReportQueries {
         deployments: format!(
-            "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework, rework_rule, action = 'rolledback' AS rollback FROM dora_deployments
+            "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework, rework_rule, action = 'rolledback' AS rollback,
+                    coalesce(reverted, false) AS reverted FROM dora_deployments
          WHERE CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
             w.from, w.to
         ),
@@ -371,6 +375,7 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
             col::<BooleanArray>(&b, "rework")?,
             col::<BooleanArray>(&b, "rollback")?,
         );
+        let rv = col::<BooleanArray>(&b, "reverted")?;
         for i in 0..b.num_rows() {
             out.push(Deployment {
                 time: t.value(i),
@@ -380,6 +385,7 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
                 rework: r.is_valid(i) && r.value(i),
                 rework_rule: opt_str(rule, i),
                 rollback: rb.is_valid(i) && rb.value(i),
+                reverted: rv.is_valid(i) && rv.value(i),
             });
         }
     }
@@ -663,6 +669,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         production: engine.config().production.clone(),
         failure_window: engine.config().dora.failure_window.trim().to_string(),
         rework_rules: engine.config().dora.rework.clone(),
+        failure_rules: engine.config().dora.failures.clone(),
         lead_time_start: engine.config().dora.lead_time_start.trim().to_string(),
     })
 }

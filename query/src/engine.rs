@@ -491,7 +491,8 @@ mod tests {
         );
         assert_eq!(
             subjects("SELECT * FROM changes").as_deref(),
-            Some(&["change"][..])
+            Some(&["change", "artifact"][..]),
+            "a revert names a commit, which artifact links resolve"
         );
         assert_eq!(subjects("SELECT * FROM pipeline_runs"), None);
         // Task runs read the pipeline subjects, not `report_events`.

@@ -14,9 +14,11 @@
 //! - `dora_deployments`: each production deployment with its next deployment, whether it
 //!   failed (an incident for its service detected in `[time, next_time)`, or in the failure
 //!   window after it; an incident naming an artifact fails the latest deployment of that
-//!   artifact before it instead; or the next is a rollback) and whether it is rework (made
-//!   while an incident of the service was open; with `[dora] rework` also the next deployment
-//!   after a failed one), with the `rework_rule` that marked it.
+//!   artifact before it instead; or the next is a rollback; with `[dora] failures` naming
+//!   `revert`, it delivered a change that a later merged change reverts) and whether it is
+//!   rework (made while an incident of the service was open; with `[dora] rework` also the
+//!   next deployment after a failed one, or one delivering a revert or a hotfix), with the
+//!   `rework_rule` that marked it.
 //! - `dora_change_deliveries`: each change with its delivery per service (trunk order: a
 //!   deployment of an artifact built from change C′ delivers every change of the repository
 //!   merged no later than C′); `dora_changes`: each merged change with its earliest delivery and
@@ -62,7 +64,7 @@ const DEPLOYMENT_FAILED: &str =
 /// computed once for the statement, for those subjects only ([`crate::Engine::sql`]).
 pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("report_events", REPORT_SUBJECTS),
-    ("changes", &["change"]),
+    ("changes", &["change", "artifact"]),
     ("artifact_changes", &["artifact", "change"]),
     ("artifacts", &["artifact", "change"]),
     ("deployments", &["service", "artifact", "change"]),
@@ -162,7 +164,7 @@ pub fn dora_levels_sql() -> String {
 }
 
 /// The choices among DORA's definitions that shape the views (`[dora]` in `cdlake.toml`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DoraOptions {
     /// `None` is DESIGN's rule (an incident fails the latest production deployment of its
     /// service before it, up to the next deployment); `Some(µs)` (`failure_window = "24h"`)
@@ -176,6 +178,19 @@ pub struct DoraOptions {
     /// Where lead time starts: `false` at a change's `created` time (its merge when it has
     /// none: DESIGN's rule), `true` at its merge (`[dora] lead_time_start = "merged"`).
     pub lead_time_from_merge: bool,
+    /// Failure rule `incident` (DESIGN's): an incident of the service fails a deployment.
+    pub failure_incident: bool,
+    /// Failure rule `rollback` (DESIGN's): a deployment whose next one is a rollback failed.
+    pub failure_rollback: bool,
+    /// Failure rule `revert`: a deployment that delivered a change a later merged change
+    /// reverts failed.
+    pub failure_revert: bool,
+    /// Rework rule `revert`: the deployment delivers a merged revert.
+    pub rework_revert: bool,
+    /// Rework rule `hotfix`: the deployment delivers a change labelled as a hotfix.
+    pub rework_hotfix: bool,
+    /// The labels that mark a change as a hotfix, compared without case (`changes.hotfix`).
+    pub hotfix_labels: Vec<String>,
 }
 
 impl Default for DoraOptions {
@@ -185,8 +200,33 @@ impl Default for DoraOptions {
             rework_incident_open: true,
             rework_after_failure: false,
             lead_time_from_merge: false,
+            failure_incident: true,
+            failure_rollback: true,
+            failure_revert: false,
+            rework_revert: false,
+            rework_hotfix: false,
+            hotfix_labels: vec!["hotfix".into()],
         }
     }
+}
+
+/// Whether a `labels` value (a JSON array of strings) holds one of `labels`, without case:
+/// each label is looked for as a whole JSON string.
+fn has_label(column: &str, labels: &[String]) -> String {
+    let tests: Vec<String> = labels
+        .iter()
+        .filter_map(|l| serde_json::to_string(&l.to_lowercase()).ok())
+        .map(|quoted| {
+            format!(
+                "strpos(lower({column}), '{}') > 0",
+                quoted.replace('\'', "''")
+            )
+        })
+        .collect();
+    if tests.is_empty() {
+        return "false".into();
+    }
+    format!("coalesce({}, false)", tests.join(" OR "))
 }
 
 /// `CREATE VIEW` statements for every view, in order. `production` is the production pattern.
@@ -197,6 +237,8 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
 /// [`definitions`] with the given [`DoraOptions`].
 pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static str, String)> {
     let failure_window = options.failure_window;
+    // Whether a rule reads what each deployment delivered (`dora_change_deliveries`).
+    let by_delivery = options.failure_revert || options.rework_revert || options.rework_hotfix;
     let pat = production.replace('\'', "''");
     let is_prod = |col: &str| format!("coalesce(regexp_like({col}, '{pat}'), false)");
     let cols = EVENT_COLUMNS.join(", ");
@@ -224,15 +266,28 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                     {started} AS started_at,
                     {review} AS review_seconds,
                     coalesce(c.event_team, t.team) AS team, c.events,
-                    {started_from} AS started_from
+                    {started_from} AS started_from,
+                    c.labels, c.hotfix, c.revert,
+                    coalesce(r.change_id, nullif(c.reverts, '')) AS reverts
              FROM (SELECT change_id, min(repository) AS repository,
                           min(CASE WHEN predicate = 'created' THEN time END) AS created_at,
                           min(CASE WHEN predicate = 'merged' THEN time END) AS merged_at,
                           min(CASE WHEN predicate = 'abandoned' THEN time END) AS abandoned_at,
-                          max(team) AS event_team, count(*) AS events
+                          max(team) AS event_team, count(*) AS events,
+                          last_value(labels ORDER BY time, event_id) FILTER (WHERE labels IS NOT NULL) AS labels,
+                          bool_or({hotfix}) AS hotfix,
+                          bool_or(reverts IS NOT NULL) AS revert,
+                          max(reverts) AS reverts
                    FROM report_events WHERE subject = 'change' AND change_id IS NOT NULL
                    GROUP BY change_id) c
-             LEFT JOIN teams t ON t.key = c.repository",
+             LEFT JOIN teams t ON t.key = c.repository
+             LEFT JOIN (SELECT artifact_id, min(change_id) AS change_id FROM report_events
+                        WHERE {ARTIFACT_LINK} AND change_id IS NOT NULL
+                          AND artifact_id IN (SELECT reverts FROM report_events
+                                              WHERE subject = 'change' AND reverts <> '')
+                        GROUP BY artifact_id) r
+               ON r.artifact_id = c.reverts",
+            hotfix = has_label("labels", &options.hotfix_labels),
             review = secs("c.merged_at", "coalesce(c.created_at, c.merged_at)"),
             started = if options.lead_time_from_merge {
                 "c.merged_at"
@@ -367,6 +422,47 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
         ),
     ));
 
+    // Delivery of each merged change per service, by trunk order: by the production
+    // deployments (not rollbacks) of `dora_deployments`, read from `deployments` so that
+    // `dora_deployments` can fail a deployment by what it delivered.
+    v.push((
+        "dora_change_deliveries",
+        format!(
+            "WITH dep AS (
+               SELECT d.service, d.time, c.repository, c.merged_at AS frontier
+               FROM deployments d
+               JOIN artifact_changes l ON l.artifact_id = d.artifact_id
+               JOIN changes c ON c.change_id = l.change_id
+               WHERE d.production AND d.service IS NOT NULL AND d.action <> 'rolledback'
+                 AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL),
+             pairs AS (SELECT DISTINCT repository, service FROM dep),
+             stream AS (
+               SELECT p.repository, p.service, c.change_id, c.merged_at AS k, 1 AS kind,
+                      CASE WHEN false THEN c.merged_at END AS time, c.started_at, c.merged_at, c.team,
+                      c.started_from
+               FROM changes c JOIN pairs p ON p.repository = c.repository
+               WHERE c.merged_at IS NOT NULL
+               UNION ALL
+               SELECT repository, service, CAST(NULL AS VARCHAR), frontier, 0, time,
+                      CASE WHEN false THEN time END, CASE WHEN false THEN time END, CAST(NULL AS VARCHAR),
+                      CAST(NULL AS VARCHAR)
+               FROM dep),
+             swept AS (
+               SELECT change_id, repository, service, started_at, merged_at, team, kind, started_from,
+                      min(time) OVER (PARTITION BY repository, service ORDER BY k DESC, kind
+                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS delivered_at
+               FROM stream)
+             SELECT s.change_id, s.repository, s.service, s.started_at, s.merged_at, s.delivered_at,
+                    greatest({lead}, 0.0) AS lead_time_seconds,
+                    coalesce(s.team, ts.team, tr.team) AS team, s.started_from
+             FROM swept s
+             LEFT JOIN teams ts ON ts.key = s.service
+             LEFT JOIN teams tr ON tr.key = s.repository
+             WHERE s.kind = 1 AND s.delivered_at IS NOT NULL",
+            lead = secs("s.delivered_at", "s.started_at"),
+        ),
+    ));
+
     // Production deployments, with failure (incident signal owned by the deployment, or the
     // next deployment is a rollback) and rework (an incident of the service open at the time).
     v.push((
@@ -423,29 +519,74 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                      FROM open_incidents WHERE resolved_at IS NOT NULL
                      UNION ALL
                      SELECT service, time, 2 AS kind, 0 AS delta, seq FROM d) s),
+             {delivered}
              res AS (
                SELECT d.time, d.service, d.environment, d.action, d.artifact_id, d.repository, d.change_id,
                       d.team, d.next_time, d.next_action,
-                      (f.seq IS NOT NULL OR coalesce(d.next_action = 'rolledback', false)) AS failed,
+                      (({incident_failure}) OR ({rollback_failure}) OR ({revert_failure})) AS failed,
                       coalesce(f.incidents, 0) AS incidents,
                       coalesce(w.open_count > 0, false) AS incident_open,
-                      d.event_source, d.event_id, d.date, d.seq
+                      d.event_source, d.event_id, d.date, d.seq,
+                      {reverted} AS reverted, {delivers_revert} AS delivers_revert,
+                      {delivers_hotfix} AS delivers_hotfix
                FROM d
                LEFT JOIN failed f ON f.service = d.service AND f.seq = d.seq
-               JOIN sweep w ON w.kind = 2 AND w.service = d.service AND w.seq = d.seq),
+               JOIN sweep w ON w.kind = 2 AND w.service = d.service AND w.seq = d.seq
+               {delivered_join}),
              ranked AS (
                SELECT time, service, environment, action, artifact_id, repository, change_id, team,
                       next_time, next_action, failed, incidents, incident_open, event_source, event_id, date,
+                      reverted, delivers_revert, delivers_hotfix,
                       coalesce(lag(failed) OVER (PARTITION BY service ORDER BY seq), false) AS after_failed,
                       lag(time) OVER (PARTITION BY service ORDER BY seq) AS prev_time
                FROM res)
              SELECT time, service, environment, action, artifact_id, repository, change_id, team,
                     next_time, next_action, failed, incidents,
-                    ({incident_rule}) OR ({after_rule}) AS rework,
+                    ({incident_rule}) OR ({after_rule}) OR ({revert_rule}) OR ({hotfix_rule}) AS rework,
                     event_source, event_id, date,
                     CASE WHEN {incident_rule} THEN 'incident_open'
-                         WHEN {after_rule} THEN 'after_failure' END AS rework_rule
+                         WHEN {after_rule} THEN 'after_failure'
+                         WHEN {revert_rule} THEN 'revert'
+                         WHEN {hotfix_rule} THEN 'hotfix' END AS rework_rule,
+                    reverted
              FROM ranked",
+            delivered = if by_delivery {
+                "delivered AS (
+               SELECT d.service, d.seq,
+                      bool_or(c.revert AND c.merged_at IS NOT NULL) AS delivers_revert,
+                      bool_or(c.hotfix) AS delivers_hotfix
+               FROM dora_change_deliveries cd
+               JOIN changes c ON c.change_id = cd.change_id
+               JOIN d ON d.service = cd.service AND d.time = cd.delivered_at
+               WHERE c.revert OR c.hotfix
+               GROUP BY d.service, d.seq),
+             reverted AS (
+               SELECT DISTINCT d.service, d.seq
+               FROM changes r
+               JOIN dora_change_deliveries cd ON cd.change_id = r.reverts
+               JOIN d ON d.service = cd.service AND d.time = cd.delivered_at
+               WHERE r.merged_at > cd.delivered_at),"
+            } else {
+                ""
+            },
+            delivered_join = if by_delivery {
+                "LEFT JOIN delivered dv ON dv.service = d.service AND dv.seq = d.seq
+               LEFT JOIN reverted rv ON rv.service = d.service AND rv.seq = d.seq"
+            } else {
+                ""
+            },
+            reverted = if options.failure_revert { "rv.seq IS NOT NULL" } else { "CAST(NULL AS BOOLEAN)" },
+            delivers_revert = if by_delivery { "coalesce(dv.delivers_revert, false)" } else { "false" },
+            delivers_hotfix = if by_delivery { "coalesce(dv.delivers_hotfix, false)" } else { "false" },
+            incident_failure = if options.failure_incident { "f.seq IS NOT NULL" } else { "false" },
+            rollback_failure = if options.failure_rollback {
+                "coalesce(d.next_action = 'rolledback', false)"
+            } else {
+                "false"
+            },
+            revert_failure = if options.failure_revert { "rv.seq IS NOT NULL" } else { "false" },
+            revert_rule = if options.rework_revert { "delivers_revert" } else { "false" },
+            hotfix_rule = if options.rework_hotfix { "delivers_hotfix" } else { "false" },
             prod = is_prod("environment"),
             incident_rule = if options.rework_incident_open {
                 "incident_open"
@@ -470,44 +611,6 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                 AND CAST(s.time AS BIGINT) < CAST(d.time AS BIGINT) + {w}"
                 ),
             },
-        ),
-    ));
-
-    // Delivery of each merged change per service, by trunk order.
-    v.push((
-        "dora_change_deliveries",
-        format!(
-            "WITH dep AS (
-               SELECT d.service, d.time, c.repository, c.merged_at AS frontier
-               FROM dora_deployments d
-               JOIN artifact_changes l ON l.artifact_id = d.artifact_id
-               JOIN changes c ON c.change_id = l.change_id
-               WHERE d.action <> 'rolledback' AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL),
-             pairs AS (SELECT DISTINCT repository, service FROM dep),
-             stream AS (
-               SELECT p.repository, p.service, c.change_id, c.merged_at AS k, 1 AS kind,
-                      CASE WHEN false THEN c.merged_at END AS time, c.started_at, c.merged_at, c.team,
-                      c.started_from
-               FROM changes c JOIN pairs p ON p.repository = c.repository
-               WHERE c.merged_at IS NOT NULL
-               UNION ALL
-               SELECT repository, service, CAST(NULL AS VARCHAR), frontier, 0, time,
-                      CASE WHEN false THEN time END, CASE WHEN false THEN time END, CAST(NULL AS VARCHAR),
-                      CAST(NULL AS VARCHAR)
-               FROM dep),
-             swept AS (
-               SELECT change_id, repository, service, started_at, merged_at, team, kind, started_from,
-                      min(time) OVER (PARTITION BY repository, service ORDER BY k DESC, kind
-                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS delivered_at
-               FROM stream)
-             SELECT s.change_id, s.repository, s.service, s.started_at, s.merged_at, s.delivered_at,
-                    greatest({lead}, 0.0) AS lead_time_seconds,
-                    coalesce(s.team, ts.team, tr.team) AS team, s.started_from
-             FROM swept s
-             LEFT JOIN teams ts ON ts.key = s.service
-             LEFT JOIN teams tr ON tr.key = s.repository
-             WHERE s.kind = 1 AND s.delivered_at IS NOT NULL",
-            lead = secs("s.delivered_at", "s.started_at"),
         ),
     ));
 

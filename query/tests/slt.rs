@@ -119,8 +119,26 @@ fn build_event(line: &str, seq: usize) -> Result<String, HarnessError> {
         },
         "subject": {"id": subject_id, "content": Value::Object(content)},
     });
+    // customData: `team=web`, `labels=hotfix,ui`, `reverts=<change id or commit purl>`,
+    // `revert=true`.
+    let mut custom = serde_json::Map::new();
     if let Some(team) = kv.get("team") {
-        event["customData"] = json!({"team": team});
+        custom.insert("team".into(), json!(team));
+    }
+    if let Some(labels) = kv.get("labels") {
+        custom.insert(
+            "labels".into(),
+            json!(labels.split(',').collect::<Vec<_>>()),
+        );
+    }
+    if let Some(reverts) = kv.get("reverts") {
+        custom.insert("reverts".into(), json!(reverts));
+    }
+    if kv.get("revert") == Some(&"true") {
+        custom.insert("revert".into(), json!(true));
+    }
+    if !custom.is_empty() {
+        event["customData"] = Value::Object(custom);
     }
     Ok(event.to_string())
 }

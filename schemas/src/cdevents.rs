@@ -239,6 +239,12 @@ struct Parts<'a> {
     pipeline_run: Option<&'a str>,
 }
 
+/// `customData.labels` (an array of strings; other items are skipped) as `events.labels`.
+fn custom_labels(custom: Option<&Map<String, Value>>) -> Option<String> {
+    let labels = custom?.get("labels")?.as_array()?;
+    crate::event::labels_json(labels.iter().filter_map(Value::as_str))
+}
+
 fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<Event, Rejection> {
     let empty = Map::new();
     let context = match ev.get("context") {
@@ -286,6 +292,7 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         .and_then(Value::as_object)
         .unwrap_or(&empty);
     let c = |path: &[&str]| str_at(content, path);
+    let custom = ev.get("customData").and_then(Value::as_object);
     let mut e = build(Parts {
         event_id,
         event_source,
@@ -294,10 +301,7 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         subject_id,
         spec_version: str_at(context, &["specversion"]).or_else(|| str_at(context, &["version"])),
         chain_id: str_at(context, &["chainId"]),
-        team: ev
-            .get("customData")
-            .and_then(Value::as_object)
-            .and_then(|m| str_at(m, &["team"])),
+        team: custom.and_then(|m| str_at(m, &["team"])),
         environment: c(&["environment", "id"]),
         service: c(&["service", "id"]),
         repository: c(&["repository", "id"]),
@@ -309,6 +313,13 @@ fn from_cdevent(ev: &Map<String, Value>, env: Option<&Envelope<'_>>) -> Result<E
         task: c(&["taskName"]),
         pipeline_run: c(&["pipelineRun", "id"]),
     })?;
+    // A change's labels and what it reverts (`hotfix`, reverts in `[dora]`).
+    e.labels = custom_labels(custom);
+    // `reverts`: the reverted change or commit; `"revert": true`: a revert naming neither.
+    e.reverts = custom.and_then(|m| match str_at(m, &["reverts"]) {
+        Some(target) => Some(target.to_string()),
+        None => (m.get("revert") == Some(&Value::Bool(true))).then(String::new),
+    });
     if let Some((trace, span)) = env.and_then(|e| e.traceparent).and_then(parse_traceparent) {
         e.trace_id = Some(trace);
         e.span_id = Some(span);
@@ -454,6 +465,10 @@ mod fast {
     struct Custom<'a> {
         #[serde(borrow)]
         team: Text<'a>,
+        /// Read by the general path only.
+        labels: Option<serde::de::IgnoredAny>,
+        reverts: Option<serde::de::IgnoredAny>,
+        revert: Option<serde::de::IgnoredAny>,
     }
 
     #[derive(Deserialize)]
@@ -498,6 +513,13 @@ mod fast {
         let doc = doc.0;
         let context = doc.context?.0;
         let subject = doc.subject?.0;
+        if doc
+            .custom_data
+            .as_ref()
+            .is_some_and(|m| m.0.labels.is_some() || m.0.reverts.is_some() || m.0.revert.is_some())
+        {
+            return None;
+        }
         let content = subject.content.map(|c| c.0);
         let c = content.as_ref();
         let parts = Parts {

@@ -78,6 +78,16 @@ pub struct Event {
     /// attempts. A run is identified by origin, repository, run id and attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<i64>,
+    /// The labels of a `change.*` event (a pull or merge request's labels, CDEvents
+    /// `customData.labels`) as a JSON array of strings; `None` where the sender has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
+    /// What a `change.*` event that is a revert reverts: the reverted change's id (GitHub's
+    /// `Reverts owner/repo#12`, GitLab's `This reverts merge request !12`), else the reverted
+    /// commit's purl (`This reverts commit <sha>`), else `""` (a title `Revert "…"` naming
+    /// neither); `None` for a change that is no revert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts: Option<String>,
 }
 
 impl Event {
@@ -90,6 +100,14 @@ impl Event {
     pub fn date(&self) -> chrono::NaiveDate {
         micros_to_date(self.time)
     }
+}
+
+/// Label names as stored in `events.labels`: a JSON array of strings, `None` when there are none.
+pub fn labels_json<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let names: Vec<&str> = names.into_iter().collect();
+    (!names.is_empty())
+        .then(|| serde_json::to_string(&names).ok())
+        .flatten()
 }
 
 /// The earliest event time cdlake stores: 2000-01-01T00:00:00Z, in µs since the epoch.
@@ -134,9 +152,9 @@ fn ts_type() -> DataType {
 }
 
 /// Column names of the `events` table, in order. Columns added after the first release come
-/// last (`attempt`), so a table created before them and upgraded (a Delta schema change that
+/// last (`attempt`, `labels`, `reverts`), so a table created before them and upgraded (a Delta schema change that
 /// appends) and a table created since have the same column order.
-pub const EVENT_COLUMNS: [&str; 26] = [
+pub const EVENT_COLUMNS: [&str; 28] = [
     "event_id",
     "event_source",
     "event_type",
@@ -163,6 +181,8 @@ pub const EVENT_COLUMNS: [&str; 26] = [
     "task",
     "payload",
     "attempt",
+    "labels",
+    "reverts",
 ];
 
 static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -240,6 +260,8 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         strings(&|e| e.task.as_deref()),
         strings(&|e| Some(&e.payload)),
         Arc::new(Int64Array::from_iter(events.iter().map(|e| e.attempt))),
+        strings(&|e| e.labels.as_deref()),
+        strings(&|e| e.reverts.as_deref()),
     ];
     RecordBatch::try_new(events_schema(), columns)
 }
@@ -283,6 +305,13 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
                 ArrowError::SchemaError("column attempt is not int64".to_string())
             })?),
         };
+    // Nor `labels` and `reverts`.
+    let later = |name: &str| -> Result<Option<&StringArray>, ArrowError> {
+        batch
+            .column_by_name(name)
+            .map_or(Ok(None), |_| s(name).map(Some))
+    };
+    let (labels, reverts) = (later("labels")?, later("reverts")?);
     Ok((0..batch.num_rows())
         .map(|i| Event {
             event_id: req(event_id, i),
@@ -311,6 +340,8 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
             task: opt(task, i),
             payload: req(payload, i),
             attempt: attempt.and_then(|a| a.is_valid(i).then(|| a.value(i))),
+            labels: labels.and_then(|a| opt(a, i)),
+            reverts: reverts.and_then(|a| opt(a, i)),
         })
         .collect())
 }

@@ -450,6 +450,9 @@ fn dora(app: &App, frame: &mut Frame<'_>, area: Rect) {
         if r.failure_window != "next_deployment" {
             rules.push_str(&format!(" · failure window: {}", r.failure_window));
         }
+        if r.failure_rules != ["incident", "rollback"] {
+            rules.push_str(&format!(" · failures: {}", r.failure_rules.join("+")));
+        }
         if r.rework_rules != ["incident_open"] {
             rules.push_str(&format!(" · rework: {}", r.rework_rules.join("+")));
         }

@@ -225,6 +225,7 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     r.failure_window = "24h".into();
     r.rework_rules = vec!["incident_open".into(), "after_failure".into()];
     r.lead_time_start = "merged".into();
+    r.failure_rules = vec!["incident".into(), "revert".into()];
     r.figures.change_failure_rate.failed_deployments = 3;
     let mut app = live_app();
     press(&mut app, KeyCode::Char('2'));
@@ -232,8 +233,9 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
         days: 30,
         result: Ok(Box::new(data)),
     });
-    let text = screen(&app, 200, 30);
+    let text = screen(&app, 240, 30);
     assert!(text.contains("failure window: 24h"), "{text}");
+    assert!(text.contains("failures: incident+revert"), "{text}");
     assert!(
         text.contains("rework: incident_open+after_failure"),
         "{text}"

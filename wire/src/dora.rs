@@ -119,6 +119,10 @@ pub struct ChangeFailureRate {
     /// change failures.
     #[serde(default)]
     pub failed_deployments: u64,
+    /// Of `failed`, how many delivered a change that a later merged change reverts (counted
+    /// with `[dora] failures` naming `revert`).
+    #[serde(default)]
+    pub reverted: u64,
 }
 
 impl ChangeFailureRate {
@@ -133,6 +137,9 @@ impl ChangeFailureRate {
                 "; {}",
                 plural(self.rollbacks, "rollback", "rollbacks")
             ));
+        }
+        if self.reverted > 0 {
+            out.push_str(&format!("; {} reverted", self.reverted));
         }
         if self.failed_deployments > 0 {
             out.push_str(&format!(
@@ -259,6 +266,9 @@ pub struct DoraReport {
     /// The rules that mark rework (`[dora] rework`).
     #[serde(default = "incident_open")]
     pub rework_rules: Vec<String>,
+    /// The rules that fail a deployment (`[dora] failures`).
+    #[serde(default = "incident_and_rollback")]
+    pub failure_rules: Vec<String>,
     /// Where lead time starts (`[dora] lead_time_start`): `created` or `merged`.
     #[serde(default = "created")]
     pub lead_time_start: String,
@@ -266,6 +276,10 @@ pub struct DoraReport {
 
 fn created() -> String {
     "created".into()
+}
+
+fn incident_and_rollback() -> Vec<String> {
+    vec!["incident".into(), "rollback".into()]
 }
 
 fn incident_open() -> Vec<String> {

@@ -33,6 +33,7 @@ fn figures(deployments: u64, level: Option<Level>) -> Figures {
             level: rate.map(|_| Level::Low),
             rollbacks: 1,
             failed_deployments: 2,
+            reverted: 1,
         },
         recovery_time: RecoveryTime {
             incidents: 0,
@@ -66,6 +67,7 @@ fn report(groups: Option<Vec<Group>>) -> DoraReport {
         production: "^prod".into(),
         failure_window: "next_deployment".into(),
         rework_rules: vec!["incident_open".into()],
+        failure_rules: vec!["incident".into(), "rollback".into(), "revert".into()],
         lead_time_start: "created".into(),
     }
 }
@@ -200,6 +202,7 @@ fn the_change_failure_basis_names_rollbacks_and_failed_attempts_only_when_there_
         level: Some(Level::Low),
         rollbacks: 0,
         failed_deployments: 0,
+        reverted: 0,
     };
     assert_eq!(cfr.basis(), "2 of 7 deployments failed");
     cfr.rollbacks = 1;
@@ -207,6 +210,11 @@ fn the_change_failure_basis_names_rollbacks_and_failed_attempts_only_when_there_
     assert_eq!(
         cfr.basis(),
         "2 of 7 deployments failed; 1 rollback; 3 failed deployment attempts apart"
+    );
+    cfr.reverted = 1;
+    assert_eq!(
+        cfr.basis(),
+        "2 of 7 deployments failed; 1 rollback; 1 reverted; 3 failed deployment attempts apart"
     );
 }
 

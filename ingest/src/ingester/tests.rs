@@ -200,6 +200,7 @@ prop_compose! {
         more in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
         payload in "\\PC{0,200}",
         attempt in proptest::option::of(any::<i64>()),
+        change in (opt_text(), opt_text()),
     ) -> Event {
         let (event_id, event_source, subject, predicate, subject_id) = ids;
         Event {
@@ -209,7 +210,7 @@ prop_compose! {
             service: links.0, environment: links.1, repository: links.2, change_id: links.3,
             artifact_id: links.4, pipeline: links.5, run_id: links.6,
             outcome: more.0, url: more.1, trace_id: more.2, span_id: more.3, chain_id: more.4,
-            team: more.5, task: more.6, payload, attempt,
+            team: more.5, task: more.6, payload, attempt, labels: change.0, reverts: change.1,
         }
     }
 }

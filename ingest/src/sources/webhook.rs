@@ -339,6 +339,55 @@ pub(super) fn label_names(labels: Option<&Value>) -> impl Iterator<Item = &str> 
         })
 }
 
+/// What a pull or merge request reverts (`events.reverts`), from its title and body as each
+/// provider's revert button and `git revert` write them: the reverted change's id (GitHub's
+/// `Reverts owner/repo#12` or `#12`; GitLab's `This reverts merge request !12`, also with a
+/// project path before the `!`), else the purl of the reverted commit (`This reverts commit
+/// <sha>`), else `""` when only the title says `Revert "…"`. `None`: not a revert.
+pub(super) fn reverted(
+    provider: Provider,
+    repository: &str,
+    title: Option<&str>,
+    body: Option<&str>,
+) -> Option<String> {
+    let body = body.unwrap_or_default();
+    // The word after each occurrence of `marker`, without the punctuation that ends a sentence.
+    let after = |marker: &'static str| {
+        body.match_indices(marker).filter_map(move |(at, _)| {
+            let rest = &body[at + marker.len()..];
+            let word = rest.split_whitespace().next()?;
+            Some(word.trim_end_matches(['.', ',', ';', ':', ')', '"', '\'']))
+        })
+    };
+    let (marker, sep) = match provider {
+        Provider::Github => ("Reverts ", '#'),
+        Provider::Gitlab => ("This reverts merge request ", '!'),
+    };
+    let change = after(marker).find_map(|word| {
+        let (path, number) = word.rsplit_once(sep)?;
+        let numeric = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+        match path {
+            _ if !numeric => None,
+            "" => Some(format!("{repository}{sep}{number}")),
+            path if path.contains('/') && !path.contains(char::is_whitespace) => {
+                Some(format!("{path}{sep}{number}"))
+            }
+            _ => None,
+        }
+    });
+    let commit = || {
+        after("This reverts commit ")
+            .find(|word| is_full_sha(word))
+            .map(|sha| purl(provider, repository, &sha.to_ascii_lowercase()))
+    };
+    let titled = || {
+        title
+            .is_some_and(|t| t.trim_start().starts_with("Revert \""))
+            .then(String::new)
+    };
+    change.or_else(commit).or_else(titled)
+}
+
 pub(super) fn is_incident_label(name: &str) -> bool {
     name.trim().eq_ignore_ascii_case("incident")
 }

@@ -290,3 +290,28 @@ fn the_fast_path_leaves_unusual_shapes_to_the_general_path() {
         "a\"b"
     );
 }
+
+#[test]
+fn a_change_carries_the_labels_and_the_revert_of_its_custom_data() {
+    let text = r#"{"context":{"version":"0.4.1","id":"1","source":"/scm","type":"dev.cdevents.change.merged.0.2.0","timestamp":"2026-01-01T00:00:00Z"},"subject":{"id":"acme/app#7","content":{"repository":{"id":"acme/app"}}},"customData":{"labels":["Hotfix",3,"ui"],"reverts":"acme/app#5"}}"#;
+    assert!(
+        fast::cdevent(text).is_none(),
+        "labels and reverts are read by the general path"
+    );
+    let e = general(text).unwrap();
+    assert_eq!(
+        e.labels.as_deref(),
+        Some(r#"["Hotfix","ui"]"#),
+        "strings only"
+    );
+    assert_eq!(e.reverts.as_deref(), Some("acme/app#5"));
+    let plain = text
+        .replace(r#","reverts":"acme/app#5""#, "")
+        .replace(r#""labels":["Hotfix",3,"ui"]"#, r#""labels":[]"#);
+    let e = general(&plain).unwrap();
+    assert_eq!((e.labels, e.reverts), (None, None));
+    // A revert that names no target.
+    let unnamed = plain.replace(r#""labels":[]"#, r#""revert":true"#);
+    assert!(fast::cdevent(&unnamed).is_none());
+    assert_eq!(general(&unnamed).unwrap().reverts.as_deref(), Some(""));
+}

@@ -1,12 +1,12 @@
 //! GitHub deliveries (`X-GitHub-Event`) to rows; see the mapping in `sources::webhook`.
 
-use cdlake_schemas::{Event, cdevents::Rejection};
+use cdlake_schemas::{Event, cdevents::Rejection, event::labels_json};
 use serde_json::Value;
 
 use crate::sources::Normalised;
 use crate::sources::webhook::{
     DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, environment_label, first_time, id_at,
-    is_full_sha, is_incident_label, label_names, prepare, purl, str_at, time_at,
+    is_full_sha, is_incident_label, label_names, prepare, purl, reverted, str_at, time_at,
 };
 
 /// Normalise one GitHub delivery: `kind` is the event name header (`X-GitHub-Event`, e.g. "pull_request"), `delivery`
@@ -140,6 +140,13 @@ impl<'a> Delivery<'a> {
         e.subject_id = change.clone();
         e.change_id = Some(change);
         e.url = str_at(pr, &["html_url"]).map(str::to_string);
+        e.labels = labels_json(label_names(at(pr, &["labels"])));
+        e.reverts = reverted(
+            Provider::Github,
+            repo,
+            str_at(pr, &["title"]),
+            str_at(pr, &["body"]),
+        );
         let merged = at(pr, &["merged"])
             .and_then(Value::as_bool)
             .unwrap_or_else(|| time_at(pr, &["merged_at"]).is_some());

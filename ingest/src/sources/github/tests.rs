@@ -576,3 +576,45 @@ source: github
 "
     );
 }
+
+#[test]
+fn github_pull_requests_carry_their_labels_and_what_they_revert() {
+    let e = github("pull_request", "opened.payload.json");
+    assert_eq!(e.labels.as_deref(), Some(r#"["bug"]"#));
+    assert_eq!(e.reverts, None, "the fixture is no revert");
+    // The fixture edited as GitHub's revert button writes a pull request.
+    let revert = |title: &str, body: &str| {
+        let (title, body) = (title.to_string(), body.to_string());
+        github_edited("pull_request", "closed.payload.json", move |v| {
+            v["pull_request"]["title"] = json!(title);
+            v["pull_request"]["body"] = json!(body);
+            v["pull_request"]["labels"] = json!([]);
+        })
+    };
+    let e = revert(
+        "Revert \"Update the README with new information.\"",
+        "Reverts Codertocat/Hello-World#1",
+    );
+    assert_eq!(e.reverts.as_deref(), Some("Codertocat/Hello-World#1"));
+    assert_eq!(e.labels, None, "no labels is no value");
+    let e = revert("Revert \"x\"", "Reverts #1.");
+    assert_eq!(e.reverts.as_deref(), Some("Codertocat/Hello-World#1"));
+    // `git revert`'s message as the body names the reverted commit.
+    let e = revert(
+        "Back out the README change",
+        "This reverts commit C4295BD74FB0F4FDA03689C3DF3F2803B658FD85.\n\nIt broke the docs.",
+    );
+    assert_eq!(
+        e.reverts.as_deref(),
+        Some("pkg:github/Codertocat/Hello-World@c4295bd74fb0f4fda03689c3df3f2803b658fd85")
+    );
+    // A revert by its title alone: a revert whose target is not named.
+    let e = revert("Revert \"x\"", "Reverts the flag flip");
+    assert_eq!(e.reverts.as_deref(), Some(""));
+    // Prose is no revert: a short sha, words after "Reverts".
+    let e = revert(
+        "Fix the docs",
+        "Reverts the flag flip; this reverts commit c4295bd.",
+    );
+    assert_eq!(e.reverts, None);
+}

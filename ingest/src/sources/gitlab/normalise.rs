@@ -6,13 +6,14 @@
 //! project is read from `repository.homepage` (its path is the project's path, unless GitLab
 //! is served under a relative URL root).
 
-use cdlake_schemas::{Event, cdevents::Rejection};
+use cdlake_schemas::{Event, cdevents::Rejection, event::labels_json};
 use serde_json::Value;
 
 use crate::sources::Normalised;
 use crate::sources::webhook::{
     DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, environment_label, id_at,
-    is_full_sha, is_incident_label, label_names, parse_time, prepare, purl, str_at, time_at,
+    is_full_sha, is_incident_label, label_names, parse_time, prepare, purl, reverted, str_at,
+    time_at,
 };
 
 /// The `object_kind` that an `X-Gitlab-Event` header announces.
@@ -176,6 +177,15 @@ impl<'a> Delivery<'a> {
         e.subject_id = change.clone();
         e.change_id = Some(change);
         e.url = str_at(mr, &["url"]).map(str::to_string);
+        e.labels = labels_json(label_names(
+            at(self.body, &["labels"]).or_else(|| at(mr, &["labels"])),
+        ));
+        e.reverts = reverted(
+            Provider::Gitlab,
+            repo,
+            str_at(mr, &["title"]),
+            str_at(mr, &["description"]),
+        );
         let (meaning, fields): (_, &[&str]) = match action {
             Some("open") => (Some(Meaning::ChangeCreated), &["created_at", "updated_at"]),
             Some("reopen") => (Some(Meaning::ChangeCreated), &["updated_at", "created_at"]),

@@ -382,3 +382,29 @@ fn gitlab_kind_comes_from_the_header_when_the_body_has_none() {
     assert_eq!(other.subject_id, "1244");
     assert_eq!(rfc3339(other.time), "2015-05-17T18:21:36Z");
 }
+
+#[test]
+fn gitlab_merge_requests_carry_their_labels_and_what_they_revert() {
+    let e = gitlab("merge_request.json");
+    assert_eq!(e.labels.as_deref(), Some(r#"["API"]"#));
+    assert_eq!(e.reverts, None, "the fixture is no revert");
+    // The fixture edited as GitLab's revert button writes a merge request.
+    let revert = |description: &'static str| {
+        gitlab_edited("merge_request.json", move |v| {
+            v["object_attributes"]["title"] = json!("Revert \"MS-Viewport\"");
+            v["object_attributes"]["description"] = json!(description);
+        })
+    };
+    let e = revert("This reverts merge request !1");
+    assert_eq!(e.reverts.as_deref(), Some("gitlabhq/gitlab-test!1"));
+    let e = revert("This reverts merge request gitlabhq/other!7.");
+    assert_eq!(e.reverts.as_deref(), Some("gitlabhq/other!7"));
+    let e = revert(
+        "This reverts commit da1560886d4f094c3e6c9ef40349f7d38b5d27d7, reversing\nchanges made to 0b4bc9a49b562e85de7cc9e834518ea6828729b9.",
+    );
+    assert_eq!(
+        e.reverts.as_deref(),
+        Some("pkg:gitlab/gitlabhq/gitlab-test@da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
+    );
+    assert_eq!(revert("").reverts.as_deref(), Some(""), "by its title");
+}
