@@ -20,7 +20,7 @@
 //! failures = ["incident", "rollback"]  # and/or "revert": what fails a deployment
 //! rework = ["incident_open"]           # and/or "after_failure", "revert", "hotfix": which deployments are rework
 //! hotfix_labels = ["hotfix"]           # labels that make a change a hotfix (any case)
-//! lead_time_start = "created"          # or "merged": where lead time starts
+//! lead_time_start = "created"          # or "first_commit", "merged": where lead time starts
 //!
 //! [incidents]               # alerting and incident tools: where service and environment are
 //! service_labels = ["service", "app", "job"]
@@ -71,7 +71,7 @@ pub enum ConfigError {
     )]
     NoFailureRule,
     #[error(
-        "config: dora.lead_time_start {0:?} is not a start: use \"created\" (a change's creation, else its merge) or \"merged\""
+        "config: dora.lead_time_start {0:?} is not a start: use \"first_commit\" (the first commit pushed to a change's branch, else as created), \"created\" (a change's creation, else its merge) or \"merged\""
     )]
     LeadTimeStart(String),
 }
@@ -110,7 +110,8 @@ pub struct DoraRules {
     /// Labels that make a change a hotfix (rework rule `hotfix`), compared without case.
     pub hotfix_labels: Vec<String>,
     /// Where lead time starts: `created` (the default, DESIGN's: the change's `created` time,
-    /// its merge when it has none) or `merged`.
+    /// its merge when it has none), `first_commit` (the earliest commit pushed to its branch,
+    /// when no later than that; else as `created`) or `merged`.
     pub lead_time_start: String,
 }
 
@@ -151,13 +152,15 @@ impl DoraRules {
         if self.failures.is_empty() {
             return Err(ConfigError::NoFailureRule);
         }
-        let lead_time_from_merge = match self.lead_time_start.trim() {
-            "created" => false,
-            "merged" => true,
+        use crate::views::LeadTimeStart;
+        let lead_time_start = match self.lead_time_start.trim() {
+            "first_commit" => LeadTimeStart::FirstCommit,
+            "created" => LeadTimeStart::Created,
+            "merged" => LeadTimeStart::Merged,
             other => return Err(ConfigError::LeadTimeStart(other.to_string())),
         };
         Ok(crate::views::DoraOptions {
-            lead_time_from_merge,
+            lead_time_start,
             failure_window: self.failure_window_micros()?,
             rework_incident_open: self.rework.iter().any(|r| r == "incident_open"),
             rework_after_failure: self.rework.iter().any(|r| r == "after_failure"),
@@ -427,7 +430,7 @@ mod tests {
             .options()
             .unwrap();
         assert!(options.rework_after_failure && !options.rework_incident_open);
-        assert!(options.lead_time_from_merge);
+        assert_eq!(options.lead_time_start, crate::views::LeadTimeStart::Merged);
         let e = dora("rework = ['fixes']").unwrap_err().to_string();
         assert!(
             e.contains("dora.rework") && e.contains("after_failure") && e.contains("hotfix"),
@@ -448,9 +451,20 @@ mod tests {
         assert!(e.contains("dora.failures") && e.contains("revert"), "{e}");
         let e = dora("failures = []").unwrap_err().to_string();
         assert!(e.contains("dora.failures is empty"), "{e}");
-        let e = dora("lead_time_start = 'first_commit'")
+        let options = dora("lead_time_start = 'first_commit'")
+            .unwrap()
+            .options()
+            .unwrap();
+        assert_eq!(
+            options.lead_time_start,
+            crate::views::LeadTimeStart::FirstCommit
+        );
+        let e = dora("lead_time_start = 'first_push'")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("dora.lead_time_start"), "{e}");
+        assert!(
+            e.contains("dora.lead_time_start") && e.contains("first_commit"),
+            "{e}"
+        );
     }
 }

@@ -175,9 +175,8 @@ pub struct DoraOptions {
     /// Rework rule `after_failure` (DORA 2024): the next deployment of the service after a
     /// failed one (within the failure window when it is a duration).
     pub rework_after_failure: bool,
-    /// Where lead time starts: `false` at a change's `created` time (its merge when it has
-    /// none: DESIGN's rule), `true` at its merge (`[dora] lead_time_start = "merged"`).
-    pub lead_time_from_merge: bool,
+    /// Where lead time starts (`[dora] lead_time_start`).
+    pub lead_time_start: LeadTimeStart,
     /// Failure rule `incident` (DESIGN's): an incident of the service fails a deployment.
     pub failure_incident: bool,
     /// Failure rule `rollback` (DESIGN's): a deployment whose next one is a rollback failed.
@@ -199,7 +198,7 @@ impl Default for DoraOptions {
             failure_window: None,
             rework_incident_open: true,
             rework_after_failure: false,
-            lead_time_from_merge: false,
+            lead_time_start: LeadTimeStart::Created,
             failure_incident: true,
             failure_rollback: true,
             failure_revert: false,
@@ -208,6 +207,18 @@ impl Default for DoraOptions {
             hotfix_labels: vec!["hotfix".into()],
         }
     }
+}
+
+/// Where a change's lead time starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadTimeStart {
+    /// The earliest commit pushed to the change's branch (`changes.first_commit_at`) when it is
+    /// no later than its creation, else as `Created`.
+    FirstCommit,
+    /// Its `created` time, its merge when it has none (DESIGN's rule).
+    Created,
+    /// Its merge.
+    Merged,
 }
 
 /// Whether a `labels` value (a JSON array of strings) holds one of `labels`, without case:
@@ -268,7 +279,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                     coalesce(c.event_team, t.team) AS team, c.events,
                     {started_from} AS started_from,
                     c.labels, c.hotfix, c.revert,
-                    coalesce(r.change_id, nullif(c.reverts, '')) AS reverts
+                    coalesce(r.change_id, nullif(c.reverts, '')) AS reverts,
+                    c.branch, fc.first_commit_at
              FROM (SELECT change_id, min(repository) AS repository,
                           min(CASE WHEN predicate = 'created' THEN time END) AS created_at,
                           min(CASE WHEN predicate = 'merged' THEN time END) AS merged_at,
@@ -277,7 +289,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                           last_value(labels ORDER BY time, event_id) FILTER (WHERE labels IS NOT NULL) AS labels,
                           bool_or({hotfix}) AS hotfix,
                           bool_or(reverts IS NOT NULL) AS revert,
-                          max(reverts) AS reverts
+                          max(reverts) AS reverts,
+                          max(CASE WHEN predicate IN ('created', 'merged', 'abandoned') THEN branch END) AS branch
                    FROM report_events WHERE subject = 'change' AND change_id IS NOT NULL
                    GROUP BY change_id) c
              LEFT JOIN teams t ON t.key = c.repository
@@ -286,18 +299,45 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                           AND artifact_id IN (SELECT reverts FROM report_events
                                               WHERE subject = 'change' AND reverts <> '')
                         GROUP BY artifact_id) r
-               ON r.artifact_id = c.reverts",
+               ON r.artifact_id = c.reverts
+             LEFT JOIN (
+               SELECT b.change_id, min(p.first_commit_at) AS first_commit_at
+               FROM (SELECT change_id, repository, branch, ended,
+                            lag(ended) OVER (PARTITION BY repository, branch
+                                             ORDER BY ended ASC NULLS LAST, change_id) AS prev_ended
+                     FROM (SELECT change_id, min(repository) AS repository, max(branch) AS branch,
+                                  coalesce(min(CASE WHEN predicate = 'merged' THEN time END),
+                                           min(CASE WHEN predicate = 'abandoned' THEN time END)) AS ended
+                           FROM report_events
+                           WHERE subject = 'change' AND change_id IS NOT NULL AND branch IS NOT NULL
+                             AND predicate IN ('created', 'merged', 'abandoned')
+                           GROUP BY change_id)) b
+               JOIN report_events p
+                 ON p.subject = 'change' AND p.predicate = 'updated' AND p.first_commit_at IS NOT NULL
+                AND p.repository = b.repository AND p.branch = b.branch
+                AND (b.ended IS NULL OR p.time <= b.ended)
+                AND (b.prev_ended IS NULL OR p.time > b.prev_ended)
+               GROUP BY b.change_id) fc
+               ON fc.change_id = c.change_id",
             hotfix = has_label("labels", &options.hotfix_labels),
             review = secs("c.merged_at", "coalesce(c.created_at, c.merged_at)"),
-            started = if options.lead_time_from_merge {
-                "c.merged_at"
-            } else {
-                "coalesce(c.created_at, c.merged_at)"
+            started = match options.lead_time_start {
+                LeadTimeStart::Merged => "c.merged_at",
+                LeadTimeStart::Created => "coalesce(c.created_at, c.merged_at)",
+                LeadTimeStart::FirstCommit => {
+                    "CASE WHEN fc.first_commit_at <= coalesce(c.created_at, c.merged_at)
+                          THEN fc.first_commit_at ELSE coalesce(c.created_at, c.merged_at) END"
+                }
             },
-            started_from = if options.lead_time_from_merge {
-                "CASE WHEN c.merged_at IS NOT NULL THEN 'merged' END"
-            } else {
-                "CASE WHEN c.created_at IS NOT NULL THEN 'created' WHEN c.merged_at IS NOT NULL THEN 'merged' END"
+            started_from = match options.lead_time_start {
+                LeadTimeStart::Merged => "CASE WHEN c.merged_at IS NOT NULL THEN 'merged' END",
+                LeadTimeStart::Created => {
+                    "CASE WHEN c.created_at IS NOT NULL THEN 'created' WHEN c.merged_at IS NOT NULL THEN 'merged' END"
+                }
+                LeadTimeStart::FirstCommit => {
+                    "CASE WHEN fc.first_commit_at <= coalesce(c.created_at, c.merged_at) THEN 'first_commit'
+                          WHEN c.created_at IS NOT NULL THEN 'created' WHEN c.merged_at IS NOT NULL THEN 'merged' END"
+                }
             },
         ),
     ));
@@ -619,7 +659,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
         format!(
             "SELECT c.change_id, c.repository, c.created_at, c.merged_at, c.started_at, d.delivered_at,
                     d.service AS delivered_by,
-                    CASE WHEN d.delivered_at IS NOT NULL THEN greatest({lead}, 0.0) END AS lead_time_seconds, c.team
+                    CASE WHEN d.delivered_at IS NOT NULL THEN greatest({lead}, 0.0) END AS lead_time_seconds, c.team,
+                    c.started_from
              FROM changes c
              LEFT JOIN (SELECT change_id, delivered_at, service FROM (
                           SELECT change_id, delivered_at, service,

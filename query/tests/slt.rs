@@ -14,6 +14,14 @@
 //! directly, past cdlake's de-duplication (as a writer that checks no identities could), to
 //! prove the views de-duplicate.
 //!
+//! ```text
+//! statement ok
+//! WEBHOOK github|gitlab
+//! <event name> <JSON body on one line>
+//! ```
+//! normalises each line as a delivery of that provider (the event name is its `X-GitHub-Event`
+//! or `X-Gitlab-Event` header) and ingests its row, as the receivers do.
+//!
 //! `TEAMS key=team …` adds to the `[teams]` table of the configuration; `CONFIG` followed by
 //! lines of `cdlake.toml` sets its `[dora]` table.
 //!
@@ -25,7 +33,9 @@
 
 use std::path::{Path, PathBuf};
 
+use cdlake_ingest::envelope::Envelope;
 use cdlake_ingest::parquet::{EncodeOptions, encode, writer_properties};
+use cdlake_ingest::sources;
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::{Config, DoraRequest, Engine};
 use cdlake_schemas::event::events_to_batch;
@@ -232,6 +242,36 @@ impl Db {
         Ok(())
     }
 
+    async fn webhooks(&mut self, provider: &str, body: &str) -> Result<(), HarnessError> {
+        let origin = match provider {
+            "github" => Origin::Github,
+            "gitlab" => Origin::Gitlab,
+            other => return Err(err(format!("WEBHOOK github|gitlab, got {other:?}"))),
+        };
+        let mut ing = Ingester::new(self.store.clone(), IngesterConfig::default());
+        for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            self.seq += 1;
+            let (kind, json) = line
+                .split_once(' ')
+                .ok_or_else(|| err(format!("WEBHOOK line needs <event> <body>: {line:?}")))?;
+            let envelope = Envelope::webhook(
+                origin,
+                kind,
+                &format!("slt-{}", self.seq),
+                &format!("/webhooks/{provider}"),
+                bytes::Bytes::from(json.to_string()),
+            );
+            match sources::normalise(&envelope, envelope.received_at).map_err(|r| err(r.message))? {
+                sources::Normalised::Event(event) => {
+                    ing.push(*event).await.map_err(err)?;
+                }
+                _ => return Err(err(format!("{kind} delivery is no event: {line:?}"))),
+            }
+        }
+        ing.flush().await.map_err(err)?;
+        Ok(())
+    }
+
     async fn dora(&mut self, args: &str) -> Result<Vec<Vec<String>>, HarnessError> {
         let mut words = args.split_whitespace();
         let time = |s: Option<&str>| -> Result<chrono::DateTime<chrono::Utc>, HarnessError> {
@@ -315,6 +355,11 @@ impl sqllogictest::AsyncDB for Db {
         if trimmed.starts_with("EVENTS") {
             let (header, body) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
             self.events(header, body).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if let Some(rest) = trimmed.strip_prefix("WEBHOOK") {
+            let (provider, body) = rest.split_once('\n').unwrap_or((rest, ""));
+            self.webhooks(provider.trim(), body).await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         if let Some(toml) = trimmed.strip_prefix("CONFIG") {

@@ -88,6 +88,14 @@ pub struct Event {
     /// neither); `None` for a change that is no revert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverts: Option<String>,
+    /// The branch of a `change.*` event: a pull or merge request's source branch (in the same
+    /// repository), a push's branch; `None` for the default branch and for forks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The earliest commit time a push to a branch carries (µs since the epoch, UTC): where a
+    /// change's lead time starts with `[dora] lead_time_start = "first_commit"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_commit_at: Option<i64>,
 }
 
 impl Event {
@@ -152,9 +160,9 @@ fn ts_type() -> DataType {
 }
 
 /// Column names of the `events` table, in order. Columns added after the first release come
-/// last (`attempt`, `labels`, `reverts`), so a table created before them and upgraded (a Delta schema change that
+/// last (`attempt`, `labels`, `reverts`, `branch`, `first_commit_at`), so a table created before them and upgraded (a Delta schema change that
 /// appends) and a table created since have the same column order.
-pub const EVENT_COLUMNS: [&str; 28] = [
+pub const EVENT_COLUMNS: [&str; 30] = [
     "event_id",
     "event_source",
     "event_type",
@@ -183,6 +191,8 @@ pub const EVENT_COLUMNS: [&str; 28] = [
     "attempt",
     "labels",
     "reverts",
+    "branch",
+    "first_commit_at",
 ];
 
 static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -202,7 +212,7 @@ static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
                 | "payload"
         );
         let ty = match name {
-            "time" | "ingested_at" => ts_type(),
+            "time" | "ingested_at" | "first_commit_at" => ts_type(),
             "attempt" => DataType::Int64,
             _ => DataType::Utf8,
         };
@@ -262,6 +272,14 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         Arc::new(Int64Array::from_iter(events.iter().map(|e| e.attempt))),
         strings(&|e| e.labels.as_deref()),
         strings(&|e| e.reverts.as_deref()),
+        strings(&|e| e.branch.as_deref()),
+        {
+            let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+            for e in events {
+                b.append_option(e.first_commit_at);
+            }
+            Arc::new(b.finish())
+        },
     ];
     RecordBatch::try_new(events_schema(), columns)
 }
@@ -305,13 +323,18 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
                 ArrowError::SchemaError("column attempt is not int64".to_string())
             })?),
         };
-    // Nor `labels` and `reverts`.
+    // Nor `labels`, `reverts`, `branch` and `first_commit_at`.
     let later = |name: &str| -> Result<Option<&StringArray>, ArrowError> {
         batch
             .column_by_name(name)
             .map_or(Ok(None), |_| s(name).map(Some))
     };
     let (labels, reverts) = (later("labels")?, later("reverts")?);
+    let branch = later("branch")?;
+    let first_commit_at = match batch.column_by_name("first_commit_at") {
+        None => None,
+        Some(_) => Some(t("first_commit_at")?),
+    };
     Ok((0..batch.num_rows())
         .map(|i| Event {
             event_id: req(event_id, i),
@@ -342,6 +365,8 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, ArrowError> {
             attempt: attempt.and_then(|a| a.is_valid(i).then(|| a.value(i))),
             labels: labels.and_then(|a| opt(a, i)),
             reverts: reverts.and_then(|a| opt(a, i)),
+            branch: branch.and_then(|a| opt(a, i)),
+            first_commit_at: first_commit_at.and_then(|a| a.is_valid(i).then(|| a.value(i))),
         })
         .collect())
 }

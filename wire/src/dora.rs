@@ -269,7 +269,7 @@ pub struct DoraReport {
     /// The rules that fail a deployment (`[dora] failures`).
     #[serde(default = "incident_and_rollback")]
     pub failure_rules: Vec<String>,
-    /// Where lead time starts (`[dora] lead_time_start`): `created` or `merged`.
+    /// Where lead time starts (`[dora] lead_time_start`): `first_commit`, `created` or `merged`.
     #[serde(default = "created")]
     pub lead_time_start: String,
 }

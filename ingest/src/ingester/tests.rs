@@ -200,7 +200,7 @@ prop_compose! {
         more in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
         payload in "\\PC{0,200}",
         attempt in proptest::option::of(any::<i64>()),
-        change in (opt_text(), opt_text()),
+        change in (opt_text(), opt_text(), opt_text(), proptest::option::of(0i64..4_000_000_000_000_000i64)),
     ) -> Event {
         let (event_id, event_source, subject, predicate, subject_id) = ids;
         Event {
@@ -211,6 +211,7 @@ prop_compose! {
             artifact_id: links.4, pipeline: links.5, run_id: links.6,
             outcome: more.0, url: more.1, trace_id: more.2, span_id: more.3, chain_id: more.4,
             team: more.5, task: more.6, payload, attempt, labels: change.0, reverts: change.1,
+            branch: change.2, first_commit_at: change.3,
         }
     }
 }

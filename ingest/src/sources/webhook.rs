@@ -339,6 +339,24 @@ pub(super) fn label_names(labels: Option<&Value>) -> impl Iterator<Item = &str> 
         })
 }
 
+/// The branch a change event records (`events.branch`): `name` unless it is the repository's
+/// default branch (`default`), whose pushes and requests belong to no one change.
+pub(super) fn feature_branch(name: Option<&str>, default: Option<&str>) -> Option<String> {
+    let name = name?.strip_prefix("refs/heads/").unwrap_or(name?);
+    (!name.is_empty() && Some(name) != default).then(|| name.to_string())
+}
+
+/// The earliest time of a push's `commits` (`events.first_commit_at`), leaving out those GitHub
+/// marks as not distinct (already pushed to another branch, such as the default branch merged in).
+pub(super) fn earliest_commit(push: &Value) -> Option<i64> {
+    push.get("commits")?
+        .as_array()?
+        .iter()
+        .filter(|c| at(c, &["distinct"]).and_then(Value::as_bool) != Some(false))
+        .filter_map(|c| time_at(c, &["timestamp"]))
+        .min()
+}
+
 /// What a pull or merge request reverts (`events.reverts`), from its title and body as each
 /// provider's revert button and `git revert` write them: the reverted change's id (GitHub's
 /// `Reverts owner/repo#12` or `#12`; GitLab's `This reverts merge request !12`, also with a

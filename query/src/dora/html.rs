@@ -76,7 +76,7 @@ const METRICS: [Metric; 5] = [
         basis: |f| match f.lead_time.fell_back {
             0 => format!("median of {} changes", f.lead_time.changes),
             n => format!(
-                "median of {} changes ({n} without a created event start at their merge)",
+                "median of {} changes ({n} fell back to a later start)",
                 f.lead_time.changes
             ),
         },
@@ -246,7 +246,7 @@ pub fn html(r: HtmlReport<'_>) -> String {
     );
     let _ = write!(
         out,
-        "<h1>DORA report</h1><p class=\"sub\">{} → {} ({:.0} days). Production environments match <code>{}</code>. An incident fails {}.</p>",
+        "<h1>DORA report</h1><p class=\"sub\">{} → {} ({:.0} days). Production environments match <code>{}</code>. An incident fails {}. Failure rules: {}; rework rules: {}; lead time starts at: {}.</p>",
         esc(&cur.window.from),
         esc(&cur.window.to),
         cur.window.days,
@@ -258,7 +258,10 @@ pub fn html(r: HtmlReport<'_>) -> String {
                 "every deployment of its service in the {} before it",
                 esc(&cur.failure_window)
             )
-        }
+        },
+        esc(&cur.failure_rules.join(", ")),
+        esc(&cur.rework_rules.join(", ")),
+        esc(&cur.lead_time_start),
     );
     out.push_str("<section class=\"cards\">");
     for m in &METRICS {

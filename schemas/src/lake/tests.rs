@@ -285,7 +285,7 @@ async fn a_table_from_an_older_cdlake_gets_the_new_columns_appended_once() {
     let store = Store::open(dir.path().to_str().unwrap()).unwrap();
     drop(TableLog::open(&store, Table::Events).await.unwrap());
     // The columns added since the first release, as a table created before them lacks them.
-    let late = ["attempt", "labels", "reverts"];
+    let late = ["attempt", "labels", "reverts", "branch", "first_commit_at"];
     for column in late {
         drop_column_from_first_commit(dir.path(), column);
     }

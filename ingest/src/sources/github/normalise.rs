@@ -5,8 +5,9 @@ use serde_json::Value;
 
 use crate::sources::Normalised;
 use crate::sources::webhook::{
-    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, environment_label, first_time, id_at,
-    is_full_sha, is_incident_label, label_names, prepare, purl, reverted, str_at, time_at,
+    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, earliest_commit, environment_label,
+    feature_branch, first_time, id_at, is_full_sha, is_incident_label, label_names, prepare, purl,
+    reverted, str_at, time_at,
 };
 
 /// Normalise one GitHub delivery: `kind` is the event name header (`X-GitHub-Event`, e.g. "pull_request"), `delivery`
@@ -147,6 +148,15 @@ impl<'a> Delivery<'a> {
             str_at(pr, &["title"]),
             str_at(pr, &["body"]),
         );
+        // The source branch, when it is in this repository (a fork's pushes never come here).
+        let head_repo = str_at(pr, &["head", "repo", "full_name"]);
+        if head_repo.is_none_or(|r| r == repo) {
+            e.branch = feature_branch(
+                str_at(pr, &["head", "ref"]),
+                str_at(pr, &["base", "repo", "default_branch"])
+                    .or_else(|| str_at(self.body, &["repository", "default_branch"])),
+            );
+        }
         let merged = at(pr, &["merged"])
             .and_then(Value::as_bool)
             .unwrap_or_else(|| time_at(pr, &["merged_at"]).is_some());
@@ -198,6 +208,14 @@ impl<'a> Delivery<'a> {
         if !deleted && !tag {
             e.change_id = Some(e.subject_id.clone());
             Meaning::ChangeUpdated.set(&mut e);
+            e.branch = feature_branch(
+                git_ref,
+                str_at(self.body, &["repository", "default_branch"])
+                    .or_else(|| str_at(self.body, &["repository", "master_branch"])),
+            );
+            if e.branch.is_some() {
+                e.first_commit_at = earliest_commit(self.body);
+            }
         }
         Ok(e)
     }

@@ -618,3 +618,39 @@ fn github_pull_requests_carry_their_labels_and_what_they_revert() {
     );
     assert_eq!(e.reverts, None);
 }
+
+#[test]
+fn github_pull_requests_and_pushes_record_their_branch_and_pushes_their_first_commit() {
+    let e = github("pull_request", "opened.payload.json");
+    assert_eq!(e.branch.as_deref(), Some("changes"), "head.ref");
+    let fork = github_edited("pull_request", "opened.payload.json", |v| {
+        v["pull_request"]["head"]["repo"]["full_name"] = json!("someone/Hello-World");
+    });
+    assert_eq!(fork.branch, None, "a fork's pushes never come here");
+    let e = github("push", "with-new-branch.payload.json");
+    assert_eq!(
+        (e.branch, e.first_commit_at),
+        (None, None),
+        "master is the default branch"
+    );
+    let e = github_edited("push", "with-new-branch.payload.json", |v| {
+        v["ref"] = json!("refs/heads/feature");
+    });
+    assert_eq!(e.branch.as_deref(), Some("feature"));
+    assert_eq!(
+        e.first_commit_at.map(rfc3339).as_deref(),
+        Some("2019-05-15T15:19:25Z")
+    );
+    // An earlier commit GitHub marks as not distinct (pushed before to another branch) is left out.
+    let e = github_edited("push", "with-new-branch.payload.json", |v| {
+        v["ref"] = json!("refs/heads/feature");
+        let mut old = v["commits"][0].clone();
+        old["timestamp"] = json!("2019-01-01T00:00:00Z");
+        old["distinct"] = json!(false);
+        v["commits"].as_array_mut().unwrap().push(old);
+    });
+    assert_eq!(
+        e.first_commit_at.map(rfc3339).as_deref(),
+        Some("2019-05-15T15:19:25Z")
+    );
+}

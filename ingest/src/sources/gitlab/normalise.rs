@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use crate::sources::Normalised;
 use crate::sources::webhook::{
-    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, environment_label, id_at,
-    is_full_sha, is_incident_label, label_names, parse_time, prepare, purl, reverted, str_at,
-    time_at,
+    DEFAULT_INCIDENT_ENVIRONMENT, Meaning, Provider, Row, at, earliest_commit, environment_label,
+    feature_branch, id_at, is_full_sha, is_incident_label, label_names, parse_time, prepare, purl,
+    reverted, str_at, time_at,
 };
 
 /// The `object_kind` that an `X-Gitlab-Event` header announces.
@@ -186,6 +186,17 @@ impl<'a> Delivery<'a> {
             str_at(mr, &["title"]),
             str_at(mr, &["description"]),
         );
+        // The source branch, when it is in this project (a fork's pushes never come here).
+        let (source, target) = (
+            at(mr, &["source_project_id"]),
+            at(mr, &["target_project_id"]),
+        );
+        if source.is_none() || source == target {
+            e.branch = feature_branch(
+                str_at(mr, &["source_branch"]),
+                str_at(self.body, &["project", "default_branch"]),
+            );
+        }
         let (meaning, fields): (_, &[&str]) = match action {
             Some("open") => (Some(Meaning::ChangeCreated), &["created_at", "updated_at"]),
             Some("reopen") => (Some(Meaning::ChangeCreated), &["updated_at", "created_at"]),
@@ -244,6 +255,13 @@ impl<'a> Delivery<'a> {
         if branch && !deleted {
             e.change_id = Some(e.subject_id.clone());
             Meaning::ChangeUpdated.set(&mut e);
+            e.branch = feature_branch(
+                str_at(self.body, &["ref"]),
+                str_at(self.body, &["project", "default_branch"]),
+            );
+            if e.branch.is_some() {
+                e.first_commit_at = earliest_commit(self.body);
+            }
         }
         Ok(e)
     }

@@ -408,3 +408,28 @@ fn gitlab_merge_requests_carry_their_labels_and_what_they_revert() {
     );
     assert_eq!(revert("").reverts.as_deref(), Some(""), "by its title");
 }
+
+#[test]
+fn gitlab_merge_requests_and_pushes_record_their_branch_and_pushes_their_first_commit() {
+    assert_eq!(
+        gitlab("merge_request.json").branch.as_deref(),
+        Some("ms-viewport")
+    );
+    let fork = gitlab_edited("merge_request.json", |v| {
+        v["object_attributes"]["source_project_id"] = json!(99);
+    });
+    assert_eq!(fork.branch, None, "a fork's pushes never come here");
+    let e = gitlab("push.json");
+    assert_eq!(
+        (e.branch, e.first_commit_at),
+        (None, None),
+        "master is the default branch"
+    );
+    let e = gitlab_edited("push.json", |v| v["ref"] = json!("refs/heads/feature"));
+    assert_eq!(e.branch.as_deref(), Some("feature"));
+    assert_eq!(
+        e.first_commit_at.map(rfc3339).as_deref(),
+        Some("2011-12-12T12:27:31Z"),
+        "the earlier of its two commits, in UTC"
+    );
+}
