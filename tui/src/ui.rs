@@ -446,19 +446,11 @@ fn dora(app: &App, frame: &mut Frame<'_>, area: Rect) {
     if let Load::Ready(data) = &d.data {
         let r = &data.by_service;
         // The definitions chosen in `[dora]`, where they are not DESIGN's.
-        let mut rules = String::new();
-        if r.failure_window != "next_deployment" {
-            rules.push_str(&format!(" · failure window: {}", r.failure_window));
-        }
-        if r.failure_rules != ["incident", "rollback"] {
-            rules.push_str(&format!(" · failures: {}", r.failure_rules.join("+")));
-        }
-        if r.rework_rules != ["incident_open"] {
-            rules.push_str(&format!(" · rework: {}", r.rework_rules.join("+")));
-        }
-        if r.lead_time_start != "created" {
-            rules.push_str(&format!(" · lead time from: {}", r.lead_time_start));
-        }
+        let rules: String = r
+            .chosen_definitions()
+            .into_iter()
+            .map(|(what, value)| format!(" · {what}: {value}"))
+            .collect();
         line.push(Span::styled(
             format!(
                 " {} → {} · production: {}{rules}",

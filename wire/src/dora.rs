@@ -278,6 +278,28 @@ fn created() -> String {
     "created".into()
 }
 
+impl DoraReport {
+    /// The `[dora]` choices of the report that are not DESIGN's definitions, as (what, value):
+    /// `("failure window", "24h")`, `("failures", "incident+revert")`, `("rework", …)`,
+    /// `("lead time from", "first_commit")`. Empty under the defaults.
+    pub fn chosen_definitions(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.failure_window != "next_deployment" {
+            out.push(("failure window", self.failure_window.clone()));
+        }
+        if self.failure_rules != ["incident", "rollback"] {
+            out.push(("failures", self.failure_rules.join("+")));
+        }
+        if self.rework_rules != ["incident_open"] {
+            out.push(("rework", self.rework_rules.join("+")));
+        }
+        if self.lead_time_start != "created" {
+            out.push(("lead time from", self.lead_time_start.clone()));
+        }
+        out
+    }
+}
+
 fn incident_and_rollback() -> Vec<String> {
     vec!["incident".into(), "rollback".into()]
 }

@@ -234,3 +234,23 @@ fn the_rework_basis_names_the_rules_only_when_another_than_the_default_marked_so
         "3 of 5 deployments: after_failure 2, incident_open 1"
     );
 }
+
+#[test]
+fn the_chosen_definitions_are_those_that_are_not_designs() {
+    let mut r = report(None);
+    r.failure_rules = vec!["incident".into(), "rollback".into()];
+    assert!(r.chosen_definitions().is_empty(), "DESIGN's definitions");
+    r.failure_window = "24h".into();
+    r.failure_rules.push("revert".into());
+    r.rework_rules = vec!["revert".into(), "hotfix".into()];
+    r.lead_time_start = "first_commit".into();
+    assert_eq!(
+        r.chosen_definitions(),
+        [
+            ("failure window", "24h".to_string()),
+            ("failures", "incident+rollback+revert".to_string()),
+            ("rework", "revert+hotfix".to_string()),
+            ("lead time from", "first_commit".to_string()),
+        ]
+    );
+}

@@ -169,20 +169,10 @@ fn unlinked_lines(r: &DoraReport) -> Vec<String> {
 /// The `[dora]` choices that are not DESIGN's: the failure window, the failure and rework
 /// rules, where lead time starts.
 fn window_note(r: &DoraReport) -> String {
-    let mut out = String::new();
-    if r.failure_window != "next_deployment" {
-        out.push_str(&format!(", failure window {}", r.failure_window));
-    }
-    if r.failure_rules != ["incident", "rollback"] {
-        out.push_str(&format!(", failures {}", r.failure_rules.join("+")));
-    }
-    if r.rework_rules != ["incident_open"] {
-        out.push_str(&format!(", rework {}", r.rework_rules.join("+")));
-    }
-    if r.lead_time_start != "created" {
-        out.push_str(&format!(", lead time from {}", r.lead_time_start));
-    }
-    out
+    r.chosen_definitions()
+        .into_iter()
+        .map(|(what, value)| format!(", {what} {value}"))
+        .collect()
 }
 
 /// The report as an aligned table.
