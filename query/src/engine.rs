@@ -478,12 +478,12 @@ mod tests {
     fn statements_reading_a_dora_view_are_recognised_by_their_relations_with_their_subjects() {
         assert_eq!(
             subjects("SELECT count(*) FROM dora_deployments").as_deref(),
-            Some(&["service", "incident", "change", "artifact"][..])
+            Some(&["service", "incident", "change", "artifact", "branch"][..])
         );
         assert_eq!(
             subjects("select * from Deployments d join cdlake.public.incidents i using (service)")
                 .as_deref(),
-            Some(&["service", "incident", "change", "artifact"][..])
+            Some(&["service", "incident", "change", "artifact", "branch"][..])
         );
         assert_eq!(
             subjects("SELECT median(recovery_seconds) FROM dora_incidents").as_deref(),
@@ -491,8 +491,8 @@ mod tests {
         );
         assert_eq!(
             subjects("SELECT * FROM changes").as_deref(),
-            Some(&["change", "artifact"][..]),
-            "a revert names a commit, which artifact links resolve"
+            Some(&["change", "artifact", "branch"][..]),
+            "a revert names a commit, which artifact links resolve; a created branch has a first commit"
         );
         assert_eq!(subjects("SELECT * FROM pipeline_runs"), None);
         // Task runs read the pipeline subjects, not `report_events`.

@@ -5,7 +5,7 @@
 //!
 //! - `events_unique`: `events` de-duplicated by identity (event_source, event_id), the earliest
 //!   stored copy winning. The pipeline views read it.
-//! - `report_events`: the same for the DORA subjects (service, incident, change, artifact,
+//! - `report_events`: the same for the DORA subjects (service, incident, change, artifact, branch,
 //!   and GitHub's `deployment_status` and GitLab's `deployment` attempts), without the payload. The DORA views read it, so it can be computed once per statement.
 //! - `deployment_failures`: production and other deployment attempts that failed (GitHub
 //!   `deployment_status` failure or error, GitLab deployment failed), apart from deployments.
@@ -47,12 +47,13 @@ pub const REPORT_SUBJECTS: &[&str] = &[
     "incident",
     "change",
     "artifact",
+    "branch",
     "deployment_status",
     "deployment",
 ];
 
 /// The subjects the pairing views (`dora_deployments`, `dora_change_deliveries`, …) read.
-const DORA_SUBJECTS: &[&str] = &["service", "incident", "change", "artifact"];
+const DORA_SUBJECTS: &[&str] = &["service", "incident", "change", "artifact", "branch"];
 
 /// Whether a GitHub `deployment_status` or GitLab `deployment` row is a failed deployment
 /// attempt: GitHub's `failure` and `error` states, GitLab's `failed` status.
@@ -64,10 +65,10 @@ const DEPLOYMENT_FAILED: &str =
 /// computed once for the statement, for those subjects only ([`crate::Engine::sql`]).
 pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("report_events", REPORT_SUBJECTS),
-    ("changes", &["change", "artifact"]),
+    ("changes", &["change", "artifact", "branch"]),
     ("artifact_changes", &["artifact", "change"]),
-    ("artifacts", &["artifact", "change"]),
-    ("deployments", &["service", "artifact", "change"]),
+    ("artifacts", &["artifact", "change", "branch"]),
+    ("deployments", &["service", "artifact", "change", "branch"]),
     ("incidents", &["incident"]),
     ("dora_deployments", DORA_SUBJECTS),
     ("dora_change_deliveries", DORA_SUBJECTS),
@@ -313,7 +314,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                              AND predicate IN ('created', 'merged', 'abandoned')
                            GROUP BY change_id)) b
                JOIN report_events p
-                 ON p.subject = 'change' AND p.predicate = 'updated' AND p.first_commit_at IS NOT NULL
+                 ON p.subject IN ('change', 'branch') AND p.first_commit_at IS NOT NULL
                 AND p.repository = b.repository AND p.branch = b.branch
                 AND (b.ended IS NULL OR p.time <= b.ended)
                 AND (b.prev_ended IS NULL OR p.time > b.prev_ended)

@@ -185,6 +185,7 @@ pub(super) enum Meaning {
     ChangeUpdated,
     ChangeMerged,
     ChangeAbandoned,
+    BranchCreated,
     PipelineRunQueued,
     PipelineRunStarted,
     PipelineRunFinished,
@@ -198,11 +199,12 @@ pub(super) enum Meaning {
 
 impl Meaning {
     #[cfg(test)]
-    pub(super) const ALL: [Meaning; 13] = [
+    pub(super) const ALL: [Meaning; 14] = [
         Meaning::ChangeCreated,
         Meaning::ChangeUpdated,
         Meaning::ChangeMerged,
         Meaning::ChangeAbandoned,
+        Meaning::BranchCreated,
         Meaning::PipelineRunQueued,
         Meaning::PipelineRunStarted,
         Meaning::PipelineRunFinished,
@@ -221,6 +223,7 @@ impl Meaning {
             Meaning::ChangeUpdated => ("change", "updated", "0.2.0"),
             Meaning::ChangeMerged => ("change", "merged", "0.2.0"),
             Meaning::ChangeAbandoned => ("change", "abandoned", "0.2.0"),
+            Meaning::BranchCreated => ("branch", "created", "0.2.0"),
             Meaning::PipelineRunQueued => ("pipelinerun", "queued", "0.2.0"),
             Meaning::PipelineRunStarted => ("pipelinerun", "started", "0.2.0"),
             Meaning::PipelineRunFinished => ("pipelinerun", "finished", "0.2.0"),

@@ -168,7 +168,7 @@ impl<'a> Delivery<'a> {
                 &["merged_at", "closed_at", "updated_at"],
             ),
             Some("closed") => (Some(Meaning::ChangeAbandoned), &["closed_at", "updated_at"]),
-            Some("synchronize") => (Some(Meaning::ChangeUpdated), &["updated_at"]),
+            Some("synchronize" | "edited") => (Some(Meaning::ChangeUpdated), &["updated_at"]),
             _ => (None, &["updated_at", "created_at"]),
         };
         if meaning == Some(Meaning::ChangeMerged) {
@@ -182,7 +182,9 @@ impl<'a> Delivery<'a> {
     }
 
     /// A push to a branch is `change.updated` of `<repository>@<after>`, at the head commit's
-    /// time; a ref deletion or a tag push records no change and stays as-is.
+    /// time, and a push that creates one `branch.created` of `<repository>@<ref>`; both record
+    /// the branch and its earliest commit (not for the default branch). A ref deletion or a
+    /// tag push records no change and stays as-is.
     fn push(&self) -> Result<Event, Rejection> {
         let repo = self.repo()?;
         let after = str_at(self.body, &["after"])
@@ -206,8 +208,13 @@ impl<'a> Delivery<'a> {
             _ => format!("{repo}@{after}"),
         };
         if !deleted && !tag {
-            e.change_id = Some(e.subject_id.clone());
-            Meaning::ChangeUpdated.set(&mut e);
+            if at(self.body, &["created"]).and_then(Value::as_bool) == Some(true) {
+                e.subject_id = format!("{repo}@{}", git_ref.unwrap_or(after));
+                Meaning::BranchCreated.set(&mut e);
+            } else {
+                e.change_id = Some(e.subject_id.clone());
+                Meaning::ChangeUpdated.set(&mut e);
+            }
             e.branch = feature_branch(
                 git_ref,
                 str_at(self.body, &["repository", "default_branch"])

@@ -221,8 +221,12 @@ fn github_pull_request_other_actions() {
 
 #[test]
 fn github_push_to_a_branch_updates_a_change_at_the_commit_time() {
+    // The fixture creates its branch: edited into a push to an existing one.
+    let pushed = github_edited("push", "with-new-branch.payload.json", |v| {
+        v["created"] = json!(false);
+    });
     assert_eq!(
-        summary(&github("push", "with-new-branch.payload.json")),
+        summary(&pushed),
         "\
 type: dev.cdevents.change.updated.0.2.0
 subject: change / updated
@@ -653,4 +657,40 @@ fn github_pull_requests_and_pushes_record_their_branch_and_pushes_their_first_co
         e.first_commit_at.map(rfc3339).as_deref(),
         Some("2019-05-15T15:19:25Z")
     );
+}
+
+#[test]
+fn github_push_creating_a_branch_is_branch_created_with_its_first_commit() {
+    let e = github("push", "with-new-branch.payload.json");
+    assert_eq!(e.event_type, "dev.cdevents.branch.created.0.2.0");
+    assert_eq!(e.subject_id, "Codertocat/Hello-World@refs/heads/master");
+    assert_eq!(e.change_id, None);
+    // A feature branch created with four commits (a real delivery, `github-extra`).
+    let e = github_text(
+        "push",
+        &read(&fixtures("github-extra").join("push.new_branch.4_commits.json")),
+    );
+    assert_eq!((&*e.subject, &*e.predicate), ("branch", "created"));
+    assert!(
+        e.subject_id.ends_with("@refs/heads/db-branch-3"),
+        "{}",
+        e.subject_id
+    );
+    assert_eq!(e.branch.as_deref(), Some("db-branch-3"));
+    assert_eq!(
+        e.first_commit_at.map(rfc3339).as_deref(),
+        Some("2025-05-21T13:11:42Z"),
+        "the earliest of its four commits, in UTC"
+    );
+}
+
+#[test]
+fn github_pull_request_edited_updates_the_change() {
+    let e = github_edited("pull_request", "opened.payload.json", |v| {
+        v["action"] = json!("edited");
+        v["pull_request"]["updated_at"] = json!("2019-05-15T16:00:00Z");
+    });
+    assert_eq!(e.event_type, "dev.cdevents.change.updated.0.2.0");
+    assert_eq!(e.change_id.as_deref(), Some("Codertocat/Hello-World#2"));
+    assert_eq!(rfc3339(e.time), "2019-05-15T16:00:00Z");
 }

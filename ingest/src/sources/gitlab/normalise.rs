@@ -229,8 +229,10 @@ impl<'a> Delivery<'a> {
         )
     }
 
-    /// A push to a branch is `change.updated` of `<path>@<after>` at the pushed commit's time;
-    /// a branch deletion and a tag push stay as-is.
+    /// A push to a branch is `change.updated` of `<path>@<after>` at the pushed commit's time,
+    /// and a push that creates one `branch.created` of `<path>@<ref>`; both record the branch
+    /// and its earliest commit (not for the default branch). A branch deletion and a tag push
+    /// stay as-is.
     fn push(&self, branch: bool) -> Result<Event, Rejection> {
         let repo = self.repo()?;
         let after = str_at(self.body, &["after"]).ok_or_else(|| {
@@ -253,8 +255,16 @@ impl<'a> Delivery<'a> {
             _ => format!("{repo}@{after}"),
         };
         if branch && !deleted {
-            e.change_id = Some(e.subject_id.clone());
-            Meaning::ChangeUpdated.set(&mut e);
+            // `before` is all zeros when the push creates the branch.
+            let created = str_at(self.body, &["before"])
+                .is_some_and(|b| !b.is_empty() && b.bytes().all(|c| c == b'0'));
+            if created {
+                e.subject_id = format!("{repo}@{}", str_at(self.body, &["ref"]).unwrap_or(after));
+                Meaning::BranchCreated.set(&mut e);
+            } else {
+                e.change_id = Some(e.subject_id.clone());
+                Meaning::ChangeUpdated.set(&mut e);
+            }
             e.branch = feature_branch(
                 str_at(self.body, &["ref"]),
                 str_at(self.body, &["project", "default_branch"]),
@@ -317,7 +327,8 @@ impl<'a> Delivery<'a> {
                 Some(Meaning::TaskRunStarted),
                 &["build_started_at", "build_created_at"],
             ),
-            Some("success" | "failed" | "canceled") => (
+            // A skipped job finished without running, as a skipped pipeline does.
+            Some("success" | "failed" | "canceled" | "skipped") => (
                 Some(Meaning::TaskRunFinished),
                 &["build_finished_at", "build_started_at", "build_created_at"],
             ),

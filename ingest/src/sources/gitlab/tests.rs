@@ -433,3 +433,26 @@ fn gitlab_merge_requests_and_pushes_record_their_branch_and_pushes_their_first_c
         "the earlier of its two commits, in UTC"
     );
 }
+
+#[test]
+fn gitlab_push_creating_a_branch_is_branch_created_and_a_skipped_job_finished() {
+    let e = gitlab_edited("push.json", |v| {
+        v["before"] = json!("0000000000000000000000000000000000000000");
+        v["ref"] = json!("refs/heads/feature");
+    });
+    assert_eq!(e.event_type, "dev.cdevents.branch.created.0.2.0");
+    assert_eq!(e.subject_id, "mike/diaspora@refs/heads/feature");
+    assert_eq!(e.change_id, None);
+    assert_eq!(e.branch.as_deref(), Some("feature"));
+    assert_eq!(
+        gitlab("push.json").event_type,
+        "dev.cdevents.change.updated.0.2.0"
+    );
+    let skipped = gitlab_edited("job.json", |v| {
+        v["build_status"] = json!("skipped");
+        v["build_started_at"] = Value::Null;
+        v["build_finished_at"] = Value::Null;
+    });
+    assert_eq!(skipped.event_type, "dev.cdevents.taskrun.finished.0.2.0");
+    assert_eq!(skipped.outcome.as_deref(), Some("skipped"));
+}
