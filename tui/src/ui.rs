@@ -363,15 +363,16 @@ fn figures(f: &Figures) -> [(&'static str, String, String, Option<Level>); 5] {
         (
             "Change fail",
             pct(f.change_failure_rate.rate),
-            match f.change_failure_rate.failed_deployments {
-                0 => format!(
-                    "{}/{} failed",
-                    f.change_failure_rate.failed, f.change_failure_rate.deployments
-                ),
-                attempts => format!(
-                    "{}/{} failed, {attempts} attempts",
-                    f.change_failure_rate.failed, f.change_failure_rate.deployments
-                ),
+            {
+                let c = &f.change_failure_rate;
+                let mut detail = format!("{}/{} failed", c.failed, c.deployments);
+                if c.reverted > 0 {
+                    detail.push_str(&format!(", {} reverted", c.reverted));
+                }
+                if c.failed_deployments > 0 {
+                    detail.push_str(&format!(", {} attempts", c.failed_deployments));
+                }
+                detail
             },
             f.change_failure_rate.level,
         ),
@@ -387,10 +388,20 @@ fn figures(f: &Figures) -> [(&'static str, String, String, Option<Level>); 5] {
         (
             "Rework",
             pct(f.rework_rate.rate),
-            format!(
-                "{}/{} deploys",
-                f.rework_rate.rework, f.rework_rate.deployments
-            ),
+            {
+                let r = &f.rework_rate;
+                let mut detail = format!("{}/{} deploys", r.rework, r.deployments);
+                // The rules that marked them, when another than DESIGN's did.
+                if r.by_rule.keys().any(|rule| rule != "incident_open") {
+                    let rules: Vec<String> = r
+                        .by_rule
+                        .iter()
+                        .map(|(rule, n)| format!("{rule} {n}"))
+                        .collect();
+                    detail.push_str(&format!(": {}", rules.join(", ")));
+                }
+                detail
+            },
             None,
         ),
     ]

@@ -227,6 +227,9 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     r.lead_time_start = "merged".into();
     r.failure_rules = vec!["incident".into(), "revert".into()];
     r.figures.change_failure_rate.failed_deployments = 3;
+    r.figures.change_failure_rate.reverted = 2;
+    r.figures.rework_rate.by_rule =
+        [("after_failure".to_string(), 2), ("revert".to_string(), 1)].into();
     let mut app = live_app();
     press(&mut app, KeyCode::Char('2'));
     app.update(Msg::Dora {
@@ -241,7 +244,8 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
         "{text}"
     );
     assert!(text.contains("lead time from: merged"), "{text}");
-    assert!(text.contains("3 attempts"), "{text}");
+    assert!(text.contains("2 reverted, 3 attempts"), "{text}");
+    assert!(text.contains("after_failure 2, revert 1"), "{text}");
     // The defaults say nothing.
     let mut app = live_app();
     press(&mut app, KeyCode::Char('2'));

@@ -56,6 +56,7 @@ fn normalise_delivery(row: &Row<'_>, kind: &str, body: &Value) -> Result<Normali
         "deployment" => d.deployment()?,
         "deployment_status" => d.deployment_status()?,
         "release" => d.release()?,
+        "package" | "registry_package" => d.package()?,
         "issues" => d.issues()?,
         _ => d.other(),
     };
@@ -408,6 +409,39 @@ impl<'a> Delivery<'a> {
         Ok(e)
     }
 
+    /// A container image published to a registry (GHCR): `package` and `registry_package`
+    /// `published` are `artifact.published` of the image's OCI purl,
+    /// `pkg:oci/<name>@<digest>?repository_url=<registry>/<namespace>/<name>`; other packages and
+    /// actions stay as-is.
+    fn package(&self) -> Result<Event, Rejection> {
+        let pkg = self.object(self.kind)?;
+        let mut e = self.base();
+        let version = pkg.get("package_version").unwrap_or(&Value::Null);
+        e.url = str_at(version, &["html_url"])
+            .or_else(|| str_at(pkg, &["html_url"]))
+            .map(str::to_string);
+        e.time = self.time(version, &["updated_at", "created_at"]);
+        let container = [&["package_type"][..], &["ecosystem"]].iter().any(|f| {
+            str_at(pkg, f).is_some_and(|t| {
+                t.eq_ignore_ascii_case("container") || t.eq_ignore_ascii_case("docker")
+            })
+        });
+        let digest = str_at(version, &["container_metadata", "tag", "digest"])
+            .or_else(|| str_at(version, &["version"]))
+            .or_else(|| str_at(version, &["name"]))
+            .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"));
+        let name = str_at(pkg, &["name"]);
+        if let (true, Some("published"), Some(name), Some(digest)) =
+            (container, self.action, name, digest)
+        {
+            let artifact = oci_purl(name, digest, str_at(version, &["package_url"]));
+            e.subject_id = artifact.clone();
+            e.artifact_id = Some(artifact);
+            Meaning::ArtifactPublished.set(&mut e);
+        }
+        Ok(e)
+    }
+
     /// An issue labelled `incident`: opened, reopened or labelled `incident` is
     /// `incident.detected`, closed is `incident.resolved`; other issues stay as-is.
     fn issues(&self) -> Result<Event, Rejection> {
@@ -478,4 +512,26 @@ pub(crate) fn collector_trace_id(
     let attempt = run_attempt.and_then(serde_json::Value::as_u64)?;
     let digest = Sha256::digest(format!("{run_id}{attempt}t").as_bytes());
     Some(hex::encode(&digest[..16]))
+}
+
+/// The purl of an OCI image: `pkg:oci/<last segment of name, lower case>@<digest>`, with the
+/// `repository_url` that `package_url` names (`ghcr.io/owner/name:tag` without its tag).
+pub(super) fn oci_purl(name: &str, digest: &str, package_url: Option<&str>) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+    let mut out = format!("pkg:oci/{last}@{}", digest.replace(':', "%3A"));
+    let repository = package_url.map(|u| {
+        let u = u.split('@').next().unwrap_or(u);
+        // A `:` after the last `/` starts the tag (one before it is a registry's port).
+        match (u.rfind(':'), u.rfind('/')) {
+            (Some(colon), Some(slash)) if colon > slash => &u[..colon],
+            _ => u,
+        }
+    });
+    if let Some(repository) = repository.filter(|r| !r.is_empty()) {
+        out.push_str(&format!(
+            "?repository_url={}",
+            repository.to_ascii_lowercase()
+        ));
+    }
+    out
 }

@@ -694,3 +694,74 @@ fn github_pull_request_edited_updates_the_change() {
     assert_eq!(e.change_id.as_deref(), Some("Codertocat/Hello-World#2"));
     assert_eq!(rfc3339(e.time), "2019-05-15T16:00:00Z");
 }
+
+#[test]
+fn github_container_package_published_is_artifact_published_with_its_oci_purl() {
+    // No fixture has a package delivery: the shape of `registry_package` `published` in
+    // GitHub's OpenAPI description (github/rest-api-description, webhook-registry-package-
+    // published), with the values GHCR sends for a container image.
+    let body = |kind: &str, package_type: &str, action: &str| {
+        json!({
+            "action": action,
+            kind: {
+                "id": 4187031,
+                "name": "Hello-World",
+                "namespace": "Codertocat",
+                "ecosystem": "CONTAINER",
+                "package_type": package_type,
+                "html_url": "https://github.com/Codertocat/Hello-World/pkgs/container/hello-world",
+                "created_at": "2026-01-10T09:00:00Z",
+                "updated_at": "2026-01-10T09:05:00Z",
+                "package_version": {
+                    "id": 6220012,
+                    "version": "sha256:2cf3e1bfe07a1c41e8b5c2f3b0b5e7c8d1f9a9b4c3e2d1f0a9b8c7d6e5f4a3b2",
+                    "name": "sha256:2cf3e1bfe07a1c41e8b5c2f3b0b5e7c8d1f9a9b4c3e2d1f0a9b8c7d6e5f4a3b2",
+                    "html_url": "https://github.com/Codertocat/Hello-World/pkgs/container/hello-world/6220012",
+                    "package_url": "ghcr.io/codertocat/hello-world:1.2.0",
+                    "created_at": "2026-01-10T09:00:00Z",
+                    "updated_at": "2026-01-10T09:04:00Z",
+                    "container_metadata": {
+                        "tag": {
+                            "name": "1.2.0",
+                            "digest": "sha256:2cf3e1bfe07a1c41e8b5c2f3b0b5e7c8d1f9a9b4c3e2d1f0a9b8c7d6e5f4a3b2"
+                        }
+                    }
+                },
+                "registry": {"url": "https://ghcr.io/codertocat", "vendor": "GitHub Inc", "type": "docker"}
+            },
+            "repository": {"full_name": "Codertocat/Hello-World", "html_url": "https://github.com/Codertocat/Hello-World"},
+            "sender": {"login": "Codertocat"}
+        })
+        .to_string()
+    };
+    let purl = "pkg:oci/hello-world@sha256%3A2cf3e1bfe07a1c41e8b5c2f3b0b5e7c8d1f9a9b4c3e2d1f0a9b8c7d6e5f4a3b2?repository_url=ghcr.io/codertocat/hello-world";
+    for kind in ["registry_package", "package"] {
+        let e = github_text(kind, &body(kind, "CONTAINER", "published"));
+        assert_eq!(
+            e.event_type, "dev.cdevents.artifact.published.0.2.0",
+            "{kind}"
+        );
+        assert_eq!(e.artifact_id.as_deref(), Some(purl), "{kind}");
+        assert_eq!(e.subject_id, purl);
+        assert_eq!(
+            rfc3339(e.time),
+            "2026-01-10T09:04:00Z",
+            "the version's time"
+        );
+        assert_eq!(e.repository.as_deref(), Some("Codertocat/Hello-World"));
+    }
+    // An npm package, or another action, stays as-is.
+    let npm = github_text(
+        "package",
+        &body("package", "npm", "published").replace("CONTAINER", "npm"),
+    );
+    assert_eq!(npm.event_type, "github.package.published");
+    assert_eq!(npm.artifact_id, None);
+    let updated = github_text("package", &body("package", "CONTAINER", "updated"));
+    assert_eq!(updated.event_type, "github.package.updated");
+    // A registry with a port: the colon before the last `/` is no tag.
+    assert_eq!(
+        super::normalise::oci_purl("App", "sha256:ab", Some("registry.local:5000/team/app:v1")),
+        "pkg:oci/app@sha256%3Aab?repository_url=registry.local:5000/team/app"
+    );
+}
