@@ -431,3 +431,76 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// `--max-buffer-mb` bounds what an ingester holds: with the age and row limits out of reach,
+/// each time the buffered payloads reach the bound they are committed and only then
+/// acknowledged; what stays under the bound waits for the next commit (here the graceful stop,
+/// which commits it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buffer_bound_commits_what_it_holds_and_the_rest_waits_for_the_next_commit() {
+    const EVENTS: u64 = 700;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let nats = Nats::start(&dir.path().join("nats"));
+    let js = js(&nats).await;
+    // About 5.3 KB each: a 1 MiB bound holds about 200.
+    let pad = "x".repeat(5_000);
+    let bodies = (0..EVENTS)
+        .map(|i| {
+            (
+                "cdlake.events.cdevents.pipelinerun.finished".to_string(),
+                pipeline_event(i, 3, &pad),
+            )
+        })
+        .collect();
+    publish(&js, bodies).await;
+    let mut ingester = ingest(
+        &store,
+        &nats,
+        &[
+            "--max-age-ms",
+            "3600000",
+            "--max-rows",
+            "1000000",
+            "--max-buffer-mb",
+            "1",
+        ],
+    );
+    // Wait until the acknowledgements stop growing: every bound-triggered commit is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut last = -1.0;
+    let acked = loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = ingester.metric("cdlake_acked_total").await;
+        if now > 0.0 && now == last {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the acknowledgements never settled (last {now}):\n{}",
+            ingester.log()
+        );
+        last = now;
+    };
+    let buffered = ingester.metric("cdlake_buffer_rows").await;
+    eprintln!("acked {acked}, buffered {buffered} of {EVENTS}");
+    assert!(
+        acked >= 400.0,
+        "the 1 MiB bound committed only {acked} of {EVENTS} ~5 KB events (two bounds hold ~400)"
+    );
+    assert!(
+        acked <= (EVENTS - 50) as f64 && buffered >= 50.0,
+        "the tail under the bound was committed without a reason: acked {acked}, buffered {buffered}"
+    );
+    assert_eq!(
+        acked + buffered,
+        EVENTS as f64,
+        "every event acked or buffered"
+    );
+    ingester.terminate();
+    assert_eq!(
+        sql_u64(&store, "SELECT count(*) AS n FROM events"),
+        EVENTS,
+        "the graceful stop commits the tail"
+    );
+}
