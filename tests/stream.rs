@@ -504,3 +504,43 @@ async fn the_buffer_bound_commits_what_it_holds_and_the_rest_waits_for_the_next_
         "the graceful stop commits the tail"
     );
 }
+
+/// Progress acks: events that wait in the buffer longer than the consumer's ack wait (30 s)
+/// are kept alive, not redelivered, and acknowledged once committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_buffered_past_the_ack_wait_are_kept_alive_by_progress_acks() {
+    const EVENTS: u64 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let nats = Nats::start(&dir.path().join("nats"));
+    let js = js(&nats).await;
+    let bodies = (0..EVENTS)
+        .map(|i| {
+            (
+                "cdlake.events.cdevents.pipelinerun.finished".to_string(),
+                pipeline_event(i, 4, ""),
+            )
+        })
+        .collect();
+    publish(&js, bodies).await;
+    // Commit only after 45 s: 15 s past the 30 s ack wait.
+    let started = std::time::Instant::now();
+    let mut ingester = ingest(&store, &nats, &["--max-age-ms", "45000"]);
+    assert!(
+        drained(&js, Duration::from_secs(120)).await,
+        "never committed:\n{}",
+        ingester.log()
+    );
+    let waited = started.elapsed();
+    let redelivered = ingester.metric("cdlake_redelivered_total").await;
+    let acked = ingester.metric("cdlake_acked_total").await;
+    eprintln!("drained after {waited:?}: acked {acked}, redelivered {redelivered}");
+    assert!(
+        waited > Duration::from_secs(30),
+        "committed before the ack wait passed ({waited:?}): nothing to keep alive"
+    );
+    assert_eq!(redelivered, 0.0, "the ack wait lapsed:\n{}", ingester.log());
+    assert_eq!(acked, EVENTS as f64);
+    ingester.terminate();
+    assert_eq!(sql_u64(&store, "SELECT count(*) AS n FROM events"), EVENTS);
+}
