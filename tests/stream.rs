@@ -23,6 +23,21 @@ async fn js(nats: &Nats) -> jetstream::Context {
     js
 }
 
+/// A temporary directory holding a store's path and a running `nats-server` with the stream;
+/// the directory lives as long as the first value.
+async fn broker() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Nats,
+    jetstream::Context,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let nats = Nats::start(&dir.path().join("nats"));
+    let js = js(&nats).await;
+    (dir, store, nats, js)
+}
+
 /// Publish CDEvents the way `cdlake receive` does, awaiting every ack.
 async fn publish(js: &jetstream::Context, bodies: Vec<(String, String)>) {
     for chunk in bodies.chunks(2_000) {
@@ -75,10 +90,7 @@ async fn drained(js: &jetstream::Context, timeout: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_ingesters_lose_nothing_and_store_nothing_twice() {
     const EVENTS: u64 = 200_000;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let nats = Nats::start(&dir.path().join("nats"));
-    let js = js(&nats).await;
+    let (_dir, store, nats, js) = broker().await;
     let bodies: Vec<(String, String)> = (0..EVENTS)
         .map(|i| {
             (
@@ -276,10 +288,7 @@ async fn a_broker_restart_loses_no_acknowledged_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_and_do_not_stall_the_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let nats = Nats::start(&dir.path().join("nats"));
-    let js = js(&nats).await;
+    let (_dir, store, nats, js) = broker().await;
     let mut bodies = vec![
         ("cdlake.events.cdevents.x.y".to_string(), "{\"context\": {not json".to_string()),
         (
@@ -439,10 +448,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_buffer_bound_commits_what_it_holds_and_the_rest_waits_for_the_next_commit() {
     const EVENTS: u64 = 700;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let nats = Nats::start(&dir.path().join("nats"));
-    let js = js(&nats).await;
+    let (_dir, store, nats, js) = broker().await;
     // About 5.3 KB each: a 1 MiB bound holds about 200.
     let pad = "x".repeat(5_000);
     let bodies = (0..EVENTS)
@@ -510,10 +516,7 @@ async fn the_buffer_bound_commits_what_it_holds_and_the_rest_waits_for_the_next_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_buffered_past_the_ack_wait_are_kept_alive_by_progress_acks() {
     const EVENTS: u64 = 100;
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let nats = Nats::start(&dir.path().join("nats"));
-    let js = js(&nats).await;
+    let (_dir, store, nats, js) = broker().await;
     let bodies = (0..EVENTS)
         .map(|i| {
             (

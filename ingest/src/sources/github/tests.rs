@@ -640,11 +640,7 @@ fn github_pull_requests_and_pushes_record_their_branch_and_pushes_their_first_co
     let e = github_edited("push", "with-new-branch.payload.json", |v| {
         v["ref"] = json!("refs/heads/feature");
     });
-    assert_eq!(e.branch.as_deref(), Some("feature"));
-    assert_eq!(
-        e.first_commit_at.map(rfc3339).as_deref(),
-        Some("2019-05-15T15:19:25Z")
-    );
+    assert_branch_and_first_commit(&e, "feature", "2019-05-15T15:19:25Z");
     // An earlier commit GitHub marks as not distinct (pushed before to another branch) is left out.
     let e = github_edited("push", "with-new-branch.payload.json", |v| {
         v["ref"] = json!("refs/heads/feature");
@@ -653,10 +649,7 @@ fn github_pull_requests_and_pushes_record_their_branch_and_pushes_their_first_co
         old["distinct"] = json!(false);
         v["commits"].as_array_mut().unwrap().push(old);
     });
-    assert_eq!(
-        e.first_commit_at.map(rfc3339).as_deref(),
-        Some("2019-05-15T15:19:25Z")
-    );
+    assert_branch_and_first_commit(&e, "feature", "2019-05-15T15:19:25Z");
 }
 
 #[test]
@@ -676,12 +669,8 @@ fn github_push_creating_a_branch_is_branch_created_with_its_first_commit() {
         "{}",
         e.subject_id
     );
-    assert_eq!(e.branch.as_deref(), Some("db-branch-3"));
-    assert_eq!(
-        e.first_commit_at.map(rfc3339).as_deref(),
-        Some("2025-05-21T13:11:42Z"),
-        "the earliest of its four commits, in UTC"
-    );
+    // The earliest of its four commits, in UTC.
+    assert_branch_and_first_commit(&e, "db-branch-3", "2025-05-21T13:11:42Z");
 }
 
 #[test]

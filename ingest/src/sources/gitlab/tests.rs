@@ -426,12 +426,8 @@ fn gitlab_merge_requests_and_pushes_record_their_branch_and_pushes_their_first_c
         "master is the default branch"
     );
     let e = gitlab_edited("push.json", |v| v["ref"] = json!("refs/heads/feature"));
-    assert_eq!(e.branch.as_deref(), Some("feature"));
-    assert_eq!(
-        e.first_commit_at.map(rfc3339).as_deref(),
-        Some("2011-12-12T12:27:31Z"),
-        "the earlier of its two commits, in UTC"
-    );
+    // The earlier of its two commits, in UTC.
+    assert_branch_and_first_commit(&e, "feature", "2011-12-12T12:27:31Z");
 }
 
 #[test]

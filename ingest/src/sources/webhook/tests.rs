@@ -152,6 +152,21 @@ pub(in crate::sources) fn json_of(path: &Path) -> Value {
     serde_json::from_str(&read(path)).expect("fixture is JSON")
 }
 
+/// A push's recorded branch and earliest commit time (RFC 3339, UTC).
+pub(in crate::sources) fn assert_branch_and_first_commit(
+    e: &Event,
+    branch: &str,
+    first_commit: &str,
+) {
+    assert_eq!(e.branch.as_deref(), Some(branch), "{}", e.subject_id);
+    assert_eq!(
+        e.first_commit_at.map(rfc3339).as_deref(),
+        Some(first_commit),
+        "{}",
+        e.subject_id
+    );
+}
+
 pub(in crate::sources) fn rfc3339(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .expect("time in range")
