@@ -9,21 +9,9 @@ use support::*;
 
 const TOKEN: &str = "t0ken";
 
+/// `cdlake standalone` with the token set (its Postgres port open too, unused here).
 fn start(store: &std::path::Path, extra: &[&str]) -> Service {
-    let store = store.to_str().unwrap().to_string();
-    let mut args = vec![
-        "standalone",
-        "--store",
-        &store,
-        "--listen",
-        "127.0.0.1:0",
-        "--pg-listen",
-        "off",
-        "--token",
-        TOKEN,
-    ];
-    args.extend_from_slice(extra);
-    Service::spawn(&args)
+    standalone(store, &[&["--token", TOKEN][..], extra].concat())
 }
 
 async fn post_sql(svc: &Service, sql: &str, accept: &str) -> reqwest::Response {

@@ -594,7 +594,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
             delivered = if by_delivery {
                 "delivered AS (
                SELECT d.service, d.seq,
-                      bool_or(c.revert AND c.merged_at IS NOT NULL) AS delivers_revert,
+                      bool_or(c.revert) AS delivers_revert,
                       bool_or(c.hotfix) AS delivers_hotfix
                FROM dora_change_deliveries cd
                JOIN changes c ON c.change_id = cd.change_id

@@ -392,13 +392,8 @@ fn figures(f: &Figures) -> [(&'static str, String, String, Option<Level>); 5] {
                 let r = &f.rework_rate;
                 let mut detail = format!("{}/{} deploys", r.rework, r.deployments);
                 // The rules that marked them, when another than DESIGN's did.
-                if r.by_rule.keys().any(|rule| rule != "incident_open") {
-                    let rules: Vec<String> = r
-                        .by_rule
-                        .iter()
-                        .map(|(rule, n)| format!("{rule} {n}"))
-                        .collect();
-                    detail.push_str(&format!(": {}", rules.join(", ")));
+                if let Some(rules) = r.rules() {
+                    detail.push_str(&format!(": {rules}"));
                 }
                 detail
             },

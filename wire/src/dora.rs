@@ -180,24 +180,30 @@ impl ReworkRate {
     /// under the default rule, else the count by rule (`3 of 5 deployments: after_failure 2,
     /// incident_open 1`).
     pub fn basis(&self) -> String {
-        let only_incidents = self.by_rule.keys().all(|rule| rule == "incident_open");
-        if only_incidents {
-            return format!(
+        match self.rules() {
+            None => format!(
                 "{} of {} deployments during an open incident",
                 self.rework, self.deployments
-            );
+            ),
+            Some(rules) => format!(
+                "{} of {} deployments: {rules}",
+                self.rework, self.deployments
+            ),
+        }
+    }
+
+    /// The count by rule (`after_failure 2, incident_open 1`), when a rule other than DESIGN's
+    /// `incident_open` marked some; `None` otherwise.
+    pub fn rules(&self) -> Option<String> {
+        if self.by_rule.keys().all(|rule| rule == "incident_open") {
+            return None;
         }
         let rules: Vec<String> = self
             .by_rule
             .iter()
             .map(|(rule, n)| format!("{rule} {n}"))
             .collect();
-        format!(
-            "{} of {} deployments: {}",
-            self.rework,
-            self.deployments,
-            rules.join(", ")
-        )
+        Some(rules.join(", "))
     }
 }
 
