@@ -3,10 +3,14 @@
 //! Everything DORA needs is a view, so a definition and its answer can be checked in SQL
 //! (`tests/slt/*.slt`) and queried by users and dashboards:
 //!
-//! - `events_unique`: `events` de-duplicated by identity (event_source, event_id), the earliest
-//!   stored copy winning. The pipeline views read it.
-//! - `report_events`: the same for the DORA subjects (service, incident, change, artifact, branch,
-//!   and GitHub's `deployment_status` and GitLab's `deployment` attempts), without the payload. The DORA views read it, so it can be computed once per statement.
+//! - `events_unique`: `events` itself, kept for the queries and dashboards that name it. Identity
+//!   (event_source, event_id) is unique in `events` as an invariant of the store (every cdlake
+//!   writer checks the identities of its date partition before it commits, and a duplicate
+//!   carries the same event time, so the same partition); compaction removes any duplicate a
+//!   writer that checks nothing committed. No view de-duplicates the history at query time.
+//! - `report_events`: the events of the DORA subjects (service, incident, change, artifact,
+//!   branch, and GitHub's `deployment_status` and GitLab's `deployment` attempts), without the
+//!   payload. The DORA views read it, so it can be computed once per statement.
 //! - `deployment_failures`: production and other deployment attempts that failed (GitHub
 //!   `deployment_status` failure or error, GitLab deployment failed), apart from deployments.
 //! - `deployments`, `changes`, `artifacts`, `artifact_changes`, `incidents`, `pipeline_runs`,
@@ -78,28 +82,19 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("deployment_failures", &["deployment_status", "deployment"]),
 ];
 
-/// `events` of the given subjects de-duplicated by identity, without the payload: the
-/// definition of `report_events` (with every one of [`REPORT_SUBJECTS`]).
+/// `events` of the given subjects without the payload: the definition of `report_events` (with
+/// every one of [`REPORT_SUBJECTS`]). Identities are unique in `events` (see the module's
+/// documentation), so nothing is de-duplicated here.
 pub fn report_events_sql(subjects: &[&str]) -> String {
     let subjects: Vec<String> = subjects.iter().map(|s| format!("'{s}'")).collect();
     format!(
-        "SELECT {report_cols}, date FROM (
-           SELECT {inner}, date,
-                  row_number() OVER (PARTITION BY event_source, event_id ORDER BY ingested_at, date) AS copy_rank
-           FROM events WHERE subject IN ({subjects}))
-         WHERE copy_rank = 1",
+        "SELECT {report_cols}, date FROM events WHERE subject IN ({subjects})",
         report_cols = EVENT_COLUMNS
             .iter()
             .map(|&c| match c {
                 "payload" => "CAST(NULL AS VARCHAR) AS payload",
                 c => c,
             })
-            .collect::<Vec<_>>()
-            .join(", "),
-        inner = EVENT_COLUMNS
-            .iter()
-            .copied()
-            .filter(|&c| c != "payload")
             .collect::<Vec<_>>()
             .join(", "),
         subjects = subjects.join(", "),
@@ -256,16 +251,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     let cols = EVENT_COLUMNS.join(", ");
     let mut v: Vec<(&'static str, String)> = Vec::new();
 
-    v.push((
-        "events_unique",
-        format!(
-            "SELECT {cols}, date FROM (
-               SELECT {cols}, date,
-                      row_number() OVER (PARTITION BY event_source, event_id ORDER BY ingested_at, date) AS copy_rank
-               FROM events)
-             WHERE copy_rank = 1"
-        ),
-    ));
+    v.push(("events_unique", format!("SELECT {cols}, date FROM events")));
 
     v.push(("report_events", report_events_sql(REPORT_SUBJECTS)));
 

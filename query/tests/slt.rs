@@ -11,8 +11,9 @@
 //! builds each line into a real CDEvent (spec 0.5.1 by default; keys: id, source, spec, env,
 //! artifact, service, repo, change, team, pipeline, run, task, outcome) and ingests it through
 //! the real ingest path. `EVENTS unchecked` writes the lines as a Parquet file and commits it
-//! directly, past cdlake's de-duplication (as a writer that checks no identities could), to
-//! prove the views de-duplicate.
+//! directly, past cdlake's de-duplication (as a writer that checks no identities could), and
+//! `COMPACT` compacts `events` as `cdlake compact` does: together they show what such a writer
+//! does to the answers, and that compaction restores the identity invariant.
 //!
 //! ```text
 //! statement ok
@@ -33,6 +34,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cdlake_ingest::compact::{CompactOptions, compact_table};
 use cdlake_ingest::envelope::Envelope;
 use cdlake_ingest::parquet::{EncodeOptions, encode, writer_properties};
 use cdlake_ingest::sources;
@@ -175,6 +177,22 @@ impl Db {
             );
         }
         self.engine.as_ref().ok_or_else(|| err("no engine"))
+    }
+
+    /// Compact `events` as `cdlake compact` does, merging any partition of two files or more.
+    async fn compact(&mut self) -> Result<(), HarnessError> {
+        let log = TableLog::open(&self.store, Table::Events)
+            .await
+            .map_err(err)?;
+        let options = CompactOptions {
+            min_files: 2,
+            ..CompactOptions::default()
+        };
+        compact_table(&self.store, &log, &options, |_, _| {})
+            .await
+            .map_err(err)?;
+        self.engine = None;
+        Ok(())
     }
 
     async fn events(&mut self, header: &str, body: &str) -> Result<(), HarnessError> {
@@ -360,6 +378,10 @@ impl sqllogictest::AsyncDB for Db {
         if let Some(rest) = trimmed.strip_prefix("WEBHOOK") {
             let (provider, body) = rest.split_once('\n').unwrap_or((rest, ""));
             self.webhooks(provider.trim(), body).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if trimmed.trim_end() == "COMPACT" {
+            self.compact().await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         if let Some(toml) = trimmed.strip_prefix("CONFIG") {
