@@ -181,6 +181,8 @@ def main():
     ap.add_argument("--production", help="the production pattern (given to both)")
     ap.add_argument("--repeat", type=int, default=0, help="time each process, best of N (0: compare only)")
     ap.add_argument("--allow-differences", action="store_true", help="exit 0 even when values differ")
+    ap.add_argument("--assume-unique", action="store_true",
+                    help="the baseline trusts the store's identity invariant (no de-duplication), as cdlake does")
     a = ap.parse_args()
 
     store = os.path.abspath(a.store)
@@ -196,7 +198,8 @@ def main():
     for name, by in reports[a.by]:
         label = f"{name} ({(t_to - t_from) / timedelta(days=1):g} days)"
         c_cmd = [a.cdlake, "dora", "--store", store, *prod, *window, *by, "--format", "json"]
-        b_cmd = [a.python, str(HERE / "baseline_duckdb.py"), "--store", store, *prod, *window, *by]
+        unique = ["--assume-unique"] if a.assume_unique else []
+        b_cmd = [a.python, str(HERE / "baseline_duckdb.py"), "--store", store, *prod, *window, *by, *unique]
         c_s, c_kb, c_out = best_of(a.repeat, c_cmd)
         b_s, b_kb, b_out = best_of(a.repeat, b_cmd)
         if a.repeat > 0:

@@ -323,12 +323,41 @@ fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionContext {
 }
 
 async fn define_views(ctx: &SessionContext, config: &Config, skip: &[&str]) -> Result<()> {
+    define_views_holding(ctx, config, skip, &[]).await
+}
+
+/// [`define_views`], computing each of the views named in `held` once, as it is defined, and
+/// holding its rows in memory under its name: the views defined after it read those rows.
+async fn define_views_holding(
+    ctx: &SessionContext,
+    config: &Config,
+    skip: &[&str],
+    held: &[&str],
+) -> Result<()> {
     let options = config
         .dora
         .options()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
     for (name, body) in views::definitions_with(&config.production, options) {
         if skip.contains(&name) {
+            continue;
+        }
+        if held.contains(&name) {
+            let df = ctx
+                .sql(&body)
+                .await
+                .map_err(|e| Error::internal("defining the views", e))?;
+            // The physical plan's schema, which its batches carry (the logical one may differ
+            // in nullability).
+            let plan = df
+                .create_physical_plan()
+                .await
+                .map_err(|e| Error::from_datafusion(e, &config.limits))?;
+            let schema = plan.schema();
+            let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+                .await
+                .map_err(|e| Error::from_datafusion(e, &config.limits))?;
+            ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
             continue;
         }
         ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
@@ -377,13 +406,24 @@ impl Engine {
     /// `report_events` (deployments and attempts, incidents, changes, artifacts; without
     /// payloads) is
     /// computed once and held in memory for the statement, under the same view definitions.
+    ///
+    /// The report's statements also share views (`changes` is read by four of them,
+    /// `dora_deployments` and `dora_change_deliveries` by two each): those in
+    /// [`views::REPORT_HELD_VIEWS`] are computed once for the whole report, as it starts.
     pub(crate) async fn for_report(&self) -> Result<Engine> {
-        self.for_subjects(views::REPORT_SUBJECTS).await
+        self.holding(views::REPORT_SUBJECTS, views::REPORT_HELD_VIEWS)
+            .await
     }
 
     /// [`Engine::for_report`] holding only `subjects` in `report_events`: enough for a
     /// statement whose views read only those (see [`report_subjects`]).
     pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
+        self.holding(subjects, &[]).await
+    }
+
+    /// An engine holding `report_events` (of `subjects`) and the views named in `held` in
+    /// memory, computed once.
+    async fn holding(&self, subjects: &[&str], held: &[&str]) -> Result<Engine> {
         let rows = self.internal(&views::report_events_sql(subjects)).await?;
         let ctx = new_session(self.ctx.runtime_env(), &self.config);
         for name in TABLES.iter().map(|t| t.dir()).chain(["teams"]) {
@@ -396,7 +436,7 @@ impl Engine {
         }
         let unique = MemTable::try_new(rows.schema, vec![rows.batches])?;
         ctx.register_table("report_events", Arc::new(unique))?;
-        define_views(&ctx, &self.config, &["report_events"]).await?;
+        define_views_holding(&ctx, &self.config, &["report_events"], held).await?;
         // The catalog Postgres clients read, when the base session has one.
         let catalog = self
             .ctx

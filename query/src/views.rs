@@ -82,6 +82,18 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("deployment_failures", &["deployment_status", "deployment"]),
 ];
 
+/// The views the DORA report computes once and holds for all its statements
+/// ([`crate::Engine::dora`]): each is read by several of its statements or other views.
+pub const REPORT_HELD_VIEWS: &[&str] = &[
+    "changes",
+    "artifact_changes",
+    "artifacts",
+    "deployments",
+    "incidents",
+    "dora_change_deliveries",
+    "dora_deployments",
+];
+
 /// `events` of the given subjects without the payload: the definition of `report_events` (with
 /// every one of [`REPORT_SUBJECTS`]). Identities are unique in `events` (see the module's
 /// documentation), so nothing is de-duplicated here.
