@@ -520,6 +520,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
     };
     let queries = report_queries(req);
     let engine = &engine.for_report().await?;
+    let started = std::time::Instant::now();
     let deps = deployments(engine, &queries.deployments).await?;
     let dels = deliveries(engine, &queries.deliveries).await?;
     let incs = incidents(engine, &queries.incidents).await?;
@@ -537,6 +538,11 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
             .filter(|i| i.detected.is_none() && i.resolved.is_some_and(|r| w.contains(r)))
             .count() as u64,
     };
+
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "Ran the report's statements over the views held."
+    );
 
     let compute = |key: Key| -> BTreeMap<String, Figures> {
         let mut dep_groups: BTreeMap<String, Vec<&Deployment>> = BTreeMap::new();

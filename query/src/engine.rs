@@ -343,6 +343,7 @@ async fn define_views_holding(
             continue;
         }
         if held.contains(&name) {
+            let started = std::time::Instant::now();
             let df = ctx
                 .sql(&body)
                 .await
@@ -357,6 +358,12 @@ async fn define_views_holding(
             let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
                 .await
                 .map_err(|e| Error::from_datafusion(e, &config.limits))?;
+            tracing::debug!(
+                view = name,
+                rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                seconds = started.elapsed().as_secs_f64(),
+                "Computed a view once for the statement."
+            );
             ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
             continue;
         }
@@ -411,20 +418,36 @@ impl Engine {
     /// `dora_deployments` and `dora_change_deliveries` by two each): those in
     /// [`views::REPORT_HELD_VIEWS`] are computed once for the whole report, as it starts.
     pub(crate) async fn for_report(&self) -> Result<Engine> {
-        self.holding(views::REPORT_SUBJECTS, views::REPORT_HELD_VIEWS)
-            .await
+        self.holding(
+            views::REPORT_SUBJECTS,
+            views::REPORT_HELD_VIEWS,
+            views::REPORT_UNREAD_COLUMNS,
+        )
+        .await
     }
 
     /// [`Engine::for_report`] holding only `subjects` in `report_events`: enough for a
     /// statement whose views read only those (see [`report_subjects`]).
     pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
-        self.holding(subjects, &[]).await
+        self.holding(subjects, &[], &[]).await
     }
 
-    /// An engine holding `report_events` (of `subjects`) and the views named in `held` in
-    /// memory, computed once.
-    async fn holding(&self, subjects: &[&str], held: &[&str]) -> Result<Engine> {
-        let rows = self.internal(&views::report_events_sql(subjects)).await?;
+    /// An engine holding `report_events` (of `subjects`, without the columns in `omit`) and
+    /// the views named in `held` in memory, computed once.
+    async fn holding(&self, subjects: &[&str], held: &[&str], omit: &[&str]) -> Result<Engine> {
+        let started = std::time::Instant::now();
+        let rows = self
+            .internal(&views::report_events_sql_without(subjects, omit))
+            .await?;
+        tracing::debug!(
+            rows = rows
+                .batches
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>(),
+            seconds = started.elapsed().as_secs_f64(),
+            "Read report_events once for the statement."
+        );
         let ctx = new_session(self.ctx.runtime_env(), &self.config);
         for name in TABLES.iter().map(|t| t.dir()).chain(["teams"]) {
             let provider = self

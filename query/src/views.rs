@@ -98,11 +98,34 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
 /// every one of [`REPORT_SUBJECTS`]). Identities are unique in `events` (see the module's
 /// documentation), so nothing is de-duplicated here.
 pub fn report_events_sql(subjects: &[&str]) -> String {
+    report_events_sql_without(subjects, &[])
+}
+
+/// The columns of `events` that no DORA view reads: the report holds `report_events` without
+/// them ([`report_events_sql_without`]), so it decodes and keeps less. A view that came to read
+/// one would fail to be defined over the report's rows, not read NULLs.
+pub const REPORT_UNREAD_COLUMNS: &[&str] = &[
+    "event_type",
+    "spec_version",
+    "ingested_at",
+    "pipeline",
+    "run_id",
+    "trace_id",
+    "span_id",
+    "chain_id",
+    "task",
+    "attempt",
+];
+
+/// [`report_events_sql`] without the columns in `omit` (and without `payload` at all when
+/// `omit` is not empty).
+pub fn report_events_sql_without(subjects: &[&str], omit: &[&str]) -> String {
     let subjects: Vec<String> = subjects.iter().map(|s| format!("'{s}'")).collect();
     format!(
         "SELECT {report_cols}, date FROM events WHERE subject IN ({subjects})",
         report_cols = EVENT_COLUMNS
             .iter()
+            .filter(|c| !omit.contains(c) && (omit.is_empty() || **c != "payload"))
             .map(|&c| match c {
                 "payload" => "CAST(NULL AS VARCHAR) AS payload",
                 c => c,
