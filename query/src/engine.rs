@@ -213,11 +213,37 @@ impl Engine {
 
     /// The engine `statement` runs on: for a statement reading the DORA views, one holding the
     /// rows they share computed once ([`Engine::for_subjects`]).
+    ///
+    /// A query (not an `EXPLAIN`, whose plan should show the views) also gets the views of
+    /// [`views::REPORT_HELD_VIEWS`] it reads, directly or through other views, computed once
+    /// as the report does; and, unless it names `report_events` itself, `report_events`
+    /// without the columns no DORA view reads.
     pub async fn engine_for(&self, statement: &DfStatement) -> Result<Engine> {
-        match report_subjects(&guard::relations(statement)) {
-            Some(subjects) => self.for_subjects(&subjects).await,
-            None => Ok(self.clone()),
+        let relations = guard::relations(statement);
+        let Some(subjects) = report_subjects(&relations) else {
+            return Ok(self.clone());
+        };
+        if matches!(statement, DfStatement::Explain(_)) {
+            return self.for_subjects(&subjects).await;
         }
+        let options = self
+            .config
+            .dora
+            .options()
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let definitions = views::definitions_with(&self.config.production, options);
+        let reached = views::reachable(&definitions, &relations);
+        let held: Vec<&str> = views::REPORT_HELD_VIEWS
+            .iter()
+            .copied()
+            .filter(|v| reached.contains(v))
+            .collect();
+        let omit: &[&str] = if relations.iter().any(|r| r == "report_events") {
+            &[]
+        } else {
+            views::REPORT_UNREAD_COLUMNS
+        };
+        self.holding(&subjects, &held, omit).await
     }
 
     /// Plan a checked statement and check the plan is read-only.

@@ -94,6 +94,41 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
     "dora_deployments",
 ];
 
+/// The views among `definitions` that `relations` read, directly or through other views (a
+/// view reads another when its definition names it as a word; a false positive only costs a
+/// statement a view computed that it did not need).
+pub fn reachable(
+    definitions: &[(&'static str, String)],
+    relations: &[String],
+) -> Vec<&'static str> {
+    let mut reached: Vec<&'static str> = Vec::new();
+    let mut todo: Vec<&str> = relations.iter().map(String::as_str).collect();
+    while let Some(name) = todo.pop() {
+        let Some((view, body)) = definitions.iter().find(|(v, _)| *v == name) else {
+            continue;
+        };
+        if reached.contains(view) {
+            continue;
+        }
+        reached.push(view);
+        for (other, _) in definitions {
+            if other != view && !reached.contains(other) && names_word(body, other) {
+                todo.push(other);
+            }
+        }
+    }
+    reached
+}
+
+/// Whether `text` holds `word` with no identifier character on either side.
+fn names_word(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(i, _)| {
+        !text[..i].chars().next_back().is_some_and(is_ident)
+            && !text[i + word.len()..].chars().next().is_some_and(is_ident)
+    })
+}
+
 /// `events` of the given subjects without the payload: the definition of `report_events` (with
 /// every one of [`REPORT_SUBJECTS`]). Identities are unique in `events` (see the module's
 /// documentation), so nothing is de-duplicated here.
@@ -824,4 +859,44 @@ pub fn names() -> Vec<&'static str> {
         .into_iter()
         .map(|(n, _)| n)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reached(names: &[&str]) -> Vec<&'static str> {
+        let definitions = definitions(cdlake_schemas::DEFAULT_PRODUCTION_PATTERN);
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut r = reachable(&definitions, &names);
+        r.sort_unstable();
+        r
+    }
+
+    #[test]
+    fn a_statement_reaches_the_views_its_views_read() {
+        assert_eq!(
+            reached(&["dora_changes"]),
+            [
+                "artifact_changes",
+                "artifacts",
+                "changes",
+                "deployments",
+                "dora_change_deliveries",
+                "dora_changes",
+                "report_events",
+            ]
+        );
+        assert_eq!(reached(&["incidents"]), ["incidents", "report_events"]);
+        // Tables and unknown names reach nothing.
+        assert!(reached(&["events", "spans", "nothing"]).is_empty());
+    }
+
+    #[test]
+    fn a_view_name_inside_another_name_is_not_a_reference() {
+        assert!(names_word("FROM changes c", "changes"));
+        assert!(names_word("(changes)", "changes"));
+        assert!(!names_word("FROM dora_changes", "changes"));
+        assert!(!names_word("FROM changes_2", "changes"));
+    }
 }
