@@ -6,6 +6,7 @@ pub(crate) mod dora;
 pub(crate) mod import;
 pub(crate) mod ingest;
 pub(crate) mod migrate;
+pub(crate) mod rebuild;
 pub(crate) mod receive;
 pub(crate) mod serve;
 pub(crate) mod sql;

@@ -41,6 +41,9 @@ enum Command {
     Compact(commands::compact::Args),
     /// Convert a store written before the tables became Delta Lake tables, in place.
     Migrate(commands::migrate::Args),
+    /// Derive the read models from `events` now (also done by `demo`, `serve` and
+    /// `standalone`): answers read them where they are current and `events` elsewhere.
+    Rebuild(commands::rebuild::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Tui(_) => "cdlake-tui",
         Command::Compact(_) => "cdlake-compact",
         Command::Migrate(_) => "cdlake-migrate",
+        Command::Rebuild(_) => "cdlake-rebuild",
     };
     // Dropped last: flushes the OTLP exporters after the runtime is gone.
     let _telemetry = telemetry::init(service);
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
             Command::Tui(args) => commands::tui::run(args).await,
             Command::Compact(args) => commands::compact::run(args).await,
             Command::Migrate(args) => commands::migrate::run(args).await,
+            Command::Rebuild(args) => commands::rebuild::run(args).await,
         }
     });
     drop(runtime);

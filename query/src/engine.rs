@@ -40,6 +40,9 @@ pub struct Engine {
     ctx: SessionContext,
     config: Arc<Config>,
     runtime: Arc<QueryRuntime>,
+    /// The store and its `events` log, for the read models ([`crate::read_model`]).
+    store: Store,
+    events: Arc<TableLog>,
     /// The store's root as the engine sees it, hidden from what users read (`EXPLAIN`).
     root: Arc<str>,
 }
@@ -98,7 +101,8 @@ impl Engine {
             AsOf::Version(_) => AsOf::Time(events.committed_at().await?),
             other => other,
         };
-        let mut logs = vec![Arc::new(events)];
+        let events = Arc::new(events);
+        let mut logs = vec![events.clone()];
         for table in [Table::DeadLetters, Table::Spans] {
             logs.push(Arc::new(TableLog::open_as_of(store, table, others).await?));
         }
@@ -113,6 +117,8 @@ impl Engine {
             .map_err(|e| Error::internal("starting the query runtime", e))?;
         Ok(Self {
             ctx,
+            store: store.clone(),
+            events,
             root: Arc::from(store.root_url().path().trim_end_matches('/')),
             config: Arc::new(config),
             runtime: Arc::new(runtime),
@@ -336,7 +342,7 @@ impl Engine {
 
 /// A session with cdlake's settings and rules: the `cdlake.public` schema, with
 /// `information_schema`, and the bounded functions.
-fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionContext {
+pub(crate) fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionContext {
     let session = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("cdlake", "public")
@@ -462,9 +468,26 @@ impl Engine {
     /// the views named in `held` in memory, computed once.
     async fn holding(&self, subjects: &[&str], held: &[&str], omit: &[&str]) -> Result<Engine> {
         let started = std::time::Instant::now();
-        let rows = self
-            .internal(&views::report_events_sql_without(subjects, omit))
+        // The narrow rows are what the read model holds: read them through it.
+        let rows = if omit == views::REPORT_UNREAD_COLUMNS {
+            let (rows, stats) = crate::read_model::read(
+                &self.store,
+                &self.events,
+                self.ctx.runtime_env(),
+                &self.config,
+                subjects,
+            )
             .await?;
+            tracing::debug!(
+                months_held = stats.months_held,
+                months_read = stats.months_read,
+                "Read report_events through its read model."
+            );
+            rows
+        } else {
+            self.internal(&views::report_events_sql_without(subjects, omit))
+                .await?
+        };
         tracing::debug!(
             rows = rows
                 .batches
@@ -505,6 +528,8 @@ impl Engine {
             config: self.config.clone(),
             runtime: self.runtime.clone(),
             root: self.root.clone(),
+            store: self.store.clone(),
+            events: self.events.clone(),
         })
     }
 }

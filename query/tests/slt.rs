@@ -39,7 +39,7 @@ use cdlake_ingest::envelope::Envelope;
 use cdlake_ingest::parquet::{EncodeOptions, encode, writer_properties};
 use cdlake_ingest::sources;
 use cdlake_ingest::{Ingester, IngesterConfig};
-use cdlake_query::{Config, DoraRequest, Engine};
+use cdlake_query::{Config, DoraRequest, Engine, read_model};
 use cdlake_schemas::event::events_to_batch;
 use cdlake_schemas::lake::{Change, CommitKind, NewFile, TableLog};
 use cdlake_schemas::paths::{DataFilePath, Table};
@@ -68,6 +68,8 @@ struct Db {
     config: Config,
     engine: Option<Engine>,
     seq: usize,
+    /// Bring the read models up to date after every write, so the answers come from them.
+    read_model: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -164,8 +166,27 @@ impl Db {
             config: Config::default(),
             engine: None,
             seq: 0,
+            read_model: false,
             _dir: dir,
         }
+    }
+
+    /// After a write, when the file runs over the read models: derive them, and check that
+    /// every month of `events` is now answered from them.
+    async fn after_write(&mut self) -> Result<(), HarnessError> {
+        if !self.read_model {
+            return Ok(());
+        }
+        read_model::refresh_store(&self.store, &self.config, |_, _| {})
+            .await
+            .map_err(err)?;
+        let coverage = read_model::coverage(&self.store).await.map_err(err)?;
+        if coverage.months_read > 0 || coverage.months_held == 0 {
+            return Err(err(format!(
+                "after a rebuild the read model should hold every month: {coverage:?}"
+            )));
+        }
+        Ok(())
     }
 
     async fn engine(&mut self) -> Result<&Engine, HarnessError> {
@@ -373,15 +394,18 @@ impl sqllogictest::AsyncDB for Db {
         if trimmed.starts_with("EVENTS") {
             let (header, body) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
             self.events(header, body).await?;
+            self.after_write().await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         if let Some(rest) = trimmed.strip_prefix("WEBHOOK") {
             let (provider, body) = rest.split_once('\n').unwrap_or((rest, ""));
             self.webhooks(provider.trim(), body).await?;
+            self.after_write().await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         if trimmed.trim_end() == "COMPACT" {
             self.compact().await?;
+            self.after_write().await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         if let Some(toml) = trimmed.strip_prefix("CONFIG") {
@@ -450,10 +474,27 @@ async fn sqllogictest_files() {
         "expected the DORA .slt files, found {files:?}"
     );
     let mut failures = Vec::new();
-    for file in files {
-        let mut runner = sqllogictest::Runner::new(|| async { Ok::<_, HarnessError>(Db::new()) });
-        if let Err(e) = runner.run_file_async(&file).await {
-            failures.push(format!("{}:\n{}", file.display(), e.display(true)));
+    // Every file twice: answered from `events`, and from the read models brought up to date
+    // after every write. Both must give the hand-computed answers.
+    for read_model in [false, true] {
+        for file in &files {
+            let mut runner = sqllogictest::Runner::new(|| async move {
+                let mut db = Db::new();
+                db.read_model = read_model;
+                Ok::<_, HarnessError>(db)
+            });
+            if let Err(e) = runner.run_file_async(file).await {
+                let over = if read_model {
+                    "the read models"
+                } else {
+                    "events"
+                };
+                failures.push(format!(
+                    "{} (over {over}):\n{}",
+                    file.display(),
+                    e.display(true)
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

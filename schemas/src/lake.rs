@@ -442,6 +442,20 @@ impl TableLog {
         self.refresh().await
     }
 
+    /// The newest snapshot (the pinned one for a pinned table) with its index, the two taken
+    /// together: a reader that chooses files by the index reads exactly that snapshot.
+    pub async fn refreshed_snapshot(&self) -> Result<(Arc<FileIndex>, EagerSnapshot)> {
+        self.refresh().await?;
+        let state = self.state.lock().await;
+        let snapshot = state
+            .delta
+            .snapshot()
+            .map_err(|e| self.delta_err(e))?
+            .snapshot()
+            .clone();
+        Ok((state.index.clone(), snapshot))
+    }
+
     /// The loaded snapshot, for a query engine's table provider.
     pub async fn snapshot(&self) -> Result<EagerSnapshot> {
         let state = self.state.lock().await;

@@ -52,6 +52,7 @@ pub(crate) struct QueryFront {
 
 pub(crate) async fn query_front(store: &Store, config: Config) -> anyhow::Result<QueryFront> {
     let request_limit = request_timeout(config.limits.query_timeout_secs);
+    super::rebuild::spawn_background(store.clone(), config.clone());
     let engine = Engine::open(store, config).await?;
     let routes = cdlake_query::http::router(engine.clone(), store.clone());
     let gauges = DoraGauges::new(engine.clone());

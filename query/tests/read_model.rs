@@ -1,0 +1,249 @@
+//! The `report_events` read model answers exactly as `events` does, also when some months are
+//! current and others are not (a late event, a compaction, a file gone): the report from a
+//! store with the read model equals the report after the read model is deleted.
+
+use cdlake_ingest::compact::{CompactOptions, compact_table};
+use cdlake_ingest::{Ingester, IngesterConfig};
+use cdlake_query::read_model::{self, PREFIX, ReadStats};
+use cdlake_query::{Config, DoraRequest, Engine, GroupBy};
+use cdlake_schemas::Origin;
+use cdlake_schemas::lake::TableLog;
+use cdlake_schemas::paths::Table;
+use cdlake_schemas::store::Store;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+fn event(id: &str, ty: &str, subject: &str, time: &str, content: Value) -> String {
+    json!({
+        "context": {
+            "specversion": "0.5.1",
+            "id": id,
+            "source": "/read-model-test",
+            "type": format!("dev.cdevents.{ty}.0.3.0"),
+            "timestamp": time,
+        },
+        "subject": {"id": subject, "content": content},
+    })
+    .to_string()
+}
+
+fn deployed(id: &str, service: &str, time: &str, artifact: &str) -> String {
+    event(
+        id,
+        "service.deployed",
+        service,
+        time,
+        json!({"environment": {"id": "production"}, "artifactId": artifact}),
+    )
+}
+
+fn incident(id: &str, incident: &str, service: &str, time: &str) -> String {
+    event(
+        id,
+        "incident.detected",
+        incident,
+        time,
+        json!({"environment": {"id": "production"}, "service": {"id": service}}),
+    )
+}
+
+fn merged(id: &str, change: &str, time: &str) -> String {
+    event(
+        id,
+        "change.merged",
+        change,
+        time,
+        json!({"repository": {"id": "shop"}}),
+    )
+}
+
+fn packaged(id: &str, artifact: &str, change: &str, time: &str) -> String {
+    event(
+        id,
+        "artifact.packaged",
+        artifact,
+        time,
+        json!({"change": {"id": change, "source": "/read-model-test"}}),
+    )
+}
+
+async fn ingest(store: &Store, events: &[String]) {
+    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
+    for e in events {
+        ing.ingest(e.as_bytes(), Origin::CdEvents, "test")
+            .await
+            .unwrap();
+    }
+    ing.flush().await.unwrap();
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// The report over January and February 2026, by service, as JSON.
+async fn report(store: &Store) -> Value {
+    let engine = Engine::open(store, Config::default()).await.unwrap();
+    let report = engine
+        .dora(&DoraRequest {
+            from: t("2026-01-01T00:00:00Z"),
+            to: t("2026-03-01T00:00:00Z"),
+            by: Some(GroupBy::Service),
+        })
+        .await
+        .unwrap();
+    serde_json::to_value(report).unwrap()
+}
+
+/// The report with the read model deleted: every month read from `events`.
+async fn report_from_events(store: &Store) -> Value {
+    let dir = store.local_root().unwrap().join(PREFIX);
+    let kept = tempfile::tempdir().unwrap();
+    let moved = kept.path().join("report_events");
+    if dir.exists() {
+        std::fs::rename(&dir, &moved).unwrap();
+    }
+    assert_eq!(read_model::coverage(store).await.unwrap().months_held, 0);
+    let v = report(store).await;
+    if moved.exists() {
+        std::fs::rename(&moved, &dir).unwrap();
+    }
+    v
+}
+
+fn deployments(report: &Value) -> u64 {
+    report["deployment_frequency"]["deployments"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no deployment count in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn months_current_or_not_answer_as_events_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    ingest(
+        &store,
+        &[
+            merged("m1", "shop/1", "2026-01-04T09:00:00Z"),
+            packaged("p1", "pkg:oci/web@1", "shop/1", "2026-01-04T10:00:00Z"),
+            deployed("d1", "web", "2026-01-05T10:00:00Z", "pkg:oci/web@1"),
+            incident("i1", "inc-1", "web", "2026-01-05T12:00:00Z"),
+            merged("m2", "shop/2", "2026-02-02T09:00:00Z"),
+            packaged("p2", "pkg:oci/web@2", "shop/2", "2026-02-02T10:00:00Z"),
+            deployed("d2", "web", "2026-02-03T10:00:00Z", "pkg:oci/web@2"),
+            deployed("d3", "api", "2026-02-04T10:00:00Z", "pkg:oci/api@1"),
+        ],
+    )
+    .await;
+    let before = report(&store).await;
+    assert_eq!(deployments(&before), 3);
+
+    // Built: both months come from the read model, with the same answer.
+    let built = read_model::refresh_store(&store, &config, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((built.built, built.current), (2, 0), "{built:?}");
+    assert_eq!(
+        read_model::coverage(&store).await.unwrap(),
+        ReadStats {
+            months_held: 2,
+            months_read: 0
+        }
+    );
+    assert_eq!(report(&store).await, before);
+    // Again: nothing to build.
+    let again = read_model::refresh_store(&store, &config, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((again.built, again.current), (0, 2), "{again:?}");
+
+    // A late deployment and incident in January: January is read from `events`, February
+    // from the read model, and the answer counts them.
+    ingest(
+        &store,
+        &[
+            deployed("d0", "web", "2026-01-20T10:00:00Z", "pkg:oci/web@1"),
+            incident("i2", "inc-2", "api", "2026-02-04T11:00:00Z"),
+        ],
+    )
+    .await;
+    let coverage = read_model::coverage(&store).await.unwrap();
+    assert_eq!(
+        coverage,
+        ReadStats {
+            months_held: 0,
+            months_read: 2
+        },
+        "both months got an event"
+    );
+    ingest(
+        &store,
+        &[deployed(
+            "d4",
+            "api",
+            "2026-01-21T10:00:00Z",
+            "pkg:oci/api@1",
+        )],
+    )
+    .await;
+    read_model::refresh_store(&store, &config, |_, _| {})
+        .await
+        .unwrap();
+    ingest(
+        &store,
+        &[deployed(
+            "d5",
+            "web",
+            "2026-01-22T10:00:00Z",
+            "pkg:oci/web@2",
+        )],
+    )
+    .await;
+    assert_eq!(
+        read_model::coverage(&store).await.unwrap(),
+        ReadStats {
+            months_held: 1,
+            months_read: 1
+        }
+    );
+    let mixed = report(&store).await;
+    assert_eq!(deployments(&mixed), 6);
+    assert_eq!(mixed, report_from_events(&store).await);
+
+    // A compaction changes January's files: January is read from `events` again.
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    let compacted = compact_table(
+        &store,
+        &log,
+        &CompactOptions {
+            min_files: 2,
+            ..CompactOptions::default()
+        },
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(compacted.files_in > 0, "{compacted:?}");
+    assert_eq!(report(&store).await, mixed);
+    read_model::refresh_store(&store, &config, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(read_model::coverage(&store).await.unwrap().months_read, 0);
+    assert_eq!(report(&store).await, mixed);
+
+    // A file that vanished (deleted by hand, or by a refresher) is read from `events`.
+    let february: Vec<String> = store
+        .list(PREFIX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.contains("month=2026-02/"))
+        .collect();
+    assert!(!february.is_empty());
+    for f in &february {
+        store.delete(f).await.unwrap();
+    }
+    assert_eq!(read_model::coverage(&store).await.unwrap().months_read, 1);
+    assert_eq!(report(&store).await, mixed);
+}
