@@ -340,6 +340,36 @@ impl Engine {
     }
 }
 
+/// Rows held for a statement with each string view column compacted to the bytes its rows
+/// use. Batches out of an aggregation or a filter share the large buffers of their input:
+/// held as they are, every batch counts (and a join's build side copies) those buffers
+/// again, which took a report over 10 million events past the memory limit.
+fn compact_views(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    use arrow::array::AsArray;
+    batches
+        .into_iter()
+        .map(|batch| {
+            if !batch
+                .columns()
+                .iter()
+                .any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView))
+            {
+                return Ok(batch);
+            }
+            let columns: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| match c.data_type() {
+                    DataType::Utf8View => Arc::new(c.as_string_view().gc()) as ArrayRef,
+                    DataType::BinaryView => Arc::new(c.as_binary_view().gc()) as ArrayRef,
+                    _ => c.clone(),
+                })
+                .collect();
+            Ok(RecordBatch::try_new(batch.schema(), columns)?)
+        })
+        .collect()
+}
+
 /// A session with cdlake's settings and rules: the `cdlake.public` schema, with
 /// `information_schema`, and the bounded functions.
 pub(crate) fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionContext {
@@ -390,6 +420,7 @@ async fn define_views_holding(
             let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
                 .await
                 .map_err(|e| Error::from_datafusion(e, &config.limits))?;
+            let batches = compact_views(batches)?;
             tracing::debug!(
                 view = name,
                 rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
@@ -506,7 +537,7 @@ impl Engine {
                 .map_err(|e| Error::internal("opening the tables", e))?;
             ctx.register_table(name, provider)?;
         }
-        let unique = MemTable::try_new(rows.schema, vec![rows.batches])?;
+        let unique = MemTable::try_new(rows.schema, vec![compact_views(rows.batches)?])?;
         ctx.register_table("report_events", Arc::new(unique))?;
         define_views_holding(&ctx, &self.config, &["report_events"], held).await?;
         // The catalog Postgres clients read, when the base session has one.
