@@ -262,6 +262,14 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
         "both CDEvents versions are generated"
     );
 
+    // The demo derived the read model; a rebuild finds every month current.
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("read model report_events: "), "{stderr}");
+    let rebuilt: serde_json::Value =
+        serde_json::from_str(&ok(&cdlake(&store, &["rebuild", "--json"]))).unwrap();
+    assert_eq!(rebuilt["built"], 0, "{rebuilt}");
+    assert!(rebuilt["current"].as_u64().unwrap() >= 1, "{rebuilt}");
+
     let second = cdlake(&store, &args);
     ok(&second);
     let stderr = String::from_utf8_lossy(&second.stderr);

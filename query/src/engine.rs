@@ -340,6 +340,24 @@ impl Engine {
     }
 }
 
+/// Run `df` to the end, with the schema its batches carry: the physical plan's (the logical
+/// one may differ in nullability, which a `MemTable` of the batches would refuse).
+pub(crate) async fn collect_physical(
+    ctx: &SessionContext,
+    df: datafusion::dataframe::DataFrame,
+    config: &Config,
+) -> Result<QueryResult> {
+    let plan = df
+        .create_physical_plan()
+        .await
+        .map_err(|e| Error::from_datafusion(e, &config.limits))?;
+    let schema = plan.schema();
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .map_err(|e| Error::from_datafusion(e, &config.limits))?;
+    Ok(QueryResult { schema, batches })
+}
+
 /// Rows held for a statement with each string view column compacted to the bytes its rows
 /// use. Batches out of an aggregation or a filter share the large buffers of their input:
 /// held as they are, every batch counts (and a join's build side copies) those buffers
@@ -410,16 +428,7 @@ async fn define_views_holding(
                 .sql(&body)
                 .await
                 .map_err(|e| Error::internal("defining the views", e))?;
-            // The physical plan's schema, which its batches carry (the logical one may differ
-            // in nullability).
-            let plan = df
-                .create_physical_plan()
-                .await
-                .map_err(|e| Error::from_datafusion(e, &config.limits))?;
-            let schema = plan.schema();
-            let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
-                .await
-                .map_err(|e| Error::from_datafusion(e, &config.limits))?;
+            let QueryResult { schema, batches } = collect_physical(ctx, df, config).await?;
             let batches = compact_views(batches)?;
             tracing::debug!(
                 view = name,

@@ -113,20 +113,23 @@ async fn pinned_session(
     Ok((ctx, index))
 }
 
-/// Run `sql`, with the schema its batches carry (the physical plan's).
+/// Run `sql`, with the schema its batches carry.
 async fn collect(ctx: &SessionContext, sql: &str, config: &crate::Config) -> Result<QueryResult> {
-    let plan = ctx
+    let df = ctx
         .sql(sql)
         .await
-        .map_err(|e| Error::internal("reading the report_events read model", e))?
-        .create_physical_plan()
+        .map_err(|e| Error::internal("reading the report_events read model", e))?;
+    crate::engine::collect_physical(ctx, df, config).await
+}
+
+/// The paths of the read model's files.
+async fn listed(store: &Store) -> Result<BTreeSet<String>> {
+    Ok(store
+        .list(PREFIX)
         .await
-        .map_err(|e| Error::from_datafusion(e, &config.limits))?;
-    let schema = plan.schema();
-    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
-        .await
-        .map_err(|e| Error::from_datafusion(e, &config.limits))?;
-    Ok(QueryResult { schema, batches })
+        .map_err(store_err)?
+        .into_iter()
+        .collect())
 }
 
 fn store_err(e: cdlake_schemas::store::StoreError) -> Error {
@@ -144,12 +147,7 @@ pub(crate) async fn read(
     subjects: &[&str],
 ) -> Result<(QueryResult, ReadStats)> {
     let (ctx, index) = pinned_session(runtime, config, log).await?;
-    let present: BTreeSet<String> = store
-        .list(PREFIX)
-        .await
-        .map_err(store_err)?
-        .into_iter()
-        .collect();
+    let present = listed(store).await?;
     let mut held: Vec<RecordBatch> = Vec::new();
     let mut raw_dates: Vec<NaiveDate> = Vec::new();
     let mut stats = ReadStats::default();
@@ -316,12 +314,7 @@ pub async fn refresh_store(
 pub async fn coverage(store: &Store) -> Result<ReadStats> {
     let log = TableLog::open(store, cdlake_schemas::paths::Table::Events).await?;
     let index = log.refresh().await?;
-    let present: BTreeSet<String> = store
-        .list(PREFIX)
-        .await
-        .map_err(store_err)?
-        .into_iter()
-        .collect();
+    let present = listed(store).await?;
     let mut stats = ReadStats::default();
     for (month, (fingerprint, _)) in months(&index) {
         if present.contains(&file_path(&month, &fingerprint)) {
