@@ -177,6 +177,19 @@ async fn the_same_history_gives_the_same_answers_on_s3_and_on_disk_and_after_com
     );
     assert_eq!(count(&store, &env)["n"], n);
     assert_eq!(dora(&store, &env), local_report);
+
+    // The read model on S3: built from the bucket, then answering from it, the same.
+    let rebuilt = ok(&cdlake_env(&["rebuild", "--store", &store, "--json"], &env));
+    let rebuilt: serde_json::Value = serde_json::from_str(&rebuilt).unwrap();
+    assert!(rebuilt["built"].as_u64().unwrap() >= 1, "{rebuilt}");
+    assert!(
+        !opened
+            .list(cdlake_query::read_model::PREFIX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(dora(&store, &env), local_report);
 }
 
 #[tokio::test]

@@ -305,8 +305,17 @@ pub async fn refresh_store(
     progress: impl FnMut(usize, usize),
 ) -> Result<RefreshReport> {
     let log = TableLog::open(store, cdlake_schemas::paths::Table::Events).await?;
-    let runtime = Arc::new(RuntimeEnv::default());
-    refresh(store, &log, runtime, config, progress).await
+    // The engine's runtime: its memory limit, and the bucket's client registered as the
+    // engine reads it.
+    let engine = crate::Engine::open(store, config.clone()).await?;
+    refresh(
+        store,
+        &log,
+        engine.session().runtime_env(),
+        config,
+        progress,
+    )
+    .await
 }
 
 /// How a report read now would be answered: the months of the newest `events` snapshot that
