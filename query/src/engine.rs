@@ -42,7 +42,7 @@ pub struct Engine {
     runtime: Arc<QueryRuntime>,
     /// The store and its `events` log, for the read models ([`crate::read_model`]).
     store: Store,
-    events: Arc<TableLog>,
+    pub(crate) events: Arc<TableLog>,
     /// The store's root as the engine sees it, hidden from what users read (`EXPLAIN`).
     root: Arc<str>,
 }

@@ -304,13 +304,12 @@ pub async fn refresh_store(
     config: &crate::Config,
     progress: impl FnMut(usize, usize),
 ) -> Result<RefreshReport> {
-    let log = TableLog::open(store, cdlake_schemas::paths::Table::Events).await?;
-    // The engine's runtime: its memory limit, and the bucket's client registered as the
-    // engine reads it.
+    // The engine's `events` log and runtime: its memory limit, and the bucket's client
+    // registered as the engine reads it.
     let engine = crate::Engine::open(store, config.clone()).await?;
     refresh(
         store,
-        &log,
+        &engine.events,
         engine.session().runtime_env(),
         config,
         progress,
