@@ -269,6 +269,45 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
         serde_json::from_str(&ok(&cdlake(&store, &["rebuild", "--json"]))).unwrap();
     assert_eq!(rebuilt["built"], 0, "{rebuilt}");
     assert!(rebuilt["current"].as_u64().unwrap() >= 1, "{rebuilt}");
+    // `--from` derives the months from that date on again; a name that is no read model, or
+    // a date that is none, is refused saying what to give.
+    let month = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m")
+        .to_string();
+    let again: serde_json::Value = serde_json::from_str(&ok(&cdlake(
+        &store,
+        &[
+            "rebuild",
+            "--table",
+            "report_events",
+            "--from",
+            &month,
+            "--json",
+        ],
+    )))
+    .unwrap();
+    let built = again["built"].as_u64().unwrap();
+    assert!(
+        (1..=2).contains(&built),
+        "the month of yesterday and the current one: {again}"
+    );
+    assert_eq!(
+        again["current"].as_u64().unwrap() + built,
+        rebuilt["current"].as_u64().unwrap(),
+        "{again}"
+    );
+    for (bad, says) in [
+        (
+            ["--table", "deployments"],
+            "the read models are: report_events",
+        ),
+        (["--from", "last week"], "give YYYY-MM-DD or YYYY-MM"),
+    ] {
+        let out = cdlake(&store, &["rebuild", bad[0], bad[1]]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    }
 
     let second = cdlake(&store, &args);
     ok(&second);

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use cdlake_schemas::lake::{FileIndex, TableLog};
 use cdlake_schemas::store::Store;
 use chrono::{Datelike, NaiveDate};
@@ -32,6 +32,8 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
 use deltalake_core::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
+use deltalake_core::kernel::EagerSnapshot;
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::QueryResult;
@@ -97,12 +99,11 @@ fn dates_predicate(dates: &[NaiveDate]) -> String {
 }
 
 /// A session over one pinned snapshot of `events` (`pinned_events`).
-async fn pinned_session(
+fn pinned_session(
     runtime: Arc<RuntimeEnv>,
     config: &crate::Config,
-    log: &TableLog,
-) -> Result<(SessionContext, Arc<FileIndex>)> {
-    let (index, snapshot) = log.refreshed_snapshot().await?;
+    snapshot: EagerSnapshot,
+) -> Result<SessionContext> {
     let ctx = crate::engine::new_session(runtime, config);
     let scan = DeltaScanNext::new(
         snapshot,
@@ -110,7 +111,7 @@ async fn pinned_session(
     )
     .map_err(|e| Error::internal("reading the events snapshot", e))?;
     ctx.register_table("pinned_events", Arc::new(scan))?;
-    Ok((ctx, index))
+    Ok(ctx)
 }
 
 /// Run `sql`, with the schema its batches carry.
@@ -146,18 +147,34 @@ pub(crate) async fn read(
     config: &crate::Config,
     subjects: &[&str],
 ) -> Result<(QueryResult, ReadStats)> {
-    let (ctx, index) = pinned_session(runtime, config, log).await?;
+    let (index, snapshot) = log.refreshed_snapshot().await?;
+    let ctx = pinned_session(runtime, config, snapshot)?;
     let present = listed(store).await?;
     let mut held: Vec<RecordBatch> = Vec::new();
     let mut raw_dates: Vec<NaiveDate> = Vec::new();
     let mut stats = ReadStats::default();
-    for (month, (fingerprint, dates)) in months(&index) {
-        let path = file_path(&month, &fingerprint);
-        let bytes = if present.contains(&path) {
-            store.get(&path).await.map_err(store_err)?
-        } else {
-            None
-        };
+    // The held months' files, fetched a few at once (an object store answers each GET in tens
+    // of milliseconds; a long history has hundreds of months).
+    let fetched: Vec<(Vec<NaiveDate>, Option<Vec<u8>>)> = futures::stream::iter(
+        months(&index)
+            .into_iter()
+            .map(|(month, (fingerprint, dates))| {
+                let path = file_path(&month, &fingerprint);
+                let held = present.contains(&path);
+                async move {
+                    let bytes = if held {
+                        store.get(&path).await.map_err(store_err)?
+                    } else {
+                        None
+                    };
+                    Ok::<_, Error>((dates, bytes))
+                }
+            }),
+    )
+    .buffered(16)
+    .try_collect()
+    .await?;
+    for (dates, bytes) in fetched {
         match bytes {
             Some(bytes) => {
                 let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
@@ -218,71 +235,106 @@ pub struct RefreshReport {
     pub built: usize,
     /// Months whose file was already current.
     pub current: usize,
+    /// Months with no current file that were not due this time (the hot months between their
+    /// turns in the background refresher); answers read them from `events` meanwhile.
+    pub waiting: usize,
     /// Files of superseded fingerprints deleted.
     pub deleted: usize,
     /// Rows written.
     pub rows: u64,
 }
 
-/// Derive every month of the newest `events` snapshot that has no file for its fingerprint,
-/// and delete the files of other fingerprints. `progress(done, total)` after each month.
+/// How many bytes of `events` files one build query reads at most: small months (a sparse
+/// history, a spray of old events) are derived together in one scan, large ones one by one.
+const CHUNK_BYTES: u64 = 64 << 20;
+
+/// The read models `cdlake rebuild --table` accepts.
+pub const TABLES: &[&str] = &["report_events"];
+
+/// Which months a [`refresh`] derives.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    /// Derive a month without a current file only when this holds for its `YYYY-MM`.
+    pub due: &'a (dyn Fn(&str) -> bool + Send + Sync),
+    /// Derive again every month from this `YYYY-MM` on, current or not (`cdlake rebuild
+    /// --from`): the same rows are written under the same name.
+    pub again_from: Option<&'a str>,
+}
+
+impl Scope<'static> {
+    /// Every month without a current file.
+    pub const ALL: Scope<'static> = Scope {
+        due: &|_| true,
+        again_from: None,
+    };
+}
+
+/// `YYYY-MM` of a date given as `YYYY-MM-DD` or `YYYY-MM`, or `None`.
+pub fn month_of_text(text: &str) -> Option<String> {
+    let text = text.trim();
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .or_else(|_| NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d"))
+        .ok()
+        .map(month_of)
+}
+
+/// Derive the months of the newest `events` snapshot that `scope` selects (by default those
+/// with no file for their fingerprint), and delete the files of superseded fingerprints.
+/// `progress(done, total)` as months are done.
 pub async fn refresh(
     store: &Store,
     log: &TableLog,
     runtime: Arc<RuntimeEnv>,
     config: &crate::Config,
+    scope: Scope<'_>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<RefreshReport> {
-    let (ctx, index) = pinned_session(runtime, config, log).await?;
+    let (index, snapshot) = log.refreshed_snapshot().await?;
     let listed = store.list_meta(PREFIX).await.map_err(store_err)?;
     let present: BTreeSet<String> = listed.iter().map(|m| m.location.to_string()).collect();
     let months = months(&index);
+    let total = months.len();
     let mut report = RefreshReport::default();
     let mut keep: BTreeSet<String> = BTreeSet::new();
-    let total = months.len();
-    let definition = definition().replacen("FROM events", "FROM pinned_events", 1);
-    for (i, (month, (fingerprint, dates))) in months.into_iter().enumerate() {
+    // The due months without a file, in chunks of at most CHUNK_BYTES of events files.
+    let mut chunks: Vec<Vec<(String, String, Vec<NaiveDate>)>> = Vec::new();
+    let mut chunk_bytes = 0u64;
+    for (month, (fingerprint, dates)) in months {
         let path = file_path(&month, &fingerprint);
         keep.insert(path.clone());
-        if present.contains(&path) {
+        let again = scope.again_from.is_some_and(|from| month.as_str() >= from);
+        if present.contains(&path) && !again {
             report.current += 1;
-            progress(i + 1, total);
             continue;
         }
-        let sql = format!(
-            "{definition} AND {} ORDER BY subject, time, event_source, event_id",
-            dates_predicate(&dates)
-        );
-        let df = ctx
-            .sql(&sql)
-            .await
-            .map_err(|e| Error::internal("building the report_events read model", e))?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df
-            .collect()
-            .await
-            .map_err(|e| Error::internal("building the report_events read model", e))?;
-        let schema = batches.first().map_or(schema, RecordBatch::schema);
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| {
-                Error::internal("building the report_events read model", e)
-            })?))
-            .build();
-        let mut out = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props))
-            .map_err(|e| Error::internal("building the report_events read model", e))?;
-        for b in &batches {
-            report.rows += b.num_rows() as u64;
-            writer
-                .write(b)
-                .map_err(|e| Error::internal("building the report_events read model", e))?;
+        if !again && !(scope.due)(&month) {
+            report.waiting += 1;
+            continue;
         }
-        writer
-            .close()
-            .map_err(|e| Error::internal("building the report_events read model", e))?;
-        store.put_if_absent(&path, out).await.map_err(store_err)?;
-        report.built += 1;
-        progress(i + 1, total);
+        let bytes: u64 = dates
+            .iter()
+            .flat_map(|d| index.files(*d))
+            .map(|f| f.size)
+            .sum();
+        if chunks.is_empty() || chunk_bytes + bytes > CHUNK_BYTES {
+            chunks.push(Vec::new());
+            chunk_bytes = 0;
+        }
+        chunk_bytes += bytes;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push((month, fingerprint, dates));
+        }
+    }
+    progress(report.current, total);
+    if !chunks.is_empty() {
+        let ctx = pinned_session(runtime, config, snapshot)?;
+        let definition = definition().replacen("FROM events", "FROM pinned_events", 1);
+        for chunk in chunks {
+            let built = build_chunk(store, &ctx, &definition, &chunk).await?;
+            report.built += chunk.len();
+            report.rows += built;
+            progress(report.current + report.built, total);
+        }
     }
     // Superseded files go once no reader can still be about to open them (a reader that
     // finds its file gone reads that month from `events`), and once a refresher working
@@ -298,10 +350,83 @@ pub async fn refresh(
     Ok(report)
 }
 
+fn build_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::internal("building the report_events read model", e)
+}
+
+/// Derive the months of `chunk` in one scan of `events`, sorted by month and then as a file
+/// keeps its rows, and write each month's file. Returns the rows written.
+async fn build_chunk(
+    store: &Store,
+    ctx: &SessionContext,
+    definition: &str,
+    chunk: &[(String, String, Vec<NaiveDate>)],
+) -> Result<u64> {
+    let dates: Vec<NaiveDate> = chunk.iter().flat_map(|(_, _, d)| d.clone()).collect();
+    let sql = format!(
+        "{definition} AND {} ORDER BY substr(date, 1, 7), subject, time, event_source, event_id",
+        dates_predicate(&dates)
+    );
+    let df = ctx.sql(&sql).await.map_err(build_err)?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(build_err)?;
+    let schema = batches.first().map_or(schema, RecordBatch::schema);
+    // Each month's rows, contiguous in the sorted output.
+    let mut by_month: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    let date_col = schema.index_of("date").map_err(build_err)?;
+    for batch in &batches {
+        let dates = arrow::compute::cast(batch.column(date_col), &arrow::datatypes::DataType::Utf8)
+            .map_err(build_err)?;
+        let dates = dates.as_string::<i32>();
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let month = dates.value(start).get(..7).unwrap_or_default().to_string();
+            let mut end = start + 1;
+            while end < batch.num_rows() && dates.value(end).get(..7) == Some(month.as_str()) {
+                end += 1;
+            }
+            by_month
+                .entry(month)
+                .or_default()
+                .push(batch.slice(start, end - start));
+            start = end;
+        }
+    }
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(build_err)?))
+        .build();
+    let mut rows = 0u64;
+    for (month, fingerprint, _) in chunk {
+        // A month with no DORA rows still gets its (empty) file: it is current.
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props.clone()))
+            .map_err(build_err)?;
+        for b in by_month.get(month).into_iter().flatten() {
+            rows += b.num_rows() as u64;
+            writer.write(b).map_err(build_err)?;
+        }
+        writer.close().map_err(build_err)?;
+        let path = file_path(month, fingerprint);
+        // Derived again (`--from`): the file of this name is replaced. A reader that finds it
+        // gone meanwhile reads the month from `events`.
+        if store
+            .put_if_absent(&path, out.clone())
+            .await
+            .map_err(store_err)?
+            == cdlake_schemas::store::Commit::AlreadyExists
+        {
+            store.delete(&path).await.map_err(store_err)?;
+            store.put_if_absent(&path, out).await.map_err(store_err)?;
+        }
+    }
+    Ok(rows)
+}
+
 /// [`refresh`] on a store, opening its `events` table (for commands and tests).
 pub async fn refresh_store(
     store: &Store,
     config: &crate::Config,
+    scope: Scope<'_>,
     progress: impl FnMut(usize, usize),
 ) -> Result<RefreshReport> {
     // The engine's `events` log and runtime: its memory limit, and the bucket's client
@@ -312,9 +437,130 @@ pub async fn refresh_store(
         &engine.events,
         engine.session().runtime_env(),
         config,
+        scope,
         progress,
     )
     .await
+}
+
+/// Keeps the read model current beside a running query engine (`serve`, `standalone`): each
+/// [`Refresher::tick`] looks at the newest `events` snapshot and derives, at once, every month
+/// that changed other than the hot ones (a late event, a spray of old events, an import, a
+/// compaction), and the hot months (the current and the previous, which every commit changes)
+/// at most once per `hot_every`.
+pub struct Refresher {
+    store: Store,
+    engine: crate::Engine,
+    hot_every: std::time::Duration,
+    last_hot: Option<std::time::Instant>,
+    last_index: Option<Arc<FileIndex>>,
+    status: Arc<RefresherStatus>,
+}
+
+/// What the background refresher last saw, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RefresherStatus {
+    /// Months the read model holds a current file for.
+    pub months_current: std::sync::atomic::AtomicU64,
+    /// Months answered from `events` until their file is built.
+    pub months_stale: std::sync::atomic::AtomicU64,
+    /// Months built since start.
+    pub months_built: std::sync::atomic::AtomicU64,
+    /// Refreshes that failed since start.
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
+impl RefresherStatus {
+    /// The status as Prometheus text.
+    pub fn render(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        format!(
+            "# HELP cdlake_read_model_months Months of events by whether the report_events read model holds a current file for them (stale months are read from events).\n\
+             # TYPE cdlake_read_model_months gauge\n\
+             cdlake_read_model_months{{state=\"current\"}} {}\n\
+             cdlake_read_model_months{{state=\"stale\"}} {}\n\
+             # HELP cdlake_read_model_months_built_total Months of the read model derived since start.\n\
+             # TYPE cdlake_read_model_months_built_total counter\n\
+             cdlake_read_model_months_built_total {}\n\
+             # HELP cdlake_read_model_failures_total Read model refreshes that failed since start.\n\
+             # TYPE cdlake_read_model_failures_total counter\n\
+             cdlake_read_model_failures_total {}\n",
+            self.months_current.load(Relaxed),
+            self.months_stale.load(Relaxed),
+            self.months_built.load(Relaxed),
+            self.failures.load(Relaxed),
+        )
+    }
+}
+
+impl Refresher {
+    pub fn new(store: Store, engine: crate::Engine, hot_every: std::time::Duration) -> Self {
+        Self {
+            store,
+            engine,
+            hot_every,
+            last_hot: None,
+            last_index: None,
+            status: Arc::default(),
+        }
+    }
+
+    pub fn status(&self) -> Arc<RefresherStatus> {
+        self.status.clone()
+    }
+
+    /// One look at the store; `None` when nothing changed and the hot months are not due.
+    pub async fn tick(&mut self) -> Result<Option<RefreshReport>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let index = self.engine.events.refresh().await?;
+        let hot_due = self.last_hot.is_none_or(|t| t.elapsed() >= self.hot_every);
+        let changed = !self
+            .last_index
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, &index));
+        if !changed && !hot_due {
+            return Ok(None);
+        }
+        let today = chrono::Utc::now().date_naive();
+        let hot = [
+            month_of(today),
+            month_of(today - chrono::Duration::days(today.day() as i64)),
+        ];
+        let config = self.engine.config().clone();
+        let result = refresh(
+            &self.store,
+            &self.engine.events,
+            self.engine.session().runtime_env(),
+            &config,
+            Scope {
+                due: &|month| hot_due || !hot.iter().any(|h| h == month),
+                again_from: None,
+            },
+            |_, _| {},
+        )
+        .await;
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.status.failures.fetch_add(1, Relaxed);
+                return Err(e);
+            }
+        };
+        if hot_due {
+            self.last_hot = Some(std::time::Instant::now());
+        }
+        self.last_index = Some(index);
+        self.status
+            .months_current
+            .store((report.current + report.built) as u64, Relaxed);
+        self.status
+            .months_stale
+            .store(report.waiting as u64, Relaxed);
+        self.status
+            .months_built
+            .fetch_add(report.built as u64, Relaxed);
+        Ok(Some(report))
+    }
 }
 
 /// How a report read now would be answered: the months of the newest `events` snapshot that

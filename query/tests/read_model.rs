@@ -140,7 +140,7 @@ async fn months_current_or_not_answer_as_events_does() {
     assert_eq!(deployments(&before), 3);
 
     // Built: both months come from the read model, with the same answer.
-    let built = read_model::refresh_store(&store, &config, |_, _| {})
+    let built = read_model::refresh_store(&store, &config, read_model::Scope::ALL, |_, _| {})
         .await
         .unwrap();
     assert_eq!((built.built, built.current), (2, 0), "{built:?}");
@@ -153,10 +153,25 @@ async fn months_current_or_not_answer_as_events_does() {
     );
     assert_eq!(report(&store).await, before);
     // Again: nothing to build.
-    let again = read_model::refresh_store(&store, &config, |_, _| {})
+    let again = read_model::refresh_store(&store, &config, read_model::Scope::ALL, |_, _| {})
         .await
         .unwrap();
     assert_eq!((again.built, again.current), (0, 2), "{again:?}");
+    // `--from 2026-02`: February derived again, over its own file, with the same answer.
+    let february = read_model::refresh_store(
+        &store,
+        &config,
+        read_model::Scope {
+            again_from: Some("2026-02"),
+            ..read_model::Scope::ALL
+        },
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((february.built, february.current), (1, 1), "{february:?}");
+    assert_eq!(read_model::coverage(&store).await.unwrap().months_held, 2);
+    assert_eq!(report(&store).await, before);
 
     // A late deployment and incident in January: January is read from `events`, February
     // from the read model, and the answer counts them.
@@ -187,7 +202,7 @@ async fn months_current_or_not_answer_as_events_does() {
         )],
     )
     .await;
-    read_model::refresh_store(&store, &config, |_, _| {})
+    read_model::refresh_store(&store, &config, read_model::Scope::ALL, |_, _| {})
         .await
         .unwrap();
     ingest(
@@ -226,7 +241,7 @@ async fn months_current_or_not_answer_as_events_does() {
     .unwrap();
     assert!(compacted.files_in > 0, "{compacted:?}");
     assert_eq!(report(&store).await, mixed);
-    read_model::refresh_store(&store, &config, |_, _| {})
+    read_model::refresh_store(&store, &config, read_model::Scope::ALL, |_, _| {})
         .await
         .unwrap();
     assert_eq!(read_model::coverage(&store).await.unwrap().months_read, 0);
@@ -246,4 +261,68 @@ async fn months_current_or_not_answer_as_events_does() {
     }
     assert_eq!(read_model::coverage(&store).await.unwrap().months_read, 1);
     assert_eq!(report(&store).await, mixed);
+}
+
+/// The background refresher derives a changed month at its next look, except the hot months
+/// (the current and the previous, which every commit changes): those wait for their turn and
+/// are answered from `events` meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresher_derives_changed_months_at_once_and_hot_months_in_turn() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let now = Utc::now();
+    let recent = (now - chrono::Duration::minutes(5)).to_rfc3339();
+    ingest(
+        &store,
+        &[
+            deployed("d1", "web", "2026-01-05T10:00:00Z", "pkg:oci/web@1"),
+            deployed("d2", "web", &recent, "pkg:oci/web@2"),
+        ],
+    )
+    .await;
+    let engine = Engine::open(&store, Config::default()).await.unwrap();
+    let mut refresher =
+        read_model::Refresher::new(store.clone(), engine, std::time::Duration::from_secs(3600));
+    let status = refresher.status();
+
+    // First look: everything is due.
+    let first = refresher.tick().await.unwrap().expect("a first look works");
+    assert_eq!((first.built, first.waiting), (2, 0), "{first:?}");
+    // Nothing changed: no work, not even a listing.
+    assert_eq!(refresher.tick().await.unwrap(), None);
+
+    // Old events (a spray, an import) and a new one.
+    ingest(
+        &store,
+        &[
+            deployed("d3", "web", "2024-03-05T10:00:00Z", "pkg:oci/web@0"),
+            deployed("d4", "web", "2026-01-06T10:00:00Z", "pkg:oci/web@1"),
+            deployed("d5", "web", &now.to_rfc3339(), "pkg:oci/web@2"),
+        ],
+    )
+    .await;
+    let second = refresher.tick().await.unwrap().expect("the store changed");
+    assert_eq!(
+        (second.built, second.waiting),
+        (2, 1),
+        "March 2024 and January 2026 built, the current month waits: {second:?}"
+    );
+    assert_eq!(status.months_stale.load(Relaxed), 1);
+    assert_eq!(status.months_current.load(Relaxed), 2);
+    assert_eq!(status.months_built.load(Relaxed), 4);
+    assert!(
+        status
+            .render()
+            .contains("cdlake_read_model_months{state=\"stale\"} 1\n"),
+        "{}",
+        status.render()
+    );
+    assert_eq!(
+        read_model::coverage(&store).await.unwrap(),
+        ReadStats {
+            months_held: 2,
+            months_read: 1
+        }
+    );
 }

@@ -177,7 +177,7 @@ impl Db {
         if !self.read_model {
             return Ok(());
         }
-        read_model::refresh_store(&self.store, &self.config, |_, _| {})
+        read_model::refresh_store(&self.store, &self.config, read_model::Scope::ALL, |_, _| {})
             .await
             .map_err(err)?;
         let coverage = read_model::coverage(&self.store).await.map_err(err)?;

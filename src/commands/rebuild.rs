@@ -1,8 +1,12 @@
 //! `cdlake rebuild`: derive the read models from `events` now (also done at the end of
-//! `cdlake demo` and every few minutes by `cdlake serve` and `cdlake standalone`).
+//! `cdlake demo`, and kept current in the background by `cdlake serve` and `cdlake standalone`).
 
-use cdlake_query::Config;
-use cdlake_query::read_model::{RefreshReport, refresh_store};
+use std::sync::Arc;
+
+use cdlake_query::read_model::{
+    self, RefreshReport, Refresher, RefresherStatus, Scope, refresh_store,
+};
+use cdlake_query::{Config, Engine};
 use cdlake_schemas::store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -17,12 +21,37 @@ pub(crate) struct Args {
     /// Print what was done as JSON.
     #[arg(long)]
     json: bool,
+    /// The read models to rebuild (repeatable; default: all). Today: `report_events`.
+    #[arg(long = "table", value_name = "NAME")]
+    tables: Vec<String>,
+    /// Derive every month from this date's month on again, also those that are current
+    /// (`YYYY-MM-DD` or `YYYY-MM`). Without it only months that are not current are derived.
+    #[arg(long, value_name = "DATE")]
+    from: Option<String>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    for table in &args.tables {
+        if !read_model::TABLES.contains(&table.as_str()) {
+            anyhow::bail!(
+                "--table {table:?} is not a read model; the read models are: {}",
+                read_model::TABLES.join(", ")
+            );
+        }
+    }
+    let from = match &args.from {
+        Some(text) => Some(read_model::month_of_text(text).ok_or_else(|| {
+            anyhow::anyhow!("--from {text:?} is not a date: give YYYY-MM-DD or YYYY-MM")
+        })?),
+        None => None,
+    };
     let store = args.store.open()?;
     let config = args.config.load()?;
-    let report = rebuild(&store, &config, true).await?;
+    let scope = Scope {
+        again_from: from.as_deref(),
+        ..Scope::ALL
+    };
+    let report = rebuild(&store, &config, scope, true).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -35,6 +64,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 pub(crate) async fn rebuild(
     store: &Store,
     config: &Config,
+    scope: Scope<'_>,
     show: bool,
 ) -> anyhow::Result<RefreshReport> {
     let bar = if show {
@@ -48,7 +78,7 @@ pub(crate) async fn rebuild(
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = refresh_store(store, config, |done, all| {
+    let report = refresh_store(store, config, scope, |done, all| {
         bar.set_length(all as u64);
         bar.set_position(done as u64);
     })
@@ -70,22 +100,25 @@ pub(crate) fn summary(r: &RefreshReport) -> String {
     )
 }
 
-/// Keep the read models current while `serve` or `standalone` runs: a first rebuild a minute
-/// after start, then every five minutes. A failure is logged and tried again at the next turn
-/// (answers stay correct without the read model, only slower).
-pub(crate) fn spawn_background(store: Store, config: Config) -> tokio::task::JoinHandle<()> {
+/// Keep the read models current while `serve` or `standalone` runs: a look at the store every
+/// few seconds, months that changed derived at once, the hot months every five minutes (see
+/// [`Refresher`]). A failure is logged and tried again at the next turn (answers stay correct
+/// without the read model, only slower).
+pub(crate) fn spawn_background(store: Store, engine: Engine) -> Arc<RefresherStatus> {
+    let mut refresher = Refresher::new(store, engine, std::time::Duration::from_secs(300));
+    let status = refresher.status();
     tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match refresh_store(&store, &config, |_, _| {}).await {
-                Ok(r) if r.built > 0 || r.deleted > 0 => {
+            match refresher.tick().await {
+                Ok(Some(r)) if r.built > 0 || r.deleted > 0 => {
                     tracing::info!(
                         built = r.built,
                         rows = r.rows,
                         deleted = r.deleted,
+                        waiting = r.waiting,
                         "Read model report_events brought up to date."
                     );
                 }
@@ -95,5 +128,6 @@ pub(crate) fn spawn_background(store: Store, config: Config) -> tokio::task::Joi
                 }
             }
         }
-    })
+    });
+    status
 }

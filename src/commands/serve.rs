@@ -52,13 +52,14 @@ pub(crate) struct QueryFront {
 
 pub(crate) async fn query_front(store: &Store, config: Config) -> anyhow::Result<QueryFront> {
     let request_limit = request_timeout(config.limits.query_timeout_secs);
-    super::rebuild::spawn_background(store.clone(), config.clone());
     let engine = Engine::open(store, config).await?;
+    let read_model = super::rebuild::spawn_background(store.clone(), engine.clone());
     let routes = cdlake_query::http::router(engine.clone(), store.clone());
     let gauges = DoraGauges::new(engine.clone());
     let gauges: ExtraMetrics = Arc::new(move || {
         let g = gauges.clone();
-        Box::pin(async move { g.render().await })
+        let read_model = read_model.clone();
+        Box::pin(async move { g.render().await + &read_model.render() })
     });
     Ok(QueryFront {
         routes,
