@@ -293,8 +293,15 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
     );
     assert_eq!(
         again["current"].as_u64().unwrap() + built,
-        rebuilt["current"].as_u64().unwrap(),
-        "{again}"
+        rebuilt["tables"]["report_events"]["current"]
+            .as_u64()
+            .unwrap(),
+        "only report_events: {again}"
+    );
+    assert_eq!(again["tables"].as_object().map(|t| t.len()), Some(1));
+    assert!(
+        rebuilt["tables"]["run_events"]["current"].as_u64().unwrap() >= 1,
+        "{rebuilt}"
     );
     for (bad, says) in [
         (

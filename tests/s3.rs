@@ -178,7 +178,18 @@ async fn the_same_history_gives_the_same_answers_on_s3_and_on_disk_and_after_com
     assert_eq!(count(&store, &env)["n"], n);
     assert_eq!(dora(&store, &env), local_report);
 
-    // The read model on S3: built from the bucket, then answering from it, the same.
+    // The read models on S3: built from the bucket, then answering from it, the same.
+    let runs = |store: &str, env: &[(String, String)]| {
+        sql(
+            store,
+            env,
+            "SELECT count(*) AS n, sum(duration_seconds) AS d, count(outcome) AS o FROM pipeline_runs",
+        )[0]
+        .clone()
+    };
+    let local_runs = runs(local, &local_env);
+    assert!(local_runs["n"].as_u64().unwrap() > 0, "{local_runs}");
+    assert_eq!(runs(&store, &env), local_runs);
     let rebuilt = ok(&cdlake_env(&["rebuild", "--store", &store, "--json"], &env));
     let rebuilt: serde_json::Value = serde_json::from_str(&rebuilt).unwrap();
     assert!(rebuilt["built"].as_u64().unwrap() >= 1, "{rebuilt}");
@@ -190,6 +201,14 @@ async fn the_same_history_gives_the_same_answers_on_s3_and_on_disk_and_after_com
             .is_empty()
     );
     assert_eq!(dora(&store, &env), local_report);
+    assert!(
+        !opened
+            .list(&cdlake_query::read_model::Model::RunEvents.prefix())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(runs(&store, &env), local_runs);
 }
 
 #[tokio::test]

@@ -226,12 +226,7 @@ impl Engine {
     /// without the columns no DORA view reads.
     pub async fn engine_for(&self, statement: &DfStatement) -> Result<Engine> {
         let relations = guard::relations(statement);
-        let Some(subjects) = report_subjects(&relations) else {
-            return Ok(self.clone());
-        };
-        if matches!(statement, DfStatement::Explain(_)) {
-            return self.for_subjects(&subjects).await;
-        }
+        let explain = matches!(statement, DfStatement::Explain(_));
         let options = self
             .config
             .dora
@@ -239,6 +234,19 @@ impl Engine {
             .map_err(|e| Error::BadRequest(e.to_string()))?;
         let definitions = views::definitions_with(&self.config.production, options);
         let reached = views::reachable(&definitions, &relations);
+        // Pipeline and task runs read `run_events` through its read model (EXPLAIN keeps the
+        // view's plan).
+        let runs = !explain && reached.contains(&"run_events");
+        let Some(subjects) = report_subjects(&relations) else {
+            return if runs {
+                Box::pin(self.with_runs()).await
+            } else {
+                Ok(self.clone())
+            };
+        };
+        if explain {
+            return self.for_subjects(&subjects).await;
+        }
         let held: Vec<&str> = views::REPORT_HELD_VIEWS
             .iter()
             .copied()
@@ -249,7 +257,7 @@ impl Engine {
         } else {
             views::REPORT_UNREAD_COLUMNS
         };
-        self.holding(&subjects, &held, omit).await
+        self.holding(&subjects, &held, omit, runs).await
     }
 
     /// Plan a checked statement and check the plan is read-only.
@@ -494,6 +502,7 @@ impl Engine {
             views::REPORT_SUBJECTS,
             views::REPORT_HELD_VIEWS,
             views::REPORT_UNREAD_COLUMNS,
+            false,
         )
         .await
     }
@@ -501,12 +510,18 @@ impl Engine {
     /// [`Engine::for_report`] holding only `subjects` in `report_events`: enough for a
     /// statement whose views read only those (see [`report_subjects`]).
     pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
-        self.holding(subjects, &[], &[]).await
+        self.holding(subjects, &[], &[], false).await
     }
 
     /// An engine holding `report_events` (of `subjects`, without the columns in `omit`) and
     /// the views named in `held` in memory, computed once.
-    async fn holding(&self, subjects: &[&str], held: &[&str], omit: &[&str]) -> Result<Engine> {
+    async fn holding(
+        &self,
+        subjects: &[&str],
+        held: &[&str],
+        omit: &[&str],
+        runs: bool,
+    ) -> Result<Engine> {
         let started = std::time::Instant::now();
         // The narrow rows are what the read model holds: read them through it.
         let rows = if omit == views::REPORT_UNREAD_COLUMNS {
@@ -537,6 +552,49 @@ impl Engine {
             seconds = started.elapsed().as_secs_f64(),
             "Read report_events once for the statement."
         );
+        let ctx = self.statement_session().await?;
+        let unique = MemTable::try_new(rows.schema, vec![compact_views(rows.batches)?])?;
+        ctx.register_table("report_events", Arc::new(unique))?;
+        let mut skip = vec!["report_events"];
+        if runs {
+            Box::pin(self.register_runs(&ctx)).await?;
+            skip.push("run_events");
+        }
+        define_views_holding(&ctx, &self.config, &skip, held).await?;
+        Ok(self.with_session(ctx))
+    }
+
+    /// An engine whose `run_events` is read through its read model, for a statement over
+    /// pipeline or task runs only.
+    async fn with_runs(&self) -> Result<Engine> {
+        let ctx = self.statement_session().await?;
+        Box::pin(self.register_runs(&ctx)).await?;
+        define_views_holding(&ctx, &self.config, &["run_events"], &[]).await?;
+        Ok(self.with_session(ctx))
+    }
+
+    /// `run_events` in `ctx`, through its read model.
+    async fn register_runs(&self, ctx: &SessionContext) -> Result<()> {
+        let started = std::time::Instant::now();
+        let stats = crate::read_model::register_lazy(
+            ctx,
+            &self.store,
+            &self.events,
+            crate::read_model::Model::RunEvents,
+        )
+        .await?;
+        tracing::debug!(
+            months_held = stats.months_held,
+            months_read = stats.months_read,
+            seconds = started.elapsed().as_secs_f64(),
+            "Registered run_events through its read model."
+        );
+        Ok(())
+    }
+
+    /// A session for one statement: the tables and `teams` of this engine's session, its
+    /// runtime, and the catalog Postgres clients read; no views yet.
+    async fn statement_session(&self) -> Result<SessionContext> {
         let ctx = new_session(self.ctx.runtime_env(), &self.config);
         for name in TABLES.iter().map(|t| t.dir()).chain(["teams"]) {
             let provider = self
@@ -546,9 +604,6 @@ impl Engine {
                 .map_err(|e| Error::internal("opening the tables", e))?;
             ctx.register_table(name, provider)?;
         }
-        let unique = MemTable::try_new(rows.schema, vec![compact_views(rows.batches)?])?;
-        ctx.register_table("report_events", Arc::new(unique))?;
-        define_views_holding(&ctx, &self.config, &["report_events"], held).await?;
         // The catalog Postgres clients read, when the base session has one.
         let catalog = self
             .ctx
@@ -563,14 +618,19 @@ impl Engine {
         {
             own.register_schema("pg_catalog", pg)?;
         }
-        Ok(Self {
+        Ok(ctx)
+    }
+
+    /// This engine with `ctx` as its session.
+    fn with_session(&self, ctx: SessionContext) -> Engine {
+        Self {
             ctx,
             config: self.config.clone(),
             runtime: self.runtime.clone(),
             root: self.root.clone(),
             store: self.store.clone(),
             events: self.events.clone(),
-        })
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use arrow::array::{AsArray, RecordBatch};
 use cdlake_schemas::lake::{FileIndex, TableLog};
@@ -43,12 +44,49 @@ use crate::{Error, Result};
 /// How long a superseded file stays before [`refresh`] deletes it.
 const SUPERSEDED_KEPT: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Where the read model's files live, under the store's root.
+/// Where the `report_events` read model's files live, under the store's root.
 pub const PREFIX: &str = "_cdlake/read/report_events/";
 
-/// The read model's definition: the columns and subjects it keeps.
-fn definition() -> String {
-    views::report_events_sql_without(views::REPORT_SUBJECTS, views::REPORT_UNREAD_COLUMNS)
+/// The read models: each a narrow selection of `events` kept as one file per month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Model {
+    /// The DORA views' input (`report_events`), without the columns no DORA view reads.
+    ReportEvents,
+    /// The pipeline and task run events `pipeline_runs` and `task_runs` read (`run_events`).
+    RunEvents,
+}
+
+impl Model {
+    pub const ALL: [Model; 2] = [Model::ReportEvents, Model::RunEvents];
+
+    /// The read model's name: the relation it answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::ReportEvents => "report_events",
+            Model::RunEvents => "run_events",
+        }
+    }
+
+    /// The read model named `name`.
+    pub fn named(name: &str) -> Option<Model> {
+        Model::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Where its files live, under the store's root.
+    pub fn prefix(self) -> String {
+        format!("_cdlake/read/{}/", self.name())
+    }
+
+    /// Its definition over `events`: the columns and subjects it keeps.
+    fn definition(self) -> String {
+        match self {
+            Model::ReportEvents => views::report_events_sql_without(
+                views::REPORT_SUBJECTS,
+                views::REPORT_UNREAD_COLUMNS,
+            ),
+            Model::RunEvents => views::run_events_sql(),
+        }
+    }
 }
 
 /// `YYYY-MM` of a date.
@@ -57,12 +95,12 @@ fn month_of(date: NaiveDate) -> String {
 }
 
 /// Each month of the snapshot with its fingerprint and dates.
-fn months(index: &FileIndex) -> BTreeMap<String, (String, Vec<NaiveDate>)> {
+fn months(index: &FileIndex, model: Model) -> BTreeMap<String, (String, Vec<NaiveDate>)> {
     let mut dates: BTreeMap<String, Vec<NaiveDate>> = BTreeMap::new();
     for date in index.dates() {
         dates.entry(month_of(date)).or_default().push(date);
     }
-    let definition = definition();
+    let definition = model.definition();
     dates
         .into_iter()
         .map(|(month, dates)| {
@@ -85,8 +123,8 @@ fn months(index: &FileIndex) -> BTreeMap<String, (String, Vec<NaiveDate>)> {
         .collect()
 }
 
-fn file_path(month: &str, fingerprint: &str) -> String {
-    format!("{PREFIX}month={month}/{fingerprint}.parquet")
+fn file_path(model: Model, month: &str, fingerprint: &str) -> String {
+    format!("{}month={month}/{fingerprint}.parquet", model.prefix())
 }
 
 /// A date list as a SQL predicate on the `date` partition column.
@@ -119,14 +157,14 @@ async fn collect(ctx: &SessionContext, sql: &str, config: &crate::Config) -> Res
     let df = ctx
         .sql(sql)
         .await
-        .map_err(|e| Error::internal("reading the report_events read model", e))?;
+        .map_err(|e| Error::internal("reading a read model", e))?;
     crate::engine::collect_physical(ctx, df, config).await
 }
 
 /// The paths of the read model's files.
-async fn listed(store: &Store) -> Result<BTreeSet<String>> {
+async fn listed(store: &Store, model: Model) -> Result<BTreeSet<String>> {
     Ok(store
-        .list(PREFIX)
+        .list(&model.prefix())
         .await
         .map_err(store_err)?
         .into_iter()
@@ -134,7 +172,7 @@ async fn listed(store: &Store) -> Result<BTreeSet<String>> {
 }
 
 fn store_err(e: cdlake_schemas::store::StoreError) -> Error {
-    Error::internal("reading the report_events read model", e)
+    Error::internal("reading a read model", e)
 }
 
 /// `report_events` of `subjects` (narrow: without [`views::REPORT_UNREAD_COLUMNS`]) as of the
@@ -149,17 +187,17 @@ pub(crate) async fn read(
 ) -> Result<(QueryResult, ReadStats)> {
     let (index, snapshot) = log.refreshed_snapshot().await?;
     let ctx = pinned_session(runtime, config, snapshot)?;
-    let present = listed(store).await?;
+    let model = Model::ReportEvents;
+    let present = listed(store, model).await?;
     let mut held: Vec<RecordBatch> = Vec::new();
     let mut raw_dates: Vec<NaiveDate> = Vec::new();
     let mut stats = ReadStats::default();
     // The held months' files, fetched a few at once (an object store answers each GET in tens
     // of milliseconds; a long history has hundreds of months).
-    let fetched: Vec<(Vec<NaiveDate>, Option<Vec<u8>>)> = futures::stream::iter(
-        months(&index)
-            .into_iter()
-            .map(|(month, (fingerprint, dates))| {
-                let path = file_path(&month, &fingerprint);
+    let fetched: Vec<(Vec<NaiveDate>, Option<Vec<u8>>)> =
+        futures::stream::iter(months(&index, model).into_iter().map(
+            |(month, (fingerprint, dates))| {
+                let path = file_path(model, &month, &fingerprint);
                 let held = present.contains(&path);
                 async move {
                     let bytes = if held {
@@ -169,23 +207,19 @@ pub(crate) async fn read(
                     };
                     Ok::<_, Error>((dates, bytes))
                 }
-            }),
-    )
-    .buffered(16)
-    .try_collect()
-    .await?;
+            },
+        ))
+        .buffered(16)
+        .try_collect()
+        .await?;
     for (dates, bytes) in fetched {
         match bytes {
             Some(bytes) => {
                 let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
                     .and_then(|b| b.build())
-                    .map_err(|e| Error::internal("reading the report_events read model", e))?;
+                    .map_err(|e| Error::internal("reading a read model", e))?;
                 for batch in reader {
-                    held.push(
-                        batch.map_err(|e| {
-                            Error::internal("reading the report_events read model", e)
-                        })?,
-                    );
+                    held.push(batch.map_err(|e| Error::internal("reading a read model", e))?);
                 }
                 stats.months_held += 1;
             }
@@ -219,6 +253,83 @@ pub(crate) async fn read(
     Ok((rows, stats))
 }
 
+/// Define `model.name()` in `ctx` as a view of the newest snapshot of `events` through the
+/// read model, read as the statement runs: the months the read model holds for that snapshot
+/// from their files (a Parquet listing of exactly those files), the others from `events` of
+/// the same snapshot. (A file superseded and deleted while a statement still reads it fails
+/// that statement; files are kept ten minutes after they are superseded.)
+pub(crate) async fn register_lazy(
+    ctx: &SessionContext,
+    store: &Store,
+    log: &TableLog,
+    model: Model,
+) -> Result<ReadStats> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let read_err = |e| Error::internal("reading a read model", e);
+    let (index, snapshot) = log.refreshed_snapshot().await?;
+    let pinned = format!("cdlake_{}_pinned_events", model.name());
+    let scan = DeltaScanNext::new(
+        snapshot,
+        DeltaScanConfig::new().with_wrap_partition_values(false),
+    )
+    .map_err(|e| Error::internal("reading the events snapshot", e))?;
+    ctx.register_table(pinned.as_str(), Arc::new(scan))?;
+    let present = listed(store, model).await?;
+    let mut held: Vec<ListingTableUrl> = Vec::new();
+    let mut raw_dates: Vec<NaiveDate> = Vec::new();
+    let mut stats = ReadStats::default();
+    for (month, (fingerprint, dates)) in months(&index, model) {
+        let path = file_path(model, &month, &fingerprint);
+        if present.contains(&path) {
+            let url = store
+                .root_url()
+                .join(&path)
+                .map_err(|e| Error::internal("reading a read model", e))?;
+            held.push(ListingTableUrl::parse(url.as_str()).map_err(read_err)?);
+            stats.months_held += 1;
+        } else {
+            raw_dates.extend(dates);
+            stats.months_read += 1;
+        }
+    }
+    let mut parts: Vec<String> = Vec::new();
+    if !held.is_empty() {
+        let name = format!("cdlake_{}_held", model.name());
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(held)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(read_err)?;
+        let table = ListingTable::try_new(config).map_err(read_err)?;
+        ctx.register_table(name.as_str(), Arc::new(table))?;
+        parts.push(format!("SELECT * FROM {name}"));
+    }
+    if !raw_dates.is_empty() || parts.is_empty() {
+        let raw = model
+            .definition()
+            .replacen("FROM events", &format!("FROM {pinned}"), 1);
+        let dates = if raw_dates.is_empty() {
+            "true".to_string()
+        } else {
+            dates_predicate(&raw_dates)
+        };
+        parts.push(format!("{raw} AND {dates}"));
+    }
+    ctx.sql(&format!(
+        "CREATE VIEW {} AS {}",
+        model.name(),
+        parts.join(" UNION ALL ")
+    ))
+    .await
+    .map_err(read_err)?;
+    Ok(stats)
+}
+
 /// How a read was answered.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReadStats {
@@ -247,9 +358,6 @@ pub struct RefreshReport {
 /// How many bytes of `events` files one build query reads at most: small months (a sparse
 /// history, a spray of old events) are derived together in one scan, large ones one by one.
 const CHUNK_BYTES: u64 = 64 << 20;
-
-/// The read models `cdlake rebuild --table` accepts.
-pub const TABLES: &[&str] = &["report_events"];
 
 /// Which months a [`refresh`] derives.
 #[derive(Clone, Copy)]
@@ -286,13 +394,14 @@ pub async fn refresh(
     log: &TableLog,
     runtime: Arc<RuntimeEnv>,
     config: &crate::Config,
+    model: Model,
     scope: Scope<'_>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<RefreshReport> {
     let (index, snapshot) = log.refreshed_snapshot().await?;
-    let listed = store.list_meta(PREFIX).await.map_err(store_err)?;
+    let listed = store.list_meta(&model.prefix()).await.map_err(store_err)?;
     let present: BTreeSet<String> = listed.iter().map(|m| m.location.to_string()).collect();
-    let months = months(&index);
+    let months = months(&index, model);
     let total = months.len();
     let mut report = RefreshReport::default();
     let mut keep: BTreeSet<String> = BTreeSet::new();
@@ -300,7 +409,7 @@ pub async fn refresh(
     let mut chunks: Vec<Vec<(String, String, Vec<NaiveDate>)>> = Vec::new();
     let mut chunk_bytes = 0u64;
     for (month, (fingerprint, dates)) in months {
-        let path = file_path(&month, &fingerprint);
+        let path = file_path(model, &month, &fingerprint);
         keep.insert(path.clone());
         let again = scope.again_from.is_some_and(|from| month.as_str() >= from);
         if present.contains(&path) && !again {
@@ -328,9 +437,11 @@ pub async fn refresh(
     progress(report.current, total);
     if !chunks.is_empty() {
         let ctx = pinned_session(runtime, config, snapshot)?;
-        let definition = definition().replacen("FROM events", "FROM pinned_events", 1);
+        let definition = model
+            .definition()
+            .replacen("FROM events", "FROM pinned_events", 1);
         for chunk in chunks {
-            let built = build_chunk(store, &ctx, &definition, &chunk).await?;
+            let built = build_chunk(store, &ctx, model, &definition, &chunk).await?;
             report.built += chunk.len();
             report.rows += built;
             progress(report.current + report.built, total);
@@ -351,7 +462,7 @@ pub async fn refresh(
 }
 
 fn build_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    Error::internal("building the report_events read model", e)
+    Error::internal("building a read model", e)
 }
 
 /// Derive the months of `chunk` in one scan of `events`, sorted by month and then as a file
@@ -359,6 +470,7 @@ fn build_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
 async fn build_chunk(
     store: &Store,
     ctx: &SessionContext,
+    model: Model,
     definition: &str,
     chunk: &[(String, String, Vec<NaiveDate>)],
 ) -> Result<u64> {
@@ -406,7 +518,7 @@ async fn build_chunk(
             writer.write(b).map_err(build_err)?;
         }
         writer.close().map_err(build_err)?;
-        let path = file_path(month, fingerprint);
+        let path = file_path(model, month, fingerprint);
         // Derived again (`--from`): the file of this name is replaced. A reader that finds it
         // gone meanwhile reads the month from `events`.
         if store
@@ -422,28 +534,54 @@ async fn build_chunk(
     Ok(rows)
 }
 
-/// [`refresh`] on a store, opening its `events` table (for commands and tests).
+/// [`refresh`] of `models` on a store, opening its `events` table (for commands and tests).
+/// `progress(model, done, total)` as months are done.
+pub async fn refresh_models(
+    store: &Store,
+    config: &crate::Config,
+    models: &[Model],
+    scope: Scope<'_>,
+    mut progress: impl FnMut(Model, usize, usize),
+) -> Result<Vec<(Model, RefreshReport)>> {
+    // The engine's `events` log and runtime: its memory limit, and the bucket's client
+    // registered as the engine reads it.
+    let engine = crate::Engine::open(store, config.clone()).await?;
+    let mut reports = Vec::new();
+    for &model in models {
+        let report = refresh(
+            store,
+            &engine.events,
+            engine.session().runtime_env(),
+            config,
+            model,
+            scope,
+            |done, total| progress(model, done, total),
+        )
+        .await?;
+        reports.push((model, report));
+    }
+    Ok(reports)
+}
+
+/// [`refresh`] of the `report_events` read model on a store.
 pub async fn refresh_store(
     store: &Store,
     config: &crate::Config,
     scope: Scope<'_>,
-    progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize),
 ) -> Result<RefreshReport> {
-    // The engine's `events` log and runtime: its memory limit, and the bucket's client
-    // registered as the engine reads it.
-    let engine = crate::Engine::open(store, config.clone()).await?;
-    refresh(
+    let reports = refresh_models(
         store,
-        &engine.events,
-        engine.session().runtime_env(),
         config,
+        &[Model::ReportEvents],
         scope,
-        progress,
+        |_, done, total| progress(done, total),
     )
-    .await
+    .await?;
+    Ok(reports.first().map(|(_, r)| *r).unwrap_or_default())
 }
 
-/// Keeps the read model current beside a running query engine (`serve`, `standalone`): each
+/// Keeps the read models current beside a running query engine (`serve`, `standalone`): each
 /// [`Refresher::tick`] looks at the newest `events` snapshot and derives, at once, every month
 /// that changed other than the hot ones (a late event, a spray of old events, an import, a
 /// compaction), and the hot months (the current and the previous, which every commit changes)
@@ -457,39 +595,68 @@ pub struct Refresher {
     status: Arc<RefresherStatus>,
 }
 
+/// What the background refresher last saw of one read model, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ModelStatus {
+    /// Months the read model holds a current file for.
+    pub months_current: AtomicU64,
+    /// Months answered from `events` until their file is built.
+    pub months_stale: AtomicU64,
+    /// Months built since start.
+    pub months_built: AtomicU64,
+}
+
 /// What the background refresher last saw, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RefresherStatus {
-    /// Months the read model holds a current file for.
-    pub months_current: std::sync::atomic::AtomicU64,
-    /// Months answered from `events` until their file is built.
-    pub months_stale: std::sync::atomic::AtomicU64,
-    /// Months built since start.
-    pub months_built: std::sync::atomic::AtomicU64,
+    /// By read model, in the order of [`Model::ALL`].
+    pub models: [ModelStatus; 2],
     /// Refreshes that failed since start.
-    pub failures: std::sync::atomic::AtomicU64,
+    pub failures: AtomicU64,
 }
 
 impl RefresherStatus {
+    /// The status of `model`.
+    pub fn of(&self, model: Model) -> &ModelStatus {
+        &self.models[model as usize]
+    }
+
     /// The status as Prometheus text.
     pub fn render(&self) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
-        format!(
-            "# HELP cdlake_read_model_months Months of events by whether the report_events read model holds a current file for them (stale months are read from events).\n\
-             # TYPE cdlake_read_model_months gauge\n\
-             cdlake_read_model_months{{state=\"current\"}} {}\n\
-             cdlake_read_model_months{{state=\"stale\"}} {}\n\
-             # HELP cdlake_read_model_months_built_total Months of the read model derived since start.\n\
-             # TYPE cdlake_read_model_months_built_total counter\n\
-             cdlake_read_model_months_built_total {}\n\
-             # HELP cdlake_read_model_failures_total Read model refreshes that failed since start.\n\
+        let mut out = String::from(
+            "# HELP cdlake_read_model_months Months of events by read model and whether it holds a current file for them (stale months are read from events).\n\
+             # TYPE cdlake_read_model_months gauge\n",
+        );
+        for model in Model::ALL {
+            let s = self.of(model);
+            for (state, value) in [
+                ("current", s.months_current.load(Relaxed)),
+                ("stale", s.months_stale.load(Relaxed)),
+            ] {
+                out.push_str(&format!(
+                    "cdlake_read_model_months{{table=\"{}\",state=\"{state}\"}} {value}\n",
+                    model.name()
+                ));
+            }
+        }
+        out.push_str(
+            "# HELP cdlake_read_model_months_built_total Months of a read model derived since start.\n\
+             # TYPE cdlake_read_model_months_built_total counter\n",
+        );
+        for model in Model::ALL {
+            out.push_str(&format!(
+                "cdlake_read_model_months_built_total{{table=\"{}\"}} {}\n",
+                model.name(),
+                self.of(model).months_built.load(Relaxed)
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP cdlake_read_model_failures_total Read model refreshes that failed since start.\n\
              # TYPE cdlake_read_model_failures_total counter\n\
              cdlake_read_model_failures_total {}\n",
-            self.months_current.load(Relaxed),
-            self.months_stale.load(Relaxed),
-            self.months_built.load(Relaxed),
-            self.failures.load(Relaxed),
-        )
+            self.failures.load(Relaxed)
+        ));
+        out
     }
 }
 
@@ -509,9 +676,9 @@ impl Refresher {
         self.status.clone()
     }
 
-    /// One look at the store; `None` when nothing changed and the hot months are not due.
-    pub async fn tick(&mut self) -> Result<Option<RefreshReport>> {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// One look at the store: what each read model did, or `None` when nothing changed and
+    /// the hot months are not due.
+    pub async fn tick(&mut self) -> Result<Option<Vec<(Model, RefreshReport)>>> {
         let index = self.engine.events.refresh().await?;
         let hot_due = self.last_hot.is_none_or(|t| t.elapsed() >= self.hot_every);
         let changed = !self
@@ -527,51 +694,58 @@ impl Refresher {
             month_of(today - chrono::Duration::days(today.day() as i64)),
         ];
         let config = self.engine.config().clone();
-        let result = refresh(
-            &self.store,
-            &self.engine.events,
-            self.engine.session().runtime_env(),
-            &config,
-            Scope {
-                due: &|month| hot_due || !hot.iter().any(|h| h == month),
-                again_from: None,
-            },
-            |_, _| {},
-        )
-        .await;
-        let report = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.status.failures.fetch_add(1, Relaxed);
-                return Err(e);
-            }
-        };
+        let due = |month: &str| hot_due || !hot.iter().any(|h| h == month);
+        let mut reports = Vec::new();
+        for model in Model::ALL {
+            let result = refresh(
+                &self.store,
+                &self.engine.events,
+                self.engine.session().runtime_env(),
+                &config,
+                model,
+                Scope {
+                    due: &due,
+                    again_from: None,
+                },
+                |_, _| {},
+            )
+            .await;
+            let report = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    self.status.failures.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+            };
+            let s = self.status.of(model);
+            s.months_current
+                .store((report.current + report.built) as u64, Relaxed);
+            s.months_stale.store(report.waiting as u64, Relaxed);
+            s.months_built.fetch_add(report.built as u64, Relaxed);
+            reports.push((model, report));
+        }
         if hot_due {
             self.last_hot = Some(std::time::Instant::now());
         }
         self.last_index = Some(index);
-        self.status
-            .months_current
-            .store((report.current + report.built) as u64, Relaxed);
-        self.status
-            .months_stale
-            .store(report.waiting as u64, Relaxed);
-        self.status
-            .months_built
-            .fetch_add(report.built as u64, Relaxed);
-        Ok(Some(report))
+        Ok(Some(reports))
     }
 }
 
-/// How a report read now would be answered: the months of the newest `events` snapshot that
-/// the read model holds, and those it would read from `events`.
+/// How a `report_events` read now would be answered: the months of the newest `events`
+/// snapshot that the read model holds, and those it would read from `events`.
 pub async fn coverage(store: &Store) -> Result<ReadStats> {
+    coverage_of(store, Model::ReportEvents).await
+}
+
+/// [`coverage`] of any read model.
+pub async fn coverage_of(store: &Store, model: Model) -> Result<ReadStats> {
     let log = TableLog::open(store, cdlake_schemas::paths::Table::Events).await?;
     let index = log.refresh().await?;
-    let present = listed(store).await?;
+    let present = listed(store, model).await?;
     let mut stats = ReadStats::default();
-    for (month, (fingerprint, _)) in months(&index) {
-        if present.contains(&file_path(&month, &fingerprint)) {
+    for (month, (fingerprint, _)) in months(&index, model) {
+        if present.contains(&file_path(model, &month, &fingerprint)) {
             stats.months_held += 1;
         } else {
             stats.months_read += 1;

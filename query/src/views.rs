@@ -11,6 +11,8 @@
 //! - `report_events`: the events of the DORA subjects (service, incident, change, artifact,
 //!   branch, and GitHub's `deployment_status` and GitLab's `deployment` attempts), without the
 //!   payload. The DORA views read it, so it can be computed once per statement.
+//! - `run_events`: the pipeline and task run events, narrow (the columns `pipeline_runs` and
+//!   `task_runs` read). A statement reaching it reads it through its read model.
 //! - `deployment_failures`: production and other deployment attempts that failed (GitHub
 //!   `deployment_status` failure or error, GitLab deployment failed), apart from deployments.
 //! - `deployments`, `changes`, `artifacts`, `artifact_changes`, `incidents`, `pipeline_runs`,
@@ -171,6 +173,37 @@ pub fn report_events_sql_without(subjects: &[&str], omit: &[&str]) -> String {
     )
 }
 
+/// The columns `pipeline_runs` and `task_runs` read, with `date`: `run_events`, and its read
+/// model.
+const RUN_COLUMNS: &[&str] = &[
+    "subject",
+    "predicate",
+    "subject_id",
+    "time",
+    "origin",
+    "repository",
+    "run_id",
+    "attempt",
+    "pipeline",
+    "task",
+    "trace_id",
+    "artifact_id",
+    "outcome",
+    "url",
+    "event_source",
+    "event_id",
+    "date",
+];
+
+/// `run_events`: the pipeline and task run events, narrow (what `pipeline_runs` and
+/// `task_runs` read).
+pub fn run_events_sql() -> String {
+    format!(
+        "SELECT {} FROM events WHERE subject IN ('pipelinerun', 'taskrun')",
+        RUN_COLUMNS.join(", ")
+    )
+}
+
 /// A pipeline run's identity as one value (`pipeline_runs.run_key`, `task_runs.run_key`):
 /// origin, repository, run id and attempt, the missing ones empty.
 const RUN_KEY: &str = "concat_ws(':', origin, coalesce(repository, ''), coalesce(run_id, ''), coalesce(CAST(attempt AS VARCHAR), ''))";
@@ -324,6 +357,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     v.push(("events_unique", format!("SELECT {cols}, date FROM events")));
 
     v.push(("report_events", report_events_sql(REPORT_SUBJECTS)));
+
+    v.push(("run_events", run_events_sql()));
 
     v.push(("dora_levels", dora_levels_sql()));
 
@@ -490,7 +525,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                           max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
                           last_value(outcome ORDER BY time, event_id) FILTER (WHERE predicate = 'finished') AS outcome,
                           max(url) AS url, count(*) AS events
-                   FROM events_unique WHERE subject = 'pipelinerun' AND run_id IS NOT NULL
+                   FROM run_events WHERE subject = 'pipelinerun' AND run_id IS NOT NULL
                    GROUP BY origin, repository, run_id, attempt)",
             duration = secs("finished_at", "coalesce(started_at, queued_at)"),
             queue = secs("started_at", "queued_at"),
@@ -511,7 +546,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                           max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
                           last_value(outcome ORDER BY time, event_id) FILTER (WHERE predicate = 'finished') AS outcome,
                           max(url) AS url
-                   FROM events_unique WHERE subject = 'taskrun'
+                   FROM run_events WHERE subject = 'taskrun'
                    GROUP BY origin, repository, subject_id)",
             duration = secs("finished_at", "started_at"),
             run_key = RUN_KEY,

@@ -288,7 +288,10 @@ async fn the_refresher_derives_changed_months_at_once_and_hot_months_in_turn() {
 
     // First look: everything is due.
     let first = refresher.tick().await.unwrap().expect("a first look works");
-    assert_eq!((first.built, first.waiting), (2, 0), "{first:?}");
+    for (model, r) in &first {
+        assert_eq!((r.built, r.waiting), (2, 0), "{model:?}: {r:?}");
+    }
+    assert_eq!(first.len(), read_model::Model::ALL.len());
     // Nothing changed: no work, not even a listing.
     assert_eq!(refresher.tick().await.unwrap(), None);
 
@@ -303,18 +306,21 @@ async fn the_refresher_derives_changed_months_at_once_and_hot_months_in_turn() {
     )
     .await;
     let second = refresher.tick().await.unwrap().expect("the store changed");
-    assert_eq!(
-        (second.built, second.waiting),
-        (2, 1),
-        "March 2024 and January 2026 built, the current month waits: {second:?}"
-    );
-    assert_eq!(status.months_stale.load(Relaxed), 1);
-    assert_eq!(status.months_current.load(Relaxed), 2);
-    assert_eq!(status.months_built.load(Relaxed), 4);
+    for (model, r) in &second {
+        assert_eq!(
+            (r.built, r.waiting),
+            (2, 1),
+            "{model:?}: March 2024 and January 2026 built, the current month waits: {r:?}"
+        );
+        let s = status.of(*model);
+        assert_eq!(s.months_stale.load(Relaxed), 1);
+        assert_eq!(s.months_current.load(Relaxed), 2);
+        assert_eq!(s.months_built.load(Relaxed), 4);
+    }
     assert!(
         status
             .render()
-            .contains("cdlake_read_model_months{state=\"stale\"} 1\n"),
+            .contains("cdlake_read_model_months{table=\"run_events\",state=\"stale\"} 1\n"),
         "{}",
         status.render()
     );
@@ -325,4 +331,103 @@ async fn the_refresher_derives_changed_months_at_once_and_hot_months_in_turn() {
             months_read: 1
         }
     );
+}
+
+fn run_event(id: &str, predicate: &str, run: &str, time: &str, outcome: Option<&str>) -> String {
+    let mut content = json!({"pipelineName": "build"});
+    if let Some(o) = outcome {
+        content["outcome"] = json!(o);
+    }
+    event(id, &format!("pipelinerun.{predicate}"), run, time, content)
+}
+
+/// The runs as the engine answers them now, as JSON rows.
+async fn runs(store: &Store) -> Value {
+    let engine = Engine::open(store, Config::default()).await.unwrap();
+    let result = engine
+        .sql(
+            "SELECT run_id, CAST(started_at AS VARCHAR) AS started, duration_seconds, outcome
+             FROM pipeline_runs ORDER BY run_id",
+        )
+        .await
+        .unwrap();
+    let bytes =
+        cdlake_query::format::render(&result, cdlake_query::format::Format::Json, 64).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// `pipeline_runs` and `task_runs` read `run_events` through its read model: a month held
+/// and a month changed since answer as `events` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_read_through_the_read_model_answer_as_events_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    ingest(
+        &store,
+        &[
+            run_event("a1", "started", "r1", "2026-01-10T09:00:00Z", None),
+            run_event(
+                "a2",
+                "finished",
+                "r1",
+                "2026-01-10T09:10:00Z",
+                Some("success"),
+            ),
+            run_event("b1", "started", "r2", "2026-02-10T09:00:00Z", None),
+        ],
+    )
+    .await;
+    let from_events = runs(&store).await;
+    assert_eq!(
+        from_events.as_array().map(Vec::len),
+        Some(2),
+        "{from_events}"
+    );
+    read_model::refresh_models(
+        &store,
+        &config,
+        &read_model::Model::ALL,
+        read_model::Scope::ALL,
+        |_, _, _| {},
+    )
+    .await
+    .unwrap();
+    let held = read_model::coverage_of(&store, read_model::Model::RunEvents)
+        .await
+        .unwrap();
+    assert_eq!((held.months_held, held.months_read), (2, 0));
+    assert_eq!(runs(&store).await, from_events);
+
+    // r2 finishes, late: February is read from `events`, January from its file.
+    ingest(
+        &store,
+        &[run_event(
+            "b2",
+            "finished",
+            "r2",
+            "2026-02-10T09:05:00Z",
+            Some("failure"),
+        )],
+    )
+    .await;
+    let mixed = read_model::coverage_of(&store, read_model::Model::RunEvents)
+        .await
+        .unwrap();
+    assert_eq!((mixed.months_held, mixed.months_read), (1, 1));
+    let now = runs(&store).await;
+    assert_eq!(now[1]["outcome"], "failure", "{now}");
+    assert_eq!(now[1]["duration_seconds"], 300.0, "{now}");
+    assert_eq!(now[0], from_events[0]);
+    // The same rows once the read model holds February again.
+    read_model::refresh_models(
+        &store,
+        &config,
+        &[read_model::Model::RunEvents],
+        read_model::Scope::ALL,
+        |_, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(runs(&store).await, now);
 }

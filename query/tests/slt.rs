@@ -177,14 +177,25 @@ impl Db {
         if !self.read_model {
             return Ok(());
         }
-        read_model::refresh_store(&self.store, &self.config, read_model::Scope::ALL, |_, _| {})
-            .await
-            .map_err(err)?;
-        let coverage = read_model::coverage(&self.store).await.map_err(err)?;
-        if coverage.months_read > 0 || coverage.months_held == 0 {
-            return Err(err(format!(
-                "after a rebuild the read model should hold every month: {coverage:?}"
-            )));
+        read_model::refresh_models(
+            &self.store,
+            &self.config,
+            &read_model::Model::ALL,
+            read_model::Scope::ALL,
+            |_, _, _| {},
+        )
+        .await
+        .map_err(err)?;
+        for model in read_model::Model::ALL {
+            let coverage = read_model::coverage_of(&self.store, model)
+                .await
+                .map_err(err)?;
+            if coverage.months_read > 0 || coverage.months_held == 0 {
+                return Err(err(format!(
+                    "after a rebuild the read model {} should hold every month: {coverage:?}",
+                    model.name()
+                )));
+            }
         }
         Ok(())
     }

@@ -131,9 +131,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         counts.imported, counts.duplicate, counts.rejected
     );
 
-    let rebuilt =
-        super::rebuild::rebuild(&store, &config, cdlake_query::read_model::Scope::ALL, true)
-            .await?;
+    let rebuilt = super::rebuild::rebuild(
+        &store,
+        &config,
+        &cdlake_query::read_model::Model::ALL,
+        cdlake_query::read_model::Scope::ALL,
+        true,
+    )
+    .await?;
     eprintln!("{}\n", super::rebuild::summary(&rebuilt));
 
     let engine = cdlake_query::Engine::open(&store, config).await?;

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use cdlake_query::read_model::{
-    self, RefreshReport, Refresher, RefresherStatus, Scope, refresh_store,
+    self, Model, RefreshReport, Refresher, RefresherStatus, Scope, refresh_models,
 };
 use cdlake_query::{Config, Engine};
 use cdlake_schemas::store::Store;
@@ -31,13 +33,21 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let mut models = Vec::new();
     for table in &args.tables {
-        if !read_model::TABLES.contains(&table.as_str()) {
+        let Some(model) = Model::named(table) else {
+            let names: Vec<&str> = Model::ALL.iter().map(|m| m.name()).collect();
             anyhow::bail!(
                 "--table {table:?} is not a read model; the read models are: {}",
-                read_model::TABLES.join(", ")
+                names.join(", ")
             );
+        };
+        if !models.contains(&model) {
+            models.push(model);
         }
+    }
+    if models.is_empty() {
+        models = Model::ALL.to_vec();
     }
     let from = match &args.from {
         Some(text) => Some(read_model::month_of_text(text).ok_or_else(|| {
@@ -51,53 +61,79 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         again_from: from.as_deref(),
         ..Scope::ALL
     };
-    let report = rebuild(&store, &config, scope, true).await?;
+    let rebuilt = rebuild(&store, &config, &models, scope, true).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&rebuilt)?);
     } else {
-        println!("{}", summary(&report));
+        println!("{}", summary(&rebuilt));
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Bring the read models up to date with `events`, with a progress bar when `show` is set.
+/// What a rebuild did: in total (the fields of [`RefreshReport`]), and by read model.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Rebuilt {
+    #[serde(flatten)]
+    pub(crate) total: RefreshReport,
+    pub(crate) tables: BTreeMap<&'static str, RefreshReport>,
+}
+
+/// Bring the read models `models` up to date with `events`, with a progress bar when `show`
+/// is set.
 pub(crate) async fn rebuild(
     store: &Store,
     config: &Config,
+    models: &[Model],
     scope: Scope<'_>,
     show: bool,
-) -> anyhow::Result<RefreshReport> {
+) -> anyhow::Result<Rebuilt> {
     let bar = if show {
         ProgressBar::new(0)
     } else {
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} read model report_events [{bar:30}] {pos}/{len} months",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} read model {msg} [{bar:30}] {pos}/{len} months")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = refresh_store(store, config, scope, |done, all| {
+    let reports = refresh_models(store, config, models, scope, |model, done, all| {
+        bar.set_message(model.name());
         bar.set_length(all as u64);
         bar.set_position(done as u64);
     })
     .await
     .map_err(|e| {
         anyhow::anyhow!(
-            "{e}; the answers stay correct without the read model (they read `events`): run `cdlake rebuild` again once the store is reachable"
+            "{e}; the answers stay correct without the read models (they read `events`): run `cdlake rebuild` again once the store is reachable"
         )
     })?;
     bar.finish_and_clear();
-    Ok(report)
+    let mut total = RefreshReport::default();
+    let mut tables = BTreeMap::new();
+    for (model, r) in reports {
+        total.built += r.built;
+        total.current += r.current;
+        total.waiting += r.waiting;
+        total.deleted += r.deleted;
+        total.rows += r.rows;
+        tables.insert(model.name(), r);
+    }
+    Ok(Rebuilt { total, tables })
 }
 
-/// One line saying what a rebuild did.
-pub(crate) fn summary(r: &RefreshReport) -> String {
-    format!(
-        "read model report_events: {} months built ({} rows), {} already current, {} superseded files removed",
-        r.built, r.rows, r.current, r.deleted
-    )
+/// What a rebuild did, a line per read model.
+pub(crate) fn summary(rebuilt: &Rebuilt) -> String {
+    rebuilt
+        .tables
+        .iter()
+        .map(|(name, r)| {
+            format!(
+                "read model {name}: {} months built ({} rows), {} already current, {} superseded files removed",
+                r.built, r.rows, r.current, r.deleted
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Keep the read models current while `serve` or `standalone` runs: a look at the store every
@@ -113,16 +149,21 @@ pub(crate) fn spawn_background(store: Store, engine: Engine) -> Arc<RefresherSta
         loop {
             tick.tick().await;
             match refresher.tick().await {
-                Ok(Some(r)) if r.built > 0 || r.deleted > 0 => {
-                    tracing::info!(
-                        built = r.built,
-                        rows = r.rows,
-                        deleted = r.deleted,
-                        waiting = r.waiting,
-                        "Read model report_events brought up to date."
-                    );
+                Ok(Some(reports)) => {
+                    for (model, r) in reports {
+                        if r.built > 0 || r.deleted > 0 {
+                            tracing::info!(
+                                table = model.name(),
+                                built = r.built,
+                                rows = r.rows,
+                                deleted = r.deleted,
+                                waiting = r.waiting,
+                                "Read model brought up to date."
+                            );
+                        }
+                    }
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "Could not bring the read model up to date; answers read `events` meanwhile. Will try again.")
                 }
