@@ -422,3 +422,173 @@ fn an_empty_window_reports_nulls_within_the_contract() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("window is empty"));
 }
+
+/// How many Parquet files are under `dir`, at any depth.
+fn parquet_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                parquet_files(&path)
+            } else {
+                usize::from(path.extension().is_some_and(|x| x == "parquet"))
+            }
+        })
+        .sum()
+}
+
+/// Every Parquet file of the read models under `store`, each read whole: a file is whole or
+/// absent, whatever moment a rebuild was killed at. Returns how many there are.
+fn read_model_files_are_whole(store: &Path) -> usize {
+    let root = store.join("_cdlake/read");
+    let mut n = 0;
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&path).unwrap();
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .and_then(|b| b.build())
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                for batch in reader {
+                    batch.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                }
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// `cdlake rebuild` killed with SIGKILL at many moments (while it reads `events`, while it
+/// replaces a month's file, between months) never changes an answer, never leaves a torn file,
+/// and the next rebuild converges.
+#[test]
+fn a_rebuild_killed_anywhere_leaves_answers_exact_and_the_next_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok(&cdlake(
+        &store,
+        &[
+            "demo",
+            "--no-serve",
+            "--events",
+            "20000",
+            "--days",
+            "400",
+            "--seed",
+            "7",
+        ],
+    ));
+    let from = (chrono::Utc::now() - chrono::Duration::days(420)).to_rfc3339();
+    let to = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let answers = || {
+        let report: serde_json::Value = serde_json::from_str(&ok(&cdlake(
+            &store,
+            &[
+                "dora", "--from", &from, "--to", &to, "--by", "service", "--format", "json",
+            ],
+        )))
+        .unwrap();
+        let runs = sql_json(
+            &store,
+            // Rounded: a float sum depends on the order rows arrive in.
+            "SELECT count(*) AS n, round(sum(duration_seconds), 3) AS d, count(outcome) AS o
+             FROM pipeline_runs",
+        );
+        (report, runs)
+    };
+    let reference = answers();
+    assert!(
+        reference.0["deployment_frequency"]["deployments"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let months = read_model_files_are_whole(&store);
+    assert!(months >= 2 * 13, "two read models over 14 months: {months}");
+
+    // `--from 2000-01`: every month is derived again, its file replaced.
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_cdlake"))
+            .args(["rebuild", "--from", "2000-01"])
+            .env("CDLAKE_STORE", &store)
+            .env_remove("CDLAKE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let check = |when: &str| {
+        let files = read_model_files_are_whole(&store);
+        eprintln!("rebuild killed {when}: {files} of {months} read-model files present");
+        assert_eq!(answers(), reference, "after a rebuild killed {when}");
+        files
+    };
+    // Killed at set moments: while it reads `events`, while it writes.
+    let mut killed_running = 0;
+    for delay_ms in [30, 400, 900, 1300] {
+        let mut child = spawn();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+        }
+        child.kill().ok();
+        child.wait().unwrap();
+        check(&format!("at {delay_ms} ms"));
+    }
+    assert!(
+        killed_running >= 2,
+        "most kills should land while the rebuild runs: {killed_running}"
+    );
+    // Killed the moment a month's file is gone (between the delete and the put that
+    // replace it): that month is answered from `events` until the next rebuild.
+    let mut torn = 0;
+    for _ in 0..3 {
+        // From a whole read model: every month current again first.
+        ok(&cdlake(&store, &["rebuild"]));
+        assert_eq!(parquet_files(&store.join("_cdlake/read")), months);
+        let mut child = spawn();
+        loop {
+            if parquet_files(&store.join("_cdlake/read")) < months {
+                child.kill().ok();
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        child.wait().unwrap();
+        if check("while replacing a month's file") < months {
+            torn += 1;
+        }
+    }
+    assert!(
+        torn >= 1,
+        "at least one kill should land between a file's delete and its put"
+    );
+    // The next rebuild converges: every month current again, and then nothing to do.
+    let first: serde_json::Value =
+        serde_json::from_str(&ok(&cdlake(&store, &["rebuild", "--json"]))).unwrap();
+    assert_eq!(
+        first["built"].as_u64().unwrap() + first["current"].as_u64().unwrap(),
+        months as u64,
+        "{first}"
+    );
+    let second: serde_json::Value =
+        serde_json::from_str(&ok(&cdlake(&store, &["rebuild", "--json"]))).unwrap();
+    assert_eq!(second["built"], 0, "{second}");
+    assert_eq!(answers(), reference);
+}
