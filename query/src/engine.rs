@@ -576,20 +576,36 @@ impl Engine {
     /// `run_events` in `ctx`, through its read model.
     async fn register_runs(&self, ctx: &SessionContext) -> Result<()> {
         let started = std::time::Instant::now();
-        let stats = crate::read_model::register_lazy(
+        match crate::read_model::register_lazy(
             ctx,
             &self.store,
             &self.events,
             crate::read_model::Model::RunEvents,
         )
-        .await?;
-        tracing::debug!(
-            months_held = stats.months_held,
-            months_read = stats.months_read,
-            seconds = started.elapsed().as_secs_f64(),
-            "Registered run_events through its read model."
-        );
-        Ok(())
+        .await
+        {
+            Ok(stats) => {
+                tracing::debug!(
+                    months_held = stats.months_held,
+                    months_read = stats.months_read,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "Registered run_events through its read model."
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // The answer does not need the read model: read `events` instead.
+                tracing::warn!(error = %e, "Could not read run_events through its read model; reading events instead.");
+                let _ = ctx.deregister_table("run_events");
+                ctx.sql(&format!(
+                    "CREATE VIEW run_events AS {}",
+                    views::run_events_sql()
+                ))
+                .await
+                .map_err(|e| Error::internal("defining the views", e))?;
+                Ok(())
+            }
+        }
     }
 
     /// A session for one statement: the tables and `teams` of this engine's session, its

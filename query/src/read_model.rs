@@ -1,9 +1,9 @@
-//! The first read model: `report_events` (the DORA views' input rows, narrow, without payloads)
-//! kept as one Parquet file per month of `events`, so a report reads a dozen files instead of
-//! a file per day of history, and none of the pipeline and task rows.
+//! The read models: `report_events` (the DORA views' input rows, narrow, without payloads) and
+//! `run_events` (the pipeline and task run rows), each kept as one Parquet file per month of
+//! `events`, so a question reads a dozen files a year instead of a file per day of history.
 //!
 //! ```text
-//! <store>/_cdlake/read/report_events/month=YYYY-MM/<fingerprint>.parquet
+//! <store>/_cdlake/read/<read model>/month=YYYY-MM/<fingerprint>.parquet
 //! ```
 //!
 //! A month's file is named by the fingerprint of what it was derived from: the read model's
@@ -405,8 +405,9 @@ pub async fn refresh(
     let total = months.len();
     let mut report = RefreshReport::default();
     let mut keep: BTreeSet<String> = BTreeSet::new();
+    let keep_months: BTreeSet<String> = months.keys().cloned().collect();
     // The due months without a file, in chunks of at most CHUNK_BYTES of events files.
-    let mut chunks: Vec<Vec<(String, String, Vec<NaiveDate>)>> = Vec::new();
+    let mut chunks: Vec<Vec<Derive>> = Vec::new();
     let mut chunk_bytes = 0u64;
     for (month, (fingerprint, dates)) in months {
         let path = file_path(model, &month, &fingerprint);
@@ -431,7 +432,12 @@ pub async fn refresh(
         }
         chunk_bytes += bytes;
         if let Some(chunk) = chunks.last_mut() {
-            chunk.push((month, fingerprint, dates));
+            chunk.push(Derive {
+                month,
+                fingerprint,
+                dates,
+                replace: again,
+            });
         }
     }
     progress(report.current, total);
@@ -447,18 +453,55 @@ pub async fn refresh(
             progress(report.current + report.built, total);
         }
     }
-    // Superseded files go once no reader can still be about to open them (a reader that
-    // finds its file gone reads that month from `events`), and once a refresher working
-    // from an older snapshot cannot have just written them.
-    let cutoff = chrono::Utc::now() - SUPERSEDED_KEPT;
+    // A superseded file goes once its month's current file has existed for SUPERSEDED_KEPT:
+    // a statement that chose the old file before it was superseded has finished with it by
+    // then (and one reading `report_events` that finds it gone reads that month from
+    // `events`). While a month waits for its new file, its old one stays. A month gone from
+    // `events` altogether takes its files with it once they are that old.
+    let now = chrono::Utc::now();
+    let cutoff = now - SUPERSEDED_KEPT;
+    let current_since: BTreeMap<String, chrono::DateTime<chrono::Utc>> = listed
+        .iter()
+        .filter(|m| keep.contains(m.location.as_ref()))
+        .map(|m| (month_in(m.location.as_ref()), m.last_modified))
+        .collect();
     for meta in &listed {
         let path = meta.location.to_string();
-        if !keep.contains(&path) && meta.last_modified < cutoff {
+        if keep.contains(&path) {
+            continue;
+        }
+        let month = month_in(&path);
+        let superseded_since = if keep_months.contains(&month) {
+            // Since its current file was written; now when it has none yet (waiting for its
+            // turn, or written by this refresh).
+            current_since.get(&month).copied().unwrap_or(now)
+        } else {
+            meta.last_modified
+        };
+        if superseded_since < cutoff {
             store.delete(&path).await.map_err(store_err)?;
             report.deleted += 1;
         }
     }
     Ok(report)
+}
+
+/// `YYYY-MM` of a read model file's path (`…/month=YYYY-MM/<fingerprint>.parquet`), or the
+/// path itself for anything else.
+fn month_in(path: &str) -> String {
+    path.split('/')
+        .find_map(|part| part.strip_prefix("month="))
+        .unwrap_or(path)
+        .to_string()
+}
+
+/// A month to derive: where its file goes, its dates, and whether it replaces a file of the
+/// same name (`--from`).
+struct Derive {
+    month: String,
+    fingerprint: String,
+    dates: Vec<NaiveDate>,
+    replace: bool,
 }
 
 fn build_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
@@ -472,9 +515,9 @@ async fn build_chunk(
     ctx: &SessionContext,
     model: Model,
     definition: &str,
-    chunk: &[(String, String, Vec<NaiveDate>)],
+    chunk: &[Derive],
 ) -> Result<u64> {
-    let dates: Vec<NaiveDate> = chunk.iter().flat_map(|(_, _, d)| d.clone()).collect();
+    let dates: Vec<NaiveDate> = chunk.iter().flat_map(|d| d.dates.clone()).collect();
     let sql = format!(
         "{definition} AND {} ORDER BY substr(date, 1, 7), subject, time, event_source, event_id",
         dates_predicate(&dates)
@@ -508,26 +551,23 @@ async fn build_chunk(
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(build_err)?))
         .build();
     let mut rows = 0u64;
-    for (month, fingerprint, _) in chunk {
-        // A month with no DORA rows still gets its (empty) file: it is current.
+    for d in chunk {
+        // A month with no rows still gets its (empty) file: it is current.
         let mut out = Vec::new();
         let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props.clone()))
             .map_err(build_err)?;
-        for b in by_month.get(month).into_iter().flatten() {
+        for b in by_month.get(&d.month).into_iter().flatten() {
             rows += b.num_rows() as u64;
             writer.write(b).map_err(build_err)?;
         }
         writer.close().map_err(build_err)?;
-        let path = file_path(model, month, fingerprint);
-        // Derived again (`--from`): the file of this name is replaced. A reader that finds it
-        // gone meanwhile reads the month from `events`.
-        if store
-            .put_if_absent(&path, out.clone())
-            .await
-            .map_err(store_err)?
-            == cdlake_schemas::store::Commit::AlreadyExists
-        {
-            store.delete(&path).await.map_err(store_err)?;
+        let path = file_path(model, &d.month, &d.fingerprint);
+        if d.replace {
+            // Derived again (`--from`): the file of this name is replaced in one step.
+            store.put(&path, out).await.map_err(store_err)?;
+        } else {
+            // A file of this name already there (another refresher was first) holds the
+            // same rows: nothing to do.
             store.put_if_absent(&path, out).await.map_err(store_err)?;
         }
     }
@@ -610,7 +650,7 @@ pub struct ModelStatus {
 #[derive(Debug, Default)]
 pub struct RefresherStatus {
     /// By read model, in the order of [`Model::ALL`].
-    pub models: [ModelStatus; 2],
+    pub models: [ModelStatus; Model::ALL.len()],
     /// Refreshes that failed since start.
     pub failures: AtomicU64,
 }
@@ -679,7 +719,13 @@ impl Refresher {
     /// One look at the store: what each read model did, or `None` when nothing changed and
     /// the hot months are not due.
     pub async fn tick(&mut self) -> Result<Option<Vec<(Model, RefreshReport)>>> {
-        let index = self.engine.events.refresh().await?;
+        let index = match self.engine.events.refresh().await {
+            Ok(index) => index,
+            Err(e) => {
+                self.status.failures.fetch_add(1, Relaxed);
+                return Err(e.into());
+            }
+        };
         let hot_due = self.last_hot.is_none_or(|t| t.elapsed() >= self.hot_every);
         let changed = !self
             .last_index
@@ -696,6 +742,7 @@ impl Refresher {
         let config = self.engine.config().clone();
         let due = |month: &str| hot_due || !hot.iter().any(|h| h == month);
         let mut reports = Vec::new();
+        let mut failed = None;
         for model in Model::ALL {
             let result = refresh(
                 &self.store,
@@ -710,11 +757,13 @@ impl Refresher {
                 |_, _| {},
             )
             .await;
+            // One read model failing does not keep the others from their turn.
             let report = match result {
                 Ok(r) => r,
                 Err(e) => {
                     self.status.failures.fetch_add(1, Relaxed);
-                    return Err(e);
+                    failed.get_or_insert(e);
+                    continue;
                 }
             };
             let s = self.status.of(model);
@@ -723,6 +772,10 @@ impl Refresher {
             s.months_stale.store(report.waiting as u64, Relaxed);
             s.months_built.fetch_add(report.built as u64, Relaxed);
             reports.push((model, report));
+        }
+        if let Some(e) = failed {
+            // Tried again at the next tick (the index is not recorded as done).
+            return Err(e);
         }
         if hot_due {
             self.last_hot = Some(std::time::Instant::now());

@@ -271,13 +271,14 @@ async fn the_refresher_derives_changed_months_at_once_and_hot_months_in_turn() {
     use std::sync::atomic::Ordering::Relaxed;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    // Months well away from the hot ones (the current and the previous), whenever this runs.
     let now = Utc::now();
-    let recent = (now - chrono::Duration::minutes(5)).to_rfc3339();
+    let old = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
     ingest(
         &store,
         &[
-            deployed("d1", "web", "2026-01-05T10:00:00Z", "pkg:oci/web@1"),
-            deployed("d2", "web", &recent, "pkg:oci/web@2"),
+            deployed("d1", "web", &old(200), "pkg:oci/web@1"),
+            deployed("d2", "web", &now.to_rfc3339(), "pkg:oci/web@2"),
         ],
     )
     .await;
@@ -299,8 +300,14 @@ async fn the_refresher_derives_changed_months_at_once_and_hot_months_in_turn() {
     ingest(
         &store,
         &[
-            deployed("d3", "web", "2024-03-05T10:00:00Z", "pkg:oci/web@0"),
-            deployed("d4", "web", "2026-01-06T10:00:00Z", "pkg:oci/web@1"),
+            deployed("d3", "web", &old(400), "pkg:oci/web@0"),
+            // A second after d1: its month.
+            deployed(
+                "d4",
+                "web",
+                &(now - chrono::Duration::days(200) + chrono::Duration::seconds(1)).to_rfc3339(),
+                "pkg:oci/web@1",
+            ),
             deployed("d5", "web", &now.to_rfc3339(), "pkg:oci/web@2"),
         ],
     )
@@ -310,7 +317,7 @@ async fn the_refresher_derives_changed_months_at_once_and_hot_months_in_turn() {
         assert_eq!(
             (r.built, r.waiting),
             (2, 1),
-            "{model:?}: March 2024 and January 2026 built, the current month waits: {r:?}"
+            "{model:?}: the months 400 and about 200 days ago built, the current month waits: {r:?}"
         );
         let s = status.of(*model);
         assert_eq!(s.months_stale.load(Relaxed), 1);
@@ -430,4 +437,78 @@ async fn runs_read_through_the_read_model_answer_as_events_does() {
     .await
     .unwrap();
     assert_eq!(runs(&store).await, now);
+}
+
+/// Set the modification time of every read-model file under `dir` to an hour ago.
+fn age_files(dir: &std::path::Path) {
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for entry in walk(dir) {
+        std::fs::File::options()
+            .write(true)
+            .open(&entry)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A superseded file stays until its month's new file has existed for ten minutes, however
+/// old the superseded file itself is: a statement that chose it just before a late event may
+/// still be reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_file_stays_ten_minutes_after_its_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    ingest(
+        &store,
+        &[deployed(
+            "d1",
+            "web",
+            "2026-01-05T10:00:00Z",
+            "pkg:oci/web@1",
+        )],
+    )
+    .await;
+    let refresh = || read_model::refresh_store(&store, &config, read_model::Scope::ALL, |_, _| {});
+    refresh().await.unwrap();
+    let files = store.local_root().unwrap().join(PREFIX);
+    age_files(&files);
+    // A late event: January gets a new file; the hour-old one stays.
+    ingest(
+        &store,
+        &[deployed(
+            "d2",
+            "web",
+            "2026-01-06T10:00:00Z",
+            "pkg:oci/web@1",
+        )],
+    )
+    .await;
+    let replaced = refresh().await.unwrap();
+    assert_eq!((replaced.built, replaced.deleted), (1, 0), "{replaced:?}");
+    assert_eq!(walk(&files).len(), 2);
+    // Ten minutes after the replacement (both files aged), the superseded one goes.
+    age_files(&files);
+    let cleaned = refresh().await.unwrap();
+    assert_eq!((cleaned.built, cleaned.deleted), (0, 1), "{cleaned:?}");
+    assert_eq!(walk(&files).len(), 1);
+    assert_eq!(
+        read_model::coverage(&store).await.unwrap().months_held,
+        1,
+        "the current file is the one kept"
+    );
 }

@@ -287,6 +287,27 @@ impl Store {
         }
     }
 
+    /// Write `data` at `path`, replacing what is there in one step (a reader sees the old
+    /// object or the new one, never none and never part of one).
+    pub async fn put(&self, path: &str, data: Vec<u8>) -> Result<()> {
+        match &self.local_root {
+            Some(root) => {
+                let target = root.join(path);
+                tokio::task::spawn_blocking(move || put_local_overwrite(&target, &data).map(|_| ()))
+                    .await?
+            }
+            None => self
+                .object_store
+                .put(&ObjectPath::from(path), PutPayload::from(data))
+                .await
+                .map(|_| ())
+                .map_err(|source| StoreError::WriteObject {
+                    path: path.to_string(),
+                    source,
+                }),
+        }
+    }
+
     /// Read a whole object; `None` when it does not exist.
     pub async fn get(&self, path: &str) -> Result<Option<Vec<u8>>> {
         // A local file in one read (the object store's local reader reads 8 KiB chunks, each

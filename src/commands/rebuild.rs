@@ -23,7 +23,7 @@ pub(crate) struct Args {
     /// Print what was done as JSON.
     #[arg(long)]
     json: bool,
-    /// The read models to rebuild (repeatable; default: all). Today: `report_events`.
+    /// The read models to rebuild (repeatable; default: all): `report_events`, `run_events`.
     #[arg(long = "table", value_name = "NAME")]
     tables: Vec<String>,
     /// Derive every month from this date's month on again, also those that are current
@@ -104,7 +104,7 @@ pub(crate) async fn rebuild(
     .await
     .map_err(|e| {
         anyhow::anyhow!(
-            "{e}; the answers stay correct without the read models (they read `events`): run `cdlake rebuild` again once the store is reachable"
+            "{e}; the answers stay correct without the read models (they read `events` meanwhile): fix the cause above and run `cdlake rebuild` again (it takes up where it stopped)"
         )
     })?;
     bar.finish_and_clear();
