@@ -448,31 +448,17 @@ fn parquet_files(dir: &Path) -> std::collections::BTreeMap<PathBuf, std::time::S
 /// Every Parquet file of the read models under `store`, each read whole: a file is whole or
 /// absent, whatever moment a rebuild was killed at. Returns how many there are.
 fn read_model_files_are_whole(store: &Path) -> usize {
-    let root = store.join("_cdlake/read");
-    let mut n = 0;
-    let mut dirs = vec![root];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                let file = std::fs::File::open(&path).unwrap();
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .and_then(|b| b.build())
-                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                for batch in reader {
-                    batch.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                }
-                n += 1;
-            }
+    let files = parquet_files(&store.join("_cdlake/read"));
+    for path in files.keys() {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for batch in reader {
+            batch.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
     }
-    n
+    files.len()
 }
 
 /// `cdlake rebuild` killed with SIGKILL at many moments (while it reads `events`, while it
