@@ -453,13 +453,17 @@ pub async fn refresh(
             progress(report.current + report.built, total);
         }
     }
-    // A superseded file goes once its month's current file has existed for SUPERSEDED_KEPT:
-    // a statement that chose the old file before it was superseded has finished with it by
-    // then (and one reading `report_events` that finds it gone reads that month from
+    // A superseded file goes once its month's current file has existed for SUPERSEDED_KEPT
+    // (or the query time limit and a minute, when that is longer): a statement that chose
+    // the old file before it was superseded has finished with it by then (and one reading `report_events` that finds it gone reads that month from
     // `events`). While a month waits for its new file, its old one stays. A month gone from
     // `events` altogether takes its files with it once they are that old.
     let now = chrono::Utc::now();
-    let cutoff = now - SUPERSEDED_KEPT;
+    // (At most 30 days, whatever the limit says.)
+    let limit = chrono::Duration::seconds(
+        i64::try_from(config.limits.query_timeout_secs.min(30 * 86_400)).unwrap_or(0) + 60,
+    );
+    let cutoff = now - SUPERSEDED_KEPT.max(limit);
     let current_since: BTreeMap<String, chrono::DateTime<chrono::Utc>> = listed
         .iter()
         .filter(|m| keep.contains(m.location.as_ref()))

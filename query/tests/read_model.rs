@@ -501,8 +501,15 @@ async fn a_superseded_file_stays_ten_minutes_after_its_replacement() {
     let replaced = refresh().await.unwrap();
     assert_eq!((replaced.built, replaced.deleted), (1, 0), "{replaced:?}");
     assert_eq!(walk(&files).len(), 2);
-    // Ten minutes after the replacement (both files aged), the superseded one goes.
+    // An hour after the replacement (both files aged): kept while a statement may still run
+    // that long (a query time limit of two hours), gone with the default limit.
     age_files(&files);
+    let mut long = config.clone();
+    long.limits.query_timeout_secs = 7_200;
+    let kept = read_model::refresh_store(&store, &long, read_model::Scope::ALL, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((kept.built, kept.deleted), (0, 0), "{kept:?}");
     let cleaned = refresh().await.unwrap();
     assert_eq!((cleaned.built, cleaned.deleted), (0, 1), "{cleaned:?}");
     assert_eq!(walk(&files).len(), 1);

@@ -146,9 +146,23 @@ pub(crate) fn spawn_background(store: Store, engine: Engine) -> Arc<RefresherSta
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // After a failure the refresher waits longer each time (5 s doubling to 5 minutes),
+        // so a build that keeps failing does not rescan the store every few seconds.
+        let mut backoff = std::time::Duration::ZERO;
         loop {
             tick.tick().await;
-            match refresher.tick().await {
+            if !backoff.is_zero() {
+                tokio::time::sleep(backoff).await;
+            }
+            let result = refresher.tick().await;
+            backoff = match &result {
+                Err(_) => (backoff * 2).clamp(
+                    std::time::Duration::from_secs(5),
+                    std::time::Duration::from_secs(300),
+                ),
+                Ok(_) => std::time::Duration::ZERO,
+            };
+            match result {
                 Ok(Some(reports)) => {
                     for (model, r) in reports {
                         if r.built > 0 || r.deleted > 0 {
