@@ -143,13 +143,18 @@ fn pinned_session(
     snapshot: EagerSnapshot,
 ) -> Result<SessionContext> {
     let ctx = crate::engine::new_session(runtime, config);
-    let scan = DeltaScanNext::new(
+    ctx.register_table("pinned_events", pinned_scan(snapshot)?)?;
+    Ok(ctx)
+}
+
+/// A scan of exactly one snapshot of `events`, partition values unwrapped.
+fn pinned_scan(snapshot: EagerSnapshot) -> Result<Arc<DeltaScanNext>> {
+    DeltaScanNext::new(
         snapshot,
         DeltaScanConfig::new().with_wrap_partition_values(false),
     )
-    .map_err(|e| Error::internal("reading the events snapshot", e))?;
-    ctx.register_table("pinned_events", Arc::new(scan))?;
-    Ok(ctx)
+    .map(Arc::new)
+    .map_err(|e| Error::internal("reading the events snapshot", e))
 }
 
 /// Run `sql`, with the schema its batches carry.
@@ -271,12 +276,7 @@ pub(crate) async fn register_lazy(
     let read_err = |e| Error::internal("reading a read model", e);
     let (index, snapshot) = log.refreshed_snapshot().await?;
     let pinned = format!("cdlake_{}_pinned_events", model.name());
-    let scan = DeltaScanNext::new(
-        snapshot,
-        DeltaScanConfig::new().with_wrap_partition_values(false),
-    )
-    .map_err(|e| Error::internal("reading the events snapshot", e))?;
-    ctx.register_table(pinned.as_str(), Arc::new(scan))?;
+    ctx.register_table(pinned.as_str(), pinned_scan(snapshot)?)?;
     let present = listed(store, model).await?;
     let mut held: Vec<ListingTableUrl> = Vec::new();
     let mut raw_dates: Vec<NaiveDate> = Vec::new();
