@@ -10,9 +10,11 @@ use crate::sources::webhook::{
     reverted, str_at, time_at,
 };
 
-/// Normalise one GitHub delivery: `kind` is the event name header (`X-GitHub-Event`, e.g. "pull_request"), `delivery`
-/// the delivery id (it becomes `event_id`, so a redelivery is a duplicate), `body` the raw JSON
-/// body, `ingested_at` µs since the epoch, UTC.
+/// Normalise one GitHub delivery: `kind` is the event name header (`X-GitHub-Event`, e.g.
+/// "pull_request"), `delivery` the delivery id, `body` the raw JSON body, `ingested_at` µs since
+/// the epoch, UTC. The row's `event_id` is the fact it records (`fact::fact_id`), so a
+/// redelivery, or the same fact pulled by a backfill, is a duplicate; a delivery that names no
+/// such fact keeps its delivery id.
 pub fn normalise(
     kind: &str,
     delivery: &str,
@@ -47,7 +49,7 @@ fn normalise_delivery(row: &Row<'_>, kind: &str, body: &Value) -> Result<Normali
         action: str_at(body, &["action"]),
         repository: str_at(body, &["repository", "full_name"]),
     };
-    let event = match kind {
+    let mut event = match kind {
         "pull_request" => d.pull_request()?,
         "push" => d.push()?,
         "workflow_run" => d.workflow_run()?,
@@ -60,6 +62,11 @@ fn normalise_delivery(row: &Row<'_>, kind: &str, body: &Value) -> Result<Normali
         "issues" => d.issues()?,
         _ => d.other(),
     };
+    // A time that fell back to the ingestion time names no fact.
+    let payload_time = event.time != row.ingested_at;
+    if let Some(id) = super::fact::fact_id(kind, body, &event, payload_time) {
+        event.event_id = id;
+    }
     Ok(Normalised::Event(Box::new(event)))
 }
 

@@ -754,3 +754,77 @@ fn github_container_package_published_is_artifact_published_with_its_oci_purl() 
         "pkg:oci/app@sha256%3Aab?repository_url=registry.local:5000/team/app"
     );
 }
+
+/// The identity of a GitHub row is the fact, so the facts a backfill pulls again are the
+/// webhooks' rows: each distinct fact has its own id, the same fact one id.
+#[test]
+fn a_github_row_is_identified_by_its_fact() {
+    let row = |kind: &str, body: &serde_json::Value, delivery: &str| {
+        event(normalise(
+            Origin::Github,
+            kind,
+            delivery,
+            body.to_string().as_bytes(),
+            INGESTED,
+        ))
+    };
+    let fixture = |path: &str| json_of(&fixtures("github").join(path));
+    let opened = fixture("pull_request/opened.payload.json");
+    let closed = fixture("pull_request/closed.payload.json");
+    // One pull request, two facts.
+    assert_eq!(opened["pull_request"]["id"], closed["pull_request"]["id"]);
+    let (o, c) = (
+        row("pull_request", &opened, "a"),
+        row("pull_request", &closed, "b"),
+    );
+    assert_ne!(o.event_id, c.event_id);
+    assert_eq!(o.event_id, "pull_request/279147437/opened/1557933633000000");
+    // The same fact by another delivery, with other extras (a backfill's list object): one id.
+    let mut pulled = closed.clone();
+    pulled["pull_request"]["comments"] = 9.into();
+    pulled.as_object_mut().unwrap().remove("sender");
+    assert_eq!(
+        row("pull_request", &pulled, "backfill").event_id,
+        c.event_id
+    );
+
+    // A re-run is another attempt: another fact, also for its jobs.
+    let run = fixture("workflow_run/completed.payload.json");
+    let mut rerun = run.clone();
+    rerun["workflow_run"]["run_attempt"] = 2.into();
+    let (first, second) = (
+        row("workflow_run", &run, "a"),
+        row("workflow_run", &rerun, "b"),
+    );
+    assert_eq!(first.event_id, "workflow_run/289782451/1/completed");
+    assert_eq!(second.event_id, "workflow_run/289782451/2/completed");
+    let requested = row(
+        "workflow_run",
+        &fixture("workflow_run/requested.payload.json"),
+        "c",
+    );
+    assert_eq!(requested.event_id, "workflow_run/289782451/1/requested");
+
+    // Labelling an issue `incident` and `bug` in the same second: two facts.
+    let mut labeled = fixture("issues/labeled.payload.json");
+    let first = row("issues", &labeled, "a").event_id;
+    labeled["label"]["name"] = "incident".into();
+    assert_ne!(row("issues", &labeled, "b").event_id, first);
+
+    // A push is its ref and head; a deployment status its id.
+    let push = row("push", &fixture("push/payload.json"), "a");
+    assert!(push.event_id.starts_with("push/refs/"), "{}", push.event_id);
+    let status = row(
+        "deployment_status",
+        &fixture("deployment_status/payload.json"),
+        "a",
+    );
+    assert_eq!(status.event_id, "deployment_status/209916254/created");
+
+    // A time that is not in the payload names no fact: the delivery id stays.
+    let mut timeless = closed.clone();
+    for f in ["closed_at", "merged_at", "updated_at"] {
+        timeless["pull_request"].as_object_mut().unwrap().remove(f);
+    }
+    assert_eq!(row("pull_request", &timeless, "d-9").event_id, "d-9");
+}
