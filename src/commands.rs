@@ -1,5 +1,6 @@
 //! One module per subcommand, and the flag blocks they share.
 
+pub(crate) mod backfill;
 pub(crate) mod compact;
 pub(crate) mod demo;
 pub(crate) mod dora;

@@ -44,6 +44,9 @@ enum Command {
     /// Derive the read models from `events` now (also done by `demo`, `serve` and
     /// `standalone`): answers read them where they are current and `events` elsewhere.
     Rebuild(commands::rebuild::Args),
+    /// Pull history from a provider's API (what the webhooks did not bring), written as the
+    /// rows the webhooks would have written; resumable, and a fact already stored is skipped.
+    Backfill(commands::backfill::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Compact(_) => "cdlake-compact",
         Command::Migrate(_) => "cdlake-migrate",
         Command::Rebuild(_) => "cdlake-rebuild",
+        Command::Backfill(_) => "cdlake-backfill",
     };
     // Dropped last: flushes the OTLP exporters after the runtime is gone.
     let _telemetry = telemetry::init(service);
@@ -88,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::Compact(args) => commands::compact::run(args).await,
             Command::Migrate(args) => commands::migrate::run(args).await,
             Command::Rebuild(args) => commands::rebuild::run(args).await,
+            Command::Backfill(args) => commands::backfill::run(args).await,
         }
     });
     drop(runtime);

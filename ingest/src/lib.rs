@@ -10,6 +10,7 @@
 //! committed under a name derived from the rows' identities with a create-if-absent put, so a
 //! retried flush cannot store anything twice and a file appears whole or not at all.
 
+pub mod backfill;
 pub mod compact;
 pub mod envelope;
 pub mod ingester;

@@ -15,6 +15,7 @@ use super::receive::{ApiError, Limited, accept, header_str};
 use super::{Receivers, Source};
 use crate::envelope::Envelope;
 
+pub mod backfill;
 mod fact;
 mod normalise;
 

@@ -1,0 +1,204 @@
+//! `cdlake backfill github`: history from GitHub's REST API, written as the rows the webhooks
+//! would have written (see `cdlake_ingest::sources::github::backfill`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use cdlake_ingest::backfill::{ApiClient, headers};
+use cdlake_ingest::sources::github::backfill::{Backfill, KindCounts, Options, check_repo};
+use cdlake_ingest::{Ingester, IngesterConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::StoreArgs;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    provider: Provider,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Provider {
+    /// Pull requests, their commits' times, workflow runs and jobs (every attempt), deployments
+    /// and their statuses, releases and issues labelled `incident`, through the REST API.
+    Github(GithubArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GithubArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A repository, OWNER/NAME; repeatable.
+    #[arg(long = "repo", required = true)]
+    repos: Vec<String>,
+    /// Facts at or after this date (YYYY-MM-DD, UTC) or time (RFC 3339).
+    #[arg(long)]
+    since: String,
+    /// The REST root: https://api.github.com, or GitHub Enterprise's https://HOST/api/v3.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    api_url: String,
+    /// The token (a fine-grained token with read access to the repositories' contents,
+    /// pull requests, actions, deployments and issues).
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Times a request is retried after a 5xx answer or a dropped connection before the
+    /// backfill stops (run it again to continue where it stopped).
+    #[arg(long, default_value_t = 6)]
+    retries: u32,
+    /// Print the counts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_since(since: &str) -> anyhow::Result<i64> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d") {
+        let t = day.and_hms_opt(0, 0, 0).context("midnight")?.and_utc();
+        return Ok(t.timestamp_micros());
+    }
+    chrono::DateTime::parse_from_rfc3339(since)
+        .map(|t| t.timestamp_micros())
+        .with_context(|| format!("--since {since:?} is not YYYY-MM-DD or an RFC 3339 time"))
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let Provider::Github(args) = args.provider;
+    for repo in &args.repos {
+        check_repo(repo)?;
+    }
+    let since = parse_since(&args.since)?;
+    if since > cdlake_ingest::ingester::now_micros() {
+        anyhow::bail!("--since {} is in the future", args.since);
+    }
+    let mut pairs = vec![
+        ("accept", "application/vnd.github+json"),
+        ("x-github-api-version", "2022-11-28"),
+    ];
+    let auth = args.token.as_ref().map(|t| format!("Bearer {}", t.trim()));
+    match &auth {
+        Some(a) => pairs.push(("authorization", a)),
+        None => eprintln!(
+            "No GITHUB_TOKEN: unauthenticated requests are limited to 60 an hour and see only public repositories."
+        ),
+    }
+    let client = ApiClient::new(
+        headers(&pairs).map_err(|e| anyhow::anyhow!("GITHUB_TOKEN: {e}"))?,
+        args.retries,
+    )?;
+    let store = args.store.open()?;
+    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+    let options = Options {
+        api_url: args.api_url.clone(),
+        since,
+    };
+    let mut all: BTreeMap<String, BTreeMap<String, KindCounts>> = BTreeMap::new();
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    for repo in &args.repos {
+        let counts = Arc::new(Mutex::new(BTreeMap::new()));
+        let ticker = tokio::spawn(show_progress(
+            bar.clone(),
+            repo.clone(),
+            counts.clone(),
+            client.status(),
+        ));
+        let result = Backfill {
+            client: &client,
+            ingester: &mut ingester,
+            store: &store,
+            options: &options,
+            repo,
+            counts: counts.clone(),
+        }
+        .run()
+        .await;
+        ticker.abort();
+        let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Err(e) = result {
+            bar.finish_and_clear();
+            print_counts(repo, &counts);
+            return Err(anyhow::Error::new(e).context(format!(
+                "backfilling {repo} (what was committed stays; the same command continues from there)"
+            )));
+        }
+        all.insert(repo.clone(), counts);
+    }
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for (repo, counts) in &all {
+            print_counts(repo, counts);
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn print_counts(repo: &str, counts: &BTreeMap<String, KindCounts>) {
+    let total = |f: fn(&KindCounts) -> u64| counts.values().map(f).sum::<u64>();
+    println!(
+        "{repo}: {} new, {} already stored, {} before --since, {} rejected",
+        total(|c| c.new),
+        total(|c| c.stored),
+        total(|c| c.before_since),
+        total(|c| c.rejected)
+    );
+    for (kind, c) in counts {
+        println!(
+            "  {kind}: {} new, {} already stored, {} pages ({} unchanged)",
+            c.new, c.stored, c.pages, c.unchanged_pages
+        );
+    }
+    if total(|c| c.rejected) > 0 {
+        eprintln!(
+            "  rejected rows are dead letters: cdlake sql \"SELECT source, reason FROM dead_letters\""
+        );
+    }
+}
+
+async fn show_progress(
+    bar: ProgressBar,
+    repo: String,
+    counts: Arc<Mutex<BTreeMap<String, KindCounts>>>,
+    status: Arc<Mutex<cdlake_ingest::backfill::ApiStatus>>,
+) {
+    loop {
+        let line = {
+            let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+            let s = status.lock().unwrap_or_else(|e| e.into_inner());
+            let kinds: Vec<String> = counts
+                .iter()
+                .map(|(k, c)| format!("{k} {}+{}", c.new, c.stored))
+                .collect();
+            let now = chrono::Utc::now().timestamp();
+            let limit = match (s.remaining, s.reset) {
+                (Some(r), Some(reset)) => {
+                    format!(
+                        " · rate limit {r} left, resets in {}s",
+                        (reset - now).max(0)
+                    )
+                }
+                _ => String::new(),
+            };
+            let waiting = s
+                .waiting
+                .as_ref()
+                .map(|(until, why)| format!(" · waiting {}s for {why}", (until - now).max(0)))
+                .unwrap_or_default();
+            format!(
+                "{repo}: {} · {} requests ({} retried, {} unchanged){limit}{waiting}",
+                kinds.join(", "),
+                s.requests,
+                s.retried,
+                s.not_modified
+            )
+        };
+        bar.set_message(line);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
