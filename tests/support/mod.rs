@@ -34,6 +34,14 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 }
 
 /// Send a signal with the `kill` command.
+/// GitHub's `X-Hub-Signature-256` of `body` under `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([format!("-{sig}"), pid.to_string()])
