@@ -24,6 +24,8 @@ enum Fault {
     BadGateway,
     Drop,
     SecondaryRateLimit,
+    /// The hour's requests are spent: 403 with `X-RateLimit-Remaining: 0` until the reset.
+    PrimaryRateLimit,
 }
 
 /// The fake API: request target → (JSON body, next page's target).
@@ -69,6 +71,14 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
+    // `since` on the issues list filters by time: this history has nothing before it, so any
+    // value answers the same page.
+    let target = match target.split_once("&since=") {
+        Some((head, _)) if target.contains("/issues?") => {
+            format!("{head}&since=2019-05-01T00:00:00Z")
+        }
+        _ => target,
+    };
     let fault = api
         .faults
         .lock()
@@ -82,7 +92,10 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
         api.log.lock().unwrap().push((target, 0));
         return; // closed without an answer
     }
-    let reset = chrono::Utc::now().timestamp() + 3600;
+    let (remaining, reset) = match fault {
+        Some(Fault::PrimaryRateLimit) => (0, chrono::Utc::now().timestamp() + 1),
+        _ => (4990, chrono::Utc::now().timestamp() + 3600),
+    };
     let (status, extra, body): (u16, Vec<String>, String) = if headers
         .get("authorization")
         .map(String::as_str)
@@ -96,6 +109,12 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
             403,
             vec!["retry-after: 1".into()],
             r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}"#.into(),
+        )
+    } else if let Some(Fault::PrimaryRateLimit) = fault {
+        (
+            403,
+            vec![],
+            r#"{"message":"API rate limit exceeded for user ID 1."}"#.into(),
         )
     } else if let Some((body, next)) = api.routes.get(&target) {
         let etag = format!("\"{:016x}\"", fxhash(body));
@@ -116,7 +135,7 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
     };
     api.log.lock().unwrap().push((target, status));
     let mut head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\nx-ratelimit-limit: 5000\r\nx-ratelimit-remaining: 4990\r\nx-ratelimit-reset: {reset}\r\n",
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\nx-ratelimit-limit: 5000\r\nx-ratelimit-remaining: {remaining}\r\nx-ratelimit-reset: {reset}\r\n",
         body.len()
     );
     for h in extra {
@@ -384,6 +403,10 @@ async fn a_backfill_writes_the_webhooks_rows_once_resumes_and_respects_the_api()
             format!("{r}/actions/runs?per_page=100&created=%3E%3D2019-05-01"),
             vec![Fault::SecondaryRateLimit],
         );
+        faults.insert(
+            format!("{r}/releases?per_page=100"),
+            vec![Fault::PrimaryRateLimit],
+        );
     }
 
     // Backfilled alone: every fact once, through a 502, a dropped connection and a rate limit.
@@ -418,6 +441,7 @@ async fn a_backfill_writes_the_webhooks_rows_once_resumes_and_respects_the_api()
     );
     assert_eq!(statuses("/deployments/145988746/statuses"), [0, 200]);
     assert_eq!(statuses("/actions/runs?"), [403, 200]);
+    assert_eq!(statuses("/releases?"), [403, 200]);
     assert!(api.requests("").iter().all(|(_, s)| *s != 404 && *s != 401));
 
     // Each re-run attempt is its own run; the lead time starts at the first commit.
@@ -547,4 +571,87 @@ fn run_id(api: &Api) -> u64 {
         &api.routes[&format!("/repos/{REPO}/actions/runs?per_page=100&created=%3E%3D2019-05-01")];
     let v: Value = serde_json::from_str(body).unwrap();
     v["workflow_runs"][0]["id"].as_u64().unwrap()
+}
+
+/// `standalone --reconcile-every`: the service re-pulls the last days now and then and adds only
+/// what the webhooks missed, counted in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_reconciles_what_the_webhooks_missed() {
+    let api = start_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let url = format!("http://127.0.0.1:{}", api.port);
+    // Back to the history's first day, 2019-05-01.
+    let days = (chrono::Utc::now().date_naive()
+        - chrono::NaiveDate::from_ymd_opt(2019, 5, 1).unwrap())
+    .num_days()
+    .to_string();
+    let svc = Service::spawn_env(
+        &[
+            "standalone",
+            "--store",
+            store.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--pg-listen",
+            "127.0.0.1:0",
+            "--github-secret",
+            "s",
+            "--reconcile-every",
+            "2s",
+            "--reconcile-repo",
+            REPO,
+            "--reconcile-days",
+            &days,
+            "--github-api-url",
+            &url,
+        ],
+        &[("GITHUB_TOKEN", TOKEN)],
+    );
+    // One fact comes by webhook: before or after the first reconcile, it is stored once.
+    let body =
+        std::fs::read(shared().join("fixtures/github/pull_request/closed.payload.json")).unwrap();
+    let answer: Value = reqwest::Client::new()
+        .post(svc.url("/webhooks/github"))
+        .header("X-GitHub-Event", "pull_request")
+        .header("X-GitHub-Delivery", "d-1")
+        .header("X-Hub-Signature-256", sign("s", &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_webhook = answer["accepted"].as_u64().unwrap();
+    assert_eq!(
+        by_webhook + answer["duplicate"].as_u64().unwrap(),
+        1,
+        "{answer}"
+    );
+    let ok_runs = "cdlake_reconcile_runs_total{result=\"ok\"}";
+    assert!(
+        eventually(std::time::Duration::from_secs(60), || async {
+            svc.metric(ok_runs).await >= 2.0
+        })
+        .await,
+        "no two reconcile passes: {}",
+        svc.log()
+    );
+    assert_eq!(
+        svc.metric("cdlake_reconcile_runs_total").await,
+        svc.metric(ok_runs).await
+    );
+    // The history holds 21 facts (see the test above); what the webhook brought was not missed.
+    let missed = svc.metric("cdlake_reconcile_missed_total").await as u64;
+    assert_eq!(missed + by_webhook, 21);
+    let mut svc = svc;
+    svc.terminate();
+    assert_eq!(sql_u64(&store, "SELECT count(*) AS n FROM events"), 21);
+    // Its own cursor, apart from `cdlake backfill`'s.
+    assert!(
+        store
+            .join(format!("_cdlake/reconcile/github/{REPO}.json"))
+            .exists()
+    );
 }

@@ -180,23 +180,30 @@ impl DoraRules {
             return Ok(None);
         }
         let bad = || ConfigError::FailureWindow(self.failure_window.clone());
-        let split = w.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let (n, unit) = w.split_at(split);
-        let n: i64 = n.parse().map_err(|_| bad())?;
-        let unit_secs: i64 = match unit.trim() {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3_600,
-            "d" => 86_400,
-            "w" => 604_800,
-            _ => return Err(bad()),
-        };
-        n.checked_mul(unit_secs)
+        duration_secs(w)
             .and_then(|s| s.checked_mul(1_000_000))
             .filter(|&micros| micros > 0 && micros <= 366 * 86_400_000_000)
             .map(Some)
             .ok_or_else(bad)
     }
+}
+
+/// A duration as people write it, `<n><unit>` with unit `s`, `m`, `h`, `d` or `w` (`30m`,
+/// `6h`, `7d`), in seconds.
+pub fn duration_secs(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let unit_secs: i64 = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return None,
+    };
+    n.checked_mul(unit_secs)
 }
 
 /// Limits of the query engine. Each is enforced where the work happens, on every protocol

@@ -71,26 +71,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     if since > cdlake_ingest::ingester::now_micros() {
         anyhow::bail!("--since {} is in the future", args.since);
     }
-    let mut pairs = vec![
-        ("accept", "application/vnd.github+json"),
-        ("x-github-api-version", "2022-11-28"),
-    ];
-    let auth = args.token.as_ref().map(|t| format!("Bearer {}", t.trim()));
-    match &auth {
-        Some(a) => pairs.push(("authorization", a)),
-        None => eprintln!(
+    if args.token.is_none() {
+        eprintln!(
             "No GITHUB_TOKEN: unauthenticated requests are limited to 60 an hour and see only public repositories."
-        ),
+        );
     }
-    let client = ApiClient::new(
-        headers(&pairs).map_err(|e| anyhow::anyhow!("GITHUB_TOKEN: {e}"))?,
-        args.retries,
-    )?;
+    let client = github_client(args.token.as_deref(), args.retries)?;
     let store = args.store.open()?;
     let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
     let options = Options {
         api_url: args.api_url.clone(),
         since,
+        cursor: "backfill",
     };
     let mut all: BTreeMap<String, BTreeMap<String, KindCounts>> = BTreeMap::new();
     let bar = ProgressBar::new_spinner();
@@ -137,6 +129,138 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A client of GitHub's REST API, with the token when there is one.
+fn github_client(token: Option<&str>, retries: u32) -> anyhow::Result<ApiClient> {
+    let mut pairs = vec![
+        ("accept", "application/vnd.github+json"),
+        ("x-github-api-version", "2022-11-28"),
+    ];
+    let auth = token.map(|t| format!("Bearer {}", t.trim()));
+    if let Some(a) = &auth {
+        pairs.push(("authorization", a));
+    }
+    let headers = headers(&pairs).map_err(|e| anyhow::anyhow!("GITHUB_TOKEN: {e}"))?;
+    Ok(ApiClient::new(headers, retries)?)
+}
+
+/// Reconcile: a service re-pulls the last days of some repositories now and then, and adds
+/// only what the webhooks missed (flags of `ingest` and `standalone`).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ReconcileArgs {
+    /// Re-pull the last --reconcile-days of each --reconcile-repo this often (e.g. 6h; off by
+    /// default); `/metrics` counts what the webhooks had missed
+    /// (`cdlake_reconcile_missed_total`).
+    #[arg(long, env = "CDLAKE_RECONCILE_EVERY")]
+    reconcile_every: Option<String>,
+    /// A GitHub repository to reconcile, OWNER/NAME; repeatable (the environment variable takes
+    /// a comma-separated list).
+    #[arg(
+        long = "reconcile-repo",
+        env = "CDLAKE_RECONCILE_REPOS",
+        value_delimiter = ','
+    )]
+    reconcile_repos: Vec<String>,
+    /// How many days back each reconcile pulls.
+    #[arg(long, env = "CDLAKE_RECONCILE_DAYS", default_value_t = 3)]
+    reconcile_days: u32,
+    /// GitHub's REST root for the reconcile (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(
+        long = "github-api-url",
+        env = "GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    github_api_url: String,
+    /// The token the reconcile reads GitHub with.
+    #[arg(long = "github-token", env = "GITHUB_TOKEN", hide_env_values = true)]
+    github_token: Option<String>,
+}
+
+impl ReconcileArgs {
+    /// Start the periodic reconcile on `store`, counting into `metrics`; `None` when it is off.
+    pub(crate) fn spawn(
+        &self,
+        store: cdlake_schemas::store::Store,
+        metrics: Arc<cdlake_ingest::metrics::Metrics>,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(every) = &self.reconcile_every else {
+            if !self.reconcile_repos.is_empty() {
+                anyhow::bail!("--reconcile-repo needs --reconcile-every (e.g. 6h)");
+            }
+            return Ok(None);
+        };
+        let secs = cdlake_query::config::duration_secs(every)
+            .filter(|s| *s > 0)
+            .with_context(|| {
+                format!("--reconcile-every {every:?} is not a duration such as 30m, 6h or 1d")
+            })?;
+        if self.reconcile_repos.is_empty() {
+            anyhow::bail!("--reconcile-every needs at least one --reconcile-repo OWNER/NAME");
+        }
+        for repo in &self.reconcile_repos {
+            check_repo(repo)?;
+        }
+        let client = github_client(self.github_token.as_deref(), 6)?;
+        let every = Duration::from_secs(secs as u64);
+        let args = self.clone();
+        Ok(Some(tokio::spawn(async move {
+            // The first pass soon after the start, then one every interval.
+            let mut wait = every.min(Duration::from_secs(60));
+            loop {
+                tokio::time::sleep(wait).await;
+                wait = every;
+                // From midnight (UTC) of the first day.
+                let day = 86_400_000_000;
+                let since = (cdlake_ingest::ingester::now_micros()
+                    - i64::from(args.reconcile_days) * day)
+                    .div_euclid(day)
+                    * day;
+                let options = Options {
+                    api_url: args.github_api_url.clone(),
+                    since,
+                    cursor: "reconcile",
+                };
+                for repo in &args.reconcile_repos {
+                    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+                    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+                    let result = Backfill {
+                        client: &client,
+                        ingester: &mut ingester,
+                        store: &store,
+                        options: &options,
+                        repo,
+                        counts: counts.clone(),
+                    }
+                    .run()
+                    .await;
+                    let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for (kind, c) in &counts {
+                        metrics.add(
+                            cdlake_ingest::metrics::RECONCILE_MISSED,
+                            &[("repo", repo), ("kind", kind)],
+                            c.new as f64,
+                        );
+                    }
+                    let missed: u64 = counts.values().map(|c| c.new).sum();
+                    let result = match result {
+                        Ok(()) => {
+                            tracing::info!(repo, missed, "Reconciled with GitHub.");
+                            "ok"
+                        }
+                        Err(e) => {
+                            tracing::warn!(repo, missed, error = %e, "Reconcile with GitHub failed; the next pass continues.");
+                            "error"
+                        }
+                    };
+                    metrics.inc(
+                        cdlake_ingest::metrics::RECONCILE_RUNS,
+                        &[("result", result)],
+                    );
+                }
+            }
+        })))
+    }
 }
 
 fn print_counts(repo: &str, counts: &BTreeMap<String, KindCounts>) {

@@ -45,6 +45,8 @@ pub(crate) struct Args {
     compact_every_secs: u64,
     #[command(flatten)]
     compact: CompactArgs,
+    #[command(flatten)]
+    reconcile: super::backfill::ReconcileArgs,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
@@ -57,6 +59,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         args.compact.options(),
         Duration::from_secs(args.compact_every_secs),
     );
+    let reconcile = args.reconcile.spawn(store.clone(), metrics.clone())?;
     let ingester = Ingester::new(
         store,
         IngesterConfig {
@@ -90,6 +93,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let _ = server.await;
     if let Some(c) = compaction {
         c.abort();
+    }
+    if let Some(r) = reconcile {
+        r.abort();
     }
     result?;
     Ok(std::process::ExitCode::SUCCESS)

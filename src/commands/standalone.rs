@@ -34,11 +34,14 @@ pub(crate) struct Args {
     compact_every_secs: u64,
     #[command(flatten)]
     compact: CompactArgs,
+    #[command(flatten)]
+    reconcile: super::backfill::ReconcileArgs,
 }
 
 /// The running pieces of a standalone service, for `demo` to feed.
 pub(crate) struct Standalone {
     pub(crate) writer: writer::WriterHandle,
+    pub(crate) metrics: Arc<Metrics>,
     app: axum::Router,
     task: tokio::task::JoinHandle<cdlake_ingest::Result<()>>,
     pg: Option<tokio::task::JoinHandle<()>>,
@@ -73,12 +76,13 @@ pub(crate) async fn start(
     let app = finish(
         router(receivers).merge(front.routes),
         http,
-        metrics,
+        metrics.clone(),
         Some(front.gauges),
         front.request_limit,
     );
     Ok(Standalone {
         writer: handle,
+        metrics,
         app,
         task,
         pg,
@@ -90,6 +94,7 @@ pub(crate) async fn start(
 pub(crate) async fn run_until_stopped(s: Standalone, http: &HttpArgs) -> anyhow::Result<()> {
     let Standalone {
         writer,
+        metrics: _,
         app,
         task,
         pg,
@@ -115,7 +120,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         std::time::Duration::from_secs(args.compact_every_secs),
     );
     let s = start(
-        store,
+        store.clone(),
         config,
         &args.http,
         &args.pg,
@@ -123,9 +128,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         &args.receiver_limits,
     )
     .await?;
+    let reconcile = args.reconcile.spawn(store, s.metrics.clone())?;
     run_until_stopped(s, &args.http).await?;
     if let Some(c) = compaction {
         c.abort();
+    }
+    if let Some(r) = reconcile {
+        r.abort();
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -42,6 +42,9 @@ pub struct Options {
     pub api_url: String,
     /// Facts at or after this time (µs since the epoch, UTC).
     pub since: i64,
+    /// Whose cursor: `backfill` (the command) or `reconcile` (the services' periodic re-pull),
+    /// so one does not reset the other's position.
+    pub cursor: &'static str,
 }
 
 /// What a backfill of one kind found.
@@ -88,9 +91,9 @@ pub fn check_repo(repo: &str) -> Result<(), BackfillError> {
     }
 }
 
-/// Where the cursor of `repo` lives in the store.
-pub fn cursor_path(repo: &str) -> String {
-    format!("_cdlake/backfill/github/{repo}.json")
+/// Where the cursor of `repo` lives in the store: `_cdlake/<whose>/github/<repo>.json`.
+pub fn cursor_path(whose: &str, repo: &str) -> String {
+    format!("_cdlake/{whose}/github/{repo}.json")
 }
 
 /// One repository's backfill.
@@ -121,7 +124,7 @@ impl Backfill<'_> {
     /// Pull every kind, continuing from the cursor in the store.
     pub async fn run(&mut self) -> Result<(), BackfillError> {
         check_repo(self.repo)?;
-        let path = cursor_path(self.repo);
+        let path = cursor_path(self.options.cursor, self.repo);
         let since = rfc3339(self.options.since);
         let mut cursor = Cursor::load(self.store, &path, &since)
             .await
