@@ -356,6 +356,23 @@ fn total(counts: &Value, field: &str) -> u64 {
         .sum()
 }
 
+/// Post a fixture of `fixtures/github` to the service's GitHub route, signed with "s".
+async fn deliver(svc: &Service, kind: &str, delivery: &str, path: &str) -> Value {
+    let body = std::fs::read(shared().join("fixtures/github").join(path)).unwrap();
+    reqwest::Client::new()
+        .post(svc.url("/webhooks/github"))
+        .header("X-GitHub-Event", kind)
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", sign("s", &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The rows, without when they were ingested.
 fn rows(store: &Path) -> Vec<Value> {
     sql_json(
@@ -497,21 +514,8 @@ async fn a_backfill_writes_the_webhooks_rows_once_resumes_and_respects_the_api()
         ("deployment_status", "deployment_status/payload.json"),
         ("release", "release/published.payload.json"),
     ];
-    let client = reqwest::Client::new();
     for (n, (kind, path)) in deliveries.iter().enumerate() {
-        let body = std::fs::read(shared().join("fixtures/github").join(path)).unwrap();
-        let answer: Value = client
-            .post(svc.url("/webhooks/github"))
-            .header("X-GitHub-Event", *kind)
-            .header("X-GitHub-Delivery", format!("delivery-{n}"))
-            .header("X-Hub-Signature-256", sign("s", &body))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = deliver(&svc, kind, &format!("delivery-{n}"), path).await;
         assert_eq!(answer["accepted"], 1, "{path}: {answer}");
     }
     svc.terminate();
@@ -609,20 +613,13 @@ async fn a_service_reconciles_what_the_webhooks_missed() {
         &[("GITHUB_TOKEN", TOKEN)],
     );
     // One fact comes by webhook: before or after the first reconcile, it is stored once.
-    let body =
-        std::fs::read(shared().join("fixtures/github/pull_request/closed.payload.json")).unwrap();
-    let answer: Value = reqwest::Client::new()
-        .post(svc.url("/webhooks/github"))
-        .header("X-GitHub-Event", "pull_request")
-        .header("X-GitHub-Delivery", "d-1")
-        .header("X-Hub-Signature-256", sign("s", &body))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = deliver(
+        &svc,
+        "pull_request",
+        "d-1",
+        "pull_request/closed.payload.json",
+    )
+    .await;
     let by_webhook = answer["accepted"].as_u64().unwrap();
     assert_eq!(
         by_webhook + answer["duplicate"].as_u64().unwrap(),

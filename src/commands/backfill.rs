@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cdlake_ingest::backfill::{ApiClient, headers};
-use cdlake_ingest::sources::github::backfill::{Backfill, KindCounts, Options, check_repo};
+use cdlake_ingest::sources::github::backfill::{
+    Backfill, BackfillError, KindCounts, Options, check_repo,
+};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -78,7 +80,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     }
     let client = github_client(args.token.as_deref(), args.retries)?;
     let store = args.store.open()?;
-    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
     let options = Options {
         api_url: args.api_url.clone(),
         since,
@@ -99,18 +100,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             counts.clone(),
             client.status(),
         ));
-        let result = Backfill {
-            client: &client,
-            ingester: &mut ingester,
-            store: &store,
-            options: &options,
-            repo,
-            counts: counts.clone(),
-        }
-        .run()
-        .await;
+        let (result, counts) = pull(&client, &store, &options, repo, counts).await;
         ticker.abort();
-        let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Err(e) = result {
             bar.finish_and_clear();
             print_counts(repo, &counts);
@@ -129,6 +120,32 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+type Counts = BTreeMap<String, KindCounts>;
+
+/// Backfill one repository with its own writer, counting into `counts` as it goes; the
+/// result and the final counts.
+async fn pull(
+    client: &ApiClient,
+    store: &cdlake_schemas::store::Store,
+    options: &Options,
+    repo: &str,
+    counts: Arc<Mutex<Counts>>,
+) -> (Result<(), BackfillError>, Counts) {
+    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+    let result = Backfill {
+        client,
+        ingester: &mut ingester,
+        store,
+        options,
+        repo,
+        counts: counts.clone(),
+    }
+    .run()
+    .await;
+    let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (result, counts)
 }
 
 /// A client of GitHub's REST API, with the token when there is one.
@@ -222,19 +239,8 @@ impl ReconcileArgs {
                     cursor: "reconcile",
                 };
                 for repo in &args.reconcile_repos {
-                    let counts = Arc::new(Mutex::new(BTreeMap::new()));
-                    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
-                    let result = Backfill {
-                        client: &client,
-                        ingester: &mut ingester,
-                        store: &store,
-                        options: &options,
-                        repo,
-                        counts: counts.clone(),
-                    }
-                    .run()
-                    .await;
-                    let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let (result, counts) =
+                        pull(&client, &store, &options, repo, Arc::default()).await;
                     for (kind, c) in &counts {
                         metrics.add(
                             cdlake_ingest::metrics::RECONCILE_MISSED,

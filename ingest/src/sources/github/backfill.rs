@@ -14,7 +14,8 @@
 //! | `releases`    | `GET /repos/{r}/releases`                                 | `release` published |
 //! | `incidents`   | `GET /repos/{r}/issues?labels=incident&state=all&since=…`  | `issues` opened, closed |
 //!
-//! Facts before `--since` are not written. What the API does not keep is not backfilled: a
+//! Facts before `--since` are not written, except the push that carries the commits of a pull
+//! request written (its first commit may be older). What the API does not keep is not backfilled: a
 //! pull request's reopenings and pushes other than its head, labels as they were at the time
 //! (a backfilled row has the labels the object has now), the time an issue was labelled
 //! `incident` (a backfilled incident is detected when the issue was opened).
@@ -481,7 +482,9 @@ impl Backfill<'_> {
                     Ok(n)
                 });
             match normalised {
-                Ok(Normalised::Event(e)) if e.time < self.options.since => {
+                // A branch's push carries the first commit of a change written here, even when
+                // that commit is older than `--since`.
+                Ok(Normalised::Event(e)) if e.time < self.options.since && event != "push" => {
                     self.count(kind, |c| c.before_since += 1);
                 }
                 Ok(Normalised::Event(e)) => {
