@@ -590,15 +590,9 @@ async fn a_service_reconciles_what_the_webhooks_missed() {
         - chrono::NaiveDate::from_ymd_opt(2019, 5, 1).unwrap())
     .num_days()
     .to_string();
-    let svc = Service::spawn_env(
+    let svc = standalone_env(
+        &store,
         &[
-            "standalone",
-            "--store",
-            store.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--pg-listen",
-            "127.0.0.1:0",
             "--github-secret",
             "s",
             "--reconcile-every",

@@ -211,6 +211,11 @@ impl Drop for Service {
 
 /// `cdlake standalone` on `store`, HTTP and Postgres on free loopback ports, with `extra` flags.
 pub fn standalone(store: &Path, extra: &[&str]) -> Service {
+    standalone_env(store, extra, &[])
+}
+
+/// [`standalone`] with environment variables.
+pub fn standalone_env(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> Service {
     let store = store.to_str().unwrap().to_string();
     let mut args = vec![
         "standalone",
@@ -222,7 +227,7 @@ pub fn standalone(store: &Path, extra: &[&str]) -> Service {
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
-    Service::spawn(&args)
+    Service::spawn_env(&args, env)
 }
 
 pub fn cdlake(store: &Path, args: &[&str]) -> Output {
