@@ -1,9 +1,10 @@
-//! `cdlake backfill github` against a local HTTP server that answers as GitHub's REST API does:
-//! objects taken from real webhook deliveries (`fixtures/github`, Codertocat/Hello-World) in the
-//! API's list shapes, `Link` pagination, ETags, a secondary rate limit with `Retry-After`, a 502
-//! and a dropped connection. The same history by webhooks and then backfilled is the same rows
-//! and the same DORA report; an interrupted backfill resumed gives the rows of an
-//! uninterrupted one.
+//! `cdlake backfill github` and `cdlake backfill gitlab` against a local HTTP server that
+//! answers as GitHub's and GitLab's REST APIs do: objects taken from real webhook deliveries
+//! (`fixtures/github`, Codertocat/Hello-World; `fixtures/gitlab`, gitlabhq/gitlab-test) in the
+//! APIs' list shapes, `Link` pagination, ETags, rate limits (GitHub's 403 with `Retry-After` or
+//! `X-RateLimit-Remaining: 0`, GitLab's 429 and `RateLimit-*`), a 502 and a dropped connection.
+//! The same history by webhooks and then backfilled is the same rows and the same DORA report;
+//! an interrupted backfill resumed gives the rows of an uninterrupted one.
 
 mod support;
 
@@ -24,8 +25,18 @@ enum Fault {
     BadGateway,
     Drop,
     SecondaryRateLimit,
-    /// The hour's requests are spent: 403 with `X-RateLimit-Remaining: 0` until the reset.
+    /// The hour's requests are spent: 403 with `X-RateLimit-Remaining: 0` until the reset
+    /// (GitLab: 429 with `RateLimit-Remaining: 0`).
     PrimaryRateLimit,
+    /// GitLab's throttle: 429 with `Retry-After`.
+    TooManyRequests,
+}
+
+/// Which API the fake answers as.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Flavour {
+    Github,
+    Gitlab,
 }
 
 /// The fake API: request target → (JSON body, next page's target).
@@ -39,6 +50,7 @@ struct Api {
     /// The network goes down when this target is requested.
     down_on: Mutex<Option<String>>,
     port: u16,
+    flavour: Flavour,
 }
 
 impl Api {
@@ -96,12 +108,16 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
         Some(Fault::PrimaryRateLimit) => (0, chrono::Utc::now().timestamp() + 1),
         _ => (4990, chrono::Utc::now().timestamp() + 3600),
     };
-    let (status, extra, body): (u16, Vec<String>, String) = if headers
-        .get("authorization")
-        .map(String::as_str)
-        != Some(&format!("Bearer {TOKEN}"))
-    {
-        (401, vec![], r#"{"message":"Bad credentials"}"#.into())
+    let (auth, rate, limited) = match api.flavour {
+        Flavour::Github => ("authorization", "x-ratelimit", 403),
+        Flavour::Gitlab => ("private-token", "ratelimit", 429),
+    };
+    let token = match api.flavour {
+        Flavour::Github => format!("Bearer {TOKEN}"),
+        Flavour::Gitlab => TOKEN.to_string(),
+    };
+    let (status, extra, body): (u16, Vec<String>, String) = if headers.get(auth) != Some(&token) {
+        (401, vec![], r#"{"message":"401 Unauthorized"}"#.into())
     } else if let Some(Fault::BadGateway) = fault {
         (502, vec![], r#"{"message":"Server Error"}"#.into())
     } else if let Some(Fault::SecondaryRateLimit) = fault {
@@ -112,9 +128,15 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
         )
     } else if let Some(Fault::PrimaryRateLimit) = fault {
         (
-            403,
+            limited,
             vec![],
             r#"{"message":"API rate limit exceeded for user ID 1."}"#.into(),
+        )
+    } else if let Some(Fault::TooManyRequests) = fault {
+        (
+            429,
+            vec!["retry-after: 1".into()],
+            r#"{"message":"Retry later"}"#.into(),
         )
     } else if let Some((body, next)) = api.routes.get(&target) {
         let etag = format!("\"{:016x}\"", fxhash(body));
@@ -135,7 +157,7 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
     };
     api.log.lock().unwrap().push((target, status));
     let mut head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\nx-ratelimit-limit: 5000\r\nx-ratelimit-remaining: {remaining}\r\nx-ratelimit-reset: {reset}\r\n",
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n{rate}-limit: 5000\r\n{rate}-remaining: {remaining}\r\n{rate}-reset: {reset}\r\n",
         body.len()
     );
     for h in extra {
@@ -293,12 +315,18 @@ fn history(port: u16) -> Api {
         down: AtomicBool::new(false),
         down_on: Mutex::default(),
         port,
+        flavour: Flavour::Github,
     }
 }
 
 async fn start_api() -> Arc<Api> {
+    serve(history).await
+}
+
+/// Serve the history `of(port)` on a local port.
+async fn serve(of: fn(u16) -> Api) -> Arc<Api> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = Arc::new(history(listener.local_addr().unwrap().port()));
+    let api = Arc::new(of(listener.local_addr().unwrap().port()));
     let served = api.clone();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
@@ -312,8 +340,7 @@ async fn start_api() -> Arc<Api> {
 /// runtime).
 async fn backfill(store: &Path, api: &Api, extra: &[&str]) -> std::process::Output {
     let url = format!("http://127.0.0.1:{}", api.port);
-    let mut args: Vec<String> = [
-        "backfill",
+    let args = [
         "github",
         "--repo",
         REPO,
@@ -321,18 +348,30 @@ async fn backfill(store: &Path, api: &Api, extra: &[&str]) -> std::process::Outp
         "2019-05-01",
         "--api-url",
         &url,
-        "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    ];
+    run_backfill(store, &args, ("GITHUB_TOKEN", TOKEN), extra).await
+}
+
+/// `cdlake backfill <args> --json <extra>` with the token variable `token`.
+async fn run_backfill(
+    store: &Path,
+    args: &[&str],
+    token: (&'static str, &'static str),
+    extra: &[&str],
+) -> std::process::Output {
+    let args: Vec<String> = ["backfill"]
+        .iter()
+        .chain(args)
+        .chain(&["--json"])
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
     let store = store.to_path_buf();
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_cdlake"))
             .args(&args)
             .env("CDLAKE_STORE", &store)
-            .env("GITHUB_TOKEN", TOKEN)
+            .env(token.0, token.1)
             .env_remove("CDLAKE_CONFIG")
             .output()
             .unwrap()
@@ -341,10 +380,15 @@ async fn backfill(store: &Path, api: &Api, extra: &[&str]) -> std::process::Outp
     .unwrap()
 }
 
-fn counts(out: &std::process::Output) -> Value {
+/// The counts `--json` printed for `name`.
+fn counts_of(out: &std::process::Output, name: &str) -> Value {
     let text = ok(out);
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    v[REPO].clone()
+    v[name].clone()
+}
+
+fn counts(out: &std::process::Output) -> Value {
+    counts_of(out, REPO)
 }
 
 fn total(counts: &Value, field: &str) -> u64 {
@@ -384,17 +428,14 @@ fn rows(store: &Path) -> Vec<Value> {
 }
 
 fn dora(store: &Path) -> Value {
+    dora_between(store, "2019-05-01", "2019-06-01")
+}
+
+/// The DORA report of `[from, to)` as JSON, without when it was generated.
+fn dora_between(store: &Path, from: &str, to: &str) -> Value {
     let out = cdlake(
         store,
-        &[
-            "dora",
-            "--from",
-            "2019-05-01",
-            "--to",
-            "2019-06-01",
-            "--format",
-            "json",
-        ],
+        &["dora", "--from", from, "--to", to, "--format", "json"],
     );
     let mut v: Value = serde_json::from_str(&ok(&out)).unwrap();
     v.as_object_mut()
@@ -527,32 +568,15 @@ async fn a_backfill_writes_the_webhooks_rows_once_resumes_and_respects_the_api()
     let known = total(&after_hooks, "stored");
     assert!(known >= 4, "{after_hooks}");
     assert_eq!(total(&after_hooks, "new") + known, new, "{after_hooks}");
-    let after = rows(&hooked);
-    for row in &before {
-        assert!(after.contains(row), "a webhook row changed: {row}");
-    }
-    assert_eq!(after.len() as u64, new, "one row per fact");
+    assert_hooks_kept(&before, &rows(&hooked), new);
     assert_eq!(dora(&hooked), report);
 
     // Interrupted: the network goes down mid-way; the backfill stops with an error that says
     // how to continue, and the same command finishes with the rows of an uninterrupted run.
     let resumed = dir.path().join("resumed");
-    *api.down_on.lock().unwrap() = Some(format!("{r}/actions/runs/{}/attempts/1", run_id(&api)));
-    let cut = backfill(&resumed, &api, &["--retries", "1"]).await;
-    *api.down_on.lock().unwrap() = None;
-    api.down.store(false, Ordering::SeqCst);
-    assert!(
-        !cut.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cut.stdout)
-    );
-    let stderr = String::from_utf8_lossy(&cut.stderr);
-    assert!(stderr.contains("continue"), "{stderr}");
-    let partial = sql_u64(&resumed, "SELECT count(*) AS n FROM events");
-    assert!(
-        partial > 0 && partial < new,
-        "{partial} of {new} before the cut"
-    );
+    let cut_at = format!("{r}/actions/runs/{}/attempts/1", run_id(&api));
+    let cut = backfill(&resumed, &api, &["--retries", "1"]);
+    let partial = interrupted(&api, cut_at, &resumed, new, cut).await;
     let cursor = std::fs::read_to_string(
         resumed
             .join("_cdlake/backfill/github")
@@ -567,6 +591,44 @@ async fn a_backfill_writes_the_webhooks_rows_once_resumes_and_respects_the_api()
     assert_eq!(total(&rest, "rejected"), 0);
     assert_eq!(total(&rest, "new"), new - partial, "{rest}");
     assert_eq!(rows(&resumed), rows(&alone));
+}
+
+/// The webhooks' rows `before` are all in `after`, unchanged, and `after` holds one row per
+/// fact (`facts`).
+fn assert_hooks_kept(before: &[Value], after: &[Value], facts: u64) {
+    for row in before {
+        assert!(after.contains(row), "a webhook's row changed: {row}");
+    }
+    assert_eq!(after.len() as u64, facts, "one row per fact");
+}
+
+/// Run `backfill` with the network going down when `target` is requested: it must stop with
+/// an error that says how to continue, having committed some of the `facts` to `store`.
+/// Returns how many.
+async fn interrupted(
+    api: &Api,
+    target: String,
+    store: &Path,
+    facts: u64,
+    backfill: impl std::future::Future<Output = std::process::Output>,
+) -> u64 {
+    *api.down_on.lock().unwrap() = Some(target);
+    let cut = backfill.await;
+    *api.down_on.lock().unwrap() = None;
+    api.down.store(false, Ordering::SeqCst);
+    assert!(
+        !cut.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cut.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&cut.stderr);
+    assert!(stderr.contains("continue"), "{stderr}");
+    let partial = sql_u64(store, "SELECT count(*) AS n FROM events");
+    assert!(
+        partial > 0 && partial < facts,
+        "{partial} of {facts} before the cut"
+    );
+    partial
 }
 
 /// The workflow run's id in the history.
@@ -645,4 +707,394 @@ async fn a_service_reconciles_what_the_webhooks_missed() {
             .join(format!("_cdlake/reconcile/github/{REPO}.json"))
             .exists()
     );
+}
+
+const PROJECT: &str = "gitlabhq/gitlab-test";
+/// The project's path as the API takes it.
+const PROJECT_ID: &str = "gitlabhq%2Fgitlab-test";
+const SINCE: &str = "2013-12-01T00:00:00Z";
+/// The commit merge request !1 landed and the pipeline deployed.
+const DEPLOYED: &str = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7";
+
+fn gitlab_fixture(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(shared().join("fixtures/gitlab").join(name)).unwrap())
+        .unwrap()
+}
+
+/// A project's history as GitLab's REST API (v4) shows it, in the shapes of GitLab's API
+/// documentation; the objects are those of the hooks `gitlab_deliveries` sends.
+fn gitlab_history(port: u16) -> Api {
+    let web = "http://example.com/gitlabhq/gitlab-test";
+    let project = json!({
+        "id": 1, "name": "Gitlab Test", "description": "Aut reprehenderit ut est.",
+        "name_with_namespace": "GitlabHQ / Gitlab Test", "path": "gitlab-test",
+        "path_with_namespace": PROJECT, "default_branch": "master", "web_url": web,
+        "ssh_url_to_repo": "git@example.com:gitlabhq/gitlab-test.git",
+        "http_url_to_repo": "http://example.com/gitlabhq/gitlab-test.git",
+        "namespace": {"id": 41, "name": "GitlabHQ", "path": "gitlabhq", "kind": "group", "full_path": "gitlabhq"},
+        "created_at": "2013-09-30T13:46:02Z"
+    });
+    // !1 (the hook fixture's merge request): opened, merged as the deployed commit.
+    let mr1 = json!({
+        "id": 99, "iid": 1, "project_id": 1, "title": "MS-Viewport", "description": "",
+        "state": "merged", "created_at": "2013-12-03T17:23:34.000Z",
+        "updated_at": "2013-12-03T17:40:01.000Z", "merged_at": "2013-12-03T17:40:00.250Z",
+        "closed_at": null, "target_branch": "master", "source_branch": "ms-viewport",
+        "source_project_id": 1, "target_project_id": 1, "labels": ["API"], "draft": false,
+        "sha": "1111111111111111111111111111111111111111", "merge_commit_sha": DEPLOYED,
+        "squash_commit_sha": null, "web_url": format!("{web}/-/merge_requests/1"),
+        "references": {"short": "!1", "full": "gitlabhq/gitlab-test!1"}
+    });
+    // !2, from a fork, closed without merging.
+    let mr2 = json!({
+        "id": 100, "iid": 2, "project_id": 1, "title": "Docs", "description": "",
+        "state": "closed", "created_at": "2013-12-03T18:00:00.000Z",
+        "updated_at": "2013-12-03T18:30:00.000Z", "merged_at": null,
+        "closed_at": "2013-12-03T18:30:00.000Z", "target_branch": "master",
+        "source_branch": "docs", "source_project_id": 2, "target_project_id": 1, "labels": [],
+        "sha": "2222222222222222222222222222222222222222", "merge_commit_sha": null,
+        "web_url": format!("{web}/-/merge_requests/2")
+    });
+    let commit = |sha: &str, at: &str| {
+        json!({"id": sha, "short_id": &sha[..8], "created_at": at, "parent_ids": ["0000000000000000000000000000000000000007"],
+               "title": "work", "message": "work\n", "author_name": "Dmitriy", "author_email": "d@example.com",
+               "authored_date": at, "committer_name": "Dmitriy", "committer_email": "d@example.com",
+               "committed_date": at, "web_url": format!("{web}/-/commit/{sha}")})
+    };
+    let pipeline = json!({
+        "id": 31, "iid": 123, "project_id": 1, "status": "success", "source": "push",
+        "ref": "master", "sha": DEPLOYED, "web_url": format!("{web}/-/pipelines/31"),
+        "created_at": "2013-12-03T17:41:00.000Z", "updated_at": "2013-12-03T17:45:00.123Z"
+    });
+    let pipeline_detail = set(
+        pipeline.clone(),
+        json!({"name": null, "before_sha": "0000000000000000000000000000000000000000", "tag": false,
+               "started_at": "2013-12-03T17:41:05.000Z", "finished_at": "2013-12-03T17:45:00.123Z",
+               "committed_at": null, "duration": 235, "queued_duration": 5, "coverage": null}),
+    );
+    let job = |id: u64, status: &str, started: &str, finished: &str| {
+        json!({"id": id, "status": status, "stage": "deploy", "name": "deploy", "ref": "master",
+               "tag": false, "allow_failure": false, "created_at": "2013-12-03T17:41:00.000Z",
+               "started_at": started, "finished_at": finished, "duration": 4.0,
+               "failure_reason": if status == "failed" { json!("script_failure") } else { Value::Null },
+               "commit": {"id": DEPLOYED, "short_id": "da156088", "title": "Merge branch 'ms-viewport'"},
+               "pipeline": {"id": 31, "project_id": 1, "ref": "master", "sha": DEPLOYED, "status": "success"},
+               "web_url": format!("{web}/-/jobs/{id}")})
+    };
+    // A job id above 2^32, and its retried first run.
+    let jobs = json!([
+        job(
+            3580121225,
+            "success",
+            "2013-12-03T17:41:05.000Z",
+            "2013-12-03T17:44:59.000Z"
+        ),
+        job(
+            3580121224,
+            "failed",
+            "2013-12-03T17:41:01.000Z",
+            "2013-12-03T17:41:03.000Z"
+        ),
+    ]);
+    let deployment = json!({
+        "id": 15, "iid": 1, "ref": "master", "sha": DEPLOYED, "status": "success",
+        "created_at": "2013-12-03T17:41:05.000Z", "updated_at": "2013-12-03T17:45:00.000Z",
+        "finished_at": "2013-12-03T17:45:00.000Z",
+        "environment": {"id": 1, "name": "production", "slug": "production", "external_url": "https://example.com"},
+        "deployable": {"id": 3580121225u64, "status": "success", "stage": "deploy", "name": "deploy",
+                        "started_at": "2013-12-03T17:41:05.000Z", "finished_at": "2013-12-03T17:44:59.000Z",
+                        "web_url": format!("{web}/-/jobs/3580121225"),
+                        "commit": {"id": DEPLOYED, "title": "Merge branch 'ms-viewport'"}}
+    });
+    let release = |tag: &str, at: &str| {
+        json!({"tag_name": tag, "name": tag, "description": "Release!", "created_at": at,
+               "released_at": at, "upcoming_release": false,
+               "commit": {"id": DEPLOYED, "short_id": "da156088"},
+               "_links": {"self": format!("{web}/-/releases/{tag}")}})
+    };
+    let incident = json!({
+        "id": 301, "iid": 23, "project_id": 1, "title": "Checkout is down", "description": "",
+        "state": "closed", "created_at": "2013-12-03T17:50:00.000Z",
+        "updated_at": "2013-12-03T18:10:00.000Z", "closed_at": "2013-12-03T18:10:00.000Z",
+        "labels": ["incident"], "issue_type": "incident", "type": "INCIDENT",
+        "web_url": format!("{web}/-/issues/23")
+    });
+    let p = format!("/api/v4/projects/{PROJECT_ID}");
+    let mrs = format!(
+        "{p}/merge_requests?state=all&order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100"
+    );
+    let mut routes: HashMap<String, (String, Option<String>)> = HashMap::new();
+    let mut add = |target: String, body: Value, next: Option<String>| {
+        routes.insert(target, (body.to_string(), next));
+    };
+    add(p.clone(), project, None);
+    add(mrs.clone(), json!([mr2]), Some(format!("{mrs}&page=2")));
+    add(format!("{mrs}&page=2"), json!([mr1]), None);
+    add(
+        format!("{p}/merge_requests/1/commits?per_page=100"),
+        json!([
+            commit(
+                "1111111111111111111111111111111111111111",
+                "2013-12-03T17:20:00.000+00:00"
+            ),
+            commit(
+                "0000000000000000000000000000000000000008",
+                "2013-12-03T17:00:00.000+00:00"
+            )
+        ]),
+        None,
+    );
+    add(
+        format!("{p}/pipelines?order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100"),
+        json!([pipeline]),
+        None,
+    );
+    add(format!("{p}/pipelines/31"), pipeline_detail, None);
+    add(
+        format!("{p}/pipelines/31/jobs?include_retried=true&per_page=100"),
+        jobs,
+        None,
+    );
+    add(
+        format!("{p}/deployments?order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100"),
+        json!([deployment]),
+        None,
+    );
+    // Newest first; the older release is before --since and ends the list.
+    add(
+        format!("{p}/releases?order_by=released_at&sort=desc&per_page=100"),
+        json!([
+            release("v1.0.0", "2013-12-03T17:50:00.000Z"),
+            release("v0.9.0", "2013-11-01T10:00:00.000Z")
+        ]),
+        None,
+    );
+    for filter in ["issue_type=incident", "labels=incident"] {
+        add(
+            format!("{p}/issues?{filter}&state=all&updated_after={SINCE}&per_page=100"),
+            json!([incident]),
+            None,
+        );
+    }
+    Api {
+        routes,
+        faults: Mutex::default(),
+        log: Mutex::default(),
+        down: AtomicBool::new(false),
+        down_on: Mutex::default(),
+        port,
+        flavour: Flavour::Gitlab,
+    }
+}
+
+/// `cdlake backfill gitlab` of the project's history.
+async fn backfill_gitlab(store: &Path, api: &Api, extra: &[&str]) -> std::process::Output {
+    let url = format!("http://127.0.0.1:{}", api.port);
+    let args = [
+        "gitlab",
+        "--project",
+        PROJECT,
+        "--since",
+        "2013-12-01",
+        "--url",
+        &url,
+    ];
+    run_backfill(store, &args, ("GITLAB_TOKEN", TOKEN), extra).await
+}
+
+fn gitlab_counts(out: &std::process::Output) -> Value {
+    counts_of(out, PROJECT)
+}
+
+/// The hooks GitLab sent for the same history: the fixtures, moved to the project and the
+/// times of the history above (hook times have no milliseconds).
+fn gitlab_deliveries() -> Vec<(&'static str, Value)> {
+    let project = gitlab_fixture("merge_request.json")["project"].clone();
+    let mut issue = gitlab_fixture("issue.json");
+    issue["labels"] = json!([{"id": 7, "title": "incident", "type": "ProjectLabel"}]);
+    issue["object_attributes"]["created_at"] = "2013-12-03 17:50:00 UTC".into();
+    issue["object_attributes"]["updated_at"] = "2013-12-03 17:50:00 UTC".into();
+    let mut pipeline = gitlab_fixture("pipeline.json");
+    pipeline["project"] = project.clone();
+    let a = &mut pipeline["object_attributes"];
+    a["id"] = 31.into();
+    a["sha"] = DEPLOYED.into();
+    a["created_at"] = "2013-12-03 17:41:00 UTC".into();
+    a["finished_at"] = "2013-12-03 17:45:00 UTC".into();
+    let mut job = gitlab_fixture("job.json");
+    job["build_finished_at"] = "2013-12-03 17:44:59 UTC".into();
+    job["pipeline_id"] = 31.into();
+    job["repository"]["homepage"] = project["web_url"].clone();
+    let mut deployment = gitlab_fixture("deployment.json");
+    deployment["project"] = project.clone();
+    deployment["deployment_id"] = 15.into();
+    deployment["environment"] = "production".into();
+    deployment["status_changed_at"] = "2013-12-03 18:45:00 +0100".into();
+    deployment["commit_url"] = format!(
+        "{}/-/commit/{DEPLOYED}",
+        project["web_url"].as_str().unwrap()
+    )
+    .into();
+    let mut release = gitlab_fixture("release.json");
+    release["project"] = project.clone();
+    release["tag"] = "v1.0.0".into();
+    release["created_at"] = "2013-12-03 17:50:00 UTC".into();
+    release["released_at"] = "2013-12-03 17:50:00 UTC".into();
+    vec![
+        ("Merge Request Hook", gitlab_fixture("merge_request.json")),
+        ("Issue Hook", issue),
+        ("Pipeline Hook", pipeline),
+        ("Job Hook", job),
+        ("Deployment Hook", deployment),
+        ("Release Hook", release),
+    ]
+}
+
+fn gitlab_dora(store: &Path) -> Value {
+    dora_between(store, "2013-12-01", "2014-01-01")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitlab_backfill_writes_the_hooks_rows_once_resumes_and_respects_the_api() {
+    let api = serve(gitlab_history).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = format!("/api/v4/projects/{PROJECT_ID}");
+    let mrs2 = format!(
+        "{p}/merge_requests?state=all&order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100&page=2"
+    );
+    let deployments =
+        format!("{p}/deployments?order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100");
+    let releases = format!("{p}/releases?order_by=released_at&sort=desc&per_page=100");
+    {
+        let mut faults = api.faults.lock().unwrap();
+        faults.insert(mrs2.clone(), vec![Fault::BadGateway]);
+        faults.insert(
+            format!("{p}/pipelines/31/jobs?include_retried=true&per_page=100"),
+            vec![Fault::Drop],
+        );
+        faults.insert(deployments.clone(), vec![Fault::TooManyRequests]);
+        faults.insert(releases.clone(), vec![Fault::PrimaryRateLimit]);
+    }
+
+    // Backfilled alone: every fact once, through a 502, a dropped connection and rate limits.
+    let alone = dir.path().join("alone");
+    let first = gitlab_counts(&backfill_gitlab(&alone, &api, &[]).await);
+    assert_eq!(total(&first, "rejected"), 0, "{first}");
+    // !1 opened, merged and its branch's push; !2 opened and closed. The pipeline pending,
+    // running, succeeded; two jobs (one a retry) running and finished. The deployment running
+    // and succeeded. One release (the older one is before --since). The incident opened and
+    // closed, listed again by its label.
+    assert_eq!(first["merge_requests"]["new"], 5, "{first}");
+    assert_eq!(first["merge_requests"]["pages"], 2, "{first}");
+    assert_eq!(first["pipelines"]["new"], 7, "{first}");
+    assert_eq!(first["deployments"]["new"], 2, "{first}");
+    assert_eq!(first["releases"]["new"], 1, "{first}");
+    assert_eq!(first["incidents"]["new"], 2, "{first}");
+    assert_eq!(first["incident_labels"]["new"], 0, "{first}");
+    assert_eq!(first["incident_labels"]["stored"], 2, "{first}");
+    let new = total(&first, "new");
+    assert_eq!(sql_u64(&alone, "SELECT count(*) AS n FROM events"), new);
+    let statuses =
+        |target: &str| -> Vec<u16> { api.requests(target).into_iter().map(|(_, s)| s).collect() };
+    assert_eq!(statuses(&mrs2), [502, 200]);
+    assert_eq!(statuses(&format!("{p}/pipelines/31/jobs")), [0, 200]);
+    assert_eq!(statuses(&deployments), [429, 200]);
+    assert_eq!(statuses(&releases), [429, 200]);
+    assert!(api.requests("").iter().all(|(_, s)| *s != 404 && *s != 401));
+
+    // From the objects, by DESIGN's definitions: one deployment to production (17:45:00) of
+    // the commit !1 merged, opened at 17:23:34: lead time 1,286 s; the incident detected after
+    // it (17:50:00) fails it and is resolved at 18:10:00: 1,200 s.
+    let report = gitlab_dora(&alone);
+    assert_eq!(report["deployment_frequency"]["deployments"], 1, "{report}");
+    assert_eq!(report["lead_time"]["changes"], 1, "{report}");
+    assert_eq!(report["lead_time"]["median_seconds"], 1286.0, "{report}");
+    assert_eq!(report["change_failure_rate"]["failed"], 1, "{report}");
+    assert_eq!(
+        report["recovery_time"]["median_seconds"], 1200.0,
+        "{report}"
+    );
+    // The branch's first commit (17:00:00), from the merge request's commits; the retried job
+    // and its retry are two task runs, the job id above 2^32 kept whole.
+    let first_commit = sql_json(
+        &alone,
+        "SELECT CAST(first_commit_at AS VARCHAR) AS t FROM changes WHERE change_id = 'gitlabhq/gitlab-test!1'",
+    );
+    assert!(
+        first_commit[0]["t"]
+            .as_str()
+            .unwrap()
+            .starts_with("2013-12-03T17:00:00"),
+        "{first_commit:?}"
+    );
+    let jobs = sql_json(
+        &alone,
+        "SELECT subject_id, outcome FROM events WHERE event_type LIKE '%taskrun.finished%' ORDER BY subject_id",
+    );
+    assert_eq!(
+        jobs,
+        vec![
+            json!({"subject_id": "3580121224", "outcome": "failed"}),
+            json!({"subject_id": "3580121225", "outcome": "success"})
+        ]
+    );
+
+    // Again: every list page is unchanged (ETag 304), nothing is written twice.
+    let again = gitlab_counts(&backfill_gitlab(&alone, &api, &[]).await);
+    assert_eq!(total(&again, "new"), 0, "{again}");
+    assert!(total(&again, "unchanged_pages") >= 6, "{again}");
+    assert_eq!(sql_u64(&alone, "SELECT count(*) AS n FROM events"), new);
+
+    // Hooks first, then the backfill: the hooks' rows stay, their facts are not written again
+    // (the API's times have milliseconds, the hooks' not: the same second is the same fact),
+    // and the DORA report is the one of the backfill alone.
+    let hooked = dir.path().join("hooked");
+    let mut svc = standalone(&hooked, &["--gitlab-token", "t"]);
+    let hooks = gitlab_deliveries();
+    for (n, (event, body)) in hooks.iter().enumerate() {
+        let answer: Value = reqwest::Client::new()
+            .post(svc.url("/webhooks/gitlab"))
+            .header("X-Gitlab-Token", "t")
+            .header("X-Gitlab-Event", *event)
+            .header("X-Gitlab-Event-UUID", format!("hook-{n}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["accepted"], 1, "{event}: {answer}");
+    }
+    svc.terminate();
+    let before = rows(&hooked);
+    assert_eq!(before.len(), hooks.len());
+    let after_hooks = gitlab_counts(&backfill_gitlab(&hooked, &api, &[]).await);
+    assert_eq!(
+        total(&after_hooks, "new"),
+        new - hooks.len() as u64,
+        "{after_hooks}"
+    );
+    assert_hooks_kept(&before, &rows(&hooked), new);
+    assert_eq!(gitlab_dora(&hooked), report);
+
+    // Interrupted: the network goes down at the pipeline; the same command then finishes with
+    // the rows of an uninterrupted run.
+    let resumed = dir.path().join("resumed");
+    let cut = backfill_gitlab(&resumed, &api, &["--retries", "1"]);
+    let partial = interrupted(&api, format!("{p}/pipelines/31"), &resumed, new, cut).await;
+    let cursor: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            resumed
+                .join("_cdlake/backfill/gitlab")
+                .join(format!("{PROJECT}.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cursor["kinds"]["merge_requests"]["done"], true, "{cursor}");
+    assert_ne!(cursor["kinds"]["pipelines"]["done"], true, "{cursor}");
+    let rest = gitlab_counts(&backfill_gitlab(&resumed, &api, &[]).await);
+    assert_eq!(total(&rest, "new"), new - partial, "{rest}");
+    assert_eq!(rows(&resumed), rows(&alone));
 }

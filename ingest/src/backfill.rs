@@ -3,24 +3,34 @@
 //!
 //! The client follows `Link: <…>; rel="next"` pagination, revalidates a page it fetched before
 //! with its ETag (`If-None-Match`; a `304` costs no rate limit), waits out the primary rate limit
-//! (`X-RateLimit-Remaining: 0` until `X-RateLimit-Reset`) and a secondary one (`Retry-After`, else
-//! a minute), and retries 5xx answers, dropped connections and cut bodies with back-off
+//! (`X-RateLimit-Remaining: 0` until `X-RateLimit-Reset`; GitLab's `RateLimit-…`) and a
+//! secondary one (`Retry-After`, else a minute; GitLab answers `429`), and retries 5xx answers, dropped connections and cut bodies with back-off
 //! ([`crate::retry::backoff`]). Anything else (401, 404, 422) is an error that says what to fix.
 //!
 //! The [`Cursor`] is kept in the store, one per repository: per kind of object, the next page
 //! to fetch; per page fetched, its ETag and the page after it. It is saved after each page is
 //! committed, so an interrupted backfill continues at the page it stopped in, and rows written
 //! twice are duplicates of the same facts.
+//!
+//! [`Backfill`] is the loop every provider shares: page through each kind of object, turn each
+//! object into the deliveries the provider would have sent when it happened ([`History`]:
+//! `sources::github::backfill`, `sources::gitlab::backfill`), normalise them with the webhook
+//! normaliser, write them, commit, move the cursor.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cdlake_schemas::store::{Store, StoreError};
+use cdlake_schemas::{DeadLetter, Origin};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::envelope::Envelope;
+use crate::ingester::{Ingester, Pushed, now_micros};
+use crate::sources::{Normalised, normalise};
 
 /// Rate-limit waits allowed for one request before giving up (each is a `Retry-After` or a
 /// primary-limit reset).
@@ -36,7 +46,8 @@ pub struct ApiStatus {
     pub not_modified: u64,
     /// Waits for a rate limit.
     pub rate_limited: u64,
-    /// The last `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds since the epoch).
+    /// The last `X-RateLimit-Remaining` and `X-RateLimit-Reset` (GitLab: `RateLimit-…`;
+    /// seconds since the epoch).
     pub remaining: Option<u64>,
     pub reset: Option<i64>,
     /// Until when (seconds since the epoch) the client is waiting, and why.
@@ -192,7 +203,7 @@ impl ApiClient {
                 .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_else(|| text.chars().take(300).collect());
             let retry_after = header(&headers, "retry-after").and_then(|v| v.trim().parse().ok());
-            let primary = header(&headers, "x-ratelimit-remaining") == Some("0");
+            let primary = rate_header(&headers, "remaining") == Some("0");
             let limited = status == StatusCode::TOO_MANY_REQUESTS
                 || (status == StatusCode::FORBIDDEN
                     && (retry_after.is_some()
@@ -246,8 +257,8 @@ impl ApiClient {
     }
 
     fn note_rate_limit(&self, headers: &HeaderMap) {
-        let remaining = header(headers, "x-ratelimit-remaining").and_then(|v| v.parse().ok());
-        let reset = header(headers, "x-ratelimit-reset").and_then(|v| v.parse().ok());
+        let remaining = rate_header(headers, "remaining").and_then(|v| v.parse().ok());
+        let reset = rate_header(headers, "reset").and_then(|v| v.parse().ok());
         self.with_status(|s| {
             if remaining.is_some() {
                 s.remaining = remaining;
@@ -261,6 +272,12 @@ impl ApiClient {
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A rate-limit header: GitHub's `X-RateLimit-<what>`, or GitLab's `RateLimit-<what>`.
+fn rate_header<'a>(headers: &'a HeaderMap, what: &str) -> Option<&'a str> {
+    header(headers, &format!("x-ratelimit-{what}"))
+        .or_else(|| header(headers, &format!("ratelimit-{what}")))
 }
 
 /// A request error as one line, with its cause (a reset connection, a timeout).
@@ -355,6 +372,278 @@ impl Cursor {
         let json = serde_json::to_vec_pretty(self).expect("a cursor is plain data");
         store.put(path, json).await
     }
+}
+
+/// What to pull.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The REST root, e.g. `https://api.github.com`, `https://ghe.example.com/api/v3` or
+    /// `https://gitlab.example.com/api/v4`.
+    pub api_url: String,
+    /// Facts at or after this time (µs since the epoch, UTC).
+    pub since: i64,
+    /// Whose cursor: `backfill` (the command) or `reconcile` (the services' periodic re-pull),
+    /// so one does not reset the other's position.
+    pub cursor: &'static str,
+}
+
+/// What a backfill of one kind found.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct KindCounts {
+    /// Rows written: facts no webhook or earlier backfill had brought.
+    pub new: u64,
+    /// Facts already stored.
+    pub stored: u64,
+    /// Facts before `--since`, not written.
+    pub before_since: u64,
+    /// Deliveries the normaliser refused: dead-lettered with the reason.
+    pub rejected: u64,
+    pub pages: u64,
+    /// Pages unchanged since the last backfill (ETag), skipped.
+    pub unchanged_pages: u64,
+}
+
+/// Counts per kind, shared with a progress display.
+pub type SharedCounts = Arc<Mutex<BTreeMap<String, KindCounts>>>;
+
+/// Why a backfill stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("committing to the store: {0}")]
+    Store(String),
+}
+
+/// A delivery the provider would have sent: its event name and body.
+pub type Delivery = (&'static str, Value);
+
+/// One repository's or project's history in a provider's API: how each kind of object is
+/// listed, and which deliveries each object was.
+#[allow(
+    async_fn_in_trait,
+    reason = "used with concrete types, whose futures are Send where they are spawned"
+)]
+pub trait History {
+    /// The `origin` of the rows (and of dead letters).
+    const ORIGIN: Origin;
+    /// The kinds of object, in the order they are pulled.
+    const KINDS: &'static [&'static str];
+    /// Fetch what every delivery carries (the repository, the project); called first.
+    async fn prepare(&mut self, client: &ApiClient) -> Result<(), BackfillError>;
+    /// The first page of `kind`.
+    fn first_page(&self, kind: &str, since: i64) -> String;
+    /// The objects in a page of `kind`.
+    fn page_items<'v>(&self, kind: &str, body: &'v Value) -> Option<&'v Vec<Value>>;
+    /// Whether a list sorted newest first has reached objects older than `since`.
+    fn older_than_since(&self, kind: &str, item: &Value, since: i64) -> bool;
+    /// The deliveries the provider sent for `item` as it happened.
+    async fn deliveries(
+        &self,
+        client: &ApiClient,
+        kind: &str,
+        item: &Value,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), BackfillError>;
+    /// Whether a row of `event` older than `--since` is written anyway: the push that carries
+    /// a change's commits (its first commit may be older).
+    fn kept_before_since(&self, event: &str) -> bool {
+        event == "push"
+    }
+}
+
+/// One repository's (or project's) backfill: every kind of its [`History`], continuing from
+/// the cursor at `cursor_path` in the store.
+pub struct Backfill<'a, H> {
+    pub client: &'a ApiClient,
+    pub ingester: &'a mut Ingester,
+    pub store: &'a Store,
+    pub options: &'a Options,
+    pub history: H,
+    pub cursor_path: String,
+    pub counts: SharedCounts,
+}
+
+impl<H: History> Backfill<'_, H> {
+    fn count(&self, kind: &str, f: impl FnOnce(&mut KindCounts)) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        f(counts.entry(kind.to_string()).or_default());
+    }
+
+    /// Pull every kind, continuing from the cursor in the store.
+    pub async fn run(&mut self) -> Result<(), BackfillError> {
+        let store_err = |e: StoreError| BackfillError::Store(e.to_string());
+        let since = rfc3339(self.options.since);
+        let mut cursor = Cursor::load(self.store, &self.cursor_path, &since)
+            .await
+            .map_err(store_err)?;
+        self.history.prepare(self.client).await?;
+        for kind in H::KINDS {
+            let state = cursor.kinds.entry(kind.to_string()).or_default().clone();
+            if state.done {
+                continue;
+            }
+            let mut next = Some(
+                state
+                    .next
+                    .unwrap_or_else(|| self.history.first_page(kind, self.options.since)),
+            );
+            while let Some(url) = next.take() {
+                let memo = cursor.pages.get(&url).cloned();
+                let fetched = self
+                    .client
+                    .get(&url, memo.as_ref().map(|m| m.etag.as_str()))
+                    .await?;
+                let (following, last) = match (fetched, memo) {
+                    (Fetched::NotModified, Some(memo)) => {
+                        self.count(kind, |c| c.unchanged_pages += 1);
+                        (memo.next, memo.last)
+                    }
+                    (Fetched::NotModified, None) => {
+                        return Err(BackfillError::Invalid(format!(
+                            "{url} answered 304 Not Modified to a request without an ETag"
+                        )));
+                    }
+                    (Fetched::Page { body, next, etag }, _) => {
+                        let items = self.history.page_items(kind, &body).ok_or_else(|| {
+                            BackfillError::Invalid(format!(
+                                "{url} did not answer with a list of {kind}"
+                            ))
+                        })?;
+                        let mut deliveries = Vec::new();
+                        let mut last = false;
+                        for item in items {
+                            if self
+                                .history
+                                .older_than_since(kind, item, self.options.since)
+                            {
+                                last = true;
+                                continue;
+                            }
+                            self.history
+                                .deliveries(self.client, kind, item, &mut deliveries)
+                                .await?;
+                        }
+                        self.write(kind, &url, deliveries).await?;
+                        self.count(kind, |c| c.pages += 1);
+                        if let Some(etag) = etag {
+                            cursor.pages.insert(
+                                url.clone(),
+                                PageMemo {
+                                    etag,
+                                    next: next.clone(),
+                                    last,
+                                },
+                            );
+                        }
+                        (next, last)
+                    }
+                };
+                next = following.filter(|_| !last);
+                cursor.kinds.insert(
+                    kind.to_string(),
+                    KindCursor {
+                        next: next.clone(),
+                        done: next.is_none(),
+                    },
+                );
+                cursor
+                    .save(self.store, &self.cursor_path)
+                    .await
+                    .map_err(store_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Normalise and buffer the deliveries of one page, then commit them: the cursor moves only
+    /// past committed pages.
+    async fn write(
+        &mut self,
+        kind: &str,
+        url: &str,
+        deliveries: Vec<Delivery>,
+    ) -> Result<(), BackfillError> {
+        let store_err = |e: crate::Error| BackfillError::Store(e.to_string());
+        for (event, body) in deliveries {
+            let now = now_micros();
+            let raw = body.to_string();
+            // Through the webhook normaliser, as a delivery received now (its time checked).
+            let envelope = Envelope::webhook(
+                H::ORIGIN,
+                event,
+                &format!("backfill:{url}"),
+                "backfill",
+                raw.clone().into(),
+            );
+            let normalised = normalise(&envelope, now);
+            match normalised {
+                Ok(Normalised::Event(e))
+                    if e.time < self.options.since && !self.history.kept_before_since(event) =>
+                {
+                    self.count(kind, |c| c.before_since += 1);
+                }
+                Ok(Normalised::Event(e)) => {
+                    match self.ingester.push(*e).await.map_err(store_err)? {
+                        Pushed::Accepted => self.count(kind, |c| c.new += 1),
+                        Pushed::Duplicate => self.count(kind, |c| c.stored += 1),
+                    }
+                }
+                Ok(_) => {}
+                Err(rejection) => {
+                    self.count(kind, |c| c.rejected += 1);
+                    self.ingester.push_dead_letter(DeadLetter {
+                        received_at: now,
+                        origin: H::ORIGIN.as_str().to_string(),
+                        source: format!("backfill {event} {url}"),
+                        reason: rejection.message,
+                        payload: raw.into_bytes(),
+                    });
+                }
+            }
+        }
+        self.ingester.flush().await.map_err(store_err)?;
+        Ok(())
+    }
+}
+
+/// Every page of a list (for the objects under one object: a pull request's commits, a
+/// pipeline's jobs), each page's items (`items` picks them from the page).
+pub async fn all_pages(
+    client: &ApiClient,
+    first: String,
+    items: impl Fn(&Value) -> Option<&Vec<Value>>,
+) -> Result<Vec<Value>, BackfillError> {
+    let mut out = Vec::new();
+    let mut next = Some(first);
+    while let Some(url) = next.take() {
+        let Fetched::Page { body, next: n, .. } = client.get(&url, None).await? else {
+            break;
+        };
+        next = n;
+        out.extend(items(&body).into_iter().flatten().cloned());
+    }
+    Ok(out)
+}
+
+/// Whether `p` is one part of a repository or project path (`OWNER`, `NAME`, a group): letters,
+/// digits, `-`, `_` and `.`, and not `.` or `..`.
+pub fn path_part_ok(p: &str) -> bool {
+    !p.is_empty()
+        && p != "."
+        && p != ".."
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// µs since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 #[cfg(test)]

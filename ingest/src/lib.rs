@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod parquet;
 pub mod records;
+pub mod renormalise;
 pub mod retry;
 pub mod sink;
 pub mod sources;

@@ -153,6 +153,44 @@ pub fn normalise_with(
     Ok(normalised)
 }
 
+/// Normalise a stored row again from its payload, as `cdlake rebuild --renormalise` does: the
+/// row today's normaliser makes of it, with the row's `ingested_at`, its `event_id` standing
+/// in for the delivery id it came with (a row stored under its fact normalises to itself).
+/// `None` where the row is not one input's own row (the alerting tools split a delivery into
+/// several rows), is a row GitHub's normaliser cannot tell the event of, or now normalises to
+/// no row.
+pub fn renormalise(row: &Event) -> Option<Result<Event, Rejection>> {
+    let (at, payload) = (row.ingested_at, row.payload.as_bytes());
+    let normalised = match parse_origin(&row.origin)? {
+        Origin::CdEvents => {
+            return Some(cdlake_schemas::cdevents::parse(
+                payload,
+                Origin::CdEvents,
+                at,
+            ));
+        }
+        Origin::Github => {
+            let body: serde_json::Value = serde_json::from_slice(payload).ok()?;
+            let kind = github::stored_kind(&row.event_type, &body)?;
+            github::normalise(kind, &row.event_id, payload, at)
+        }
+        Origin::Gitlab => {
+            let kind = row
+                .event_type
+                .strip_prefix("gitlab.")
+                .and_then(|rest| rest.split('.').next())
+                .unwrap_or_default();
+            gitlab::normalise(kind, &row.event_id, payload, at)
+        }
+        _ => return None,
+    };
+    match normalised {
+        Ok(Normalised::Event(event)) => Some(Ok(*event)),
+        Ok(_) => None,
+        Err(rejection) => Some(Err(rejection)),
+    }
+}
+
 /// Normalise a received [`Envelope`] and push its rows, or dead-letter it with the reason
 /// (stamped with the time the receiver got it). A batch of spans is `Accepted` when any span
 /// is new, `Duplicate` when all were stored already.

@@ -164,6 +164,9 @@ pub enum CommitKind {
     Append,
     /// Files rewritten with the same rows (compaction): `dataChange = false`.
     Compact,
+    /// Files replaced by files whose rows changed (`cdlake rebuild --renormalise`):
+    /// `dataChange = true`, as a Delta `UPDATE` is.
+    Rewrite,
 }
 
 /// One transaction.
@@ -489,6 +492,9 @@ impl TableLog {
                 predicate: None,
                 target_size: 128 << 20,
             },
+            CommitKind::Rewrite => DeltaOperation::Update {
+                predicate: Some("renormalise".to_string()),
+            },
         };
         // No retries here: a retry must first check what the other writer added.
         let properties = CommitProperties::default()
@@ -527,7 +533,8 @@ impl TableLog {
     }
 
     /// The files commits after `version` added with new rows (`dataChange`), by version, up
-    /// to the newest: what a live tail shows. Compactions add none.
+    /// to the newest: what a live tail shows. Compactions add none, and nor do rewrites (a
+    /// commit that also removes files: its rows were shown before, as they were).
     pub async fn added_since(&self, version: u64) -> Result<Vec<(u64, Vec<DataFilePath>)>> {
         let latest = self
             .log_store
@@ -545,8 +552,10 @@ impl TableLog {
                 continue;
             };
             let actions = get_actions(v, &bytes).map_err(|e| self.delta_err(e))?;
+            let rewrite = actions.iter().any(|a| matches!(a, Action::Remove(_)));
             let files = actions
                 .into_iter()
+                .filter(|_| !rewrite)
                 .filter_map(|a| match a {
                     Action::Add(add) if add.data_change => data_file(self.table, &add.path),
                     _ => None,
@@ -620,7 +629,7 @@ impl TableLog {
 
 /// The actions a commit of `change` writes: `Remove`s, then `Add`s with statistics.
 fn actions_of(table: Table, change: &Change, now_ms: i64) -> Vec<Action> {
-    let data_change = change.kind == CommitKind::Append;
+    let data_change = change.kind != CommitKind::Compact;
     let mut actions: Vec<Action> = change
         .remove
         .iter()

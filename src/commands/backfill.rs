@@ -1,15 +1,17 @@
-//! `cdlake backfill github`: history from GitHub's REST API, written as the rows the webhooks
-//! would have written (see `cdlake_ingest::sources::github::backfill`).
+//! `cdlake backfill github` and `cdlake backfill gitlab`: history from GitHub's and GitLab's
+//! REST APIs, written as the rows the webhooks would have written (see
+//! `cdlake_ingest::backfill`, `cdlake_ingest::sources::{github, gitlab}::backfill`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use cdlake_ingest::backfill::{ApiClient, headers};
-use cdlake_ingest::sources::github::backfill::{
-    Backfill, BackfillError, KindCounts, Options, check_repo,
+use cdlake_ingest::backfill::{
+    ApiClient, Backfill, BackfillError, History, KindCounts, Options, SharedCounts, headers,
 };
+use cdlake_ingest::sources::github::backfill::{self as github, check_repo};
+use cdlake_ingest::sources::gitlab::backfill::{self as gitlab, check_project};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -26,6 +28,34 @@ enum Provider {
     /// Pull requests, their commits' times, workflow runs and jobs (every attempt), deployments
     /// and their statuses, releases and issues labelled `incident`, through the REST API.
     Github(GithubArgs),
+    /// Merge requests and their commits' times, pipelines and jobs, deployments, releases and
+    /// incidents (issues of type incident or labelled `incident`), through the REST API (v4).
+    Gitlab(GitlabArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GitlabArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A project, GROUP/NAME (subgroups too: GROUP/SUB/NAME); repeatable.
+    #[arg(long = "project", required = true)]
+    projects: Vec<String>,
+    /// Facts at or after this date (YYYY-MM-DD, UTC) or time (RFC 3339).
+    #[arg(long)]
+    since: String,
+    /// The GitLab: https://gitlab.com, or your instance's https://gitlab.example.com.
+    #[arg(long, env = "GITLAB_URL", default_value = "https://gitlab.com")]
+    url: String,
+    /// The token (a personal, group or project access token with the `read_api` scope).
+    #[arg(long, env = "GITLAB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Times a request is retried after a 5xx answer or a dropped connection before the
+    /// backfill stops (run it again to continue where it stopped).
+    #[arg(long, default_value_t = 6)]
+    retries: u32,
+    /// Print the counts as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,24 +94,81 @@ fn parse_since(since: &str) -> anyhow::Result<i64> {
         .with_context(|| format!("--since {since:?} is not YYYY-MM-DD or an RFC 3339 time"))
 }
 
+/// What one backfill pulls.
+#[derive(Debug, Clone)]
+enum Target {
+    /// A GitHub repository, OWNER/NAME.
+    Github(String),
+    /// A GitLab project, GROUP/NAME.
+    Gitlab(String),
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Target::Github(name) | Target::Gitlab(name) => name,
+        }
+    }
+}
+
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
-    let Provider::Github(args) = args.provider;
-    for repo in &args.repos {
-        check_repo(repo)?;
+    match args.provider {
+        Provider::Github(args) => {
+            for repo in &args.repos {
+                check_repo(repo)?;
+            }
+            if args.token.is_none() {
+                eprintln!(
+                    "No GITHUB_TOKEN: unauthenticated requests are limited to 60 an hour and see only public repositories."
+                );
+            }
+            let client = github_client(args.token.as_deref(), args.retries)?;
+            let targets = args.repos.iter().cloned().map(Target::Github).collect();
+            let store = args.store.open()?;
+            backfill_all(
+                &client,
+                &store,
+                targets,
+                &args.since,
+                &args.api_url,
+                args.json,
+            )
+            .await
+        }
+        Provider::Gitlab(args) => {
+            for project in &args.projects {
+                check_project(project)?;
+            }
+            if args.token.is_none() {
+                eprintln!(
+                    "No GITLAB_TOKEN: unauthenticated requests see only public projects, and GitLab.com limits them more."
+                );
+            }
+            let client = gitlab_client(args.token.as_deref(), args.retries)?;
+            let targets = args.projects.iter().cloned().map(Target::Gitlab).collect();
+            let store = args.store.open()?;
+            let api_url = gitlab::api_root(&args.url);
+            backfill_all(&client, &store, targets, &args.since, &api_url, args.json).await
+        }
     }
-    let since = parse_since(&args.since)?;
+}
+
+/// Backfill each target in turn, with a progress line, and print the counts.
+async fn backfill_all(
+    client: &ApiClient,
+    store: &cdlake_schemas::store::Store,
+    targets: Vec<Target>,
+    since: &str,
+    api_url: &str,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let since_text = since;
+    let since = parse_since(since)?;
     if since > cdlake_ingest::ingester::now_micros() {
-        anyhow::bail!("--since {} is in the future", args.since);
+        anyhow::bail!("--since {since_text} is in the future");
     }
-    if args.token.is_none() {
-        eprintln!(
-            "No GITHUB_TOKEN: unauthenticated requests are limited to 60 an hour and see only public repositories."
-        );
-    }
-    let client = github_client(args.token.as_deref(), args.retries)?;
-    let store = args.store.open()?;
     let options = Options {
-        api_url: args.api_url.clone(),
+        api_url: api_url.to_string(),
         since,
         cursor: "backfill",
     };
@@ -92,31 +179,32 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    for repo in &args.repos {
+    for target in &targets {
+        let name = target.name().to_string();
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
         let ticker = tokio::spawn(show_progress(
             bar.clone(),
-            repo.clone(),
+            name.clone(),
             counts.clone(),
             client.status(),
         ));
-        let (result, counts) = pull(&client, &store, &options, repo, counts).await;
+        let (result, counts) = pull(client, store, &options, target, counts).await;
         ticker.abort();
         if let Err(e) = result {
             bar.finish_and_clear();
-            print_counts(repo, &counts);
+            print_counts(&name, &counts);
             return Err(anyhow::Error::new(e).context(format!(
-                "backfilling {repo} (what was committed stays; the same command continues from there)"
+                "backfilling {name} (what was committed stays; the same command continues from there)"
             )));
         }
-        all.insert(repo.clone(), counts);
+        all.insert(name, counts);
     }
     bar.finish_and_clear();
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        for (repo, counts) in &all {
-            print_counts(repo, counts);
+        for (name, counts) in &all {
+            print_counts(name, counts);
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
@@ -124,28 +212,65 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 
 type Counts = BTreeMap<String, KindCounts>;
 
-/// Backfill one repository with its own writer, counting into `counts` as it goes; the
-/// result and the final counts.
+/// Backfill one repository or project with its own writer, counting into `counts` as it
+/// goes; the result and the final counts.
 async fn pull(
     client: &ApiClient,
     store: &cdlake_schemas::store::Store,
     options: &Options,
-    repo: &str,
-    counts: Arc<Mutex<Counts>>,
+    target: &Target,
+    counts: SharedCounts,
 ) -> (Result<(), BackfillError>, Counts) {
     let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
-    let result = Backfill {
-        client,
-        ingester: &mut ingester,
-        store,
-        options,
-        repo,
-        counts: counts.clone(),
-    }
-    .run()
-    .await;
+    let (ingester, shared) = (&mut ingester, counts.clone());
+    let result = match target {
+        Target::Github(repo) => {
+            let history = github::Repository::new(&options.api_url, repo);
+            let cursor = github::cursor_path(options.cursor, repo);
+            run_history(client, ingester, store, options, history, cursor, shared).await
+        }
+        Target::Gitlab(project) => {
+            let history = gitlab::Project::new(&options.api_url, project);
+            let cursor = gitlab::cursor_path(options.cursor, project);
+            run_history(client, ingester, store, options, history, cursor, shared).await
+        }
+    };
     let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
     (result, counts)
+}
+
+/// Run the backfill of one [`History`].
+async fn run_history<H: History>(
+    client: &ApiClient,
+    ingester: &mut Ingester,
+    store: &cdlake_schemas::store::Store,
+    options: &Options,
+    history: Result<H, BackfillError>,
+    cursor_path: String,
+    counts: SharedCounts,
+) -> Result<(), BackfillError> {
+    Backfill {
+        client,
+        ingester,
+        store,
+        options,
+        history: history?,
+        cursor_path,
+        counts,
+    }
+    .run()
+    .await
+}
+
+/// A client of GitLab's REST API, with the token when there is one.
+fn gitlab_client(token: Option<&str>, retries: u32) -> anyhow::Result<ApiClient> {
+    let mut pairs = vec![("accept", "application/json")];
+    let token = token.map(str::trim);
+    if let Some(t) = token {
+        pairs.push(("private-token", t));
+    }
+    let headers = headers(&pairs).map_err(|e| anyhow::anyhow!("GITLAB_TOKEN: {e}"))?;
+    Ok(ApiClient::new(headers, retries)?)
 }
 
 /// A client of GitHub's REST API, with the token when there is one.
@@ -239,8 +364,9 @@ impl ReconcileArgs {
                     cursor: "reconcile",
                 };
                 for repo in &args.reconcile_repos {
+                    let target = Target::Github(repo.clone());
                     let (result, counts) =
-                        pull(&client, &store, &options, repo, Arc::default()).await;
+                        pull(&client, &store, &options, &target, Arc::default()).await;
                     for (kind, c) in &counts {
                         metrics.add(
                             cdlake_ingest::metrics::RECONCILE_MISSED,

@@ -1,15 +1,22 @@
 //! `cdlake rebuild`: derive the read models from `events` now (also done at the end of
 //! `cdlake demo`, and kept current in the background by `cdlake serve` and `cdlake standalone`).
+//! With `--renormalise`, first run today's normalisers over the stored payloads and rewrite
+//! the rows that come out different (`cdlake_ingest::renormalise`).
 
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
+use cdlake_ingest::parquet::EncodeOptions;
+use cdlake_ingest::renormalise::RenormaliseReport;
 use cdlake_query::read_model::{
     self, Model, RefreshReport, Refresher, RefresherStatus, Scope, refresh_models,
 };
 use cdlake_query::{Config, Engine};
+use cdlake_schemas::lake::Lake;
+use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
+use chrono::NaiveDate;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ConfigArgs, StoreArgs};
@@ -28,8 +35,15 @@ pub(crate) struct Args {
     tables: Vec<String>,
     /// Derive every month from this date's month on again, also those that are current
     /// (`YYYY-MM-DD` or `YYYY-MM`). Without it only months that are not current are derived.
+    /// With --renormalise, also the first day renormalised.
     #[arg(long, value_name = "DATE")]
     from: Option<String>,
+    /// First run today's GitHub, GitLab and CDEvents normalisers again over the raw payloads
+    /// stored in `events`, and rewrite the rows that come out different (one transaction per
+    /// day; rows stored twice under old and new identities become one). Safe while ingest
+    /// runs; run it again to finish an interrupted run.
+    #[arg(long)]
+    renormalise: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
@@ -57,25 +71,91 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     };
     let store = args.store.open()?;
     let config = args.config.load()?;
+    let renormalised = if args.renormalise {
+        let from_day = match &from {
+            Some(month) => Some(first_day(args.from.as_deref().unwrap_or_default(), month)?),
+            None => None,
+        };
+        Some(renormalise(&store, from_day).await?)
+    } else {
+        None
+    };
     let scope = Scope {
         again_from: from.as_deref(),
         ..Scope::ALL
     };
-    let rebuilt = rebuild(&store, &config, &models, scope, true).await?;
+    let mut rebuilt = rebuild(&store, &config, &models, scope, true).await?;
+    rebuilt.renormalised = renormalised;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rebuilt)?);
     } else {
+        if let Some(r) = &rebuilt.renormalised {
+            println!("{}", renormalised_summary(r));
+        }
         println!("{}", summary(&rebuilt));
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// What a rebuild did: in total (the fields of [`RefreshReport`]), and by read model.
+/// The first day `--from` names: the day given, or the first of the month given.
+fn first_day(text: &str, month: &str) -> anyhow::Result<NaiveDate> {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .or_else(|_| NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d"))
+        .map_err(|_| anyhow::anyhow!("--from {text:?} is not a date: give YYYY-MM-DD or YYYY-MM"))
+}
+
+/// Run the normalisers again over `events` from `from` on, with a progress bar.
+async fn renormalise(store: &Store, from: Option<NaiveDate>) -> anyhow::Result<RenormaliseReport> {
+    let log = Lake::new(store.clone()).table(Table::Events).await?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} renormalising events [{bar:30}] {pos}/{len} days")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = cdlake_ingest::renormalise::renormalise(
+        store,
+        &log,
+        from,
+        &EncodeOptions::default(),
+        |done, all| {
+            bar.set_length(all as u64);
+            bar.set_position(done as u64);
+        },
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; the days renormalised so far are committed: fix the cause above and run `cdlake rebuild --renormalise` again (days already done are read, not rewritten)"
+        )
+    })?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// What a renormalisation did, in a line or two.
+fn renormalised_summary(r: &RenormaliseReport) -> String {
+    let mut s = format!(
+        "renormalised {} days ({} rows): {} rows changed ({} moved to another day) in {} days rewritten, {} duplicates dropped, {} rows kept as stored (their payload is now rejected)",
+        r.partitions, r.rows, r.changed, r.moved, r.rewritten, r.duplicates, r.rejected
+    );
+    if r.busy > 0 {
+        s.push_str(&format!(
+            "\n{} days were changed by other writers throughout: run `cdlake rebuild --renormalise` again to finish them",
+            r.busy
+        ));
+    }
+    s
+}
+
+/// What a rebuild did: in total (the fields of [`RefreshReport`]), by read model, and what
+/// `--renormalise` did first.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Rebuilt {
     #[serde(flatten)]
     pub(crate) total: RefreshReport,
     pub(crate) tables: BTreeMap<&'static str, RefreshReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) renormalised: Option<RenormaliseReport>,
 }
 
 /// Bring the read models `models` up to date with `events`, with a progress bar when `show`
@@ -118,7 +198,11 @@ pub(crate) async fn rebuild(
         total.rows += r.rows;
         tables.insert(model.name(), r);
     }
-    Ok(Rebuilt { total, tables })
+    Ok(Rebuilt {
+        total,
+        tables,
+        renormalised: None,
+    })
 }
 
 /// What a rebuild did, a line per read model.

@@ -17,6 +17,8 @@ use crate::envelope::Envelope;
 
 pub mod backfill;
 mod fact;
+
+pub(crate) use fact::stored_kind;
 mod normalise;
 
 pub use normalise::normalise;

@@ -14,6 +14,8 @@ use super::receive::{ApiError, Limited, accept, header_str};
 use super::{Receivers, Source};
 use crate::envelope::Envelope;
 
+pub mod backfill;
+mod fact;
 mod normalise;
 
 pub use normalise::normalise;

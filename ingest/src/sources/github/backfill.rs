@@ -20,72 +20,20 @@
 //! (a backfilled row has the labels the object has now), the time an issue was labelled
 //! `incident` (a backfilled incident is detected when the issue was opened).
 
-use std::collections::BTreeMap;
-
-use cdlake_schemas::event::check_time;
-use cdlake_schemas::store::Store;
-use cdlake_schemas::{DeadLetter, Origin};
-use serde::Serialize;
+use cdlake_schemas::Origin;
 use serde_json::{Value, json};
 
-use crate::backfill::{ApiClient, ApiError, Cursor, Fetched, KindCursor, PageMemo};
-use crate::ingester::{Ingester, Pushed, now_micros};
-use crate::sources::Normalised;
+use crate::backfill::{ApiClient, Delivery, Fetched, History, all_pages, path_part_ok};
+pub use crate::backfill::{BackfillError, KindCounts, Options, rfc3339};
 use crate::sources::webhook::{id_at, str_at, time_at};
 
 /// The kinds of object a backfill pulls, in order.
 pub const KINDS: [&str; 5] = ["pulls", "runs", "deployments", "releases", "incidents"];
 
-/// What to pull.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The REST root, e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`.
-    pub api_url: String,
-    /// Facts at or after this time (µs since the epoch, UTC).
-    pub since: i64,
-    /// Whose cursor: `backfill` (the command) or `reconcile` (the services' periodic re-pull),
-    /// so one does not reset the other's position.
-    pub cursor: &'static str,
-}
-
-/// What a backfill of one kind found.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct KindCounts {
-    /// Rows written: facts no webhook or earlier backfill had brought.
-    pub new: u64,
-    /// Facts already stored.
-    pub stored: u64,
-    /// Facts before `--since`, not written.
-    pub before_since: u64,
-    /// Deliveries the normaliser refused: dead-lettered with the reason.
-    pub rejected: u64,
-    pub pages: u64,
-    /// Pages unchanged since the last backfill (ETag), skipped.
-    pub unchanged_pages: u64,
-}
-
-/// Why a backfill stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("committing to the store: {0}")]
-    Store(String),
-}
-
 /// `OWNER/NAME`, checked.
 pub fn check_repo(repo: &str) -> Result<(), BackfillError> {
-    let ok_part = |p: &str| {
-        !p.is_empty()
-            && p != "."
-            && p != ".."
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    };
     match repo.split_once('/') {
-        Some((owner, name)) if ok_part(owner) && ok_part(name) => Ok(()),
+        Some((owner, name)) if path_part_ok(owner) && path_part_ok(name) => Ok(()),
         _ => Err(BackfillError::Invalid(format!(
             "--repo {repo:?} is not OWNER/NAME (e.g. --repo cdevents/spec)"
         ))),
@@ -97,40 +45,36 @@ pub fn cursor_path(whose: &str, repo: &str) -> String {
     format!("_cdlake/{whose}/github/{repo}.json")
 }
 
-/// One repository's backfill.
-pub struct Backfill<'a> {
-    pub client: &'a ApiClient,
-    pub ingester: &'a mut Ingester,
-    pub store: &'a Store,
-    pub options: &'a Options,
-    pub repo: &'a str,
-    /// Per kind, shared for progress.
-    pub counts: std::sync::Arc<std::sync::Mutex<BTreeMap<String, KindCounts>>>,
+/// One repository's history in GitHub's REST API.
+pub struct Repository {
+    api_url: String,
+    repo: String,
+    /// The repository object every delivery carries (fetched by `prepare`).
+    repository: Value,
 }
 
-impl Backfill<'_> {
+impl Repository {
+    /// The repository `OWNER/NAME` under the REST root `api_url`.
+    pub fn new(api_url: &str, repo: &str) -> Result<Self, BackfillError> {
+        check_repo(repo)?;
+        Ok(Repository {
+            api_url: api_url.trim_end_matches('/').to_string(),
+            repo: repo.to_string(),
+            repository: Value::Null,
+        })
+    }
+
     fn url(&self, path: &str) -> String {
-        format!(
-            "{}/repos/{}{path}",
-            self.options.api_url.trim_end_matches('/'),
-            self.repo
-        )
+        format!("{}/repos/{}{path}", self.api_url, self.repo)
     }
+}
 
-    fn count(&self, kind: &str, f: impl FnOnce(&mut KindCounts)) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        f(counts.entry(kind.to_string()).or_default());
-    }
+impl History for Repository {
+    const ORIGIN: Origin = Origin::Github;
+    const KINDS: &'static [&'static str] = &KINDS;
 
-    /// Pull every kind, continuing from the cursor in the store.
-    pub async fn run(&mut self) -> Result<(), BackfillError> {
-        check_repo(self.repo)?;
-        let path = cursor_path(self.options.cursor, self.repo);
-        let since = rfc3339(self.options.since);
-        let mut cursor = Cursor::load(self.store, &path, &since)
-            .await
-            .map_err(|e| BackfillError::Store(e.to_string()))?;
-        let repository = match self.client.get(&self.url(""), None).await? {
+    async fn prepare(&mut self, client: &ApiClient) -> Result<(), BackfillError> {
+        self.repository = match client.get(&self.url(""), None).await? {
             Fetched::Page { body, .. } if body.is_object() => body,
             _ => {
                 return Err(BackfillError::Invalid(format!(
@@ -139,78 +83,11 @@ impl Backfill<'_> {
                 )));
             }
         };
-        for kind in KINDS {
-            let state = cursor.kinds.entry(kind.to_string()).or_default().clone();
-            if state.done {
-                continue;
-            }
-            let mut next = Some(state.next.unwrap_or_else(|| self.first_page(kind)));
-            while let Some(url) = next.take() {
-                let memo = cursor.pages.get(&url).cloned();
-                let fetched = self
-                    .client
-                    .get(&url, memo.as_ref().map(|m| m.etag.as_str()))
-                    .await?;
-                let (following, last) = match (fetched, memo) {
-                    (Fetched::NotModified, Some(memo)) => {
-                        self.count(kind, |c| c.unchanged_pages += 1);
-                        (memo.next, memo.last)
-                    }
-                    (Fetched::NotModified, None) => {
-                        return Err(BackfillError::Invalid(format!(
-                            "{url} answered 304 Not Modified to a request without an ETag"
-                        )));
-                    }
-                    (Fetched::Page { body, next, etag }, _) => {
-                        let items = page_items(kind, &body).ok_or_else(|| {
-                            BackfillError::Invalid(format!(
-                                "{url} did not answer with a list of {kind}"
-                            ))
-                        })?;
-                        let mut deliveries = Vec::new();
-                        let mut last = false;
-                        for item in items {
-                            if self.older_than_since(kind, item) {
-                                last = true;
-                                continue;
-                            }
-                            self.deliveries(kind, item, &repository, &mut deliveries)
-                                .await?;
-                        }
-                        self.write(kind, &url, deliveries).await?;
-                        self.count(kind, |c| c.pages += 1);
-                        if let Some(etag) = etag {
-                            cursor.pages.insert(
-                                url.clone(),
-                                PageMemo {
-                                    etag,
-                                    next: next.clone(),
-                                    last,
-                                },
-                            );
-                        }
-                        (next, last)
-                    }
-                };
-                next = following.filter(|_| !last);
-                cursor.kinds.insert(
-                    kind.to_string(),
-                    KindCursor {
-                        next: next.clone(),
-                        done: next.is_none(),
-                    },
-                );
-                cursor
-                    .save(self.store, &path)
-                    .await
-                    .map_err(|e| BackfillError::Store(e.to_string()))?;
-            }
-        }
         Ok(())
     }
 
-    fn first_page(&self, kind: &str) -> String {
-        let since = rfc3339(self.options.since);
+    fn first_page(&self, kind: &str, since: i64) -> String {
+        let since = rfc3339(since);
         match kind {
             "pulls" => self.url("/pulls?state=all&sort=updated&direction=desc&per_page=100"),
             "runs" => self.url(&format!(
@@ -225,28 +102,35 @@ impl Backfill<'_> {
         }
     }
 
-    /// Whether a list sorted newest first has reached objects older than `--since`.
-    fn older_than_since(&self, kind: &str, item: &Value) -> bool {
+    /// An array, or the runs' `{"workflow_runs": […]}`.
+    fn page_items<'v>(&self, kind: &str, body: &'v Value) -> Option<&'v Vec<Value>> {
+        match kind {
+            "runs" => body.get("workflow_runs")?.as_array(),
+            _ => body.as_array(),
+        }
+    }
+
+    fn older_than_since(&self, kind: &str, item: &Value, since: i64) -> bool {
         let field = match kind {
             "pulls" => "updated_at",
             "deployments" | "releases" => "created_at",
             _ => return false,
         };
-        time_at(item, &[field]).is_some_and(|t| t < self.options.since)
+        time_at(item, &[field]).is_some_and(|t| t < since)
     }
 
-    /// The deliveries GitHub sent for `item` as it happened: (event name, body).
     async fn deliveries(
         &self,
+        client: &ApiClient,
         kind: &str,
         item: &Value,
-        repository: &Value,
-        out: &mut Vec<(&'static str, Value)>,
+        out: &mut Vec<Delivery>,
     ) -> Result<(), BackfillError> {
+        let repository = &self.repository;
         match kind {
-            "pulls" => self.pull_request(item, repository, out).await,
-            "runs" => self.workflow_run(item, repository, out).await,
-            "deployments" => self.deployment(item, repository, out).await,
+            "pulls" => self.pull_request(client, item, out).await,
+            "runs" => self.workflow_run(client, item, out).await,
+            "deployments" => self.deployment(client, item, out).await,
             "releases" => {
                 if str_at(item, &["published_at"]).is_some() && item["draft"] != true {
                     out.push((
@@ -274,13 +158,16 @@ impl Backfill<'_> {
             }
         }
     }
+}
 
+impl Repository {
     async fn pull_request(
         &self,
+        client: &ApiClient,
         pr: &Value,
-        repository: &Value,
-        out: &mut Vec<(&'static str, Value)>,
+        out: &mut Vec<Delivery>,
     ) -> Result<(), BackfillError> {
+        let repository = &self.repository;
         let number = pr.get("number").cloned().unwrap_or(Value::Null);
         let body = |action: &str| json!({"action": action, "number": number, "pull_request": pr, "repository": repository});
         out.push(("pull_request", body("opened")));
@@ -301,13 +188,9 @@ impl Backfill<'_> {
             return Ok(());
         }
         let url = self.url(&format!("/pulls/{n}/commits?per_page=100"));
-        let Fetched::Page { body: commits, .. } = self.client.get(&url, None).await? else {
-            return Ok(());
-        };
-        let commits: Vec<Value> = commits
-            .as_array()
-            .into_iter()
-            .flatten()
+        let commits: Vec<Value> = all_pages(client, url, Value::as_array)
+            .await?
+            .iter()
             .map(|c| {
                 json!({
                     "id": c.get("sha"),
@@ -346,10 +229,11 @@ impl Backfill<'_> {
 
     async fn workflow_run(
         &self,
+        client: &ApiClient,
         run: &Value,
-        repository: &Value,
-        out: &mut Vec<(&'static str, Value)>,
+        out: &mut Vec<Delivery>,
     ) -> Result<(), BackfillError> {
+        let repository = &self.repository;
         let Some(id) = id_at(run, &["id"]) else {
             return Ok(());
         };
@@ -359,7 +243,7 @@ impl Backfill<'_> {
                 run.clone()
             } else {
                 let url = self.url(&format!("/actions/runs/{id}/attempts/{attempt}"));
-                match self.client.get(&url, None).await? {
+                match client.get(&url, None).await? {
                     Fetched::Page { body, .. } if body.is_object() => body,
                     _ => continue,
                 }
@@ -395,31 +279,30 @@ impl Backfill<'_> {
             if str_at(&this, &["status"]) == Some("completed") {
                 out.push(("workflow_run", snapshot("completed", json!({}))));
             }
-            let mut next = Some(self.url(&format!(
-                "/actions/runs/{id}/attempts/{attempt}/jobs?per_page=100"
-            )));
-            while let Some(url) = next.take() {
-                let Fetched::Page { body, next: n, .. } = self.client.get(&url, None).await? else {
-                    break;
-                };
-                next = n;
-                for job in body["jobs"].as_array().into_iter().flatten() {
-                    if job.get("started_at").is_some_and(Value::is_string) {
-                        let mut j = job.clone();
-                        j["status"] = "in_progress".into();
-                        j["conclusion"] = Value::Null;
-                        j["completed_at"] = Value::Null;
-                        out.push((
-                            "workflow_job",
-                            json!({"action": "in_progress", "workflow_job": j, "repository": repository}),
-                        ));
-                    }
-                    if str_at(job, &["status"]) == Some("completed") {
-                        out.push((
-                            "workflow_job",
-                            json!({"action": "completed", "workflow_job": job, "repository": repository}),
-                        ));
-                    }
+            let jobs = all_pages(
+                client,
+                self.url(&format!(
+                    "/actions/runs/{id}/attempts/{attempt}/jobs?per_page=100"
+                )),
+                |page| page["jobs"].as_array(),
+            )
+            .await?;
+            for job in &jobs {
+                if job.get("started_at").is_some_and(Value::is_string) {
+                    let mut j = job.clone();
+                    j["status"] = "in_progress".into();
+                    j["conclusion"] = Value::Null;
+                    j["completed_at"] = Value::Null;
+                    out.push((
+                        "workflow_job",
+                        json!({"action": "in_progress", "workflow_job": j, "repository": repository}),
+                    ));
+                }
+                if str_at(job, &["status"]) == Some("completed") {
+                    out.push((
+                        "workflow_job",
+                        json!({"action": "completed", "workflow_job": job, "repository": repository}),
+                    ));
                 }
             }
         }
@@ -428,10 +311,11 @@ impl Backfill<'_> {
 
     async fn deployment(
         &self,
+        client: &ApiClient,
         deployment: &Value,
-        repository: &Value,
-        out: &mut Vec<(&'static str, Value)>,
+        out: &mut Vec<Delivery>,
     ) -> Result<(), BackfillError> {
+        let repository = &self.repository;
         out.push((
             "deployment",
             json!({"action": "created", "deployment": deployment, "repository": repository}),
@@ -439,90 +323,23 @@ impl Backfill<'_> {
         let Some(id) = id_at(deployment, &["id"]) else {
             return Ok(());
         };
-        let mut next = Some(self.url(&format!("/deployments/{id}/statuses?per_page=100")));
-        while let Some(url) = next.take() {
-            let Fetched::Page { body, next: n, .. } = self.client.get(&url, None).await? else {
-                break;
-            };
-            next = n;
-            for status in body.as_array().into_iter().flatten() {
-                out.push((
-                    "deployment_status",
-                    json!({
-                        "action": "created",
-                        "deployment_status": status,
-                        "deployment": deployment,
-                        "repository": repository,
-                    }),
-                ));
-            }
+        let statuses = all_pages(
+            client,
+            self.url(&format!("/deployments/{id}/statuses?per_page=100")),
+            Value::as_array,
+        )
+        .await?;
+        for status in statuses {
+            out.push((
+                "deployment_status",
+                json!({
+                    "action": "created",
+                    "deployment_status": status,
+                    "deployment": deployment,
+                    "repository": repository,
+                }),
+            ));
         }
         Ok(())
     }
-
-    /// Normalise and buffer the deliveries of one page, then commit them: the cursor moves only
-    /// past committed pages.
-    async fn write(
-        &mut self,
-        kind: &str,
-        url: &str,
-        deliveries: Vec<(&'static str, Value)>,
-    ) -> Result<(), BackfillError> {
-        let store_err = |e: crate::Error| BackfillError::Store(e.to_string());
-        for (event, body) in deliveries {
-            let now = now_micros();
-            let raw = body.to_string();
-            let delivery = format!("backfill:{url}");
-            let normalised =
-                super::normalise(event, &delivery, raw.as_bytes(), now).and_then(|n| {
-                    if let Normalised::Event(e) = &n {
-                        check_time(e.time, now)
-                            .map_err(cdlake_schemas::cdevents::Rejection::invalid)?;
-                    }
-                    Ok(n)
-                });
-            match normalised {
-                // A branch's push carries the first commit of a change written here, even when
-                // that commit is older than `--since`.
-                Ok(Normalised::Event(e)) if e.time < self.options.since && event != "push" => {
-                    self.count(kind, |c| c.before_since += 1);
-                }
-                Ok(Normalised::Event(e)) => {
-                    match self.ingester.push(*e).await.map_err(store_err)? {
-                        Pushed::Accepted => self.count(kind, |c| c.new += 1),
-                        Pushed::Duplicate => self.count(kind, |c| c.stored += 1),
-                    }
-                }
-                Ok(_) => {}
-                Err(rejection) => {
-                    self.count(kind, |c| c.rejected += 1);
-                    self.ingester.push_dead_letter(DeadLetter {
-                        received_at: now,
-                        origin: Origin::Github.as_str().to_string(),
-                        source: format!("backfill {event} {url}"),
-                        reason: rejection.message,
-                        payload: raw.into_bytes(),
-                    });
-                }
-            }
-        }
-        self.ingester.flush().await.map_err(store_err)?;
-        Ok(())
-    }
-}
-
-/// The list in a page of `kind`: an array, or the runs' `{"workflow_runs": […]}`.
-fn page_items<'v>(kind: &str, body: &'v Value) -> Option<&'v Vec<Value>> {
-    match kind {
-        "runs" => body.get("workflow_runs")?.as_array(),
-        _ => body.as_array(),
-    }
-}
-
-/// µs since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
 }

@@ -87,3 +87,33 @@ pub(super) fn fact_id(
         _ => None,
     }
 }
+
+/// The `X-GitHub-Event` of a stored row, which the row does not keep: the kind in an as-is
+/// type (`github.<kind>.<action>`), else the object the payload is about (the kinds the
+/// normaliser maps are told apart by their top-level keys). `cdlake rebuild --renormalise`
+/// runs the normaliser again with it.
+pub(crate) fn stored_kind<'a>(event_type: &'a str, body: &Value) -> Option<&'a str> {
+    if let Some(rest) = event_type.strip_prefix("github.") {
+        return rest.split('.').next().filter(|k| !k.is_empty());
+    }
+    let has = |key: &str| body.get(key).is_some();
+    // A review or a comment carries the object it is about: it is not that object's event.
+    if ["review", "comment", "thread"].iter().any(|k| has(k)) {
+        return None;
+    }
+    let kind = [
+        "workflow_job",
+        "workflow_run",
+        "check_run",
+        "deployment_status",
+        "deployment",
+        "pull_request",
+        "release",
+        "registry_package",
+        "package",
+    ]
+    .into_iter()
+    .find(|k| has(k));
+    kind.or_else(|| has("issue").then_some("issues"))
+        .or_else(|| (has("ref") && has("after") && has("before")).then_some("push"))
+}

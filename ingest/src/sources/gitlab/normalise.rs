@@ -39,9 +39,31 @@ fn kind_of_header(header: &str) -> Option<&'static str> {
         .map(|&(_, kind)| kind)
 }
 
-/// Normalise one GitLab delivery: `kind` is the event name header (`X-Gitlab-Event`, e.g. "Merge Request Hook"; the body's `object_kind` wins), `delivery`
-/// the delivery id (it becomes `event_id`, so a redelivery is a duplicate), `body` the raw JSON
-/// body, `ingested_at` µs since the epoch, UTC.
+/// A header that is itself one of the kinds [`kind_of_header`] knows (`cdlake rebuild
+/// --renormalise` passes the kind it stored).
+fn known_kind(header: &str) -> Option<&'static str> {
+    [
+        "merge_request",
+        "push",
+        "tag_push",
+        "pipeline",
+        "build",
+        "deployment",
+        "release",
+        "issue",
+        "note",
+        "wiki_page",
+    ]
+    .into_iter()
+    .find(|k| *k == header)
+}
+
+/// Normalise one GitLab delivery: `kind` is the event name header (`X-Gitlab-Event`, e.g.
+/// "Merge Request Hook", or the `object_kind` itself; the body's `object_kind` wins),
+/// `delivery` the delivery id, `body` the raw JSON body, `ingested_at` µs since the epoch, UTC.
+/// The row's `event_id` is the fact it records (`fact::fact_id`), so a redelivery, or the same
+/// fact pulled by a backfill, is a duplicate; a delivery that names no such fact keeps its
+/// delivery id.
 pub fn normalise(
     kind: &str,
     delivery: &str,
@@ -56,6 +78,7 @@ fn normalise_delivery(row: &Row<'_>, header: &str, body: &Value) -> Result<Norma
     let kind = str_at(body, &["object_kind"])
         .or_else(|| str_at(body, &["event_name"]))
         .or_else(|| kind_of_header(header))
+        .or_else(|| known_kind(header))
         .ok_or_else(|| {
             Rejection::missing(format!(
                 "GitLab delivery has no `object_kind` and its X-Gitlab-Event header {header:?} is not a known hook (e.g. \"Merge Request Hook\")"
@@ -68,7 +91,7 @@ fn normalise_delivery(row: &Row<'_>, header: &str, body: &Value) -> Result<Norma
         attributes: body.get("object_attributes").filter(|a| a.is_object()),
         repository: project_path(body),
     };
-    let event = match kind {
+    let mut event = match kind {
         "merge_request" => d.merge_request()?,
         "push" => d.push(true)?,
         "tag_push" => d.push(false)?,
@@ -79,6 +102,11 @@ fn normalise_delivery(row: &Row<'_>, header: &str, body: &Value) -> Result<Norma
         "issue" | "work_item" => d.issue()?,
         _ => d.other(),
     };
+    // A time that fell back to the ingestion time names no fact.
+    let payload_time = event.time != row.ingested_at;
+    if let Some(id) = super::fact::fact_id(kind, body, &event, payload_time) {
+        event.event_id = id;
+    }
     Ok(Normalised::Event(Box::new(event)))
 }
 

@@ -452,3 +452,67 @@ fn gitlab_push_creating_a_branch_is_branch_created_and_a_skipped_job_finished() 
     assert_eq!(skipped.event_type, "dev.cdevents.taskrun.finished.0.2.0");
     assert_eq!(skipped.outcome.as_deref(), Some("skipped"));
 }
+
+#[test]
+fn a_gitlab_row_is_identified_by_its_fact() {
+    // Ids computed by hand from the fixtures: the object's id, its action or status and, where
+    // those repeat, the payload's time in seconds (2013-12-03T17:23:34Z is 1386091414).
+    let expected = [
+        ("merge_request.json", "merge_request/99/open/1386091414"),
+        ("issue.json", "issue/301/open/1386090943"),
+        ("pipeline.json", "pipeline/31/success/1471015589"),
+        // A job id above 2^32.
+        ("job.json", "build/3580121225/success/1673358654"),
+        ("deployment.json", "deployment/15/success"),
+        ("release.json", "release/1.0.0/create"),
+        (
+            "push.json",
+            "push/refs/heads/master/da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+        ),
+        (
+            "tag_push.json",
+            "tag_push/refs/tags/v1.0.0/82b3d5ae55f7080f1e6022629cdb57bfae7cccc7",
+        ),
+    ];
+    for (file, id) in expected {
+        assert_eq!(gitlab(file).event_id, id, "{file}");
+    }
+    // The same fact by another delivery (another webhook, a backfill): one id.
+    let again = normalise(
+        Origin::Gitlab,
+        "Pipeline Hook",
+        "another-delivery",
+        read(&fixtures("gitlab").join("pipeline.json")).as_bytes(),
+        INGESTED + 5,
+    );
+    assert_eq!(event(again).event_id, gitlab("pipeline.json").event_id);
+    // A retried pipeline runs again later: another fact.
+    let rerun = gitlab_edited("pipeline.json", |v| {
+        v["object_attributes"]["finished_at"] = json!("2016-08-12 16:00:00 UTC");
+    });
+    assert_eq!(rerun.event_id, "pipeline/31/success/1471017600");
+    // The API's times have milliseconds: the same second is the same fact.
+    let api = gitlab_edited("pipeline.json", |v| {
+        v["object_attributes"]["finished_at"] = json!("2016-08-12T15:26:29.417Z");
+    });
+    assert_eq!(api.event_id, gitlab("pipeline.json").event_id);
+    // A merge happens once: its hook's `updated_at` and the API's `merged_at` are one fact.
+    let merged = |time: &str| {
+        gitlab_edited("merge_request.json", |v| {
+            v["object_attributes"]["action"] = json!("merge");
+            v["object_attributes"]["updated_at"] = json!(time);
+        })
+        .event_id
+    };
+    assert_eq!(merged("2013-12-04 10:00:00 UTC"), "merge_request/99/merge");
+    assert_eq!(merged("2013-12-04T10:00:01.250Z"), "merge_request/99/merge");
+    // Updating a release is no single fact; nor is a merge request without a time.
+    let updated = gitlab_edited("release.json", |v| v["action"] = json!("update"));
+    assert_eq!(updated.event_id, DELIVERY);
+    let timeless = gitlab_edited("merge_request.json", |v| {
+        let a = v["object_attributes"].as_object_mut().unwrap();
+        a.remove("created_at");
+        a.remove("updated_at");
+    });
+    assert_eq!(timeless.event_id, DELIVERY);
+}

@@ -1,0 +1,245 @@
+use std::path::PathBuf;
+
+use cdlake_schemas::Origin;
+use cdlake_schemas::lake::TableLog;
+
+use super::*;
+use crate::sources::Normalised;
+
+const INGESTED: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    (dir, store)
+}
+
+fn fixture(path: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(path);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn row(normalised: Normalised) -> Event {
+    match normalised {
+        Normalised::Event(e) => *e,
+        other => panic!("not a row: {other:?}"),
+    }
+}
+
+/// Commit `rows` (all of one date) as one file named `id`, as a writer would.
+async fn write_file(store: &Store, log: &TableLog, id: &str, mut rows: Vec<Event>) -> String {
+    rows.sort_by_key(|e| e.time);
+    let batch = events_to_batch(&rows).unwrap();
+    let schema = batch.schema();
+    let bytes = encode(
+        &schema,
+        &[batch],
+        writer_properties(&schema, "time", &EncodeOptions::default()),
+    )
+    .unwrap();
+    let path = DataFilePath::new(Table::Events, rows[0].date(), id);
+    let size = bytes.len() as u64;
+    store.put_if_absent(&path.to_string(), bytes).await.unwrap();
+    let index = log.refresh().await.unwrap();
+    log.commit(Change {
+        read_version: index.version,
+        kind: CommitKind::Append,
+        add: vec![NewFile {
+            path: path.clone(),
+            size,
+            rows: rows.len() as u64,
+            time_range: Some((rows[0].time, rows[rows.len() - 1].time)),
+        }],
+        remove: Vec::new(),
+    })
+    .await
+    .unwrap();
+    path.to_string()
+}
+
+/// Every row of the table, by file.
+async fn table(store: &Store, log: &TableLog) -> BTreeMap<String, Vec<Event>> {
+    let index = log.refresh().await.unwrap();
+    let mut out = BTreeMap::new();
+    for f in index.all() {
+        let path = f.path.to_string();
+        let bytes = store.get(&path).await.unwrap().unwrap();
+        out.insert(path.clone(), read_events(bytes, &path).unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn renormalising_gives_old_rows_their_fact_identity_once_and_moves_nothing_twice() {
+    let (_dir, store) = store();
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+
+    // A pull request closed, as today's normaliser stores it (identified by its fact) ...
+    let closed = fixture("github/pull_request/closed.payload.json");
+    let fact =
+        row(
+            crate::sources::github::normalise("pull_request", "d-2", &closed, INGESTED + 60)
+                .unwrap(),
+        );
+    assert!(
+        fact.event_id.starts_with("pull_request/"),
+        "{}",
+        fact.event_id
+    );
+    // ... and as it was stored before: under its delivery id, ingested first.
+    let old = Event {
+        event_id: "d-1".into(),
+        ingested_at: INGESTED,
+        ..fact.clone()
+    };
+    // A GitLab pipeline stored under its delivery id.
+    let pipeline = row(crate::sources::gitlab::normalise(
+        "Pipeline Hook",
+        "gl-1",
+        &fixture("gitlab/pipeline.json"),
+        INGESTED,
+    )
+    .unwrap());
+    let old_pipeline = Event {
+        event_id: "gl-1".into(),
+        ..pipeline.clone()
+    };
+    // A GitLab job stored by a normaliser that missed its time: on the day it was ingested.
+    let job = row(crate::sources::gitlab::normalise(
+        "Job Hook",
+        "gl-2",
+        &fixture("gitlab/job.json"),
+        INGESTED,
+    )
+    .unwrap());
+    let old_job = Event {
+        event_id: "gl-2".into(),
+        time: INGESTED + 7,
+        ..job.clone()
+    };
+    // Rows renormalising leaves alone: a CDEvent (already what its payload says), a row of a
+    // source that splits deliveries, and a GitHub payload today's normaliser rejects.
+    let cdevent = cdlake_schemas::cdevents::parse(
+        &fixture("cdevents/v0.4.1/conformance/pipelinerun_finished.json"),
+        Origin::CdEvents,
+        INGESTED,
+    )
+    .unwrap();
+    let pagerduty = Event {
+        event_id: "pd-1".into(),
+        origin: "pagerduty".into(),
+        payload: "{}".into(),
+        ..old.clone()
+    };
+    let rejected = Event {
+        event_id: "d-3".into(),
+        event_type: "github.pull_request.closed".into(),
+        payload: r#"{"action":"closed"}"#.into(),
+        ..old.clone()
+    };
+    assert!(matches!(
+        crate::sources::renormalise(&rejected),
+        Some(Err(_))
+    ));
+
+    let pr_day = fact.date();
+    let old_file = write_file(
+        &store,
+        &log,
+        "old",
+        vec![old.clone(), pagerduty.clone(), rejected.clone()],
+    )
+    .await;
+    let fact_file = write_file(&store, &log, "backfill", vec![fact.clone()]).await;
+    let cdevent_file = write_file(&store, &log, "cdevent", vec![cdevent.clone()]).await;
+    write_file(&store, &log, "gitlab", vec![old_pipeline.clone()]).await;
+    write_file(&store, &log, "late", vec![old_job.clone()]).await;
+    let before = log.refresh().await.unwrap().version;
+
+    let mut calls = Vec::new();
+    let report = renormalise(&store, &log, None, &EncodeOptions::default(), |d, n| {
+        calls.push((d, n))
+    })
+    .await
+    .unwrap();
+    // The job's own day has no file yet.
+    let partitions = [pr_day, pipeline.date(), old_job.date(), cdevent.date()]
+        .into_iter()
+        .collect::<HashSet<_>>()
+        .len();
+    assert_eq!(
+        report,
+        RenormaliseReport {
+            partitions,
+            // The pull request's day, the pipeline's and the day the job was stored on.
+            rewritten: 3,
+            rows: 7,
+            changed: 3,
+            moved: 1,
+            duplicates: 1,
+            rejected: 1,
+            busy: 0,
+        },
+        "{calls:?}"
+    );
+    assert_eq!(calls.last(), Some(&(partitions, partitions)));
+
+    let after = table(&store, &log).await;
+    let rows: Vec<&Event> = after.values().flatten().collect();
+    // One fact, one row: the row already stored under the fact's identity stays.
+    let prs: Vec<&&Event> = rows
+        .iter()
+        .filter(|e| e.event_id == fact.event_id)
+        .collect();
+    assert_eq!(prs.len(), 1);
+    assert_eq!(*prs[0], &fact);
+    assert!(!rows.iter().any(|e| e.event_id == "d-1"));
+    // The backfilled row's file and the CDEvent's stay; the old file is replaced.
+    assert!(after.contains_key(&fact_file) && after.contains_key(&cdevent_file));
+    assert!(!after.contains_key(&old_file));
+    // The GitLab rows have their facts, the job on its own day again.
+    assert!(rows.contains(&&pipeline));
+    assert!(rows.contains(&&job));
+    let job_file = after
+        .iter()
+        .find(|(_, rows)| rows.contains(&job))
+        .map(|(path, _)| path.clone())
+        .unwrap();
+    assert!(
+        job_file.contains(&format!("date={}/{OUTPUT_PREFIX}", job.date())),
+        "{job_file}"
+    );
+    // What renormalising leaves alone is kept byte for byte.
+    for kept in [&cdevent, &pagerduty, &rejected] {
+        assert!(rows.contains(&kept), "{kept:?}");
+    }
+    assert_eq!(rows.len(), 6);
+
+    // Readers of new rows (a live tail) are not shown the rewritten ones again.
+    let added: Vec<_> = log.added_since(before).await.unwrap();
+    assert!(!added.is_empty());
+    assert!(added.iter().all(|(_, files)| files.is_empty()), "{added:?}");
+
+    // Again: every row normalises to itself, nothing is written.
+    let version = log.refresh().await.unwrap().version;
+    let again = renormalise(&store, &log, None, &EncodeOptions::default(), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((again.changed, again.rewritten, again.rows), (0, 0, 6));
+    assert_eq!(log.refresh().await.unwrap().version, version);
+    assert_eq!(table(&store, &log).await, after);
+
+    // `from` skips the days before it.
+    let later = renormalise(
+        &store,
+        &log,
+        Some(old_job.date()),
+        &EncodeOptions::default(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(later.partitions < partitions, "{later:?}");
+}
