@@ -83,14 +83,17 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    // `since` on the issues list filters by time: this history has nothing before it, so any
-    // value answers the same page.
+    // The time filters (`since` on GitHub's issues, `created` on its runs, GitLab's
+    // `updated_after`): these histories have nothing before them, so any earlier value answers
+    // the same page.
     let target = match target.split_once("&since=") {
         Some((head, _)) if target.contains("/issues?") => {
             format!("{head}&since=2019-05-01T00:00:00Z")
         }
         _ => target,
     };
+    let target = replace_value(&target, "created=%3E%3D", "2019-05-01");
+    let target = replace_value(&target, "updated_after=", SINCE);
     let fault = api
         .faults
         .lock()
@@ -168,6 +171,17 @@ async fn handle(mut socket: tokio::net::TcpStream, api: Arc<Api>) {
     let _ = socket.write_all(head.as_bytes()).await;
     let _ = socket.write_all(body.as_bytes()).await;
     let _ = socket.shutdown().await;
+}
+
+/// `target` with the value of its query parameter `key` (up to the next `&`) replaced.
+fn replace_value(target: &str, key: &str, value: &str) -> String {
+    match target.split_once(key) {
+        Some((head, rest)) => {
+            let tail = rest.find('&').map_or("", |i| &rest[i..]);
+            format!("{head}{key}{value}{tail}")
+        }
+        None => target.to_string(),
+    }
 }
 
 fn fxhash(s: &str) -> u64 {
@@ -639,17 +653,18 @@ fn run_id(api: &Api) -> u64 {
     v["workflow_runs"][0]["id"].as_u64().unwrap()
 }
 
-/// `standalone --reconcile-every`: the service re-pulls the last days now and then and adds only
-/// what the webhooks missed, counted in `/metrics`.
+/// `standalone --reconcile-every`: the service re-pulls the last days of a GitHub repository and
+/// a GitLab project now and then and adds only what the webhooks missed, counted in `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_reconciles_what_the_webhooks_missed() {
-    let api = start_api().await;
+    let (api, gitlab) = (start_api().await, serve(gitlab_history).await);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let url = format!("http://127.0.0.1:{}", api.port);
-    // Back to the history's first day, 2019-05-01.
+    let gitlab_url = format!("http://127.0.0.1:{}", gitlab.port);
+    // Back to the histories' first day, 2013-12-01.
     let days = (chrono::Utc::now().date_naive()
-        - chrono::NaiveDate::from_ymd_opt(2019, 5, 1).unwrap())
+        - chrono::NaiveDate::from_ymd_opt(2013, 12, 1).unwrap())
     .num_days()
     .to_string();
     let svc = standalone_env(
@@ -661,12 +676,16 @@ async fn a_service_reconciles_what_the_webhooks_missed() {
             "2s",
             "--reconcile-repo",
             REPO,
+            "--reconcile-project",
+            PROJECT,
             "--reconcile-days",
             &days,
             "--github-api-url",
             &url,
+            "--gitlab-url",
+            &gitlab_url,
         ],
-        &[("GITHUB_TOKEN", TOKEN)],
+        &[("GITHUB_TOKEN", TOKEN), ("GITLAB_TOKEN", TOKEN)],
     );
     // One fact comes by webhook: before or after the first reconcile, it is stored once.
     let answer = deliver(
@@ -682,10 +701,11 @@ async fn a_service_reconciles_what_the_webhooks_missed() {
         1,
         "{answer}"
     );
+    // Two passes over both.
     let ok_runs = "cdlake_reconcile_runs_total{result=\"ok\"}";
     assert!(
         eventually(std::time::Duration::from_secs(60), || async {
-            svc.metric(ok_runs).await >= 2.0
+            svc.metric(ok_runs).await >= 4.0
         })
         .await,
         "no two reconcile passes: {}",
@@ -695,16 +715,25 @@ async fn a_service_reconciles_what_the_webhooks_missed() {
         svc.metric("cdlake_reconcile_runs_total").await,
         svc.metric(ok_runs).await
     );
-    // The history holds 21 facts (see the test above); what the webhook brought was not missed.
+    // The histories hold 21 and 17 facts (see the tests above); what the webhook brought was
+    // not missed.
     let missed = svc.metric("cdlake_reconcile_missed_total").await as u64;
-    assert_eq!(missed + by_webhook, 21);
+    assert_eq!(missed + by_webhook, 21 + 17);
+    let from_gitlab =
+        format!("cdlake_reconcile_missed_total{{repo=\"{PROJECT}\",kind=\"pipelines\"}}");
+    assert_eq!(svc.metric(&from_gitlab).await, 7.0, "{}", svc.log());
     let mut svc = svc;
     svc.terminate();
-    assert_eq!(sql_u64(&store, "SELECT count(*) AS n FROM events"), 21);
-    // Its own cursor, apart from `cdlake backfill`'s.
+    assert_eq!(sql_u64(&store, "SELECT count(*) AS n FROM events"), 21 + 17);
+    // Their own cursors, apart from `cdlake backfill`'s.
     assert!(
         store
             .join(format!("_cdlake/reconcile/github/{REPO}.json"))
+            .exists()
+    );
+    assert!(
+        store
+            .join(format!("_cdlake/reconcile/gitlab/{PROJECT}.json"))
             .exists()
     );
 }

@@ -51,7 +51,7 @@ defs! {
     LAST_COMMIT = "cdlake_last_commit_timestamp_seconds", Gauge, "Unix time of the last successful commit.";
     STORE_ERRORS = "cdlake_store_errors_total", Counter, "Failed flushes (the store refused a write); the rows stay buffered and are retried.";
     HTTP_REQUESTS = "cdlake_http_requests_total", Counter, "HTTP requests, by route and status.";
-    RECONCILE_MISSED = "cdlake_reconcile_missed_total", Counter, "Facts a reconcile pulled from a provider's API that were not stored (the webhooks had missed them), by repository and kind.";
+    RECONCILE_MISSED = "cdlake_reconcile_missed_total", Counter, "Facts a reconcile pulled from a provider's API that were not stored (the webhooks had missed them), by repository (a GitHub repository or a GitLab project) and kind.";
     RECONCILE_RUNS = "cdlake_reconcile_runs_total", Counter, "Reconcile passes over one repository, by result (ok, error).";
 }
 

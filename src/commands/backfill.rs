@@ -317,6 +317,29 @@ pub(crate) struct ReconcileArgs {
     /// The token the reconcile reads GitHub with.
     #[arg(long = "github-token", env = "GITHUB_TOKEN", hide_env_values = true)]
     github_token: Option<String>,
+    /// A GitLab project to reconcile, GROUP/NAME; repeatable (the environment variable takes a
+    /// comma-separated list).
+    #[arg(
+        long = "reconcile-project",
+        env = "CDLAKE_RECONCILE_PROJECTS",
+        value_delimiter = ','
+    )]
+    reconcile_projects: Vec<String>,
+    /// The GitLab the reconcile reads (https://gitlab.com, or https://gitlab.example.com).
+    #[arg(
+        long = "gitlab-url",
+        env = "GITLAB_URL",
+        default_value = "https://gitlab.com"
+    )]
+    gitlab_url: String,
+    /// The API token (`read_api`) the reconcile reads GitLab with; not the webhooks'
+    /// --gitlab-token.
+    #[arg(
+        long = "gitlab-api-token",
+        env = "GITLAB_TOKEN",
+        hide_env_values = true
+    )]
+    gitlab_api_token: Option<String>,
 }
 
 impl ReconcileArgs {
@@ -327,8 +350,10 @@ impl ReconcileArgs {
         metrics: Arc<cdlake_ingest::metrics::Metrics>,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
         let Some(every) = &self.reconcile_every else {
-            if !self.reconcile_repos.is_empty() {
-                anyhow::bail!("--reconcile-repo needs --reconcile-every (e.g. 6h)");
+            if !self.reconcile_repos.is_empty() || !self.reconcile_projects.is_empty() {
+                anyhow::bail!(
+                    "--reconcile-repo and --reconcile-project need --reconcile-every (e.g. 6h)"
+                );
             }
             return Ok(None);
         };
@@ -337,15 +362,31 @@ impl ReconcileArgs {
             .with_context(|| {
                 format!("--reconcile-every {every:?} is not a duration such as 30m, 6h or 1d")
             })?;
-        if self.reconcile_repos.is_empty() {
-            anyhow::bail!("--reconcile-every needs at least one --reconcile-repo OWNER/NAME");
+        if self.reconcile_repos.is_empty() && self.reconcile_projects.is_empty() {
+            anyhow::bail!(
+                "--reconcile-every needs at least one --reconcile-repo OWNER/NAME or --reconcile-project GROUP/NAME"
+            );
         }
-        for repo in &self.reconcile_repos {
-            check_repo(repo)?;
+        // Each target with the client and REST root it is read through.
+        let mut targets = Vec::new();
+        if !self.reconcile_repos.is_empty() {
+            let client = Arc::new(github_client(self.github_token.as_deref(), 6)?);
+            for repo in &self.reconcile_repos {
+                check_repo(repo)?;
+                let target = Target::Github(repo.clone());
+                targets.push((target, client.clone(), self.github_api_url.clone()));
+            }
         }
-        let client = github_client(self.github_token.as_deref(), 6)?;
+        if !self.reconcile_projects.is_empty() {
+            let client = Arc::new(gitlab_client(self.gitlab_api_token.as_deref(), 6)?);
+            for project in &self.reconcile_projects {
+                check_project(project)?;
+                let target = Target::Gitlab(project.clone());
+                targets.push((target, client.clone(), gitlab::api_root(&self.gitlab_url)));
+            }
+        }
         let every = Duration::from_secs(secs as u64);
-        let args = self.clone();
+        let days = self.reconcile_days;
         Ok(Some(tokio::spawn(async move {
             // The first pass soon after the start, then one every interval.
             let mut wait = every.min(Duration::from_secs(60));
@@ -354,34 +395,36 @@ impl ReconcileArgs {
                 wait = every;
                 // From midnight (UTC) of the first day.
                 let day = 86_400_000_000;
-                let since = (cdlake_ingest::ingester::now_micros()
-                    - i64::from(args.reconcile_days) * day)
+                let since = (cdlake_ingest::ingester::now_micros() - i64::from(days) * day)
                     .div_euclid(day)
                     * day;
-                let options = Options {
-                    api_url: args.github_api_url.clone(),
-                    since,
-                    cursor: "reconcile",
-                };
-                for repo in &args.reconcile_repos {
-                    let target = Target::Github(repo.clone());
+                for (target, client, api_url) in &targets {
+                    let options = Options {
+                        api_url: api_url.clone(),
+                        since,
+                        cursor: "reconcile",
+                    };
                     let (result, counts) =
-                        pull(&client, &store, &options, &target, Arc::default()).await;
+                        pull(client, &store, &options, target, Arc::default()).await;
+                    let (name, provider) = match target {
+                        Target::Github(name) => (name.as_str(), "GitHub"),
+                        Target::Gitlab(name) => (name.as_str(), "GitLab"),
+                    };
                     for (kind, c) in &counts {
                         metrics.add(
                             cdlake_ingest::metrics::RECONCILE_MISSED,
-                            &[("repo", repo), ("kind", kind)],
+                            &[("repo", name), ("kind", kind)],
                             c.new as f64,
                         );
                     }
                     let missed: u64 = counts.values().map(|c| c.new).sum();
                     let result = match result {
                         Ok(()) => {
-                            tracing::info!(repo, missed, "Reconciled with GitHub.");
+                            tracing::info!(repo = name, missed, "Reconciled with {provider}.");
                             "ok"
                         }
                         Err(e) => {
-                            tracing::warn!(repo, missed, error = %e, "Reconcile with GitHub failed; the next pass continues.");
+                            tracing::warn!(repo = name, missed, error = %e, "Reconcile with {provider} failed; the next pass continues.");
                             "error"
                         }
                     };
