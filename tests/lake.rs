@@ -170,6 +170,79 @@ fn outside_engines_read_what_cdlake_reads_even_while_compaction_and_vacuum_run()
     assert_eq!(count(&store), (n, n));
 }
 
+/// Compaction across processes: two `cdlake compact` runs, a renormalisation and an import at
+/// once on one store. Each partition's small files are merged by one of the compactors only
+/// (the other's commit is refused and dropped), and every event is stored once throughout.
+#[test]
+fn two_compactors_a_renormalisation_and_an_import_at_once_store_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // Six imports over four days: 24 small files.
+    for batch in 0..6u32 {
+        let lines: Vec<String> = (0..150u32)
+            .map(|i| {
+                let n = batch * 150 + i;
+                deployed(&format!("e{n}"), "checkout", 1 + n % 4, n)
+            })
+            .collect();
+        import(&store, dir.path(), &format!("b{batch}.jsonl"), &lines);
+    }
+    assert_eq!(count(&store), (900, 900));
+    // While they run, an import of 300 events, 100 of them stored already.
+    let late: Vec<String> = (800..1100u32)
+        .map(|n| deployed(&format!("e{n}"), "checkout", 1 + n % 4, n))
+        .collect();
+    let late_file = dir.path().join("late.jsonl");
+    std::fs::write(&late_file, late.join("\n")).unwrap();
+    let run = |args: Vec<String>| {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ok(cdlake(&store, &args))
+        })
+    };
+    let compact = || {
+        run(["compact", "--json", "--compact-min-files", "2"]
+            .map(String::from)
+            .to_vec())
+    };
+    let (a, b) = (compact(), compact());
+    let renormalise = run(["rebuild", "--renormalise", "--json"]
+        .map(String::from)
+        .to_vec());
+    let importer = run(vec![
+        "import".to_string(),
+        late_file.to_str().unwrap().to_string(),
+    ]);
+    let reports: Vec<Value> = [a, b]
+        .into_iter()
+        .map(|t| serde_json::from_str(&t.join().expect("compact ran")).unwrap())
+        .collect();
+    let renormalised: Value =
+        serde_json::from_str(&renormalise.join().expect("rebuild ran")).unwrap();
+    importer.join().expect("import ran");
+    assert_eq!(count(&store), (1100, 1100), "each event once");
+    // No small file was merged by both: together they merged at most the 24 files and the
+    // import's (one per day), and at least the 24 (those were there before either started).
+    let merged: u64 = reports
+        .iter()
+        .map(|r| r["files_in"].as_u64().unwrap())
+        .sum();
+    eprintln!("compactions: {reports:?}");
+    assert!((24..=28).contains(&merged), "{reports:?}");
+    // CDEvents rows are what their payloads say: the renormalisation read and rewrote none.
+    let r = &renormalised["renormalised"];
+    assert_eq!(
+        (&r["changed"], &r["rewritten"]),
+        (&0.into(), &0.into()),
+        "{r}"
+    );
+    assert!(r["rows"].as_u64().unwrap() >= 900, "{r}");
+    let seen = outside(&store, None);
+    assert_eq!(seen["events"]["polars"], 1100, "{seen}");
+    assert_eq!(seen["events"]["polars_distinct"], 1100, "{seen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ingesters_and_an_import_writing_at_once_store_each_event_once() {
     let dir = tempfile::tempdir().unwrap();
