@@ -850,7 +850,7 @@ fn gitlab_history(port: u16) -> Api {
     });
     let p = format!("/api/v4/projects/{PROJECT_ID}");
     let mrs = format!(
-        "{p}/merge_requests?state=all&order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100"
+        "{p}/merge_requests?state=all&order_by=updated_at&sort=asc&updated_after={SINCE}&per_page=100"
     );
     let mut routes: HashMap<String, (String, Option<String>)> = HashMap::new();
     let mut add = |target: String, body: Value, next: Option<String>| {
@@ -874,7 +874,7 @@ fn gitlab_history(port: u16) -> Api {
         None,
     );
     add(
-        format!("{p}/pipelines?order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100"),
+        format!("{p}/pipelines?order_by=updated_at&sort=asc&updated_after={SINCE}&per_page=100"),
         json!([pipeline]),
         None,
     );
@@ -885,7 +885,7 @@ fn gitlab_history(port: u16) -> Api {
         None,
     );
     add(
-        format!("{p}/deployments?order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100"),
+        format!("{p}/deployments?order_by=updated_at&sort=asc&updated_after={SINCE}&per_page=100"),
         json!([deployment]),
         None,
     );
@@ -900,7 +900,9 @@ fn gitlab_history(port: u16) -> Api {
     );
     for filter in ["issue_type=incident", "labels=incident"] {
         add(
-            format!("{p}/issues?{filter}&state=all&updated_after={SINCE}&per_page=100"),
+            format!(
+                "{p}/issues?{filter}&state=all&order_by=updated_at&sort=asc&updated_after={SINCE}&per_page=100"
+            ),
             json!([incident]),
             None,
         );
@@ -969,8 +971,17 @@ fn gitlab_deliveries() -> Vec<(&'static str, Value)> {
     release["tag"] = "v1.0.0".into();
     release["created_at"] = "2013-12-03 17:50:00 UTC".into();
     release["released_at"] = "2013-12-03 17:50:00 UTC".into();
+    // The merge: its hook has no `merged_at`, and its `updated_at` is not the API's `merged_at`
+    // (17:40:00.250): a merge happens once, so they are one fact.
+    let mut merged = gitlab_fixture("merge_request.json");
+    let a = &mut merged["object_attributes"];
+    a["action"] = "merge".into();
+    a["state"] = "merged".into();
+    a["updated_at"] = "2013-12-03 17:40:01 UTC".into();
+    a["merge_commit_sha"] = DEPLOYED.into();
     vec![
         ("Merge Request Hook", gitlab_fixture("merge_request.json")),
+        ("Merge Request Hook", merged),
         ("Issue Hook", issue),
         ("Pipeline Hook", pipeline),
         ("Job Hook", job),
@@ -989,10 +1000,10 @@ async fn a_gitlab_backfill_writes_the_hooks_rows_once_resumes_and_respects_the_a
     let dir = tempfile::tempdir().unwrap();
     let p = format!("/api/v4/projects/{PROJECT_ID}");
     let mrs2 = format!(
-        "{p}/merge_requests?state=all&order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100&page=2"
+        "{p}/merge_requests?state=all&order_by=updated_at&sort=asc&updated_after={SINCE}&per_page=100&page=2"
     );
     let deployments =
-        format!("{p}/deployments?order_by=updated_at&sort=desc&updated_after={SINCE}&per_page=100");
+        format!("{p}/deployments?order_by=updated_at&sort=asc&updated_after={SINCE}&per_page=100");
     let releases = format!("{p}/releases?order_by=released_at&sort=desc&per_page=100");
     {
         let mut faults = api.faults.lock().unwrap();

@@ -27,6 +27,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::envelope::Envelope;
 use crate::ingester::{Ingester, Pushed, now_micros};
@@ -571,13 +572,14 @@ impl<H: History> Backfill<'_, H> {
             let now = now_micros();
             let raw = body.to_string();
             // Through the webhook normaliser, as a delivery received now (its time checked).
-            let envelope = Envelope::webhook(
-                H::ORIGIN,
-                event,
-                &format!("backfill:{url}"),
-                "backfill",
-                raw.clone().into(),
+            // A delivery that names no fact keeps this id: one per body, so two such
+            // deliveries are two rows, and the same one pulled again is one.
+            let delivery = format!(
+                "backfill:{}",
+                hex::encode(&Sha256::digest(raw.as_bytes())[..16])
             );
+            let envelope =
+                Envelope::webhook(H::ORIGIN, event, &delivery, "backfill", raw.clone().into());
             let normalised = normalise(&envelope, now);
             match normalised {
                 Ok(Normalised::Event(e))

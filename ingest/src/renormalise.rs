@@ -29,7 +29,7 @@ use cdlake_schemas::lake::{
     ActiveFile, Change, CommitError, CommitKind, FileIndex, NewFile, TableLog,
 };
 use cdlake_schemas::paths::{DataFilePath, Table};
-use cdlake_schemas::store::{Commit, Store};
+use cdlake_schemas::store::Store;
 use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
@@ -191,20 +191,13 @@ async fn attempt(
     }
     by_date.retain(|_, rows| !rows.is_empty());
 
-    // The outputs, named by the files they replace (a retry after a crash writes the same).
-    let mut h = Sha256::new();
-    for f in &touched {
-        let path = f.path.to_string();
-        h.update((path.len() as u64).to_le_bytes());
-        h.update(path.as_bytes());
-    }
+    // The outputs, named by their content: a retry that computes other rows (another writer
+    // added one of their identities meanwhile) writes another file, and one that computes the
+    // same rows the same file. Put unconditionally: the same bytes again, and a fresh
+    // modification time, so a vacuum does not take a file of an earlier, crashed attempt.
     let mut added = Vec::new();
     let mut output_keys: BTreeMap<NaiveDate, HashSet<u128>> = BTreeMap::new();
     for (day, mut rows) in by_date {
-        let mut hd = h.clone();
-        hd.update(day.to_string().as_bytes());
-        let id = format!("{OUTPUT_PREFIX}{}", hex::encode(&hd.finalize()[..16]));
-        let path = DataFilePath::new(Table::Events, day, id);
         rows.sort_by(|a, b| {
             (a.time, &a.event_source, &a.event_id).cmp(&(b.time, &b.event_source, &b.event_id))
         });
@@ -220,13 +213,16 @@ async fn attempt(
             writer_properties(&schema, "time", encode_opts),
         )
         .map_err(|source| Error::EncodeParquet {
-            path: path.to_string(),
+            path: format!("{OUTPUT_PREFIX}… of {day}"),
             source,
         })?;
+        let id = format!(
+            "{OUTPUT_PREFIX}{}",
+            hex::encode(&Sha256::digest(&bytes)[..16])
+        );
+        let path = DataFilePath::new(Table::Events, day, id);
         let size = bytes.len() as u64;
-        if store.put_if_absent(&path.to_string(), bytes).await? == Commit::AlreadyExists {
-            tracing::info!(%path, "Rewrite output already written by an earlier attempt.");
-        }
+        store.put(&path.to_string(), bytes).await?;
         added.push(NewFile {
             path,
             size,

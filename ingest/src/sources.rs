@@ -171,7 +171,7 @@ pub fn renormalise(row: &Event) -> Option<Result<Event, Rejection>> {
         }
         Origin::Github => {
             let body: serde_json::Value = serde_json::from_slice(payload).ok()?;
-            let kind = github::stored_kind(&row.event_type, &body)?;
+            let kind = github::stored_kind(&row.event_type, &row.subject, &body)?;
             github::normalise(kind, &row.event_id, payload, at)
         }
         Origin::Gitlab => {
@@ -185,7 +185,14 @@ pub fn renormalise(row: &Event) -> Option<Result<Event, Rejection>> {
         _ => return None,
     };
     match normalised {
-        Ok(Normalised::Event(event)) => Some(Ok(*event)),
+        Ok(Normalised::Event(mut event)) => {
+            // A time the payload does not hold fell back to when the row was received (by the
+            // receiver, which may be before `ingested_at`): keep it.
+            if event.time == at {
+                event.time = row.time;
+            }
+            Some(Ok(*event))
+        }
         Ok(_) => None,
         Err(rejection) => Some(Err(rejection)),
     }

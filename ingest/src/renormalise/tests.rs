@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cdlake_schemas::Origin;
 use cdlake_schemas::lake::TableLog;
@@ -242,4 +243,65 @@ async fn renormalising_gives_old_rows_their_fact_identity_once_and_moves_nothing
     .await
     .unwrap();
     assert!(later.partitions < partitions, "{later:?}");
+}
+
+/// A commit that lost a race is made on the newer version only when the files it replaces are
+/// all still there and nothing added since holds one of its rows' identities.
+#[tokio::test]
+async fn a_rewrite_that_lost_a_race_commits_only_when_nothing_it_writes_was_added() {
+    let (_dir, store) = store();
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    let row = |id: &str| Event {
+        event_id: id.into(),
+        event_source: "test".into(),
+        event_type: "dev.cdevents.service.deployed.0.2.0".into(),
+        origin: "cdevents".into(),
+        time: INGESTED,
+        ingested_at: INGESTED,
+        subject_id: "svc".into(),
+        payload: "{}".into(),
+        ..Default::default()
+    };
+    let day = row("a").date();
+    write_file(&store, &log, "a", vec![row("a")]).await;
+    let read = log.refresh().await.unwrap();
+    let touched = read.files(day).to_vec();
+    // The rewrite would write `a` again under the identity of `x`.
+    let output: BTreeMap<NaiveDate, HashSet<u128>> =
+        [(day, [row("x").identity_key()].into_iter().collect())].into();
+    let valid = |now: Arc<FileIndex>| {
+        let (store, read, touched, output) = (&store, &read, &touched, &output);
+        async move {
+            still_valid(store, read, &now, day, touched, output)
+                .await
+                .unwrap()
+        }
+    };
+    // Another writer adds other rows: still valid on the new version.
+    write_file(&store, &log, "b", vec![row("b")]).await;
+    assert!(valid(log.refresh().await.unwrap()).await);
+    // It adds `x`: the rewrite would store `x` twice.
+    write_file(&store, &log, "x", vec![row("x")]).await;
+    assert!(!valid(log.refresh().await.unwrap()).await);
+    // A compaction replaced the file it rewrites: done again from the new files.
+    let (_dir2, store2) = self::store();
+    let log2 = TableLog::open(&store2, Table::Events).await.unwrap();
+    write_file(&store2, &log2, "a", vec![row("a")]).await;
+    let read2 = log2.refresh().await.unwrap();
+    let touched2 = read2.files(day).to_vec();
+    let index = log2.refresh().await.unwrap();
+    log2.commit(Change {
+        read_version: index.version,
+        kind: CommitKind::Compact,
+        add: Vec::new(),
+        remove: touched2.clone(),
+    })
+    .await
+    .unwrap();
+    let now2 = log2.refresh().await.unwrap();
+    assert!(
+        !still_valid(&store2, &read2, &now2, day, &touched2, &output)
+            .await
+            .unwrap()
+    );
 }

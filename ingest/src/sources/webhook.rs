@@ -149,6 +149,17 @@ impl Row<'_> {
     }
 }
 
+/// A push's fact: `<ref>/<after>`, and for a deletion (`after` all zeros, which repeats when a
+/// branch is deleted, made again and deleted again) `<ref>/<after>/<before>`.
+pub(super) fn push_fact(body: &Value) -> Option<String> {
+    let (git_ref, after) = (str_at(body, &["ref"])?, str_at(body, &["after"])?);
+    if !after.is_empty() && after.bytes().all(|b| b == b'0') {
+        Some(format!("{git_ref}/{after}/{}", str_at(body, &["before"])?))
+    } else {
+        Some(format!("{git_ref}/{after}"))
+    }
+}
+
 /// Type a row as-is: `<provider>.<event>.<predicate>`, or `<provider>.<event>` with predicate
 /// `received` when there is none.
 pub(super) fn as_is(e: &mut Event, provider: Provider, event: &str, predicate: Option<&str>) {

@@ -11,7 +11,7 @@
 use cdlake_schemas::Event;
 use serde_json::Value;
 
-use crate::sources::webhook::{id_at, str_at};
+use crate::sources::webhook::{id_at, push_fact, str_at};
 
 /// The fact identity of the row `event` normalised from a delivery of `kind` with `body`, or
 /// `None` to keep the delivery id. `payload_time` says whether `event.time` came from the
@@ -50,11 +50,7 @@ pub(super) fn fact_id(
             time?,
             label()
         )),
-        "push" => Some(format!(
-            "push/{}/{}",
-            str_at(body, &["ref"])?,
-            str_at(body, &["after"])?
-        )),
+        "push" => Some(format!("push/{}", push_fact(body)?)),
         "workflow_run" => Some(format!(
             "workflow_run/{}/{}/{action}",
             object_id("workflow_run")?,
@@ -89,31 +85,37 @@ pub(super) fn fact_id(
 }
 
 /// The `X-GitHub-Event` of a stored row, which the row does not keep: the kind in an as-is
-/// type (`github.<kind>.<action>`), else the object the payload is about (the kinds the
-/// normaliser maps are told apart by their top-level keys). `cdlake rebuild --renormalise`
-/// runs the normaliser again with it.
-pub(crate) fn stored_kind<'a>(event_type: &'a str, body: &Value) -> Option<&'a str> {
+/// type (`github.<kind>.<action>`), else the kinds the row's subject can come from, told apart
+/// by the object the payload carries (a `deployment_status` made by Actions also carries its
+/// `workflow_run` and `check_run`: the subject says it is a deployment). `cdlake rebuild
+/// --renormalise` runs the normaliser again with it.
+pub(crate) fn stored_kind<'a>(event_type: &'a str, subject: &str, body: &Value) -> Option<&'a str> {
     if let Some(rest) = event_type.strip_prefix("github.") {
         return rest.split('.').next().filter(|k| !k.is_empty());
     }
-    let has = |key: &str| body.get(key).is_some();
-    // A review or a comment carries the object it is about: it is not that object's event.
-    if ["review", "comment", "thread"].iter().any(|k| has(k)) {
-        return None;
-    }
-    let kind = [
-        "workflow_job",
-        "workflow_run",
-        "check_run",
-        "deployment_status",
-        "deployment",
-        "pull_request",
-        "release",
-        "registry_package",
-        "package",
-    ]
-    .into_iter()
-    .find(|k| has(k));
-    kind.or_else(|| has("issue").then_some("issues"))
-        .or_else(|| (has("ref") && has("after") && has("before")).then_some("push"))
+    let has = |key: &str| body.get(key).is_some_and(Value::is_object);
+    let kinds: &[(&'static str, &str)] = match subject {
+        "change" | "branch" => &[("pull_request", "pull_request"), ("push", "")],
+        "pipelinerun" => &[("workflow_run", "workflow_run")],
+        "taskrun" => &[("workflow_job", "workflow_job"), ("check_run", "check_run")],
+        "service" => &[("deployment_status", "deployment_status")],
+        "artifact" => &[
+            ("release", "release"),
+            ("registry_package", "registry_package"),
+            ("package", "package"),
+        ],
+        "incident" => &[("issues", "issue")],
+        _ => &[],
+    };
+    kinds
+        .iter()
+        .find(|(_, key)| {
+            if key.is_empty() {
+                body.get("ref").is_some_and(Value::is_string)
+                    && body.get("after").is_some_and(Value::is_string)
+            } else {
+                has(key)
+            }
+        })
+        .map(|(kind, _)| *kind)
 }

@@ -8,7 +8,7 @@
 //!
 //! | kind              | API (`/projects/{id}/…`)                                          | hooks |
 //! |-------------------|-------------------------------------------------------------------|-------|
-//! | `merge_requests`  | `merge_requests?state=all&order_by=updated_at&updated_after=…`, each one's `/commits` | `merge_request` open, merge or close; a `push` of the source branch with its commits' times (the change's first commit) |
+//! | `merge_requests`  | `merge_requests?state=all&order_by=updated_at&sort=asc&updated_after=…`, each one's `/commits` | `merge_request` open, merge or close; a `push` of the source branch with its commits' times (the change's first commit) |
 //! | `pipelines`       | `pipelines?updated_after=…`, each one's detail and `/jobs?include_retried=true` | `pipeline` pending, running, and its final status; `build` (job) running and its final status |
 //! | `deployments`     | `deployments?order_by=updated_at&updated_after=…`                  | `deployment` running and its final status |
 //! | `releases`        | `releases?order_by=released_at`                                    | `release` create |
@@ -458,20 +458,20 @@ impl History for Project {
         let since = rfc3339(since);
         match kind {
             "merge_requests" => self.url(&format!(
-                "/merge_requests?state=all&order_by=updated_at&sort=desc&updated_after={since}&per_page=100"
+                "/merge_requests?state=all&order_by=updated_at&sort=asc&updated_after={since}&per_page=100"
             )),
             "pipelines" => self.url(&format!(
-                "/pipelines?order_by=updated_at&sort=desc&updated_after={since}&per_page=100"
+                "/pipelines?order_by=updated_at&sort=asc&updated_after={since}&per_page=100"
             )),
             "deployments" => self.url(&format!(
-                "/deployments?order_by=updated_at&sort=desc&updated_after={since}&per_page=100"
+                "/deployments?order_by=updated_at&sort=asc&updated_after={since}&per_page=100"
             )),
             "releases" => self.url("/releases?order_by=released_at&sort=desc&per_page=100"),
             "incidents" => self.url(&format!(
-                "/issues?issue_type=incident&state=all&updated_after={since}&per_page=100"
+                "/issues?issue_type=incident&state=all&order_by=updated_at&sort=asc&updated_after={since}&per_page=100"
             )),
             _ => self.url(&format!(
-                "/issues?labels=incident&state=all&updated_after={since}&per_page=100"
+                "/issues?labels=incident&state=all&order_by=updated_at&sort=asc&updated_after={since}&per_page=100"
             )),
         }
     }
@@ -481,7 +481,9 @@ impl History for Project {
     }
 
     /// Releases are listed newest first with no time filter; the other lists are filtered by
-    /// `updated_after`.
+    /// `updated_after` and sorted oldest update first, so an object updated while the list is
+    /// paged through (or before an interrupted backfill resumes) moves to a page still to come
+    /// rather than onto one read already.
     fn older_than_since(&self, kind: &str, item: &Value, since: i64) -> bool {
         kind == "releases"
             && time_at(item, &["released_at"])

@@ -3,9 +3,13 @@
 //! can repeat, its time), so a redelivery, the same hook sent by two webhooks, and a fact
 //! pulled again by `cdlake backfill gitlab` are one row.
 //!
-//! Pipelines go `running` again when retried and merge requests are `update`d many times, so
-//! their identity carries the time the normaliser took from the payload, in whole seconds
-//! (hooks write `2016-08-12 15:23:28 UTC`, the API the same time with milliseconds). A merge
+//! Merge requests and issues are `update`d many times, so their identity carries the time the
+//! normaliser took from the payload, in whole seconds (hooks write `2016-08-12 15:23:28 UTC`,
+//! the API the same time with milliseconds), and for an update a digest of what it changed (two
+//! updates in one second, an assignee and then the `incident` label, are two facts). A
+//! pipeline's statuses carry their time too: a retried pipeline finishes again later (its
+//! second `running` has its first one's time, as hooks carry only `created_at`, and is one fact
+//! with it). A merge
 //! happens once, and its hook and the API disagree on its time (`updated_at` against
 //! `merged_at`): its identity has none. A release is its tag (the API has no release id). A
 //! delivery whose time is not in its payload, a release `update` and an unknown hook keep their
@@ -13,8 +17,9 @@
 
 use cdlake_schemas::Event;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::sources::webhook::{id_at, str_at};
+use crate::sources::webhook::{id_at, push_fact, str_at};
 
 /// The fact identity of the row `event` normalised from a GitLab delivery whose `object_kind`
 /// is `kind`, or `None` to keep the delivery id. `payload_time` says whether `event.time` came
@@ -28,26 +33,34 @@ pub(super) fn fact_id(
     let time = payload_time.then_some(event.time.div_euclid(1_000_000));
     let attributes = body.get("object_attributes");
     let attribute = |field: &str| attributes.and_then(|a| id_at(a, &[field]));
+    // What an update changed, as a short digest of its `changes`.
+    let changed = |action: &str| match body.get("changes") {
+        Some(changes) if action == "update" => {
+            let digest = Sha256::digest(changes.to_string().as_bytes());
+            format!("/{}", hex::encode(&digest[..4]))
+        }
+        _ => String::new(),
+    };
     match kind {
         "merge_request" => match attribute("action")?.as_str() {
             "merge" => Some(format!("merge_request/{}/merge", attribute("id")?)),
             action => Some(format!(
-                "merge_request/{}/{action}/{}",
+                "merge_request/{}/{action}/{}{}",
                 attribute("id")?,
-                time?
+                time?,
+                changed(action)
             )),
         },
-        "issue" | "work_item" => Some(format!(
-            "issue/{}/{}/{}",
-            attribute("id")?,
-            attribute("action")?,
-            time?
-        )),
-        "push" | "tag_push" => Some(format!(
-            "{kind}/{}/{}",
-            str_at(body, &["ref"])?,
-            str_at(body, &["after"])?
-        )),
+        "issue" | "work_item" => {
+            let action = attribute("action")?;
+            Some(format!(
+                "issue/{}/{action}/{}{}",
+                attribute("id")?,
+                time?,
+                changed(&action)
+            ))
+        }
+        "push" | "tag_push" => Some(format!("{kind}/{}", push_fact(body)?)),
         "pipeline" => Some(format!(
             "pipeline/{}/{}/{}",
             attribute("id")?,

@@ -506,6 +506,33 @@ fn a_gitlab_row_is_identified_by_its_fact() {
     };
     assert_eq!(merged("2013-12-04 10:00:00 UTC"), "merge_request/99/merge");
     assert_eq!(merged("2013-12-04T10:00:01.250Z"), "merge_request/99/merge");
+    // Two updates in one second are two facts when they change different things.
+    let update = |changes: Value| {
+        gitlab_edited("issue.json", |v| {
+            v["object_attributes"]["action"] = json!("update");
+            v["changes"] = changes;
+        })
+        .event_id
+    };
+    let assigned = update(json!({"assignees": {"previous": [], "current": [{"id": 1}]}}));
+    let labelled = update(json!({"labels": {"previous": [], "current": [{"title": "incident"}]}}));
+    assert!(
+        assigned.starts_with("issue/301/update/1386090943/"),
+        "{assigned}"
+    );
+    assert_ne!(assigned, labelled);
+    // Deleting a branch twice (made again in between) is two facts.
+    let deleted = |before: &str| {
+        gitlab_edited("push.json", |v| {
+            v["after"] = json!("0000000000000000000000000000000000000000");
+            v["before"] = json!(before);
+        })
+        .event_id
+    };
+    assert_ne!(
+        deleted("1111111111111111111111111111111111111111"),
+        deleted("2222222222222222222222222222222222222222")
+    );
     // Updating a release is no single fact; nor is a merge request without a time.
     let updated = gitlab_edited("release.json", |v| v["action"] = json!("update"));
     assert_eq!(updated.event_id, DELIVERY);
