@@ -831,7 +831,7 @@ async fn put_all(store: &Store, files: Vec<(String, Vec<u8>)>) -> Result<usize> 
 }
 
 /// The identity keys in a file of `table`.
-async fn read_keys(store: &Store, table: Table, path: &str) -> Result<Vec<u128>> {
+pub(crate) async fn read_keys(store: &Store, table: Table, path: &str) -> Result<Vec<u128>> {
     let Some(bytes) = store.get(path).await? else {
         return Ok(Vec::new());
     };
@@ -878,11 +878,16 @@ fn encode_named(
     Ok((path, bytes))
 }
 
-/// Sort a partition's rows by time and encode them; the file is named by their identities.
-fn encode_events(date: NaiveDate, rows: &mut [Event], opts: &EncodeOptions) -> Result<Encoded> {
+/// Sort rows as an `events` file holds them: by time, then identity.
+pub(crate) fn sort_events(rows: &mut [Event]) {
     rows.sort_by(|a, b| {
         (a.time, &a.event_source, &a.event_id).cmp(&(b.time, &b.event_source, &b.event_id))
     });
+}
+
+/// Sort a partition's rows by time and encode them; the file is named by their identities.
+fn encode_events(date: NaiveDate, rows: &mut [Event], opts: &EncodeOptions) -> Result<Encoded> {
+    sort_events(rows);
     let batch = events_to_batch(rows)?;
     let keys = rows.iter().map(Event::identity_key);
     let (path, bytes) = encode_named(Table::Events, date, keys, batch, "time", opts)?;

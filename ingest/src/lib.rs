@@ -23,6 +23,8 @@ pub mod retry;
 pub mod sink;
 pub mod sources;
 pub mod stream;
+#[cfg(test)]
+mod test_support;
 pub mod writer;
 
 pub use envelope::Envelope;

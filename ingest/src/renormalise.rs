@@ -35,7 +35,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::parquet::{EncodeOptions, encode, read_identity_keys, writer_properties};
+use crate::ingester::{read_keys, sort_events};
+use crate::parquet::{EncodeOptions, encode, writer_properties};
 use crate::{Error, Result};
 
 /// The file id prefix of a rewrite's outputs.
@@ -198,9 +199,7 @@ async fn attempt(
     let mut added = Vec::new();
     let mut output_keys: BTreeMap<NaiveDate, HashSet<u128>> = BTreeMap::new();
     for (day, mut rows) in by_date {
-        rows.sort_by(|a, b| {
-            (a.time, &a.event_source, &a.event_id).cmp(&(b.time, &b.event_source, &b.event_id))
-        });
+        sort_events(&mut rows);
         output_keys
             .entry(day)
             .or_default()
@@ -292,13 +291,7 @@ async fn still_valid(
 async fn keys_of(store: &Store, files: &[ActiveFile]) -> Result<HashSet<u128>> {
     let mut keys = HashSet::new();
     for f in files {
-        let path = f.path.to_string();
-        if let Some(bytes) = store.get(&path).await? {
-            keys.extend(
-                read_identity_keys(bytes, Table::Events)
-                    .map_err(|source| Error::ReadParquet { path, source })?,
-            );
-        }
+        keys.extend(read_keys(store, Table::Events, &f.path.to_string()).await?);
     }
     Ok(keys)
 }

@@ -1,9 +1,9 @@
 use cdlake_schemas::Event;
-use cdlake_schemas::event::{batch_to_events, events_schema, events_to_batch};
+use cdlake_schemas::event::batch_to_events;
 use cdlake_schemas::lake::TableLog;
 
 use super::*;
-use crate::parquet::encode;
+use crate::test_support::commit_events_file;
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -38,44 +38,13 @@ fn event(n: u64) -> Event {
     }
 }
 
-/// Write `events` (sorted by time) as one file named `id` and commit it, as a writer would
-/// (without cdlake's de-duplication, so the tests can hold duplicates).
-async fn write_file(store: &Store, log: &TableLog, id: &str, mut events: Vec<Event>) {
-    events.sort_by_key(|e| e.time);
-    let schema = events_schema();
-    let batch = events_to_batch(&events).unwrap();
-    let bytes = encode(
-        &schema,
-        &[batch],
-        writer_properties(&schema, "time", &EncodeOptions::default()),
-    )
-    .unwrap();
-    let path = DataFilePath::new(Table::Events, date(), id);
-    let size = bytes.len() as u64;
-    store.put_if_absent(&path.to_string(), bytes).await.unwrap();
-    let index = log.refresh().await.unwrap();
-    log.commit(Change {
-        read_version: index.version,
-        kind: CommitKind::Append,
-        add: vec![NewFile {
-            path,
-            size,
-            rows: events.len() as u64,
-            time_range: Some((events[0].time, events[events.len() - 1].time)),
-        }],
-        remove: Vec::new(),
-    })
-    .await
-    .unwrap();
-}
-
 /// Ten files of 100 interleaved events, with events 0..50 stored twice (a second file).
 async fn small_files(store: &Store, log: &TableLog) {
     for k in 0..10u64 {
         let events = (0..1000).filter(|n| n % 10 == k).map(event).collect();
-        write_file(store, log, &format!("f{k:02}"), events).await;
+        commit_events_file(store, log, &format!("f{k:02}"), events).await;
     }
-    write_file(store, log, "dup", (0..50).map(event).collect()).await;
+    commit_events_file(store, log, "dup", (0..50).map(event).collect()).await;
 }
 
 /// What a reader sees: the table's files and their rows in order.
@@ -173,7 +142,7 @@ async fn compacting_again_merges_earlier_outputs() {
     compact_table(&store, &log, &opts(), |_, _| {})
         .await
         .unwrap();
-    write_file(&store, &log, "late", (1000..1010).map(event).collect()).await;
+    commit_events_file(&store, &log, "late", (1000..1010).map(event).collect()).await;
     let report = compact_table(&store, &log, &opts(), |_, _| {})
         .await
         .unwrap();

@@ -6,6 +6,7 @@ use cdlake_schemas::lake::TableLog;
 
 use super::*;
 use crate::sources::Normalised;
+use crate::test_support::commit_events_file;
 
 const INGESTED: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
 
@@ -27,37 +28,6 @@ fn row(normalised: Normalised) -> Event {
         Normalised::Event(e) => *e,
         other => panic!("not a row: {other:?}"),
     }
-}
-
-/// Commit `rows` (all of one date) as one file named `id`, as a writer would.
-async fn write_file(store: &Store, log: &TableLog, id: &str, mut rows: Vec<Event>) -> String {
-    rows.sort_by_key(|e| e.time);
-    let batch = events_to_batch(&rows).unwrap();
-    let schema = batch.schema();
-    let bytes = encode(
-        &schema,
-        &[batch],
-        writer_properties(&schema, "time", &EncodeOptions::default()),
-    )
-    .unwrap();
-    let path = DataFilePath::new(Table::Events, rows[0].date(), id);
-    let size = bytes.len() as u64;
-    store.put_if_absent(&path.to_string(), bytes).await.unwrap();
-    let index = log.refresh().await.unwrap();
-    log.commit(Change {
-        read_version: index.version,
-        kind: CommitKind::Append,
-        add: vec![NewFile {
-            path: path.clone(),
-            size,
-            rows: rows.len() as u64,
-            time_range: Some((rows[0].time, rows[rows.len() - 1].time)),
-        }],
-        remove: Vec::new(),
-    })
-    .await
-    .unwrap();
-    path.to_string()
 }
 
 /// Every row of the table, by file.
@@ -146,17 +116,17 @@ async fn renormalising_gives_old_rows_their_fact_identity_once_and_moves_nothing
     ));
 
     let pr_day = fact.date();
-    let old_file = write_file(
+    let old_file = commit_events_file(
         &store,
         &log,
         "old",
         vec![old.clone(), pagerduty.clone(), rejected.clone()],
     )
     .await;
-    let fact_file = write_file(&store, &log, "backfill", vec![fact.clone()]).await;
-    let cdevent_file = write_file(&store, &log, "cdevent", vec![cdevent.clone()]).await;
-    write_file(&store, &log, "gitlab", vec![old_pipeline.clone()]).await;
-    write_file(&store, &log, "late", vec![old_job.clone()]).await;
+    let fact_file = commit_events_file(&store, &log, "backfill", vec![fact.clone()]).await;
+    let cdevent_file = commit_events_file(&store, &log, "cdevent", vec![cdevent.clone()]).await;
+    commit_events_file(&store, &log, "gitlab", vec![old_pipeline.clone()]).await;
+    commit_events_file(&store, &log, "late", vec![old_job.clone()]).await;
     let before = log.refresh().await.unwrap().version;
 
     let mut calls = Vec::new();
@@ -263,7 +233,7 @@ async fn a_rewrite_that_lost_a_race_commits_only_when_nothing_it_writes_was_adde
         ..Default::default()
     };
     let day = row("a").date();
-    write_file(&store, &log, "a", vec![row("a")]).await;
+    commit_events_file(&store, &log, "a", vec![row("a")]).await;
     let read = log.refresh().await.unwrap();
     let touched = read.files(day).to_vec();
     // The rewrite would write `a` again under the identity of `x`.
@@ -278,15 +248,15 @@ async fn a_rewrite_that_lost_a_race_commits_only_when_nothing_it_writes_was_adde
         }
     };
     // Another writer adds other rows: still valid on the new version.
-    write_file(&store, &log, "b", vec![row("b")]).await;
+    commit_events_file(&store, &log, "b", vec![row("b")]).await;
     assert!(valid(log.refresh().await.unwrap()).await);
     // It adds `x`: the rewrite would store `x` twice.
-    write_file(&store, &log, "x", vec![row("x")]).await;
+    commit_events_file(&store, &log, "x", vec![row("x")]).await;
     assert!(!valid(log.refresh().await.unwrap()).await);
     // A compaction replaced the file it rewrites: done again from the new files.
     let (_dir2, store2) = self::store();
     let log2 = TableLog::open(&store2, Table::Events).await.unwrap();
-    write_file(&store2, &log2, "a", vec![row("a")]).await;
+    commit_events_file(&store2, &log2, "a", vec![row("a")]).await;
     let read2 = log2.refresh().await.unwrap();
     let touched2 = read2.files(day).to_vec();
     let index = log2.refresh().await.unwrap();
