@@ -371,6 +371,41 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
     ));
     assert!(md.contains("| metric | value | level | based on |"), "{md}");
 
+    // Levels by report year: `[dora] bands` in the config, `--bands` over it. The table names
+    // the year; 2025 has no tiers, so no level.
+    let config = dir.path().join("bands.toml");
+    std::fs::write(&config, "[dora]\nbands = \"2025\"\n").unwrap();
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let mut a = vec![
+            "dora", "--from", "now-60d", "--to", "now", "--format", "json",
+        ];
+        a.extend(extra);
+        let report = serde_json::from_str(&ok(&cdlake(&store, &a))).unwrap();
+        validate_report(&report);
+        report
+    };
+    let from_config = json(&["--config", config.to_str().unwrap()]);
+    assert_eq!(from_config["bands"], "2025");
+    assert_eq!(
+        from_config["deployment_frequency"]["level"],
+        serde_json::Value::Null
+    );
+    let flag_wins = json(&["--config", config.to_str().unwrap(), "--bands", "2022"]);
+    assert_eq!(flag_wins["bands"], "2022");
+    assert!(flag_wins["deployment_frequency"]["level"].is_string());
+    let table = ok(&cdlake(
+        &store,
+        &["dora", "--from", "now-60d", "--bands", "2024"],
+    ));
+    assert!(table.contains("levels of DORA 2024"), "{table}");
+    let bad = cdlake(&store, &["dora", "--bands", "2020"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("2021, 2022, 2023, 2024 or 2025"),
+        "{stderr}"
+    );
+
     let page = dir.path().join("report.html");
     ok(&cdlake(
         &store,
@@ -380,11 +415,19 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
             "now-60d",
             "--format",
             "html",
+            "--bands",
+            "2022",
             "--out",
             page.to_str().unwrap(),
         ],
     ));
     let html = std::fs::read_to_string(&page).unwrap();
+    // The page names whose levels it shows; 2022 had no elite tier.
+    assert!(
+        html.contains("as DORA's 2022 report tabulated them"),
+        "{html}"
+    );
+    assert!(!html.contains(">elite<"), "{html}");
     assert!(
         html.starts_with("<!DOCTYPE html>") && html.contains("<svg") && html.contains("By service"),
         "{html}"

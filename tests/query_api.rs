@@ -260,6 +260,59 @@ async fn dora_tail_gauges_and_auth() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 
+    // `bands=`: the same figures in another report year's levels. 2022 had no elite and put
+    // deploying daily or more in high, at least monthly in medium; 2025 has no tiers.
+    let window = format!(
+        "from={}&to={}&by=service",
+        report["window"]["from"].as_str().unwrap(),
+        report["window"]["to"].as_str().unwrap()
+    );
+    let get = async |query: String| {
+        let r = client
+            .get(svc.url(&format!("/api/v1/dora?{query}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<serde_json::Value>().await.unwrap())
+    };
+    let (_, design) = get(window.clone()).await;
+    let (status, y2022) = get(format!("{window}&bands=2022")).await;
+    assert_eq!(status, 200);
+    assert_eq!(y2022["bands"], "2022");
+    assert!(!y2022.to_string().contains("\"elite\""), "{y2022:#}");
+    for r in std::iter::once(&y2022).chain(y2022["groups"].as_array().unwrap()) {
+        let per_day = r["deployment_frequency"]["per_day"].as_f64().unwrap();
+        let want = if per_day >= 1.0 {
+            "high"
+        } else if per_day >= 1.0 / 30.0 {
+            "medium"
+        } else {
+            "low"
+        };
+        assert_eq!(r["deployment_frequency"]["level"], want, "{r:#}");
+    }
+    let (_, y2025) = get(format!("{window}&bands=2025")).await;
+    let (mut figures_design, mut figures_2025) = (design.clone(), y2025.clone());
+    strip_levels(&mut figures_design);
+    strip_levels(&mut figures_2025);
+    assert_eq!(
+        figures_2025, figures_design,
+        "only the levels and `bands` change"
+    );
+    assert!(!y2025.to_string().contains("\"level\":\""), "{y2025:#}");
+    let errors: Vec<String> = validator
+        .iter_errors(&y2025)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let (status, body) = get(format!("{window}&bands=2020")).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("2024"),
+        "the answer names the choices: {body}"
+    );
+
     let metrics = client
         .get(svc.url("/metrics"))
         .bearer_auth(TOKEN)
@@ -370,4 +423,17 @@ fn a_service_without_a_token_refuses_to_listen_beyond_loopback() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without --token"), "{err}");
+}
+
+/// The report without its levels and `bands`: what a report year does not change.
+fn strip_levels(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("level");
+            m.remove("bands");
+            m.values_mut().for_each(strip_levels);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_levels),
+        _ => {}
+    }
 }

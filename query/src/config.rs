@@ -21,6 +21,7 @@
 //! rework = ["incident_open"]           # and/or "after_failure", "revert", "hotfix": which deployments are rework
 //! hotfix_labels = ["hotfix"]           # labels that make a change a hotfix (any case)
 //! lead_time_start = "created"          # or "first_commit", "merged": where lead time starts
+//! bands = "design"                     # or a DORA report's year, "2021" to "2025": whose levels
 //!
 //! [incidents]               # alerting and incident tools: where service and environment are
 //! service_labels = ["service", "app", "job"]
@@ -35,6 +36,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use cdlake_wire::dora::levels::Benchmark;
 use serde::Deserialize;
 
 /// Errors loading the configuration.
@@ -74,6 +76,8 @@ pub enum ConfigError {
         "config: dora.lead_time_start {0:?} is not a start: use \"first_commit\" (the first commit pushed to a change's branch, else as created), \"created\" (a change's creation, else its merge) or \"merged\""
     )]
     LeadTimeStart(String),
+    #[error("config: dora.bands: {0}")]
+    Bands(cdlake_wire::dora::levels::UnknownBenchmark),
 }
 
 /// The settings of `cdlake.toml`.
@@ -113,6 +117,10 @@ pub struct DoraRules {
     /// its merge when it has none), `first_commit` (the earliest commit pushed to its branch,
     /// when no later than that; else as `created`) or `merged`.
     pub lead_time_start: String,
+    /// Whose levels the report places its figures in: `design` (the default, DESIGN.md's) or
+    /// the year of a DORA report, `2021` to `2024`; `2025`, which publishes no tiers, gives
+    /// no levels.
+    pub bands: String,
 }
 
 /// The rework rules `[dora] rework` may name.
@@ -132,11 +140,17 @@ impl Default for DoraRules {
             failures: vec!["incident".into(), "rollback".into()],
             hotfix_labels: vec!["hotfix".into()],
             lead_time_start: "created".into(),
+            bands: Benchmark::Design.as_str().into(),
         }
     }
 }
 
 impl DoraRules {
+    /// Whose levels the report uses.
+    pub fn benchmark(&self) -> Result<Benchmark, ConfigError> {
+        self.bands.parse().map_err(ConfigError::Bands)
+    }
+
     /// The options of the views.
     pub fn options(&self) -> Result<crate::views::DoraOptions, ConfigError> {
         for rule in &self.rework {
@@ -328,6 +342,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         regex::Regex::new(&self.production).map_err(ConfigError::Production)?;
         self.dora.options()?;
+        self.dora.benchmark()?;
         let l = &self.limits;
         for (name, value) in [
             ("query_timeout_secs", l.query_timeout_secs as usize),
@@ -394,6 +409,21 @@ mod tests {
                 .to_string()
                 .contains("unknown field")
         );
+    }
+
+    #[test]
+    fn bands_name_design_or_a_reports_year() {
+        let bands = |v: &str| Config::parse(&format!("[dora]\nbands = '{v}'\n"));
+        assert_eq!(
+            Config::default().dora.benchmark().unwrap(),
+            Benchmark::Design
+        );
+        assert_eq!(
+            bands("2022").unwrap().dora.benchmark().unwrap(),
+            Benchmark::Dora2022
+        );
+        let e = bands("elite").unwrap_err().to_string();
+        assert!(e.contains("dora.bands") && e.contains("2024"), "{e}");
     }
 
     #[test]

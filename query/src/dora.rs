@@ -30,6 +30,12 @@ impl From<UnknownGrouping> for Error {
     }
 }
 
+impl From<levels::UnknownBenchmark> for Error {
+    fn from(e: levels::UnknownBenchmark) -> Self {
+        Error::BadRequest(e.to_string())
+    }
+}
+
 /// A report request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DoraRequest {
@@ -677,7 +683,9 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         rework_rules: engine.config().dora.rework.clone(),
         failure_rules: engine.config().dora.failures.clone(),
         lead_time_start: engine.config().dora.lead_time_start.trim().to_string(),
-    })
+        bands: levels::Benchmark::Design.as_str().to_string(),
+    }
+    .with_bands(engine.config().dora.benchmark()?))
 }
 
 /// A window ending at `to` and reaching back `days`.

@@ -187,6 +187,8 @@ struct DoraParams {
     to: Option<String>,
     by: Option<String>,
     as_of: Option<String>,
+    /// Whose levels (`design`, `2021`…`2025`); the config's `[dora] bands` when absent.
+    bands: Option<String>,
 }
 
 async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Response {
@@ -201,9 +203,14 @@ async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Respo
             None => to - chrono::Duration::days(30),
         };
         let by = p.by.as_deref().map(str::parse::<GroupBy>).transpose()?;
-        Ok::<_, Error>(DoraRequest { from, to, by })
+        let bands = p
+            .bands
+            .as_deref()
+            .map(str::parse::<crate::dora::levels::Benchmark>)
+            .transpose()?;
+        Ok::<_, Error>((DoraRequest { from, to, by }, bands))
     })();
-    let request = match request {
+    let (request, bands) = match request {
         Ok(r) => r,
         Err(e) => return ApiError(e).into_response(),
     };
@@ -212,7 +219,11 @@ async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Respo
         Err(e) => return ApiError(e).into_response(),
     };
     match engine.dora(&request).await {
-        Ok(report) => axum::Json(report).into_response(),
+        Ok(report) => axum::Json(match bands {
+            Some(b) => report.with_bands(b),
+            None => report,
+        })
+        .into_response(),
         Err(e) => ApiError(e).into_response(),
     }
 }

@@ -33,6 +33,9 @@
 //!   values that earns it (`metric`, `unit`, `level`, `lower`, `lower_inclusive`, `upper`,
 //!   `upper_inclusive`; a NULL bound is unbounded): [`cdlake_wire::dora::levels`], the table
 //!   the report levels with. A dashboard levels a figure by joining it.
+//! - `dora_benchmarks`: the same bands for every benchmark with tiers, named by `bands`
+//!   (`design`, `2021`, `2022`, `2023`, `2024`) with their `source`: a dashboard levels by a
+//!   report's year with `WHERE bands = '2024'`.
 //! - `pipeline_traces`, `pipeline_critical_path`, `lead_time_breakdown`: pipeline runs joined
 //!   with their OpenTelemetry traces (`spans`), and where lead time goes.
 //!
@@ -233,25 +236,9 @@ fn secs(later: &str, earlier: &str) -> String {
 
 /// The definition of `dora_levels`: [`levels::bands`] as rows.
 pub fn dora_levels_sql() -> String {
-    let num = |v: Option<f64>| match v {
-        // `{:?}` writes the shortest text that reads back as the same double (`1.0`, `0.05`).
-        Some(v) => format!("CAST({v:?} AS DOUBLE)"),
-        None => "CAST(NULL AS DOUBLE)".to_string(),
-    };
     let rows: Vec<String> = levels::bands()
         .iter()
-        .map(|b| {
-            format!(
-                "('{}', '{}', '{}', {}, {}, {}, {})",
-                b.metric.as_str(),
-                b.metric.unit(),
-                b.level.as_str(),
-                num(b.lower),
-                b.lower_inclusive,
-                num(b.upper),
-                b.upper_inclusive,
-            )
-        })
+        .map(|b| format!("({})", band_row(b)))
         .collect();
     // Columns named by the alias list, not `column1`…: DuckDB names VALUES columns `col0`…,
     // and the panels' baseline runs this definition there.
@@ -259,6 +246,45 @@ pub fn dora_levels_sql() -> String {
         "SELECT metric, unit, level, lower, lower_inclusive, upper, upper_inclusive
          FROM (VALUES {}) AS v(metric, unit, level, lower, lower_inclusive, upper, upper_inclusive)",
         rows.join(",\n                      ")
+    )
+}
+
+/// The definition of `dora_benchmarks`: the bands of every benchmark with tiers
+/// ([`levels::Benchmark::bands`]), named by `bands` (`design`, `2021`…`2024`) and with their
+/// `source`.
+pub fn dora_benchmarks_sql() -> String {
+    let rows: Vec<String> = levels::Benchmark::ALL
+        .into_iter()
+        .flat_map(|b| {
+            b.bands().into_iter().map(move |band| {
+                format!("('{}', '{}', {})", b.as_str(), b.source(), band_row(&band))
+            })
+        })
+        .collect();
+    format!(
+        "SELECT bands, source, metric, unit, level, lower, lower_inclusive, upper, upper_inclusive
+         FROM (VALUES {}) AS v(bands, source, metric, unit, level, lower, lower_inclusive, upper, upper_inclusive)",
+        rows.join(",\n                      ")
+    )
+}
+
+/// A band's columns as SQL values: metric, unit, level, lower, lower_inclusive, upper,
+/// upper_inclusive (without the parentheses, so a caller can put columns before them).
+fn band_row(b: &levels::Band) -> String {
+    let num = |v: Option<f64>| match v {
+        // `{:?}` writes the shortest text that reads back as the same double (`1.0`, `0.05`).
+        Some(v) => format!("CAST({v:?} AS DOUBLE)"),
+        None => "CAST(NULL AS DOUBLE)".to_string(),
+    };
+    format!(
+        "'{}', '{}', '{}', {}, {}, {}, {}",
+        b.metric.as_str(),
+        b.metric.unit(),
+        b.level.as_str(),
+        num(b.lower),
+        b.lower_inclusive,
+        num(b.upper),
+        b.upper_inclusive,
     )
 }
 
@@ -361,6 +387,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     v.push(("run_events", run_events_sql()));
 
     v.push(("dora_levels", dora_levels_sql()));
+    v.push(("dora_benchmarks", dora_benchmarks_sql()));
 
     v.push((
         "changes",

@@ -28,7 +28,7 @@
 //!
 //! ```text
 //! query TT
-//! DORA <from> <to> [by=service|team|week] [only=<path prefix>]
+//! DORA <from> <to> [by=service|team|week] [only=<path prefix>[,<path prefix>…]]
 //! ```
 //! answers the report's JSON flattened into `(path, value)` rows.
 
@@ -353,8 +353,10 @@ impl Db {
         Ok(rows
             .into_iter()
             .filter(|(p, _)| {
-                only.as_ref()
-                    .is_none_or(|o| p.starts_with(o.as_str()) || p.contains(&format!("].{o}")))
+                only.as_ref().is_none_or(|o| {
+                    o.split(',')
+                        .any(|o| p.starts_with(o) || p.contains(&format!("].{o}")))
+                })
             })
             .map(|(p, v)| vec![p, v])
             .collect())

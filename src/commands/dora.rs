@@ -1,6 +1,7 @@
 //! `cdlake dora`: the DORA report for a window.
 
 use anyhow::Context;
+use cdlake_query::dora::levels::Benchmark;
 use cdlake_query::dora::{html, render};
 use cdlake_query::{DoraRequest, GroupBy};
 use chrono::{SubsecRound, Utc};
@@ -33,10 +34,20 @@ pub(crate) struct Args {
     /// (2026-11-30, 2026-11-30T12:00:00Z): what the report said then, with the data it had.
     #[arg(long = "as-of")]
     as_of: Option<String>,
+    /// Whose levels to place the figures in: `design` (DESIGN.md's) or a DORA State of DevOps
+    /// report's year, 2021 to 2024 (2022 has no elite); 2025 publishes no tiers, so no level.
+    /// Default: `[dora] bands` of the config, else `design`.
+    #[arg(long, env = "CDLAKE_DORA_BANDS", value_parser = parse_bands)]
+    bands: Option<Benchmark>,
     /// Print the SQL instead of the report, as one JSON object: the view definitions and the
     /// statements the report runs for this window (for benchmarks against other engines).
     #[arg(long, hide = true)]
     print_sql: bool,
+}
+
+fn parse_bands(text: &str) -> Result<Benchmark, String> {
+    text.parse()
+        .map_err(|e: cdlake_query::dora::levels::UnknownBenchmark| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -73,31 +84,36 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let engine = super::engine_as_of(&args.store, &args.config, args.as_of.as_deref()).await?;
+    let report = async |req: DoraRequest| {
+        let report = engine.dora(&req).await?;
+        anyhow::Ok(match args.bands {
+            Some(b) => report.with_bands(b),
+            None => report,
+        })
+    };
     let text = match args.format {
         ReportFormat::Html => {
             let by = by.or(Some(GroupBy::Service));
-            let current = engine.dora(&DoraRequest { from, to, by }).await?;
-            let previous = engine
-                .dora(&DoraRequest {
-                    from: from - (to - from),
-                    to: from,
-                    by: None,
-                })
-                .await?;
-            let weekly = engine
-                .dora(&DoraRequest {
-                    from,
-                    to,
-                    by: Some(GroupBy::Week),
-                })
-                .await?;
+            let current = report(DoraRequest { from, to, by }).await?;
+            let previous = report(DoraRequest {
+                from: from - (to - from),
+                to: from,
+                by: None,
+            })
+            .await?;
+            let weekly = report(DoraRequest {
+                from,
+                to,
+                by: Some(GroupBy::Week),
+            })
+            .await?;
             html::html(html::HtmlReport {
                 current: &current,
                 previous: Some(&previous),
                 weekly: Some(&weekly),
             })
         }
-        format => render_report(&engine.dora(&DoraRequest { from, to, by }).await?, format)?,
+        format => render_report(&report(DoraRequest { from, to, by }).await?, format)?,
     };
     match &args.out {
         Some(path) => {

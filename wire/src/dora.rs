@@ -278,6 +278,15 @@ pub struct DoraReport {
     /// Where lead time starts (`[dora] lead_time_start`): `first_commit`, `created` or `merged`.
     #[serde(default = "created")]
     pub lead_time_start: String,
+    /// Whose levels the figures are placed in (`--bands`, `[dora] bands`): `design`
+    /// (DESIGN.md's, the default) or a DORA report's year, `2021` to `2024`; `2025`, which
+    /// publishes no tiers, leaves every level null.
+    #[serde(default = "design")]
+    pub bands: String,
+}
+
+fn design() -> String {
+    levels::Benchmark::Design.as_str().into()
 }
 
 fn created() -> String {
@@ -302,7 +311,43 @@ impl DoraReport {
         if self.lead_time_start != "created" {
             out.push(("lead time from", self.lead_time_start.clone()));
         }
+        if self.bands != levels::Benchmark::Design.as_str() {
+            out.push(("levels of", format!("DORA {}", self.bands)));
+        }
         out
+    }
+
+    /// The report with every level placed in `bands`' tiers instead (a figure without input
+    /// stays without a level).
+    pub fn with_bands(mut self, bands: levels::Benchmark) -> Self {
+        self.bands = bands.as_str().to_string();
+        self.figures.relevel(bands);
+        for group in self.groups.iter_mut().flatten() {
+            group.figures.relevel(bands);
+        }
+        self
+    }
+}
+
+impl Figures {
+    /// Place each figure that has a level in `bands`' tiers.
+    fn relevel(&mut self, bands: levels::Benchmark) {
+        use levels::Metric;
+        // A window always has days, so a frequency always has input (0 per day is low).
+        let df = &mut self.deployment_frequency;
+        df.level = bands.level_of(Metric::DeploymentFrequency, df.per_day);
+        let lt = &mut self.lead_time;
+        lt.level = lt
+            .median_seconds
+            .and_then(|m| bands.level_of(Metric::LeadTime, m));
+        let cfr = &mut self.change_failure_rate;
+        cfr.level = cfr
+            .rate
+            .and_then(|r| bands.level_of(Metric::ChangeFailureRate, r));
+        let rt = &mut self.recovery_time;
+        rt.level = rt
+            .median_seconds
+            .and_then(|m| bands.level_of(Metric::RecoveryTime, m));
     }
 }
 

@@ -69,6 +69,7 @@ fn report(groups: Option<Vec<Group>>) -> DoraReport {
         rework_rules: vec!["incident_open".into()],
         failure_rules: vec!["incident".into(), "rollback".into(), "revert".into()],
         lead_time_start: "created".into(),
+        bands: "design".into(),
     }
 }
 
@@ -135,6 +136,50 @@ fn a_report_with_and_without_groups_matches_the_contract_and_round_trips() {
             assert_eq!(groups[1]["change_failure_rate"]["rate"], Value::Null);
         }
     }
+}
+
+/// A report placed in another year's levels keeps the contract: 2022 has no elite, 2025 no
+/// level at all; the figures themselves do not change.
+#[test]
+fn a_report_in_each_years_levels_matches_the_contract() {
+    use cdlake_wire::dora::levels::Benchmark;
+    let grouped = || {
+        Some(vec![Group {
+            service: Some("checkout".into()),
+            team: None,
+            week: None,
+            figures: figures(8, Some(Level::Medium)),
+        }])
+    };
+    for b in Benchmark::ALL {
+        let r = report(grouped()).with_bands(b);
+        let json = serde_json::to_value(&r).unwrap();
+        validate(&json);
+        assert_eq!(json["bands"], json!(b.as_str()));
+        assert_eq!(
+            serde_json::from_value::<DoraReport>(json.clone()).unwrap(),
+            r
+        );
+        for figures in [&json, &json["groups"][0]] {
+            // The lead time's median is an hour.
+            let want = match b {
+                Benchmark::Dora2021 | Benchmark::Dora2022 => json!("high"),
+                Benchmark::Dora2025 => Value::Null,
+                _ => json!("elite"),
+            };
+            assert_eq!(figures["lead_time"]["level"], want, "{b:?}");
+            assert_eq!(figures["lead_time"]["median_seconds"], json!(3600.0));
+            // No incident resolved: no level in any year.
+            assert_eq!(figures["recovery_time"]["level"], Value::Null);
+        }
+    }
+    // An older report without `bands` reads as DESIGN's levels.
+    let mut old = serde_json::to_value(report(None)).unwrap();
+    old.as_object_mut().unwrap().remove("bands");
+    assert_eq!(
+        serde_json::from_value::<DoraReport>(old).unwrap().bands,
+        "design"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn esc(s: &str) -> String {
 fn level_badge(l: Option<Level>) -> String {
     match l {
         Some(l) => format!("<span class=\"lvl {0}\">{0}</span>", l.as_str()),
-        None => "<span class=\"lvl none\">no data</span>".to_string(),
+        None => "<span class=\"lvl none\">no level</span>".to_string(),
     }
 }
 
@@ -246,7 +246,7 @@ pub fn html(r: HtmlReport<'_>) -> String {
     );
     let _ = write!(
         out,
-        "<h1>DORA report</h1><p class=\"sub\">{} → {} ({:.0} days). Production environments match <code>{}</code>. An incident fails {}. Failure rules: {}; rework rules: {}; lead time starts at: {}.</p>",
+        "<h1>DORA report</h1><p class=\"sub\">{} → {} ({:.0} days). Production environments match <code>{}</code>. An incident fails {}. Failure rules: {}; rework rules: {}; lead time starts at: {}. Levels: {}.</p>",
         esc(&cur.window.from),
         esc(&cur.window.to),
         cur.window.days,
@@ -262,6 +262,11 @@ pub fn html(r: HtmlReport<'_>) -> String {
         esc(&cur.failure_rules.join(", ")),
         esc(&cur.rework_rules.join(", ")),
         esc(&cur.lead_time_start),
+        match cur.bands.as_str() {
+            "design" => "DESIGN.md's".to_string(),
+            "2025" => "none (DORA 2025 publishes no tiers)".to_string(),
+            year => format!("as DORA's {} report tabulated them", esc(year)),
+        },
     );
     out.push_str("<section class=\"cards\">");
     for m in &METRICS {

@@ -188,43 +188,7 @@ impl Band {
 /// The four bands of every metric, best level first: the table [`level_of`] decides, as
 /// ranges (the rows of the `dora_levels` view).
 pub fn bands() -> Vec<Band> {
-    let mut out = Vec::new();
-    for t in &THRESHOLDS {
-        let bounds = [None, Some(t.elite), Some(t.high), Some(t.medium), None];
-        for (i, level) in Level::ALL.into_iter().enumerate() {
-            // Level i lies between the bound of the level before it (exclusive of what meets
-            // that one) and its own bound.
-            let (better, own) = (bounds[i], bounds[i + 1]);
-            let band = match t.compare {
-                Compare::AtLeast => Band {
-                    metric: t.metric,
-                    level,
-                    lower: own,
-                    lower_inclusive: own.is_some(),
-                    upper: better,
-                    upper_inclusive: false,
-                },
-                Compare::Below => Band {
-                    metric: t.metric,
-                    level,
-                    lower: better,
-                    lower_inclusive: better.is_some(),
-                    upper: own,
-                    upper_inclusive: false,
-                },
-                Compare::AtMost => Band {
-                    metric: t.metric,
-                    level,
-                    lower: better,
-                    lower_inclusive: false,
-                    upper: own,
-                    upper_inclusive: own.is_some(),
-                },
-            };
-            out.push(band);
-        }
-    }
-    out
+    Benchmark::Design.bands()
 }
 
 /// The smallest step Grafana's thresholds need above a bound a level includes (`value <=
@@ -255,6 +219,271 @@ pub fn grafana_steps(metric: Metric) -> Vec<(Option<f64>, Level)> {
             (Some(t.high + GRAFANA_EPSILON), Level::Medium),
             (Some(t.medium + GRAFANA_EPSILON), Level::Low),
         ],
+    }
+}
+
+/// The published levels a report's figures are placed in (`cdlake dora --bands`, `[dora]
+/// bands`, `bands=` on the HTTP API, the `dora_benchmarks` view).
+///
+/// Each year's State of DevOps report names its tiers by clusters of respondents and describes
+/// each tier by a range per figure ("between one day and one week"). cdlake reads a tier as
+/// met by a figure at least as good as the worst edge of its range (a lead time "between one
+/// day and one week" is met below a week), and gives a figure the best tier it meets, else
+/// the report's lowest. Where a report gives a lower tier
+/// the same or a better range than the tier above it (2021's change failure rates, 2023's
+/// low and medium deployment frequency, 2024's high and medium change failure rates), the
+/// lower tier cannot be told apart by that figure alone and is never given for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Benchmark {
+    /// DESIGN.md's levels (the default; the same bounds as the 2023 report's).
+    #[default]
+    Design,
+    /// Accelerate State of DevOps 2021.
+    Dora2021,
+    /// Accelerate State of DevOps 2022 (no elite tier).
+    Dora2022,
+    /// Accelerate State of DevOps 2023.
+    Dora2023,
+    /// Accelerate State of DevOps 2024.
+    Dora2024,
+    /// DORA 2025 (State of AI-assisted Software Development): no tiers, so no level.
+    Dora2025,
+}
+
+/// A `--bands` value that names no benchmark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownBenchmark(pub String);
+
+impl std::fmt::Display for UnknownBenchmark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown bands {:?}: use design (DESIGN.md's levels, the default), 2021, 2022, 2023, 2024 or 2025",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownBenchmark {}
+
+impl std::str::FromStr for Benchmark {
+    type Err = UnknownBenchmark;
+    fn from_str(s: &str) -> Result<Self, UnknownBenchmark> {
+        Benchmark::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s.trim())
+            .ok_or_else(|| UnknownBenchmark(s.to_string()))
+    }
+}
+
+/// The bounds a figure meets for each tier, best first (elite, high, medium): `None` where the
+/// report has no such tier. A figure that meets none is low.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tiers {
+    pub metric: Metric,
+    pub compare: Compare,
+    pub bounds: [Option<f64>; 3],
+}
+
+const WEEK: f64 = 7.0 * DAY;
+const MONTH: f64 = 30.0 * DAY;
+const SIX_MONTHS: f64 = 6.0 * MONTH;
+
+/// Per benchmark with tiers, the bounds of each figure in [`Metric::ALL`] order: deployment
+/// frequency (per day, at least), lead time (seconds, below), change failure rate (ratio, at
+/// most), recovery time (seconds, below). A month is 30 days, as in DESIGN.md.
+const YEARS: [(Benchmark, [[Option<f64>; 3]; 4]); 4] = [
+    (
+        // Elite: on-demand (multiple deploys per day), lead time < 1 hour, 0-15 %, restore
+        // < 1 hour. High: once per week to once per month, 1 day to 1 week, 16-30 %, < 1 day.
+        // Medium: once per month to once every 6 months, 1 to 6 months, 16-30 %, 1 day to 1
+        // week. Low: fewer than once per 6 months, > 6 months, 16-30 %, > 6 months.
+        Benchmark::Dora2021,
+        [
+            [Some(1.0), Some(1.0 / 30.0), Some(DAY / SIX_MONTHS)],
+            [Some(HOUR), Some(WEEK), Some(SIX_MONTHS)],
+            [Some(0.15), Some(0.30), Some(0.30)],
+            [Some(HOUR), Some(DAY), Some(WEEK)],
+        ],
+    ),
+    (
+        // No elite. High: on-demand (multiple deploys per day), 1 day to 1 week, 0-15 %,
+        // < 1 day. Medium: once per week to once per month, 1 week to 1 month, 16-30 %, 1 day
+        // to 1 week. Low: once per month to once every 6 months, 1 to 6 months, 46-60 %, 1
+        // week to 1 month.
+        Benchmark::Dora2022,
+        [
+            [None, Some(1.0), Some(1.0 / 30.0)],
+            [None, Some(WEEK), Some(MONTH)],
+            [None, Some(0.15), Some(0.30)],
+            [None, Some(DAY), Some(WEEK)],
+        ],
+    ),
+    (
+        // Elite: on demand, < 1 day, 5 %, < 1 hour. High: once per day to once per week, 1 day
+        // to 1 week, 10 %, < 1 day. Medium: once per week to once per month, 1 week to 1
+        // month, 15 %, 1 day to 1 week. Low: once per week to once per month, 1 week to 1
+        // month, 64 %, 1 month to 6 months.
+        Benchmark::Dora2023,
+        [
+            [Some(1.0), Some(1.0 / 7.0), Some(1.0 / 30.0)],
+            [Some(DAY), Some(WEEK), Some(MONTH)],
+            [Some(0.05), Some(0.10), Some(0.15)],
+            [Some(HOUR), Some(DAY), Some(WEEK)],
+        ],
+    ),
+    (
+        // Elite: on demand, < 1 day, 5 %, < 1 hour. High: once per day to once per week, 1 day
+        // to 1 week, 20 %, < 1 day. Medium: once per week to once per month, 1 week to 1
+        // month, 10 %, < 1 day. Low: once per month to once every 6 months, 1 to 6 months,
+        // 40 %, 1 week to 1 month.
+        Benchmark::Dora2024,
+        [
+            [Some(1.0), Some(1.0 / 7.0), Some(1.0 / 30.0)],
+            [Some(DAY), Some(WEEK), Some(MONTH)],
+            [Some(0.05), Some(0.20), Some(0.10)],
+            [Some(HOUR), Some(DAY), Some(DAY)],
+        ],
+    ),
+];
+
+impl Benchmark {
+    pub const ALL: [Benchmark; 6] = [
+        Benchmark::Design,
+        Benchmark::Dora2021,
+        Benchmark::Dora2022,
+        Benchmark::Dora2023,
+        Benchmark::Dora2024,
+        Benchmark::Dora2025,
+    ];
+
+    /// Its name in flags, the config, the report's `bands` and the `dora_benchmarks` view.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Benchmark::Design => "design",
+            Benchmark::Dora2021 => "2021",
+            Benchmark::Dora2022 => "2022",
+            Benchmark::Dora2023 => "2023",
+            Benchmark::Dora2024 => "2024",
+            Benchmark::Dora2025 => "2025",
+        }
+    }
+
+    /// Where its levels come from, for people.
+    pub fn source(self) -> &'static str {
+        match self {
+            Benchmark::Design => "DESIGN.md",
+            Benchmark::Dora2021 => {
+                "Accelerate State of DevOps 2021, software delivery performance table"
+            }
+            Benchmark::Dora2022 => {
+                "Accelerate State of DevOps 2022, software delivery performance table"
+            }
+            Benchmark::Dora2023 => {
+                "Accelerate State of DevOps 2023, software delivery performance table"
+            }
+            Benchmark::Dora2024 => {
+                "Accelerate State of DevOps 2024, software delivery performance table"
+            }
+            Benchmark::Dora2025 => "DORA 2025 publishes no tiers",
+        }
+    }
+
+    /// The bounds of `metric`'s tiers; `None` for a benchmark without tiers (2025).
+    pub fn tiers(self, metric: Metric) -> Option<Tiers> {
+        let t = metric.thresholds();
+        let bounds = match self {
+            Benchmark::Design => [Some(t.elite), Some(t.high), Some(t.medium)],
+            Benchmark::Dora2025 => return None,
+            year => {
+                let (_, table) = YEARS.iter().find(|(b, _)| *b == year)?;
+                let i = Metric::ALL.iter().position(|&m| m == metric)?;
+                table[i]
+            }
+        };
+        Some(Tiers {
+            metric,
+            compare: t.compare,
+            bounds,
+        })
+    }
+
+    /// The level of `value` of `metric`: the best tier it meets, else low; `None` for a
+    /// benchmark without tiers.
+    pub fn level_of(self, metric: Metric, value: f64) -> Option<Level> {
+        let tiers = self.tiers(metric)?;
+        Some(
+            Level::ALL
+                .into_iter()
+                .zip(tiers.bounds)
+                .find(|&(_, b)| b.is_some_and(|b| tiers.compare.meets(value, b)))
+                .map_or(Level::Low, |(l, _)| l),
+        )
+    }
+
+    /// The bands of every metric, best level first, leaving out a tier no value can reach (the
+    /// rows of `dora_benchmarks` for this benchmark).
+    pub fn bands(self) -> Vec<Band> {
+        let mut out = Vec::new();
+        for metric in Metric::ALL {
+            let Some(tiers) = self.tiers(metric) else {
+                continue;
+            };
+            // The bound of the values better tiers have taken: at or above it (AtLeast), below
+            // it (Below), at or below it (AtMost).
+            let mut taken: Option<f64> = None;
+            for (level, bound) in Level::ALL.into_iter().zip(tiers.bounds) {
+                let Some(b) = bound else { continue };
+                let reaches = taken.is_none_or(|t| match tiers.compare {
+                    Compare::AtLeast => b < t,
+                    Compare::Below | Compare::AtMost => b > t,
+                });
+                if !reaches {
+                    continue;
+                }
+                out.push(band(metric, level, tiers.compare, taken, Some(b)));
+                taken = Some(b);
+            }
+            out.push(band(metric, Level::Low, tiers.compare, taken, None));
+        }
+        out
+    }
+}
+
+/// The band between the bound of the better tiers (`taken`) and a tier's own bound (`None`:
+/// the lowest tier, unbounded on its worse side).
+fn band(
+    metric: Metric,
+    level: Level,
+    compare: Compare,
+    taken: Option<f64>,
+    own: Option<f64>,
+) -> Band {
+    match compare {
+        Compare::AtLeast => Band {
+            metric,
+            level,
+            lower: own,
+            lower_inclusive: own.is_some(),
+            upper: taken,
+            upper_inclusive: false,
+        },
+        Compare::Below => Band {
+            metric,
+            level,
+            lower: taken,
+            lower_inclusive: taken.is_some(),
+            upper: own,
+            upper_inclusive: false,
+        },
+        Compare::AtMost => Band {
+            metric,
+            level,
+            lower: taken,
+            lower_inclusive: false,
+            upper: own,
+            upper_inclusive: own.is_some(),
+        },
     }
 }
 
@@ -335,6 +564,117 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// DESIGN's levels are the 2023 report's: the two benchmarks level every value alike.
+    #[test]
+    fn design_levels_are_the_2023_reports() {
+        for m in Metric::ALL {
+            assert_eq!(
+                Benchmark::Design.tiers(m).unwrap().bounds,
+                Benchmark::Dora2023.tiers(m).unwrap().bounds,
+                "{m:?}"
+            );
+            for v in [0.0, 0.05, 0.1, 0.5, 1.0, 3600.0, DAY, 40.0 * DAY] {
+                assert_eq!(Benchmark::Design.level_of(m, v), Some(level_of(m, v)));
+            }
+        }
+        assert_eq!(bands(), Benchmark::Dora2023.bands());
+    }
+
+    /// Values placed by hand from each report's table.
+    #[test]
+    fn each_year_levels_as_its_report_tabulates() {
+        use Benchmark::*;
+        use Level::*;
+        use Metric::*;
+        let cases = [
+            // 2021: elite deploys on demand; weekly is high, every two months medium.
+            (Dora2021, DeploymentFrequency, 1.0 / 7.0, High),
+            (Dora2021, DeploymentFrequency, 1.0 / 60.0, Medium),
+            (Dora2021, DeploymentFrequency, 1.0 / 200.0, Low),
+            // Lead time: elite under an hour; a day is high, two months medium.
+            (Dora2021, LeadTime, 3599.0, Elite),
+            (Dora2021, LeadTime, DAY, High),
+            (Dora2021, LeadTime, 60.0 * DAY, Medium),
+            (Dora2021, LeadTime, 200.0 * DAY, Low),
+            // 0-15 % elite; high, medium and low all 16-30 %: above 30 % is low.
+            (Dora2021, ChangeFailureRate, 0.15, Elite),
+            (Dora2021, ChangeFailureRate, 0.2, High),
+            (Dora2021, ChangeFailureRate, 0.31, Low),
+            (Dora2021, RecoveryTime, 2.0 * DAY, Medium),
+            // 2022 has no elite: deploying many times a day is high.
+            (Dora2022, DeploymentFrequency, 5.0, High),
+            (Dora2022, DeploymentFrequency, 0.5, Medium),
+            (Dora2022, LeadTime, 60.0, High),
+            (Dora2022, LeadTime, 10.0 * DAY, Medium),
+            (Dora2022, ChangeFailureRate, 0.0, High),
+            (Dora2022, ChangeFailureRate, 0.4, Low),
+            (Dora2022, RecoveryTime, 3.0 * DAY, Medium),
+            (Dora2022, RecoveryTime, 8.0 * DAY, Low),
+            // 2024: high's 20 % is worse than medium's 10 %, so 8 % is high, 25 % low.
+            (Dora2024, ChangeFailureRate, 0.05, Elite),
+            (Dora2024, ChangeFailureRate, 0.08, High),
+            (Dora2024, ChangeFailureRate, 0.2, High),
+            (Dora2024, ChangeFailureRate, 0.25, Low),
+            // High and medium both recover in under a day; two days is low.
+            (Dora2024, RecoveryTime, 3599.0, Elite),
+            (Dora2024, RecoveryTime, 3600.0, High),
+            (Dora2024, RecoveryTime, 2.0 * DAY, Low),
+            (Dora2024, DeploymentFrequency, 1.0 / 10.0, Medium),
+        ];
+        for (b, m, v, want) in cases {
+            assert_eq!(b.level_of(m, v), Some(want), "{b:?} {m:?} {v}");
+        }
+        for m in Metric::ALL {
+            assert_eq!(Dora2025.level_of(m, 1.0), None);
+            assert_eq!(Dora2022.level_of(m, 0.0).map(|l| l != Elite), Some(true));
+        }
+        assert!(Dora2025.bands().is_empty());
+        // Tiers no value reaches are left out of the bands.
+        let levels = |b: Benchmark, m: Metric| -> Vec<Level> {
+            b.bands()
+                .iter()
+                .filter(|x| x.metric == m)
+                .map(|x| x.level)
+                .collect()
+        };
+        assert_eq!(levels(Dora2024, ChangeFailureRate), [Elite, High, Low]);
+        assert_eq!(levels(Dora2021, ChangeFailureRate), [Elite, High, Low]);
+        assert_eq!(levels(Dora2022, LeadTime), [High, Medium, Low]);
+        assert_eq!(levels(Dora2024, RecoveryTime), [Elite, High, Low]);
+    }
+
+    /// Around every bound of every benchmark, exactly one band holds a value, and it is the
+    /// benchmark's level.
+    #[test]
+    fn every_benchmarks_bands_partition_the_values_as_it_levels() {
+        for b in Benchmark::ALL {
+            let bands = b.bands();
+            for m in Metric::ALL {
+                let Some(tiers) = b.tiers(m) else { continue };
+                let mut values = vec![0.0, -1.0, f64::INFINITY, 1e12];
+                for x in tiers.bounds.into_iter().flatten() {
+                    values.extend([x, x.next_down(), x.next_up(), x * 0.5, x * 2.0]);
+                }
+                for v in values {
+                    let holding: Vec<&Band> = bands
+                        .iter()
+                        .filter(|x| x.metric == m && x.contains(v))
+                        .collect();
+                    assert_eq!(holding.len(), 1, "{b:?} {m:?} {v}: {holding:?}");
+                    assert_eq!(Some(holding[0].level), b.level_of(m, v), "{b:?} {m:?} {v}");
+                }
+            }
+            assert_eq!(b.as_str().parse::<Benchmark>(), Ok(b));
+        }
+        assert!(
+            "2020"
+                .parse::<Benchmark>()
+                .unwrap_err()
+                .to_string()
+                .contains("2024")
+        );
     }
 
     #[test]
