@@ -938,6 +938,28 @@ fn compare_with_report(
         }
     }
 
+    // Change failures by source are the report's `change_failure_rate.by_source`.
+    let sources = answer("dora-overview.json", "Change failures by source");
+    let shown: BTreeMap<String, f64> = (0..sources.rows.len())
+        .filter_map(|row| {
+            let source = sources
+                .column("source")
+                .and_then(|i| sources.rows[row][i].clone())?;
+            Some((source, sources.number(row, "deployments")?))
+        })
+        .collect();
+    let expected: BTreeMap<String, f64> = f
+        .change_failure_rate
+        .by_source
+        .iter()
+        .map(|(k, v)| (k.clone(), *v as f64))
+        .collect();
+    if shown != expected || expected.is_empty() {
+        problems.push(format!(
+            "Change failures by source shows {shown:?}, the report says {expected:?}"
+        ));
+    }
+
     // Changes waiting for delivery are the report's undelivered changes.
     let waiting = answer("delivery-flow.json", "Changes waiting").number(0, "changes_waiting");
     if waiting != Some(report.unlinked.changes_not_delivered as f64) {

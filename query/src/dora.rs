@@ -72,6 +72,8 @@ struct Deployment {
     rollback: bool,
     /// Failed by the revert rule.
     reverted: bool,
+    /// What failed it: the origins of the incidents that did, `rollback`, `revert`.
+    failed_by: Vec<String>,
 }
 
 /// A production deployment attempt that failed (not a deployment).
@@ -219,6 +221,14 @@ fn figures(
             level: rate(failed).map(|r| level_of(Metric::ChangeFailureRate, r)),
             rollbacks: deps.iter().filter(|d| d.rollback).count() as u64,
             reverted: deps.iter().filter(|d| d.reverted).count() as u64,
+            by_source: deps
+                .iter()
+                .filter(|d| d.failed)
+                .flat_map(|d| &d.failed_by)
+                .fold(BTreeMap::new(), |mut m, source| {
+                    *m.entry(source.clone()).or_default() += 1;
+                    m
+                }),
             failed_deployments: failed_attempts,
         },
         recovery_time: RecoveryTime {
@@ -326,7 +336,7 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
     ReportQueries {
         deployments: format!(
             "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework, rework_rule, action = 'rolledback' AS rollback,
-                    coalesce(reverted, false) AS reverted FROM dora_deployments
+                    coalesce(reverted, false) AS reverted, failed_by FROM dora_deployments
          WHERE CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
             w.from, w.to
         ),
@@ -382,6 +392,7 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
             col::<BooleanArray>(&b, "rollback")?,
         );
         let rv = col::<BooleanArray>(&b, "reverted")?;
+        let by = &strings(&b, "failed_by")?;
         for i in 0..b.num_rows() {
             out.push(Deployment {
                 time: t.value(i),
@@ -392,6 +403,9 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
                 rework_rule: opt_str(rule, i),
                 rollback: rb.is_valid(i) && rb.value(i),
                 reverted: rv.is_valid(i) && rv.value(i),
+                failed_by: opt_str(by, i)
+                    .map(|s| s.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
             });
         }
     }

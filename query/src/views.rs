@@ -635,34 +635,37 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                       lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
                FROM deployments WHERE production AND service IS NOT NULL),
              all_signals AS (
-               SELECT service, time, artifact_id, subject_id, event_source, event_id FROM report_events
+               SELECT service, time, artifact_id, subject_id, event_source, event_id, origin FROM report_events
                WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
                  AND service IS NOT NULL AND {prod}
                  AND subject_id NOT IN (SELECT incident_id FROM incidents WHERE canceled)),
              linked AS (
-               SELECT service, seq, subject_id, event_source, event_id FROM (
-                 SELECT d.service, d.seq, s.subject_id, s.event_source, s.event_id,
+               SELECT service, seq, subject_id, event_source, event_id, origin FROM (
+                 SELECT d.service, d.seq, s.subject_id, s.event_source, s.event_id, s.origin,
                         row_number() OVER (PARTITION BY s.event_source, s.event_id
                                            ORDER BY d.time DESC, d.seq DESC) AS pick
                  FROM all_signals s
                  JOIN d ON d.service = s.service AND d.artifact_id = s.artifact_id AND d.time <= s.time)
                WHERE pick = 1),
              signals AS (
-               SELECT service, time, subject_id FROM all_signals s
+               SELECT service, time, subject_id, origin FROM all_signals s
                WHERE NOT EXISTS (SELECT 1 FROM linked l
                                  WHERE l.event_source = s.event_source AND l.event_id = s.event_id)),
              owners AS (
-               SELECT service, kind, subject_id,
+               SELECT service, kind, subject_id, origin,
                       max(seq) OVER (PARTITION BY service ORDER BY time, kind
                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS owner
-               FROM (SELECT service, time, 0 AS kind, seq, CAST(NULL AS VARCHAR) AS subject_id FROM d
+               FROM (SELECT service, time, 0 AS kind, seq, CAST(NULL AS VARCHAR) AS subject_id,
+                            CAST(NULL AS VARCHAR) AS origin FROM d
                      UNION ALL
-                     SELECT service, time, 1 AS kind, CAST(NULL AS BIGINT) AS seq, subject_id FROM signals) m),
+                     SELECT service, time, 1 AS kind, CAST(NULL AS BIGINT) AS seq, subject_id, origin
+                     FROM signals) m),
              failed AS (
-               SELECT service, seq, count(DISTINCT subject_id) AS incidents FROM (
+               SELECT service, seq, count(DISTINCT subject_id) AS incidents,
+                      string_agg(DISTINCT origin, ',' ORDER BY origin) AS origins FROM (
                  {failed}
                  UNION ALL
-                 SELECT service, seq, subject_id FROM linked)
+                 SELECT service, seq, subject_id, origin FROM linked)
                GROUP BY service, seq),
              open_incidents AS (
                SELECT service, detected_at, resolved_at FROM incidents
@@ -683,6 +686,9 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                SELECT d.time, d.service, d.environment, d.action, d.artifact_id, d.repository, d.change_id,
                       d.team, d.next_time, d.next_action,
                       (({incident_failure}) OR ({rollback_failure}) OR ({revert_failure})) AS failed,
+                      nullif(concat_ws(',', CASE WHEN {incident_failure} THEN f.origins END,
+                                       CASE WHEN {rollback_failure} THEN 'rollback' END,
+                                       CASE WHEN {revert_failure} THEN 'revert' END), '') AS failed_by,
                       coalesce(f.incidents, 0) AS incidents,
                       coalesce(w.open_count > 0, false) AS incident_open,
                       d.event_source, d.event_id, d.date, d.seq,
@@ -695,7 +701,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
              ranked AS (
                SELECT time, service, environment, action, artifact_id, repository, change_id, team,
                       next_time, next_action, failed, incidents, incident_open, event_source, event_id, date,
-                      reverted, delivers_revert, delivers_hotfix,
+                      reverted, delivers_revert, delivers_hotfix, failed_by,
                       coalesce(lag(failed) OVER (PARTITION BY service ORDER BY seq), false) AS after_failed,
                       lag(time) OVER (PARTITION BY service ORDER BY seq) AS prev_time
                FROM res)
@@ -707,7 +713,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                          WHEN {after_rule} THEN 'after_failure'
                          WHEN {revert_rule} THEN 'revert'
                          WHEN {hotfix_rule} THEN 'hotfix' END AS rework_rule,
-                    reverted
+                    reverted, failed_by
              FROM ranked",
             delivered = if by_delivery {
                 "delivered AS (
@@ -760,11 +766,11 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                 ),
             },
             failed = match failure_window {
-                None => "SELECT service, owner AS seq, subject_id FROM owners
+                None => "SELECT service, owner AS seq, subject_id, origin FROM owners
                WHERE kind = 1 AND owner IS NOT NULL"
                     .to_string(),
                 Some(w) => format!(
-                    "SELECT d.service, d.seq, s.subject_id
+                    "SELECT d.service, d.seq, s.subject_id, s.origin
                FROM d JOIN signals s ON s.service = d.service
                 AND CAST(s.time AS BIGINT) >= CAST(d.time AS BIGINT)
                 AND CAST(s.time AS BIGINT) < CAST(d.time AS BIGINT) + {w}"

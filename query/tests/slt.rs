@@ -9,8 +9,8 @@
 //! <subject>.<predicate> <subject id> <RFC 3339 time> [key=value …]
 //! ```
 //! builds each line into a real CDEvent (spec 0.5.1 by default; keys: id, source, spec, env,
-//! artifact, service, repo, change, team, pipeline, run, task, outcome) and ingests it through
-//! the real ingest path. `EVENTS unchecked` writes the lines as a Parquet file and commits it
+//! artifact, service, repo, change, team, pipeline, run, task, outcome; `origin` sets the
+//! row's origin, as if that tool had sent it) and ingests it through the real ingest path. `EVENTS unchecked` writes the lines as a Parquet file and commits it
 //! directly, past cdlake's de-duplication (as a writer that checks no identities could), and
 //! `COMPACT` compacts `events` as `cdlake compact` does: together they show what such a writer
 //! does to the answers, and that compaction restores the identity invariant.
@@ -229,6 +229,8 @@ impl Db {
 
     async fn events(&mut self, header: &str, body: &str) -> Result<(), HarnessError> {
         let mut lines = Vec::new();
+        // `origin=pagerduty`: the row's origin, as if that tool had reported it.
+        let mut origins = Vec::new();
         for line in body
             .lines()
             .map(str::trim)
@@ -236,6 +238,11 @@ impl Db {
         {
             self.seq += 1;
             lines.push(build_event(line, self.seq)?);
+            origins.push(
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix("origin="))
+                    .map(str::to_string),
+            );
         }
         if header.trim() == "EVENTS unchecked" {
             let events = lines
@@ -283,10 +290,20 @@ impl Db {
             return Ok(());
         }
         let mut ing = Ingester::new(self.store.clone(), IngesterConfig::default());
-        for l in &lines {
-            ing.ingest(l.as_bytes(), Origin::CdEvents, "slt")
-                .await
-                .map_err(err)?;
+        for (l, origin) in lines.iter().zip(origins) {
+            match origin {
+                None => {
+                    ing.ingest(l.as_bytes(), Origin::CdEvents, "slt")
+                        .await
+                        .map_err(err)?;
+                }
+                Some(origin) => {
+                    let mut event = cdevents::parse(l.as_bytes(), Origin::CdEvents, 0)
+                        .map_err(|r| err(r.message))?;
+                    event.origin = origin;
+                    ing.push(event).await.map_err(err)?;
+                }
+            }
         }
         ing.flush().await.map_err(err)?;
         Ok(())

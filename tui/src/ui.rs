@@ -345,26 +345,41 @@ fn per_day(f: &Figures) -> String {
     }
 }
 
-/// The five figures: name, value, detail, level, and a weekly trend value (scaled to u64).
-fn figures(f: &Figures) -> [(&'static str, String, String, Option<Level>); 5] {
+/// One figure's card: name, value, detail, level, and what it rests on by source or rule
+/// (a line of its own, when there is something to say).
+struct Card {
+    name: &'static str,
+    value: String,
+    detail: String,
+    level: Option<Level>,
+    extra: Option<String>,
+}
+
+/// The five figures as cards.
+fn figures(f: &Figures) -> [Card; 5] {
+    let c = &f.change_failure_rate;
+    let r = &f.rework_rate;
     [
-        (
-            "Deploy freq",
-            format!("{}/day", per_day(f)),
-            format!("{} deploys", f.deployment_frequency.deployments),
-            f.deployment_frequency.level,
-        ),
-        (
-            "Lead time",
-            model::duration(f.lead_time.median_seconds),
-            format!("{} changes", f.lead_time.changes),
-            f.lead_time.level,
-        ),
-        (
-            "Change fail",
-            pct(f.change_failure_rate.rate),
-            {
-                let c = &f.change_failure_rate;
+        Card {
+            name: "Deploy freq",
+            value: format!("{}/day", per_day(f)),
+            detail: format!("{} deploys", f.deployment_frequency.deployments),
+            level: f.deployment_frequency.level,
+            extra: None,
+        },
+        Card {
+            name: "Lead time",
+            value: model::duration(f.lead_time.median_seconds),
+            detail: format!("{} changes", f.lead_time.changes),
+            level: f.lead_time.level,
+            // Changes that started elsewhere than `lead_time_start` says.
+            extra: (f.lead_time.fell_back > 0)
+                .then(|| format!("{} fell back", f.lead_time.fell_back)),
+        },
+        Card {
+            name: "Change fail",
+            value: pct(c.rate),
+            detail: {
                 let mut detail = format!("{}/{} failed", c.failed, c.deployments);
                 if c.reverted > 0 {
                     detail.push_str(&format!(", {} reverted", c.reverted));
@@ -374,22 +389,24 @@ fn figures(f: &Figures) -> [(&'static str, String, String, Option<Level>); 5] {
                 }
                 detail
             },
-            f.change_failure_rate.level,
-        ),
-        (
-            "Recovery",
-            model::duration(f.recovery_time.median_seconds),
-            format!(
+            level: c.level,
+            // What failed them: the incidents' tools, rollbacks, reverts.
+            extra: c.sources().map(|s| format!("by {s}")),
+        },
+        Card {
+            name: "Recovery",
+            value: model::duration(f.recovery_time.median_seconds),
+            detail: format!(
                 "{} inc, {} open",
                 f.recovery_time.incidents, f.recovery_time.open
             ),
-            f.recovery_time.level,
-        ),
-        (
-            "Rework",
-            pct(f.rework_rate.rate),
-            {
-                let r = &f.rework_rate;
+            level: f.recovery_time.level,
+            extra: None,
+        },
+        Card {
+            name: "Rework",
+            value: pct(r.rate),
+            detail: {
                 let mut detail = format!("{}/{} deploys", r.rework, r.deployments);
                 // The rules that marked them, when another than DESIGN's did.
                 if let Some(rules) = r.rules() {
@@ -397,8 +414,9 @@ fn figures(f: &Figures) -> [(&'static str, String, String, Option<Level>); 5] {
                 }
                 detail
             },
-            None,
-        ),
+            level: None,
+            extra: None,
+        },
     ]
 }
 
@@ -483,22 +501,25 @@ fn short_date(t: &str) -> String {
 fn dora_cards(data: &DoraData, frame: &mut Frame<'_>, area: Rect) {
     let areas = Layout::horizontal([Constraint::Ratio(1, 5); 5]).split(area);
     let weeks = data.by_week.groups.as_deref().unwrap_or(&[]);
-    for (i, (name, value, sub, level)) in figures(&data.by_service.figures).into_iter().enumerate()
-    {
-        let block = Block::bordered().title(format!(" {name} "));
+    for (i, card) in figures(&data.by_service.figures).into_iter().enumerate() {
+        let block = Block::bordered().title(format!(" {} ", card.name));
         let inner = block.inner(areas[i]);
         frame.render_widget(block, areas[i]);
-        let [v, s, l, t] = Layout::vertical([
+        let [v, s, l, x, t] = Layout::vertical([
             Constraint::Length(1),
             Constraint::Length(1),
             Constraint::Length(1),
+            Constraint::Length(u16::from(card.extra.is_some())),
             Constraint::Min(0),
         ])
         .areas(inner);
-        frame.render_widget(Line::from(value).bold(), v);
-        frame.render_widget(Line::styled(sub, dim()), s);
-        let level_text = if i == 4 { "" } else { level_name(level) };
-        frame.render_widget(Line::styled(level_text, level_style(level)), l);
+        frame.render_widget(Line::from(card.value).bold(), v);
+        frame.render_widget(Line::styled(card.detail, dim()), s);
+        let level_text = if i == 4 { "" } else { level_name(card.level) };
+        frame.render_widget(Line::styled(level_text, level_style(card.level)), l);
+        if let Some(extra) = card.extra {
+            frame.render_widget(Line::styled(extra, dim()), x);
+        }
         let data = trend(weeks, i);
         let skip = data.len().saturating_sub(usize::from(t.width));
         frame.render_widget(

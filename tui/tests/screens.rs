@@ -230,6 +230,9 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     r.figures.change_failure_rate.reverted = 2;
     r.figures.rework_rate.by_rule =
         [("after_failure".to_string(), 2), ("revert".to_string(), 1)].into();
+    r.figures.change_failure_rate.by_source =
+        [("pagerduty".to_string(), 2), ("rollback".to_string(), 1)].into();
+    r.figures.lead_time.fell_back = 4;
     let mut app = live_app();
     press(&mut app, KeyCode::Char('2'));
     app.update(Msg::Dora {
@@ -246,6 +249,9 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     assert!(text.contains("lead time from: merged"), "{text}");
     assert!(text.contains("2 reverted, 3 attempts"), "{text}");
     assert!(text.contains("after_failure 2, revert 1"), "{text}");
+    // Failures by source and lead time's fallbacks, each on a line of its card.
+    assert!(text.contains("by pagerduty 2, rollback 1"), "{text}");
+    assert!(text.contains("4 fell back"), "{text}");
     // The defaults say nothing.
     let mut app = live_app();
     press(&mut app, KeyCode::Char('2'));
@@ -258,4 +264,5 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
         !text.contains("failure window") && !text.contains("rework:"),
         "{text}"
     );
+    assert!(!text.contains("fell back"), "{text}");
 }

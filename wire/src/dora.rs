@@ -123,11 +123,16 @@ pub struct ChangeFailureRate {
     /// with `[dora] failures` naming `revert`).
     #[serde(default)]
     pub reverted: u64,
+    /// Of `failed`, how many each source failed: the tool that reported a failing incident
+    /// (its `origin`: `alertmanager`, `pagerduty`, `cdevents`, `github`, …), `rollback` or
+    /// `revert`. A deployment failed by two sources counts under both.
+    #[serde(default)]
+    pub by_source: std::collections::BTreeMap<String, u64>,
 }
 
 impl ChangeFailureRate {
-    /// What the rate rests on, for people: `2 of 7 deployments failed`, and the rollbacks and
-    /// failed attempts (apart from the rate) when there are any.
+    /// What the rate rests on, for people: `2 of 7 deployments failed`, and the rollbacks,
+    /// what failed them and the failed attempts (apart from the rate) when there are any.
     pub fn basis(&self) -> String {
         let plural =
             |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
@@ -141,6 +146,9 @@ impl ChangeFailureRate {
         if self.reverted > 0 {
             out.push_str(&format!("; {} reverted", self.reverted));
         }
+        if let Some(sources) = self.sources() {
+            out.push_str(&format!("; failed by {sources}"));
+        }
         if self.failed_deployments > 0 {
             out.push_str(&format!(
                 "; {} apart",
@@ -152,6 +160,17 @@ impl ChangeFailureRate {
             ));
         }
         out
+    }
+
+    /// The failures by source, for people (`pagerduty 2, rollback 1`); `None` when none failed.
+    pub fn sources(&self) -> Option<String> {
+        (!self.by_source.is_empty()).then(|| {
+            self.by_source
+                .iter()
+                .map(|(source, n)| format!("{source} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     }
 }
 

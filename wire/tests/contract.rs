@@ -34,6 +34,7 @@ fn figures(deployments: u64, level: Option<Level>) -> Figures {
             rollbacks: 1,
             failed_deployments: 2,
             reverted: 1,
+            by_source: [("pagerduty".to_string(), 1), ("rollback".to_string(), 1)].into(),
         },
         recovery_time: RecoveryTime {
             incidents: 0,
@@ -248,6 +249,7 @@ fn the_change_failure_basis_names_rollbacks_and_failed_attempts_only_when_there_
         rollbacks: 0,
         failed_deployments: 0,
         reverted: 0,
+        by_source: Default::default(),
     };
     assert_eq!(cfr.basis(), "2 of 7 deployments failed");
     cfr.rollbacks = 1;
@@ -260,6 +262,13 @@ fn the_change_failure_basis_names_rollbacks_and_failed_attempts_only_when_there_
     assert_eq!(
         cfr.basis(),
         "2 of 7 deployments failed; 1 rollback; 1 reverted; 3 failed deployment attempts apart"
+    );
+    assert_eq!(cfr.sources(), None);
+    cfr.by_source = [("rollback".to_string(), 1), ("alertmanager".to_string(), 2)].into();
+    assert_eq!(cfr.sources().as_deref(), Some("alertmanager 2, rollback 1"));
+    assert_eq!(
+        cfr.basis(),
+        "2 of 7 deployments failed; 1 rollback; 1 reverted; failed by alertmanager 2, rollback 1; 3 failed deployment attempts apart"
     );
 }
 
