@@ -371,6 +371,23 @@ fn demo_is_idempotent_and_its_report_matches_the_contract() {
     ));
     assert!(md.contains("| metric | value | level | based on |"), "{md}");
 
+    // By environment: one row per environment deployed to, production's the top figures'.
+    let by_env = ok(&cdlake(
+        &store,
+        &["dora", "--from", "now-60d", "--by", "environment"],
+    ));
+    let rows: Vec<&str> = by_env
+        .lines()
+        .skip_while(|l| !l.starts_with("environment"))
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        rows.iter().any(|l| l.starts_with("production "))
+            && rows.iter().any(|l| l.starts_with("staging ")),
+        "{by_env}"
+    );
+
     // Levels by report year: `[dora] bands` in the config, `--bands` over it. The table names
     // the year; 2025 has no tiers, so no level.
     let config = dir.path().join("bands.toml");

@@ -306,6 +306,25 @@ async fn dora_tail_gauges_and_auth() {
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
+    // `by=environment`: the slices in `environments` (the contract's `groups` are keyed by
+    // service, team or week), one per environment deployed to, within the contract.
+    let (status, by_env) = get(window.replace("by=service", "by=environment")).await;
+    assert_eq!(status, 200);
+    assert!(by_env.get("groups").is_none(), "{by_env:#}");
+    let names: Vec<&str> = by_env["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["environment"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"production") && names.contains(&"staging"),
+        "{names:?}"
+    );
+    assert!(
+        validator.iter_errors(&by_env).next().is_none(),
+        "{by_env:#}"
+    );
     let (status, body) = get(format!("{window}&bands=2020")).await;
     assert_eq!(status, 400);
     assert!(

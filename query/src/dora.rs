@@ -130,6 +130,8 @@ fn key_of(key: Key, service: Option<&str>, team: Option<&str>, time: i64) -> Opt
         Key::By(GroupBy::Service) => service.map(str::to_string),
         Key::By(GroupBy::Team) => Some(team.unwrap_or(NO_TEAM).to_string()),
         Key::By(GroupBy::Week) => Some(week_of(time)),
+        // Environments are whole reports of their own ([`by_environment`]).
+        Key::By(GroupBy::Environment) => None,
     }
 }
 
@@ -534,6 +536,9 @@ fn too_many_groups(groups: usize, limits: &crate::config::Limits) -> Error {
 /// Compute the report (on the query runtime: [`Engine::dora`] is the entry point).
 pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
     check_request(req, &engine.config().limits)?;
+    if req.by == Some(GroupBy::Environment) {
+        return by_environment(engine, req).await;
+    }
     let w = Window2 {
         from: req.from.timestamp_micros(),
         to: req.to.timestamp_micros(),
@@ -677,6 +682,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
                 service: (by == GroupBy::Service).then(|| k.clone()),
                 team: (by == GroupBy::Team).then(|| k.clone()),
                 week: (by == GroupBy::Week).then_some(k),
+                environment: None,
                 figures,
             })
             .collect()
@@ -691,6 +697,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         },
         figures,
         groups,
+        environments: None,
         unlinked,
         production: engine.config().production.clone(),
         failure_window: engine.config().dora.failure_window.trim().to_string(),
@@ -700,6 +707,53 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         bands: levels::Benchmark::Design.as_str().to_string(),
     }
     .with_bands(engine.config().dora.benchmark()?))
+}
+
+/// The report with `environments`: the production figures, then for every environment a
+/// production or other deployment went to in the window, the report as if that environment
+/// (exactly, by name) were production. Each is a whole report, so each figure keeps its
+/// definition: an incident fails a deployment of its environment, a change's lead time runs
+/// to its first deployment there.
+async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
+    let overall = DoraRequest {
+        by: None,
+        ..req.clone()
+    };
+    let mut report_all = Box::pin(report(engine, &overall)).await?;
+    let sql = format!(
+        "SELECT DISTINCT environment FROM events
+         WHERE subject = 'service' AND predicate IN ('deployed', 'upgraded', 'rolledback')
+           AND environment IS NOT NULL AND date >= '{}' AND date <= '{}'
+           AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}
+         ORDER BY environment",
+        req.from.date_naive(),
+        req.to.date_naive(),
+        req.from.timestamp_micros(),
+        req.to.timestamp_micros(),
+    );
+    let mut environments = Vec::new();
+    for b in engine.internal(&sql).await?.batches {
+        let names = strings(&b, "environment")?;
+        environments.extend((0..b.num_rows()).filter_map(|i| opt_str(&names, i)));
+    }
+    let limits = &engine.config().limits;
+    if environments.len() > limits.max_report_groups {
+        return Err(too_many_groups(environments.len(), limits));
+    }
+    let mut slices = Vec::new();
+    for environment in environments {
+        let exactly = engine.with_production(format!("^{}$", regex::escape(&environment)));
+        let r = Box::pin(report(&exactly, &overall)).await?;
+        slices.push(Group {
+            service: None,
+            team: None,
+            week: None,
+            environment: Some(environment),
+            figures: r.figures,
+        });
+    }
+    report_all.environments = Some(slices);
+    Ok(report_all)
 }
 
 /// A window ending at `to` and reaching back `days`.

@@ -637,6 +637,17 @@ impl Engine {
         Ok(ctx)
     }
 
+    /// This engine with another production pattern: its statements and reports define the
+    /// views with it (a report by environment reports each environment as production).
+    pub(crate) fn with_production(&self, pattern: String) -> Engine {
+        let mut config = (*self.config).clone();
+        config.production = pattern;
+        Self {
+            config: Arc::new(config),
+            ..self.clone()
+        }
+    }
+
     /// This engine with `ctx` as its session.
     fn with_session(&self, ctx: SessionContext) -> Engine {
         Self {

@@ -396,7 +396,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
             for (i, item) in items.iter().enumerate() {
                 // A group is keyed by its name; anything else by its position.
                 let index = i.to_string();
-                let key = ["service", "team", "week"]
+                let key = ["service", "team", "week", "environment"]
                     .iter()
                     .find_map(|k| item.get(*k).and_then(Value::as_str))
                     .unwrap_or(&index);

@@ -20,7 +20,9 @@ pub(crate) struct Args {
     /// Window end (exclusive): RFC 3339, a date, or now. Default: now.
     #[arg(long, default_value = "now")]
     to: String,
-    /// Also report per service, team or ISO week.
+    /// Also report per service, team or ISO week (in `groups`), or per environment (in
+    /// `environments`: every environment deployed to in the window, each as if it were
+    /// production).
     #[arg(long, value_enum)]
     by: Option<By>,
     /// Output format. `html` is a self-contained page (five figures, change against the
@@ -55,6 +57,7 @@ enum By {
     Service,
     Team,
     Week,
+    Environment,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -76,6 +79,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         By::Service => GroupBy::Service,
         By::Team => GroupBy::Team,
         By::Week => GroupBy::Week,
+        By::Environment => GroupBy::Environment,
     });
     if args.print_sql {
         let config = args.config.load()?;

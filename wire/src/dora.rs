@@ -13,6 +13,9 @@ pub enum GroupBy {
     Service,
     Team,
     Week,
+    /// Every environment deployed to in the window, each reported as if it were production
+    /// (its slices are the report's `environments`, not `groups`).
+    Environment,
 }
 
 impl GroupBy {
@@ -21,6 +24,7 @@ impl GroupBy {
             GroupBy::Service => "service",
             GroupBy::Team => "team",
             GroupBy::Week => "week",
+            GroupBy::Environment => "environment",
         }
     }
 }
@@ -33,7 +37,7 @@ impl std::fmt::Display for UnknownGrouping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "unknown grouping {:?}: use service, team or week",
+            "unknown grouping {:?}: use service, team, week or environment",
             self.0
         )
     }
@@ -48,6 +52,7 @@ impl std::str::FromStr for GroupBy {
             "service" => Ok(Self::Service),
             "team" => Ok(Self::Team),
             "week" => Ok(Self::Week),
+            "environment" => Ok(Self::Environment),
             other => Err(UnknownGrouping(other.to_string())),
         }
     }
@@ -245,6 +250,9 @@ pub struct Group {
     pub team: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub week: Option<String>,
+    /// In the report's `environments`: the environment the figures are of.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub environment: Option<String>,
     #[serde(flatten)]
     pub figures: Figures,
 }
@@ -255,6 +263,7 @@ impl Group {
             .as_deref()
             .or(self.team.as_deref())
             .or(self.week.as_deref())
+            .or(self.environment.as_deref())
             .unwrap_or_default()
     }
 }
@@ -281,6 +290,11 @@ pub struct DoraReport {
     pub figures: Figures,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub groups: Option<Vec<Group>>,
+    /// With `--by environment`: the five figures of every environment deployed to in the
+    /// window, each computed as if that environment (exactly, by name) were production. Not in
+    /// `groups`, whose items the contract keys by service, team or week.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub environments: Option<Vec<Group>>,
     pub unlinked: Unlinked,
     /// The production pattern the report used.
     pub production: String,
@@ -313,6 +327,21 @@ fn created() -> String {
 }
 
 impl DoraReport {
+    /// The report's breakdown, whichever it has: the name of its key (`service`, `team`,
+    /// `week` or `environment`) and its items.
+    pub fn breakdown(&self) -> Option<(&'static str, &[Group])> {
+        if let Some(environments) = &self.environments {
+            return Some(("environment", environments));
+        }
+        let groups = self.groups.as_deref()?;
+        let key = match groups.first() {
+            Some(g) if g.service.is_some() => "service",
+            Some(g) if g.team.is_some() => "team",
+            _ => "week",
+        };
+        Some((key, groups))
+    }
+
     /// The `[dora]` choices of the report that are not DESIGN's definitions, as (what, value):
     /// `("failure window", "24h")`, `("failures", "incident+revert")`, `("rework", …)`,
     /// `("lead time from", "first_commit")`. Empty under the defaults.
@@ -341,7 +370,12 @@ impl DoraReport {
     pub fn with_bands(mut self, bands: levels::Benchmark) -> Self {
         self.bands = bands.as_str().to_string();
         self.figures.relevel(bands);
-        for group in self.groups.iter_mut().flatten() {
+        for group in self
+            .groups
+            .iter_mut()
+            .chain(self.environments.iter_mut())
+            .flatten()
+        {
             group.figures.relevel(bands);
         }
         self

@@ -61,6 +61,7 @@ fn report(groups: Option<Vec<Group>>) -> DoraReport {
         },
         figures: figures(8, Some(Level::Medium)),
         groups,
+        environments: None,
         unlinked: Unlinked {
             changes_not_delivered: 3,
             ..Unlinked::default()
@@ -99,12 +100,14 @@ fn a_report_with_and_without_groups_matches_the_contract_and_round_trips() {
             service: Some("checkout".into()),
             team: None,
             week: None,
+            environment: None,
             figures: figures(8, Some(Level::Medium)),
         },
         Group {
             service: Some("cart".into()),
             team: None,
             week: None,
+            environment: None,
             figures: figures(0, None),
         },
     ];
@@ -139,6 +142,35 @@ fn a_report_with_and_without_groups_matches_the_contract_and_round_trips() {
     }
 }
 
+/// A report by environment keeps the contract: its slices are in `environments`, each named
+/// by its environment, and `groups` is absent.
+#[test]
+fn a_report_by_environment_matches_the_contract_and_round_trips() {
+    let mut r = report(None);
+    r.environments = Some(
+        ["production", "staging"]
+            .map(|e| Group {
+                service: None,
+                team: None,
+                week: None,
+                environment: Some(e.into()),
+                figures: figures(4, Some(Level::High)),
+            })
+            .to_vec(),
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    validate(&json);
+    assert!(json.get("groups").is_none());
+    assert_eq!(json["environments"][1]["environment"], "staging");
+    assert!(json["environments"][1].get("service").is_none());
+    assert_eq!(
+        json["environments"][1]["deployment_frequency"]["level"],
+        "high"
+    );
+    assert_eq!(serde_json::from_value::<DoraReport>(json).unwrap(), r);
+    assert_eq!(r.environments.as_ref().unwrap()[0].key(), "production");
+}
+
 /// A report placed in another year's levels keeps the contract: 2022 has no elite, 2025 no
 /// level at all; the figures themselves do not change.
 #[test]
@@ -149,6 +181,7 @@ fn a_report_in_each_years_levels_matches_the_contract() {
             service: Some("checkout".into()),
             team: None,
             week: None,
+            environment: None,
             figures: figures(8, Some(Level::Medium)),
         }])
     };
@@ -192,7 +225,7 @@ fn levels_and_groupings_are_spelled_as_the_contract_says() {
         Level::ALL.map(Level::as_str),
         ["elite", "high", "medium", "low"]
     );
-    for by in ["service", "team", "week"] {
+    for by in ["service", "team", "week", "environment"] {
         let parsed: cdlake_wire::GroupBy = by.parse().unwrap();
         assert_eq!(parsed.as_str(), by);
         assert_eq!(serde_json::to_value(parsed).unwrap(), json!(by));
@@ -200,7 +233,7 @@ fn levels_and_groupings_are_spelled_as_the_contract_says() {
     let err = "day".parse::<cdlake_wire::GroupBy>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown grouping \"day\": use service, team or week"
+        "unknown grouping \"day\": use service, team, week or environment"
     );
 }
 

@@ -24,6 +24,14 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+fn capitalised(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 fn level_badge(l: Option<Level>) -> String {
     match l {
         Some(l) => format!("<span class=\"lvl {0}\">{0}</span>", l.as_str()),
@@ -307,18 +315,11 @@ pub fn html(r: HtmlReport<'_>) -> String {
         out.push_str("</section>");
     }
 
-    if let Some(groups) = cur.groups.as_deref().filter(|g| !g.is_empty()) {
-        let key = if groups[0].service.is_some() {
-            "Service"
-        } else if groups[0].team.is_some() {
-            "Team"
-        } else {
-            "Week"
-        };
+    if let Some((key, groups)) = cur.breakdown().filter(|(_, g)| !g.is_empty()) {
         let _ = write!(
             out,
-            "<h2>By {}</h2><table><thead><tr><th>{key}</th>",
-            key.to_lowercase()
+            "<h2>By {key}</h2><table><thead><tr><th>{}</th>",
+            capitalised(key)
         );
         for m in &METRICS {
             let _ = write!(out, "<th>{}</th>", m.name);

@@ -1,6 +1,6 @@
 //! A DORA report as text for people: an aligned table for terminals, Markdown for wikis.
 
-use super::{DoraReport, Figures, Level};
+use super::{DoraReport, Figures, Group, Level};
 
 /// A duration in seconds as `3d 4h`, `2h 10m`, `45m`, `30s`.
 pub fn human_duration(seconds: f64) -> String {
@@ -98,18 +98,9 @@ fn aligned(header: &[&str], body: &[Vec<String>]) -> String {
     out
 }
 
-fn group_header(r: &DoraReport) -> &'static str {
-    match r.groups.as_ref().and_then(|g| g.first()) {
-        Some(g) if g.service.is_some() => "service",
-        Some(g) if g.team.is_some() => "team",
-        _ => "week",
-    }
-}
-
-fn group_rows(r: &DoraReport) -> Vec<Vec<String>> {
-    r.groups
+fn group_rows(groups: &[Group]) -> Vec<Vec<String>> {
+    groups
         .iter()
-        .flatten()
         .map(|g| {
             let f = &g.figures;
             let with_level = |value: String, l: Option<Level>| format!("{value} ({})", level(l));
@@ -187,11 +178,11 @@ pub fn table(r: &DoraReport) -> String {
     );
     let body: Vec<Vec<String>> = rows(&r.figures).into_iter().map(Vec::from).collect();
     out.push_str(&aligned(&["metric", "value", "level", "based on"], &body));
-    if r.groups.is_some() {
+    if let Some((key, groups)) = r.breakdown() {
         out.push('\n');
-        let mut header = vec![group_header(r)];
+        let mut header = vec![key];
         header.extend(GROUP_COLUMNS);
-        out.push_str(&aligned(&header, &group_rows(r)));
+        out.push_str(&aligned(&header, &group_rows(groups)));
     }
     let notes = unlinked_lines(r);
     if !notes.is_empty() {
@@ -228,13 +219,13 @@ pub fn markdown(r: &DoraReport) -> String {
     for row in rows(&r.figures) {
         out.push_str(&md_row(&row));
     }
-    if r.groups.is_some() {
-        let mut header = vec![group_header(r).to_string()];
+    if let Some((key, groups)) = r.breakdown() {
+        let mut header = vec![key.to_string()];
         header.extend(GROUP_COLUMNS.iter().map(|s| s.to_string()));
         out.push('\n');
         out.push_str(&md_row(&header));
         out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
-        for row in group_rows(r) {
+        for row in group_rows(groups) {
             out.push_str(&md_row(&row));
         }
     }
