@@ -28,6 +28,8 @@ pub enum Msg {
     },
     Dora {
         days: u32,
+        /// Whether the report was asked for by environment (else by service).
+        by_environment: bool,
         result: Result<Box<DoraData>, String>,
     },
     Pipelines(Result<Vec<PipelineRun>, String>),
@@ -46,6 +48,9 @@ pub enum Request {
     },
     Dora {
         days: u32,
+        /// The table by environment (every environment as if it were production), not by
+        /// service.
+        by_environment: bool,
     },
     Pipelines,
     Tasks {
@@ -53,7 +58,8 @@ pub enum Request {
     },
 }
 
-/// The DORA board's data: per service over the window, and per week for the trends.
+/// The DORA board's data: the window's report per service (or per environment, its
+/// `environments`), and per week for the trends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DoraData {
     pub by_service: DoraReport,
@@ -202,6 +208,8 @@ pub struct Dora {
     pub sort: usize,
     pub descending: bool,
     pub selected: usize,
+    /// The table by environment instead of by service (`e`).
+    pub by_environment: bool,
 }
 
 /// The per-service table's columns, in order.
@@ -246,6 +254,7 @@ impl App {
                 sort: 0,
                 descending: false,
                 selected: 0,
+                by_environment: false,
             },
             pipelines: Pipelines::default(),
             help: false,
@@ -304,8 +313,12 @@ impl App {
                     };
                 }
             }
-            Msg::Dora { days, result } => {
-                if days == self.dora.days {
+            Msg::Dora {
+                days,
+                by_environment,
+                result,
+            } => {
+                if days == self.dora.days && by_environment == self.dora.by_environment {
                     self.dora.data = match result {
                         Ok(d) => Load::Ready(d),
                         Err(e) => Load::Failed(e),
@@ -355,6 +368,7 @@ impl App {
         self.dora.data = Load::Loading;
         vec![Request::Dora {
             days: self.dora.days,
+            by_environment: self.dora.by_environment,
         }]
     }
 
@@ -507,6 +521,11 @@ impl App {
                 return self.fetch_dora();
             }
             KeyCode::Char('r') => return self.fetch_dora(),
+            KeyCode::Char('e') => {
+                dora.by_environment = !dora.by_environment;
+                dora.selected = 0;
+                return self.fetch_dora();
+            }
             KeyCode::Char('s') | KeyCode::Right => dora.sort = (dora.sort + 1) % DORA_COLUMNS.len(),
             KeyCode::Left => dora.sort = (dora.sort + DORA_COLUMNS.len() - 1) % DORA_COLUMNS.len(),
             KeyCode::Char('S') | KeyCode::Char('o') => dora.descending = !dora.descending,
@@ -659,11 +678,24 @@ mod tests {
         let mut app = App::new("u");
         assert_eq!(
             press(&mut app, KeyCode::Char('2')),
-            vec![Request::Dora { days: 30 }]
+            vec![Request::Dora {
+                days: 30,
+                by_environment: false
+            }]
         );
         assert_eq!(
             press(&mut app, KeyCode::Char('w')),
-            vec![Request::Dora { days: 90 }]
+            vec![Request::Dora {
+                days: 90,
+                by_environment: false
+            }]
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('e')),
+            vec![Request::Dora {
+                days: 90,
+                by_environment: true
+            }]
         );
         assert_eq!(
             press(&mut app, KeyCode::Char('3')),

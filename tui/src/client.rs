@@ -216,9 +216,17 @@ async fn answer(http: &reqwest::Client, conn: &Connection, request: Request) -> 
                 result,
             }
         }
-        Request::Dora { days } => {
+        Request::Dora {
+            days,
+            by_environment,
+        } => {
+            let by = if by_environment {
+                "environment"
+            } else {
+                "service"
+            };
             let (by_service, by_week) = tokio::join!(
-                dora(http, conn, days, "service"),
+                dora(http, conn, days, by),
                 dora(http, conn, days.max(84), "week"),
             );
             let result = match (by_service, by_week) {
@@ -228,7 +236,11 @@ async fn answer(http: &reqwest::Client, conn: &Connection, request: Request) -> 
                 })),
                 (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
             };
-            Msg::Dora { days, result }
+            Msg::Dora {
+                days,
+                by_environment,
+                result,
+            }
         }
         Request::Pipelines => Msg::Pipelines(
             sql(http, conn, PipelineRun::SQL)

@@ -108,7 +108,9 @@ fn keys(app: &App) -> String {
             Tab::Live => {
                 "space pause · / filter · Enter payload · ↑↓ select · Tab next · ? help · q quit"
             }
-            Tab::Dora => "w window · s sort · S reverse · r refresh · Tab next · ? help · q quit",
+            Tab::Dora => {
+                "w window · e env · s sort · S reverse · r refresh · Tab next · ? help · q quit"
+            }
             Tab::Pipelines if app.pipelines.open.is_some() => {
                 "Esc back · r refresh · Tab next · ? help · q quit"
             }
@@ -135,7 +137,7 @@ fn help(frame: &mut Frame<'_>, body: Rect) {
         "  ↑↓ PgUp PgDn g          select      Enter  the payload",
         "DORA",
         "  w  window 7/30/90 days  s / ←→  sort column  S  reverse",
-        "  r  refresh",
+        "  e  by environment / by service      r  refresh",
         "Pipelines",
         "  ↑↓ Enter                a run's task waterfall; Esc back",
     ];
@@ -534,7 +536,7 @@ fn dora_cards(data: &DoraData, frame: &mut Frame<'_>, area: Rect) {
 /// The sort key of a group's column.
 fn sort_key(g: &Group, col: usize) -> (Option<f64>, String) {
     let f = &g.figures;
-    let name = g.service.clone().unwrap_or_default();
+    let name = g.key().to_string();
     let v = match col {
         0 => None,
         1 => Some(f.deployment_frequency.deployments as f64),
@@ -574,20 +576,24 @@ pub fn sorted_groups(groups: &[Group], col: usize, descending: bool) -> Vec<&Gro
 
 fn dora_table(app: &App, data: &DoraData, frame: &mut Frame<'_>, area: Rect) {
     let d = &app.dora;
-    let groups = data.by_service.groups.as_deref().unwrap_or(&[]);
+    // By service, or by environment (`e`): each environment as if it were production.
+    let (key, groups) = data.by_service.breakdown().unwrap_or(("service", &[]));
     if groups.is_empty() {
-        frame.render_widget(
-            Paragraph::new(" No production deployments in this window.").style(dim()),
-            area,
-        );
+        let what = if key == "environment" {
+            " No deployments in this window."
+        } else {
+            " No production deployments in this window."
+        };
+        frame.render_widget(Paragraph::new(what).style(dim()), area);
         return;
     }
     let header = Row::new(DORA_COLUMNS.iter().enumerate().map(|(i, c)| {
+        let c = if i == 0 { key } else { c };
         if i == d.sort {
             Cell::from(format!("{c} {}", if d.descending { "▼" } else { "▲" }))
                 .style(Style::new().fg(Color::Cyan))
         } else {
-            Cell::from(*c)
+            Cell::from(c)
         }
     }))
     .style(Style::new().bold().underlined());
@@ -596,7 +602,10 @@ fn dora_table(app: &App, data: &DoraData, frame: &mut Frame<'_>, area: Rect) {
         .map(|g| {
             let f = &g.figures;
             Row::new([
-                Cell::from(g.service.clone().unwrap_or_else(|| "(none)".into())),
+                Cell::from(match g.key() {
+                    "" => "(none)".to_string(),
+                    name => name.to_string(),
+                }),
                 Cell::from(f.deployment_frequency.deployments.to_string()),
                 Cell::from(per_day(f)).style(level_style(f.deployment_frequency.level)),
                 Cell::from(model::duration(f.lead_time.median_seconds))

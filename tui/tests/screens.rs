@@ -1,6 +1,6 @@
 //! Whole screens as snapshots of a `TestBackend` fed by fixed data.
 
-use cdlake_tui::app::{DoraData, Msg, RunDetail};
+use cdlake_tui::app::{DoraData, Load, Msg, RunDetail};
 use cdlake_tui::model::{PipelineRun, TailEvent, TaskRun};
 use cdlake_tui::{App, ui};
 use cdlake_wire::DoraReport;
@@ -159,6 +159,7 @@ fn dora_tab() {
     insta::assert_snapshot!("dora_loading", screen(&app, 80, 24));
     app.update(Msg::Dora {
         days: 30,
+        by_environment: false,
         result: Ok(Box::new(dora_data())),
     });
     insta::assert_snapshot!("dora_80x24", screen(&app, 80, 24));
@@ -219,6 +220,54 @@ fn pipelines_tab_and_waterfall() {
 }
 
 #[test]
+fn the_dora_tab_shows_environments_when_asked() {
+    let mut app = live_app();
+    press(&mut app, KeyCode::Char('2'));
+    app.update(Msg::Dora {
+        days: 30,
+        by_environment: false,
+        result: Ok(Box::new(dora_data())),
+    });
+    press(&mut app, KeyCode::Char('e'));
+    assert!(app.dora.by_environment);
+    // The report by environment: its slices in `environments`, no `groups`.
+    let mut data = dora_data();
+    let r = &mut data.by_service;
+    let mut slices = r.groups.take().unwrap();
+    slices.truncate(2);
+    for (slice, name) in slices.iter_mut().zip(["production", "staging"]) {
+        slice.service = None;
+        slice.environment = Some(name.to_string());
+    }
+    r.environments = Some(slices);
+    // A late answer by service is not shown in the environments' place.
+    app.update(Msg::Dora {
+        days: 30,
+        by_environment: false,
+        result: Ok(Box::new(dora_data())),
+    });
+    assert!(!matches!(app.dora.data, Load::Ready(_)));
+    app.update(Msg::Dora {
+        days: 30,
+        by_environment: true,
+        result: Ok(Box::new(data)),
+    });
+    let text = screen(&app, 120, 30);
+    let header = text
+        .lines()
+        .find(|l| l.contains("deploys") && l.contains("CFR"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(header.contains("environment"), "{text}");
+    for name in ["production", "staging"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("\"{name} "))),
+            "{text}"
+        );
+    }
+    assert!(!text.contains("checkout "), "{text}");
+}
+
+#[test]
 fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     let mut data = dora_data();
     let r = &mut data.by_service;
@@ -237,6 +286,7 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     press(&mut app, KeyCode::Char('2'));
     app.update(Msg::Dora {
         days: 30,
+        by_environment: false,
         result: Ok(Box::new(data)),
     });
     let text = screen(&app, 240, 30);
@@ -257,6 +307,7 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     press(&mut app, KeyCode::Char('2'));
     app.update(Msg::Dora {
         days: 30,
+        by_environment: false,
         result: Ok(Box::new(dora_data())),
     });
     let text = screen(&app, 200, 30);
