@@ -393,6 +393,132 @@ impl Drop for S3 {
     }
 }
 
+/// Azurite, Microsoft's Azure Storage emulator (its blob service), on a free port, with one
+/// container.
+pub struct Azurite {
+    child: Option<Child>,
+    pub port: u16,
+    pub container: String,
+    _data: tempfile::TempDir,
+}
+
+/// The emulator's well-known account and key (public, in Azurite's documentation).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl Azurite {
+    /// Start `azurite-blob` (scripts/test installs it from npm) and create `container`.
+    pub async fn start(container: &str) -> Azurite {
+        let port = free_port();
+        let data = tempfile::tempdir().unwrap();
+        let child = Command::new("azurite-blob")
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(["--disableTelemetry", "--silent", "--location"])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("azurite-blob (scripts/test installs azurite from npm)");
+        let azurite = Azurite {
+            child: Some(child),
+            port,
+            container: container.to_string(),
+            _data: data,
+        };
+        assert!(
+            wait_for_port(port, Duration::from_secs(60)),
+            "azurite-blob did not start"
+        );
+        azurite.create_container().await;
+        azurite
+    }
+
+    /// `PUT ?restype=container`, signed with the account key as Azure's Shared Key scheme
+    /// asks (the string to sign: the verb, twelve empty standard headers, the `x-ms-` headers,
+    /// the resource).
+    async fn create_container(&self) {
+        use base64::Engine;
+        use hmac::Mac;
+        let date = chrono::Utc::now()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let version = "2021-08-06";
+        let to_sign = format!(
+            "PUT\n{}x-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{}\nrestype:container",
+            "\n".repeat(11),
+            self.container
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(AZURITE_KEY)
+            .unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(to_sign.as_bytes());
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let created = reqwest::Client::new()
+            .put(format!(
+                "{}/{}?restype=container",
+                self.endpoint(),
+                self.container
+            ))
+            .header("x-ms-date", date)
+            .header("x-ms-version", version)
+            .header(
+                "Authorization",
+                format!("SharedKey {AZURITE_ACCOUNT}:{signature}"),
+            )
+            .send()
+            .await
+            .expect("create container");
+        assert!(created.status().is_success(), "{:?}", created.text().await);
+    }
+
+    /// The blob service's address, the account in its path.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    /// `az://container/prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("az://{}/{prefix}", self.container)
+    }
+
+    /// The environment a cdlake process needs to reach it: object_store's emulator mode (the
+    /// well-known account, and listing from an offset filtered on the client: Azurite lacks
+    /// the `startFrom` parameter that Azure's listings take, which the Delta log's reads use).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()),
+            (
+                "AZURITE_BLOB_STORAGE_URL".into(),
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+        ]
+    }
+
+    /// Object-store options for an in-process store, which lists without an offset only: the
+    /// account, its key and the endpoint, as for any Azure-compatible service (the emulator
+    /// mode takes its address from the environment alone).
+    pub fn options(&self) -> Vec<(String, String)> {
+        vec![
+            ("azure_storage_account_name".into(), AZURITE_ACCOUNT.into()),
+            ("azure_storage_account_key".into(), AZURITE_KEY.into()),
+            ("azure_storage_endpoint".into(), self.endpoint()),
+            ("azure_allow_http".into(), "true".into()),
+        ]
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Run cdlake with extra environment variables (the store named by `--store` in `args`).
 pub fn cdlake_env(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cdlake"))
