@@ -748,6 +748,7 @@ async fn every_panel_answers_what_it_needs_and_the_dora_overview_is_the_report()
             from: range.from,
             to: range.to,
             by: Some(GroupBy::Service),
+            then_by: None,
         })
         .await
         .expect("the DORA report");

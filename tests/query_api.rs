@@ -325,6 +325,25 @@ async fn dora_tail_gauges_and_auth() {
         validator.iter_errors(&by_env).next().is_none(),
         "{by_env:#}"
     );
+    // Two keys: one group per service and week, each carrying both, within the contract.
+    let (status, by_two) = get(window.replace("by=service", "by=service,week")).await;
+    assert_eq!(status, 200, "{by_two}");
+    let groups = by_two["groups"].as_array().unwrap();
+    assert!(groups.len() > 1, "{by_two:#}");
+    assert!(
+        groups
+            .iter()
+            .all(|g| g["service"].is_string() && g["week"].is_string()),
+        "{by_two:#}"
+    );
+    assert!(
+        validator.iter_errors(&by_two).next().is_none(),
+        "{by_two:#}"
+    );
+    for bad in ["service,service", "environment,week", "service,week,team"] {
+        let (status, body) = get(window.replace("by=service", &format!("by={bad}"))).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
     let (status, body) = get(format!("{window}&bands=2020")).await;
     assert_eq!(status, 400);
     assert!(

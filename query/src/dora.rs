@@ -42,6 +42,31 @@ pub struct DoraRequest {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub by: Option<GroupBy>,
+    /// A second key (`--by service,week`): each group is a value of both.
+    pub then_by: Option<GroupBy>,
+}
+
+/// `service`, `week`, `service,week`: one grouping key or two, as `--by` and `by=` take them.
+pub fn parse_by(text: &str) -> Result<(Option<GroupBy>, Option<GroupBy>)> {
+    let keys = text
+        .split(',')
+        .map(|k| k.trim().parse::<GroupBy>())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    match keys.as_slice() {
+        [a] => Ok((Some(*a), None)),
+        [a, b] => Ok((Some(*a), Some(*b))),
+        _ => Err(Error::BadRequest(format!(
+            "grouping {text:?} names {} keys: name one or two, such as service or service,week",
+            keys.len()
+        ))),
+    }
+}
+
+impl DoraRequest {
+    /// The grouping keys, in order (none: overall only).
+    pub fn keys(&self) -> Vec<GroupBy> {
+        self.by.into_iter().chain(self.then_by).collect()
+    }
 }
 
 // ---- figures ------------------------------------------------------------------------------
@@ -103,12 +128,8 @@ struct Incident {
     resolved: Option<i64>,
 }
 
-/// Values of the grouping key of a row; a row may belong to several groups (none overall).
-#[derive(Debug, Clone, Copy)]
-enum Key {
-    Overall,
-    By(GroupBy),
-}
+/// Separates the values of a grouping of two keys in a group's key.
+const KEY_SEP: char = '\u{1f}';
 
 const NO_TEAM: &str = "unassigned";
 
@@ -124,15 +145,25 @@ fn micros_to_date(micros: i64) -> NaiveDate {
         .date_naive()
 }
 
-fn key_of(key: Key, service: Option<&str>, team: Option<&str>, time: i64) -> Option<String> {
-    match key {
-        Key::Overall => Some(String::new()),
-        Key::By(GroupBy::Service) => service.map(str::to_string),
-        Key::By(GroupBy::Team) => Some(team.unwrap_or(NO_TEAM).to_string()),
-        Key::By(GroupBy::Week) => Some(week_of(time)),
-        // Environments are whole reports of their own ([`by_environment`]).
-        Key::By(GroupBy::Environment) => None,
+/// The group of a row under `keys` (their values joined by [`KEY_SEP`]; `""` with no key,
+/// overall); `None` when the row has no value for one (a service-less incident by service).
+fn key_of(
+    keys: &[GroupBy],
+    service: Option<&str>,
+    team: Option<&str>,
+    time: i64,
+) -> Option<String> {
+    let mut parts = Vec::with_capacity(keys.len());
+    for key in keys {
+        parts.push(match key {
+            GroupBy::Service => service?.to_string(),
+            GroupBy::Team => team.unwrap_or(NO_TEAM).to_string(),
+            GroupBy::Week => week_of(time),
+            // Environments are whole reports of their own ([`by_environment`]).
+            GroupBy::Environment => return None,
+        });
     }
+    Some(parts.join(&KEY_SEP.to_string()))
 }
 
 struct Window2 {
@@ -514,7 +545,26 @@ pub fn check_request(req: &DoraRequest, limits: &crate::config::Limits) -> Resul
             ),
         });
     }
-    if req.by == Some(GroupBy::Week) {
+    match (req.by, req.then_by) {
+        (None, Some(_)) => {
+            return Err(Error::BadRequest(
+                "a second grouping key needs a first: --by service,week".into(),
+            ));
+        }
+        (Some(a), Some(b)) if a == b => {
+            return Err(Error::BadRequest(format!(
+                "grouping by {} twice: name two different keys, such as service,week",
+                a.as_str()
+            )));
+        }
+        (Some(a), Some(b)) if a == GroupBy::Environment || b == GroupBy::Environment => {
+            return Err(Error::BadRequest(
+                "environment is a grouping of its own: it combines with no other key".into(),
+            ));
+        }
+        _ => {}
+    }
+    if req.keys().contains(&GroupBy::Week) {
         let weeks = (days / 7.0).ceil() as usize + 1;
         if weeks > limits.max_report_groups {
             return Err(too_many_groups(weeks, limits));
@@ -569,21 +619,23 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         "Ran the report's statements over the views held."
     );
 
-    let compute = |key: Key| -> BTreeMap<String, Figures> {
+    let compute = |key: &[GroupBy]| -> BTreeMap<String, Figures> {
         let mut dep_groups: BTreeMap<String, Vec<&Deployment>> = BTreeMap::new();
         for d in &deps {
             if let Some(k) = key_of(key, Some(&d.service), d.team.as_deref(), d.time) {
                 dep_groups.entry(k).or_default().push(d);
             }
         }
-        // Each change counts once per group, at its earliest delivery within that group.
+        // Each change counts once per group, at its earliest delivery within that group; by
+        // week, in the week of its earliest delivery (within the other key's group).
         let mut first: BTreeMap<(String, &str), &Delivery> = BTreeMap::new();
-        let group_key_of_delivery = |d: &Delivery| match key {
-            Key::By(GroupBy::Week) => Some(String::new()),
-            k => key_of(k, Some(&d.service), d.team.as_deref(), d.delivered),
-        };
+        let but_week: Vec<GroupBy> = key
+            .iter()
+            .copied()
+            .filter(|k| *k != GroupBy::Week)
+            .collect();
         for d in &dels {
-            if let Some(k) = group_key_of_delivery(d) {
+            if let Some(k) = key_of(&but_week, Some(&d.service), d.team.as_deref(), d.delivered) {
                 let e = first.entry((k, d.change_id.as_str())).or_insert(d);
                 if (d.delivered, &d.service) < (e.delivered, &e.service) {
                     *e = d;
@@ -593,13 +645,12 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         let mut lead_groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut fell_back_groups: BTreeMap<String, u64> = BTreeMap::new();
         let start = engine.config().dora.lead_time_start.trim();
-        for ((k, _), d) in first {
+        for (_, d) in first {
             if !w.contains(d.delivered) {
                 continue;
             }
-            let k = match key {
-                Key::By(GroupBy::Week) => week_of(d.delivered),
-                _ => k,
+            let Some(k) = key_of(key, Some(&d.service), d.team.as_deref(), d.delivered) else {
+                continue;
             };
             if d.started_from.as_deref() != Some(start) {
                 *fell_back_groups.entry(k.clone()).or_default() += 1;
@@ -639,18 +690,19 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
             .chain(open_groups.keys())
             .chain(attempt_groups.keys())
             .cloned()
-            .chain(matches!(key, Key::Overall).then(String::new))
+            .chain(key.is_empty().then(String::new))
             .chain(match key {
                 // A weekly trend has every week of the window, with or without input.
-                Key::By(GroupBy::Week) => w.weeks(),
+                [GroupBy::Week] => w.weeks(),
                 _ => Vec::new(),
             })
             .collect();
+        let week_at = key.iter().position(|k| *k == GroupBy::Week);
         keys.into_iter()
             .map(|k| {
-                let days = match key {
-                    Key::By(GroupBy::Week) => w.days_in_week(&k),
-                    _ => w.days(),
+                let days = match week_at {
+                    Some(i) => w.days_in_week(k.split(KEY_SEP).nth(i).unwrap_or_default()),
+                    None => w.days(),
                 };
                 let f = figures(
                     dep_groups.get(&k).map(Vec::as_slice).unwrap_or_default(),
@@ -666,24 +718,37 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
             .collect()
     };
 
-    let figures = compute(Key::Overall)
+    let figures = compute(&[])
         .remove("")
         .ok_or_else(|| Error::internal("computing the report", "no overall figures"))?;
-    let groups = req.by.map(|by| compute(Key::By(by)));
+    let keys = req.keys();
+    let groups = (!keys.is_empty()).then(|| compute(&keys));
     if let Some(g) = &groups
         && g.len() > engine.config().limits.max_report_groups
     {
         return Err(too_many_groups(g.len(), &engine.config().limits));
     }
-    let groups = req.by.zip(groups).map(|(by, groups)| {
+    let groups = groups.map(|groups| {
         groups
             .into_iter()
-            .map(|(k, figures)| Group {
-                service: (by == GroupBy::Service).then(|| k.clone()),
-                team: (by == GroupBy::Team).then(|| k.clone()),
-                week: (by == GroupBy::Week).then_some(k),
-                environment: None,
-                figures,
+            .map(|(k, figures)| {
+                let mut group = Group {
+                    service: None,
+                    team: None,
+                    week: None,
+                    environment: None,
+                    figures,
+                };
+                for (key, value) in keys.iter().zip(k.split(KEY_SEP)) {
+                    let slot = match key {
+                        GroupBy::Service => &mut group.service,
+                        GroupBy::Team => &mut group.team,
+                        GroupBy::Week => &mut group.week,
+                        GroupBy::Environment => &mut group.environment,
+                    };
+                    *slot = Some(value.to_string());
+                }
+                group
             })
             .collect()
     });
@@ -717,6 +782,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
 async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
     let overall = DoraRequest {
         by: None,
+        then_by: None,
         ..req.clone()
     };
     let mut report_all = Box::pin(report(engine, &overall)).await?;

@@ -202,13 +202,24 @@ async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Respo
             Some(f) => parse_time(f, now)?,
             None => to - chrono::Duration::days(30),
         };
-        let by = p.by.as_deref().map(str::parse::<GroupBy>).transpose()?;
+        let (by, then_by) = match p.by.as_deref() {
+            Some(text) => crate::dora::parse_by(text)?,
+            None => (None, None),
+        };
         let bands = p
             .bands
             .as_deref()
             .map(str::parse::<crate::dora::levels::Benchmark>)
             .transpose()?;
-        Ok::<_, Error>((DoraRequest { from, to, by }, bands))
+        Ok::<_, Error>((
+            DoraRequest {
+                from,
+                to,
+                by,
+                then_by,
+            },
+            bands,
+        ))
     })();
     let (request, bands) = match request {
         Ok(r) => r,
@@ -418,6 +429,7 @@ impl DoraGauges {
             from: to - chrono::Duration::days(30),
             to,
             by: Some(GroupBy::Service),
+            then_by: None,
         };
         let text = match self.engine.dora(&request).await {
             Ok(report) => dora_gauges(&report),

@@ -89,6 +89,7 @@ async fn report(store: &Store) -> Value {
             from: t("2026-01-01T00:00:00Z"),
             to: t("2026-03-01T00:00:00Z"),
             by: Some(GroupBy::Service),
+            then_by: None,
         })
         .await
         .unwrap();

@@ -28,7 +28,7 @@
 //!
 //! ```text
 //! query TT
-//! DORA <from> <to> [by=service|team|week] [only=<path prefix>[,<path prefix>…]]
+//! DORA <from> <to> [by=service|team|week|environment[,<second key>]] [only=<path prefix>[,<path prefix>…]]
 //! ```
 //! answers the report's JSON flattened into `(path, value)` rows.
 
@@ -350,10 +350,10 @@ impl Db {
             Ok(d.and_hms_opt(0, 0, 0).ok_or_else(|| err("date"))?.and_utc())
         };
         let (from, to) = (time(words.next())?, time(words.next())?);
-        let (mut by, mut only) = (None, None);
+        let ((mut by, mut then_by), mut only) = ((None, None), None);
         for w in words {
             match w.split_once('=') {
-                Some(("by", v)) => by = Some(v.parse().map_err(err)?),
+                Some(("by", v)) => (by, then_by) = cdlake_query::dora::parse_by(v).map_err(err)?,
                 Some(("only", v)) => only = Some(v.to_string()),
                 _ => return Err(err(format!("unknown DORA option {w}"))),
             }
@@ -361,7 +361,12 @@ impl Db {
         let report = self
             .engine()
             .await?
-            .dora(&DoraRequest { from, to, by })
+            .dora(&DoraRequest {
+                from,
+                to,
+                by,
+                then_by,
+            })
             .await
             .map_err(err)?;
         let json = serde_json::to_value(&report).map_err(err)?;
@@ -394,15 +399,21 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                // A group is keyed by its name; anything else by its position.
-                let index = i.to_string();
-                let key = ["service", "team", "week", "environment"]
+                // A group is keyed by its name (`checkout/2026-W05` with two keys); anything
+                // else by its position.
+                const KEYS: [&str; 4] = ["service", "team", "week", "environment"];
+                let names: Vec<&str> = KEYS
                     .iter()
-                    .find_map(|k| item.get(*k).and_then(Value::as_str))
-                    .unwrap_or(&index);
+                    .filter_map(|k| item.get(*k).and_then(Value::as_str))
+                    .collect();
+                let key = if names.is_empty() {
+                    i.to_string()
+                } else {
+                    names.join("/")
+                };
                 let mut item = item.clone();
                 if let Value::Object(m) = &mut item {
-                    for k in ["service", "team", "week"] {
+                    for k in KEYS {
                         m.remove(k);
                     }
                 }

@@ -149,6 +149,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             from,
             to: end,
             by: Some(GroupBy::Service),
+            then_by: None,
         },
     )
     .await?;

@@ -23,8 +23,9 @@ pub(crate) struct Args {
     /// Also report per service, team or ISO week (in `groups`), or per environment (in
     /// `environments`: every environment deployed to in the window, each as if it were
     /// production).
-    #[arg(long, value_enum)]
-    by: Option<By>,
+    /// Two keys combine: `--by service,week` is one group per service and week.
+    #[arg(long, value_name = "service|team|week|environment[,…]")]
+    by: Option<String>,
     /// Output format. `html` is a self-contained page (five figures, change against the
     /// previous period, weekly trends, per-service table) for management.
     #[arg(long, value_enum, default_value = "table")]
@@ -53,14 +54,6 @@ fn parse_bands(text: &str) -> Result<Benchmark, String> {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum By {
-    Service,
-    Team,
-    Week,
-    Environment,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub(crate) enum ReportFormat {
     Table,
     Json,
@@ -75,15 +68,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         Some(f) => parse_time(f, now).context("--from")?,
         None => to - chrono::Duration::days(30),
     };
-    let by = args.by.map(|b| match b {
-        By::Service => GroupBy::Service,
-        By::Team => GroupBy::Team,
-        By::Week => GroupBy::Week,
-        By::Environment => GroupBy::Environment,
-    });
+    let (by, then_by) = match &args.by {
+        Some(text) => cdlake_query::dora::parse_by(text).context("--by")?,
+        None => (None, None),
+    };
+    let req = |from, to, by| DoraRequest {
+        from,
+        to,
+        by,
+        then_by,
+    };
     if args.print_sql {
         let config = args.config.load()?;
-        let sql = print_sql(&config, &DoraRequest { from, to, by })?;
+        let sql = print_sql(&config, &req(from, to, by))?;
         println!("{}", serde_json::to_string(&sql)?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
@@ -98,17 +95,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let text = match args.format {
         ReportFormat::Html => {
             let by = by.or(Some(GroupBy::Service));
-            let current = report(DoraRequest { from, to, by }).await?;
-            let previous = report(DoraRequest {
-                from: from - (to - from),
-                to: from,
-                by: None,
-            })
-            .await?;
-            let weekly = report(DoraRequest {
+            let current = report(req(from, to, by)).await?;
+            let overall = |from, to| DoraRequest {
                 from,
                 to,
+                by: None,
+                then_by: None,
+            };
+            let previous = report(overall(from - (to - from), from)).await?;
+            let weekly = report(DoraRequest {
                 by: Some(GroupBy::Week),
+                ..overall(from, to)
             })
             .await?;
             html::html(html::HtmlReport {
@@ -117,7 +114,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                 weekly: Some(&weekly),
             })
         }
-        format => render_report(&report(DoraRequest { from, to, by }).await?, format)?,
+        format => render_report(&report(req(from, to, by)).await?, format)?,
     };
     match &args.out {
         Some(path) => {
@@ -293,6 +290,7 @@ mod tests {
             from: t("2026-01-01"),
             to: t("2026-02-01"),
             by: Some(GroupBy::Service),
+            then_by: None,
         };
         let report = engine.dora(&req).await.expect("report");
         let printed = print_sql(&config, &req).expect("print sql");

@@ -577,7 +577,10 @@ pub fn sorted_groups(groups: &[Group], col: usize, descending: bool) -> Vec<&Gro
 fn dora_table(app: &App, data: &DoraData, frame: &mut Frame<'_>, area: Rect) {
     let d = &app.dora;
     // By service, or by environment (`e`): each environment as if it were production.
-    let (key, groups) = data.by_service.breakdown().unwrap_or(("service", &[]));
+    let (key, groups) = data
+        .by_service
+        .breakdown()
+        .unwrap_or(("service".to_string(), &[]));
     if groups.is_empty() {
         let what = if key == "environment" {
             " No deployments in this window."
@@ -588,7 +591,7 @@ fn dora_table(app: &App, data: &DoraData, frame: &mut Frame<'_>, area: Rect) {
         return;
     }
     let header = Row::new(DORA_COLUMNS.iter().enumerate().map(|(i, c)| {
-        let c = if i == 0 { key } else { c };
+        let c = if i == 0 { key.as_str() } else { c };
         if i == d.sort {
             Cell::from(format!("{c} {}", if d.descending { "▼" } else { "▲" }))
                 .style(Style::new().fg(Color::Cyan))

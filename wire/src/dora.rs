@@ -258,6 +258,23 @@ pub struct Group {
 }
 
 impl Group {
+    /// Every key the group has, in the order service, team, week, environment.
+    pub fn keys(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("service", &self.service),
+            ("team", &self.team),
+            ("week", &self.week),
+            ("environment", &self.environment),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_deref().map(|v| (name, v)))
+    }
+
+    /// The group's name for people: its keys' values, `checkout · 2026-W05` when it has two.
+    pub fn label(&self) -> String {
+        self.keys().map(|(_, v)| v).collect::<Vec<_>>().join(" · ")
+    }
+
     pub fn key(&self) -> &str {
         self.service
             .as_deref()
@@ -327,17 +344,21 @@ fn created() -> String {
 }
 
 impl DoraReport {
-    /// The report's breakdown, whichever it has: the name of its key (`service`, `team`,
-    /// `week` or `environment`) and its items.
-    pub fn breakdown(&self) -> Option<(&'static str, &[Group])> {
+    /// The report's breakdown, whichever it has: the name of its keys (`service`, `team`,
+    /// `week`, `environment`, or two joined as `service · week`) and its items.
+    pub fn breakdown(&self) -> Option<(String, &[Group])> {
         if let Some(environments) = &self.environments {
-            return Some(("environment", environments));
+            return Some(("environment".to_string(), environments));
         }
         let groups = self.groups.as_deref()?;
-        let key = match groups.first() {
-            Some(g) if g.service.is_some() => "service",
-            Some(g) if g.team.is_some() => "team",
-            _ => "week",
+        let names: Vec<&str> = groups
+            .first()
+            .map(|g| g.keys().map(|(name, _)| name).collect())
+            .unwrap_or_default();
+        let key = if names.is_empty() {
+            "week".to_string()
+        } else {
+            names.join(" · ")
         };
         Some((key, groups))
     }

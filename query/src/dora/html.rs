@@ -221,7 +221,7 @@ fn group_rows(groups: &[Group]) -> String {
             });
             format!("<td>{}{l}</td>", esc(&v))
         };
-        let _ = write!(out, "<tr><th>{}</th>", esc(g.key()));
+        let _ = write!(out, "<tr><th>{}</th>", esc(&g.label()));
         for m in &METRICS {
             out.push_str(&cell(m));
         }
@@ -319,7 +319,7 @@ pub fn html(r: HtmlReport<'_>) -> String {
         let _ = write!(
             out,
             "<h2>By {key}</h2><table><thead><tr><th>{}</th>",
-            capitalised(key)
+            capitalised(&key)
         );
         for m in &METRICS {
             let _ = write!(out, "<th>{}</th>", m.name);

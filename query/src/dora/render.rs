@@ -106,7 +106,7 @@ fn group_rows(groups: &[Group]) -> Vec<Vec<String>> {
             let with_level = |value: String, l: Option<Level>| format!("{value} ({})", level(l));
             let duration = |s: Option<f64>| s.map_or("-".into(), human_duration);
             vec![
-                g.key().to_string(),
+                g.label(),
                 with_level(
                     format!("{:.2}", f.deployment_frequency.per_day),
                     f.deployment_frequency.level,
@@ -180,7 +180,7 @@ pub fn table(r: &DoraReport) -> String {
     out.push_str(&aligned(&["metric", "value", "level", "based on"], &body));
     if let Some((key, groups)) = r.breakdown() {
         out.push('\n');
-        let mut header = vec![key];
+        let mut header = vec![key.as_str()];
         header.extend(GROUP_COLUMNS);
         out.push_str(&aligned(&header, &group_rows(groups)));
     }
