@@ -219,15 +219,21 @@ fn pipelines_tab_and_waterfall() {
     insta::assert_snapshot!("pipelines_waterfall", screen(&app, 80, 24));
 }
 
-#[test]
-fn the_dora_tab_shows_environments_when_asked() {
+/// The app on its DORA tab, showing `data` (asked for by service).
+fn dora_tab_with(data: DoraData) -> App {
     let mut app = live_app();
     press(&mut app, KeyCode::Char('2'));
     app.update(Msg::Dora {
         days: 30,
         by_environment: false,
-        result: Ok(Box::new(dora_data())),
+        result: Ok(Box::new(data)),
     });
+    app
+}
+
+#[test]
+fn the_dora_tab_shows_environments_when_asked() {
+    let mut app = dora_tab_with(dora_data());
     press(&mut app, KeyCode::Char('e'));
     assert!(app.dora.by_environment);
     // The report by environment: its slices in `environments`, no `groups`.
@@ -282,13 +288,7 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     r.figures.change_failure_rate.by_source =
         [("pagerduty".to_string(), 2), ("rollback".to_string(), 1)].into();
     r.figures.lead_time.fell_back = 4;
-    let mut app = live_app();
-    press(&mut app, KeyCode::Char('2'));
-    app.update(Msg::Dora {
-        days: 30,
-        by_environment: false,
-        result: Ok(Box::new(data)),
-    });
+    let app = dora_tab_with(data);
     let text = screen(&app, 240, 30);
     assert!(text.contains("failure window: 24h"), "{text}");
     assert!(text.contains("failures: incident+revert"), "{text}");
@@ -303,13 +303,7 @@ fn the_dora_tab_names_the_definitions_chosen_in_the_configuration() {
     assert!(text.contains("by pagerduty 2, rollback 1"), "{text}");
     assert!(text.contains("4 fell back"), "{text}");
     // The defaults say nothing.
-    let mut app = live_app();
-    press(&mut app, KeyCode::Char('2'));
-    app.update(Msg::Dora {
-        days: 30,
-        by_environment: false,
-        result: Ok(Box::new(dora_data())),
-    });
+    let app = dora_tab_with(dora_data());
     let text = screen(&app, 200, 30);
     assert!(
         !text.contains("failure window") && !text.contains("rework:"),
