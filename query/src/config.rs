@@ -249,8 +249,10 @@ pub struct Limits {
     pub max_concurrent_queries: usize,
     /// Days one DORA report may span.
     pub max_report_days: u64,
-    /// Groups one DORA report may have (`--by service|team|week`).
+    /// Groups one DORA report may have (`--by service|team|week`, or two of them).
     pub max_report_groups: usize,
+    /// Environments one report by environment may have: each is a whole report of its own.
+    pub max_report_environments: usize,
 }
 
 impl Default for Limits {
@@ -267,6 +269,7 @@ impl Default for Limits {
             max_concurrent_queries: 8,
             max_report_days: 3_660,
             max_report_groups: 10_000,
+            max_report_environments: 20,
         }
     }
 }
@@ -355,6 +358,7 @@ impl Config {
             ("max_concurrent_queries", l.max_concurrent_queries),
             ("max_report_days", l.max_report_days as usize),
             ("max_report_groups", l.max_report_groups),
+            ("max_report_environments", l.max_report_environments),
         ] {
             if value == 0 {
                 return Err(ConfigError::Limit(name));

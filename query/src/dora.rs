@@ -218,6 +218,7 @@ fn figures(
     open: u64,
     failed_attempts: u64,
     days: f64,
+    bands: levels::Benchmark,
 ) -> Figures {
     let n = deps.len() as u64;
     let deploy_days = deps
@@ -238,20 +239,22 @@ fn figures(
             per_day,
             // The window always has days: no deployments in it is a frequency of 0, "low"
             // (DESIGN: "else low"), not a figure without input.
-            level: (days > 0.0).then(|| level_of(Metric::DeploymentFrequency, per_day)),
+            level: (days > 0.0)
+                .then(|| bands.level_of(Metric::DeploymentFrequency, per_day))
+                .flatten(),
         },
         lead_time: LeadTime {
             changes: leads.len() as u64,
             median_seconds: lead_median,
             p90_seconds: percentile(&mut leads, 0.9),
-            level: lead_median.map(|m| level_of(Metric::LeadTime, m)),
+            level: lead_median.and_then(|m| bands.level_of(Metric::LeadTime, m)),
             fell_back,
         },
         change_failure_rate: ChangeFailureRate {
             deployments: n,
             failed,
             rate: rate(failed),
-            level: rate(failed).map(|r| level_of(Metric::ChangeFailureRate, r)),
+            level: rate(failed).and_then(|r| bands.level_of(Metric::ChangeFailureRate, r)),
             rollbacks: deps.iter().filter(|d| d.rollback).count() as u64,
             reverted: deps.iter().filter(|d| d.reverted).count() as u64,
             by_source: deps
@@ -269,7 +272,7 @@ fn figures(
             median_seconds: rec_median,
             p90_seconds: percentile(&mut recoveries, 0.9),
             open,
-            level: rec_median.map(|m| level_of(Metric::RecoveryTime, m)),
+            level: rec_median.and_then(|m| bands.level_of(Metric::RecoveryTime, m)),
         },
         rework_rate: ReworkRate {
             deployments: n,
@@ -619,6 +622,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         "Ran the report's statements over the views held."
     );
 
+    let bands = engine.config().dora.benchmark()?;
     let compute = |key: &[GroupBy]| -> BTreeMap<String, Figures> {
         let mut dep_groups: BTreeMap<String, Vec<&Deployment>> = BTreeMap::new();
         for d in &deps {
@@ -712,6 +716,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
                     open_groups.get(&k).copied().unwrap_or(0),
                     attempt_groups.get(&k).copied().unwrap_or(0),
                     days,
+                    bands,
                 );
                 (k, f)
             })
@@ -769,9 +774,14 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         rework_rules: engine.config().dora.rework.clone(),
         failure_rules: engine.config().dora.failures.clone(),
         lead_time_start: engine.config().dora.lead_time_start.trim().to_string(),
-        bands: levels::Benchmark::Design.as_str().to_string(),
-    }
-    .with_bands(engine.config().dora.benchmark()?))
+        bands: bands.as_str().to_string(),
+        by: (!keys.is_empty()).then(|| {
+            keys.iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+    })
 }
 
 /// The report with `environments`: the production figures, then for every environment a
@@ -789,7 +799,8 @@ async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport
     let sql = format!(
         "SELECT DISTINCT environment FROM events
          WHERE subject = 'service' AND predicate IN ('deployed', 'upgraded', 'rolledback')
-           AND environment IS NOT NULL AND date >= '{}' AND date <= '{}'
+           AND environment IS NOT NULL AND service IS NOT NULL
+           AND date >= '{}' AND date <= '{}'
            AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}
          ORDER BY environment",
         req.from.date_naive(),
@@ -803,8 +814,15 @@ async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport
         environments.extend((0..b.num_rows()).filter_map(|i| opt_str(&names, i)));
     }
     let limits = &engine.config().limits;
-    if environments.len() > limits.max_report_groups {
-        return Err(too_many_groups(environments.len(), limits));
+    if environments.len() > limits.max_report_environments {
+        return Err(Error::Limit {
+            limit: "max_report_environments",
+            message: format!(
+                "{} environments were deployed to in the window, more than the {} a report by environment may cover (each is a report of its own): shorten the window or raise the limit",
+                environments.len(),
+                limits.max_report_environments
+            ),
+        });
     }
     let mut slices = Vec::new();
     for environment in environments {
@@ -819,6 +837,7 @@ async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport
         });
     }
     report_all.environments = Some(slices);
+    report_all.by = Some(GroupBy::Environment.as_str().to_string());
     Ok(report_all)
 }
 

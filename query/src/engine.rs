@@ -648,6 +648,17 @@ impl Engine {
         }
     }
 
+    /// This engine placing the report's figures in `bands`' levels (`--bands`, `bands=`),
+    /// whatever `[dora] bands` says.
+    pub fn with_bands(&self, bands: crate::dora::levels::Benchmark) -> Engine {
+        let mut config = (*self.config).clone();
+        config.dora.bands = bands.as_str().to_string();
+        Self {
+            config: Arc::new(config),
+            ..self.clone()
+        }
+    }
+
     /// This engine with `ctx` as its session.
     fn with_session(&self, ctx: SessionContext) -> Engine {
         Self {

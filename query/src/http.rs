@@ -229,12 +229,12 @@ async fn dora(State(api): State<Arc<Api>>, Query(p): Query<DoraParams>) -> Respo
         Ok(e) => e,
         Err(e) => return ApiError(e).into_response(),
     };
+    let engine = match bands {
+        Some(b) => engine.with_bands(b),
+        None => engine,
+    };
     match engine.dora(&request).await {
-        Ok(report) => axum::Json(match bands {
-            Some(b) => report.with_bands(b),
-            None => report,
-        })
-        .into_response(),
+        Ok(report) => axum::Json(report).into_response(),
         Err(e) => ApiError(e).into_response(),
     }
 }

@@ -85,13 +85,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let engine = super::engine_as_of(&args.store, &args.config, args.as_of.as_deref()).await?;
-    let report = async |req: DoraRequest| {
-        let report = engine.dora(&req).await?;
-        anyhow::Ok(match args.bands {
-            Some(b) => report.with_bands(b),
-            None => report,
-        })
+    let engine = match args.bands {
+        Some(b) => engine.with_bands(b),
+        None => engine,
     };
+    let report = async |req: DoraRequest| anyhow::Ok(engine.dora(&req).await?);
     let text = match args.format {
         ReportFormat::Html => {
             let by = by.or(Some(GroupBy::Service));

@@ -333,6 +333,9 @@ pub struct DoraReport {
     /// publishes no tiers, leaves every level null.
     #[serde(default = "design")]
     pub bands: String,
+    /// The grouping asked for (`service`, `service,week`, `environment`), when one was.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub by: Option<String>,
 }
 
 fn design() -> String {
@@ -351,10 +354,14 @@ impl DoraReport {
             return Some(("environment".to_string(), environments));
         }
         let groups = self.groups.as_deref()?;
-        let names: Vec<&str> = groups
-            .first()
-            .map(|g| g.keys().map(|(name, _)| name).collect())
-            .unwrap_or_default();
+        // The keys asked for; else those the first group has.
+        let names: Vec<&str> = match &self.by {
+            Some(by) => by.split(',').collect(),
+            None => groups
+                .first()
+                .map(|g| g.keys().map(|(name, _)| name).collect())
+                .unwrap_or_default(),
+        };
         let key = if names.is_empty() {
             "week".to_string()
         } else {
@@ -384,44 +391,6 @@ impl DoraReport {
             out.push(("levels of", format!("DORA {}", self.bands)));
         }
         out
-    }
-
-    /// The report with every level placed in `bands`' tiers instead (a figure without input
-    /// stays without a level).
-    pub fn with_bands(mut self, bands: levels::Benchmark) -> Self {
-        self.bands = bands.as_str().to_string();
-        self.figures.relevel(bands);
-        for group in self
-            .groups
-            .iter_mut()
-            .chain(self.environments.iter_mut())
-            .flatten()
-        {
-            group.figures.relevel(bands);
-        }
-        self
-    }
-}
-
-impl Figures {
-    /// Place each figure that has a level in `bands`' tiers.
-    fn relevel(&mut self, bands: levels::Benchmark) {
-        use levels::Metric;
-        // A window always has days, so a frequency always has input (0 per day is low).
-        let df = &mut self.deployment_frequency;
-        df.level = bands.level_of(Metric::DeploymentFrequency, df.per_day);
-        let lt = &mut self.lead_time;
-        lt.level = lt
-            .median_seconds
-            .and_then(|m| bands.level_of(Metric::LeadTime, m));
-        let cfr = &mut self.change_failure_rate;
-        cfr.level = cfr
-            .rate
-            .and_then(|r| bands.level_of(Metric::ChangeFailureRate, r));
-        let rt = &mut self.recovery_time;
-        rt.level = rt
-            .median_seconds
-            .and_then(|m| bands.level_of(Metric::RecoveryTime, m));
     }
 }
 

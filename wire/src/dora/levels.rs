@@ -229,10 +229,12 @@ pub fn grafana_steps(metric: Metric) -> Vec<(Option<f64>, Level)> {
 /// each tier by a range per figure ("between one day and one week"). cdlake reads a tier as
 /// met by a figure at least as good as the worst edge of its range (a lead time "between one
 /// day and one week" is met below a week), and gives a figure the best tier it meets, else
-/// the report's lowest. Where a report gives a lower tier
-/// the same or a better range than the tier above it (2021's change failure rates, 2023's
-/// low and medium deployment frequency, 2024's high and medium change failure rates), the
-/// lower tier cannot be told apart by that figure alone and is never given for it.
+/// the report's lowest. Where a report gives a middle tier the same or a better range than
+/// the tier above it (2021's medium change failure rate, 16-30 % as high's; 2024's medium
+/// change failure rate, 10 % against high's 20 %, and medium recovery time, under a day as
+/// high's), that tier cannot be told apart by that figure alone and is never given for it. A
+/// lowest tier with the range of the one above (2023's deployment frequency and lead time)
+/// is still what a figure meeting no better tier gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Benchmark {
     /// DESIGN.md's levels (the default; the same bounds as the 2023 report's).
