@@ -83,7 +83,7 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Import(args) => commands::import::run(args).await,
             Command::Sql(args) => commands::sql::run(args).await,
-            Command::Dora(args) => commands::dora::run(args).await,
+            Command::Dora(args) => Box::pin(commands::dora::run(args)).await,
             Command::Receive(args) => commands::receive::run(args).await,
             Command::Ingest(args) => commands::ingest::run(args).await,
             Command::Standalone(args) => commands::standalone::run(args).await,

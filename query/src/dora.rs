@@ -210,16 +210,28 @@ impl Window2 {
     }
 }
 
-fn figures(
-    deps: &[&Deployment],
-    mut leads: Vec<f64>,
+/// What one group's figures are computed from.
+struct GroupInput<'a> {
+    deps: &'a [&'a Deployment],
+    leads: Vec<f64>,
     fell_back: u64,
-    mut recoveries: Vec<f64>,
+    recoveries: Vec<f64>,
     open: u64,
     failed_attempts: u64,
+    /// The group's days in the window.
     days: f64,
-    bands: levels::Benchmark,
-) -> Figures {
+}
+
+fn figures(input: GroupInput<'_>, bands: levels::Benchmark) -> Figures {
+    let GroupInput {
+        deps,
+        mut leads,
+        fell_back,
+        mut recoveries,
+        open,
+        failed_attempts,
+        days,
+    } = input;
     let n = deps.len() as u64;
     let deploy_days = deps
         .iter()
@@ -708,16 +720,16 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
                     Some(i) => w.days_in_week(k.split(KEY_SEP).nth(i).unwrap_or_default()),
                     None => w.days(),
                 };
-                let f = figures(
-                    dep_groups.get(&k).map(Vec::as_slice).unwrap_or_default(),
-                    lead_groups.remove(&k).unwrap_or_default(),
-                    fell_back_groups.get(&k).copied().unwrap_or(0),
-                    rec_groups.remove(&k).unwrap_or_default(),
-                    open_groups.get(&k).copied().unwrap_or(0),
-                    attempt_groups.get(&k).copied().unwrap_or(0),
+                let input = GroupInput {
+                    deps: dep_groups.get(&k).map(Vec::as_slice).unwrap_or_default(),
+                    leads: lead_groups.remove(&k).unwrap_or_default(),
+                    fell_back: fell_back_groups.get(&k).copied().unwrap_or(0),
+                    recoveries: rec_groups.remove(&k).unwrap_or_default(),
+                    open: open_groups.get(&k).copied().unwrap_or(0),
+                    failed_attempts: attempt_groups.get(&k).copied().unwrap_or(0),
                     days,
-                    bands,
-                );
+                };
+                let f = figures(input, bands);
                 (k, f)
             })
             .collect()
