@@ -602,7 +602,7 @@ fn too_many_groups(groups: usize, limits: &crate::config::Limits) -> Error {
 pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
     check_request(req, &engine.config().limits)?;
     if req.by == Some(GroupBy::Environment) {
-        return by_environment(engine, req).await;
+        return Box::pin(by_environment(engine, req)).await;
     }
     let w = Window2 {
         from: req.from.timestamp_micros(),
@@ -802,6 +802,8 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
 /// definition: an incident fails a deployment of its environment, a change's lead time runs
 /// to its first deployment there.
 async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
+    // The rows are the same for every slice: read them once.
+    let engine = &engine.with_report_rows().await?;
     let overall = DoraRequest {
         by: None,
         then_by: None,

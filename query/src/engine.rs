@@ -45,6 +45,9 @@ pub struct Engine {
     pub(crate) events: Arc<TableLog>,
     /// The store's root as the engine sees it, hidden from what users read (`EXPLAIN`).
     root: Arc<str>,
+    /// The report's rows of `report_events`, when already read for a report made of several
+    /// (one per environment): each reuses them instead of reading the store again.
+    report_rows: Option<Arc<QueryResult>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -122,6 +125,7 @@ impl Engine {
             root: Arc::from(store.root_url().path().trim_end_matches('/')),
             config: Arc::new(config),
             runtime: Arc::new(runtime),
+            report_rows: None,
         })
     }
 
@@ -525,20 +529,7 @@ impl Engine {
         let started = std::time::Instant::now();
         // The narrow rows are what the read model holds: read them through it.
         let rows = if omit == views::REPORT_UNREAD_COLUMNS {
-            let (rows, stats) = crate::read_model::read(
-                &self.store,
-                &self.events,
-                self.ctx.runtime_env(),
-                &self.config,
-                subjects,
-            )
-            .await?;
-            tracing::debug!(
-                months_held = stats.months_held,
-                months_read = stats.months_read,
-                "Read report_events through its read model."
-            );
-            rows
+            self.read_report_rows(subjects).await?
         } else {
             self.internal(&views::report_events_sql_without(subjects, omit))
                 .await?
@@ -668,7 +659,41 @@ impl Engine {
             root: self.root.clone(),
             store: self.store.clone(),
             events: self.events.clone(),
+            report_rows: self.report_rows.clone(),
         }
+    }
+
+    /// This engine with the report's rows of `report_events` read once, for the several
+    /// reports of one answer (a report by environment).
+    pub(crate) async fn with_report_rows(&self) -> Result<Engine> {
+        let rows = self.read_report_rows(views::REPORT_SUBJECTS).await?;
+        Ok(Self {
+            report_rows: Some(Arc::new(rows)),
+            ..self.clone()
+        })
+    }
+
+    /// The narrow rows of `report_events` for `subjects`, through the read model.
+    async fn read_report_rows(&self, subjects: &[&str]) -> Result<QueryResult> {
+        if subjects == views::REPORT_SUBJECTS
+            && let Some(rows) = &self.report_rows
+        {
+            return Ok((**rows).clone());
+        }
+        let (rows, stats) = crate::read_model::read(
+            &self.store,
+            &self.events,
+            self.ctx.runtime_env(),
+            &self.config,
+            subjects,
+        )
+        .await?;
+        tracing::debug!(
+            months_held = stats.months_held,
+            months_read = stats.months_read,
+            "Read report_events through its read model."
+        );
+        Ok(rows)
     }
 }
 
