@@ -631,19 +631,20 @@ impl Engine {
     /// This engine with another production pattern: its statements and reports define the
     /// views with it (a report by environment reports each environment as production).
     pub(crate) fn with_production(&self, pattern: String) -> Engine {
-        let mut config = (*self.config).clone();
-        config.production = pattern;
-        Self {
-            config: Arc::new(config),
-            ..self.clone()
-        }
+        self.with_config(|c| c.production = pattern)
     }
 
     /// This engine placing the report's figures in `bands`' levels (`--bands`, `bands=`),
     /// whatever `[dora] bands` says.
     pub fn with_bands(&self, bands: crate::dora::levels::Benchmark) -> Engine {
+        self.with_config(|c| c.dora.bands = bands.as_str().to_string())
+    }
+
+    /// This engine with its configuration changed by `change` (for the views its reports
+    /// define; the tables and the base session stay shared).
+    fn with_config(&self, change: impl FnOnce(&mut Config)) -> Engine {
         let mut config = (*self.config).clone();
-        config.dora.bands = bands.as_str().to_string();
+        change(&mut config);
         Self {
             config: Arc::new(config),
             ..self.clone()

@@ -1,7 +1,9 @@
 //! The DORA levels as data: for each figure that has levels, the bounds of elite, high and
 //! medium, and how a value is compared with them. This table is the one definition:
 //!
-//! - the report (`cdlake-query`'s `dora`) levels each figure with [`level_of`];
+//! - the report (`cdlake-query`'s `dora`) levels each figure with [`Benchmark::level_of`]
+//!   (DESIGN's table is [`Benchmark::Design`]; [`level_of`] is its shorthand), and other
+//!   report years' tables sit beside it ([`Benchmark`]);
 //! - the SQL view `dora_levels` is [`bands`] as rows, so dashboards and users level a figure
 //!   by joining it (the "DORA levels" panel does);
 //! - the stat panels' colour thresholds are [`grafana_steps`], checked by the dashboards test;
@@ -104,18 +106,6 @@ pub struct Thresholds {
     pub medium: f64,
 }
 
-impl Thresholds {
-    /// The bound of `level` (none for low).
-    pub fn bound(&self, level: Level) -> Option<f64> {
-        match level {
-            Level::Elite => Some(self.elite),
-            Level::High => Some(self.high),
-            Level::Medium => Some(self.medium),
-            Level::Low => None,
-        }
-    }
-}
-
 /// The DORA levels of DESIGN.md (those of the DORA State of DevOps reports).
 pub const THRESHOLDS: [Thresholds; 4] = [
     // On demand (daily or more), weekly, monthly.
@@ -154,10 +144,8 @@ pub const THRESHOLDS: [Thresholds; 4] = [
 
 /// The level of `value` of `metric` (low for NaN).
 pub fn level_of(metric: Metric, value: f64) -> Level {
-    let t = metric.thresholds();
-    Level::ALL
-        .into_iter()
-        .find(|&l| t.bound(l).is_some_and(|b| t.compare.meets(value, b)))
+    Benchmark::Design
+        .level_of(metric, value)
         .unwrap_or(Level::Low)
 }
 
