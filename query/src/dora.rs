@@ -91,6 +91,7 @@ struct Deployment {
     time: i64,
     service: String,
     team: Option<String>,
+    repository: Option<String>,
     failed: bool,
     rework: bool,
     rework_rule: Option<String>,
@@ -107,6 +108,7 @@ struct FailedAttempt {
     time: i64,
     service: Option<String>,
     team: Option<String>,
+    repository: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,7 @@ struct Delivery {
     change_id: String,
     service: String,
     team: Option<String>,
+    repository: Option<String>,
     started: i64,
     delivered: i64,
     /// Where its lead time started (`created`, `merged`).
@@ -124,8 +127,49 @@ struct Delivery {
 struct Incident {
     service: Option<String>,
     team: Option<String>,
+    repository: Option<String>,
     detected: Option<i64>,
     resolved: Option<i64>,
+}
+
+impl Deployment {
+    fn keys(&self) -> Keys<'_> {
+        Keys::new(
+            Some(&self.service),
+            self.team.as_deref(),
+            self.repository.as_deref(),
+        )
+    }
+}
+
+impl FailedAttempt {
+    fn keys(&self) -> Keys<'_> {
+        Keys::new(
+            self.service.as_deref(),
+            self.team.as_deref(),
+            self.repository.as_deref(),
+        )
+    }
+}
+
+impl Delivery {
+    fn keys(&self) -> Keys<'_> {
+        Keys::new(
+            Some(&self.service),
+            self.team.as_deref(),
+            self.repository.as_deref(),
+        )
+    }
+}
+
+impl Incident {
+    fn keys(&self) -> Keys<'_> {
+        Keys::new(
+            self.service.as_deref(),
+            self.team.as_deref(),
+            self.repository.as_deref(),
+        )
+    }
 }
 
 /// Separates the values of a grouping of two keys in a group's key.
@@ -145,19 +189,34 @@ fn micros_to_date(micros: i64) -> NaiveDate {
         .date_naive()
 }
 
+/// What a row is grouped by.
+#[derive(Clone, Copy)]
+struct Keys<'a> {
+    service: Option<&'a str>,
+    team: Option<&'a str>,
+    repository: Option<&'a str>,
+}
+
+impl<'a> Keys<'a> {
+    fn new(service: Option<&'a str>, team: Option<&'a str>, repository: Option<&'a str>) -> Self {
+        Self {
+            service,
+            team,
+            repository,
+        }
+    }
+}
+
 /// The group of a row under `keys` (their values joined by [`KEY_SEP`]; `""` with no key,
-/// overall); `None` when the row has no value for one (a service-less incident by service).
-fn key_of(
-    keys: &[GroupBy],
-    service: Option<&str>,
-    team: Option<&str>,
-    time: i64,
-) -> Option<String> {
+/// overall); `None` when the row has no value for one (a service-less incident by service, a
+/// deployment of no known repository by repository).
+fn key_of(keys: &[GroupBy], row: Keys<'_>, time: i64) -> Option<String> {
     let mut parts = Vec::with_capacity(keys.len());
     for key in keys {
         parts.push(match key {
-            GroupBy::Service => service?.to_string(),
-            GroupBy::Team => team.unwrap_or(NO_TEAM).to_string(),
+            GroupBy::Service => row.service?.to_string(),
+            GroupBy::Team => row.team.unwrap_or(NO_TEAM).to_string(),
+            GroupBy::Repository => row.repository?.to_string(),
             GroupBy::Week => week_of(time),
             // Environments are whole reports of their own ([`by_environment`]).
             GroupBy::Environment => return None,
@@ -340,7 +399,8 @@ fn opt_i64(a: &Int64Array, i: usize) -> Option<i64> {
 }
 
 /// The SQL statements a report runs for a request, as [`report`] runs them. The grouping is
-/// applied to the rows afterwards, so the statements depend only on the window.
+/// applied to the rows afterwards, so the statements depend only on the window (and, by
+/// repository, find the repository of incidents that name none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportQueries {
     /// Production deployments in the window, with failure and rework.
@@ -374,33 +434,53 @@ impl ReportQueries {
     }
 }
 
+/// By repository, an incident that names none is of the repository of the last production
+/// deployment of its service at or before its detection (the deployment live when it began).
+const INCIDENT_LIVE_REPOSITORY: &str = ",
+             live AS (
+               SELECT incident_id, repository FROM (
+                 SELECT i.incident_id, d.repository,
+                        row_number() OVER (PARTITION BY i.incident_id
+                                           ORDER BY d.time DESC, d.event_source DESC, d.event_id DESC) AS pick
+                 FROM i JOIN dora_deployments d
+                   ON d.service = i.service AND d.time <= i.detected_at AND d.repository IS NOT NULL
+                 WHERE i.repository IS NULL)
+               WHERE pick = 1)";
+
 /// The SQL statements [`report`] runs for `req` (the views they read are
 /// [`crate::views::definitions`]).
 pub fn report_queries(req: &DoraRequest) -> ReportQueries {
+    let by_repository = req.keys().contains(&GroupBy::Repository);
     let w = Window2 {
         from: req.from.timestamp_micros(),
         to: req.to.timestamp_micros(),
     };
     ReportQueries {
         deployments: format!(
-            "SELECT CAST(time AS BIGINT) AS t, service, team, failed, rework, rework_rule, action = 'rolledback' AS rollback,
+            "SELECT CAST(time AS BIGINT) AS t, service, team, repository, failed, rework, rework_rule, action = 'rolledback' AS rollback,
                     coalesce(reverted, false) AS reverted, failed_by FROM dora_deployments
          WHERE CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
             w.from, w.to
         ),
         deliveries: format!(
-            "SELECT change_id, service, team, CAST(started_at AS BIGINT) AS started, CAST(delivered_at AS BIGINT) AS delivered, started_from
+            "SELECT change_id, service, team, repository, CAST(started_at AS BIGINT) AS started, CAST(delivered_at AS BIGINT) AS delivered, started_from
          FROM dora_change_deliveries WHERE CAST(delivered_at AS BIGINT) < {}",
             w.to
         ),
         incidents: format!(
-            "SELECT service, team, CAST(detected_at AS BIGINT) AS detected, CAST(resolved_at AS BIGINT) AS resolved
-         FROM dora_incidents
-         WHERE (CAST(resolved_at AS BIGINT) >= {from} AND CAST(resolved_at AS BIGINT) < {to})
-            OR (CAST(detected_at AS BIGINT) < {to} AND (resolved_at IS NULL OR CAST(resolved_at AS BIGINT) >= {to}))
-            OR (CAST(detected_at AS BIGINT) >= {from} AND CAST(detected_at AS BIGINT) < {to})",
+            "WITH i AS (
+               SELECT incident_id, service, team, detected_at, resolved_at, repository FROM dora_incidents
+               WHERE (CAST(resolved_at AS BIGINT) >= {from} AND CAST(resolved_at AS BIGINT) < {to})
+                  OR (CAST(detected_at AS BIGINT) < {to} AND (resolved_at IS NULL OR CAST(resolved_at AS BIGINT) >= {to}))
+                  OR (CAST(detected_at AS BIGINT) >= {from} AND CAST(detected_at AS BIGINT) < {to})){live}
+             SELECT i.service, i.team, CAST(i.detected_at AS BIGINT) AS detected,
+                    CAST(i.resolved_at AS BIGINT) AS resolved, {repository} AS repository
+             FROM i{live_join}",
             from = w.from,
-            to = w.to
+            to = w.to,
+            live = if by_repository { INCIDENT_LIVE_REPOSITORY } else { "" },
+            repository = if by_repository { "coalesce(i.repository, l.repository)" } else { "i.repository" },
+            live_join = if by_repository { " LEFT JOIN live l ON l.incident_id = i.incident_id" } else { "" },
         ),
         deployments_unknown_artifact: format!(
             "SELECT count(*) FROM dora_deployments d
@@ -418,7 +498,7 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
             to = w.to
         ),
         failed_deployments: format!(
-            "SELECT CAST(time AS BIGINT) AS t, service, team FROM deployment_failures
+            "SELECT CAST(time AS BIGINT) AS t, service, team, repository FROM deployment_failures
          WHERE production AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
             w.from, w.to
         ),
@@ -433,6 +513,7 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
             &strings(&b, "service")?,
             &strings(&b, "team")?,
         );
+        let repository = &strings(&b, "repository")?;
         let rule = &strings(&b, "rework_rule")?;
         let (f, r, rb) = (
             col::<BooleanArray>(&b, "failed")?,
@@ -446,6 +527,7 @@ async fn deployments(engine: &Engine, sql: &str) -> Result<Vec<Deployment>> {
                 time: t.value(i),
                 service: s.value(i).to_string(),
                 team: opt_str(team, i),
+                repository: opt_str(repository, i),
                 failed: f.is_valid(i) && f.value(i),
                 rework: r.is_valid(i) && r.value(i),
                 rework_rule: opt_str(rule, i),
@@ -468,11 +550,13 @@ async fn failed_attempts(engine: &Engine, sql: &str) -> Result<Vec<FailedAttempt
             &strings(&b, "service")?,
             &strings(&b, "team")?,
         );
+        let repository = &strings(&b, "repository")?;
         for i in 0..b.num_rows() {
             out.push(FailedAttempt {
                 time: t.value(i),
                 service: opt_str(s, i),
                 team: opt_str(team, i),
+                repository: opt_str(repository, i),
             });
         }
     }
@@ -492,11 +576,13 @@ async fn deliveries(engine: &Engine, sql: &str) -> Result<Vec<Delivery>> {
             col::<Int64Array>(&b, "delivered")?,
         );
         let from = &strings(&b, "started_from")?;
+        let repository = &strings(&b, "repository")?;
         for i in 0..b.num_rows() {
             out.push(Delivery {
                 change_id: c.value(i).to_string(),
                 service: s.value(i).to_string(),
                 team: opt_str(team, i),
+                repository: opt_str(repository, i),
                 started: st.value(i),
                 delivered: dl.value(i),
                 started_from: opt_str(from, i),
@@ -510,6 +596,7 @@ async fn incidents(engine: &Engine, sql: &str) -> Result<Vec<Incident>> {
     let mut out = Vec::new();
     for b in engine.internal(sql).await?.batches {
         let (s, team) = (&strings(&b, "service")?, &strings(&b, "team")?);
+        let repository = &strings(&b, "repository")?;
         let (d, r) = (
             col::<Int64Array>(&b, "detected")?,
             col::<Int64Array>(&b, "resolved")?,
@@ -518,6 +605,7 @@ async fn incidents(engine: &Engine, sql: &str) -> Result<Vec<Incident>> {
             out.push(Incident {
                 service: opt_str(s, i),
                 team: opt_str(team, i),
+                repository: opt_str(repository, i),
                 detected: opt_i64(d, i),
                 resolved: opt_i64(r, i),
             });
@@ -638,7 +726,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
     let compute = |key: &[GroupBy]| -> BTreeMap<String, Figures> {
         let mut dep_groups: BTreeMap<String, Vec<&Deployment>> = BTreeMap::new();
         for d in &deps {
-            if let Some(k) = key_of(key, Some(&d.service), d.team.as_deref(), d.time) {
+            if let Some(k) = key_of(key, d.keys(), d.time) {
                 dep_groups.entry(k).or_default().push(d);
             }
         }
@@ -651,7 +739,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
             .filter(|k| *k != GroupBy::Week)
             .collect();
         for d in &dels {
-            if let Some(k) = key_of(&but_week, Some(&d.service), d.team.as_deref(), d.delivered) {
+            if let Some(k) = key_of(&but_week, d.keys(), d.delivered) {
                 let e = first.entry((k, d.change_id.as_str())).or_insert(d);
                 if (d.delivered, &d.service) < (e.delivered, &e.service) {
                     *e = d;
@@ -665,7 +753,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
             if !w.contains(d.delivered) {
                 continue;
             }
-            let Some(k) = key_of(key, Some(&d.service), d.team.as_deref(), d.delivered) else {
+            let Some(k) = key_of(key, d.keys(), d.delivered) else {
                 continue;
             };
             if d.started_from.as_deref() != Some(start) {
@@ -681,12 +769,12 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         for i in &incs {
             match (i.detected, i.resolved) {
                 (Some(d), Some(r)) if w.contains(r) && r >= d => {
-                    if let Some(k) = key_of(key, i.service.as_deref(), i.team.as_deref(), r) {
+                    if let Some(k) = key_of(key, i.keys(), r) {
                         rec_groups.entry(k).or_default().push((r - d) as f64 / 1e6);
                     }
                 }
                 (Some(d), r) if d < w.to && r.is_none_or(|r| r >= w.to) => {
-                    if let Some(k) = key_of(key, i.service.as_deref(), i.team.as_deref(), d) {
+                    if let Some(k) = key_of(key, i.keys(), d) {
                         *open_groups.entry(k).or_default() += 1;
                     }
                 }
@@ -695,7 +783,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         }
         let mut attempt_groups: BTreeMap<String, u64> = BTreeMap::new();
         for a in &attempts {
-            if let Some(k) = key_of(key, a.service.as_deref(), a.team.as_deref(), a.time) {
+            if let Some(k) = key_of(key, a.keys(), a.time) {
                 *attempt_groups.entry(k).or_default() += 1;
             }
         }
@@ -749,26 +837,20 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         groups
             .into_iter()
             .map(|(k, figures)| {
-                let mut group = Group {
-                    service: None,
-                    team: None,
-                    week: None,
-                    environment: None,
-                    figures,
-                };
+                let mut group = Group::of(figures);
                 for (key, value) in keys.iter().zip(k.split(KEY_SEP)) {
-                    let slot = match key {
-                        GroupBy::Service => &mut group.service,
-                        GroupBy::Team => &mut group.team,
-                        GroupBy::Week => &mut group.week,
-                        GroupBy::Environment => &mut group.environment,
-                    };
-                    *slot = Some(value.to_string());
+                    *group.slot(*key) = Some(value.to_string());
                 }
                 group
             })
-            .collect()
+            .collect::<Vec<_>>()
     });
+    // The contract keys `groups` by service, team or week: groups by repository go apart.
+    let (groups, repositories) = if keys.contains(&GroupBy::Repository) {
+        (None, groups)
+    } else {
+        (groups, None)
+    };
     Ok(DoraReport {
         window: Window {
             from: req
@@ -780,6 +862,7 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
         figures,
         groups,
         environments: None,
+        repositories,
         unlinked,
         production: engine.config().production.clone(),
         failure_window: engine.config().dora.failure_window.trim().to_string(),
@@ -843,11 +926,8 @@ async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport
         let exactly = engine.with_production(format!("^{}$", regex::escape(&environment)));
         let r = Box::pin(report(&exactly, &overall)).await?;
         slices.push(Group {
-            service: None,
-            team: None,
-            week: None,
             environment: Some(environment),
-            figures: r.figures,
+            ..Group::of(r.figures)
         });
     }
     report_all.environments = Some(slices);

@@ -485,13 +485,13 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
         "deployments",
         format!(
             "SELECT e.time, e.service, e.environment, e.predicate AS action, e.artifact_id,
-                    {prod} AS production, a.repository, a.change_id,
+                    {prod} AS production, coalesce(a.repository, e.repository) AS repository, a.change_id,
                     coalesce(e.team, ts.team, tr.team) AS team,
                     e.event_source, e.event_id, e.url, e.date
              FROM report_events e
              LEFT JOIN artifacts a ON a.artifact_id = e.artifact_id
              LEFT JOIN teams ts ON ts.key = e.service
-             LEFT JOIN teams tr ON tr.key = a.repository
+             LEFT JOIN teams tr ON tr.key = coalesce(a.repository, e.repository)
              WHERE e.subject = 'service' AND e.predicate IN ('deployed', 'upgraded', 'rolledback')",
             prod = is_prod("e.environment"),
         ),
@@ -502,7 +502,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
         "deployment_failures",
         format!(
             "SELECT e.time, e.service, e.environment, {prod} AS production, e.origin, e.outcome,
-                    e.artifact_id, e.url, coalesce(e.team, t.team) AS team, e.event_source, e.event_id, e.date
+                    e.artifact_id, e.url, coalesce(e.team, t.team) AS team, e.event_source, e.event_id, e.date,
+                    e.repository
              FROM report_events e LEFT JOIN teams t ON t.key = e.service
              WHERE {DEPLOYMENT_FAILED}",
             prod = is_prod("e.environment"),
@@ -515,8 +516,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
             "SELECT i.incident_id, i.service, i.environment, i.production, i.detected_at, i.resolved_at,
                     {recovery} AS recovery_seconds,
                     coalesce(i.event_team, t.team) AS team, i.events,
-                    i.origin, i.acknowledged_at, i.canceled
-             FROM (SELECT subject_id AS incident_id, min(service) AS service,
+                    i.origin, i.acknowledged_at, i.canceled, i.repository
+             FROM (SELECT subject_id AS incident_id, min(service) AS service, min(repository) AS repository,
                           coalesce(min(CASE WHEN predicate IN ('detected', 'reported') THEN environment END),
                                    min(environment)) AS environment,
                           bool_or({prod}) AS production,
@@ -913,7 +914,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     v.push((
         "dora_incidents",
         "SELECT incident_id, service, environment, team, detected_at, resolved_at,
-                CASE WHEN recovery_seconds >= 0 THEN recovery_seconds END AS recovery_seconds
+                CASE WHEN recovery_seconds >= 0 THEN recovery_seconds END AS recovery_seconds,
+                repository
          FROM incidents WHERE production AND NOT canceled"
             .to_string(),
     ));

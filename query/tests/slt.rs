@@ -28,7 +28,7 @@
 //!
 //! ```text
 //! query TT
-//! DORA <from> <to> [by=service|team|week|environment[,<second key>]] [only=<path prefix>[,<path prefix>…]]
+//! DORA <from> <to> [by=service|team|week|repository|environment[,<second key>]] [only=<path prefix>[,<path prefix>…]]
 //! ```
 //! answers the report's JSON flattened into `(path, value)` rows.
 
@@ -401,7 +401,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
             for (i, item) in items.iter().enumerate() {
                 // A group is keyed by its name (`checkout/2026-W05` with two keys); anything
                 // else by its position.
-                const KEYS: [&str; 4] = ["service", "team", "week", "environment"];
+                const KEYS: [&str; 5] = ["service", "team", "repository", "week", "environment"];
                 let names: Vec<&str> = KEYS
                     .iter()
                     .filter_map(|k| item.get(*k).and_then(Value::as_str))

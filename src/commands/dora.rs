@@ -20,11 +20,11 @@ pub(crate) struct Args {
     /// Window end (exclusive): RFC 3339, a date, or now. Default: now.
     #[arg(long, default_value = "now")]
     to: String,
-    /// Also report per service, team or ISO week (in `groups`), or per environment (in
-    /// `environments`: every environment deployed to in the window, each as if it were
-    /// production).
+    /// Also report per service, team or ISO week (in `groups`), per repository (in
+    /// `repositories`), or per environment (in `environments`: every environment deployed to
+    /// in the window, each as if it were production).
     /// Two keys combine: `--by service,week` is one group per service and week.
-    #[arg(long, value_name = "service|team|week|environment[,…]")]
+    #[arg(long, value_name = "service|team|week|repository|environment[,…]")]
     by: Option<String>,
     /// Output format. `html` is a self-contained page (five figures, change against the
     /// previous period, weekly trends, per-service table) for management.

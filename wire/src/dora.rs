@@ -13,6 +13,10 @@ pub enum GroupBy {
     Service,
     Team,
     Week,
+    /// The repository of a deployment's change (else of its event), of a change, of an
+    /// incident (its own, else that of the last production deployment of its service before
+    /// it was detected); its groups are the report's `repositories`.
+    Repository,
     /// Every environment deployed to in the window, each reported as if it were production
     /// (its slices are the report's `environments`, not `groups`).
     Environment,
@@ -24,12 +28,13 @@ impl GroupBy {
             GroupBy::Service => "service",
             GroupBy::Team => "team",
             GroupBy::Week => "week",
+            GroupBy::Repository => "repository",
             GroupBy::Environment => "environment",
         }
     }
 }
 
-/// A grouping that is not `service`, `team` or `week`.
+/// A grouping that is not `service`, `team`, `week`, `repository` or `environment`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownGrouping(pub String);
 
@@ -37,7 +42,7 @@ impl std::fmt::Display for UnknownGrouping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "unknown grouping {:?}: use service, team, week or environment",
+            "unknown grouping {:?}: use service, team, week, repository or environment",
             self.0
         )
     }
@@ -52,6 +57,7 @@ impl std::str::FromStr for GroupBy {
             "service" => Ok(Self::Service),
             "team" => Ok(Self::Team),
             "week" => Ok(Self::Week),
+            "repository" => Ok(Self::Repository),
             "environment" => Ok(Self::Environment),
             other => Err(UnknownGrouping(other.to_string())),
         }
@@ -250,6 +256,9 @@ pub struct Group {
     pub team: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub week: Option<String>,
+    /// In the report's `repositories`: the repository the figures are of.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub repository: Option<String>,
     /// In the report's `environments`: the environment the figures are of.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub environment: Option<String>,
@@ -258,11 +267,35 @@ pub struct Group {
 }
 
 impl Group {
-    /// Every key the group has, in the order service, team, week, environment.
+    /// A group of no key yet, with these figures.
+    pub fn of(figures: Figures) -> Self {
+        Self {
+            service: None,
+            team: None,
+            week: None,
+            repository: None,
+            environment: None,
+            figures,
+        }
+    }
+
+    /// The slot of a key.
+    pub fn slot(&mut self, key: GroupBy) -> &mut Option<String> {
+        match key {
+            GroupBy::Service => &mut self.service,
+            GroupBy::Team => &mut self.team,
+            GroupBy::Week => &mut self.week,
+            GroupBy::Repository => &mut self.repository,
+            GroupBy::Environment => &mut self.environment,
+        }
+    }
+
+    /// Every key the group has, in the order service, team, repository, week, environment.
     pub fn keys(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
             ("service", &self.service),
             ("team", &self.team),
+            ("repository", &self.repository),
             ("week", &self.week),
             ("environment", &self.environment),
         ]
@@ -279,6 +312,7 @@ impl Group {
         self.service
             .as_deref()
             .or(self.team.as_deref())
+            .or(self.repository.as_deref())
             .or(self.week.as_deref())
             .or(self.environment.as_deref())
             .unwrap_or_default()
@@ -312,6 +346,10 @@ pub struct DoraReport {
     /// `groups`, whose items the contract keys by service, team or week.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub environments: Option<Vec<Group>>,
+    /// With `--by repository` (alone or with another key, `repository,week`): the groups, keyed
+    /// by `repository`. Not in `groups`, whose items the contract keys by service, team or week.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub repositories: Option<Vec<Group>>,
     pub unlinked: Unlinked,
     /// The production pattern the report used.
     pub production: String,
@@ -348,12 +386,12 @@ fn created() -> String {
 
 impl DoraReport {
     /// The report's breakdown, whichever it has: the name of its keys (`service`, `team`,
-    /// `week`, `environment`, or two joined as `service · week`) and its items.
+    /// `week`, `repository`, `environment`, or two joined as `service · week`) and its items.
     pub fn breakdown(&self) -> Option<(String, &[Group])> {
         if let Some(environments) = &self.environments {
             return Some(("environment".to_string(), environments));
         }
-        let groups = self.groups.as_deref()?;
+        let groups = self.groups.as_deref().or(self.repositories.as_deref())?;
         // The keys asked for; else those the first group has.
         let names: Vec<&str> = match &self.by {
             Some(by) => by.split(',').collect(),

@@ -62,6 +62,7 @@ fn report(groups: Option<Vec<Group>>) -> DoraReport {
         figures: figures(8, Some(Level::Medium)),
         groups,
         environments: None,
+        repositories: None,
         unlinked: Unlinked {
             changes_not_delivered: 3,
             ..Unlinked::default()
@@ -99,17 +100,13 @@ fn a_report_with_and_without_groups_matches_the_contract_and_round_trips() {
     let groups = vec![
         Group {
             service: Some("checkout".into()),
-            team: None,
-            week: None,
             environment: None,
-            figures: figures(8, Some(Level::Medium)),
+            ..Group::of(figures(8, Some(Level::Medium)))
         },
         Group {
             service: Some("cart".into()),
-            team: None,
-            week: None,
             environment: None,
-            figures: figures(0, None),
+            ..Group::of(figures(0, None))
         },
     ];
     for r in [report(None), report(Some(groups))] {
@@ -151,12 +148,10 @@ fn a_report_by_environment_matches_the_contract_and_round_trips() {
     r.environments = Some(
         ["production", "staging"]
             .map(|e| Group {
-                service: None,
-                team: None,
-                week: None,
-                environment: Some(e.into()),
-                figures: figures(4, Some(Level::High)),
-            })
+            service: None,
+            environment: Some(e.into()),
+            ..Group::of(figures(4, Some(Level::High)))
+        })
             .to_vec(),
     );
     let json = serde_json::to_value(&r).unwrap();
@@ -172,6 +167,28 @@ fn a_report_by_environment_matches_the_contract_and_round_trips() {
     assert_eq!(r.environments.as_ref().unwrap()[0].key(), "production");
 }
 
+/// A report by repository keeps the contract: its groups are in `repositories`, each named by
+/// its repository (and its second key, when it has one), and `groups` is absent.
+#[test]
+fn a_report_by_repository_matches_the_contract_and_round_trips() {
+    let mut r = report(None);
+    r.by = Some("repository,week".into());
+    r.repositories = Some(vec![Group {
+        repository: Some("acme/shop".into()),
+        week: Some("2026-W05".into()),
+        ..Group::of(figures(3, Some(Level::High)))
+    }]);
+    let json = serde_json::to_value(&r).unwrap();
+    validate(&json);
+    assert!(json.get("groups").is_none());
+    assert_eq!(json["repositories"][0]["repository"], "acme/shop");
+    assert_eq!(json["repositories"][0]["week"], "2026-W05");
+    assert_eq!(serde_json::from_value::<DoraReport>(json).unwrap(), r);
+    let (key, groups) = r.breakdown().unwrap();
+    assert_eq!(key, "repository · week");
+    assert_eq!(groups[0].label(), "acme/shop · 2026-W05");
+}
+
 /// A report placed in another year's levels keeps the contract: 2022 has no elite, 2025 no
 /// level at all; the figures themselves do not change.
 #[test]
@@ -180,10 +197,8 @@ fn a_report_in_each_years_levels_matches_the_contract() {
     let grouped = || {
         Some(vec![Group {
             service: Some("checkout".into()),
-            team: None,
-            week: None,
             environment: None,
-            figures: figures(8, Some(Level::Medium)),
+            ..Group::of(figures(8, Some(Level::Medium)))
         }])
     };
     for b in Benchmark::ALL {
@@ -238,7 +253,7 @@ fn levels_and_groupings_are_spelled_as_the_contract_says() {
         Level::ALL.map(Level::as_str),
         ["elite", "high", "medium", "low"]
     );
-    for by in ["service", "team", "week", "environment"] {
+    for by in ["service", "team", "week", "repository", "environment"] {
         let parsed: cdlake_wire::GroupBy = by.parse().unwrap();
         assert_eq!(parsed.as_str(), by);
         assert_eq!(serde_json::to_value(parsed).unwrap(), json!(by));
@@ -246,7 +261,7 @@ fn levels_and_groupings_are_spelled_as_the_contract_says() {
     let err = "day".parse::<cdlake_wire::GroupBy>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown grouping \"day\": use service, team, week or environment"
+        "unknown grouping \"day\": use service, team, week, repository or environment"
     );
 }
 
