@@ -193,6 +193,38 @@ pub(crate) struct ConfigArgs {
     pub(crate) production: Option<String>,
 }
 
+/// The configuration file of a command that writes events and reads only its rules
+/// (`[[services]]`), not the query settings.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RulesArgs {
+    /// cdlake.toml, for its [[services]] rules (default: ./cdlake.toml if present).
+    #[arg(long, env = "CDLAKE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+impl RulesArgs {
+    /// The `[[services]]` rules of the file.
+    pub(crate) fn services(&self) -> anyhow::Result<Vec<cdlake_schemas::services::ServiceRule>> {
+        Ok(Config::load(self.config.as_deref())?.services)
+    }
+}
+
+/// What the normalisers are configured with: `[incidents]` and `[[services]]`.
+pub(crate) fn rules(config: &Config) -> cdlake_ingest::sources::Rules {
+    cdlake_ingest::sources::Rules {
+        incidents: config.incidents.clone(),
+        services: config.services.clone(),
+    }
+}
+
+/// A writer's settings with the `[[services]]` of `config`.
+pub(crate) fn ingester_config(config: &Config) -> cdlake_ingest::IngesterConfig {
+    cdlake_ingest::IngesterConfig {
+        services: config.services.clone(),
+        ..cdlake_ingest::IngesterConfig::default()
+    }
+}
+
 impl ConfigArgs {
     pub(crate) fn load(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;

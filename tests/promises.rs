@@ -1,7 +1,8 @@
 //! Promises of the README that no other test covers, each with real processes: a 2xx from
 //! `cdlake standalone` means committed, also across a kill -9; `--production` and the `[teams]`
 //! of `cdlake.toml` shape the report through the CLI, the flag winning over the file; lead time
-//! from real GitHub webhooks to the report and `lead_time_breakdown`.
+//! from real GitHub webhooks to the report and `lead_time_breakdown`; `[[services]]` rules
+//! splitting a monorepo, from real GitHub webhooks to the report.
 
 mod support;
 
@@ -286,6 +287,157 @@ async fn lead_time_from_real_github_webhooks_to_the_report() {
     assert_eq!(row["wait_seconds"], 7200.0, "{row}");
     assert_eq!(row["lead_time_seconds"], 9567.0, "{row}");
     assert_eq!(row["pipeline_runs"], 0, "{row}");
+}
+
+/// `[[services]]` rules from `cdlake.toml`, through real GitHub webhooks to `cdlake
+/// standalone`: in Codertocat/Hello-World, a monorepo of billing and cart, #2 (the fixture,
+/// branch `changes`) was pushed with a file under services/billing, and #3 (branch
+/// `cart-fix`, merged at 15:45, before #2's merge) with one under services/cart. GitHub
+/// Actions' "Deploy billing" workflow deploys #2's merge commit at 18:00. The rules make the
+/// deployment billing's (by its workflow) and each change its branch's service (by the files
+/// pushed), so the deployment delivers #2 only (lead time 9,567 s, as above) and #3, cart's,
+/// waits for a deployment of cart. Without the rules it would deliver both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_rules_split_a_monorepo_from_real_github_webhooks_to_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let config = dir.path().join("cdlake.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[services]]
+service = "billing"
+workflows = ["Deploy billing"]
+
+[[services]]
+service = "billing"
+repository = "codertocat/hello-world"
+paths = ["services/billing/**"]
+
+[[services]]
+service = "cart"
+repository = "Codertocat/Hello-World"
+paths = ["services/cart/**"]
+"#,
+    )
+    .unwrap();
+    let svc = Service::spawn(&[
+        "standalone",
+        "--store",
+        store.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--pg-listen",
+        "off",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let fixtures = shared().join("fixtures/github");
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(fixtures.join(p)).unwrap()).unwrap()
+    };
+    let merge = "1111111111111111111111111111111111111111";
+    let repository = read("push/payload.json")["repository"].clone();
+    let push = |branch: &str, sha: &str, at: &str, file: &str| {
+        serde_json::json!({
+            "ref": format!("refs/heads/{branch}"), "created": true, "after": sha,
+            "repository": repository.clone(),
+            "commits": [{"id": sha, "timestamp": at, "distinct": true,
+                         "added": [file], "modified": [], "removed": []}],
+            "head_commit": {"timestamp": at},
+        })
+    };
+    let opened = read("pull_request/opened.payload.json");
+    let mut closed = read("pull_request/closed.payload.json");
+    closed["pull_request"]["merged"] = true.into();
+    closed["pull_request"]["merged_at"] = "2019-05-15T16:00:00Z".into();
+    closed["pull_request"]["closed_at"] = "2019-05-15T16:00:00Z".into();
+    closed["pull_request"]["merge_commit_sha"] = merge.into();
+    let mut cart_opened = opened.clone();
+    cart_opened["number"] = 3.into();
+    cart_opened["pull_request"]["number"] = 3.into();
+    cart_opened["pull_request"]["head"]["ref"] = "cart-fix".into();
+    cart_opened["pull_request"]["created_at"] = "2019-05-15T15:30:00Z".into();
+    let mut cart_closed = closed.clone();
+    cart_closed["number"] = 3.into();
+    cart_closed["pull_request"]["number"] = 3.into();
+    cart_closed["pull_request"]["head"]["ref"] = "cart-fix".into();
+    cart_closed["pull_request"]["merged_at"] = "2019-05-15T15:45:00Z".into();
+    cart_closed["pull_request"]["closed_at"] = "2019-05-15T15:45:00Z".into();
+    cart_closed["pull_request"]["merge_commit_sha"] =
+        "2222222222222222222222222222222222222222".into();
+    let mut deployment = read("deployment_status/payload.json");
+    deployment["deployment"]["sha"] = merge.into();
+    deployment["deployment_status"]["created_at"] = "2019-05-15T18:00:00Z".into();
+    deployment["deployment_status"]["updated_at"] = "2019-05-15T18:00:00Z".into();
+    deployment["workflow_run"] = serde_json::json!({"name": "Deploy billing"});
+    let client = reqwest::Client::new();
+    for (n, (kind, body)) in [
+        (
+            "push",
+            push(
+                "changes",
+                "a000000000000000000000000000000000000001",
+                "2019-05-15T15:00:00Z",
+                "services/billing/invoice.rs",
+            ),
+        ),
+        ("pull_request", opened),
+        (
+            "push",
+            push(
+                "cart-fix",
+                "b000000000000000000000000000000000000001",
+                "2019-05-15T15:10:00Z",
+                "services/cart/basket.rs",
+            ),
+        ),
+        ("pull_request", cart_opened),
+        ("pull_request", cart_closed),
+        ("pull_request", closed),
+        ("deployment_status", deployment),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = client
+            .post(svc.url("/webhooks/github"))
+            .header("x-github-event", kind)
+            .header("x-github-delivery", format!("mono-{n}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+    let resp = client
+        .get(svc.url("/api/v1/dora?from=2019-05-01&to=2019-06-01&by=service"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let report: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(report["groups"][0]["service"], "billing", "{report:#}");
+    assert_eq!(report["lead_time"]["changes"], 1, "{report:#}");
+    assert_eq!(report["lead_time"]["median_seconds"], 9567.0, "{report:#}");
+    assert_eq!(report["unlinked"]["changes_not_delivered"], 1, "{report:#}");
+    let rows = sql_json(
+        &store,
+        "SELECT change_id, service FROM change_services ORDER BY change_id",
+    );
+    let pairs: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r["change_id"].to_string(), r["service"].to_string()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("\"Codertocat/Hello-World#2\"".into(), "\"billing\"".into()),
+            ("\"Codertocat/Hello-World#3\"".into(), "\"cart\"".into()),
+        ],
+        "{rows:?}"
+    );
 }
 
 /// The store stops accepting writes (its directory replaced by a file, as an unmounted volume

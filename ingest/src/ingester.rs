@@ -39,6 +39,8 @@ pub struct IngesterConfig {
     /// How many date partitions' identity sets to keep in memory for de-duplication.
     pub cached_partitions: usize,
     pub encode: EncodeOptions,
+    /// `[[services]]`: the service of each event pushed, where a rule names it.
+    pub services: Vec<cdlake_schemas::services::ServiceRule>,
 }
 
 impl Default for IngesterConfig {
@@ -49,6 +51,7 @@ impl Default for IngesterConfig {
             max_age: Duration::from_secs(2),
             cached_partitions: 64,
             encode: EncodeOptions::default(),
+            services: Vec::new(),
         }
     }
 }
@@ -220,7 +223,8 @@ impl Ingester {
     }
 
     /// Buffer an event unless its identity is already stored or buffered.
-    pub async fn push(&mut self, event: Event) -> Result<Pushed> {
+    pub async fn push(&mut self, mut event: Event) -> Result<Pushed> {
+        cdlake_schemas::services::apply(&self.config.services, &mut event);
         let date = event.date();
         let key = event.identity_key();
         if !self.partition(Table::Events, date).await?.keys.insert(key) {

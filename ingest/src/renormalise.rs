@@ -66,12 +66,13 @@ pub struct RenormaliseReport {
     pub busy: usize,
 }
 
-/// Renormalise every date partition of `events` from `from` (all when `None`) on;
-/// `progress(done, total)` after each partition.
+/// Renormalise every date partition of `events` from `from` (all when `None`) on, under
+/// `rules` (their `[[services]]`); `progress(done, total)` after each partition.
 pub async fn renormalise(
     store: &Store,
     log: &TableLog,
     from: Option<NaiveDate>,
+    rules: &crate::sources::Rules,
     encode_opts: &EncodeOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<RenormaliseReport> {
@@ -82,7 +83,7 @@ pub async fn renormalise(
         .collect();
     let mut report = RenormaliseReport::default();
     for (i, date) in dates.iter().enumerate() {
-        renormalise_partition(store, log, *date, encode_opts, &mut report).await?;
+        renormalise_partition(store, log, *date, rules, encode_opts, &mut report).await?;
         progress(i + 1, dates.len());
     }
     Ok(report)
@@ -99,11 +100,12 @@ async fn renormalise_partition(
     store: &Store,
     log: &TableLog,
     date: NaiveDate,
+    rules: &crate::sources::Rules,
     encode_opts: &EncodeOptions,
     report: &mut RenormaliseReport,
 ) -> Result<()> {
     for _ in 0..ATTEMPTS {
-        match attempt(store, log, date, encode_opts).await? {
+        match attempt(store, log, date, rules, encode_opts).await? {
             Attempt::Done(r) => {
                 report.partitions += 1;
                 report.rewritten += r.rewritten;
@@ -129,6 +131,7 @@ async fn attempt(
     store: &Store,
     log: &TableLog,
     date: NaiveDate,
+    rules: &crate::sources::Rules,
     encode_opts: &EncodeOptions,
 ) -> Result<Attempt> {
     let index = log.refresh().await?;
@@ -147,7 +150,7 @@ async fn attempt(
         let mut changed = 0;
         let now: Vec<Event> = stored
             .into_iter()
-            .map(|row| match crate::sources::renormalise(&row) {
+            .map(|row| match crate::sources::renormalise(&row, rules) {
                 Some(Ok(new)) if new != row => {
                     changed += 1;
                     new

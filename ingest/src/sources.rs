@@ -45,6 +45,8 @@ pub use receive::{ApiError, Receivers, error};
 pub struct Rules {
     /// Where incidents of the alerting and incident tools find their service and environment.
     pub incidents: IncidentRules,
+    /// `[[services]]`: which service an event is of, where a rule names it.
+    pub services: Vec<cdlake_schemas::services::ServiceRule>,
 }
 
 /// One source of input.
@@ -145,21 +147,35 @@ pub fn normalise_with(
             envelope.origin.as_str()
         ))
     })?;
-    let normalised = (source.normalise)(envelope, rules, ingested_at)?;
-    if let Normalised::Event(event) = &normalised {
+    let mut normalised = (source.normalise)(envelope, rules, ingested_at)?;
+    if let Normalised::Event(event) = &mut normalised {
         cdlake_schemas::event::check_time(event.time, envelope.received_at)
             .map_err(Rejection::invalid)?;
+        cdlake_schemas::services::apply(&rules.services, event);
     }
     Ok(normalised)
 }
 
 /// Normalise a stored row again from its payload, as `cdlake rebuild --renormalise` does: the
 /// row today's normaliser makes of it, with the row's `ingested_at`, its `event_id` standing
-/// in for the delivery id it came with (a row stored under its fact normalises to itself).
-/// `None` where the row is not one input's own row (the alerting tools split a delivery into
-/// several rows), is a row GitHub's normaliser cannot tell the event of, or now normalises to
-/// no row.
-pub fn renormalise(row: &Event) -> Option<Result<Event, Rejection>> {
+/// in for the delivery id it came with (a row stored under its fact normalises to itself),
+/// and the service the first `[[services]]` rule of `rules` that holds for it names. A row no
+/// normaliser makes again (the alerting tools split a delivery into several rows; a row
+/// GitHub's normaliser cannot tell the event of, or that now normalises to no row) is kept as
+/// stored, with only the rules applied; `None` for it when there are no rules.
+pub fn renormalise(row: &Event, rules: &Rules) -> Option<Result<Event, Rejection>> {
+    let mut again = match renormalised(row) {
+        Some(Ok(event)) => event,
+        Some(Err(rejection)) => return Some(Err(rejection)),
+        None if rules.services.is_empty() => return None,
+        None => row.clone(),
+    };
+    cdlake_schemas::services::apply(&rules.services, &mut again);
+    Some(Ok(again))
+}
+
+/// The row the normalisers make of a stored row's payload; `None` where none does.
+fn renormalised(row: &Event) -> Option<Result<Event, Rejection>> {
     let (at, payload) = (row.ingested_at, row.payload.as_bytes());
     let normalised = match parse_origin(&row.origin)? {
         Origin::CdEvents => {

@@ -29,6 +29,11 @@
 //! default_environment = "production"
 //! [incidents.services]      # a tool's service name or id → cdlake service
 //! "API Service" = "api"
+//!
+//! [[services]]              # monorepos: which service an event is of (first rule that holds)
+//! service = "billing"
+//! repository = "acme/monorepo"
+//! paths = ["services/billing/**"]   # and/or labels, workflows (globs), environment_prefix
 //! ```
 //!
 //! [`Limits`] lists every limit with its default.
@@ -78,6 +83,8 @@ pub enum ConfigError {
     LeadTimeStart(String),
     #[error("config: dora.bands: {0}")]
     Bands(cdlake_wire::dora::levels::UnknownBenchmark),
+    #[error("config: {0}")]
+    ServiceRule(String),
 }
 
 /// The settings of `cdlake.toml`.
@@ -93,6 +100,9 @@ pub struct Config {
     pub incidents: cdlake_schemas::incidents::IncidentRules,
     /// Choices among the DORA definitions.
     pub dora: DoraRules,
+    /// `[[services]]`: which service an event is of where its source cannot tell (applied
+    /// when events are normalised).
+    pub services: Vec<cdlake_schemas::services::ServiceRule>,
 }
 
 /// `[dora]`: choices among the DORA definitions.
@@ -304,6 +314,7 @@ impl Default for Config {
             limits: Limits::default(),
             incidents: Default::default(),
             dora: DoraRules::default(),
+            services: Vec::new(),
         }
     }
 }
@@ -346,6 +357,17 @@ impl Config {
         regex::Regex::new(&self.production).map_err(ConfigError::Production)?;
         self.dora.options()?;
         self.dora.benchmark()?;
+        for rule in &self.services {
+            rule.check().map_err(ConfigError::ServiceRule)?;
+            for glob in rule.paths.iter().chain(&rule.workflows) {
+                if glob.trim().is_empty() {
+                    return Err(ConfigError::ServiceRule(format!(
+                        "the [[services]] rule for {:?} has an empty glob",
+                        rule.service
+                    )));
+                }
+            }
+        }
         let l = &self.limits;
         for (name, value) in [
             ("query_timeout_secs", l.query_timeout_secs as usize),
@@ -465,6 +487,33 @@ mod tests {
         assert_eq!(incidents.environment(None), None);
         assert_eq!(incidents.service(["PA2P440"]), Some("checkout".into()));
         assert!(Config::parse("[incidents]\nlabels = []\n").is_err());
+        let services = Config::parse(
+            "[[services]]\nservice = 'billing'\nrepository = 'acme/mono'\npaths = ['services/billing/**']\n\n[[services]]\nservice = 'search'\nworkflows = ['deploy-search*']\n",
+        )
+        .unwrap()
+        .services;
+        assert_eq!(
+            services
+                .iter()
+                .map(|r| r.service.as_str())
+                .collect::<Vec<_>>(),
+            ["billing", "search"]
+        );
+        for (bad, says) in [
+            ("[[services]]\nservice = 'billing'\n", "names no condition"),
+            (
+                "[[services]]\nrepository = 'acme/mono'\n",
+                "missing field `service`",
+            ),
+            ("[[services]]\nservice = 'b'\npaths = ['']\n", "empty glob"),
+            (
+                "[[services]]\nservice = 'b'\npath = 'x'\n",
+                "unknown field `path`",
+            ),
+        ] {
+            let e = Config::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
         let dora = |toml: &str| Config::parse(&format!("[dora]\n{toml}\n")).map(|c| c.dora);
         let options = dora("rework = ['after_failure']\nlead_time_start = 'merged'")
             .unwrap()

@@ -27,7 +27,8 @@
 //!   `rework_rule` that marked it.
 //! - `dora_change_deliveries`: each change with its delivery per service (trunk order: a
 //!   deployment of an artifact built from change C′ delivers every change of the repository
-//!   merged no later than C′); `dora_changes`: each merged change with its earliest delivery and
+//!   merged no later than C′, except a change of other services: `change_services`, which
+//!   `[[services]]` rules fill in a monorepo); `dora_changes`: each merged change with its earliest delivery and
 //!   lead time; `dora_incidents`: production incidents with their recovery time.
 //! - `dora_levels`: the DORA levels as data, one row per figure and level with the range of
 //!   values that earns it (`metric`, `unit`, `level`, `lower`, `lower_inclusive`, `upper`,
@@ -90,6 +91,8 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
 /// The views the DORA report computes once and holds for all its statements
 /// ([`crate::Engine::dora`]): each is read by several of its statements or other views.
 pub const REPORT_HELD_VIEWS: &[&str] = &[
+    "change_pushes",
+    "change_services",
     "changes",
     "artifact_changes",
     "artifacts",
@@ -389,6 +392,44 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     v.push(("dora_levels", dora_levels_sql()));
     v.push(("dora_benchmarks", dora_benchmarks_sql()));
 
+    // The pushes to a change's branch while it was open (after the branch's previous change
+    // ended, up to its own merge or abandonment), with the earliest commit each records and the
+    // service a `[[services]]` rule gave it.
+    v.push((
+        "change_pushes",
+        "SELECT b.change_id, p.first_commit_at, p.service
+         FROM (SELECT change_id, repository, branch, ended,
+                      lag(ended) OVER (PARTITION BY repository, branch
+                                       ORDER BY ended ASC NULLS LAST, change_id) AS prev_ended
+               FROM (SELECT change_id, min(repository) AS repository, max(branch) AS branch,
+                            coalesce(min(CASE WHEN predicate = 'merged' THEN time END),
+                                     min(CASE WHEN predicate = 'abandoned' THEN time END)) AS ended
+                     FROM report_events
+                     WHERE subject = 'change' AND change_id IS NOT NULL AND branch IS NOT NULL
+                       AND predicate IN ('created', 'merged', 'abandoned')
+                     GROUP BY change_id)) b
+         JOIN report_events p
+           ON p.subject IN ('change', 'branch')
+          AND (p.first_commit_at IS NOT NULL OR p.service IS NOT NULL)
+          AND p.repository = b.repository AND p.branch = b.branch
+          AND (b.ended IS NULL OR p.time <= b.ended)
+          AND (b.prev_ended IS NULL OR p.time > b.prev_ended)"
+            .to_string(),
+    ));
+
+    // The services a change is of, where anything says: its own events' service, or that of
+    // a push to its branch (both set by `[[services]]` rules; a CDEvents change may name one).
+    // A change of no service is any service's.
+    v.push((
+        "change_services",
+        "SELECT DISTINCT change_id, service FROM (
+           SELECT change_id, service FROM report_events
+           WHERE subject = 'change' AND change_id IS NOT NULL AND service IS NOT NULL
+           UNION ALL
+           SELECT change_id, service FROM change_pushes WHERE service IS NOT NULL)"
+            .to_string(),
+    ));
+
     v.push((
         "changes",
         format!(
@@ -419,24 +460,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                                               WHERE subject = 'change' AND reverts <> '')
                         GROUP BY artifact_id) r
                ON r.artifact_id = c.reverts
-             LEFT JOIN (
-               SELECT b.change_id, min(p.first_commit_at) AS first_commit_at
-               FROM (SELECT change_id, repository, branch, ended,
-                            lag(ended) OVER (PARTITION BY repository, branch
-                                             ORDER BY ended ASC NULLS LAST, change_id) AS prev_ended
-                     FROM (SELECT change_id, min(repository) AS repository, max(branch) AS branch,
-                                  coalesce(min(CASE WHEN predicate = 'merged' THEN time END),
-                                           min(CASE WHEN predicate = 'abandoned' THEN time END)) AS ended
-                           FROM report_events
-                           WHERE subject = 'change' AND change_id IS NOT NULL AND branch IS NOT NULL
-                             AND predicate IN ('created', 'merged', 'abandoned')
-                           GROUP BY change_id)) b
-               JOIN report_events p
-                 ON p.subject IN ('change', 'branch') AND p.first_commit_at IS NOT NULL
-                AND p.repository = b.repository AND p.branch = b.branch
-                AND (b.ended IS NULL OR p.time <= b.ended)
-                AND (b.prev_ended IS NULL OR p.time > b.prev_ended)
-               GROUP BY b.change_id) fc
+             LEFT JOIN (SELECT change_id, min(first_commit_at) AS first_commit_at FROM change_pushes
+                        GROUP BY change_id) fc
                ON fc.change_id = c.change_id",
             hotfix = has_label("labels", &options.hotfix_labels),
             review = secs("c.merged_at", "coalesce(c.created_at, c.merged_at)"),
@@ -584,7 +609,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
 
     // Delivery of each merged change per service, by trunk order: by the production
     // deployments (not rollbacks) of `dora_deployments`, read from `deployments` so that
-    // `dora_deployments` can fail a deployment by what it delivered.
+    // `dora_deployments` can fail a deployment by what it delivered. A change some service is
+    // named for (`change_services`) is delivered only by that service's deployments.
     v.push((
         "dora_change_deliveries",
         format!(
@@ -601,7 +627,10 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                       CASE WHEN false THEN c.merged_at END AS time, c.started_at, c.merged_at, c.team,
                       c.started_from
                FROM changes c JOIN pairs p ON p.repository = c.repository
-               WHERE c.merged_at IS NOT NULL
+               LEFT JOIN (SELECT DISTINCT change_id FROM change_services) scoped
+                 ON scoped.change_id = c.change_id
+               LEFT JOIN change_services cs ON cs.change_id = c.change_id AND cs.service = p.service
+               WHERE c.merged_at IS NOT NULL AND (scoped.change_id IS NULL OR cs.change_id IS NOT NULL)
                UNION ALL
                SELECT repository, service, CAST(NULL AS VARCHAR), frontier, 0, time,
                       CASE WHEN false THEN time END, CASE WHEN false THEN time END, CAST(NULL AS VARCHAR),

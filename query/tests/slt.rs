@@ -24,7 +24,8 @@
 //! or `X-Gitlab-Event` header) and ingests its row, as the receivers do.
 //!
 //! `TEAMS key=team …` adds to the `[teams]` table of the configuration; `CONFIG` followed by
-//! lines of `cdlake.toml` sets its `[dora]` table.
+//! lines of `cdlake.toml` sets its `[dora]` table and its `[[services]]` rules (which the
+//! writes after it apply, as the writers do).
 //!
 //! ```text
 //! query TT
@@ -289,7 +290,7 @@ impl Db {
             .map_err(err)?;
             return Ok(());
         }
-        let mut ing = Ingester::new(self.store.clone(), IngesterConfig::default());
+        let mut ing = Ingester::new(self.store.clone(), self.writer_config());
         for (l, origin) in lines.iter().zip(origins) {
             match origin {
                 None => {
@@ -309,13 +310,21 @@ impl Db {
         Ok(())
     }
 
+    /// A writer's settings, with the `[[services]]` rules `CONFIG` set.
+    fn writer_config(&self) -> IngesterConfig {
+        IngesterConfig {
+            services: self.config.services.clone(),
+            ..IngesterConfig::default()
+        }
+    }
+
     async fn webhooks(&mut self, provider: &str, body: &str) -> Result<(), HarnessError> {
         let origin = match provider {
             "github" => Origin::Github,
             "gitlab" => Origin::Gitlab,
             other => return Err(err(format!("WEBHOOK github|gitlab, got {other:?}"))),
         };
-        let mut ing = Ingester::new(self.store.clone(), IngesterConfig::default());
+        let mut ing = Ingester::new(self.store.clone(), self.writer_config());
         for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
             self.seq += 1;
             let (kind, json) = line
@@ -452,6 +461,7 @@ impl sqllogictest::AsyncDB for Db {
         if let Some(toml) = trimmed.strip_prefix("CONFIG") {
             let parsed = Config::parse(toml).map_err(err)?;
             self.config.dora = parsed.dora;
+            self.config.services = parsed.services;
             self.engine = None;
             return Ok(DBOutput::StatementComplete(0));
         }

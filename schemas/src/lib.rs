@@ -15,6 +15,7 @@ pub mod event;
 pub mod incidents;
 pub mod lake;
 pub mod paths;
+pub mod services;
 pub mod span;
 pub mod store;
 

@@ -13,6 +13,7 @@ use cdlake_ingest::backfill::{
 use cdlake_ingest::sources::github::backfill::{self as github, check_repo};
 use cdlake_ingest::sources::gitlab::backfill::{self as gitlab, check_project};
 use cdlake_ingest::{Ingester, IngesterConfig};
+use cdlake_schemas::services::ServiceRule;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::StoreArgs;
@@ -37,6 +38,8 @@ enum Provider {
 struct GitlabArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    rules: super::RulesArgs,
     /// A project, GROUP/NAME (subgroups too: GROUP/SUB/NAME); repeatable.
     #[arg(long = "project", required = true)]
     projects: Vec<String>,
@@ -62,6 +65,8 @@ struct GitlabArgs {
 struct GithubArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    rules: super::RulesArgs,
     /// A repository, OWNER/NAME; repeatable.
     #[arg(long = "repo", required = true)]
     repos: Vec<String>,
@@ -125,12 +130,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             let client = github_client(args.token.as_deref(), args.retries)?;
             let targets = args.repos.iter().cloned().map(Target::Github).collect();
             let store = args.store.open()?;
+            let services = args.rules.services()?;
             backfill_all(
                 &client,
                 &store,
                 targets,
                 &args.since,
                 &args.api_url,
+                &services,
                 args.json,
             )
             .await
@@ -148,7 +155,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             let targets = args.projects.iter().cloned().map(Target::Gitlab).collect();
             let store = args.store.open()?;
             let api_url = gitlab::api_root(&args.url);
-            backfill_all(&client, &store, targets, &args.since, &api_url, args.json).await
+            let services = args.rules.services()?;
+            backfill_all(
+                &client,
+                &store,
+                targets,
+                &args.since,
+                &api_url,
+                &services,
+                args.json,
+            )
+            .await
         }
     }
 }
@@ -160,6 +177,7 @@ async fn backfill_all(
     targets: Vec<Target>,
     since: &str,
     api_url: &str,
+    services: &[ServiceRule],
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let since_text = since;
@@ -188,7 +206,7 @@ async fn backfill_all(
             counts.clone(),
             client.status(),
         ));
-        let (result, counts) = pull(client, store, &options, target, counts).await;
+        let (result, counts) = pull(client, store, &options, target, services, counts).await;
         ticker.abort();
         if let Err(e) = result {
             bar.finish_and_clear();
@@ -219,9 +237,14 @@ async fn pull(
     store: &cdlake_schemas::store::Store,
     options: &Options,
     target: &Target,
+    services: &[ServiceRule],
     counts: SharedCounts,
 ) -> (Result<(), BackfillError>, Counts) {
-    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+    let writer = IngesterConfig {
+        services: services.to_vec(),
+        ..IngesterConfig::default()
+    };
+    let mut ingester = Ingester::new(store.clone(), writer);
     let (ingester, shared) = (&mut ingester, counts.clone());
     let result = match target {
         Target::Github(repo) => {
@@ -348,6 +371,7 @@ impl ReconcileArgs {
         &self,
         store: cdlake_schemas::store::Store,
         metrics: Arc<cdlake_ingest::metrics::Metrics>,
+        services: Vec<ServiceRule>,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
         let Some(every) = &self.reconcile_every else {
             if !self.reconcile_repos.is_empty() || !self.reconcile_projects.is_empty() {
@@ -405,7 +429,7 @@ impl ReconcileArgs {
                         cursor: "reconcile",
                     };
                     let (result, counts) =
-                        pull(client, &store, &options, target, Arc::default()).await;
+                        pull(client, &store, &options, target, &services, Arc::default()).await;
                     let (name, provider) = match target {
                         Target::Github(name) => (name.as_str(), "GitHub"),
                         Target::Gitlab(name) => (name.as_str(), "GitLab"),

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use cdlake_demo::{DemoSpec, estimated_events, generate};
-use cdlake_ingest::{Ingester, IngesterConfig};
+use cdlake_ingest::Ingester;
 use cdlake_query::{DoraRequest, GroupBy};
 use cdlake_schemas::Origin;
 use cdlake_schemas::paths::StatePath;
@@ -109,7 +109,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("ingesting");
-    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+    let mut ingester = Ingester::new(store.clone(), super::ingester_config(&config));
     let mut counts = Counts::default();
     for event in generate(&spec, end) {
         counts.add(

@@ -20,6 +20,8 @@ use super::StoreArgs;
 pub(crate) struct Args {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    rules: super::RulesArgs,
     /// Exit with status 2 when any record was rejected.
     #[arg(long)]
     strict: bool,
@@ -67,7 +69,11 @@ fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
-    let mut ingester = Ingester::new(store, IngesterConfig::default());
+    let writer = IngesterConfig {
+        services: args.rules.services()?,
+        ..IngesterConfig::default()
+    };
+    let mut ingester = Ingester::new(store, writer);
     let sizes: u64 = args
         .files
         .iter()

@@ -16,6 +16,8 @@ pub(crate) struct Args {
     store: StoreArgs,
     #[command(flatten)]
     nats: NatsArgs,
+    #[command(flatten)]
+    rules: super::RulesArgs,
     /// Address of the metrics and health endpoints.
     #[arg(
         long = "metrics-listen",
@@ -59,13 +61,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         args.compact.options(),
         Duration::from_secs(args.compact_every_secs),
     );
-    let reconcile = args.reconcile.spawn(store.clone(), metrics.clone())?;
+    let services = args.rules.services()?;
+    let reconcile = args
+        .reconcile
+        .spawn(store.clone(), metrics.clone(), services.clone())?;
     let ingester = Ingester::new(
         store,
         IngesterConfig {
             max_rows: args.max_rows,
             max_bytes: args.max_buffer_mb.max(1) << 20,
             max_age: Duration::from_millis(args.max_age_ms),
+            services,
             ..IngesterConfig::default()
         },
     );

@@ -76,7 +76,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             Some(month) => Some(first_day(args.from.as_deref().unwrap_or_default(), month)?),
             None => None,
         };
-        Some(renormalise(&store, from_day).await?)
+        Some(renormalise(&store, from_day, &config).await?)
     } else {
         None
     };
@@ -105,7 +105,11 @@ fn first_day(text: &str, month: &str) -> anyhow::Result<NaiveDate> {
 }
 
 /// Run the normalisers again over `events` from `from` on, with a progress bar.
-async fn renormalise(store: &Store, from: Option<NaiveDate>) -> anyhow::Result<RenormaliseReport> {
+async fn renormalise(
+    store: &Store,
+    from: Option<NaiveDate>,
+    config: &Config,
+) -> anyhow::Result<RenormaliseReport> {
     let log = Lake::new(store.clone()).table(Table::Events).await?;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -116,6 +120,7 @@ async fn renormalise(store: &Store, from: Option<NaiveDate>) -> anyhow::Result<R
         store,
         &log,
         from,
+        &super::rules(config),
         &EncodeOptions::default(),
         |done, all| {
             bar.set_length(all as u64);

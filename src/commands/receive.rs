@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use cdlake_ingest::Metrics;
-use cdlake_ingest::sources::{Rules, router};
+use cdlake_ingest::sources::router;
 use cdlake_ingest::stream::{Publisher, connect};
 
 use super::{ConfigArgs, NatsArgs, ReceiverLimits, SecretArgs};
@@ -35,9 +35,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     crate::telemetry::observe(&metrics);
     let client = connect(&args.nats.nats, "cdlake receive").await?;
     let publisher = Publisher::new(client.clone(), metrics.clone()).await?;
-    let rules = Rules {
-        incidents: args.config.load()?.incidents,
-    };
+    let rules = super::rules(&args.config.load()?);
     let receivers =
         args.secrets
             .receivers(Arc::new(publisher), &args.limits, metrics.clone(), rules)?;

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use cdlake_ingest::sources::{Rules, router};
+use cdlake_ingest::sources::router;
 use cdlake_ingest::writer::{self, WriterOptions};
-use cdlake_ingest::{Ingester, IngesterConfig, Metrics};
+use cdlake_ingest::{Ingester, Metrics};
 use cdlake_query::Config;
 use cdlake_schemas::store::Store;
 use tokio::sync::watch;
@@ -59,13 +59,11 @@ pub(crate) async fn start(
     check_exposure("HTTP", http.listen, http.token.as_deref())?;
     let metrics = Arc::new(Metrics::new());
     crate::telemetry::observe(&metrics);
-    let rules = Rules {
-        incidents: config.incidents.clone(),
-    };
+    let (rules, writer_config) = (super::rules(&config), super::ingester_config(&config));
     let front = query_front(&store, config).await?;
     let (stop_pg, stopped) = watch::channel(false);
     let pg = spawn_pg(front.engine.clone(), pg, http.token.clone(), stopped).await?;
-    let ingester = Ingester::new(store, IngesterConfig::default());
+    let ingester = Ingester::new(store, writer_config);
     let (handle, task) = writer::spawn(ingester, metrics.clone(), WriterOptions::default());
     let receivers = secrets.receivers(
         Arc::new(handle.clone()),
@@ -114,6 +112,7 @@ pub(crate) async fn run_until_stopped(s: Standalone, http: &HttpArgs) -> anyhow:
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
     let config = args.config.load()?;
+    let services = config.services.clone();
     let compaction = super::compact::spawn_background(
         store.clone(),
         args.compact.options(),
@@ -128,7 +127,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         &args.receiver_limits,
     )
     .await?;
-    let reconcile = args.reconcile.spawn(store, s.metrics.clone())?;
+    let reconcile = args.reconcile.spawn(store, s.metrics.clone(), services)?;
     run_until_stopped(s, &args.http).await?;
     if let Some(c) = compaction {
         c.abort();

@@ -148,10 +148,10 @@ fn a_report_by_environment_matches_the_contract_and_round_trips() {
     r.environments = Some(
         ["production", "staging"]
             .map(|e| Group {
-            service: None,
-            environment: Some(e.into()),
-            ..Group::of(figures(4, Some(Level::High)))
-        })
+                service: None,
+                environment: Some(e.into()),
+                ..Group::of(figures(4, Some(Level::High)))
+            })
             .to_vec(),
     );
     let json = serde_json::to_value(&r).unwrap();

@@ -5,7 +5,7 @@ use cdlake_schemas::Origin;
 use cdlake_schemas::lake::TableLog;
 
 use super::*;
-use crate::sources::Normalised;
+use crate::sources::{Normalised, Rules};
 use crate::test_support::commit_events_file;
 
 const INGESTED: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
@@ -111,7 +111,7 @@ async fn renormalising_gives_old_rows_their_fact_identity_once_and_moves_nothing
         ..old.clone()
     };
     assert!(matches!(
-        crate::sources::renormalise(&rejected),
+        crate::sources::renormalise(&rejected, &Rules::default()),
         Some(Err(_))
     ));
 
@@ -130,9 +130,14 @@ async fn renormalising_gives_old_rows_their_fact_identity_once_and_moves_nothing
     let before = log.refresh().await.unwrap().version;
 
     let mut calls = Vec::new();
-    let report = renormalise(&store, &log, None, &EncodeOptions::default(), |d, n| {
-        calls.push((d, n))
-    })
+    let report = renormalise(
+        &store,
+        &log,
+        None,
+        &Rules::default(),
+        &EncodeOptions::default(),
+        |d, n| calls.push((d, n)),
+    )
     .await
     .unwrap();
     // The job's own day has no file yet.
@@ -195,9 +200,16 @@ async fn renormalising_gives_old_rows_their_fact_identity_once_and_moves_nothing
 
     // Again: every row normalises to itself, nothing is written.
     let version = log.refresh().await.unwrap().version;
-    let again = renormalise(&store, &log, None, &EncodeOptions::default(), |_, _| {})
-        .await
-        .unwrap();
+    let again = renormalise(
+        &store,
+        &log,
+        None,
+        &Rules::default(),
+        &EncodeOptions::default(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((again.changed, again.rewritten, again.rows), (0, 0, 6));
     assert_eq!(log.refresh().await.unwrap().version, version);
     assert_eq!(table(&store, &log).await, after);
@@ -207,6 +219,7 @@ async fn renormalising_gives_old_rows_their_fact_identity_once_and_moves_nothing
         &store,
         &log,
         Some(old_job.date()),
+        &Rules::default(),
         &EncodeOptions::default(),
         |_, _| {},
     )
@@ -273,5 +286,98 @@ async fn a_rewrite_that_lost_a_race_commits_only_when_nothing_it_writes_was_adde
         !still_valid(&store2, &read2, &now2, day, &touched2, &output)
             .await
             .unwrap()
+    );
+}
+
+/// `cdlake rebuild --renormalise` applies today's `[[services]]` rules: a push whose files a
+/// new rule claims, and an incident of a tool no normaliser makes again, take the rule's
+/// service; without the rules the push is again what its normaliser says, and the incident
+/// keeps what it was stored with.
+#[tokio::test]
+async fn renormalising_applies_todays_service_rules() {
+    use cdlake_schemas::services::ServiceRule;
+    let (_dir, store) = store();
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    let body = br#"{"ref":"refs/heads/feat","created":true,"after":"a100000000000000000000000000000000000001",
+        "repository":{"full_name":"acme/mono","default_branch":"main"},
+        "commits":[{"id":"a100000000000000000000000000000000000001","timestamp":"2026-01-01T08:00:00Z","distinct":true,
+                    "added":["services/billing/a.rs"],"modified":[],"removed":[]}],
+        "head_commit":{"timestamp":"2026-01-01T08:00:00Z"}}"#;
+    let push = row(crate::sources::github::normalise("push", "d-1", body, INGESTED).unwrap());
+    assert_eq!(push.service, None);
+    let incident = Event {
+        event_id: "pd-1".into(),
+        origin: "pagerduty".into(),
+        subject: "incident".into(),
+        environment: Some("payments-prod".into()),
+        service: Some("PX12".into()),
+        payload: "{}".into(),
+        ..push.clone()
+    };
+    commit_events_file(&store, &log, "old", vec![push.clone(), incident.clone()]).await;
+    let rules = Rules {
+        services: vec![
+            ServiceRule {
+                service: "billing".into(),
+                repository: Some("acme/mono".into()),
+                paths: vec!["services/billing/**".into()],
+                ..ServiceRule::default()
+            },
+            ServiceRule {
+                service: "payments".into(),
+                environment_prefix: Some("payments-".into()),
+                ..ServiceRule::default()
+            },
+        ],
+        ..Rules::default()
+    };
+    let services = |t: BTreeMap<String, Vec<Event>>| -> Vec<(String, Option<String>)> {
+        let mut v: Vec<_> = t
+            .into_values()
+            .flatten()
+            .map(|e| (e.event_id, e.service))
+            .collect();
+        v.sort();
+        v
+    };
+    let report = renormalise(
+        &store,
+        &log,
+        None,
+        &rules,
+        &EncodeOptions::default(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.changed, 2, "{report:?}");
+    let got = services(table(&store, &log).await);
+    assert_eq!(
+        got,
+        [
+            ("pd-1".into(), Some("payments".into())),
+            (push.event_id.clone(), Some("billing".into())),
+        ]
+    );
+
+    // Without the rules: the push is its normaliser's again; the incident keeps "payments".
+    let report = renormalise(
+        &store,
+        &log,
+        None,
+        &Rules::default(),
+        &EncodeOptions::default(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.changed, 1, "{report:?}");
+    let got = services(table(&store, &log).await);
+    assert_eq!(
+        got,
+        [
+            ("pd-1".into(), Some("payments".into())),
+            (push.event_id.clone(), None),
+        ]
     );
 }

@@ -346,11 +346,18 @@ impl<'a> Delivery<'a> {
             .map(str::to_string)
     }
 
+    /// The workflow that made a deployment, when GitHub Actions did (`workflow_run.name`):
+    /// what `[[services]]` rules with `workflows` match.
+    fn deploying_workflow(&self) -> Option<String> {
+        str_at(self.body, &["workflow_run", "name"]).map(str::to_string)
+    }
+
     /// A deployment request: as-is, with its service, environment and commit.
     fn deployment(&self) -> Result<Event, Rejection> {
         let deployment = self.object("deployment")?;
         let mut e = self.base();
         e.service = self.service(Some(deployment));
+        e.pipeline = self.deploying_workflow();
         e.environment = str_at(deployment, &["environment"]).map(str::to_string);
         e.artifact_id = self.commit(str_at(deployment, &["sha"]));
         e.subject_id = id_at(deployment, &["id"])
@@ -367,6 +374,7 @@ impl<'a> Delivery<'a> {
         let state = str_at(status, &["state"]);
         let mut e = self.base();
         e.service = self.service(deployment);
+        e.pipeline = self.deploying_workflow();
         e.environment = str_at(status, &["environment"])
             .or_else(|| deployment.and_then(|d| str_at(d, &["environment"])))
             .map(str::to_string);

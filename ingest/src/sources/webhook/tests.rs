@@ -704,7 +704,7 @@ fn every_fixture_row_renormalises_to_itself() {
     }
     assert!(rows.len() > 100, "{}", rows.len());
     for (path, row) in &rows {
-        match crate::sources::renormalise(row) {
+        match crate::sources::renormalise(row, &crate::sources::Rules::default()) {
             Some(Ok(again)) => assert_eq!(&again, row, "{}", path.display()),
             other => panic!("{}: {other:?}", path.display()),
         }
@@ -716,5 +716,8 @@ fn every_fixture_row_renormalises_to_itself() {
     });
     assert_eq!(tag.time, INGESTED, "no time in the payload");
     tag.time = INGESTED - 5_000_000;
-    assert_eq!(crate::sources::renormalise(&tag), Some(Ok(tag.clone())));
+    assert_eq!(
+        crate::sources::renormalise(&tag, &crate::sources::Rules::default()),
+        Some(Ok(tag.clone()))
+    );
 }
