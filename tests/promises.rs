@@ -13,7 +13,11 @@ use std::time::Duration;
 use support::*;
 
 fn standalone(store: &std::path::Path, listen: &str) -> Service {
-    Service::spawn(&[
+    standalone_with(store, listen, &[])
+}
+
+fn standalone_with(store: &std::path::Path, listen: &str, extra: &[&str]) -> Service {
+    let mut args = vec![
         "standalone",
         "--store",
         store.to_str().unwrap(),
@@ -21,7 +25,61 @@ fn standalone(store: &std::path::Path, listen: &str) -> Service {
         listen,
         "--pg-listen",
         "off",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Service::spawn(&args)
+}
+
+/// A GitHub fixture's body.
+fn github_fixture(path: &str) -> serde_json::Value {
+    let path = shared().join("fixtures/github").join(path);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The merge commit of the pull request of [`merged_pull_request`].
+const MERGE: &str = "1111111111111111111111111111111111111111";
+
+/// Hello-World#2 (the fixture) opened at 15:20:33, merged at 16:00:00 as [`MERGE`], and a
+/// successful deployment_status of [`MERGE`] to production at 18:00:00.
+fn merged_pull_request() -> [serde_json::Value; 3] {
+    let opened = github_fixture("pull_request/opened.payload.json");
+    let mut closed = github_fixture("pull_request/closed.payload.json");
+    closed["pull_request"]["merged"] = true.into();
+    closed["pull_request"]["merged_at"] = "2019-05-15T16:00:00Z".into();
+    closed["pull_request"]["closed_at"] = "2019-05-15T16:00:00Z".into();
+    closed["pull_request"]["merge_commit_sha"] = MERGE.into();
+    let mut deployment = github_fixture("deployment_status/payload.json");
+    deployment["deployment"]["sha"] = MERGE.into();
+    deployment["deployment_status"]["created_at"] = "2019-05-15T18:00:00Z".into();
+    deployment["deployment_status"]["updated_at"] = "2019-05-15T18:00:00Z".into();
+    [opened, closed, deployment]
+}
+
+/// Deliver each `(event, body)` to the service's GitHub receiver, in order; each must be
+/// accepted.
+async fn post_github(svc: &Service, deliveries: Vec<(&str, serde_json::Value)>) {
+    let client = reqwest::Client::new();
+    for (n, (kind, body)) in deliveries.into_iter().enumerate() {
+        let resp = client
+            .post(svc.url("/webhooks/github"))
+            .header("x-github-event", kind)
+            .header("x-github-delivery", format!("delivery-{n}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+}
+
+/// The report of `GET /api/v1/dora` with `query`.
+async fn dora_api(svc: &Service, query: &str) -> serde_json::Value {
+    let resp = reqwest::get(svc.url(&format!("/api/v1/dora?{query}")))
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    resp.json().await.unwrap()
 }
 
 /// Requests in flight when `cdlake standalone` is killed -9, five times over: every event
@@ -227,48 +285,17 @@ async fn lead_time_from_real_github_webhooks_to_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let svc = standalone(&store, "127.0.0.1:0");
-    let fixtures = shared().join("fixtures/github");
-    let read = |p: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(fixtures.join(p)).unwrap()).unwrap()
-    };
-    let merge = "1111111111111111111111111111111111111111";
-    let opened = read("pull_request/opened.payload.json");
-    let mut closed = read("pull_request/closed.payload.json");
-    closed["pull_request"]["merged"] = true.into();
-    closed["pull_request"]["merged_at"] = "2019-05-15T16:00:00Z".into();
-    closed["pull_request"]["closed_at"] = "2019-05-15T16:00:00Z".into();
-    closed["pull_request"]["merge_commit_sha"] = merge.into();
-    let mut deployment = read("deployment_status/payload.json");
-    deployment["deployment"]["sha"] = merge.into();
-    deployment["deployment_status"]["created_at"] = "2019-05-15T18:00:00Z".into();
-    deployment["deployment_status"]["updated_at"] = "2019-05-15T18:00:00Z".into();
-    let client = reqwest::Client::new();
-    for (n, (kind, body)) in [
-        ("pull_request", opened),
-        ("pull_request", closed),
-        ("deployment_status", deployment),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let resp = client
-            .post(svc.url("/webhooks/github"))
-            .header("x-github-event", kind)
-            .header("x-github-delivery", format!("lead-{n}"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
-    }
-    let resp = client
-        .get(svc.url("/api/v1/dora?from=2019-05-01&to=2019-06-01"))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let report: serde_json::Value = resp.json().await.unwrap();
+    let [opened, closed, deployment] = merged_pull_request();
+    post_github(
+        &svc,
+        vec![
+            ("pull_request", opened),
+            ("pull_request", closed),
+            ("deployment_status", deployment),
+        ],
+    )
+    .await;
+    let report = dora_api(&svc, "from=2019-05-01&to=2019-06-01").await;
     assert_eq!(report["lead_time"]["changes"], 1, "{report:#}");
     assert_eq!(report["lead_time"]["median_seconds"], 9567.0, "{report:#}");
     assert_eq!(report["deployment_frequency"]["deployments"], 1);
@@ -321,23 +348,12 @@ paths = ["services/cart/**"]
 "#,
     )
     .unwrap();
-    let svc = Service::spawn(&[
-        "standalone",
-        "--store",
-        store.to_str().unwrap(),
-        "--listen",
+    let svc = standalone_with(
+        &store,
         "127.0.0.1:0",
-        "--pg-listen",
-        "off",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    let fixtures = shared().join("fixtures/github");
-    let read = |p: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(fixtures.join(p)).unwrap()).unwrap()
-    };
-    let merge = "1111111111111111111111111111111111111111";
-    let repository = read("push/payload.json")["repository"].clone();
+        &["--config", config.to_str().unwrap()],
+    );
+    let repository = github_fixture("push/payload.json")["repository"].clone();
     let push = |branch: &str, sha: &str, at: &str, file: &str| {
         serde_json::json!({
             "ref": format!("refs/heads/{branch}"), "created": true, "after": sha,
@@ -347,77 +363,59 @@ paths = ["services/cart/**"]
             "head_commit": {"timestamp": at},
         })
     };
-    let opened = read("pull_request/opened.payload.json");
-    let mut closed = read("pull_request/closed.payload.json");
-    closed["pull_request"]["merged"] = true.into();
-    closed["pull_request"]["merged_at"] = "2019-05-15T16:00:00Z".into();
-    closed["pull_request"]["closed_at"] = "2019-05-15T16:00:00Z".into();
-    closed["pull_request"]["merge_commit_sha"] = merge.into();
-    let mut cart_opened = opened.clone();
-    cart_opened["number"] = 3.into();
-    cart_opened["pull_request"]["number"] = 3.into();
-    cart_opened["pull_request"]["head"]["ref"] = "cart-fix".into();
-    cart_opened["pull_request"]["created_at"] = "2019-05-15T15:30:00Z".into();
-    let mut cart_closed = closed.clone();
-    cart_closed["number"] = 3.into();
-    cart_closed["pull_request"]["number"] = 3.into();
-    cart_closed["pull_request"]["head"]["ref"] = "cart-fix".into();
-    cart_closed["pull_request"]["merged_at"] = "2019-05-15T15:45:00Z".into();
-    cart_closed["pull_request"]["closed_at"] = "2019-05-15T15:45:00Z".into();
-    cart_closed["pull_request"]["merge_commit_sha"] =
-        "2222222222222222222222222222222222222222".into();
-    let mut deployment = read("deployment_status/payload.json");
-    deployment["deployment"]["sha"] = merge.into();
-    deployment["deployment_status"]["created_at"] = "2019-05-15T18:00:00Z".into();
-    deployment["deployment_status"]["updated_at"] = "2019-05-15T18:00:00Z".into();
+    let [opened, closed, mut deployment] = merged_pull_request();
     deployment["workflow_run"] = serde_json::json!({"name": "Deploy billing"});
-    let client = reqwest::Client::new();
-    for (n, (kind, body)) in [
-        (
-            "push",
-            push(
-                "changes",
-                "a000000000000000000000000000000000000001",
-                "2019-05-15T15:00:00Z",
-                "services/billing/invoice.rs",
+    // #3, cart's: the same pull request on branch cart-fix, opened 15:30, merged 15:45.
+    let cart = |mut body: serde_json::Value, at: &str| {
+        body["number"] = 3.into();
+        body["pull_request"]["number"] = 3.into();
+        body["pull_request"]["head"]["ref"] = "cart-fix".into();
+        let fields: &[&str] = if body["action"] == "opened" {
+            &["created_at"]
+        } else {
+            &["merged_at", "closed_at"]
+        };
+        for f in fields {
+            body["pull_request"][f] = at.into();
+        }
+        body["pull_request"]["merge_commit_sha"] =
+            "2222222222222222222222222222222222222222".into();
+        body
+    };
+    let (cart_opened, cart_closed) = (
+        cart(opened.clone(), "2019-05-15T15:30:00Z"),
+        cart(closed.clone(), "2019-05-15T15:45:00Z"),
+    );
+    post_github(
+        &svc,
+        vec![
+            (
+                "push",
+                push(
+                    "changes",
+                    "a000000000000000000000000000000000000001",
+                    "2019-05-15T15:00:00Z",
+                    "services/billing/invoice.rs",
+                ),
             ),
-        ),
-        ("pull_request", opened),
-        (
-            "push",
-            push(
-                "cart-fix",
-                "b000000000000000000000000000000000000001",
-                "2019-05-15T15:10:00Z",
-                "services/cart/basket.rs",
+            ("pull_request", opened),
+            (
+                "push",
+                push(
+                    "cart-fix",
+                    "b000000000000000000000000000000000000001",
+                    "2019-05-15T15:10:00Z",
+                    "services/cart/basket.rs",
+                ),
             ),
-        ),
-        ("pull_request", cart_opened),
-        ("pull_request", cart_closed),
-        ("pull_request", closed),
-        ("deployment_status", deployment),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let resp = client
-            .post(svc.url("/webhooks/github"))
-            .header("x-github-event", kind)
-            .header("x-github-delivery", format!("mono-{n}"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
-    }
-    let resp = client
-        .get(svc.url("/api/v1/dora?from=2019-05-01&to=2019-06-01&by=service"))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let report: serde_json::Value = resp.json().await.unwrap();
+            ("pull_request", cart_opened),
+            ("pull_request", cart_closed),
+            ("pull_request", closed),
+            ("deployment_status", deployment),
+        ],
+    )
+    .await;
+    let report = dora_api(&svc, "from=2019-05-01&to=2019-06-01&by=service").await;
     assert_eq!(report["groups"][0]["service"], "billing", "{report:#}");
     assert_eq!(report["lead_time"]["changes"], 1, "{report:#}");
     assert_eq!(report["lead_time"]["median_seconds"], 9567.0, "{report:#}");

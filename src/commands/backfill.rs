@@ -37,15 +37,10 @@ enum Provider {
 #[derive(Debug, clap::Args)]
 struct GitlabArgs {
     #[command(flatten)]
-    store: StoreArgs,
-    #[command(flatten)]
-    rules: super::RulesArgs,
+    pull: PullArgs,
     /// A project, GROUP/NAME (subgroups too: GROUP/SUB/NAME); repeatable.
     #[arg(long = "project", required = true)]
     projects: Vec<String>,
-    /// Facts at or after this date (YYYY-MM-DD, UTC) or time (RFC 3339).
-    #[arg(long)]
-    since: String,
     /// The GitLab: https://gitlab.com, or your instance's https://gitlab.example.com.
     #[arg(long, env = "GITLAB_URL", default_value = "https://gitlab.com")]
     url: String,
@@ -56,6 +51,18 @@ struct GitlabArgs {
     /// backfill stops (run it again to continue where it stopped).
     #[arg(long, default_value_t = 6)]
     retries: u32,
+}
+
+/// What a backfill of either provider takes.
+#[derive(Debug, clap::Args)]
+struct PullArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    rules: super::RulesArgs,
+    /// Facts at or after this date (YYYY-MM-DD, UTC) or time (RFC 3339).
+    #[arg(long)]
+    since: String,
     /// Print the counts as JSON.
     #[arg(long)]
     json: bool,
@@ -64,15 +71,10 @@ struct GitlabArgs {
 #[derive(Debug, clap::Args)]
 struct GithubArgs {
     #[command(flatten)]
-    store: StoreArgs,
-    #[command(flatten)]
-    rules: super::RulesArgs,
+    pull: PullArgs,
     /// A repository, OWNER/NAME; repeatable.
     #[arg(long = "repo", required = true)]
     repos: Vec<String>,
-    /// Facts at or after this date (YYYY-MM-DD, UTC) or time (RFC 3339).
-    #[arg(long)]
-    since: String,
     /// The REST root: https://api.github.com, or GitHub Enterprise's https://HOST/api/v3.
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     api_url: String,
@@ -84,9 +86,6 @@ struct GithubArgs {
     /// backfill stops (run it again to continue where it stopped).
     #[arg(long, default_value_t = 6)]
     retries: u32,
-    /// Print the counts as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 fn parse_since(since: &str) -> anyhow::Result<i64> {
@@ -117,7 +116,7 @@ impl Target {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
-    match args.provider {
+    let (client, targets, api_url, pull) = match args.provider {
         Provider::Github(args) => {
             for repo in &args.repos {
                 check_repo(repo)?;
@@ -128,19 +127,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                 );
             }
             let client = github_client(args.token.as_deref(), args.retries)?;
-            let targets = args.repos.iter().cloned().map(Target::Github).collect();
-            let store = args.store.open()?;
-            let services = args.rules.services()?;
-            backfill_all(
-                &client,
-                &store,
-                targets,
-                &args.since,
-                &args.api_url,
-                &services,
-                args.json,
-            )
-            .await
+            let targets = args.repos.into_iter().map(Target::Github).collect();
+            (client, targets, args.api_url, args.pull)
         }
         Provider::Gitlab(args) => {
             for project in &args.projects {
@@ -152,36 +140,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
                 );
             }
             let client = gitlab_client(args.token.as_deref(), args.retries)?;
-            let targets = args.projects.iter().cloned().map(Target::Gitlab).collect();
-            let store = args.store.open()?;
-            let api_url = gitlab::api_root(&args.url);
-            let services = args.rules.services()?;
-            backfill_all(
-                &client,
-                &store,
-                targets,
-                &args.since,
-                &api_url,
-                &services,
-                args.json,
-            )
-            .await
+            let targets = args.projects.into_iter().map(Target::Gitlab).collect();
+            (client, targets, gitlab::api_root(&args.url), args.pull)
         }
-    }
+    };
+    backfill_all(&client, targets, &api_url, &pull).await
 }
 
 /// Backfill each target in turn, with a progress line, and print the counts.
 async fn backfill_all(
     client: &ApiClient,
-    store: &cdlake_schemas::store::Store,
     targets: Vec<Target>,
-    since: &str,
     api_url: &str,
-    services: &[ServiceRule],
-    json: bool,
+    pull_args: &PullArgs,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let since_text = since;
-    let since = parse_since(since)?;
+    let store = &pull_args.store.open()?;
+    let services = &pull_args.rules.services()?;
+    let (since_text, json) = (&pull_args.since, pull_args.json);
+    let since = parse_since(since_text)?;
     if since > cdlake_ingest::ingester::now_micros() {
         anyhow::bail!("--since {since_text} is in the future");
     }
