@@ -752,7 +752,18 @@ async fn every_panel_answers_what_it_needs_and_the_dora_overview_is_the_report()
         })
         .await
         .expect("the DORA report");
+    let by_environment = demo
+        .engine
+        .dora(&DoraRequest {
+            from: range.from,
+            to: range.to,
+            by: Some(GroupBy::Environment),
+            then_by: None,
+        })
+        .await
+        .expect("the DORA report by environment");
     problems.extend(compare_with_report(&dashboards, &answers, &report));
+    problems.extend(compare_environments(&dashboards, &answers, &by_environment));
     demo.stop().await;
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
@@ -970,6 +981,69 @@ fn compare_with_report(
         ));
     }
     problems
+}
+
+/// "Deployments by environment" shows, for every environment of the report by environment,
+/// its deployments, frequency, deployment days, rollbacks and failed attempts.
+fn compare_environments(
+    dashboards: &[Dashboard],
+    answers: &Answers,
+    report: &cdlake_query::DoraReport,
+) -> Vec<String> {
+    let (file, title) = ("dora-overview.json", "Deployments by environment");
+    find(dashboards, file, title);
+    let answer = answers
+        .get(&(file.to_string(), title.to_string(), "A".to_string()))
+        .unwrap_or_else(|| panic!("{file} / {title} did not answer"));
+    let shown: BTreeMap<String, [f64; 5]> = (0..answer.rows.len())
+        .filter_map(|row| {
+            let env = answer.rows[row][answer.column("environment")?].clone()?;
+            let n = |c: &str| answer.number(row, c).unwrap_or(f64::NAN);
+            Some((
+                env,
+                [
+                    n("deployments"),
+                    n("per_day"),
+                    n("deploy_days"),
+                    n("rollbacks"),
+                    n("failed_attempts"),
+                ],
+            ))
+        })
+        .collect();
+    let expected: BTreeMap<String, [f64; 5]> = report
+        .environments
+        .iter()
+        .flatten()
+        .map(|g| {
+            let (df, cfr) = (
+                &g.figures.deployment_frequency,
+                &g.figures.change_failure_rate,
+            );
+            (
+                g.key().to_string(),
+                [
+                    df.deployments as f64,
+                    df.per_day,
+                    df.deploy_days as f64,
+                    cfr.rollbacks as f64,
+                    cfr.failed_deployments as f64,
+                ],
+            )
+        })
+        .collect();
+    let same = shown.len() == expected.len()
+        && shown
+            .iter()
+            .zip(&expected)
+            .all(|((a, x), (b, y))| a == b && x.iter().zip(y).all(|(x, y)| close(*x, *y)));
+    if !same || expected.len() < 2 {
+        vec![format!(
+            "{title} shows {shown:?}, the report by environment says {expected:?}"
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The colour of each level on the DORA overview (thresholds and the levels table's mapping).
