@@ -320,10 +320,11 @@ async fn lead_time_from_real_github_webhooks_to_the_report() {
 /// standalone`: in Codertocat/Hello-World, a monorepo of billing and cart, #2 (the fixture,
 /// branch `changes`) was pushed with a file under services/billing, and #3 (branch
 /// `cart-fix`, merged at 15:45, before #2's merge) with one under services/cart. GitHub
-/// Actions' "Deploy billing" workflow deploys #2's merge commit at 18:00. The rules make the
-/// deployment billing's (by its workflow) and each change its branch's service (by the files
-/// pushed), so the deployment delivers #2 only (lead time 9,567 s, as above) and #3, cart's,
-/// waits for a deployment of cart. Without the rules it would deliver both.
+/// Actions' "Deploy billing" workflow deploys #2's merge commit at 18:00, "Deploy cart" the
+/// same commit at 19:00. The rules make each deployment its workflow's service and each change
+/// its branch's service (by the files pushed), so billing's deployment delivers #2 only (lead
+/// time 9,567 s, as above) and cart's #3 only (19:00 − 15:30 = 12,600 s). Without the rules
+/// both deployments would be the repository's one service, delivering both changes at 18:00.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_rules_split_a_monorepo_from_real_github_webhooks_to_the_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -335,6 +336,10 @@ async fn service_rules_split_a_monorepo_from_real_github_webhooks_to_the_report(
 [[services]]
 service = "billing"
 workflows = ["Deploy billing"]
+
+[[services]]
+service = "cart"
+workflows = ["Deploy cart"]
 
 [[services]]
 service = "billing"
@@ -364,7 +369,14 @@ paths = ["services/cart/**"]
         })
     };
     let [opened, closed, mut deployment] = merged_pull_request();
+    let mut cart_deployment = deployment.clone();
     deployment["workflow_run"] = serde_json::json!({"name": "Deploy billing"});
+    // Cart's workflow deploys the same commit at 19:00.
+    cart_deployment["workflow_run"] = serde_json::json!({"name": "Deploy cart"});
+    cart_deployment["deployment"]["id"] = 999_001.into();
+    cart_deployment["deployment_status"]["id"] = 999_002.into();
+    cart_deployment["deployment_status"]["created_at"] = "2019-05-15T19:00:00Z".into();
+    cart_deployment["deployment_status"]["updated_at"] = "2019-05-15T19:00:00Z".into();
     // #3, cart's: the same pull request on branch cart-fix, opened 15:30, merged 15:45.
     let cart = |mut body: serde_json::Value, at: &str| {
         body["number"] = 3.into();
@@ -412,14 +424,31 @@ paths = ["services/cart/**"]
             ("pull_request", cart_closed),
             ("pull_request", closed),
             ("deployment_status", deployment),
+            ("deployment_status", cart_deployment),
         ],
     )
     .await;
     let report = dora_api(&svc, "from=2019-05-01&to=2019-06-01&by=service").await;
-    assert_eq!(report["groups"][0]["service"], "billing", "{report:#}");
-    assert_eq!(report["lead_time"]["changes"], 1, "{report:#}");
-    assert_eq!(report["lead_time"]["median_seconds"], 9567.0, "{report:#}");
-    assert_eq!(report["unlinked"]["changes_not_delivered"], 1, "{report:#}");
+    let lead = |i: usize| {
+        let g = &report["groups"][i];
+        (
+            g["service"].clone(),
+            g["lead_time"]["changes"].clone(),
+            g["lead_time"]["median_seconds"].clone(),
+        )
+    };
+    assert_eq!(
+        lead(0),
+        ("billing".into(), 1.into(), 9567.0.into()),
+        "{report:#}"
+    );
+    assert_eq!(
+        lead(1),
+        ("cart".into(), 1.into(), 12600.0.into()),
+        "{report:#}"
+    );
+    assert_eq!(report["lead_time"]["changes"], 2, "{report:#}");
+    assert_eq!(report["unlinked"]["changes_not_delivered"], 0, "{report:#}");
     let rows = sql_json(
         &store,
         "SELECT change_id, service FROM change_services ORDER BY change_id",

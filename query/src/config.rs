@@ -359,14 +359,6 @@ impl Config {
         self.dora.benchmark()?;
         for rule in &self.services {
             rule.check().map_err(ConfigError::ServiceRule)?;
-            for glob in rule.paths.iter().chain(&rule.workflows) {
-                if glob.trim().is_empty() {
-                    return Err(ConfigError::ServiceRule(format!(
-                        "the [[services]] rule for {:?} has an empty glob",
-                        rule.service
-                    )));
-                }
-            }
         }
         let l = &self.limits;
         for (name, value) in [
@@ -505,7 +497,10 @@ mod tests {
                 "[[services]]\nrepository = 'acme/mono'\n",
                 "missing field `service`",
             ),
-            ("[[services]]\nservice = 'b'\npaths = ['']\n", "empty glob"),
+            (
+                "[[services]]\nservice = 'b'\npaths = ['']\n",
+                "empty condition",
+            ),
             (
                 "[[services]]\nservice = 'b'\npath = 'x'\n",
                 "unknown field `path`",

@@ -75,6 +75,8 @@ const DEPLOYMENT_FAILED: &str =
 /// computed once for the statement, for those subjects only ([`crate::Engine::sql`]).
 pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("report_events", REPORT_SUBJECTS),
+    ("change_pushes", &["change", "branch"]),
+    ("change_services", &["change", "branch"]),
     ("changes", &["change", "artifact", "branch"]),
     ("artifact_changes", &["artifact", "change"]),
     ("artifacts", &["artifact", "change", "branch"]),
@@ -397,7 +399,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     // service a `[[services]]` rule gave it.
     v.push((
         "change_pushes",
-        "SELECT b.change_id, p.first_commit_at, p.service
+        "SELECT b.change_id, p.service, min(p.first_commit_at) AS first_commit_at
          FROM (SELECT change_id, repository, branch, ended,
                       lag(ended) OVER (PARTITION BY repository, branch
                                        ORDER BY ended ASC NULLS LAST, change_id) AS prev_ended
@@ -413,18 +415,20 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
           AND (p.first_commit_at IS NOT NULL OR p.service IS NOT NULL)
           AND p.repository = b.repository AND p.branch = b.branch
           AND (b.ended IS NULL OR p.time <= b.ended)
-          AND (b.prev_ended IS NULL OR p.time > b.prev_ended)"
+          AND (b.prev_ended IS NULL OR p.time > b.prev_ended)
+         GROUP BY b.change_id, p.service"
             .to_string(),
     ));
 
-    // The services a change is of, where anything says: its own events' service, or that of
-    // a push to its branch (both set by `[[services]]` rules; a CDEvents change may name one).
-    // A change of no service is any service's.
+    // The services a change is of, where anything says: its own events' service (its
+    // creation, merge or abandonment), or that of a push to its branch (both set by
+    // `[[services]]` rules; a CDEvents change may name one).
     v.push((
         "change_services",
         "SELECT DISTINCT change_id, service FROM (
            SELECT change_id, service FROM report_events
            WHERE subject = 'change' AND change_id IS NOT NULL AND service IS NOT NULL
+             AND predicate IN ('created', 'merged', 'abandoned')
            UNION ALL
            SELECT change_id, service FROM change_pushes WHERE service IS NOT NULL)"
             .to_string(),
@@ -609,8 +613,10 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
 
     // Delivery of each merged change per service, by trunk order: by the production
     // deployments (not rollbacks) of `dora_deployments`, read from `deployments` so that
-    // `dora_deployments` can fail a deployment by what it delivered. A change some service is
-    // named for (`change_services`) is delivered only by that service's deployments.
+    // `dora_deployments` can fail a deployment by what it delivered. A change named for a
+    // service (`change_services`) that deploys from its repository is delivered only by the
+    // deployments of the services it is named for; a change named for no such service (no
+    // name, or only names no deployment of its repository carries) by every service's.
     v.push((
         "dora_change_deliveries",
         format!(
@@ -627,8 +633,9 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                       CASE WHEN false THEN c.merged_at END AS time, c.started_at, c.merged_at, c.team,
                       c.started_from
                FROM changes c JOIN pairs p ON p.repository = c.repository
-               LEFT JOIN (SELECT DISTINCT change_id FROM change_services) scoped
-                 ON scoped.change_id = c.change_id
+               LEFT JOIN (SELECT DISTINCT cs.change_id, sp.repository FROM change_services cs
+                          JOIN pairs sp ON sp.service = cs.service) scoped
+                 ON scoped.change_id = c.change_id AND scoped.repository = c.repository
                LEFT JOIN change_services cs ON cs.change_id = c.change_id AND cs.service = p.service
                WHERE c.merged_at IS NOT NULL AND (scoped.change_id IS NULL OR cs.change_id IS NOT NULL)
                UNION ALL
@@ -979,6 +986,8 @@ mod tests {
             [
                 "artifact_changes",
                 "artifacts",
+                "change_pushes",
+                "change_services",
                 "changes",
                 "deployments",
                 "dora_change_deliveries",

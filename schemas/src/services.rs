@@ -62,7 +62,19 @@ impl ServiceRule {
         if self.service.trim().is_empty() {
             return Err("a [[services]] rule has no `service`".into());
         }
-        let given = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.trim().is_empty());
+        let blank = |s: &str| s.trim().is_empty();
+        if self.repository.as_deref().is_some_and(blank)
+            || self.environment_prefix.as_deref().is_some_and(blank)
+            || self.paths.iter().any(|s| blank(s))
+            || self.labels.iter().any(|s| blank(s))
+            || self.workflows.iter().any(|s| blank(s))
+        {
+            return Err(format!(
+                "the [[services]] rule for {:?} has an empty condition (a repository, path, label, workflow or environment_prefix of \"\"): remove it or give it a value",
+                self.service
+            ));
+        }
+        let given = |o: &Option<String>| o.as_deref().is_some_and(|s| !blank(s));
         if !given(&self.repository)
             && self.paths.is_empty()
             && self.labels.is_empty()
@@ -79,6 +91,12 @@ impl ServiceRule {
 
     /// Whether every condition the rule names holds for `event`, whose push changed `paths`.
     pub fn matches(&self, event: &Event, paths: &[String]) -> bool {
+        self.matches_with(event, || paths.to_vec())
+    }
+
+    /// [`ServiceRule::matches`], reading the changed paths (`paths()`) only when every other
+    /// condition holds and the rule names paths.
+    fn matches_with(&self, event: &Event, paths: impl FnOnce() -> Vec<String>) -> bool {
         let repository = self.repository.as_deref().is_none_or(|r| {
             event
                 .repository
@@ -91,10 +109,6 @@ impl ServiceRule {
                 .as_deref()
                 .is_some_and(|e| e.starts_with(p.trim()))
         });
-        let paths = self.paths.is_empty()
-            || paths
-                .iter()
-                .any(|p| self.paths.iter().any(|g| glob_match(g, p)));
         let labels = self.labels.is_empty()
             || labels_of(event).iter().any(|l| {
                 self.labels
@@ -106,7 +120,14 @@ impl ServiceRule {
                 .into_iter()
                 .flatten()
                 .any(|name| self.workflows.iter().any(|g| glob_match(g, name)));
-        repository && prefix && paths && labels && workflows
+        repository
+            && prefix
+            && labels
+            && workflows
+            && (self.paths.is_empty()
+                || paths()
+                    .iter()
+                    .any(|p| self.paths.iter().any(|g| glob_match(g, p))))
     }
 }
 
@@ -120,7 +141,9 @@ fn labels_of(event: &Event) -> Vec<String> {
 }
 
 /// The files a push changed, as its payload lists them (GitHub's and GitLab's push payloads:
-/// `commits[].added`, `modified`, `removed`); none for any other payload.
+/// `commits[].added`, `modified`, `removed`), leaving out commits GitHub marks as not new to
+/// the branch (`"distinct": false`: main's commits merged into a feature branch); none for
+/// any other payload.
 pub fn changed_paths(payload: &str) -> Vec<String> {
     if !payload.contains("\"commits\"") {
         return Vec::new();
@@ -133,6 +156,7 @@ pub fn changed_paths(payload: &str) -> Vec<String> {
         .and_then(|c| c.as_array())
         .into_iter()
         .flatten()
+        .filter(|commit| commit.get("distinct").and_then(|d| d.as_bool()) != Some(false))
         .flat_map(|commit| {
             ["added", "modified", "removed"]
                 .into_iter()
@@ -151,12 +175,16 @@ pub fn apply(rules: &[ServiceRule], event: &mut Event) -> bool {
     if rules.is_empty() {
         return false;
     }
-    let paths = if rules.iter().any(|r| !r.paths.is_empty()) {
-        changed_paths(&event.payload)
-    } else {
-        Vec::new()
-    };
-    match rules.iter().find(|r| r.matches(event, &paths)) {
+    // The payload is parsed at most once, and only for a rule whose other conditions hold.
+    let mut paths: Option<Vec<String>> = None;
+    let found = rules.iter().find(|r| {
+        r.matches_with(event, || {
+            paths
+                .get_or_insert_with(|| changed_paths(&event.payload))
+                .clone()
+        })
+    });
+    match found {
         Some(rule) => {
             event.service = Some(rule.service.trim().to_string());
             true
@@ -166,34 +194,66 @@ pub fn apply(rules: &[ServiceRule], event: &mut Event) -> bool {
 }
 
 /// Whether `path` matches the glob `pattern`: `**` is any number of whole segments, `*` any
-/// characters but `/`, `?` one character but `/`; everything else is itself.
+/// characters but `/`, `?` one character but `/`; everything else is itself. A trailing `/`
+/// in the pattern is ignored. Time is bounded by the product of the lengths (no backtracking
+/// blow-up on patterns a contributor's file names could feed).
 pub fn glob_match(pattern: &str, path: &str) -> bool {
-    let pattern: Vec<&str> = pattern.trim().trim_start_matches('/').split('/').collect();
-    let path: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    segments_match(&pattern, &path)
-}
-
-fn segments_match(pattern: &[&str], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((&"**", rest)) => (0..=path.len()).any(|skip| segments_match(rest, &path[skip..])),
-        Some((first, rest)) => match path.split_first() {
-            Some((segment, path_rest)) => {
-                segment_match(first.as_bytes(), segment.as_bytes())
-                    && segments_match(rest, path_rest)
+    let split = |s: &str| -> Vec<Vec<char>> {
+        s.trim()
+            .trim_matches('/')
+            .split('/')
+            .map(|seg| seg.chars().collect())
+            .collect()
+    };
+    let (pattern, path) = (split(pattern), split(path));
+    let any_depth = |seg: &Vec<char>| seg.len() == 2 && seg[0] == '*' && seg[1] == '*';
+    // reach[j]: the pattern's segments so far match the path's first j segments.
+    let mut reach = vec![false; path.len() + 1];
+    reach[0] = true;
+    for seg in &pattern {
+        let mut next = vec![false; path.len() + 1];
+        if any_depth(seg) {
+            let mut seen = false;
+            for (j, r) in reach.iter().enumerate() {
+                seen |= *r;
+                next[j] = seen;
             }
-            None => false,
-        },
+        } else {
+            for j in 0..path.len() {
+                next[j + 1] = reach[j] && segment_match(seg, &path[j]);
+            }
+        }
+        reach = next;
     }
+    reach[path.len()]
 }
 
-fn segment_match(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| segment_match(rest, &text[skip..])),
-        Some((b'?', rest)) => !text.is_empty() && segment_match(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && segment_match(rest, &text[1..]),
+/// One segment against a pattern of `*` and `?`, with one backtracking point (linear in
+/// practice, at worst the product of the lengths).
+fn segment_match(pattern: &[char], text: &[char]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(c) if *c == '?' || *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
@@ -220,6 +280,11 @@ mod tests {
             ("deploy-search*", "deploy-searc", false),
             ("README.md", "README.md", true),
             ("README.md", "docs/README.md", false),
+            ("services/billing/", "services/billing", true),
+            ("**/**/x.rs", "a/b/x.rs", true),
+            ("docs/?.md", "docs/é.md", true),
+            ("a*a*a*a*a*a*b", "a".repeat(4000).as_str(), false),
+            ("**/**/**/**/**/z", "a/".repeat(300).as_str(), false),
         ] {
             assert_eq!(glob_match(pattern, path), expected, "{pattern} ~ {path}");
         }
@@ -242,6 +307,9 @@ mod tests {
                 .into(),
             ..Event::default()
         };
+        let merged_main = r#"{"commits":[{"distinct":false,"added":["services/cart/old.rs"]},
+                                         {"distinct":true,"modified":["services/billing/a.rs"]}]}"#;
+        assert_eq!(changed_paths(merged_main), ["services/billing/a.rs"]);
         assert_eq!(
             changed_paths(&push.payload),
             [
@@ -325,6 +393,13 @@ mod tests {
             ..rule("billing")
         };
         assert!(blank.check().is_err());
+        let blank_beside = ServiceRule {
+            paths: vec!["services/billing/**".into()],
+            environment_prefix: Some(String::new()),
+            ..rule("billing")
+        };
+        let err = blank_beside.check().unwrap_err();
+        assert!(err.contains("empty condition"), "{err}");
         let ok = ServiceRule {
             repository: Some("acme/mono".into()),
             ..rule("billing")

@@ -85,6 +85,7 @@ repository: Codertocat/Hello-World
 service: Codertocat/Hello-World
 environment: github-pages
 artifact_id: pkg:github/Codertocat/Hello-World@f95f852bd8fca8fcc58a9a2d6c842781e32a215e
+pipeline: pages build and deployment
 outcome: in_progress
 url: https://github.com/CorsixTH/CorsixTH/runs/4687056418?check_suite_focus=true
 "
