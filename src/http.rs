@@ -239,7 +239,10 @@ async fn serve_listener(
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap the connections that ended, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -259,15 +262,22 @@ async fn serve_listener(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
         });
     }
-    // Running requests finish (an SSE tail ends with the service).
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    // Running requests finish, for up to 10 s; then the connections still open (an SSE tail,
+    // which never ends by itself) are closed, so nothing they hold (the router, and with it
+    // the writer of `cdlake standalone`) outlives the service.
+    let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }
+
+/// How long running requests may go on once the service is asked to stop.
+const GRACE: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

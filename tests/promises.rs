@@ -2,7 +2,7 @@
 //! `cdlake standalone` means committed, also across a kill -9; `--production` and the `[teams]`
 //! of `cdlake.toml` shape the report through the CLI, the flag winning over the file; lead time
 //! from real GitHub webhooks to the report and `lead_time_breakdown`; `[[services]]` rules
-//! splitting a monorepo, from real GitHub webhooks to the report.
+//! splitting a monorepo, from real GitHub webhooks to the report; a stop with a tail open.
 
 mod support;
 
@@ -465,6 +465,30 @@ paths = ["services/cart/**"]
         ],
         "{rows:?}"
     );
+}
+
+/// A live tail holds its connection open for as long as the client reads (`cdlake tui` all
+/// day): asked to stop (SIGTERM), `cdlake standalone` still ends, cleanly, closing the tail
+/// after its grace period instead of waiting on it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_stops_on_sigterm_while_a_tail_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = standalone(&dir.path().join("store"), "127.0.0.1:0");
+    let tail = reqwest::get(svc.url("/api/v1/tail")).await.unwrap();
+    assert!(tail.status().is_success());
+    let pid = svc.pid();
+    let stopped = tokio::task::spawn_blocking(move || {
+        svc.terminate();
+        svc
+    });
+    match tokio::time::timeout(Duration::from_secs(60), stopped).await {
+        Ok(joined) => drop(joined.expect("terminate: a clean exit")),
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("cdlake standalone did not stop within 60 s of SIGTERM with a tail open");
+        }
+    }
+    drop(tail);
 }
 
 /// The store stops accepting writes (its directory replaced by a file, as an unmounted volume
