@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 
@@ -159,22 +160,32 @@ def main():
         screen = Screen(tmux, on_screen)
         screen.start()
         time.sleep(2.0)  # the UI connects to the tail and draws its first frames
-        conn = http.client.HTTPConnection("127.0.0.1", port)
+        # Each event is posted at its due time by one of several senders (a POST is answered
+        # once its event is committed, which takes longer than the interval between events).
         interval = 1.0 / args.rate
         start = time.monotonic()
-        for i in range(args.events):
+        local = threading.local()
+        failures = []
+
+        def send(i):
             due = start + i * interval
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            body = json.dumps(cdevent(i))
-            conn.request("POST", "/api/v1/events", body=body,
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
+            if not hasattr(local, "conn"):
+                local.conn = http.client.HTTPConnection("127.0.0.1", port)
+            local.conn.request("POST", "/api/v1/events", body=json.dumps(cdevent(i)),
+                               headers={"Content-Type": "application/json"})
+            resp = local.conn.getresponse()
             resp.read()
             if resp.status != 200:
-                sys.exit(f"POST /api/v1/events answered {resp.status}")
+                failures.append(resp.status)
             posted[f"tuibench-{i:04d}"] = time.monotonic()
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            list(pool.map(send, range(args.events)))
+        if failures:
+            sys.exit(f"POST /api/v1/events answered {failures[:5]}")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (len(on_screen) < len(posted) or len(on_stream) < len(posted)):
             time.sleep(0.05)
@@ -196,6 +207,7 @@ def main():
             "baseline": "plain SSE client of /api/v1/tail",
             "baseline_median_ms": round(1000 * sse_median, 1) if sse_median is not None else None,
             "baseline_p99_ms": round(1000 * sse_p99, 1) if sse_p99 is not None else None,
+            "ratio_to_baseline": round(ui_median / sse_median, 2) if ui_median and sse_median else None,
             "screen_read_every_ms": round(capture_ms, 1),
         }))
         if len(ui) < len(posted):
@@ -203,7 +215,11 @@ def main():
     finally:
         subprocess.run(tmux + ["kill-server"], capture_output=True)
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            sys.exit("cdlake standalone did not stop within 30 s of SIGTERM")
         shutil.rmtree(work, ignore_errors=True)
 
 
