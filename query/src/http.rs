@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, broadcast, watch};
 
 use cdlake_wire::ErrorBody;
 use cdlake_wire::tail::{Lagged, TailEvent};
@@ -53,6 +53,9 @@ struct Api {
     engine: Engine,
     store: Store,
     tail: broadcast::Sender<Arc<Event>>,
+    /// Becomes true when the service stops: the live tails end then, rather than holding
+    /// their connections open through the stop.
+    stopping: watch::Receiver<bool>,
     /// Engines over the tables as they were (`as_of`), the most recently used first.
     past: Mutex<Vec<(AsOf, Engine)>>,
 }
@@ -85,8 +88,9 @@ impl Api {
     }
 }
 
-/// The query routes. Starts the store watcher that feeds `/api/v1/tail`.
-pub fn router(engine: Engine, store: Store) -> Router {
+/// The query routes. Starts the store watcher that feeds `/api/v1/tail`, whose streams end
+/// when `stopping` becomes true.
+pub fn router(engine: Engine, store: Store, stopping: watch::Receiver<bool>) -> Router {
     let (tail, _) = broadcast::channel(4096);
     tokio::spawn(watch(store.clone(), tail.clone()));
     Router::new()
@@ -97,6 +101,7 @@ pub fn router(engine: Engine, store: Store) -> Router {
             engine,
             store,
             tail,
+            stopping,
             past: Mutex::new(Vec::new()),
         }))
 }
@@ -307,22 +312,28 @@ async fn tail_events(
     Query(filter): Query<TailFilter>,
 ) -> Sse<impl futures::Stream<Item = Result<sse::Event, Infallible>>> {
     let rx = api.tail.subscribe();
-    let stream = futures::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+    let stopping = api.stopping.clone();
+    let stream = futures::stream::unfold((rx, filter, stopping), |state| async move {
+        let (mut rx, filter, mut stopping) = state;
         loop {
-            match rx.recv().await {
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                _ = stopping.wait_for(|s| *s) => return None,
+            };
+            match received {
                 Ok(e) if filter.matches(&e) => {
                     let event = sse::Event::default()
                         .event("event")
                         .id(format!("{}/{}", e.event_source, e.event_id))
                         .data(tail_json(&e).to_string());
-                    return Some((Ok(event), (rx, filter)));
+                    return Some((Ok(event), (rx, filter, stopping)));
                 }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let note = sse::Event::default()
                         .event("lagged")
                         .data(json!(Lagged { skipped: n }).to_string());
-                    return Some((Ok(note), (rx, filter)));
+                    return Some((Ok(note), (rx, filter, stopping)));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

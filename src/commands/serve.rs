@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::{ConfigArgs, StoreArgs};
 use crate::http::{
-    ExtraMetrics, HttpArgs, check_exposure, finish, request_timeout, serve, shutdown_signal,
+    ExtraMetrics, HttpArgs, check_exposure, finish, request_timeout, serve, shutdown_signal_then,
 };
 
 /// Where the Postgres wire protocol listens.
@@ -50,11 +50,16 @@ pub(crate) struct QueryFront {
     pub(crate) request_limit: std::time::Duration,
 }
 
-pub(crate) async fn query_front(store: &Store, config: Config) -> anyhow::Result<QueryFront> {
+/// The query routes over `store`; their live tails end when `stopping` becomes true.
+pub(crate) async fn query_front(
+    store: &Store,
+    config: Config,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<QueryFront> {
     let request_limit = request_timeout(config.limits.query_timeout_secs);
     let engine = Engine::open(store, config).await?;
     let read_model = super::rebuild::spawn_background(store.clone(), engine.clone());
-    let routes = cdlake_query::http::router(engine.clone(), store.clone());
+    let routes = cdlake_query::http::router(engine.clone(), store.clone(), stopping);
     let gauges = DoraGauges::new(engine.clone());
     let gauges: ExtraMetrics = Arc::new(move || {
         let g = gauges.clone();
@@ -105,8 +110,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let store = args.store.open()?;
     let config = args.config.load()?;
     check_exposure("HTTP", args.http.listen, args.http.token.as_deref())?;
-    let front = query_front(&store, config).await?;
     let (stop, stopped) = watch::channel(false);
+    let front = query_front(&store, config, stopped.clone()).await?;
     let pg = spawn_pg(
         front.engine.clone(),
         &args.pg,
@@ -121,8 +126,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         Some(front.gauges),
         front.request_limit,
     );
-    let served = serve(app, args.http.listen, shutdown_signal()).await;
-    let _ = stop.send(true);
+    let stop = Arc::new(stop);
+    let served = serve(app, args.http.listen, shutdown_signal_then(stop.clone())).await;
+    stop.send_replace(true);
     if let Some(pg) = pg {
         let _ = pg.await;
     }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::compact::CompactArgs;
 use super::serve::{PgArgs, query_front, spawn_pg};
 use super::{ConfigArgs, ReceiverLimits, SecretArgs, StoreArgs};
-use crate::http::{HttpArgs, check_exposure, finish, serve, shutdown_signal};
+use crate::http::{HttpArgs, check_exposure, finish, serve, shutdown_signal_then};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -45,7 +45,8 @@ pub(crate) struct Standalone {
     app: axum::Router,
     task: tokio::task::JoinHandle<cdlake_ingest::Result<()>>,
     pg: Option<tokio::task::JoinHandle<()>>,
-    stop_pg: watch::Sender<bool>,
+    /// Set when the service stops: the live tails end, the Postgres listener stops.
+    stop: Arc<watch::Sender<bool>>,
 }
 
 pub(crate) async fn start(
@@ -60,8 +61,8 @@ pub(crate) async fn start(
     let metrics = Arc::new(Metrics::new());
     crate::telemetry::observe(&metrics);
     let (rules, writer_config) = (super::rules(&config), super::ingester_config(&config));
-    let front = query_front(&store, config).await?;
-    let (stop_pg, stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
+    let front = query_front(&store, config, stopped.clone()).await?;
     let pg = spawn_pg(front.engine.clone(), pg, http.token.clone(), stopped).await?;
     let ingester = Ingester::new(store, writer_config);
     let (handle, task) = writer::spawn(ingester, metrics.clone(), WriterOptions::default());
@@ -84,7 +85,7 @@ pub(crate) async fn start(
         app,
         task,
         pg,
-        stop_pg,
+        stop: Arc::new(stop),
     })
 }
 
@@ -96,11 +97,11 @@ pub(crate) async fn run_until_stopped(s: Standalone, http: &HttpArgs) -> anyhow:
         app,
         task,
         pg,
-        stop_pg,
+        stop,
     } = s;
     drop(writer);
-    let served = serve(app, http.listen, shutdown_signal()).await;
-    let _ = stop_pg.send(true);
+    let served = serve(app, http.listen, shutdown_signal_then(stop.clone())).await;
+    stop.send_replace(true);
     if let Some(pg) = pg {
         let _ = pg.await;
     }
