@@ -435,17 +435,32 @@ impl ReportQueries {
 }
 
 /// By repository, an incident that names none is of the repository of the last production
-/// deployment of its service at or before its detection (the deployment live when it began).
+/// deployment of its service at or before its detection (the deployment live when it began):
+/// a sweep per service over its deployments of a known repository and its incidents, in time
+/// order (a deployment before an incident of the same instant), each incident taking the
+/// latest deployment before it. No range join: the cost is a sort of those services'
+/// deployments, whatever the number of incidents.
 const INCIDENT_LIVE_REPOSITORY: &str = ",
+             known AS (
+               SELECT service, time, repository,
+                      CAST(row_number() OVER (PARTITION BY service
+                                              ORDER BY time, event_source, event_id) AS BIGINT) AS seq
+               FROM dora_deployments
+               WHERE repository IS NOT NULL
+                 AND service IN (SELECT service FROM i WHERE repository IS NULL)),
              live AS (
-               SELECT incident_id, repository FROM (
-                 SELECT i.incident_id, d.repository,
-                        row_number() OVER (PARTITION BY i.incident_id
-                                           ORDER BY d.time DESC, d.event_source DESC, d.event_id DESC) AS pick
-                 FROM i JOIN dora_deployments d
-                   ON d.service = i.service AND d.time <= i.detected_at AND d.repository IS NOT NULL
-                 WHERE i.repository IS NULL)
-               WHERE pick = 1)";
+               SELECT m.incident_id, k.repository FROM (
+                 SELECT service, kind, incident_id,
+                        max(seq) OVER (PARTITION BY service ORDER BY time, kind
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS owner
+                 FROM (SELECT service, time, 0 AS kind, seq, CAST(NULL AS VARCHAR) AS incident_id
+                       FROM known
+                       UNION ALL
+                       SELECT service, detected_at, 1, CAST(NULL AS BIGINT), incident_id FROM i
+                       WHERE repository IS NULL AND service IS NOT NULL
+                         AND detected_at IS NOT NULL)) m
+               JOIN known k ON k.service = m.service AND k.seq = m.owner
+               WHERE m.kind = 1)";
 
 /// The SQL statements [`report`] runs for `req` (the views they read are
 /// [`crate::views::definitions`]).
