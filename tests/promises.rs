@@ -12,24 +12,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn standalone(store: &std::path::Path, listen: &str) -> Service {
-    standalone_with(store, listen, &[])
-}
-
-fn standalone_with(store: &std::path::Path, listen: &str, extra: &[&str]) -> Service {
-    let mut args = vec![
-        "standalone",
-        "--store",
-        store.to_str().unwrap(),
-        "--listen",
-        listen,
-        "--pg-listen",
-        "off",
-    ];
-    args.extend_from_slice(extra);
-    Service::spawn(&args)
-}
-
 /// A GitHub fixture's body.
 fn github_fixture(path: &str) -> serde_json::Value {
     let path = shared().join("fixtures/github").join(path);
@@ -97,7 +79,7 @@ async fn a_2xx_from_standalone_means_committed_even_across_a_kill_9() {
     // Filler, so that commits take long enough for a kill to land during one.
     let pad = "x".repeat(2_000);
     for round in 0..5u64 {
-        let mut svc = standalone(&store, "127.0.0.1:0");
+        let mut svc = standalone(&store, &[]);
         let url = svc.url("/api/v1/events");
         let before = acked.lock().unwrap().len();
         // Four clients posting batches of 20 events as fast as they are answered.
@@ -165,7 +147,7 @@ async fn a_2xx_from_standalone_means_committed_even_across_a_kill_9() {
 
     // A restarted service answers from the same store, and a redelivery of an acknowledged
     // batch is answered as duplicates, not stored again.
-    let svc = standalone(&store, "127.0.0.1:0");
+    let svc = standalone(&store, &[]);
     let again: Vec<String> = (0..5).map(|i| pipeline_event(i, 3, "")).collect();
     let resp = client
         .post(svc.url("/api/v1/events"))
@@ -284,7 +266,7 @@ fn production_and_teams_shape_the_report_through_the_cli() {
 async fn lead_time_from_real_github_webhooks_to_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let svc = standalone(&store, "127.0.0.1:0");
+    let svc = standalone(&store, &[]);
     let [opened, closed, deployment] = merged_pull_request();
     post_github(
         &svc,
@@ -353,11 +335,7 @@ paths = ["services/cart/**"]
 "#,
     )
     .unwrap();
-    let svc = standalone_with(
-        &store,
-        "127.0.0.1:0",
-        &["--config", config.to_str().unwrap()],
-    );
+    let svc = standalone(&store, &["--config", config.to_str().unwrap()]);
     let repository = github_fixture("push/payload.json")["repository"].clone();
     let push = |branch: &str, sha: &str, at: &str, file: &str| {
         serde_json::json!({
@@ -473,7 +451,7 @@ paths = ["services/cart/**"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_stops_on_sigterm_while_a_tail_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let mut svc = standalone(&dir.path().join("store"), "127.0.0.1:0");
+    let mut svc = standalone(&dir.path().join("store"), &[]);
     let tail = reqwest::get(svc.url("/api/v1/tail")).await.unwrap();
     assert!(tail.status().is_success());
     let pid = svc.pid();
@@ -499,7 +477,7 @@ async fn a_failing_store_is_answered_503_with_retry_after_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let away = dir.path().join("away");
-    let mut svc = standalone(&store, "127.0.0.1:0");
+    let mut svc = standalone(&store, &[]);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
