@@ -19,6 +19,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use cdlake_schemas::lake::{AsOf, TableLog};
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
@@ -45,9 +46,10 @@ pub struct Engine {
     pub(crate) events: Arc<TableLog>,
     /// The store's root as the engine sees it, hidden from what users read (`EXPLAIN`).
     root: Arc<str>,
-    /// The report's rows of `report_events`, when already read for a report made of several
-    /// (one per environment): each reuses them instead of reading the store again.
-    report_rows: Option<Arc<QueryResult>>,
+    /// The report's rows of `report_events` (narrow, through the read model, pinned to one
+    /// snapshot of `events`) when a report made of several (one per environment) chose them:
+    /// each of its reports reads the same snapshot.
+    report_rows: Option<Arc<dyn TableProvider>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -527,25 +529,38 @@ impl Engine {
         runs: bool,
     ) -> Result<Engine> {
         let started = std::time::Instant::now();
-        // The narrow rows are what the read model holds: read them through it.
-        let rows = if omit == views::REPORT_UNREAD_COLUMNS {
-            self.read_report_rows(subjects).await?
-        } else {
-            self.internal(&views::report_events_sql_without(subjects, omit))
-                .await?
-        };
-        tracing::debug!(
-            rows = rows
-                .batches
-                .iter()
-                .map(RecordBatch::num_rows)
-                .sum::<usize>(),
-            seconds = started.elapsed().as_secs_f64(),
-            "Read report_events once for the statement."
-        );
         let ctx = self.statement_session().await?;
-        let unique = MemTable::try_new(rows.schema, vec![compact_views(rows.batches)?])?;
-        ctx.register_table("report_events", Arc::new(unique))?;
+        let subject_list: Vec<String> = subjects.iter().map(|s| format!("'{s}'")).collect();
+        if omit == views::REPORT_UNREAD_COLUMNS {
+            // The narrow rows are what the read model holds: each view scans them from its
+            // files (and the months it does not hold from `events`) as it is computed, reading
+            // only the columns and the subjects' row groups it needs.
+            let rows = match &self.report_rows {
+                Some(rows) => rows.clone(),
+                None => Box::pin(self.report_rows()).await?,
+            };
+            ctx.register_table("cdlake_report_rows", rows)?;
+            ctx.sql(&format!(
+                "CREATE VIEW report_events AS SELECT * FROM cdlake_report_rows WHERE subject IN ({})",
+                subject_list.join(", ")
+            ))
+            .await
+            .map_err(|e| Error::internal("defining the views", e))?;
+        } else {
+            let rows =
+                Box::pin(self.internal(&views::report_events_sql_without(subjects, omit))).await?;
+            tracing::debug!(
+                rows = rows
+                    .batches
+                    .iter()
+                    .map(RecordBatch::num_rows)
+                    .sum::<usize>(),
+                seconds = started.elapsed().as_secs_f64(),
+                "Read report_events once for the statement."
+            );
+            let unique = MemTable::try_new(rows.schema, vec![compact_views(rows.batches)?])?;
+            ctx.register_table("report_events", Arc::new(unique))?;
+        }
         let mut skip = vec!["report_events"];
         if runs {
             Box::pin(self.register_runs(&ctx)).await?;
@@ -664,35 +679,33 @@ impl Engine {
         }
     }
 
-    /// This engine with the report's rows of `report_events` read once, for the several
-    /// reports of one answer (a report by environment).
+    /// This engine with the report's rows of `report_events` chosen once (one snapshot), for
+    /// the several reports of one answer (a report by environment).
     pub(crate) async fn with_report_rows(&self) -> Result<Engine> {
-        let rows = self.read_report_rows(views::REPORT_SUBJECTS).await?;
+        let rows = self.report_rows().await?;
         Ok(Self {
-            report_rows: Some(Arc::new(rows)),
+            report_rows: Some(rows),
             ..self.clone()
         })
     }
 
-    /// The narrow rows of `report_events` for `subjects`, through the read model.
-    async fn read_report_rows(&self, subjects: &[&str]) -> Result<QueryResult> {
-        if subjects == views::REPORT_SUBJECTS
-            && let Some(rows) = &self.report_rows
-        {
-            return Ok((**rows).clone());
-        }
-        let (rows, stats) = crate::read_model::read(
+    /// The narrow rows of `report_events` (all of [`views::REPORT_SUBJECTS`]) through the read
+    /// model, pinned to the newest snapshot of `events`.
+    async fn report_rows(&self) -> Result<Arc<dyn TableProvider>> {
+        let started = std::time::Instant::now();
+        let scratch = new_session(self.ctx.runtime_env(), &self.config);
+        let (rows, stats) = crate::read_model::pinned_view(
+            &scratch,
             &self.store,
             &self.events,
-            self.ctx.runtime_env(),
-            &self.config,
-            subjects,
+            crate::read_model::Model::ReportEvents,
         )
         .await?;
         tracing::debug!(
             months_held = stats.months_held,
             months_read = stats.months_read,
-            "Read report_events through its read model."
+            seconds = started.elapsed().as_secs_f64(),
+            "Chose report_events' files through its read model."
         );
         Ok(rows)
     }

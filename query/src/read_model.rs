@@ -25,19 +25,15 @@ use arrow::array::{AsArray, RecordBatch};
 use cdlake_schemas::lake::{FileIndex, TableLog};
 use cdlake_schemas::store::Store;
 use chrono::{Datelike, NaiveDate};
-use datafusion::datasource::MemTable;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
 use deltalake_core::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use deltalake_core::kernel::EagerSnapshot;
-use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::QueryResult;
 use crate::views;
 use crate::{Error, Result};
 
@@ -89,6 +85,14 @@ impl Model {
     }
 }
 
+/// Rows per row group of a read model's file. A file keeps its rows sorted by subject, so a
+/// scan of one subject skips the other subjects' row groups by their statistics.
+const ROW_GROUP_ROWS: usize = 16 * 1024;
+
+/// The layout of the files (row groups, order): part of every fingerprint, so files written
+/// in an older layout are derived again, not read as current.
+const LAYOUT: &str = "layout 2: sorted by subject, 16 Ki-row groups";
+
 /// `YYYY-MM` of a date.
 fn month_of(date: NaiveDate) -> String {
     format!("{:04}-{:02}", date.year(), date.month())
@@ -105,6 +109,7 @@ fn months(index: &FileIndex, model: Model) -> BTreeMap<String, (String, Vec<Naiv
         .into_iter()
         .map(|(month, dates)| {
             let mut h = Sha256::new();
+            h.update(LAYOUT.as_bytes());
             h.update((definition.len() as u64).to_le_bytes());
             h.update(definition.as_bytes());
             let mut files: Vec<(String, u64)> = dates
@@ -157,15 +162,6 @@ fn pinned_scan(snapshot: EagerSnapshot) -> Result<Arc<DeltaScanNext>> {
     .map_err(|e| Error::internal("reading the events snapshot", e))
 }
 
-/// Run `sql`, with the schema its batches carry.
-async fn collect(ctx: &SessionContext, sql: &str, config: &crate::Config) -> Result<QueryResult> {
-    let df = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| Error::internal("reading a read model", e))?;
-    crate::engine::collect_physical(ctx, df, config).await
-}
-
 /// The paths of the read model's files.
 async fn listed(store: &Store, model: Model) -> Result<BTreeSet<String>> {
     Ok(store
@@ -180,95 +176,31 @@ fn store_err(e: cdlake_schemas::store::StoreError) -> Error {
     Error::internal("reading a read model", e)
 }
 
-/// `report_events` of `subjects` (narrow: without [`views::REPORT_UNREAD_COLUMNS`]) as of the
-/// newest snapshot of `events`: the months the read model holds for that snapshot from its
-/// files, the others from `events`.
-pub(crate) async fn read(
-    store: &Store,
-    log: &TableLog,
-    runtime: Arc<RuntimeEnv>,
-    config: &crate::Config,
-    subjects: &[&str],
-) -> Result<(QueryResult, ReadStats)> {
-    let (index, snapshot) = log.refreshed_snapshot().await?;
-    let ctx = pinned_session(runtime, config, snapshot)?;
-    let model = Model::ReportEvents;
-    let present = listed(store, model).await?;
-    let mut held: Vec<RecordBatch> = Vec::new();
-    let mut raw_dates: Vec<NaiveDate> = Vec::new();
-    let mut stats = ReadStats::default();
-    // The held months' files, fetched a few at once (an object store answers each GET in tens
-    // of milliseconds; a long history has hundreds of months).
-    let fetched: Vec<(Vec<NaiveDate>, Option<Vec<u8>>)> =
-        futures::stream::iter(months(&index, model).into_iter().map(
-            |(month, (fingerprint, dates))| {
-                let path = file_path(model, &month, &fingerprint);
-                let held = present.contains(&path);
-                async move {
-                    let bytes = if held {
-                        store.get(&path).await.map_err(store_err)?
-                    } else {
-                        None
-                    };
-                    Ok::<_, Error>((dates, bytes))
-                }
-            },
-        ))
-        .buffered(16)
-        .try_collect()
-        .await?;
-    for (dates, bytes) in fetched {
-        match bytes {
-            Some(bytes) => {
-                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-                    .and_then(|b| b.build())
-                    .map_err(|e| Error::internal("reading a read model", e))?;
-                for batch in reader {
-                    held.push(batch.map_err(|e| Error::internal("reading a read model", e))?);
-                }
-                stats.months_held += 1;
-            }
-            None => {
-                stats.months_read += 1;
-                raw_dates.extend(dates);
-            }
-        }
-    }
-    let subject_list: Vec<String> = subjects.iter().map(|s| format!("'{s}'")).collect();
-    let subject_list = subject_list.join(", ");
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(first) = held.first() {
-        let schema = first.schema();
-        ctx.register_table("held", Arc::new(MemTable::try_new(schema, vec![held])?))?;
-        parts.push(format!(
-            "SELECT * FROM held WHERE subject IN ({subject_list})"
-        ));
-    }
-    if !raw_dates.is_empty() || parts.is_empty() {
-        let narrow = views::report_events_sql_without(subjects, views::REPORT_UNREAD_COLUMNS)
-            .replacen("FROM events", "FROM pinned_events", 1);
-        let dates = if raw_dates.is_empty() {
-            "true".to_string()
-        } else {
-            dates_predicate(&raw_dates)
-        };
-        parts.push(format!("{narrow} AND {dates}"));
-    }
-    let rows = collect(&ctx, &parts.join(" UNION ALL "), config).await?;
-    Ok((rows, stats))
-}
-
 /// Define `model.name()` in `ctx` as a view of the newest snapshot of `events` through the
-/// read model, read as the statement runs: the months the read model holds for that snapshot
-/// from their files (a Parquet listing of exactly those files), the others from `events` of
-/// the same snapshot. (A file superseded and deleted while a statement still reads it fails
-/// that statement; files are kept ten minutes after they are superseded.)
+/// read model, read as the statement runs ([`pinned_view`]).
 pub(crate) async fn register_lazy(
     ctx: &SessionContext,
     store: &Store,
     log: &TableLog,
     model: Model,
 ) -> Result<ReadStats> {
+    let (view, stats) = pinned_view(ctx, store, log, model).await?;
+    ctx.register_table(model.name(), view)?;
+    Ok(stats)
+}
+
+/// The read model as a view of the newest snapshot of `events`, read as a statement runs:
+/// the months the read model holds for that snapshot from their files (a Parquet listing of
+/// exactly those files; a scan reads only the columns and row groups it needs), the others
+/// from `events` of the same snapshot. The view stays pinned to that snapshot, in any session
+/// it is registered in. (A file superseded and deleted while a statement still reads it fails
+/// that statement; files are kept ten minutes after they are superseded.)
+pub(crate) async fn pinned_view(
+    ctx: &SessionContext,
+    store: &Store,
+    log: &TableLog,
+    model: Model,
+) -> Result<(Arc<dyn datafusion::catalog::TableProvider>, ReadStats)> {
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::{
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -320,14 +252,12 @@ pub(crate) async fn register_lazy(
         };
         parts.push(format!("{raw} AND {dates}"));
     }
-    ctx.sql(&format!(
-        "CREATE VIEW {} AS {}",
-        model.name(),
-        parts.join(" UNION ALL ")
-    ))
-    .await
-    .map_err(read_err)?;
-    Ok(stats)
+    let view = ctx
+        .sql(&parts.join(" UNION ALL "))
+        .await
+        .map_err(read_err)?
+        .into_view();
+    Ok((view, stats))
 }
 
 /// How a read was answered.
@@ -553,6 +483,7 @@ async fn build_chunk(
     }
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(build_err)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     let mut rows = 0u64;
     for d in chunk {

@@ -520,3 +520,96 @@ async fn a_superseded_file_stays_ten_minutes_after_its_replacement() {
         "the current file is the one kept"
     );
 }
+
+/// A read model's file keeps its rows sorted by subject in small row groups, so a view that
+/// scans one subject (the report's `incidents`, `changes`, …) skips the row groups of the
+/// others by their statistics instead of decoding the month whole; and a report read that way
+/// answers as `events` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_file_keeps_each_subject_in_row_groups_of_its_own() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    use datafusion::parquet::file::statistics::Statistics;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let mut events = Vec::new();
+    // Interleaved in time, so a file in time order would mix the subjects in every row group.
+    for i in 0..12_000 {
+        let at = |m: u32| format!("2026-01-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, m);
+        events.push(merged(&format!("m{i}"), &format!("shop/{i}"), &at(0)));
+        events.push(packaged(
+            &format!("p{i}"),
+            &format!("pkg:oci/web@{i}"),
+            &format!("shop/{i}"),
+            &at(1),
+        ));
+        events.push(deployed(
+            &format!("d{i}"),
+            "web",
+            &at(2),
+            &format!("pkg:oci/web@{i}"),
+        ));
+        if i % 100 == 0 {
+            events.push(incident(
+                &format!("i{i}"),
+                &format!("inc-{i}"),
+                "web",
+                &at(3),
+            ));
+        }
+    }
+    ingest(&store, &events).await;
+    read_model::refresh_store(
+        &store,
+        &Config::default(),
+        read_model::Scope::ALL,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    let files: Vec<_> = walk(&store.local_root().unwrap().join(PREFIX))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(files.len(), 1, "one month, one file: {files:?}");
+    let reader = SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    let meta = reader.metadata();
+    let subject = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "subject")
+        .unwrap();
+    // Each row group's range of subjects.
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> = meta
+        .row_groups()
+        .iter()
+        .map(|rg| match rg.column(subject).statistics() {
+            Some(Statistics::ByteArray(s)) => (
+                s.min_opt().unwrap().data().to_vec(),
+                s.max_opt().unwrap().data().to_vec(),
+            ),
+            other => panic!("no string statistics for subject: {other:?}"),
+        })
+        .collect();
+    assert!(
+        ranges.len() >= 3,
+        "36,120 rows in {} row groups",
+        ranges.len()
+    );
+    // Sorted by subject: the ranges follow each other.
+    assert!(
+        ranges.windows(2).all(|w| w[0].1 <= w[1].0),
+        "row groups out of subject order: {ranges:?}"
+    );
+    // The 120 incident rows are in one row group, which holds nothing else but the rows of
+    // its neighbours in the order.
+    let with_incident = ranges
+        .iter()
+        .filter(|(lo, hi)| {
+            lo.as_slice() <= b"incident".as_slice() && b"incident".as_slice() <= hi.as_slice()
+        })
+        .count();
+    assert_eq!(with_incident, 1, "{ranges:?}");
+    assert_eq!(report(&store).await, report_from_events(&store).await);
+}
