@@ -478,9 +478,15 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
             w.from, w.to
         ),
         deliveries: format!(
+            // A change counts at its earliest delivery (within a group): one with no delivery
+            // in the window counts in none, so only the deliveries of changes delivered in the
+            // window are read.
             "SELECT change_id, service, team, repository, CAST(started_at AS BIGINT) AS started, CAST(delivered_at AS BIGINT) AS delivered, started_from
-         FROM dora_change_deliveries WHERE CAST(delivered_at AS BIGINT) < {}",
-            w.to
+         FROM dora_change_deliveries WHERE CAST(delivered_at AS BIGINT) < {to}
+           AND change_id IN (SELECT change_id FROM dora_change_deliveries
+                             WHERE CAST(delivered_at AS BIGINT) >= {from} AND CAST(delivered_at AS BIGINT) < {to})",
+            from = w.from,
+            to = w.to
         ),
         incidents: format!(
             "WITH i AS (
@@ -508,8 +514,11 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
             w.from, w.to
         ),
         changes_not_delivered: format!(
-            "SELECT count(*) FROM dora_changes WHERE CAST(merged_at AS BIGINT) < {to}
-                 AND (delivered_at IS NULL OR CAST(delivered_at AS BIGINT) >= {to})",
+            // `dora_changes` with no delivery before the window's end, without ranking every
+            // change's deliveries first.
+            "SELECT count(*) FROM changes c WHERE CAST(c.merged_at AS BIGINT) < {to}
+                 AND NOT EXISTS (SELECT 1 FROM dora_change_deliveries d
+                                 WHERE d.change_id = c.change_id AND CAST(d.delivered_at AS BIGINT) < {to})",
             to = w.to
         ),
         failed_deployments: format!(

@@ -494,11 +494,11 @@ fn hide_root(batch: RecordBatch, root: &str) -> Result<RecordBatch> {
 
 impl Engine {
     /// An engine for one statement over the DORA views (a report's, or a dashboard panel's).
-    /// Those views read `report_events` several times each, and DataFusion plans every
-    /// reference anew: a scan and a de-duplication of the whole history per reference. Here
-    /// `report_events` (deployments and attempts, incidents, changes, artifacts; without
-    /// payloads) is
-    /// computed once and held in memory for the statement, under the same view definitions.
+    /// Those views read `report_events` several times each. Here `report_events` (deployments
+    /// and attempts, incidents, changes, artifacts; without payloads) is the `report_events`
+    /// read model pinned to one snapshot of `events`: a month's file per month it holds, sorted
+    /// by subject in small row groups, so each reference scans only its columns and its
+    /// subjects' row groups, and nothing of it is held in memory.
     ///
     /// The report's statements also share views (`changes` is read by four of them,
     /// `dora_deployments` and `dora_change_deliveries` by two each): those in
@@ -519,8 +519,9 @@ impl Engine {
         self.holding(subjects, &[], &[], false).await
     }
 
-    /// An engine holding `report_events` (of `subjects`, without the columns in `omit`) and
-    /// the views named in `held` in memory, computed once.
+    /// An engine with `report_events` of `subjects` (without the columns in `omit`: through
+    /// the read model, scanned where read; with them: read once and held in memory) and the
+    /// views named in `held` computed once and held in memory.
     async fn holding(
         &self,
         subjects: &[&str],

@@ -6,8 +6,12 @@
 //! <store>/_cdlake/read/<read model>/month=YYYY-MM/<fingerprint>.parquet
 //! ```
 //!
+//! A month's file keeps its rows sorted by subject (then time) in row groups of 16 Ki rows,
+//! so a view scanning one subject skips the others' row groups by their statistics; the
+//! report reads the files in place ([`pinned_view`]), only the columns each view needs.
+//!
 //! A month's file is named by the fingerprint of what it was derived from: the read model's
-//! definition (its SQL) and the paths and sizes of the month's `events` files in the snapshot
+//! definition (its SQL), the files' layout, and the paths and sizes of the month's `events` files in the snapshot
 //! it read. A reader computes the fingerprints of its own snapshot and takes a month from the
 //! read model only when a file of that fingerprint exists; every other month (new events,
 //! a compaction since, a late event, a file vacuumed meanwhile) it reads from `events` of the
