@@ -368,6 +368,21 @@ async fn dora_tail_gauges_and_auth() {
         metrics.contains("cdlake_dora_lead_time_seconds{service=\""),
         "{metrics}"
     );
+    // The reports above read one snapshot: those after the first with the same definitions
+    // took the views they hold from the one before instead of computing them again (a report
+    // by environment computes its own for each environment's production).
+    let held = |outcome: &str| -> u64 {
+        let prefix = format!("cdlake_held_views_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(held("computed") > 0, "{metrics}");
+    assert!(held("reused") > 0, "{metrics}");
 
     // The tail: subscribe with a filter, then post one matching and one other event.
     let mut tail = client

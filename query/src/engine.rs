@@ -19,7 +19,6 @@ use arrow::datatypes::{DataType, Field, Schema};
 use cdlake_schemas::lake::{AsOf, TableLog};
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
-use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
@@ -49,7 +48,43 @@ pub struct Engine {
     /// The report's rows of `report_events` (narrow, through the read model, pinned to one
     /// snapshot of `events`) when a report made of several (one per environment) chose them:
     /// each of its reports reads the same snapshot.
-    report_rows: Option<Arc<dyn TableProvider>>,
+    report_rows: Option<crate::read_model::Pinned>,
+    /// The held views of the newest snapshot statements read, shared by them.
+    shared: Arc<SharedViews>,
+}
+
+/// The views statements hold ([`views::REPORT_HELD_VIEWS`]: changes, artifacts, deployments,
+/// incidents, their pairings), computed once per snapshot of `events` and set of view
+/// definitions, and shared by every statement that reads the same: the panels of one dashboard
+/// load, or a client's reports, compute them once, not once each. One snapshot is kept (its
+/// views stay in memory until a statement reads a newer one); a statement of another snapshot
+/// computes its own. A statement computing them makes the others wait and then reuse them.
+#[derive(Default)]
+pub(crate) struct SharedViews {
+    slot: tokio::sync::Mutex<Option<SharedEntry>>,
+    computed: std::sync::atomic::AtomicU64,
+    reused: std::sync::atomic::AtomicU64,
+}
+
+struct SharedEntry {
+    key: SharedKey,
+    views: std::collections::BTreeMap<&'static str, Arc<MemTable>>,
+}
+
+/// What held views are a function of: the `events` snapshot their rows came from and the view
+/// definitions (production pattern, `[dora]` rules) and teams they were computed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SharedKey {
+    version: u64,
+    definitions: [u8; 32],
+}
+
+impl SharedViews {
+    /// How many held views were computed, and how many taken from another statement.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.computed.load(Relaxed), self.reused.load(Relaxed))
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -128,6 +163,7 @@ impl Engine {
             config: Arc::new(config),
             runtime: Arc::new(runtime),
             report_rows: None,
+            shared: Arc::default(),
         })
     }
 
@@ -417,26 +453,58 @@ pub(crate) fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionC
 }
 
 async fn define_views(ctx: &SessionContext, config: &Config, skip: &[&str]) -> Result<()> {
-    define_views_holding(ctx, config, skip, &[]).await
+    define_views_holding(ctx, config, skip, &[], None).await
 }
 
 /// [`define_views`], computing each of the views named in `held` once, as it is defined, and
 /// holding its rows in memory under its name: the views defined after it read those rows.
+/// With `shared` (the views' cache and the `events` version `report_events` is pinned to),
+/// a held view another statement computed over the same snapshot and definitions is taken from
+/// there, and one computed here is left there.
 async fn define_views_holding(
     ctx: &SessionContext,
     config: &Config,
     skip: &[&str],
     held: &[&str],
+    shared: Option<(&SharedViews, u64)>,
 ) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
     let options = config
         .dora
         .options()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
-    for (name, body) in views::definitions_with(&config.production, options) {
+    let definitions = views::definitions_with(&config.production, options);
+    // The cache's slot, locked while this statement computes what it lacks.
+    let mut slot = match shared {
+        Some((cache, version)) if !held.is_empty() => {
+            let key = SharedKey {
+                version,
+                definitions: definitions_digest(&definitions, config),
+            };
+            let mut slot = cache.slot.lock().await;
+            if slot.as_ref().is_none_or(|e| e.key != key) {
+                *slot = Some(SharedEntry {
+                    key,
+                    views: Default::default(),
+                });
+            }
+            Some((cache, slot))
+        }
+        _ => None,
+    };
+    for (name, body) in definitions {
         if skip.contains(&name) {
             continue;
         }
         if held.contains(&name) {
+            if let Some((cache, Some(entry))) = slot.as_mut().map(|(c, s)| (c, s.as_mut()))
+                && let Some(table) = entry.views.get(name)
+            {
+                cache.reused.fetch_add(1, Relaxed);
+                tracing::debug!(view = name, "Took a view another statement computed.");
+                ctx.register_table(name, table.clone())?;
+                continue;
+            }
             let started = std::time::Instant::now();
             let df = ctx
                 .sql(&body)
@@ -450,7 +518,12 @@ async fn define_views_holding(
                 seconds = started.elapsed().as_secs_f64(),
                 "Computed a view once for the statement."
             );
-            ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+            let table = Arc::new(MemTable::try_new(schema, vec![batches])?);
+            if let Some((cache, Some(entry))) = slot.as_mut().map(|(c, s)| (c, s.as_mut())) {
+                cache.computed.fetch_add(1, Relaxed);
+                entry.views.insert(name, table.clone());
+            }
+            ctx.register_table(name, table)?;
             continue;
         }
         ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
@@ -458,6 +531,26 @@ async fn define_views_holding(
             .map_err(|e| Error::internal("defining the views", e))?;
     }
     Ok(())
+}
+
+/// A digest of the view definitions and the teams they join: held views computed with the
+/// same digest (over the same snapshot) are the same rows.
+fn definitions_digest(definitions: &[(&'static str, String)], config: &Config) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, body) in definitions {
+        for part in [name.as_bytes(), body.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    for (key, team) in &config.teams {
+        for part in [key.as_bytes(), team.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    h.finalize().into()
 }
 
 /// `EXPLAIN` output without the store's location: users see table names, not the server's
@@ -532,6 +625,8 @@ impl Engine {
         let started = std::time::Instant::now();
         let ctx = self.statement_session().await?;
         let subject_list: Vec<String> = subjects.iter().map(|s| format!("'{s}'")).collect();
+        // The `events` version of the rows, when the held views may be shared.
+        let mut version = None;
         if omit == views::REPORT_UNREAD_COLUMNS {
             // The narrow rows are what the read model holds: each view scans them from its
             // files (and the months it does not hold from `events`) as it is computed, reading
@@ -540,7 +635,8 @@ impl Engine {
                 Some(rows) => rows.clone(),
                 None => Box::pin(self.report_rows()).await?,
             };
-            ctx.register_table("cdlake_report_rows", rows)?;
+            version = Some(rows.version);
+            ctx.register_table("cdlake_report_rows", rows.view)?;
             ctx.sql(&format!(
                 "CREATE VIEW report_events AS SELECT * FROM cdlake_report_rows WHERE subject IN ({})",
                 subject_list.join(", ")
@@ -567,8 +663,33 @@ impl Engine {
             Box::pin(self.register_runs(&ctx)).await?;
             skip.push("run_events");
         }
-        define_views_holding(&ctx, &self.config, &skip, held).await?;
+        let shared = version.map(|v| (&*self.shared, v));
+        Box::pin(define_views_holding(
+            &ctx,
+            &self.config,
+            &skip,
+            held,
+            shared,
+        ))
+        .await?;
         Ok(self.with_session(ctx))
+    }
+
+    /// How many held views statements computed, and how many they took from another
+    /// statement over the same snapshot ([`SharedViews`]).
+    pub fn shared_view_counts(&self) -> (u64, u64) {
+        self.shared.counts()
+    }
+
+    /// [`Engine::shared_view_counts`] as Prometheus text, for `/metrics`.
+    pub fn render_shared_view_metrics(&self) -> String {
+        let (computed, reused) = self.shared.counts();
+        format!(
+            "# HELP cdlake_held_views_total Views a statement holds (changes, deployments, …), by whether it computed them or took them from a statement over the same snapshot.\n\
+             # TYPE cdlake_held_views_total counter\n\
+             cdlake_held_views_total{{outcome=\"computed\"}} {computed}\n\
+             cdlake_held_views_total{{outcome=\"reused\"}} {reused}\n"
+        )
     }
 
     /// An engine whose `run_events` is read through its read model, for a statement over
@@ -576,7 +697,7 @@ impl Engine {
     async fn with_runs(&self) -> Result<Engine> {
         let ctx = self.statement_session().await?;
         Box::pin(self.register_runs(&ctx)).await?;
-        define_views_holding(&ctx, &self.config, &["run_events"], &[]).await?;
+        define_views_holding(&ctx, &self.config, &["run_events"], &[], None).await?;
         Ok(self.with_session(ctx))
     }
 
@@ -677,6 +798,7 @@ impl Engine {
             store: self.store.clone(),
             events: self.events.clone(),
             report_rows: self.report_rows.clone(),
+            shared: self.shared.clone(),
         }
     }
 
@@ -692,10 +814,10 @@ impl Engine {
 
     /// The narrow rows of `report_events` (all of [`views::REPORT_SUBJECTS`]) through the read
     /// model, pinned to the newest snapshot of `events`.
-    async fn report_rows(&self) -> Result<Arc<dyn TableProvider>> {
+    async fn report_rows(&self) -> Result<crate::read_model::Pinned> {
         let started = std::time::Instant::now();
         let scratch = new_session(self.ctx.runtime_env(), &self.config);
-        let (rows, stats) = crate::read_model::pinned_view(
+        let rows = crate::read_model::pinned_view(
             &scratch,
             &self.store,
             &self.events,
@@ -703,8 +825,9 @@ impl Engine {
         )
         .await?;
         tracing::debug!(
-            months_held = stats.months_held,
-            months_read = stats.months_read,
+            months_held = rows.stats.months_held,
+            months_read = rows.stats.months_read,
+            version = rows.version,
             seconds = started.elapsed().as_secs_f64(),
             "Chose report_events' files through its read model."
         );

@@ -188,9 +188,9 @@ pub(crate) async fn register_lazy(
     log: &TableLog,
     model: Model,
 ) -> Result<ReadStats> {
-    let (view, stats) = pinned_view(ctx, store, log, model).await?;
-    ctx.register_table(model.name(), view)?;
-    Ok(stats)
+    let pinned = pinned_view(ctx, store, log, model).await?;
+    ctx.register_table(model.name(), pinned.view)?;
+    Ok(pinned.stats)
 }
 
 /// The read model as a view of the newest snapshot of `events`, read as a statement runs:
@@ -204,13 +204,14 @@ pub(crate) async fn pinned_view(
     store: &Store,
     log: &TableLog,
     model: Model,
-) -> Result<(Arc<dyn datafusion::catalog::TableProvider>, ReadStats)> {
+) -> Result<Pinned> {
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::{
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
     };
     let read_err = |e| Error::internal("reading a read model", e);
     let (index, snapshot) = log.refreshed_snapshot().await?;
+    let version = snapshot.version();
     let pinned = format!("cdlake_{}_pinned_events", model.name());
     ctx.register_table(pinned.as_str(), pinned_scan(snapshot)?)?;
     let present = listed(store, model).await?;
@@ -261,7 +262,22 @@ pub(crate) async fn pinned_view(
         .await
         .map_err(read_err)?
         .into_view();
-    Ok((view, stats))
+    Ok(Pinned {
+        view,
+        stats,
+        version,
+    })
+}
+
+/// A read model pinned to one snapshot of `events` ([`pinned_view`]).
+#[derive(Clone)]
+pub(crate) struct Pinned {
+    /// The rows, as a view to register.
+    pub view: Arc<dyn datafusion::catalog::TableProvider>,
+    /// How its months are answered.
+    pub stats: ReadStats,
+    /// The version of `events` it reflects.
+    pub version: u64,
 }
 
 /// How a read was answered.

@@ -613,3 +613,85 @@ async fn a_month_file_keeps_each_subject_in_row_groups_of_its_own() {
     assert_eq!(with_incident, 1, "{ranges:?}");
     assert_eq!(report(&store).await, report_from_events(&store).await);
 }
+
+/// The one value of a one-row, one-column answer.
+async fn single(engine: &Engine, sql: &str) -> i64 {
+    let result = engine.sql(sql).await.unwrap();
+    let batch = &result.batches[0];
+    arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+/// Statements over the same snapshot share the views they hold (a dashboard's panels compute
+/// `changes`, `deployments`, … once), and a commit makes the next statement compute them
+/// again, so no answer misses a committed event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_over_one_snapshot_share_held_views_and_a_commit_renews_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    ingest(
+        &store,
+        &[
+            merged("m1", "shop/1", "2026-01-04T09:00:00Z"),
+            packaged("p1", "pkg:oci/web@1", "shop/1", "2026-01-04T10:00:00Z"),
+            deployed("d1", "web", "2026-01-05T10:00:00Z", "pkg:oci/web@1"),
+            incident("i1", "inc-1", "web", "2026-01-05T12:00:00Z"),
+        ],
+    )
+    .await;
+    let engine = Engine::open(&store, Config::default()).await.unwrap();
+    let all = "SELECT count(*) FROM dora_deployments";
+    let failed = "SELECT count(*) FROM dora_deployments WHERE failed";
+    assert_eq!(single(&engine, all).await, 1);
+    let (computed, reused) = engine.shared_view_counts();
+    assert!(computed > 0, "the first statement computes its held views");
+    assert_eq!(reused, 0);
+    // Another statement over the same snapshot takes them.
+    assert_eq!(single(&engine, failed).await, 1);
+    let (computed_again, reused) = engine.shared_view_counts();
+    assert_eq!(
+        computed_again, computed,
+        "nothing computed twice for one snapshot"
+    );
+    assert!(
+        reused >= computed,
+        "every held view taken: {reused} of {computed}"
+    );
+    // A commit: the next statement sees the new deployment (computing the views again), and
+    // its held views are shared in turn.
+    ingest(
+        &store,
+        &[
+            merged("m2", "shop/2", "2026-02-02T09:00:00Z"),
+            packaged("p2", "pkg:oci/web@2", "shop/2", "2026-02-02T10:00:00Z"),
+            deployed("d2", "web", "2026-02-03T10:00:00Z", "pkg:oci/web@2"),
+        ],
+    )
+    .await;
+    assert_eq!(single(&engine, all).await, 2);
+    let (after_commit, _) = engine.shared_view_counts();
+    assert!(
+        after_commit > computed,
+        "the new snapshot's views are computed"
+    );
+    assert_eq!(single(&engine, failed).await, 1);
+    assert_eq!(engine.shared_view_counts().0, after_commit);
+    // The report over the same snapshot agrees with one computed from scratch.
+    let fresh = Engine::open(&store, Config::default()).await.unwrap();
+    let req = DoraRequest {
+        from: t("2026-01-01T00:00:00Z"),
+        to: t("2026-03-01T00:00:00Z"),
+        by: Some(GroupBy::Service),
+        then_by: None,
+    };
+    let shared = serde_json::to_value(engine.dora(&req).await.unwrap()).unwrap();
+    assert_eq!(deployments(&shared), 2);
+    assert_eq!(
+        shared,
+        serde_json::to_value(fresh.dora(&req).await.unwrap()).unwrap()
+    );
+}

@@ -61,10 +61,12 @@ pub(crate) async fn query_front(
     let read_model = super::rebuild::spawn_background(store.clone(), engine.clone());
     let routes = cdlake_query::http::router(engine.clone(), store.clone(), stopping);
     let gauges = DoraGauges::new(engine.clone());
+    let shared = engine.clone();
     let gauges: ExtraMetrics = Arc::new(move || {
         let g = gauges.clone();
         let read_model = read_model.clone();
-        Box::pin(async move { g.render().await + &read_model.render() })
+        let shared = shared.render_shared_view_metrics();
+        Box::pin(async move { g.render().await + &read_model.render() + &shared })
     });
     Ok(QueryFront {
         routes,
