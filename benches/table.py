@@ -33,6 +33,14 @@ KEYS = [
     ("bytes", "bytes", "{:,}"),
     ("files_per_day", "files/day", "{:.2f}"),
     ("events", "events", "{:,}"),
+    ("panels", "panels", "{:,}"),
+    ("errors", "errors", "{:,}"),
+    ("median_s", "median s", "{:.3f}"),
+    ("p90_s", "p90 s", "{:.3f}"),
+    ("total_s", "total s", "{:.1f}"),
+    ("first_s", "first s", "{:.2f}"),
+    ("slowest_s", "slowest s", "{:.2f}"),
+    ("slowest", "slowest", "{}"),
 ]
 
 
