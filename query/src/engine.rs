@@ -612,9 +612,9 @@ impl Engine {
         self.holding(subjects, &[], &[], false).await
     }
 
-    /// An engine with `report_events` of `subjects` (without the columns in `omit`: through
-    /// the read model, scanned where read; with them: read once and held in memory) and the
-    /// views named in `held` computed once and held in memory.
+    /// An engine with `report_events` (without the columns in `omit`: all its subjects, through
+    /// the read model, scanned where read; with them: of `subjects`, read once and held in
+    /// memory) and the views named in `held` computed once and held in memory.
     async fn holding(
         &self,
         subjects: &[&str],
@@ -624,7 +624,6 @@ impl Engine {
     ) -> Result<Engine> {
         let started = std::time::Instant::now();
         let ctx = self.statement_session().await?;
-        let subject_list: Vec<String> = subjects.iter().map(|s| format!("'{s}'")).collect();
         // The `events` version of the rows, when the held views may be shared.
         let mut version = None;
         if omit == views::REPORT_UNREAD_COLUMNS {
@@ -635,14 +634,11 @@ impl Engine {
                 Some(rows) => rows.clone(),
                 None => Box::pin(self.report_rows()).await?,
             };
+            // All of the report's subjects, whatever this statement reads: every view picks its
+            // own subjects (a scan skips the others' row groups), and the held views it computes
+            // are then the same rows for every statement that shares them.
             version = Some(rows.version);
-            ctx.register_table("cdlake_report_rows", rows.view)?;
-            ctx.sql(&format!(
-                "CREATE VIEW report_events AS SELECT * FROM cdlake_report_rows WHERE subject IN ({})",
-                subject_list.join(", ")
-            ))
-            .await
-            .map_err(|e| Error::internal("defining the views", e))?;
+            ctx.register_table("report_events", rows.view)?;
         } else {
             let rows =
                 Box::pin(self.internal(&views::report_events_sql_without(subjects, omit))).await?;
