@@ -77,6 +77,16 @@ async fn ingest(store: &Store, events: &[String]) {
     ing.flush().await.unwrap();
 }
 
+/// A January of one change built, deployed to production and failed by an incident.
+fn january() -> Vec<String> {
+    vec![
+        merged("m1", "shop/1", "2026-01-04T09:00:00Z"),
+        packaged("p1", "pkg:oci/web@1", "shop/1", "2026-01-04T10:00:00Z"),
+        deployed("d1", "web", "2026-01-05T10:00:00Z", "pkg:oci/web@1"),
+        incident("i1", "inc-1", "web", "2026-01-05T12:00:00Z"),
+    ]
+}
+
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
@@ -126,15 +136,15 @@ async fn months_current_or_not_answer_as_events_does() {
     ingest(
         &store,
         &[
-            merged("m1", "shop/1", "2026-01-04T09:00:00Z"),
-            packaged("p1", "pkg:oci/web@1", "shop/1", "2026-01-04T10:00:00Z"),
-            deployed("d1", "web", "2026-01-05T10:00:00Z", "pkg:oci/web@1"),
-            incident("i1", "inc-1", "web", "2026-01-05T12:00:00Z"),
-            merged("m2", "shop/2", "2026-02-02T09:00:00Z"),
-            packaged("p2", "pkg:oci/web@2", "shop/2", "2026-02-02T10:00:00Z"),
-            deployed("d2", "web", "2026-02-03T10:00:00Z", "pkg:oci/web@2"),
-            deployed("d3", "api", "2026-02-04T10:00:00Z", "pkg:oci/api@1"),
-        ],
+            january().as_slice(),
+            &[
+                merged("m2", "shop/2", "2026-02-02T09:00:00Z"),
+                packaged("p2", "pkg:oci/web@2", "shop/2", "2026-02-02T10:00:00Z"),
+                deployed("d2", "web", "2026-02-03T10:00:00Z", "pkg:oci/web@2"),
+                deployed("d3", "api", "2026-02-04T10:00:00Z", "pkg:oci/api@1"),
+            ],
+        ]
+        .concat(),
     )
     .await;
     let before = report(&store).await;
@@ -633,16 +643,7 @@ async fn single(engine: &Engine, sql: &str) -> i64 {
 async fn statements_over_one_snapshot_share_held_views_and_a_commit_renews_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().to_str().unwrap()).unwrap();
-    ingest(
-        &store,
-        &[
-            merged("m1", "shop/1", "2026-01-04T09:00:00Z"),
-            packaged("p1", "pkg:oci/web@1", "shop/1", "2026-01-04T10:00:00Z"),
-            deployed("d1", "web", "2026-01-05T10:00:00Z", "pkg:oci/web@1"),
-            incident("i1", "inc-1", "web", "2026-01-05T12:00:00Z"),
-        ],
-    )
-    .await;
+    ingest(&store, &january()).await;
     let engine = Engine::open(&store, Config::default()).await.unwrap();
     let all = "SELECT count(*) FROM dora_deployments";
     let failed = "SELECT count(*) FROM dora_deployments WHERE failed";
