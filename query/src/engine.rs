@@ -474,30 +474,34 @@ async fn define_views_holding(
         .options()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
     let definitions = views::definitions_with(&config.production, options);
-    // The cache's slot, locked while this statement computes what it lacks.
-    let mut slot = match shared {
-        Some((cache, version)) if !held.is_empty() => {
-            let key = SharedKey {
-                version,
-                definitions: definitions_digest(&definitions, config),
-            };
-            let mut slot = cache.slot.lock().await;
-            if slot.as_ref().is_none_or(|e| e.key != key) {
-                *slot = Some(SharedEntry {
-                    key,
-                    views: Default::default(),
-                });
-            }
-            Some((cache, slot))
+    // The cache's slot, locked while this statement computes what it lacks, and its entry
+    // for this snapshot and these definitions.
+    let mut slot = None;
+    if let Some((cache, version)) = shared
+        && !held.is_empty()
+    {
+        let key = SharedKey {
+            version,
+            definitions: definitions_digest(&definitions, config),
+        };
+        let mut locked = cache.slot.lock().await;
+        if locked.as_ref().is_none_or(|e| e.key != key) {
+            *locked = Some(SharedEntry {
+                key,
+                views: Default::default(),
+            });
         }
-        _ => None,
-    };
+        slot = Some((cache, locked));
+    }
+    let mut entry = slot
+        .as_mut()
+        .and_then(|(cache, locked)| Some((*cache, locked.as_mut()?)));
     for (name, body) in definitions {
         if skip.contains(&name) {
             continue;
         }
         if held.contains(&name) {
-            if let Some((cache, Some(entry))) = slot.as_mut().map(|(c, s)| (c, s.as_mut()))
+            if let Some((cache, entry)) = entry.as_ref()
                 && let Some(table) = entry.views.get(name)
             {
                 cache.reused.fetch_add(1, Relaxed);
@@ -519,7 +523,7 @@ async fn define_views_holding(
                 "Computed a view once for the statement."
             );
             let table = Arc::new(MemTable::try_new(schema, vec![batches])?);
-            if let Some((cache, Some(entry))) = slot.as_mut().map(|(c, s)| (c, s.as_mut())) {
+            if let Some((cache, entry)) = entry.as_mut() {
                 cache.computed.fetch_add(1, Relaxed);
                 entry.views.insert(name, table.clone());
             }
