@@ -30,6 +30,7 @@ use futures::StreamExt;
 
 use crate::functions::{BoundFunctions, sliced_bytes};
 use crate::guard::{self, Class, Dialect};
+use crate::projection::Entity;
 use crate::runtime::QueryRuntime;
 use crate::table::LakeTable;
 use crate::{Config, DoraReport, DoraRequest, Error, QueryResult, QueryService, Result, views};
@@ -278,10 +279,16 @@ impl Engine {
         let reached = views::reachable(&definitions, &relations);
         // Pipeline and task runs read `run_events` through its read model (EXPLAIN keeps the
         // view's plan).
-        let runs = !explain && reached.contains(&"run_events");
+        // The entities kept whole among them are read from their projections.
+        let runs: Option<Vec<Entity>> = (!explain && reached.contains(&"run_events")).then(|| {
+            Entity::ALL
+                .into_iter()
+                .filter(|e| reached.contains(&e.name()))
+                .collect()
+        });
         let Some(subjects) = report_subjects(&relations) else {
-            return if runs {
-                Box::pin(self.with_runs()).await
+            return if let Some(entities) = &runs {
+                Box::pin(self.with_runs(entities)).await
             } else {
                 Ok(self.clone())
             };
@@ -299,7 +306,7 @@ impl Engine {
         } else {
             views::REPORT_UNREAD_COLUMNS
         };
-        self.holding(&subjects, &held, omit, runs).await
+        self.holding(&subjects, &held, omit, runs.as_deref()).await
     }
 
     /// Plan a checked statement and check the plan is read-only.
@@ -605,7 +612,7 @@ impl Engine {
             views::REPORT_SUBJECTS,
             views::REPORT_HELD_VIEWS,
             views::REPORT_UNREAD_COLUMNS,
-            false,
+            None,
         )
         .await
     }
@@ -613,7 +620,7 @@ impl Engine {
     /// [`Engine::for_report`] holding only `subjects` in `report_events`: enough for a
     /// statement whose views read only those (see [`report_subjects`]).
     pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
-        self.holding(subjects, &[], &[], false).await
+        self.holding(subjects, &[], &[], None).await
     }
 
     /// An engine with `report_events` (without the columns in `omit`: all its subjects, through
@@ -624,7 +631,7 @@ impl Engine {
         subjects: &[&str],
         held: &[&str],
         omit: &[&str],
-        runs: bool,
+        runs: Option<&[Entity]>,
     ) -> Result<Engine> {
         let started = std::time::Instant::now();
         let ctx = self.statement_session().await?;
@@ -659,9 +666,8 @@ impl Engine {
             ctx.register_table("report_events", Arc::new(unique))?;
         }
         let mut skip = vec!["report_events"];
-        if runs {
-            Box::pin(self.register_runs(&ctx)).await?;
-            skip.push("run_events");
+        if let Some(entities) = runs {
+            skip.extend(Box::pin(self.register_runs(&ctx, entities)).await?);
         }
         let shared = version.map(|v| (&*self.shared, v));
         Box::pin(define_views_holding(
@@ -692,19 +698,25 @@ impl Engine {
         )
     }
 
-    /// An engine whose `run_events` is read through its read model, for a statement over
-    /// pipeline or task runs only.
-    async fn with_runs(&self) -> Result<Engine> {
+    /// An engine whose `run_events` is read through its read model, and `entities` from their
+    /// projections, for a statement over pipeline or task runs only.
+    async fn with_runs(&self, entities: &[Entity]) -> Result<Engine> {
         let ctx = self.statement_session().await?;
-        Box::pin(self.register_runs(&ctx)).await?;
-        define_views_holding(&ctx, &self.config, &["run_events"], &[], None).await?;
+        let skip = Box::pin(self.register_runs(&ctx, entities)).await?;
+        define_views_holding(&ctx, &self.config, &skip, &[], None).await?;
         Ok(self.with_session(ctx))
     }
 
-    /// `run_events` in `ctx`, through its read model.
-    async fn register_runs(&self, ctx: &SessionContext) -> Result<()> {
+    /// `run_events` in `ctx`, through its read model, and each of `entities` from its
+    /// projection ([`crate::projection`]) pinned to the same snapshot: the names registered,
+    /// which are then not defined as views.
+    async fn register_runs(
+        &self,
+        ctx: &SessionContext,
+        entities: &[Entity],
+    ) -> Result<Vec<&'static str>> {
         let started = std::time::Instant::now();
-        match crate::read_model::register_lazy(
+        let pinned = match crate::read_model::pinned_view(
             ctx,
             &self.store,
             &self.events,
@@ -712,28 +724,49 @@ impl Engine {
         )
         .await
         {
-            Ok(stats) => {
-                tracing::debug!(
-                    months_held = stats.months_held,
-                    months_read = stats.months_read,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "Registered run_events through its read model."
-                );
-                Ok(())
-            }
+            Ok(pinned) => pinned,
             Err(e) => {
                 // The answer does not need the read model: read `events` instead.
                 tracing::warn!(error = %e, "Could not read run_events through its read model; reading events instead.");
-                let _ = ctx.deregister_table("run_events");
                 ctx.sql(&format!(
                     "CREATE VIEW run_events AS {}",
                     views::run_events_sql()
                 ))
                 .await
                 .map_err(|e| Error::internal("defining the views", e))?;
-                Ok(())
+                return Ok(vec!["run_events"]);
+            }
+        };
+        ctx.register_table("run_events", pinned.view.clone())?;
+        tracing::debug!(
+            months_held = pinned.stats.months_held,
+            months_read = pinned.stats.months_read,
+            seconds = started.elapsed().as_secs_f64(),
+            "Registered run_events through its read model."
+        );
+        let mut registered = vec!["run_events"];
+        for &entity in entities {
+            let started = std::time::Instant::now();
+            match crate::projection::register(ctx, &self.store, &pinned, entity).await {
+                Ok(Some(stats)) => {
+                    tracing::debug!(
+                        view = entity.name(),
+                        dirty_months = stats.dirty_months,
+                        derived = stats.derived,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "Registered a view from its projection."
+                    );
+                    registered.push(entity.name());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The view over `run_events` gives the same rows, only slower.
+                    tracing::warn!(view = entity.name(), error = %e, "Could not read a projection; deriving the view from run_events instead.");
+                    let _ = ctx.deregister_table(entity.name());
+                }
             }
         }
+        Ok(registered)
     }
 
     /// A session for one statement: the tables and `teams` of this engine's session, its

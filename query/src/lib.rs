@@ -21,6 +21,7 @@ pub mod functions;
 pub mod guard;
 pub mod http;
 pub mod pg;
+pub mod projection;
 pub mod read_model;
 pub mod runtime;
 mod table;

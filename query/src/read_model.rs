@@ -42,7 +42,7 @@ use crate::views;
 use crate::{Error, Result};
 
 /// How long a superseded file stays before [`refresh`] deletes it.
-const SUPERSEDED_KEPT: chrono::Duration = chrono::Duration::minutes(10);
+pub(crate) const SUPERSEDED_KEPT: chrono::Duration = chrono::Duration::minutes(10);
 
 /// Where the `report_events` read model's files live, under the store's root.
 pub const PREFIX: &str = "_cdlake/read/report_events/";
@@ -91,19 +91,22 @@ impl Model {
 
 /// Rows per row group of a read model's file. A file keeps its rows sorted by subject, so a
 /// scan of one subject skips the other subjects' row groups by their statistics.
-const ROW_GROUP_ROWS: usize = 16 * 1024;
+pub(crate) const ROW_GROUP_ROWS: usize = 16 * 1024;
 
 /// The layout of the files (row groups, order): part of every fingerprint, so files written
 /// in an older layout are derived again, not read as current.
 const LAYOUT: &str = "layout 2: sorted by subject, 16 Ki-row groups";
 
 /// `YYYY-MM` of a date.
-fn month_of(date: NaiveDate) -> String {
+pub(crate) fn month_of(date: NaiveDate) -> String {
     format!("{:04}-{:02}", date.year(), date.month())
 }
 
 /// Each month of the snapshot with its fingerprint and dates.
-fn months(index: &FileIndex, model: Model) -> BTreeMap<String, (String, Vec<NaiveDate>)> {
+pub(crate) fn months(
+    index: &FileIndex,
+    model: Model,
+) -> BTreeMap<String, (String, Vec<NaiveDate>)> {
     let mut dates: BTreeMap<String, Vec<NaiveDate>> = BTreeMap::new();
     for date in index.dates() {
         dates.entry(month_of(date)).or_default().push(date);
@@ -137,7 +140,7 @@ fn file_path(model: Model, month: &str, fingerprint: &str) -> String {
 }
 
 /// A date list as a SQL predicate on the `date` partition column.
-fn dates_predicate(dates: &[NaiveDate]) -> String {
+pub(crate) fn dates_predicate(dates: &[NaiveDate]) -> String {
     let list: Vec<String> = dates
         .iter()
         .map(|d| format!("'{}'", d.format("%Y-%m-%d")))
@@ -157,7 +160,7 @@ fn pinned_session(
 }
 
 /// A scan of exactly one snapshot of `events`, partition values unwrapped.
-fn pinned_scan(snapshot: EagerSnapshot) -> Result<Arc<DeltaScanNext>> {
+pub(crate) fn pinned_scan(snapshot: EagerSnapshot) -> Result<Arc<DeltaScanNext>> {
     DeltaScanNext::new(
         snapshot,
         DeltaScanConfig::new().with_wrap_partition_values(false),
@@ -176,21 +179,8 @@ async fn listed(store: &Store, model: Model) -> Result<BTreeSet<String>> {
         .collect())
 }
 
-fn store_err(e: cdlake_schemas::store::StoreError) -> Error {
+pub(crate) fn store_err(e: cdlake_schemas::store::StoreError) -> Error {
     Error::internal("reading a read model", e)
-}
-
-/// Define `model.name()` in `ctx` as a view of the newest snapshot of `events` through the
-/// read model, read as the statement runs ([`pinned_view`]).
-pub(crate) async fn register_lazy(
-    ctx: &SessionContext,
-    store: &Store,
-    log: &TableLog,
-    model: Model,
-) -> Result<ReadStats> {
-    let pinned = pinned_view(ctx, store, log, model).await?;
-    ctx.register_table(model.name(), pinned.view)?;
-    Ok(pinned.stats)
 }
 
 /// The read model as a view of the newest snapshot of `events`, read as a statement runs:
@@ -266,6 +256,7 @@ pub(crate) async fn pinned_view(
         view,
         stats,
         version,
+        index,
     })
 }
 
@@ -278,6 +269,8 @@ pub(crate) struct Pinned {
     pub stats: ReadStats,
     /// The version of `events` it reflects.
     pub version: u64,
+    /// The files of that snapshot of `events`, by date.
+    pub index: Arc<FileIndex>,
 }
 
 /// How a read was answered.
@@ -606,6 +599,8 @@ pub struct ModelStatus {
 pub struct RefresherStatus {
     /// By read model, in the order of [`Model::ALL`].
     pub models: [ModelStatus; Model::ALL.len()],
+    /// Projections written since start, in the order of [`crate::projection::Entity::ALL`].
+    pub projections_built: [AtomicU64; crate::projection::Entity::ALL.len()],
     /// Refreshes that failed since start.
     pub failures: AtomicU64,
 }
@@ -643,6 +638,17 @@ impl RefresherStatus {
                 "cdlake_read_model_months_built_total{{table=\"{}\"}} {}\n",
                 model.name(),
                 self.of(model).months_built.load(Relaxed)
+            ));
+        }
+        out.push_str(
+            "# HELP cdlake_projections_built_total Projections (pipeline_runs, task_runs kept whole) written since start.\n\
+             # TYPE cdlake_projections_built_total counter\n",
+        );
+        for entity in crate::projection::Entity::ALL {
+            out.push_str(&format!(
+                "cdlake_projections_built_total{{table=\"{}\"}} {}\n",
+                entity.name(),
+                self.projections_built[entity as usize].load(Relaxed)
             ));
         }
         out.push_str(&format!(
@@ -727,6 +733,37 @@ impl Refresher {
             s.months_stale.store(report.waiting as u64, Relaxed);
             s.months_built.fetch_add(report.built as u64, Relaxed);
             reports.push((model, report));
+        }
+        // The projections, from the newest one and the months changed since (the hot months
+        // on the same turns as the read models' files).
+        for entity in crate::projection::Entity::ALL {
+            let result = crate::projection::refresh(
+                &self.store,
+                &self.engine.events,
+                self.engine.session().runtime_env(),
+                &config,
+                entity,
+                &due,
+                false,
+            )
+            .await;
+            match result {
+                Ok(r) => {
+                    if r.built {
+                        self.status.projections_built[entity as usize].fetch_add(1, Relaxed);
+                        tracing::info!(
+                            table = entity.name(),
+                            rows = r.rows,
+                            dirty_months = r.dirty_months,
+                            "Wrote a projection."
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.status.failures.fetch_add(1, Relaxed);
+                    failed.get_or_insert(e);
+                }
+            }
         }
         if let Some(e) = failed {
             // Tried again at the next tick (the index is not recorded as done).

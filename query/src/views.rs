@@ -212,6 +212,102 @@ pub fn run_events_sql() -> String {
     )
 }
 
+/// The columns an entity projection (`crate::projection`) keeps beside its view's: the
+/// entity's identity as one value (`_key`), and the first and last month (`YYYY-MM`) of the
+/// `events` dates its rows came from.
+pub const PROJECTION_COLUMNS: [&str; 3] = ["_key", "_first_month", "_last_month"];
+
+/// An identity of several columns as one text, unambiguous: each part as its length, `:` and
+/// its text, or `-` when NULL, the parts joined by `/`.
+pub fn identity_key(parts: &[&str]) -> String {
+    let parts: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            format!(
+                "coalesce(concat(CAST(character_length(CAST({p} AS VARCHAR)) AS VARCHAR), ':', CAST({p} AS VARCHAR)), '-')"
+            )
+        })
+        .collect();
+    format!("concat_ws('/', {})", parts.join(", "))
+}
+
+/// The identity of a pipeline run attempt (`pipeline_runs`), over its columns or `run_events`'.
+pub const PIPELINE_RUN_IDENTITY: [&str; 4] = ["origin", "repository", "run_id", "attempt"];
+
+/// The identity of a task run (`task_runs`) over `run_events`' columns.
+pub const TASK_RUN_IDENTITY: [&str; 3] = ["origin", "repository", "subject_id"];
+
+/// The extra aggregates and columns of a projection's form of a view (`projection`), or none.
+fn projection_parts(projection: bool, identity: &[&str]) -> (&'static str, String) {
+    if !projection {
+        return ("", String::new());
+    }
+    (
+        ", min(date) AS _first_date, max(date) AS _last_date",
+        format!(
+            ", {} AS _key, substr(CAST(_first_date AS VARCHAR), 1, 7) AS _first_month, substr(CAST(_last_date AS VARCHAR), 1, 7) AS _last_month",
+            identity_key(identity)
+        ),
+    )
+}
+
+/// `pipeline_runs` over `source` (rows of `run_events`' columns); with `projection`, also the
+/// columns of [`PROJECTION_COLUMNS`].
+pub fn pipeline_runs_sql(source: &str, projection: bool) -> String {
+    let (inner, outer) = projection_parts(projection, &PIPELINE_RUN_IDENTITY);
+    format!(
+        "SELECT run_id, pipeline, queued_at, started_at, finished_at, outcome, url,
+                {duration} AS duration_seconds, {queue} AS queue_seconds, events,
+                trace_id, artifact_id, origin, repository, attempt, {run_key} AS run_key,
+                {failed} AS failed{outer}
+         FROM (SELECT origin, repository, run_id, attempt,
+                      max(pipeline) AS pipeline, max(trace_id) AS trace_id,
+                      max(artifact_id) AS artifact_id,
+                      min(CASE WHEN predicate = 'queued' THEN time END) AS queued_at,
+                      min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
+                      max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
+                      last_value(outcome ORDER BY time, event_id) FILTER (WHERE predicate = 'finished') AS outcome,
+                      max(url) AS url, count(*) AS events{inner}
+               FROM {source} WHERE {filter}
+               GROUP BY origin, repository, run_id, attempt)",
+        duration = secs("finished_at", "coalesce(started_at, queued_at)"),
+        queue = secs("started_at", "queued_at"),
+        run_key = RUN_KEY,
+        failed = RUN_FAILED,
+        filter = PIPELINE_RUN_ROWS,
+    )
+}
+
+/// The `run_events` rows `pipeline_runs` reads.
+pub const PIPELINE_RUN_ROWS: &str = "subject = 'pipelinerun' AND run_id IS NOT NULL";
+
+/// The `run_events` rows `task_runs` reads.
+pub const TASK_RUN_ROWS: &str = "subject = 'taskrun'";
+
+/// `task_runs` over `source` (rows of `run_events`' columns); with `projection`, also the
+/// columns of [`PROJECTION_COLUMNS`].
+pub fn task_runs_sql(source: &str, projection: bool) -> String {
+    // (`task_run_id` is `run_events`' `subject_id`: the same identity as TASK_RUN_IDENTITY.)
+    let (inner, outer) = projection_parts(projection, &["origin", "repository", "task_run_id"]);
+    format!(
+        "SELECT task_run_id, run_id, task, started_at, finished_at, outcome, url,
+                {duration} AS duration_seconds, origin, repository, attempt, {run_key} AS run_key,
+                {failed} AS failed{outer}
+         FROM (SELECT origin, repository, subject_id AS task_run_id, max(run_id) AS run_id,
+                      max(attempt) AS attempt, max(task) AS task,
+                      min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
+                      max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
+                      last_value(outcome ORDER BY time, event_id) FILTER (WHERE predicate = 'finished') AS outcome,
+                      max(url) AS url{inner}
+               FROM {source} WHERE {filter}
+               GROUP BY origin, repository, subject_id)",
+        duration = secs("finished_at", "started_at"),
+        run_key = RUN_KEY,
+        failed = RUN_FAILED,
+        filter = TASK_RUN_ROWS,
+    )
+}
+
 /// A pipeline run's identity as one value (`pipeline_runs.run_key`, `task_runs.run_key`):
 /// origin, repository, run id and attempt, the missing ones empty.
 const RUN_KEY: &str = "concat_ws(':', origin, coalesce(repository, ''), coalesce(run_id, ''), coalesce(CAST(attempt AS VARCHAR), ''))";
@@ -567,49 +663,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     // GitHub re-run keeps the run id): each attempt is a row, its outcome that of its last
     // `finished` event (by time, then event id, so arrival order does not matter). `run_key`
     // writes the identity as one value, to join task runs and traces with.
-    v.push((
-        "pipeline_runs",
-        format!(
-            "SELECT run_id, pipeline, queued_at, started_at, finished_at, outcome, url,
-                    {duration} AS duration_seconds, {queue} AS queue_seconds, events,
-                    trace_id, artifact_id, origin, repository, attempt, {run_key} AS run_key,
-                    {failed} AS failed
-             FROM (SELECT origin, repository, run_id, attempt,
-                          max(pipeline) AS pipeline, max(trace_id) AS trace_id,
-                          max(artifact_id) AS artifact_id,
-                          min(CASE WHEN predicate = 'queued' THEN time END) AS queued_at,
-                          min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
-                          max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
-                          last_value(outcome ORDER BY time, event_id) FILTER (WHERE predicate = 'finished') AS outcome,
-                          max(url) AS url, count(*) AS events
-                   FROM run_events WHERE subject = 'pipelinerun' AND run_id IS NOT NULL
-                   GROUP BY origin, repository, run_id, attempt)",
-            duration = secs("finished_at", "coalesce(started_at, queued_at)"),
-            queue = secs("started_at", "queued_at"),
-            run_key = RUN_KEY,
-            failed = RUN_FAILED,
-        ),
-    ));
-
-    v.push((
-        "task_runs",
-        format!(
-            "SELECT task_run_id, run_id, task, started_at, finished_at, outcome, url,
-                    {duration} AS duration_seconds, origin, repository, attempt, {run_key} AS run_key,
-                    {failed} AS failed
-             FROM (SELECT origin, repository, subject_id AS task_run_id, max(run_id) AS run_id,
-                          max(attempt) AS attempt, max(task) AS task,
-                          min(CASE WHEN predicate = 'started' THEN time END) AS started_at,
-                          max(CASE WHEN predicate = 'finished' THEN time END) AS finished_at,
-                          last_value(outcome ORDER BY time, event_id) FILTER (WHERE predicate = 'finished') AS outcome,
-                          max(url) AS url
-                   FROM run_events WHERE subject = 'taskrun'
-                   GROUP BY origin, repository, subject_id)",
-            duration = secs("finished_at", "started_at"),
-            run_key = RUN_KEY,
-            failed = RUN_FAILED,
-        ),
-    ));
+    v.push(("pipeline_runs", pipeline_runs_sql("run_events", false)));
+    v.push(("task_runs", task_runs_sql("run_events", false)));
 
     // Delivery of each merged change per service, by trunk order: by the production
     // deployments (not rollbacks) of `dora_deployments`, read from `deployments` so that

@@ -40,7 +40,7 @@ use cdlake_ingest::envelope::Envelope;
 use cdlake_ingest::parquet::{EncodeOptions, encode, writer_properties};
 use cdlake_ingest::sources;
 use cdlake_ingest::{Ingester, IngesterConfig};
-use cdlake_query::{Config, DoraRequest, Engine, read_model};
+use cdlake_query::{Config, DoraRequest, Engine, projection, read_model};
 use cdlake_schemas::event::events_to_batch;
 use cdlake_schemas::lake::{Change, CommitKind, NewFile, TableLog};
 use cdlake_schemas::paths::{DataFilePath, Table};
@@ -187,6 +187,20 @@ impl Db {
         )
         .await
         .map_err(err)?;
+        projection::refresh_store(&self.store, &self.config, false)
+            .await
+            .map_err(err)?;
+        for entity in projection::Entity::ALL {
+            let dirty = projection::dirty_months_of(&self.store, entity)
+                .await
+                .map_err(err)?;
+            if dirty != Some(0) {
+                return Err(err(format!(
+                    "after a rebuild the projection {} should be current: {dirty:?} months changed",
+                    entity.name()
+                )));
+            }
+        }
         for model in read_model::Model::ALL {
             let coverage = read_model::coverage_of(&self.store, model)
                 .await

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use cdlake_ingest::parquet::EncodeOptions;
 use cdlake_ingest::renormalise::RenormaliseReport;
+use cdlake_query::projection::ProjectionReport;
 use cdlake_query::read_model::{
     self, Model, RefreshReport, Refresher, RefresherStatus, Scope, refresh_models,
 };
@@ -30,7 +31,8 @@ pub(crate) struct Args {
     /// Print what was done as JSON.
     #[arg(long)]
     json: bool,
-    /// The read models to rebuild (repeatable; default: all): `report_events`, `run_events`.
+    /// The read models to rebuild (repeatable; default: all): `report_events`, `run_events`
+    /// (with the projections `pipeline_runs` and `task_runs`, which name it too).
     #[arg(long = "table", value_name = "NAME")]
     tables: Vec<String>,
     /// Derive every month from this date's month on again, also those that are current
@@ -49,10 +51,22 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let mut models = Vec::new();
     for table in &args.tables {
-        let Some(model) = Model::named(table) else {
-            let names: Vec<&str> = Model::ALL.iter().map(|m| m.name()).collect();
+        // A projection is written with the run events' read model it is derived from.
+        let projected = cdlake_query::projection::Entity::ALL
+            .iter()
+            .any(|e| e.name() == table.as_str());
+        let Some(model) = Model::named(table).or(projected.then_some(Model::RunEvents)) else {
+            let names: Vec<&str> = Model::ALL
+                .iter()
+                .map(|m| m.name())
+                .chain(
+                    cdlake_query::projection::Entity::ALL
+                        .iter()
+                        .map(|e| e.name()),
+                )
+                .collect();
             anyhow::bail!(
-                "--table {table:?} is not a read model; the read models are: {}",
+                "--table {table:?} is not a read model; the read models and projections are: {}",
                 names.join(", ")
             );
         };
@@ -159,6 +173,9 @@ pub(crate) struct Rebuilt {
     #[serde(flatten)]
     pub(crate) total: RefreshReport,
     pub(crate) tables: BTreeMap<&'static str, RefreshReport>,
+    /// The projections (entities kept whole), when `run_events` was rebuilt.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) projections: BTreeMap<&'static str, ProjectionReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) renormalised: Option<RenormaliseReport>,
 }
@@ -192,6 +209,22 @@ pub(crate) async fn rebuild(
             "{e}; the answers stay correct without the read models (they read `events` meanwhile): fix the cause above and run `cdlake rebuild` again (it takes up where it stopped)"
         )
     })?;
+    // The projections read the run events' read model, so they follow it.
+    let mut projections = BTreeMap::new();
+    if models.contains(&Model::RunEvents) {
+        bar.set_message("projections");
+        let again = scope.again_from.is_some();
+        let reports = cdlake_query::projection::refresh_store(store, config, again)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; the answers stay correct without the projections (pipeline_runs and task_runs are derived from run_events meanwhile): fix the cause above and run `cdlake rebuild` again"
+                )
+            })?;
+        for (entity, r) in reports {
+            projections.insert(entity.name(), r);
+        }
+    }
     bar.finish_and_clear();
     let mut total = RefreshReport::default();
     let mut tables = BTreeMap::new();
@@ -206,6 +239,7 @@ pub(crate) async fn rebuild(
     Ok(Rebuilt {
         total,
         tables,
+        projections,
         renormalised: None,
     })
 }
@@ -221,6 +255,16 @@ pub(crate) fn summary(rebuilt: &Rebuilt) -> String {
                 r.built, r.rows, r.current, r.deleted
             )
         })
+        .chain(rebuilt.projections.iter().map(|(name, r)| {
+            if r.built {
+                format!(
+                    "projection {name}: written ({} rows, {} months changed since the last)",
+                    r.rows, r.dirty_months
+                )
+            } else {
+                format!("projection {name}: already current")
+            }
+        }))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -1,0 +1,626 @@
+//! Entity projections: `pipeline_runs` and `task_runs` kept whole, one row per run attempt or
+//! task run, so a question about the runs finished in a range reads those runs' rows instead
+//! of grouping every run event of the history.
+//!
+//! ```text
+//! <store>/_cdlake/read/<entity>/<id>.parquet   the rows, sorted by finished_at
+//! <store>/_cdlake/read/<entity>/<id>.json      its manifest
+//! ```
+//!
+//! A projection is derived from one snapshot of `events`, and its manifest records what it
+//! reflects: the fingerprint of each month of `run_events` (the paths and sizes of that
+//! month's `events` files, [`crate::read_model`]) and the digest of its definition. Each row
+//! keeps the entity's identity as one value (`_key`) and the first and last month of the
+//! events it came from (`_first_month`, `_last_month`).
+//!
+//! A reader at a newer snapshot compares fingerprints: the months whose files changed since
+//! (new events, a late event, a compaction) are *dirty*. An entity can have changed only if it
+//! has an event in a dirty month now, or had one then (its month range meets a dirty month);
+//! those entities are derived again from their events (of the dirty months and of the months
+//! their rows span, which hold all their events), and every other row is taken as it is. So an
+//! answer never misses or doubles a committed event whatever the projection's age, and with no
+//! dirty month it is a scan of the projection, where a filter on `finished_at` skips the row
+//! groups of other times.
+//!
+//! [`refresh`] writes a new projection when months are dirty (derived the same way, from the
+//! newest one), the data file before its manifest, so a crash leaves either the old projection
+//! or both files; superseded files go after [`read_model::SUPERSEDED_KEPT`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use cdlake_schemas::lake::TableLog;
+use cdlake_schemas::store::Store;
+use chrono::NaiveDate;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::SessionContext;
+use sha2::{Digest, Sha256};
+
+use crate::read_model::{self, Model, Pinned};
+use crate::views;
+use crate::{Error, Result};
+
+/// The layout of a projection's data file: part of its definition's digest.
+const LAYOUT: &str = "projection layout 1: one file sorted by finished_at, 16 Ki-row groups";
+
+/// The entities kept whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Entity {
+    /// `pipeline_runs`: a row per pipeline run attempt.
+    PipelineRuns,
+    /// `task_runs`: a row per task run.
+    TaskRuns,
+}
+
+impl Entity {
+    pub const ALL: [Entity; 2] = [Entity::PipelineRuns, Entity::TaskRuns];
+
+    /// The view it answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Entity::PipelineRuns => "pipeline_runs",
+            Entity::TaskRuns => "task_runs",
+        }
+    }
+
+    /// Where its files live, under the store's root.
+    pub fn prefix(self) -> String {
+        format!("_cdlake/read/{}/", self.name())
+    }
+
+    /// Its rows with the projection's columns, over `source` (rows of `run_events`).
+    fn sql(self, source: &str) -> String {
+        match self {
+            Entity::PipelineRuns => views::pipeline_runs_sql(source, true),
+            Entity::TaskRuns => views::task_runs_sql(source, true),
+        }
+    }
+
+    /// The `run_events` rows it reads, and their identity as `_key`.
+    fn rows_and_key(self) -> (&'static str, String) {
+        match self {
+            Entity::PipelineRuns => (
+                views::PIPELINE_RUN_ROWS,
+                views::identity_key(&views::PIPELINE_RUN_IDENTITY),
+            ),
+            Entity::TaskRuns => (
+                views::TASK_RUN_ROWS,
+                views::identity_key(&views::TASK_RUN_IDENTITY),
+            ),
+        }
+    }
+
+    /// The digest of what its rows mean: its SQL, `run_events`' and the file layout. A
+    /// projection of another digest is not read.
+    fn digest(self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            LAYOUT.to_string(),
+            self.sql("run_events"),
+            views::run_events_sql(),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// What a projection reflects (`<id>.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    /// [`Entity::digest`] of its definition.
+    digest: String,
+    /// The `events` version it was derived from.
+    version: u64,
+    /// The fingerprint of each month of `run_events` it reflects.
+    months: BTreeMap<String, String>,
+    /// Its data file, under the store's root.
+    data: String,
+    /// Its rows.
+    rows: u64,
+}
+
+/// How a projection answered a statement.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectionStats {
+    /// Months changed since the projection: their entities were derived again.
+    pub dirty_months: usize,
+    /// Entities derived again from their events.
+    pub derived: usize,
+}
+
+/// The newest projection of `entity` of today's definition with the fewest months changed
+/// against `months` (the fingerprints of now), and those months; `None` when there is none.
+async fn newest(
+    store: &Store,
+    entity: Entity,
+    months: &BTreeMap<String, String>,
+) -> Result<Option<(Manifest, BTreeSet<String>)>> {
+    let digest = entity.digest();
+    let mut best: Option<(Manifest, BTreeSet<String>)> = None;
+    let listed = store
+        .list(&entity.prefix())
+        .await
+        .map_err(read_model::store_err)?;
+    for path in listed.iter().filter(|p| p.ends_with(".json")) {
+        // A manifest gone meanwhile (superseded and deleted) or unreadable is not a choice.
+        let Ok(Some(bytes)) = store.get(path).await else {
+            continue;
+        };
+        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+            tracing::warn!(path, "Skipped a projection manifest that does not parse.");
+            continue;
+        };
+        if manifest.digest != digest || !listed.contains(&manifest.data) {
+            continue;
+        }
+        let dirty = dirty_months(&manifest.months, months);
+        let better = best.as_ref().is_none_or(|(b, d)| {
+            (dirty.len(), std::cmp::Reverse(manifest.version))
+                < (d.len(), std::cmp::Reverse(b.version))
+        });
+        if better {
+            best = Some((manifest, dirty));
+        }
+    }
+    Ok(best)
+}
+
+/// The months whose fingerprint differs between `then` and `now`, or that only one has.
+fn dirty_months(
+    then: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    let all: BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+    all.into_iter()
+        .filter(|m| then.get(*m) != now.get(*m))
+        .cloned()
+        .collect()
+}
+
+/// `YYYY-MM` months from `first` to `last`, both included.
+fn months_between(first: &str, last: &str) -> Vec<String> {
+    let parse = |m: &str| NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").ok();
+    let (Some(mut at), Some(end)) = (parse(first), parse(last)) else {
+        return vec![first.to_string(), last.to_string()];
+    };
+    let mut out = Vec::new();
+    while at <= end {
+        out.push(read_model::month_of(at));
+        at = match at.checked_add_months(chrono::Months::new(1)) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    out
+}
+
+fn err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::internal("reading a projection", e)
+}
+
+/// Run `sql` in `ctx` and hold its rows as the table `name`; returns the rows.
+async fn hold(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+    let df = ctx.sql(sql).await.map_err(err)?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(err)?;
+    let schema = batches.first().map_or(schema, RecordBatch::schema);
+    let table = MemTable::try_new(schema, vec![batches.clone()]).map_err(err)?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(batches)
+}
+
+/// `entity` at the snapshot of `runs` (registered in `ctx` as `run_events`), with the
+/// projection's columns: from its newest projection and the events of the months changed
+/// since, or `None` when no projection of today's definition exists.
+async fn current(
+    ctx: &SessionContext,
+    store: &Store,
+    runs: &Pinned,
+    entity: Entity,
+) -> Result<Option<(Arc<dyn TableProvider>, Manifest, ProjectionStats)>> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let now = read_model::months(&runs.index, Model::RunEvents);
+    let fingerprints: BTreeMap<String, String> = now
+        .iter()
+        .map(|(m, (f, _))| (m.clone(), f.clone()))
+        .collect();
+    let Some((manifest, dirty)) = newest(store, entity, &fingerprints).await? else {
+        return Ok(None);
+    };
+    let name = entity.name();
+    let projection = format!("cdlake_{name}_projection");
+    let url = store.root_url().join(&manifest.data).map_err(err)?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(ListingTableUrl::parse(url.as_str()).map_err(err)?)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await
+        .map_err(err)?;
+    ctx.register_table(
+        projection.as_str(),
+        Arc::new(ListingTable::try_new(config).map_err(err)?),
+    )?;
+    let mut stats = ProjectionStats {
+        dirty_months: dirty.len(),
+        derived: 0,
+    };
+    if dirty.is_empty() {
+        let view = ctx
+            .sql(&format!("SELECT * FROM {projection}"))
+            .await
+            .map_err(err)?
+            .into_view();
+        return Ok(Some((view, manifest, stats)));
+    }
+    let dates_of = |months: &BTreeSet<String>| -> Vec<NaiveDate> {
+        months
+            .iter()
+            .filter_map(|m| now.get(m))
+            .flat_map(|(_, dates)| dates.iter().copied())
+            .collect()
+    };
+    let (rows, key) = entity.rows_and_key();
+    // The entities with an event in a dirty month now.
+    let dirty_dates = dates_of(&dirty);
+    let touched = format!("cdlake_{name}_touched");
+    let touched_sql = if dirty_dates.is_empty() {
+        "SELECT CAST(NULL AS VARCHAR) AS _key WHERE false".to_string()
+    } else {
+        format!(
+            "SELECT DISTINCT {key} AS _key FROM run_events WHERE {rows} AND {}",
+            read_model::dates_predicate(&dirty_dates)
+        )
+    };
+    hold(ctx, &touched, &touched_sql).await?;
+    // Those and the projected entities whose months meet a dirty month: their keys, and the
+    // months their rows span.
+    let meets: Vec<String> = dirty
+        .iter()
+        .map(|m| format!("(_first_month <= '{m}' AND _last_month >= '{m}')"))
+        .collect();
+    let spans_name = format!("cdlake_{name}_spans");
+    let spans = hold(
+        ctx,
+        &spans_name,
+        &format!(
+            "SELECT p._key, p._first_month, p._last_month FROM {projection} p
+               JOIN {touched} t ON t._key = p._key
+             UNION
+             SELECT _key, _first_month, _last_month FROM {projection} WHERE {}",
+            meets.join(" OR ")
+        ),
+    )
+    .await?;
+    let mut read_months = dirty.clone();
+    for batch in &spans {
+        let first = arrow::compute::cast(batch.column(1), &arrow::datatypes::DataType::Utf8)
+            .map_err(err)?;
+        let last = arrow::compute::cast(batch.column(2), &arrow::datatypes::DataType::Utf8)
+            .map_err(err)?;
+        let (first, last) = (first.as_string::<i32>(), last.as_string::<i32>());
+        for i in 0..batch.num_rows() {
+            read_months.extend(months_between(first.value(i), last.value(i)));
+        }
+    }
+    let changed = format!("cdlake_{name}_changed");
+    hold(
+        ctx,
+        &changed,
+        &format!("SELECT _key FROM {touched} UNION SELECT _key FROM {spans_name}"),
+    )
+    .await?;
+    // Those entities derived again from the events of the months that hold all their events.
+    let read_dates = dates_of(&read_months);
+    let derived = format!("cdlake_{name}_derived");
+    let derived_sql = if read_dates.is_empty() {
+        format!("SELECT * FROM {projection} WHERE false")
+    } else {
+        let source = format!(
+            "(SELECT * FROM run_events WHERE {})",
+            read_model::dates_predicate(&read_dates)
+        );
+        format!(
+            "SELECT d.* FROM ({}) d JOIN {changed} c ON c._key = d._key",
+            entity.sql(&source)
+        )
+    };
+    stats.derived = hold(ctx, &derived, &derived_sql)
+        .await?
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    let view = ctx
+        .sql(&format!(
+            "SELECT * FROM {projection} p
+             WHERE NOT EXISTS (SELECT 1 FROM {changed} c WHERE c._key = p._key)
+             UNION ALL SELECT * FROM {derived}"
+        ))
+        .await
+        .map_err(err)?
+        .into_view();
+    Ok(Some((view, manifest, stats)))
+}
+
+/// Register `entity`'s view in `ctx` from its projection, pinned to the snapshot of `runs`
+/// (registered in `ctx` as `run_events`). `None` when there is no projection of today's
+/// definition: the caller defines the view over `run_events`.
+pub(crate) async fn register(
+    ctx: &SessionContext,
+    store: &Store,
+    runs: &Pinned,
+    entity: Entity,
+) -> Result<Option<ProjectionStats>> {
+    let Some((full, _, stats)) = current(ctx, store, runs, entity).await? else {
+        return Ok(None);
+    };
+    let full_name = format!("cdlake_{}_full", entity.name());
+    ctx.register_table(full_name.as_str(), full.clone())?;
+    let columns: Vec<String> = full
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !views::PROJECTION_COLUMNS.contains(&n.as_str()))
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    let view = ctx
+        .sql(&format!("SELECT {} FROM {full_name}", columns.join(", ")))
+        .await
+        .map_err(err)?
+        .into_view();
+    ctx.register_table(entity.name(), view)?;
+    Ok(Some(stats))
+}
+
+/// What [`refresh`] did for one entity.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ProjectionReport {
+    /// Whether a new projection was written.
+    pub built: bool,
+    /// Its rows, when written.
+    pub rows: u64,
+    /// Months that changed since the newest projection (0 when it was current).
+    pub dirty_months: usize,
+    /// Files of superseded projections deleted.
+    pub deleted: usize,
+}
+
+/// Write a projection of `entity` for the newest `events` snapshot when months changed since
+/// the newest one (and one of them is `due`, or `again` asks for a projection from the events
+/// alone), and delete superseded files.
+pub async fn refresh(
+    store: &Store,
+    log: &TableLog,
+    runtime: Arc<RuntimeEnv>,
+    config: &crate::Config,
+    entity: Entity,
+    due: &(dyn Fn(&str) -> bool + Send + Sync),
+    again: bool,
+) -> Result<ProjectionReport> {
+    let ctx = crate::engine::new_session(runtime, config);
+    let runs = read_model::pinned_view(&ctx, store, log, Model::RunEvents).await?;
+    ctx.register_table("run_events", runs.view.clone())?;
+    let fingerprints: BTreeMap<String, String> = read_model::months(&runs.index, Model::RunEvents)
+        .into_iter()
+        .map(|(m, (f, _))| (m, f))
+        .collect();
+    let mut report = ProjectionReport::default();
+    let newest = if again {
+        None
+    } else {
+        newest(store, entity, &fingerprints).await?
+    };
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    if let Some((manifest, dirty)) = &newest {
+        report.dirty_months = dirty.len();
+        keep.insert(manifest.data.clone());
+        keep.insert(manifest_path(&manifest.data));
+        if dirty.is_empty() || !dirty.iter().any(|m| due(m)) {
+            delete_superseded(store, entity, &keep, config, &mut report).await?;
+            return Ok(report);
+        }
+    }
+    let rows_sql = match newest {
+        Some(_) => {
+            let (full, _, _) = current(&ctx, store, &runs, entity).await?.ok_or_else(|| {
+                Error::internal("building a projection", "its projection vanished meanwhile")
+            })?;
+            ctx.register_table("cdlake_projection_rows", full)?;
+            "SELECT * FROM cdlake_projection_rows".to_string()
+        }
+        None => entity.sql("run_events"),
+    };
+    let df = ctx.sql(&rows_sql).await.map_err(build_err)?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(build_err)?;
+    let schema = batches.first().map_or(schema, RecordBatch::schema);
+    // Sorted by `finished_at` (here, not in the plan: a sort there would have to fit one
+    // partition's share of the memory pool), so a filter on it skips row groups.
+    let all = arrow::compute::concat_batches(&schema, &batches).map_err(build_err)?;
+    drop(batches);
+    let order = arrow::compute::lexsort_to_indices(
+        &[
+            arrow::compute::SortColumn {
+                values: all
+                    .column(schema.index_of("finished_at").map_err(build_err)?)
+                    .clone(),
+                options: Some(arrow::compute::SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                }),
+            },
+            arrow::compute::SortColumn {
+                values: all
+                    .column(schema.index_of("_key").map_err(build_err)?)
+                    .clone(),
+                options: None,
+            },
+        ],
+        None,
+    )
+    .map_err(build_err)?;
+    let sorted = arrow::compute::take_record_batch(&all, &order).map_err(build_err)?;
+    drop(all);
+    let batches = [sorted];
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(build_err)?))
+        .set_max_row_group_row_count(Some(read_model::ROW_GROUP_ROWS))
+        .build();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(build_err)?;
+    for b in &batches {
+        report.rows += b.num_rows() as u64;
+        writer.write(b).map_err(build_err)?;
+    }
+    writer.close().map_err(build_err)?;
+    let digest = entity.digest();
+    let mut h = Sha256::new();
+    h.update(digest.as_bytes());
+    for (month, fingerprint) in &fingerprints {
+        h.update(month.as_bytes());
+        h.update(fingerprint.as_bytes());
+    }
+    let id = hex::encode(&h.finalize()[..16]);
+    let data = format!("{}{id}.parquet", entity.prefix());
+    let manifest = Manifest {
+        digest,
+        version: runs.version,
+        months: fingerprints,
+        data: data.clone(),
+        rows: report.rows,
+    };
+    // The data before its manifest: a manifest names only a whole file. A file of this name
+    // already there (another refresher was first) holds the same rows.
+    store
+        .put_if_absent(&data, out)
+        .await
+        .map_err(read_model::store_err)?;
+    store
+        .put_if_absent(
+            &manifest_path(&data),
+            serde_json::to_vec_pretty(&manifest).map_err(build_err)?,
+        )
+        .await
+        .map_err(read_model::store_err)?;
+    report.built = true;
+    keep.insert(manifest_path(&data));
+    keep.insert(data);
+    delete_superseded(store, entity, &keep, config, &mut report).await?;
+    Ok(report)
+}
+
+/// [`refresh`] of every entity on a store, opening its `events` table (for commands and
+/// tests); `again` writes each from the events alone.
+pub async fn refresh_store(
+    store: &Store,
+    config: &crate::Config,
+    again: bool,
+) -> Result<Vec<(Entity, ProjectionReport)>> {
+    let engine = crate::Engine::open(store, config.clone()).await?;
+    let mut reports = Vec::new();
+    for entity in Entity::ALL {
+        let report = refresh(
+            store,
+            &engine.events,
+            engine.session().runtime_env(),
+            config,
+            entity,
+            &|_| true,
+            again,
+        )
+        .await?;
+        reports.push((entity, report));
+    }
+    Ok(reports)
+}
+
+/// How a read of `entity` now would be answered: `None` when it has no projection of today's
+/// definition (the view is derived from `run_events`), else the months of the newest `events`
+/// snapshot changed since its projection (their entities derived again).
+pub async fn dirty_months_of(store: &Store, entity: Entity) -> Result<Option<usize>> {
+    let log = TableLog::open(store, cdlake_schemas::paths::Table::Events).await?;
+    let index = log.refresh().await?;
+    let fingerprints: BTreeMap<String, String> = read_model::months(&index, Model::RunEvents)
+        .into_iter()
+        .map(|(m, (f, _))| (m, f))
+        .collect();
+    Ok(newest(store, entity, &fingerprints)
+        .await?
+        .map(|(_, dirty)| dirty.len()))
+}
+
+fn manifest_path(data: &str) -> String {
+    format!("{}.json", data.trim_end_matches(".parquet"))
+}
+
+fn build_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::internal("building a projection", e)
+}
+
+/// Delete the files of `entity` not in `keep` once they are older than a statement may read
+/// them (as the read models' superseded files).
+async fn delete_superseded(
+    store: &Store,
+    entity: Entity,
+    keep: &BTreeSet<String>,
+    config: &crate::Config,
+    report: &mut ProjectionReport,
+) -> Result<()> {
+    let limit = chrono::Duration::seconds(
+        i64::try_from(config.limits.query_timeout_secs.min(30 * 86_400)).unwrap_or(0) + 60,
+    );
+    let cutoff = chrono::Utc::now() - read_model::SUPERSEDED_KEPT.max(limit);
+    for meta in store
+        .list_meta(&entity.prefix())
+        .await
+        .map_err(read_model::store_err)?
+    {
+        let path = meta.location.to_string();
+        if !keep.contains(&path) && meta.last_modified < cutoff {
+            store.delete(&path).await.map_err(read_model::store_err)?;
+            report.deleted += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_between_spans_years_and_keeps_odd_text() {
+        assert_eq!(
+            months_between("2025-11", "2026-02"),
+            ["2025-11", "2025-12", "2026-01", "2026-02"]
+        );
+        assert_eq!(months_between("2026-03", "2026-03"), ["2026-03"]);
+        assert!(months_between("2026-04", "2026-03").is_empty());
+    }
+
+    #[test]
+    fn a_month_is_dirty_when_its_fingerprint_differs_or_only_one_side_has_it() {
+        let then: BTreeMap<String, String> = [("2026-01", "a"), ("2026-02", "b"), ("2026-03", "c")]
+            .into_iter()
+            .map(|(m, f)| (m.to_string(), f.to_string()))
+            .collect();
+        let now: BTreeMap<String, String> = [("2026-02", "b"), ("2026-03", "x"), ("2026-04", "d")]
+            .into_iter()
+            .map(|(m, f)| (m.to_string(), f.to_string()))
+            .collect();
+        let dirty: Vec<String> = dirty_months(&then, &now).into_iter().collect();
+        assert_eq!(dirty, ["2026-01", "2026-03", "2026-04"]);
+    }
+}

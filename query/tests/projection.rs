@@ -1,0 +1,316 @@
+//! The projections of `pipeline_runs` and `task_runs` answer exactly as the views over the run
+//! events do: when current, when events were committed since (a late event for a run whose
+//! other events are months older, an event for a run that spans two months, a new run), after
+//! a compaction changed every month's files, and after being written again from the older
+//! projection.
+
+use cdlake_ingest::compact::{CompactOptions, compact_table};
+use cdlake_ingest::{Ingester, IngesterConfig};
+use cdlake_query::format::Format;
+use cdlake_query::projection::{self, Entity};
+use cdlake_query::{Config, Engine};
+use cdlake_schemas::Origin;
+use cdlake_schemas::lake::TableLog;
+use cdlake_schemas::paths::Table;
+use cdlake_schemas::store::Store;
+use serde_json::{Value, json};
+
+fn run_event(id: &str, ty: &str, subject: &str, time: &str, content: Value) -> String {
+    json!({
+        "context": {
+            "specversion": "0.5.1",
+            "id": id,
+            "source": "/projection-test",
+            "type": format!("dev.cdevents.{ty}.0.3.0"),
+            "timestamp": time,
+        },
+        "subject": {"id": subject, "content": content},
+    })
+    .to_string()
+}
+
+/// A pipeline run event of `run` (pipeline `build`), with an outcome when given.
+fn pipeline(id: &str, predicate: &str, run: &str, time: &str, outcome: Option<&str>) -> String {
+    let mut content = json!({"pipelineName": "build"});
+    if let Some(o) = outcome {
+        content["outcome"] = json!(o);
+    }
+    run_event(id, &format!("pipelinerun.{predicate}"), run, time, content)
+}
+
+/// A task run event of task `test` of `run`, with an outcome when given.
+fn task(
+    id: &str,
+    predicate: &str,
+    task_run: &str,
+    run: &str,
+    time: &str,
+    outcome: Option<&str>,
+) -> String {
+    let mut content =
+        json!({"taskName": "test", "pipelineRun": {"id": run, "source": "/projection-test"}});
+    if let Some(o) = outcome {
+        content["outcome"] = json!(o);
+    }
+    run_event(id, &format!("taskrun.{predicate}"), task_run, time, content)
+}
+
+async fn ingest(store: &Store, events: &[String]) {
+    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
+    for e in events {
+        ing.ingest(e.as_bytes(), Origin::CdEvents, "test")
+            .await
+            .unwrap();
+    }
+    ing.flush().await.unwrap();
+}
+
+const PIPELINE_RUNS: &str = "SELECT * FROM pipeline_runs ORDER BY run_key";
+const TASK_RUNS: &str = "SELECT * FROM task_runs ORDER BY origin, repository, task_run_id";
+
+/// Both views' rows as CSV, from a fresh engine.
+async fn rows(store: &Store) -> (String, String) {
+    let engine = Engine::open(store, Config::default()).await.unwrap();
+    let csv = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (
+        csv(engine
+            .sql_rendered(PIPELINE_RUNS, Format::Csv)
+            .await
+            .unwrap()),
+        csv(engine.sql_rendered(TASK_RUNS, Format::Csv).await.unwrap()),
+    )
+}
+
+/// Both views' rows derived from the run events alone (the projections moved away).
+async fn rows_from_events(store: &Store) -> (String, String) {
+    let root = store.local_root().unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    for entity in Entity::ALL {
+        let dir = root.join(entity.prefix());
+        if dir.exists() {
+            std::fs::rename(&dir, kept.path().join(entity.name())).unwrap();
+        }
+        assert_eq!(
+            projection::dirty_months_of(store, entity).await.unwrap(),
+            None
+        );
+    }
+    let v = rows(store).await;
+    for entity in Entity::ALL {
+        let moved = kept.path().join(entity.name());
+        if moved.exists() {
+            std::fs::rename(&moved, root.join(entity.prefix())).unwrap();
+        }
+    }
+    v
+}
+
+async fn dirty(store: &Store) -> Vec<Option<usize>> {
+    let mut out = Vec::new();
+    for entity in Entity::ALL {
+        out.push(projection::dirty_months_of(store, entity).await.unwrap());
+    }
+    out
+}
+
+/// The line of `csv` whose fields include `needle`, split.
+fn line<'a>(csv: &'a str, needle: &str) -> Vec<&'a str> {
+    csv.lines()
+        .find(|l| l.split(',').any(|f| f == needle))
+        .unwrap_or_else(|| panic!("no row {needle} in\n{csv}"))
+        .split(',')
+        .collect()
+}
+
+fn column(csv: &str, name: &str) -> usize {
+    csv.lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name} in {csv}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    ingest(
+        &store,
+        &[
+            pipeline("a1", "queued", "r1", "2026-01-10T09:00:00Z", None),
+            pipeline("a2", "started", "r1", "2026-01-10T09:01:00Z", None),
+            pipeline(
+                "a3",
+                "finished",
+                "r1",
+                "2026-01-10T09:11:00Z",
+                Some("success"),
+            ),
+            task("a4", "started", "t1", "r1", "2026-01-10T09:02:00Z", None),
+            task(
+                "a5",
+                "finished",
+                "t1",
+                "r1",
+                "2026-01-10T09:10:00Z",
+                Some("success"),
+            ),
+            // r2 spans January and February.
+            pipeline("b1", "queued", "r2", "2026-01-31T23:50:00Z", None),
+            pipeline("b2", "started", "r2", "2026-02-01T00:05:00Z", None),
+            pipeline(
+                "b3",
+                "finished",
+                "r2",
+                "2026-02-01T00:20:00Z",
+                Some("failure"),
+            ),
+            task("b4", "started", "t2", "r2", "2026-01-31T23:55:00Z", None),
+            task(
+                "b5",
+                "finished",
+                "t2",
+                "r2",
+                "2026-02-01T00:10:00Z",
+                Some("failure"),
+            ),
+            pipeline("c1", "started", "r3", "2026-03-03T08:00:00Z", None),
+            pipeline(
+                "c2",
+                "finished",
+                "r3",
+                "2026-03-03T08:30:00Z",
+                Some("success"),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(dirty(&store).await, [None, None], "no projection yet");
+    let reference = rows_from_events(&store).await;
+    let written = projection::refresh_store(&store, &config, false)
+        .await
+        .unwrap();
+    let rows_written: Vec<u64> = written.iter().map(|(_, r)| r.rows).collect();
+    assert_eq!(
+        rows_written,
+        [3, 2],
+        "one row per run attempt and per task run"
+    );
+    assert_eq!(dirty(&store).await, [Some(0), Some(0)]);
+    assert_eq!(rows(&store).await, reference);
+    // Current: written again, nothing is written.
+    let again = projection::refresh_store(&store, &config, false)
+        .await
+        .unwrap();
+    assert!(again.iter().all(|(_, r)| !r.built), "{again:?}");
+
+    // Committed since the projection: a late finish of t1 dated April (its other events are
+    // January's, a month that did not change), a second finish of r2 in February (its queued
+    // event is January's), and a new run in April.
+    ingest(
+        &store,
+        &[
+            task(
+                "d1",
+                "finished",
+                "t1",
+                "r1",
+                "2026-04-02T10:00:00Z",
+                Some("failure"),
+            ),
+            pipeline(
+                "d2",
+                "finished",
+                "r2",
+                "2026-02-01T00:30:00Z",
+                Some("success"),
+            ),
+            pipeline("d3", "started", "r4", "2026-04-05T10:00:00Z", None),
+        ],
+    )
+    .await;
+    assert_eq!(
+        dirty(&store).await,
+        [Some(2), Some(2)],
+        "February and April"
+    );
+    let reference = rows_from_events(&store).await;
+    let (pipelines, tasks) = rows(&store).await;
+    // From the definitions: t1 finished last on April 2 with a failure, 2026-01-10T09:02 to
+    // 2026-04-02T10:00 apart; r2's outcome is its last finish's, and it was queued 15 minutes
+    // before it started.
+    let t1 = line(&tasks, "t1");
+    assert_eq!(t1[column(&tasks, "outcome")], "failure", "{tasks}");
+    assert_eq!(
+        t1[column(&tasks, "duration_seconds")],
+        "7088280.0",
+        "{tasks}"
+    );
+    let r2 = line(&pipelines, "r2");
+    assert_eq!(r2[column(&pipelines, "outcome")], "success", "{pipelines}");
+    assert_eq!(
+        r2[column(&pipelines, "queue_seconds")],
+        "900.0",
+        "{pipelines}"
+    );
+    assert_eq!(r2[column(&pipelines, "events")], "4", "{pipelines}");
+    line(&pipelines, "r4");
+    assert_eq!((pipelines, tasks), reference);
+
+    // Written again from the older projection and the changed months: current, same rows.
+    let written = projection::refresh_store(&store, &config, false)
+        .await
+        .unwrap();
+    assert!(
+        written.iter().all(|(_, r)| r.built && r.dirty_months == 2),
+        "{written:?}"
+    );
+    assert_eq!(dirty(&store).await, [Some(0), Some(0)]);
+    assert_eq!(rows(&store).await, reference);
+
+    // A compaction rewrites files: the months it touched are derived again, not doubled.
+    ingest(
+        &store,
+        &[task(
+            "e1",
+            "started",
+            "t3",
+            "r3",
+            "2026-03-03T08:01:00Z",
+            None,
+        )],
+    )
+    .await;
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    compact_table(
+        &store,
+        &log,
+        &CompactOptions {
+            min_files: 2,
+            ..CompactOptions::default()
+        },
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(
+        dirty(&store)
+            .await
+            .iter()
+            .all(|d| d.is_some_and(|n| n >= 1))
+    );
+    let reference = rows_from_events(&store).await;
+    assert_eq!(rows(&store).await, reference);
+    projection::refresh_store(&store, &config, false)
+        .await
+        .unwrap();
+    assert_eq!(rows(&store).await, reference);
+    // From the events alone (`cdlake rebuild --from`): the same rows.
+    let fresh = projection::refresh_store(&store, &config, true)
+        .await
+        .unwrap();
+    assert!(fresh.iter().all(|(_, r)| r.dirty_months == 0), "{fresh:?}");
+    assert_eq!(rows(&store).await, reference);
+}
