@@ -41,6 +41,15 @@ KEYS = [
     ("first_s", "first s", "{:.2f}"),
     ("slowest_s", "slowest s", "{:.2f}"),
     ("slowest", "slowest", "{}"),
+    ("equal", "equal", "{:,}"),
+    ("different", "different", "{:,}"),
+    ("duckdb_build_s", "DuckDB views s", "{:.2f}"),
+    ("duckdb_total_s", "DuckDB panels s", "{:.2f}"),
+    ("cdlake_total_s", "cdlake panels s", "{:.2f}"),
+    ("select1_s", "cdlake SELECT 1 s", "{:.3f}"),
+    ("median_ratio", "median cdlake / DuckDB panel", "{:.1f}"),
+    ("median_ratio_with_build", "median cdlake / (DuckDB panel + views)", "{:.2f}"),
+    ("ratio_total", "cdlake total / DuckDB total with views", "{:.2f}"),
 ]
 
 
