@@ -280,10 +280,19 @@ impl Engine {
         // Pipeline and task runs read `run_events` through its read model (EXPLAIN keeps the
         // view's plan).
         // The entities kept whole among them are read from their projections.
-        let runs: Option<Vec<Entity>> = (!explain && reached.contains(&"run_events")).then(|| {
+        let projected: Vec<Entity> = if explain {
+            Vec::new()
+        } else {
             Entity::ALL
                 .into_iter()
                 .filter(|e| reached.contains(&e.name()))
+                .collect()
+        };
+        let runs: Option<Vec<Entity>> = (!explain && reached.contains(&"run_events")).then(|| {
+            projected
+                .iter()
+                .copied()
+                .filter(|e| e.model() == crate::read_model::Model::RunEvents)
                 .collect()
         });
         let Some(subjects) = report_subjects(&relations) else {
@@ -306,7 +315,8 @@ impl Engine {
         } else {
             views::REPORT_UNREAD_COLUMNS
         };
-        self.holding(&subjects, &held, omit, runs.as_deref()).await
+        self.holding(&subjects, &held, omit, runs.as_deref(), &projected)
+            .await
     }
 
     /// Plan a checked statement and check the plan is read-only.
@@ -613,6 +623,7 @@ impl Engine {
             views::REPORT_HELD_VIEWS,
             views::REPORT_UNREAD_COLUMNS,
             None,
+            &[Entity::ChangeFacts, Entity::ArtifactFacts],
         )
         .await
     }
@@ -620,7 +631,7 @@ impl Engine {
     /// [`Engine::for_report`] holding only `subjects` in `report_events`: enough for a
     /// statement whose views read only those (see [`report_subjects`]).
     pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
-        self.holding(subjects, &[], &[], None).await
+        self.holding(subjects, &[], &[], None, &[]).await
     }
 
     /// An engine with `report_events` (without the columns in `omit`: all its subjects, through
@@ -632,11 +643,14 @@ impl Engine {
         held: &[&str],
         omit: &[&str],
         runs: Option<&[Entity]>,
+        projected: &[Entity],
     ) -> Result<Engine> {
         let started = std::time::Instant::now();
         let ctx = self.statement_session().await?;
         // The `events` version of the rows, when the held views may be shared.
         let mut version = None;
+        // The entities of `report_events` registered from their projections.
+        let mut report_projected = Vec::new();
         if omit == views::REPORT_UNREAD_COLUMNS {
             // The narrow rows are what the read model holds: each view scans them from its
             // files (and the months it does not hold from `events`) as it is computed, reading
@@ -649,7 +663,13 @@ impl Engine {
             // own subjects (a scan skips the others' row groups), and the held views it computes
             // are then the same rows for every statement that shares them.
             version = Some(rows.version);
-            ctx.register_table("report_events", rows.view)?;
+            ctx.register_table("report_events", rows.view.clone())?;
+            let facts: Vec<Entity> = projected
+                .iter()
+                .copied()
+                .filter(|e| e.model() == crate::read_model::Model::ReportEvents)
+                .collect();
+            report_projected = self.register_projections(&ctx, &rows, &facts).await;
         } else {
             let rows =
                 Box::pin(self.internal(&views::report_events_sql_without(subjects, omit))).await?;
@@ -666,6 +686,7 @@ impl Engine {
             ctx.register_table("report_events", Arc::new(unique))?;
         }
         let mut skip = vec!["report_events"];
+        skip.extend(report_projected);
         if let Some(entities) = runs {
             skip.extend(Box::pin(self.register_runs(&ctx, entities)).await?);
         }
@@ -745,9 +766,23 @@ impl Engine {
             "Registered run_events through its read model."
         );
         let mut registered = vec!["run_events"];
+        registered.extend(self.register_projections(ctx, &pinned, entities).await);
+        Ok(registered)
+    }
+
+    /// Each of `entities` derived from the read model `rows` (registered in `ctx`) from its
+    /// projection ([`crate::projection`]), pinned to the same snapshot: the names registered.
+    /// An entity without a projection, or whose projection cannot be read, is left to its view.
+    async fn register_projections(
+        &self,
+        ctx: &SessionContext,
+        rows: &crate::read_model::Pinned,
+        entities: &[Entity],
+    ) -> Vec<&'static str> {
+        let mut registered = Vec::new();
         for &entity in entities {
             let started = std::time::Instant::now();
-            match crate::projection::register(ctx, &self.store, &pinned, entity).await {
+            match crate::projection::register(ctx, &self.store, rows, entity, &self.config).await {
                 Ok(Some(stats)) => {
                     tracing::debug!(
                         view = entity.name(),
@@ -760,13 +795,13 @@ impl Engine {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    // The view over `run_events` gives the same rows, only slower.
-                    tracing::warn!(view = entity.name(), error = %e, "Could not read a projection; deriving the view from run_events instead.");
+                    // The view over the read model gives the same rows, only slower.
+                    tracing::warn!(view = entity.name(), error = %e, "Could not read a projection; deriving the view from its read model instead.");
                     let _ = ctx.deregister_table(entity.name());
                 }
             }
         }
-        Ok(registered)
+        registered
     }
 
     /// A session for one statement: the tables and `teams` of this engine's session, its

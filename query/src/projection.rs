@@ -1,15 +1,18 @@
 //! Entity projections: `pipeline_runs` and `task_runs` kept whole, one row per run attempt or
 //! task run, so a question about the runs finished in a range reads those runs' rows instead
-//! of grouping every run event of the history.
+//! of grouping every run event of the history; and `change_facts` and `artifact_facts`, a row
+//! per change and per artifact from its own events, which the DORA views pair.
 //!
 //! ```text
-//! <store>/_cdlake/read/<entity>/<id>.parquet   the rows, sorted by finished_at
+//! <store>/_cdlake/read/<entity>/<id>.parquet   the rows, runs sorted by finished_at
 //! <store>/_cdlake/read/<entity>/<id>.json      its manifest
 //! ```
 //!
-//! A projection is derived from one snapshot of `events`, and its manifest records what it
-//! reflects: the fingerprint of each month of `run_events` (the paths and sizes of that
-//! month's `events` files, [`crate::read_model`]) and the digest of its definition. Each row
+//! A projection is derived from one snapshot of `events` through its read model (`run_events`
+//! or `report_events`), and its manifest records what it reflects: the fingerprint of each
+//! month of that read model (the paths and sizes of that month's `events` files,
+//! [`crate::read_model`]) and the digest of its definition (with the `[dora]` hotfix labels
+//! `change_facts` reads). Each row
 //! keeps the entity's identity as one value (`_key`) and the first and last month of the
 //! events it came from (`_first_month`, `_last_month`).
 //!
@@ -47,7 +50,8 @@ use crate::views;
 use crate::{Error, Result};
 
 /// The layout of a projection's data file: part of its definition's digest.
-const LAYOUT: &str = "projection layout 1: one file sorted by finished_at, 16 Ki-row groups";
+const LAYOUT: &str =
+    "projection layout 1: one file sorted by its order column and _key, 16 Ki-row groups";
 
 /// The entities kept whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,16 +60,35 @@ pub enum Entity {
     PipelineRuns,
     /// `task_runs`: a row per task run.
     TaskRuns,
+    /// `change_facts`: a row per change, from its own events.
+    ChangeFacts,
+    /// `artifact_facts`: a row per artifact, from its own events and the merges naming it.
+    ArtifactFacts,
 }
 
 impl Entity {
-    pub const ALL: [Entity; 2] = [Entity::PipelineRuns, Entity::TaskRuns];
+    pub const ALL: [Entity; 4] = [
+        Entity::PipelineRuns,
+        Entity::TaskRuns,
+        Entity::ChangeFacts,
+        Entity::ArtifactFacts,
+    ];
 
     /// The view it answers.
     pub fn name(self) -> &'static str {
         match self {
             Entity::PipelineRuns => "pipeline_runs",
             Entity::TaskRuns => "task_runs",
+            Entity::ChangeFacts => "change_facts",
+            Entity::ArtifactFacts => "artifact_facts",
+        }
+    }
+
+    /// The read model it is derived from (by its months), registered under its name.
+    pub fn model(self) -> Model {
+        match self {
+            Entity::PipelineRuns | Entity::TaskRuns => Model::RunEvents,
+            Entity::ChangeFacts | Entity::ArtifactFacts => Model::ReportEvents,
         }
     }
 
@@ -74,15 +97,17 @@ impl Entity {
         format!("_cdlake/read/{}/", self.name())
     }
 
-    /// Its rows with the projection's columns, over `source` (rows of `run_events`).
-    fn sql(self, source: &str) -> String {
+    /// Its rows with the projection's columns, over `source` (rows of its read model).
+    fn sql(self, source: &str, hotfix_labels: &[String]) -> String {
         match self {
             Entity::PipelineRuns => views::pipeline_runs_sql(source, true),
             Entity::TaskRuns => views::task_runs_sql(source, true),
+            Entity::ChangeFacts => views::change_facts_sql(source, hotfix_labels, true),
+            Entity::ArtifactFacts => views::artifact_facts_sql(source, true),
         }
     }
 
-    /// The `run_events` rows it reads, and their identity as `_key`.
+    /// The read model's rows it reads, and their identity as `_key`.
     fn rows_and_key(self) -> (&'static str, String) {
         match self {
             Entity::PipelineRuns => (
@@ -93,23 +118,49 @@ impl Entity {
                 views::TASK_RUN_ROWS,
                 views::identity_key(&views::TASK_RUN_IDENTITY),
             ),
+            Entity::ChangeFacts => (
+                views::CHANGE_ROWS,
+                views::identity_key(&views::CHANGE_IDENTITY),
+            ),
+            Entity::ArtifactFacts => (
+                views::ARTIFACT_ROWS,
+                views::identity_key(&views::ARTIFACT_IDENTITY),
+            ),
         }
     }
 
-    /// The digest of what its rows mean: its SQL, `run_events`' and the file layout. A
-    /// projection of another digest is not read.
-    fn digest(self) -> String {
+    /// The column its file is sorted by (then `_key`), so a filter on it skips row groups.
+    fn order(self) -> Option<&'static str> {
+        match self {
+            Entity::PipelineRuns | Entity::TaskRuns => Some("finished_at"),
+            Entity::ChangeFacts | Entity::ArtifactFacts => None,
+        }
+    }
+
+    /// The digest of what its rows mean: its SQL (with the `[dora]` settings it reads), its
+    /// read model's and the file layout. A projection of another digest is not read.
+    fn digest(self, hotfix_labels: &[String]) -> String {
         let mut h = Sha256::new();
+        let model = self.model();
         for part in [
             LAYOUT.to_string(),
-            self.sql("run_events"),
-            views::run_events_sql(),
+            self.sql(model.name(), hotfix_labels),
+            model.definition(),
         ] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
         hex::encode(&h.finalize()[..16])
     }
+}
+
+/// The `[dora]` hotfix labels of `config` (what `change_facts.hotfix` reads).
+fn hotfix_labels(config: &crate::Config) -> Result<Vec<String>> {
+    Ok(config
+        .dora
+        .options()
+        .map_err(|e| Error::BadRequest(e.to_string()))?
+        .hotfix_labels)
 }
 
 /// What a projection reflects (`<id>.json`).
@@ -119,7 +170,7 @@ struct Manifest {
     digest: String,
     /// The `events` version it was derived from.
     version: u64,
-    /// The fingerprint of each month of `run_events` it reflects.
+    /// The fingerprint of each month of its read model it reflects.
     months: BTreeMap<String, String>,
     /// Its data file, under the store's root.
     data: String,
@@ -141,9 +192,9 @@ pub struct ProjectionStats {
 async fn newest(
     store: &Store,
     entity: Entity,
+    digest: &str,
     months: &BTreeMap<String, String>,
 ) -> Result<Option<(Manifest, BTreeSet<String>)>> {
-    let digest = entity.digest();
     let mut best: Option<(Manifest, BTreeSet<String>)> = None;
     let listed = store
         .list(&entity.prefix())
@@ -217,27 +268,33 @@ async fn hold(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<RecordB
     Ok(batches)
 }
 
-/// `entity` at the snapshot of `runs` (registered in `ctx` as `run_events`), with the
-/// projection's columns: from its newest projection and the events of the months changed
+/// `entity` at the snapshot of `rows` (its read model, registered in `ctx` under its name), with
+/// the projection's columns: from its newest projection and the events of the months changed
 /// since, or `None` when no projection of today's definition exists.
 async fn current(
     ctx: &SessionContext,
     store: &Store,
-    runs: &Pinned,
+    rows: &Pinned,
     entity: Entity,
+    config: &crate::Config,
 ) -> Result<Option<(Arc<dyn TableProvider>, Manifest, ProjectionStats)>> {
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::{
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
     };
-    let now = read_model::months(&runs.index, Model::RunEvents);
+    let model = entity.model();
+    let labels = hotfix_labels(config)?;
+    let now = read_model::months(&rows.index, model);
     let fingerprints: BTreeMap<String, String> = now
         .iter()
         .map(|(m, (f, _))| (m.clone(), f.clone()))
         .collect();
-    let Some((manifest, dirty)) = newest(store, entity, &fingerprints).await? else {
+    let Some((manifest, dirty)) =
+        newest(store, entity, &entity.digest(&labels), &fingerprints).await?
+    else {
         return Ok(None);
     };
+    let source = model.name();
     let name = entity.name();
     let projection = format!("cdlake_{name}_projection");
     let url = store.root_url().join(&manifest.data).map_err(err)?;
@@ -271,7 +328,7 @@ async fn current(
             .flat_map(|(_, dates)| dates.iter().copied())
             .collect()
     };
-    let (rows, key) = entity.rows_and_key();
+    let (selected, key) = entity.rows_and_key();
     // The entities with an event in a dirty month now.
     let dirty_dates = dates_of(&dirty);
     let touched = format!("cdlake_{name}_touched");
@@ -279,7 +336,7 @@ async fn current(
         "SELECT CAST(NULL AS VARCHAR) AS _key WHERE false".to_string()
     } else {
         format!(
-            "SELECT DISTINCT {key} AS _key FROM run_events WHERE {rows} AND {}",
+            "SELECT DISTINCT {key} AS _key FROM {source} WHERE {selected} AND {}",
             read_model::dates_predicate(&dirty_dates)
         )
     };
@@ -328,12 +385,12 @@ async fn current(
         format!("SELECT * FROM {projection} WHERE false")
     } else {
         let source = format!(
-            "(SELECT * FROM run_events WHERE {})",
+            "(SELECT * FROM {source} WHERE {})",
             read_model::dates_predicate(&read_dates)
         );
         format!(
             "SELECT d.* FROM ({}) d JOIN {changed} c ON c._key = d._key",
-            entity.sql(&source)
+            entity.sql(&source, &labels)
         )
     };
     stats.derived = hold(ctx, &derived, &derived_sql)
@@ -353,16 +410,17 @@ async fn current(
     Ok(Some((view, manifest, stats)))
 }
 
-/// Register `entity`'s view in `ctx` from its projection, pinned to the snapshot of `runs`
-/// (registered in `ctx` as `run_events`). `None` when there is no projection of today's
-/// definition: the caller defines the view over `run_events`.
+/// Register `entity`'s view in `ctx` from its projection, pinned to the snapshot of `rows` (its
+/// read model, registered in `ctx` under its name). `None` when there is no projection of
+/// today's definition: the caller defines the view over the read model.
 pub(crate) async fn register(
     ctx: &SessionContext,
     store: &Store,
-    runs: &Pinned,
+    rows: &Pinned,
     entity: Entity,
+    config: &crate::Config,
 ) -> Result<Option<ProjectionStats>> {
-    let Some((full, _, stats)) = current(ctx, store, runs, entity).await? else {
+    let Some((full, _, stats)) = current(ctx, store, rows, entity, config).await? else {
         return Ok(None);
     };
     let full_name = format!("cdlake_{}_full", entity.name());
@@ -410,9 +468,12 @@ pub async fn refresh(
     again: bool,
 ) -> Result<ProjectionReport> {
     let ctx = crate::engine::new_session(runtime, config);
-    let runs = read_model::pinned_view(&ctx, store, log, Model::RunEvents).await?;
-    ctx.register_table("run_events", runs.view.clone())?;
-    let fingerprints: BTreeMap<String, String> = read_model::months(&runs.index, Model::RunEvents)
+    let model = entity.model();
+    let labels = hotfix_labels(config)?;
+    let digest = entity.digest(&labels);
+    let rows = read_model::pinned_view(&ctx, store, log, model).await?;
+    ctx.register_table(model.name(), rows.view.clone())?;
+    let fingerprints: BTreeMap<String, String> = read_model::months(&rows.index, model)
         .into_iter()
         .map(|(m, (f, _))| (m, f))
         .collect();
@@ -420,7 +481,7 @@ pub async fn refresh(
     let newest = if again {
         None
     } else {
-        newest(store, entity, &fingerprints).await?
+        newest(store, entity, &digest, &fingerprints).await?
     };
     let mut keep: BTreeSet<String> = BTreeSet::new();
     if let Some((manifest, dirty)) = &newest {
@@ -434,43 +495,42 @@ pub async fn refresh(
     }
     let rows_sql = match newest {
         Some(_) => {
-            let (full, _, _) = current(&ctx, store, &runs, entity).await?.ok_or_else(|| {
-                Error::internal("building a projection", "its projection vanished meanwhile")
-            })?;
+            let (full, _, _) = current(&ctx, store, &rows, entity, config)
+                .await?
+                .ok_or_else(|| {
+                    Error::internal("building a projection", "its projection vanished meanwhile")
+                })?;
             ctx.register_table("cdlake_projection_rows", full)?;
             "SELECT * FROM cdlake_projection_rows".to_string()
         }
-        None => entity.sql("run_events"),
+        None => entity.sql(model.name(), &labels),
     };
     let df = ctx.sql(&rows_sql).await.map_err(build_err)?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.map_err(build_err)?;
     let schema = batches.first().map_or(schema, RecordBatch::schema);
-    // Sorted by `finished_at` (here, not in the plan: a sort there would have to fit one
-    // partition's share of the memory pool), so a filter on it skips row groups.
+    // Sorted by its order column and `_key` (here, not in the plan: a sort there would have
+    // to fit one partition's share of the memory pool), so a filter on it skips row groups.
     let all = arrow::compute::concat_batches(&schema, &batches).map_err(build_err)?;
     drop(batches);
-    let order = arrow::compute::lexsort_to_indices(
-        &[
-            arrow::compute::SortColumn {
-                values: all
-                    .column(schema.index_of("finished_at").map_err(build_err)?)
-                    .clone(),
-                options: Some(arrow::compute::SortOptions {
-                    descending: false,
-                    nulls_first: true,
-                }),
-            },
-            arrow::compute::SortColumn {
-                values: all
-                    .column(schema.index_of("_key").map_err(build_err)?)
-                    .clone(),
-                options: None,
-            },
-        ],
-        None,
-    )
-    .map_err(build_err)?;
+    let mut columns = Vec::new();
+    for (name, nulls_first) in entity
+        .order()
+        .map(|o| (o, true))
+        .into_iter()
+        .chain([("_key", false)])
+    {
+        columns.push(arrow::compute::SortColumn {
+            values: all
+                .column(schema.index_of(name).map_err(build_err)?)
+                .clone(),
+            options: Some(arrow::compute::SortOptions {
+                descending: false,
+                nulls_first,
+            }),
+        });
+    }
+    let order = arrow::compute::lexsort_to_indices(&columns, None).map_err(build_err)?;
     let sorted = arrow::compute::take_record_batch(&all, &order).map_err(build_err)?;
     drop(all);
     let batches = [sorted];
@@ -485,7 +545,6 @@ pub async fn refresh(
         writer.write(b).map_err(build_err)?;
     }
     writer.close().map_err(build_err)?;
-    let digest = entity.digest();
     let mut h = Sha256::new();
     h.update(digest.as_bytes());
     for (month, fingerprint) in &fingerprints {
@@ -496,7 +555,7 @@ pub async fn refresh(
     let data = format!("{}{id}.parquet", entity.prefix());
     let manifest = Manifest {
         digest,
-        version: runs.version,
+        version: rows.version,
         months: fingerprints,
         data: data.clone(),
         rows: report.rows,
@@ -521,16 +580,20 @@ pub async fn refresh(
     Ok(report)
 }
 
-/// [`refresh`] of every entity on a store, opening its `events` table (for commands and
-/// tests); `again` writes each from the events alone.
+/// [`refresh`] of every entity derived from one of `models` on a store, opening its `events`
+/// table (for commands and tests); `again` writes each from the events alone.
 pub async fn refresh_store(
     store: &Store,
     config: &crate::Config,
+    models: &[Model],
     again: bool,
 ) -> Result<Vec<(Entity, ProjectionReport)>> {
     let engine = crate::Engine::open(store, config.clone()).await?;
     let mut reports = Vec::new();
-    for entity in Entity::ALL {
+    for entity in Entity::ALL
+        .into_iter()
+        .filter(|e| models.contains(&e.model()))
+    {
         let report = refresh(
             store,
             &engine.events,
@@ -549,14 +612,19 @@ pub async fn refresh_store(
 /// How a read of `entity` now would be answered: `None` when it has no projection of today's
 /// definition (the view is derived from `run_events`), else the months of the newest `events`
 /// snapshot changed since its projection (their entities derived again).
-pub async fn dirty_months_of(store: &Store, entity: Entity) -> Result<Option<usize>> {
+pub async fn dirty_months_of(
+    store: &Store,
+    entity: Entity,
+    config: &crate::Config,
+) -> Result<Option<usize>> {
     let log = TableLog::open(store, cdlake_schemas::paths::Table::Events).await?;
     let index = log.refresh().await?;
-    let fingerprints: BTreeMap<String, String> = read_model::months(&index, Model::RunEvents)
+    let fingerprints: BTreeMap<String, String> = read_model::months(&index, entity.model())
         .into_iter()
         .map(|(m, (f, _))| (m, f))
         .collect();
-    Ok(newest(store, entity, &fingerprints)
+    let digest = entity.digest(&hotfix_labels(config)?);
+    Ok(newest(store, entity, &digest, &fingerprints)
         .await?
         .map(|(_, dirty)| dirty.len()))
 }

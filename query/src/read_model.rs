@@ -78,7 +78,7 @@ impl Model {
     }
 
     /// Its definition over `events`: the columns and subjects it keeps.
-    fn definition(self) -> String {
+    pub(crate) fn definition(self) -> String {
         match self {
             Model::ReportEvents => views::report_events_sql_without(
                 views::REPORT_SUBJECTS,

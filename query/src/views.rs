@@ -77,6 +77,8 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("report_events", REPORT_SUBJECTS),
     ("change_pushes", &["change", "branch"]),
     ("change_services", &["change", "branch"]),
+    ("change_facts", &["change"]),
+    ("artifact_facts", &["artifact", "change"]),
     ("changes", &["change", "artifact", "branch"]),
     ("artifact_changes", &["artifact", "change"]),
     ("artifacts", &["artifact", "change", "branch"]),
@@ -248,6 +250,56 @@ fn projection_parts(projection: bool, identity: &[&str]) -> (&'static str, Strin
             ", {} AS _key, substr(CAST(_first_date AS VARCHAR), 1, 7) AS _first_month, substr(CAST(_last_date AS VARCHAR), 1, 7) AS _last_month",
             identity_key(identity)
         ),
+    )
+}
+
+/// The identity of a change (`change_facts`) over `report_events`' columns.
+pub const CHANGE_IDENTITY: [&str; 1] = ["change_id"];
+
+/// The identity of an artifact (`artifact_facts`) over `report_events`' columns.
+pub const ARTIFACT_IDENTITY: [&str; 1] = ["artifact_id"];
+
+/// The `report_events` rows `change_facts` reads.
+pub const CHANGE_ROWS: &str = "subject = 'change' AND change_id IS NOT NULL";
+
+/// The `report_events` rows `artifact_facts` reads.
+pub const ARTIFACT_ROWS: &str = ARTIFACT_LINK;
+
+/// `change_facts` over `source` (rows of `report_events`' columns): a row per change from its
+/// own events (its times, team, labels, hotfix by `hotfix_labels`, revert); with `projection`,
+/// also the columns of [`PROJECTION_COLUMNS`].
+pub fn change_facts_sql(source: &str, hotfix_labels: &[String], projection: bool) -> String {
+    let (inner, outer) = projection_parts(projection, &CHANGE_IDENTITY);
+    format!(
+        "SELECT change_id, repository, created_at, merged_at, abandoned_at, event_team, events,
+                labels, hotfix, revert, reverts, branch{outer}
+         FROM (SELECT change_id, min(repository) AS repository,
+                      min(CASE WHEN predicate = 'created' THEN time END) AS created_at,
+                      min(CASE WHEN predicate = 'merged' THEN time END) AS merged_at,
+                      min(CASE WHEN predicate = 'abandoned' THEN time END) AS abandoned_at,
+                      max(team) AS event_team, count(*) AS events,
+                      last_value(labels ORDER BY time, event_id) FILTER (WHERE labels IS NOT NULL) AS labels,
+                      bool_or({hotfix}) AS hotfix,
+                      bool_or(reverts IS NOT NULL) AS revert,
+                      max(reverts) AS reverts,
+                      max(CASE WHEN predicate IN ('created', 'merged', 'abandoned') THEN branch END) AS branch{inner}
+               FROM {source} WHERE {CHANGE_ROWS}
+               GROUP BY change_id)",
+        hotfix = has_label("labels", hotfix_labels),
+    )
+}
+
+/// `artifact_facts` over `source` (rows of `report_events`' columns): a row per artifact from
+/// its own events and the merges that name it (the change it was built from, when it was
+/// packaged and published); with `projection`, also the columns of [`PROJECTION_COLUMNS`].
+pub fn artifact_facts_sql(source: &str, projection: bool) -> String {
+    let (inner, outer) = projection_parts(projection, &ARTIFACT_IDENTITY);
+    format!(
+        "SELECT artifact_id, change_id, packaged_at, published_at{outer}
+         FROM (SELECT artifact_id, min(change_id) AS change_id,
+                      min(CASE WHEN predicate = 'packaged' THEN time END) AS packaged_at,
+                      min(CASE WHEN predicate = 'published' THEN time END) AS published_at{inner}
+               FROM {source} WHERE {ARTIFACT_ROWS} GROUP BY artifact_id)"
     )
 }
 
@@ -530,6 +582,14 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
             .to_string(),
     ));
 
+    // Each change's and each artifact's facts from its own events, before any pairing: kept
+    // whole as projections (`crate::projection`).
+    v.push((
+        "change_facts",
+        change_facts_sql("report_events", &options.hotfix_labels, false),
+    ));
+    v.push(("artifact_facts", artifact_facts_sql("report_events", false)));
+
     v.push((
         "changes",
         format!(
@@ -541,18 +601,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                     c.labels, c.hotfix, c.revert,
                     coalesce(r.change_id, nullif(c.reverts, '')) AS reverts,
                     c.branch, fc.first_commit_at
-             FROM (SELECT change_id, min(repository) AS repository,
-                          min(CASE WHEN predicate = 'created' THEN time END) AS created_at,
-                          min(CASE WHEN predicate = 'merged' THEN time END) AS merged_at,
-                          min(CASE WHEN predicate = 'abandoned' THEN time END) AS abandoned_at,
-                          max(team) AS event_team, count(*) AS events,
-                          last_value(labels ORDER BY time, event_id) FILTER (WHERE labels IS NOT NULL) AS labels,
-                          bool_or({hotfix}) AS hotfix,
-                          bool_or(reverts IS NOT NULL) AS revert,
-                          max(reverts) AS reverts,
-                          max(CASE WHEN predicate IN ('created', 'merged', 'abandoned') THEN branch END) AS branch
-                   FROM report_events WHERE subject = 'change' AND change_id IS NOT NULL
-                   GROUP BY change_id) c
+             FROM change_facts c
              LEFT JOIN teams t ON t.key = c.repository
              LEFT JOIN (SELECT artifact_id, min(change_id) AS change_id FROM report_events
                         WHERE {ARTIFACT_LINK} AND change_id IS NOT NULL
@@ -563,7 +612,6 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
              LEFT JOIN (SELECT change_id, min(first_commit_at) AS first_commit_at FROM change_pushes
                         GROUP BY change_id) fc
                ON fc.change_id = c.change_id",
-            hotfix = has_label("labels", &options.hotfix_labels),
             review = secs("c.merged_at", "coalesce(c.created_at, c.merged_at)"),
             started = match options.lead_time_start {
                 LeadTimeStart::Merged => "c.merged_at",
@@ -598,10 +646,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
         "artifacts",
         format!(
             "SELECT a.artifact_id, a.change_id, c.repository, a.packaged_at, a.published_at
-         FROM (SELECT artifact_id, min(change_id) AS change_id,
-                      min(CASE WHEN predicate = 'packaged' THEN time END) AS packaged_at,
-                      min(CASE WHEN predicate = 'published' THEN time END) AS published_at
-               FROM report_events WHERE {ARTIFACT_LINK} GROUP BY artifact_id) a
+         FROM artifact_facts a
          LEFT JOIN changes c ON c.change_id = a.change_id"
         ),
     ));

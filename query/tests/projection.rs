@@ -8,6 +8,7 @@ use cdlake_ingest::compact::{CompactOptions, compact_table};
 use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::format::Format;
 use cdlake_query::projection::{self, Entity};
+use cdlake_query::read_model::Model;
 use cdlake_query::{Config, Engine};
 use cdlake_schemas::Origin;
 use cdlake_schemas::lake::TableLog;
@@ -65,6 +66,9 @@ async fn ingest(store: &Store, events: &[String]) {
     ing.flush().await.unwrap();
 }
 
+/// The read model the run projections are derived through.
+const RUNS: [Model; 1] = [Model::RunEvents];
+
 const PIPELINE_RUNS: &str = "SELECT * FROM pipeline_runs ORDER BY run_key";
 const TASK_RUNS: &str = "SELECT * FROM task_runs ORDER BY origin, repository, task_run_id";
 
@@ -91,7 +95,9 @@ async fn rows_from_events(store: &Store) -> (String, String) {
             std::fs::rename(&dir, kept.path().join(entity.name())).unwrap();
         }
         assert_eq!(
-            projection::dirty_months_of(store, entity).await.unwrap(),
+            projection::dirty_months_of(store, entity, &Config::default())
+                .await
+                .unwrap(),
             None
         );
     }
@@ -105,10 +111,15 @@ async fn rows_from_events(store: &Store) -> (String, String) {
     v
 }
 
+/// Months changed since the projections of `pipeline_runs` and `task_runs`.
 async fn dirty(store: &Store) -> Vec<Option<usize>> {
     let mut out = Vec::new();
-    for entity in Entity::ALL {
-        out.push(projection::dirty_months_of(store, entity).await.unwrap());
+    for entity in [Entity::PipelineRuns, Entity::TaskRuns] {
+        out.push(
+            projection::dirty_months_of(store, entity, &Config::default())
+                .await
+                .unwrap(),
+        );
     }
     out
 }
@@ -189,7 +200,7 @@ async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_co
     .await;
     assert_eq!(dirty(&store).await, [None, None], "no projection yet");
     let reference = rows_from_events(&store).await;
-    let written = projection::refresh_store(&store, &config, false)
+    let written = projection::refresh_store(&store, &config, &RUNS, false)
         .await
         .unwrap();
     let rows_written: Vec<u64> = written.iter().map(|(_, r)| r.rows).collect();
@@ -201,7 +212,7 @@ async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_co
     assert_eq!(dirty(&store).await, [Some(0), Some(0)]);
     assert_eq!(rows(&store).await, reference);
     // Current: written again, nothing is written.
-    let again = projection::refresh_store(&store, &config, false)
+    let again = projection::refresh_store(&store, &config, &RUNS, false)
         .await
         .unwrap();
     assert!(again.iter().all(|(_, r)| !r.built), "{again:?}");
@@ -260,7 +271,7 @@ async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_co
     assert_eq!((pipelines, tasks), reference);
 
     // Written again from the older projection and the changed months: current, same rows.
-    let written = projection::refresh_store(&store, &config, false)
+    let written = projection::refresh_store(&store, &config, &RUNS, false)
         .await
         .unwrap();
     assert!(
@@ -303,14 +314,152 @@ async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_co
     );
     let reference = rows_from_events(&store).await;
     assert_eq!(rows(&store).await, reference);
-    projection::refresh_store(&store, &config, false)
+    projection::refresh_store(&store, &config, &RUNS, false)
         .await
         .unwrap();
     assert_eq!(rows(&store).await, reference);
     // From the events alone (`cdlake rebuild --from`): the same rows.
-    let fresh = projection::refresh_store(&store, &config, true)
+    let fresh = projection::refresh_store(&store, &config, &RUNS, true)
         .await
         .unwrap();
     assert!(fresh.iter().all(|(_, r)| r.dirty_months == 0), "{fresh:?}");
     assert_eq!(rows(&store).await, reference);
+}
+
+/// A change event (`merged`, `created`, …) of `change` in repository `shop`, with labels when
+/// given.
+fn change(id: &str, predicate: &str, change: &str, time: &str, labels: Option<&str>) -> String {
+    let mut e: Value = serde_json::from_str(&run_event(
+        id,
+        &format!("change.{predicate}"),
+        change,
+        time,
+        json!({"repository": {"id": "shop"}}),
+    ))
+    .unwrap();
+    if let Some(l) = labels {
+        e["customData"] = json!({"labels": l.split(',').collect::<Vec<_>>()});
+    }
+    e.to_string()
+}
+
+fn packaged(id: &str, artifact: &str, change: &str, time: &str) -> String {
+    run_event(
+        id,
+        "artifact.packaged",
+        artifact,
+        time,
+        json!({"change": {"id": change, "source": "/projection-test"}}),
+    )
+}
+
+fn deployed(id: &str, artifact: &str, time: &str) -> String {
+    run_event(
+        id,
+        "service.deployed",
+        "web",
+        time,
+        json!({"environment": {"id": "production"}, "artifactId": artifact}),
+    )
+}
+
+const CHANGES: &str = "SELECT * FROM changes ORDER BY change_id";
+const ARTIFACTS: &str = "SELECT * FROM artifacts ORDER BY artifact_id";
+const LEAD: &str = "SELECT * FROM dora_change_deliveries ORDER BY change_id, service";
+
+/// `changes`, `artifacts` and the deliveries as CSV, from a fresh engine, with or without
+/// the fact projections.
+async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
+    let root = store.local_root().unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    let moved = |e: Entity| kept.path().join(e.name());
+    let entities = [Entity::ChangeFacts, Entity::ArtifactFacts];
+    if !from_projections {
+        for e in entities {
+            let dir = root.join(e.prefix());
+            if dir.exists() {
+                std::fs::rename(&dir, moved(e)).unwrap();
+            }
+        }
+    }
+    let engine = Engine::open(store, Config::default()).await.unwrap();
+    let mut out = Vec::new();
+    for sql in [CHANGES, ARTIFACTS, LEAD] {
+        let csv = engine.sql_rendered(sql, Format::Csv).await.unwrap();
+        out.push(String::from_utf8(csv).unwrap());
+    }
+    for e in entities {
+        if moved(e).exists() {
+            std::fs::rename(moved(e), root.join(e.prefix())).unwrap();
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    let report = [Model::ReportEvents];
+    ingest(
+        &store,
+        &[
+            change("c1", "created", "shop/1", "2026-01-20T09:00:00Z", None),
+            change("c2", "merged", "shop/1", "2026-01-21T09:00:00Z", None),
+            packaged("c3", "pkg:oci/web@1", "shop/1", "2026-01-21T10:00:00Z"),
+            deployed("c4", "pkg:oci/web@1", "2026-01-22T10:00:00Z"),
+            change("c5", "merged", "shop/2", "2026-02-03T09:00:00Z", None),
+        ],
+    )
+    .await;
+    projection::refresh_store(&store, &config, &report, false)
+        .await
+        .unwrap();
+    for e in [Entity::ChangeFacts, Entity::ArtifactFacts] {
+        assert_eq!(
+            projection::dirty_months_of(&store, e, &config)
+                .await
+                .unwrap(),
+            Some(0)
+        );
+    }
+    assert_eq!(facts(&store, true).await, facts(&store, false).await);
+
+    // Since: shop/1 labelled a hotfix in March (its other events are January's), shop/2
+    // packaged and deployed in March.
+    ingest(
+        &store,
+        &[
+            change(
+                "d1",
+                "updated",
+                "shop/1",
+                "2026-03-01T09:00:00Z",
+                Some("hotfix"),
+            ),
+            packaged("d2", "pkg:oci/web@2", "shop/2", "2026-03-02T10:00:00Z"),
+            deployed("d3", "pkg:oci/web@2", "2026-03-02T11:00:00Z"),
+        ],
+    )
+    .await;
+    let now = facts(&store, true).await;
+    // From the definitions: shop/1 has three events and is a hotfix; shop/2 is delivered by
+    // the March deployment.
+    let changes = &now[0];
+    let shop1 = line(changes, "shop/1");
+    assert_eq!(shop1[column(changes, "events")], "3", "{changes}");
+    assert_eq!(shop1[column(changes, "hotfix")], "true", "{changes}");
+    let lead = &now[2];
+    let shop2 = line(lead, "shop/2");
+    assert_eq!(
+        shop2[column(lead, "delivered_at")],
+        "2026-03-02T11:00:00Z",
+        "{lead}"
+    );
+    assert_eq!(now, facts(&store, false).await);
+    projection::refresh_store(&store, &config, &report, false)
+        .await
+        .unwrap();
+    assert_eq!(facts(&store, true).await, now);
 }

@@ -187,11 +187,11 @@ impl Db {
         )
         .await
         .map_err(err)?;
-        projection::refresh_store(&self.store, &self.config, false)
+        projection::refresh_store(&self.store, &self.config, &read_model::Model::ALL, false)
             .await
             .map_err(err)?;
         for entity in projection::Entity::ALL {
-            let dirty = projection::dirty_months_of(&self.store, entity)
+            let dirty = projection::dirty_months_of(&self.store, entity, &self.config)
                 .await
                 .map_err(err)?;
             if dirty != Some(0) {

@@ -31,8 +31,9 @@ pub(crate) struct Args {
     /// Print what was done as JSON.
     #[arg(long)]
     json: bool,
-    /// The read models to rebuild (repeatable; default: all): `report_events`, `run_events`
-    /// (with the projections `pipeline_runs` and `task_runs`, which name it too).
+    /// The read models to rebuild (repeatable; default: all): `report_events` (with the
+    /// projections `change_facts` and `artifact_facts`, which name it too), `run_events` (with
+    /// `pipeline_runs` and `task_runs`).
     #[arg(long = "table", value_name = "NAME")]
     tables: Vec<String>,
     /// Derive every month from this date's month on again, also those that are current
@@ -51,11 +52,12 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let mut models = Vec::new();
     for table in &args.tables {
-        // A projection is written with the run events' read model it is derived from.
+        // A projection is written with the read model it is derived from.
         let projected = cdlake_query::projection::Entity::ALL
-            .iter()
-            .any(|e| e.name() == table.as_str());
-        let Some(model) = Model::named(table).or(projected.then_some(Model::RunEvents)) else {
+            .into_iter()
+            .find(|e| e.name() == table.as_str())
+            .map(|e| e.model());
+        let Some(model) = Model::named(table).or(projected) else {
             let names: Vec<&str> = Model::ALL
                 .iter()
                 .map(|m| m.name())
@@ -173,7 +175,7 @@ pub(crate) struct Rebuilt {
     #[serde(flatten)]
     pub(crate) total: RefreshReport,
     pub(crate) tables: BTreeMap<&'static str, RefreshReport>,
-    /// The projections (entities kept whole), when `run_events` was rebuilt.
+    /// The projections (entities kept whole) of the read models rebuilt.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) projections: BTreeMap<&'static str, ProjectionReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -209,12 +211,12 @@ pub(crate) async fn rebuild(
             "{e}; the answers stay correct without the read models (they read `events` meanwhile): fix the cause above and run `cdlake rebuild` again (it takes up where it stopped)"
         )
     })?;
-    // The projections read the run events' read model, so they follow it.
+    // The projections are derived through the read models, so they follow them.
     let mut projections = BTreeMap::new();
-    if models.contains(&Model::RunEvents) {
+    {
         bar.set_message("projections");
         let again = scope.again_from.is_some();
-        let reports = cdlake_query::projection::refresh_store(store, config, again)
+        let reports = cdlake_query::projection::refresh_store(store, config, models, again)
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
