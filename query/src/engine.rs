@@ -669,7 +669,7 @@ impl Engine {
                 .copied()
                 .filter(|e| e.model() == crate::read_model::Model::ReportEvents)
                 .collect();
-            report_projected = self.register_projections(&ctx, &rows, &facts).await;
+            report_projected = Box::pin(self.register_projections(&ctx, &rows, &facts)).await;
         } else {
             let rows =
                 Box::pin(self.internal(&views::report_events_sql_without(subjects, omit))).await?;
@@ -766,7 +766,7 @@ impl Engine {
             "Registered run_events through its read model."
         );
         let mut registered = vec!["run_events"];
-        registered.extend(self.register_projections(ctx, &pinned, entities).await);
+        registered.extend(Box::pin(self.register_projections(ctx, &pinned, entities)).await);
         Ok(registered)
     }
 
@@ -782,7 +782,15 @@ impl Engine {
         let mut registered = Vec::new();
         for &entity in entities {
             let started = std::time::Instant::now();
-            match crate::projection::register(ctx, &self.store, rows, entity, &self.config).await {
+            match Box::pin(crate::projection::register(
+                ctx,
+                &self.store,
+                rows,
+                entity,
+                &self.config,
+            ))
+            .await
+            {
                 Ok(Some(stats)) => {
                     tracing::debug!(
                         view = entity.name(),

@@ -644,11 +644,10 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
 
     v.push((
         "artifacts",
-        format!(
-            "SELECT a.artifact_id, a.change_id, c.repository, a.packaged_at, a.published_at
+        "SELECT a.artifact_id, a.change_id, c.repository, a.packaged_at, a.published_at
          FROM artifact_facts a
          LEFT JOIN changes c ON c.change_id = a.change_id"
-        ),
+            .to_string(),
     ));
 
     v.push((
