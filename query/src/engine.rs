@@ -65,6 +65,10 @@ pub(crate) struct SharedViews {
     slot: tokio::sync::Mutex<Option<SharedEntry>>,
     computed: std::sync::atomic::AtomicU64,
     reused: std::sync::atomic::AtomicU64,
+    /// Entities a statement read from their projections, and those it derived from their
+    /// read model instead (no projection yet, or most months changed since).
+    projected: std::sync::atomic::AtomicU64,
+    unprojected: std::sync::atomic::AtomicU64,
 }
 
 struct SharedEntry {
@@ -708,14 +712,30 @@ impl Engine {
         self.shared.counts()
     }
 
-    /// [`Engine::shared_view_counts`] as Prometheus text, for `/metrics`.
+    /// How many entities statements read from their projections, and how many they derived
+    /// from their read model instead ([`crate::projection`]).
+    pub fn projection_read_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.shared.projected.load(Relaxed),
+            self.shared.unprojected.load(Relaxed),
+        )
+    }
+
+    /// [`Engine::shared_view_counts`] and [`Engine::projection_read_counts`] as Prometheus
+    /// text, for `/metrics`.
     pub fn render_shared_view_metrics(&self) -> String {
         let (computed, reused) = self.shared.counts();
+        let (projected, unprojected) = self.projection_read_counts();
         format!(
             "# HELP cdlake_held_views_total Views a statement holds (changes, deployments, …), by whether it computed them or took them from a statement over the same snapshot.\n\
              # TYPE cdlake_held_views_total counter\n\
              cdlake_held_views_total{{outcome=\"computed\"}} {computed}\n\
-             cdlake_held_views_total{{outcome=\"reused\"}} {reused}\n"
+             cdlake_held_views_total{{outcome=\"reused\"}} {reused}\n\
+             # HELP cdlake_projection_reads_total Entities (pipeline_runs, task_runs, change_facts, artifact_facts) a statement read, by whether it read them from their projection or derived them (no projection yet, or most months changed since).\n\
+             # TYPE cdlake_projection_reads_total counter\n\
+             cdlake_projection_reads_total{{outcome=\"projection\"}} {projected}\n\
+             cdlake_projection_reads_total{{outcome=\"derived\"}} {unprojected}\n"
         )
     }
 
@@ -799,10 +819,20 @@ impl Engine {
                         seconds = started.elapsed().as_secs_f64(),
                         "Registered a view from its projection."
                     );
+                    self.shared
+                        .projected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     registered.push(entity.name());
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    self.shared
+                        .unprojected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(e) => {
+                    self.shared
+                        .unprojected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // The view over the read model gives the same rows, only slower.
                     tracing::warn!(view = entity.name(), error = %e, "Could not read a projection; deriving the view from its read model instead.");
                     let _ = ctx.deregister_table(entity.name());

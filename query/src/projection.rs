@@ -420,6 +420,19 @@ pub(crate) async fn register(
     entity: Entity,
     config: &crate::Config,
 ) -> Result<Option<ProjectionStats>> {
+    // With most months changed since (an import, a spray of old events, a compaction of
+    // everything), deriving the changed entities again costs about what the view costs, and
+    // more with the projection to merge: the view answers, until the projection is written.
+    if let Some(dirty) = dirty_months_at(store, rows, entity, config).await?
+        && dirty * 4 > read_model::months(&rows.index, entity.model()).len().max(1)
+    {
+        tracing::debug!(
+            view = entity.name(),
+            dirty_months = dirty,
+            "Most months changed since the projection: deriving the view instead."
+        );
+        return Ok(None);
+    }
     let Some((full, _, stats)) = current(ctx, store, rows, entity, config).await? else {
         return Ok(None);
     };
@@ -607,6 +620,24 @@ pub async fn refresh_store(
         reports.push((entity, report));
     }
     Ok(reports)
+}
+
+/// The months of the snapshot of `rows` changed since `entity`'s newest projection, or
+/// `None` without one.
+async fn dirty_months_at(
+    store: &Store,
+    rows: &Pinned,
+    entity: Entity,
+    config: &crate::Config,
+) -> Result<Option<usize>> {
+    let fingerprints: BTreeMap<String, String> = read_model::months(&rows.index, entity.model())
+        .into_iter()
+        .map(|(m, (f, _))| (m, f))
+        .collect();
+    let digest = entity.digest(&hotfix_labels(config)?);
+    Ok(newest(store, entity, &digest, &fingerprints)
+        .await?
+        .map(|(_, dirty)| dirty.len()))
 }
 
 /// How a read of `entity` now would be answered: `None` when it has no projection of today's

@@ -1084,7 +1084,9 @@ mod tests {
             reached(&["dora_changes"]),
             [
                 "artifact_changes",
+                "artifact_facts",
                 "artifacts",
+                "change_facts",
                 "change_pushes",
                 "change_services",
                 "changes",

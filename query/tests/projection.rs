@@ -85,6 +85,41 @@ async fn rows(store: &Store) -> (String, String) {
     )
 }
 
+/// Whether a fresh engine reads both views from their projections (and derives neither).
+async fn read_from_projections(store: &Store) -> bool {
+    let engine = Engine::open(store, Config::default()).await.unwrap();
+    for sql in [PIPELINE_RUNS, TASK_RUNS] {
+        engine.sql(sql).await.unwrap();
+    }
+    engine.projection_read_counts() == (2, 0)
+}
+
+/// A year of runs before the history the test looks at, one a month: months enough that a
+/// few changed ones are derived again, not the whole view.
+fn a_year_before() -> Vec<String> {
+    (1..=12)
+        .flat_map(|m| {
+            let run = format!("y{m}");
+            [
+                pipeline(
+                    &format!("{run}a"),
+                    "started",
+                    &run,
+                    &format!("2025-{m:02}-15T08:00:00Z"),
+                    None,
+                ),
+                pipeline(
+                    &format!("{run}b"),
+                    "finished",
+                    &run,
+                    &format!("2025-{m:02}-15T08:10:00Z"),
+                    Some("success"),
+                ),
+            ]
+        })
+        .collect()
+}
+
 /// Both views' rows derived from the run events alone (the projections moved away).
 async fn rows_from_events(store: &Store) -> (String, String) {
     let root = store.local_root().unwrap();
@@ -195,7 +230,10 @@ async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_co
                 "2026-03-03T08:30:00Z",
                 Some("success"),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(a_year_before())
+        .collect::<Vec<_>>(),
     )
     .await;
     assert_eq!(dirty(&store).await, [None, None], "no projection yet");
@@ -206,10 +244,11 @@ async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_co
     let rows_written: Vec<u64> = written.iter().map(|(_, r)| r.rows).collect();
     assert_eq!(
         rows_written,
-        [3, 2],
+        [15, 2],
         "one row per run attempt and per task run"
     );
     assert_eq!(dirty(&store).await, [Some(0), Some(0)]);
+    assert!(read_from_projections(&store).await);
     assert_eq!(rows(&store).await, reference);
     // Current: written again, nothing is written.
     let again = projection::refresh_store(&store, &config, &RUNS, false)
@@ -246,6 +285,10 @@ async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_co
         dirty(&store).await,
         [Some(2), Some(2)],
         "February and April"
+    );
+    assert!(
+        read_from_projections(&store).await,
+        "2 of 16 months changed: the projection answers, its changed runs derived again"
     );
     let reference = rows_from_events(&store).await;
     let (pipelines, tasks) = rows(&store).await;
@@ -312,6 +355,7 @@ async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_co
             .iter()
             .all(|d| d.is_some_and(|n| n >= 1))
     );
+    assert!(read_from_projections(&store).await);
     let reference = rows_from_events(&store).await;
     assert_eq!(rows(&store).await, reference);
     projection::refresh_store(&store, &config, &RUNS, false)
@@ -388,6 +432,14 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
         let csv = engine.sql_rendered(sql, Format::Csv).await.unwrap();
         out.push(String::from_utf8(csv).unwrap());
     }
+    // Read from the projections when they are there: `changes` reads change_facts,
+    // `artifacts` and the deliveries both.
+    let (projected, derived) = engine.projection_read_counts();
+    if from_projections {
+        assert_eq!((projected, derived), (5, 0), "from the projections");
+    } else {
+        assert_eq!(projected, 0, "from report_events");
+    }
     for e in entities {
         if moved(e).exists() {
             std::fs::rename(moved(e), root.join(e.prefix())).unwrap();
@@ -410,7 +462,18 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
             packaged("c3", "pkg:oci/web@1", "shop/1", "2026-01-21T10:00:00Z"),
             deployed("c4", "pkg:oci/web@1", "2026-01-22T10:00:00Z"),
             change("c5", "merged", "shop/2", "2026-02-03T09:00:00Z", None),
-        ],
+        ]
+        .into_iter()
+        .chain((1..=12).map(|m| {
+            change(
+                &format!("y{m}"),
+                "merged",
+                &format!("old/{m}"),
+                &format!("2025-{m:02}-10T09:00:00Z"),
+                None,
+            )
+        }))
+        .collect::<Vec<_>>(),
     )
     .await;
     projection::refresh_store(&store, &config, &report, false)
