@@ -627,7 +627,11 @@ impl Engine {
             views::REPORT_HELD_VIEWS,
             views::REPORT_UNREAD_COLUMNS,
             None,
-            &[Entity::ChangeFacts, Entity::ArtifactFacts],
+            &[
+                Entity::ChangeFacts,
+                Entity::ArtifactFacts,
+                Entity::ArtifactChanges,
+            ],
         )
         .await
     }

@@ -64,14 +64,17 @@ pub enum Entity {
     ChangeFacts,
     /// `artifact_facts`: a row per artifact, from its own events and the merges naming it.
     ArtifactFacts,
+    /// `artifact_changes`: a row per artifact and change an event links.
+    ArtifactChanges,
 }
 
 impl Entity {
-    pub const ALL: [Entity; 4] = [
+    pub const ALL: [Entity; 5] = [
         Entity::PipelineRuns,
         Entity::TaskRuns,
         Entity::ChangeFacts,
         Entity::ArtifactFacts,
+        Entity::ArtifactChanges,
     ];
 
     /// The view it answers.
@@ -81,6 +84,7 @@ impl Entity {
             Entity::TaskRuns => "task_runs",
             Entity::ChangeFacts => "change_facts",
             Entity::ArtifactFacts => "artifact_facts",
+            Entity::ArtifactChanges => "artifact_changes",
         }
     }
 
@@ -88,7 +92,9 @@ impl Entity {
     pub fn model(self) -> Model {
         match self {
             Entity::PipelineRuns | Entity::TaskRuns => Model::RunEvents,
-            Entity::ChangeFacts | Entity::ArtifactFacts => Model::ReportEvents,
+            Entity::ChangeFacts | Entity::ArtifactFacts | Entity::ArtifactChanges => {
+                Model::ReportEvents
+            }
         }
     }
 
@@ -104,6 +110,7 @@ impl Entity {
             Entity::TaskRuns => views::task_runs_sql(source, true),
             Entity::ChangeFacts => views::change_facts_sql(source, hotfix_labels, true),
             Entity::ArtifactFacts => views::artifact_facts_sql(source, true),
+            Entity::ArtifactChanges => views::artifact_changes_sql(source, true),
         }
     }
 
@@ -126,6 +133,10 @@ impl Entity {
                 views::ARTIFACT_ROWS,
                 views::identity_key(&views::ARTIFACT_IDENTITY),
             ),
+            Entity::ArtifactChanges => (
+                views::ARTIFACT_CHANGE_ROWS,
+                views::identity_key(&views::ARTIFACT_CHANGE_IDENTITY),
+            ),
         }
     }
 
@@ -133,7 +144,7 @@ impl Entity {
     fn order(self) -> Option<&'static str> {
         match self {
             Entity::PipelineRuns | Entity::TaskRuns => Some("finished_at"),
-            Entity::ChangeFacts | Entity::ArtifactFacts => None,
+            Entity::ChangeFacts | Entity::ArtifactFacts | Entity::ArtifactChanges => None,
         }
     }
 

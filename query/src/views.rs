@@ -49,7 +49,12 @@ use cdlake_wire::dora::levels;
 /// Rows that tie an artifact to the change it was built from: artifact events carrying a
 /// change, and merged changes carrying their merge commit as an artifact (GitHub and GitLab
 /// deliveries: a deployment of that commit then delivers the change).
-const ARTIFACT_LINK: &str = "(subject = 'artifact' OR (subject = 'change' AND predicate = 'merged' AND artifact_id IS NOT NULL))";
+macro_rules! artifact_link {
+    () => {
+        "(subject = 'artifact' OR (subject = 'change' AND predicate = 'merged' AND artifact_id IS NOT NULL))"
+    };
+}
+const ARTIFACT_LINK: &str = artifact_link!();
 
 /// The subjects the DORA views read (through `report_events`).
 pub const REPORT_SUBJECTS: &[&str] = &[
@@ -300,6 +305,24 @@ pub fn artifact_facts_sql(source: &str, projection: bool) -> String {
                       min(CASE WHEN predicate = 'packaged' THEN time END) AS packaged_at,
                       min(CASE WHEN predicate = 'published' THEN time END) AS published_at{inner}
                FROM {source} WHERE {ARTIFACT_ROWS} GROUP BY artifact_id)"
+    )
+}
+
+/// The identity of an artifact's link to a change (`artifact_changes`).
+pub const ARTIFACT_CHANGE_IDENTITY: [&str; 2] = ["artifact_id", "change_id"];
+
+/// The `report_events` rows `artifact_changes` reads.
+pub const ARTIFACT_CHANGE_ROWS: &str = concat!(artifact_link!(), " AND change_id IS NOT NULL");
+
+/// `artifact_changes` over `source` (rows of `report_events`' columns): each artifact with
+/// each change an event links it to, once; with `projection`, also the columns of
+/// [`PROJECTION_COLUMNS`].
+pub fn artifact_changes_sql(source: &str, projection: bool) -> String {
+    let (inner, outer) = projection_parts(projection, &ARTIFACT_CHANGE_IDENTITY);
+    format!(
+        "SELECT artifact_id, change_id{outer}
+         FROM (SELECT artifact_id, change_id{inner} FROM {source}
+               WHERE {ARTIFACT_CHANGE_ROWS} GROUP BY artifact_id, change_id)"
     )
 }
 
@@ -636,10 +659,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
 
     v.push((
         "artifact_changes",
-        format!(
-            "SELECT DISTINCT artifact_id, change_id FROM report_events
-             WHERE {ARTIFACT_LINK} AND change_id IS NOT NULL"
-        ),
+        artifact_changes_sql("report_events", false),
     ));
 
     v.push((

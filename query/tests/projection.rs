@@ -417,7 +417,11 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
     let root = store.local_root().unwrap();
     let kept = tempfile::tempdir().unwrap();
     let moved = |e: Entity| kept.path().join(e.name());
-    let entities = [Entity::ChangeFacts, Entity::ArtifactFacts];
+    let entities = [
+        Entity::ChangeFacts,
+        Entity::ArtifactFacts,
+        Entity::ArtifactChanges,
+    ];
     if !from_projections {
         for e in entities {
             let dir = root.join(e.prefix());
@@ -433,10 +437,10 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
         out.push(String::from_utf8(csv).unwrap());
     }
     // Read from the projections when they are there: `changes` reads change_facts,
-    // `artifacts` and the deliveries both.
+    // `artifacts` both facts, the deliveries those and artifact_changes.
     let (projected, derived) = engine.projection_read_counts();
     if from_projections {
-        assert_eq!((projected, derived), (5, 0), "from the projections");
+        assert_eq!((projected, derived), (6, 0), "from the projections");
     } else {
         assert_eq!(projected, 0, "from report_events");
     }
@@ -479,7 +483,11 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
     projection::refresh_store(&store, &config, &report, false)
         .await
         .unwrap();
-    for e in [Entity::ChangeFacts, Entity::ArtifactFacts] {
+    for e in [
+        Entity::ChangeFacts,
+        Entity::ArtifactFacts,
+        Entity::ArtifactChanges,
+    ] {
         assert_eq!(
             projection::dirty_months_of(&store, e, &config)
                 .await
