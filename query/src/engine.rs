@@ -66,7 +66,7 @@ pub(crate) struct SharedViews {
     computed: std::sync::atomic::AtomicU64,
     reused: std::sync::atomic::AtomicU64,
     /// Entities a statement read from their projections, and those it derived from their
-    /// read model instead (no projection yet, or most months changed since).
+    /// read model instead (no projection yet, or more than a quarter of the months changed since).
     projected: std::sync::atomic::AtomicU64,
     unprojected: std::sync::atomic::AtomicU64,
 }
@@ -736,7 +736,7 @@ impl Engine {
              # TYPE cdlake_held_views_total counter\n\
              cdlake_held_views_total{{outcome=\"computed\"}} {computed}\n\
              cdlake_held_views_total{{outcome=\"reused\"}} {reused}\n\
-             # HELP cdlake_projection_reads_total Entities (pipeline_runs, task_runs, change_facts, artifact_facts) a statement read, by whether it read them from their projection or derived them (no projection yet, or most months changed since).\n\
+             # HELP cdlake_projection_reads_total Entities (pipeline_runs, task_runs, change_facts, artifact_facts, artifact_changes) a statement read, by whether it read them from their projection or derived them (no projection yet, or more than a quarter of the months changed since).\n\
              # TYPE cdlake_projection_reads_total counter\n\
              cdlake_projection_reads_total{{outcome=\"projection\"}} {projected}\n\
              cdlake_projection_reads_total{{outcome=\"derived\"}} {unprojected}\n"

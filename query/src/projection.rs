@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
-use cdlake_schemas::lake::TableLog;
+use cdlake_schemas::lake::{FileIndex, TableLog};
 use cdlake_schemas::store::Store;
 use chrono::NaiveDate;
 use datafusion::catalog::TableProvider;
@@ -116,28 +116,17 @@ impl Entity {
 
     /// The read model's rows it reads, and their identity as `_key`.
     fn rows_and_key(self) -> (&'static str, String) {
-        match self {
-            Entity::PipelineRuns => (
-                views::PIPELINE_RUN_ROWS,
-                views::identity_key(&views::PIPELINE_RUN_IDENTITY),
-            ),
-            Entity::TaskRuns => (
-                views::TASK_RUN_ROWS,
-                views::identity_key(&views::TASK_RUN_IDENTITY),
-            ),
-            Entity::ChangeFacts => (
-                views::CHANGE_ROWS,
-                views::identity_key(&views::CHANGE_IDENTITY),
-            ),
-            Entity::ArtifactFacts => (
-                views::ARTIFACT_ROWS,
-                views::identity_key(&views::ARTIFACT_IDENTITY),
-            ),
+        let (rows, identity): (&str, &[&str]) = match self {
+            Entity::PipelineRuns => (views::PIPELINE_RUN_ROWS, &views::PIPELINE_RUN_IDENTITY),
+            Entity::TaskRuns => (views::TASK_RUN_ROWS, &views::TASK_RUN_IDENTITY),
+            Entity::ChangeFacts => (views::CHANGE_ROWS, &views::CHANGE_IDENTITY),
+            Entity::ArtifactFacts => (views::ARTIFACT_ROWS, &views::ARTIFACT_IDENTITY),
             Entity::ArtifactChanges => (
                 views::ARTIFACT_CHANGE_ROWS,
-                views::identity_key(&views::ARTIFACT_CHANGE_IDENTITY),
+                &views::ARTIFACT_CHANGE_IDENTITY,
             ),
-        }
+        };
+        (rows, views::identity_key(identity))
     }
 
     /// The column its file is sorted by (then `_key`), so a filter on it skips row groups.
@@ -221,6 +210,18 @@ async fn newest(
             continue;
         };
         if manifest.digest != digest || !listed.contains(&manifest.data) {
+            continue;
+        }
+        // Its months go into SQL: each must be a month.
+        if manifest
+            .months
+            .keys()
+            .any(|m| read_model::month_of_text(m).as_deref() != Some(m))
+        {
+            tracing::warn!(
+                path,
+                "Skipped a projection manifest with a month that is no month."
+            );
             continue;
         }
         let dirty = dirty_months(&manifest.months, months);
@@ -395,14 +396,13 @@ async fn current(
     let derived_sql = if read_dates.is_empty() {
         format!("SELECT * FROM {projection} WHERE false")
     } else {
+        // Only the changed entities' rows are grouped (one long-lived entity widens the
+        // months read, not the rows grouped).
         let source = format!(
-            "(SELECT * FROM {source} WHERE {})",
+            "(SELECT s.* FROM {source} s JOIN {changed} c ON c._key = {key} WHERE {})",
             read_model::dates_predicate(&read_dates)
         );
-        format!(
-            "SELECT d.* FROM ({}) d JOIN {changed} c ON c._key = d._key",
-            entity.sql(&source, &labels)
-        )
+        entity.sql(&source, &labels)
     };
     stats.derived = hold(ctx, &derived, &derived_sql)
         .await?
@@ -431,11 +431,13 @@ pub(crate) async fn register(
     entity: Entity,
     config: &crate::Config,
 ) -> Result<Option<ProjectionStats>> {
-    // With most months changed since (an import, a spray of old events, a compaction of
-    // everything), deriving the changed entities again costs about what the view costs, and
-    // more with the projection to merge: the view answers, until the projection is written.
-    if let Some(dirty) = dirty_months_at(store, rows, entity, config).await?
-        && dirty * 4 > read_model::months(&rows.index, entity.model()).len().max(1)
+    // With many months changed since (more than the two hot ones and more than a quarter: an
+    // import, a spray of old events, a compaction of everything), deriving the changed entities
+    // again costs about what the view costs, and more with the projection to merge: the view
+    // answers, until the projection is written.
+    if let Some(dirty) = dirty_months_at(store, &rows.index, entity, config).await?
+        && dirty > 2
+        && dirty * 4 > read_model::months(&rows.index, entity.model()).len()
     {
         tracing::debug!(
             view = entity.name(),
@@ -585,18 +587,25 @@ pub async fn refresh(
         rows: report.rows,
     };
     // The data before its manifest: a manifest names only a whole file. A file of this name
-    // already there (another refresher was first) holds the same rows.
-    store
-        .put_if_absent(&data, out)
-        .await
-        .map_err(read_model::store_err)?;
-    store
-        .put_if_absent(
-            &manifest_path(&data),
-            serde_json::to_vec_pretty(&manifest).map_err(build_err)?,
-        )
-        .await
-        .map_err(read_model::store_err)?;
+    // already there (another refresher was first) holds the same rows; written from the events
+    // alone (`again`), the files of this name are replaced.
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(build_err)?;
+    if again {
+        store.put(&data, out).await.map_err(read_model::store_err)?;
+        store
+            .put(&manifest_path(&data), manifest_bytes)
+            .await
+            .map_err(read_model::store_err)?;
+    } else {
+        store
+            .put_if_absent(&data, out)
+            .await
+            .map_err(read_model::store_err)?;
+        store
+            .put_if_absent(&manifest_path(&data), manifest_bytes)
+            .await
+            .map_err(read_model::store_err)?;
+    }
     report.built = true;
     keep.insert(manifest_path(&data));
     keep.insert(data);
@@ -633,15 +642,15 @@ pub async fn refresh_store(
     Ok(reports)
 }
 
-/// The months of the snapshot of `rows` changed since `entity`'s newest projection, or
+/// The months of the `events` snapshot `index` changed since `entity`'s newest projection, or
 /// `None` without one.
 async fn dirty_months_at(
     store: &Store,
-    rows: &Pinned,
+    index: &FileIndex,
     entity: Entity,
     config: &crate::Config,
 ) -> Result<Option<usize>> {
-    let fingerprints: BTreeMap<String, String> = read_model::months(&rows.index, entity.model())
+    let fingerprints: BTreeMap<String, String> = read_model::months(index, entity.model())
         .into_iter()
         .map(|(m, (f, _))| (m, f))
         .collect();
@@ -652,8 +661,8 @@ async fn dirty_months_at(
 }
 
 /// How a read of `entity` now would be answered: `None` when it has no projection of today's
-/// definition (the view is derived from `run_events`), else the months of the newest `events`
-/// snapshot changed since its projection (their entities derived again).
+/// definition (the view is derived from its read model), else the months of the newest
+/// `events` snapshot changed since its projection (their entities derived again).
 pub async fn dirty_months_of(
     store: &Store,
     entity: Entity,
@@ -661,26 +670,26 @@ pub async fn dirty_months_of(
 ) -> Result<Option<usize>> {
     let log = TableLog::open(store, cdlake_schemas::paths::Table::Events).await?;
     let index = log.refresh().await?;
-    let fingerprints: BTreeMap<String, String> = read_model::months(&index, entity.model())
-        .into_iter()
-        .map(|(m, (f, _))| (m, f))
-        .collect();
-    let digest = entity.digest(&hotfix_labels(config)?);
-    Ok(newest(store, entity, &digest, &fingerprints)
-        .await?
-        .map(|(_, dirty)| dirty.len()))
+    dirty_months_at(store, &index, entity, config).await
 }
 
-fn manifest_path(data: &str) -> String {
-    format!("{}.json", data.trim_end_matches(".parquet"))
+/// The manifest of a projection's file (its data file's or its own path).
+fn manifest_path(file: &str) -> String {
+    let id = file
+        .strip_suffix(".parquet")
+        .or_else(|| file.strip_suffix(".json"))
+        .unwrap_or(file);
+    format!("{id}.json")
 }
 
 fn build_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
     Error::internal("building a projection", e)
 }
 
-/// Delete the files of `entity` not in `keep` once they are older than a statement may read
-/// them (as the read models' superseded files).
+/// Delete the superseded files of `entity`: those of its digest other than `keep` once the
+/// newest of `keep` has existed longer than a statement may read an older one (the read models'
+/// rule: a statement that chose a projection before it was superseded has finished with it),
+/// and those of another digest (another `[dora] hotfix_labels`, an older cdlake) once a day old.
 async fn delete_superseded(
     store: &Store,
     entity: Entity,
@@ -691,17 +700,62 @@ async fn delete_superseded(
     let limit = chrono::Duration::seconds(
         i64::try_from(config.limits.query_timeout_secs.min(30 * 86_400)).unwrap_or(0) + 60,
     );
-    let cutoff = chrono::Utc::now() - read_model::SUPERSEDED_KEPT.max(limit);
-    for meta in store
+    let now = chrono::Utc::now();
+    let cutoff = now - read_model::SUPERSEDED_KEPT.max(limit);
+    let foreign_cutoff =
+        now - chrono::Duration::days(1).max(read_model::SUPERSEDED_KEPT.max(limit));
+    let listed = store
         .list_meta(&entity.prefix())
         .await
-        .map_err(read_model::store_err)?
-    {
+        .map_err(read_model::store_err)?;
+    // Since when the projection kept is current: its newest file's time.
+    let Some(current_since) = listed
+        .iter()
+        .filter(|m| keep.contains(m.location.as_ref()))
+        .map(|m| m.last_modified)
+        .max()
+    else {
+        return Ok(());
+    };
+    let ours: BTreeSet<String> = match keep.iter().find(|p| p.ends_with(".json")) {
+        Some(path) => match store.get(path).await.map_err(read_model::store_err)? {
+            Some(bytes) => serde_json::from_slice::<Manifest>(&bytes)
+                .map(|m| m.digest)
+                .into_iter()
+                .collect(),
+            None => BTreeSet::new(),
+        },
+        None => BTreeSet::new(),
+    };
+    // Which files are due, all read before any is deleted (a data file goes with its
+    // manifest, whichever is listed first).
+    let mut due = Vec::new();
+    for meta in &listed {
         let path = meta.location.to_string();
-        if !keep.contains(&path) && meta.last_modified < cutoff {
-            store.delete(&path).await.map_err(read_model::store_err)?;
-            report.deleted += 1;
+        if keep.contains(&path) {
+            continue;
         }
+        let digest = match store
+            .get(&manifest_path(&path))
+            .await
+            .map_err(read_model::store_err)?
+        {
+            Some(bytes) => serde_json::from_slice::<Manifest>(&bytes)
+                .ok()
+                .map(|m| m.digest),
+            None => None,
+        };
+        let superseded = match digest {
+            Some(d) if ours.contains(&d) => current_since < cutoff,
+            _ => meta.last_modified < foreign_cutoff,
+        };
+        if superseded {
+            due.push(path);
+        }
+    }
+    for path in due {
+        store.delete(&path).await.map_err(read_model::store_err)?;
+        report.deleted += 1;
     }
     Ok(())
 }
@@ -709,6 +763,18 @@ async fn delete_superseded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_and_its_manifest_share_the_id() {
+        assert_eq!(
+            manifest_path("_cdlake/read/t/ab.parquet"),
+            "_cdlake/read/t/ab.json"
+        );
+        assert_eq!(
+            manifest_path("_cdlake/read/t/ab.json"),
+            "_cdlake/read/t/ab.json"
+        );
+    }
 
     #[test]
     fn months_between_spans_years_and_keeps_odd_text() {

@@ -641,7 +641,7 @@ impl RefresherStatus {
             ));
         }
         out.push_str(
-            "# HELP cdlake_projections_built_total Projections (pipeline_runs, task_runs kept whole) written since start.\n\
+            "# HELP cdlake_projections_built_total Projections (entities kept whole: pipeline_runs, task_runs, change_facts, artifact_facts, artifact_changes) written since start.\n\
              # TYPE cdlake_projections_built_total counter\n",
         );
         for entity in crate::projection::Entity::ALL {

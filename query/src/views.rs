@@ -225,13 +225,13 @@ pub fn run_events_sql() -> String {
 pub const PROJECTION_COLUMNS: [&str; 3] = ["_key", "_first_month", "_last_month"];
 
 /// An identity of several columns as one text, unambiguous: each part as its length, `:` and
-/// its text, or `-` when NULL, the parts joined by `/`.
+/// its text (the empty text `0:`), or `-` when NULL, the parts joined by `/`.
 pub fn identity_key(parts: &[&str]) -> String {
     let parts: Vec<String> = parts
         .iter()
         .map(|p| {
             format!(
-                "coalesce(concat(CAST(character_length(CAST({p} AS VARCHAR)) AS VARCHAR), ':', CAST({p} AS VARCHAR)), '-')"
+                "CASE WHEN {p} IS NULL THEN '-' ELSE concat(CAST(character_length(CAST({p} AS VARCHAR)) AS VARCHAR), ':', CAST({p} AS VARCHAR)) END"
             )
         })
         .collect();
@@ -245,16 +245,19 @@ pub const PIPELINE_RUN_IDENTITY: [&str; 4] = ["origin", "repository", "run_id", 
 pub const TASK_RUN_IDENTITY: [&str; 3] = ["origin", "repository", "subject_id"];
 
 /// The extra aggregates and columns of a projection's form of a view (`projection`), or none.
-fn projection_parts(projection: bool, identity: &[&str]) -> (&'static str, String) {
+///
+/// `identity` names the grouped columns of the source rows, so `_key` is computed in the group
+/// from the same expression a reader applies to the source rows ([`identity_key`]).
+fn projection_parts(projection: bool, identity: &[&str]) -> (String, &'static str) {
     if !projection {
-        return ("", String::new());
+        return (String::new(), "");
     }
     (
-        ", min(date) AS _first_date, max(date) AS _last_date",
         format!(
-            ", {} AS _key, substr(CAST(_first_date AS VARCHAR), 1, 7) AS _first_month, substr(CAST(_last_date AS VARCHAR), 1, 7) AS _last_month",
+            ", {} AS _key, min(date) AS _first_date, max(date) AS _last_date",
             identity_key(identity)
         ),
+        ", _key, substr(CAST(_first_date AS VARCHAR), 1, 7) AS _first_month, substr(CAST(_last_date AS VARCHAR), 1, 7) AS _last_month",
     )
 }
 
@@ -362,8 +365,7 @@ pub const TASK_RUN_ROWS: &str = "subject = 'taskrun'";
 /// `task_runs` over `source` (rows of `run_events`' columns); with `projection`, also the
 /// columns of [`PROJECTION_COLUMNS`].
 pub fn task_runs_sql(source: &str, projection: bool) -> String {
-    // (`task_run_id` is `run_events`' `subject_id`: the same identity as TASK_RUN_IDENTITY.)
-    let (inner, outer) = projection_parts(projection, &["origin", "repository", "task_run_id"]);
+    let (inner, outer) = projection_parts(projection, &TASK_RUN_IDENTITY);
     format!(
         "SELECT task_run_id, run_id, task, started_at, finished_at, outcome, url,
                 {duration} AS duration_seconds, origin, repository, attempt, {run_key} AS run_key,

@@ -4,30 +4,21 @@
 //! a compaction changed every month's files, and after being written again from the older
 //! projection.
 
+mod support;
+use support::ingest;
+
 use cdlake_ingest::compact::{CompactOptions, compact_table};
-use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::format::Format;
 use cdlake_query::projection::{self, Entity};
 use cdlake_query::read_model::Model;
 use cdlake_query::{Config, Engine};
-use cdlake_schemas::Origin;
 use cdlake_schemas::lake::TableLog;
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
 use serde_json::{Value, json};
 
 fn run_event(id: &str, ty: &str, subject: &str, time: &str, content: Value) -> String {
-    json!({
-        "context": {
-            "specversion": "0.5.1",
-            "id": id,
-            "source": "/projection-test",
-            "type": format!("dev.cdevents.{ty}.0.3.0"),
-            "timestamp": time,
-        },
-        "subject": {"id": subject, "content": content},
-    })
-    .to_string()
+    support::cdevent("/projection-test", id, ty, subject, time, content)
 }
 
 /// A pipeline run event of `run` (pipeline `build`), with an outcome when given.
@@ -54,16 +45,6 @@ fn task(
         content["outcome"] = json!(o);
     }
     run_event(id, &format!("taskrun.{predicate}"), task_run, time, content)
-}
-
-async fn ingest(store: &Store, events: &[String]) {
-    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
-    for e in events {
-        ing.ingest(e.as_bytes(), Origin::CdEvents, "test")
-            .await
-            .unwrap();
-    }
-    ing.flush().await.unwrap();
 }
 
 /// The read model the run projections are derived through.

@@ -2,11 +2,12 @@
 //! current and others are not (a late event, a compaction, a file gone): the report from a
 //! store with the read model equals the report after the read model is deleted.
 
+mod support;
+use support::ingest;
+
 use cdlake_ingest::compact::{CompactOptions, compact_table};
-use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::read_model::{self, PREFIX, ReadStats};
 use cdlake_query::{Config, DoraRequest, Engine, GroupBy};
-use cdlake_schemas::Origin;
 use cdlake_schemas::lake::TableLog;
 use cdlake_schemas::paths::Table;
 use cdlake_schemas::store::Store;
@@ -14,17 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 fn event(id: &str, ty: &str, subject: &str, time: &str, content: Value) -> String {
-    json!({
-        "context": {
-            "specversion": "0.5.1",
-            "id": id,
-            "source": "/read-model-test",
-            "type": format!("dev.cdevents.{ty}.0.3.0"),
-            "timestamp": time,
-        },
-        "subject": {"id": subject, "content": content},
-    })
-    .to_string()
+    support::cdevent("/read-model-test", id, ty, subject, time, content)
 }
 
 fn deployed(id: &str, service: &str, time: &str, artifact: &str) -> String {
@@ -65,16 +56,6 @@ fn packaged(id: &str, artifact: &str, change: &str, time: &str) -> String {
         time,
         json!({"change": {"id": change, "source": "/read-model-test"}}),
     )
-}
-
-async fn ingest(store: &Store, events: &[String]) {
-    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
-    for e in events {
-        ing.ingest(e.as_bytes(), Origin::CdEvents, "test")
-            .await
-            .unwrap();
-    }
-    ing.flush().await.unwrap();
 }
 
 /// A January of one change built, deployed to production and failed by an incident.

@@ -220,7 +220,7 @@ pub(crate) async fn rebuild(
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "{e}; the answers stay correct without the projections (pipeline_runs and task_runs are derived from run_events meanwhile): fix the cause above and run `cdlake rebuild` again"
+                    "{e}; the answers stay correct without the projections (their views are derived from the read models meanwhile): fix the cause above and run `cdlake rebuild` again"
                 )
             })?;
         for (entity, r) in reports {
