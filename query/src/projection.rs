@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
-use cdlake_schemas::lake::{FileIndex, TableLog};
+use cdlake_schemas::lake::TableLog;
 use cdlake_schemas::store::Store;
 use chrono::NaiveDate;
 use datafusion::catalog::TableProvider;
@@ -283,12 +283,19 @@ async fn hold(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<RecordB
 /// `entity` at the snapshot of `rows` (its read model, registered in `ctx` under its name), with
 /// the projection's columns: from its newest projection and the events of the months changed
 /// since, or `None` when no projection of today's definition exists.
+///
+/// With `give_way` (a statement, not a refresh), also `None` when many months changed since
+/// (more than the two hot ones and more than a quarter: an import, a spray of old events, a
+/// compaction of everything): deriving the changed entities again then costs about what the
+/// view costs, and more with the projection to merge, so the view answers until the next
+/// projection is written.
 async fn current(
     ctx: &SessionContext,
     store: &Store,
     rows: &Pinned,
     entity: Entity,
     config: &crate::Config,
+    give_way: bool,
 ) -> Result<Option<(Arc<dyn TableProvider>, Manifest, ProjectionStats)>> {
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::{
@@ -306,6 +313,14 @@ async fn current(
     else {
         return Ok(None);
     };
+    if give_way && dirty.len() > 2 && dirty.len() * 4 > now.len() {
+        tracing::debug!(
+            view = entity.name(),
+            dirty_months = dirty.len(),
+            "Most months changed since the projection: deriving the view instead."
+        );
+        return Ok(None);
+    }
     let source = model.name();
     let name = entity.name();
     let projection = format!("cdlake_{name}_projection");
@@ -431,22 +446,7 @@ pub(crate) async fn register(
     entity: Entity,
     config: &crate::Config,
 ) -> Result<Option<ProjectionStats>> {
-    // With many months changed since (more than the two hot ones and more than a quarter: an
-    // import, a spray of old events, a compaction of everything), deriving the changed entities
-    // again costs about what the view costs, and more with the projection to merge: the view
-    // answers, until the projection is written.
-    if let Some(dirty) = dirty_months_at(store, &rows.index, entity, config).await?
-        && dirty > 2
-        && dirty * 4 > read_model::months(&rows.index, entity.model()).len()
-    {
-        tracing::debug!(
-            view = entity.name(),
-            dirty_months = dirty,
-            "Most months changed since the projection: deriving the view instead."
-        );
-        return Ok(None);
-    }
-    let Some((full, _, stats)) = current(ctx, store, rows, entity, config).await? else {
+    let Some((full, _, stats)) = current(ctx, store, rows, entity, config, true).await? else {
         return Ok(None);
     };
     let full_name = format!("cdlake_{}_full", entity.name());
@@ -521,7 +521,7 @@ pub async fn refresh(
     }
     let rows_sql = match newest {
         Some(_) => {
-            let (full, _, _) = current(&ctx, store, &rows, entity, config)
+            let (full, _, _) = current(&ctx, store, &rows, entity, config, false)
                 .await?
                 .ok_or_else(|| {
                     Error::internal("building a projection", "its projection vanished meanwhile")
@@ -642,24 +642,6 @@ pub async fn refresh_store(
     Ok(reports)
 }
 
-/// The months of the `events` snapshot `index` changed since `entity`'s newest projection, or
-/// `None` without one.
-async fn dirty_months_at(
-    store: &Store,
-    index: &FileIndex,
-    entity: Entity,
-    config: &crate::Config,
-) -> Result<Option<usize>> {
-    let fingerprints: BTreeMap<String, String> = read_model::months(index, entity.model())
-        .into_iter()
-        .map(|(m, (f, _))| (m, f))
-        .collect();
-    let digest = entity.digest(&hotfix_labels(config)?);
-    Ok(newest(store, entity, &digest, &fingerprints)
-        .await?
-        .map(|(_, dirty)| dirty.len()))
-}
-
 /// How a read of `entity` now would be answered: `None` when it has no projection of today's
 /// definition (the view is derived from its read model), else the months of the newest
 /// `events` snapshot changed since its projection (their entities derived again).
@@ -670,7 +652,14 @@ pub async fn dirty_months_of(
 ) -> Result<Option<usize>> {
     let log = TableLog::open(store, cdlake_schemas::paths::Table::Events).await?;
     let index = log.refresh().await?;
-    dirty_months_at(store, &index, entity, config).await
+    let fingerprints: BTreeMap<String, String> = read_model::months(&index, entity.model())
+        .into_iter()
+        .map(|(m, (f, _))| (m, f))
+        .collect();
+    let digest = entity.digest(&hotfix_labels(config)?);
+    Ok(newest(store, entity, &digest, &fingerprints)
+        .await?
+        .map(|(_, dirty)| dirty.len()))
 }
 
 /// The manifest of a projection's file (its data file's or its own path).
@@ -697,13 +686,10 @@ async fn delete_superseded(
     config: &crate::Config,
     report: &mut ProjectionReport,
 ) -> Result<()> {
-    let limit = chrono::Duration::seconds(
-        i64::try_from(config.limits.query_timeout_secs.min(30 * 86_400)).unwrap_or(0) + 60,
-    );
+    let kept = read_model::superseded_kept(config);
     let now = chrono::Utc::now();
-    let cutoff = now - read_model::SUPERSEDED_KEPT.max(limit);
-    let foreign_cutoff =
-        now - chrono::Duration::days(1).max(read_model::SUPERSEDED_KEPT.max(limit));
+    let cutoff = now - kept;
+    let foreign_cutoff = now - chrono::Duration::days(1).max(kept);
     let listed = store
         .list_meta(&entity.prefix())
         .await

@@ -402,11 +402,7 @@ pub async fn refresh(
     // `events`). While a month waits for its new file, its old one stays. A month gone from
     // `events` altogether takes its files with it once they are that old.
     let now = chrono::Utc::now();
-    // (At most 30 days, whatever the limit says.)
-    let limit = chrono::Duration::seconds(
-        i64::try_from(config.limits.query_timeout_secs.min(30 * 86_400)).unwrap_or(0) + 60,
-    );
-    let cutoff = now - SUPERSEDED_KEPT.max(limit);
+    let cutoff = now - superseded_kept(config);
     let current_since: BTreeMap<String, chrono::DateTime<chrono::Utc>> = listed
         .iter()
         .filter(|m| keep.contains(m.location.as_ref()))
@@ -431,6 +427,16 @@ pub async fn refresh(
         }
     }
     Ok(report)
+}
+
+/// How long a superseded file stays: SUPERSEDED_KEPT, or the query time limit and a minute
+/// when that is longer (at most 30 days, whatever the limit says), so a statement that chose it
+/// before it was superseded has finished with it.
+pub(crate) fn superseded_kept(config: &crate::Config) -> chrono::Duration {
+    let limit = chrono::Duration::seconds(
+        i64::try_from(config.limits.query_timeout_secs.min(30 * 86_400)).unwrap_or(0) + 60,
+    );
+    SUPERSEDED_KEPT.max(limit)
 }
 
 /// `YYYY-MM` of a read model file's path (`…/month=YYYY-MM/<fingerprint>.parquet`), or the
