@@ -33,6 +33,10 @@ How DESIGN's definitions are read (where DESIGN leaves a choice, the choice is s
   production with service S (content.service.id) has a time in [D.time, next.time) (next = S's
   next deployment, any action, in or after the window; none: no upper bound), or when next is
   a rollback. Rate = failed / deployments in the window (null with none).
+  An explicit link wins (README "Change failure rate", asked for by issue 16, on by default;
+  `--time-rule-only` gives DESIGN's rule alone): a signal naming an artifact
+  (content.artifactId) fails the latest production deployment of that artifact of its service
+  at or before it instead, when there is one; otherwise the time rule applies to it.
 - Lead time: changes are subject ids of `change.merged` events; m(C) the earliest merged time,
   repository the merged event's content.repository.id. artifact.packaged/published link the
   artifact (subject id) to content.change.id. A production deployed/upgraded event of artifact
@@ -167,7 +171,7 @@ def sql_list(values) -> str:
 
 
 def build(con, files: list[str], production: str, t_from: int, t_to: int, plain: bool,
-          assume_unique: bool = False):
+          assume_unique: bool = False, explicit_link: bool = True):
     """Create the temp tables every figure reads."""
     pat = production.replace("'", "''")
     subjects = ", ".join(f"'{s}'" for s in REPORT_SUBJECTS)
@@ -193,7 +197,7 @@ def build(con, files: list[str], production: str, t_from: int, t_to: int, plain:
     # Production deployments, each with its service's next deployment.
     con.execute("""
         CREATE TEMP TABLE deps AS
-        SELECT subject_id AS service, t, predicate AS action, artifact_id,
+        SELECT subject_id AS service, t, predicate AS action, artifact_id, event_source, event_id,
                lead(t) OVER w AS next_t, lead(predicate) OVER w AS next_action
         FROM ev
         WHERE subject = 'service' AND predicate IN ('deployed', 'upgraded', 'rolledback') AND prod
@@ -202,9 +206,19 @@ def build(con, files: list[str], production: str, t_from: int, t_to: int, plain:
     # Incident signals (each detected/reported event in production with a service).
     con.execute("""
         CREATE TEMP TABLE signals AS
-        SELECT service, t FROM ev
+        SELECT service, t, artifact_id, event_source, event_id FROM ev
         WHERE subject = 'incident' AND predicate IN ('detected', 'reported') AND prod
           AND service IS NOT NULL
+    """)
+    # The explicit links: each signal naming an artifact, with the latest production deployment
+    # of that artifact of its service at or before it (signals whose artifact was never deployed
+    # there are not linked, and the time rule applies to them).
+    con.execute(f"""
+        CREATE TEMP TABLE linked AS
+        SELECT s.event_source AS signal_source, s.event_id AS signal_id,
+               d.event_source, d.event_id
+        FROM (SELECT * FROM signals WHERE artifact_id IS NOT NULL AND {str(explicit_link).lower()}) s
+        ASOF JOIN deps d ON d.service = s.service AND d.artifact_id = s.artifact_id AND s.t >= d.t
     """)
     # Production incidents.
     con.execute("""
@@ -221,9 +235,14 @@ def build(con, files: list[str], production: str, t_from: int, t_to: int, plain:
         CREATE TEMP TABLE wdeps AS
         SELECT d.service, d.t, d.action, d.artifact_id,
                coalesce(d.next_action = 'rolledback', false)
+                 OR EXISTS (SELECT 1 FROM linked l
+                            WHERE l.event_source = d.event_source AND l.event_id = d.event_id)
                  OR EXISTS (SELECT 1 FROM signals s
                             WHERE s.service = d.service AND s.t >= d.t
-                              AND (d.next_t IS NULL OR s.t < d.next_t)) AS failed,
+                              AND (d.next_t IS NULL OR s.t < d.next_t)
+                              AND NOT EXISTS (SELECT 1 FROM linked l
+                                              WHERE l.signal_source = s.event_source
+                                                AND l.signal_id = s.event_id)) AS failed,
                EXISTS (SELECT 1 FROM incidents i
                        WHERE i.service = d.service AND i.detected <= d.t
                          AND (i.resolved IS NULL OR d.t < i.resolved)) AS rework
@@ -393,6 +412,8 @@ def main(argv=None):
     ap.add_argument("--assume-unique", action="store_true",
                     help="trust the store's identity invariant (DESIGN: unique in the table at all "
                          "times) and skip de-duplicating the inputs, as cdlake's views do")
+    ap.add_argument("--time-rule-only", action="store_true",
+                    help="DESIGN's time rule alone: no explicit artifact link (README's rule, on by default)")
     ap.add_argument("--timings", action="store_true", help="per-step seconds on stderr")
     args = ap.parse_args(argv)
 
@@ -410,7 +431,8 @@ def main(argv=None):
         con.execute(f"SET threads = {args.threads}")
     t = time.perf_counter()
     f, to = micros(t_from), micros(t_to)
-    build(con, files, args.production, f, to, args.plain, args.assume_unique)
+    build(con, files, args.production, f, to, args.plain, args.assume_unique,
+          not args.time_rule_only)
     steps.append(("inputs", time.perf_counter() - t))
     t = time.perf_counter()
     figures, unlinked = report(con, f, to, args.by == "service")

@@ -52,7 +52,8 @@ The views (DuckDB tables built once, before any panel; that time is reported apa
   not failed); `reverted` NULL (the revert rule is off by default). README's "explicit link"
   (an incident naming an artifact, CDEvents content.artifactId, fails the latest production
   deployment of that artifact of its service at or before it, instead of the one the time rule
-  picks) is not DESIGN's: DESIGN's time rule by default, README's rule with `--explicit-link`.
+  picks; issue 16 asked for it) extends DESIGN: on by default, as in cdlake;
+  `--time-rule-only` gives DESIGN's time rule alone.
 - incidents: one row per incident (subject id): service/environment/team/repository of its
   earliest event having one; production when any of its events is in production;
   detected_at = earliest detected/reported, resolved_at = earliest resolved (README: "first
@@ -748,9 +749,10 @@ def main():
     ap.add_argument("--production", help=f"the production pattern (default {DEFAULT_PRODUCTION})")
     ap.add_argument("--config", help="cdlake.toml: its [teams] for the baseline, and passed to cdlake")
     ap.add_argument("--dedupe", action="store_true", help="de-duplicate the DORA inputs by identity at query time")
-    ap.add_argument("--explicit-link", action="store_true",
-                    help="README's rule, not DESIGN's: an incident naming an artifact fails the latest production "
-                         "deployment of that artifact of its service at or before it")
+    ap.add_argument("--time-rule-only", action="store_true",
+                    help="DESIGN's time rule alone, without README's explicit link (an incident naming an artifact "
+                         "fails the latest production deployment of that artifact of its service at or before it)")
+    ap.add_argument("--explicit-link", action="store_true", help=argparse.SUPPRESS)  # the default since 2026-12-05
     ap.add_argument("--threads", type=int, help="DuckDB threads (default: every core)")
     ap.add_argument("--dashboards", default=str(REPO / "dashboards"))
     ap.add_argument("--only", help="only the panels whose name contains this")
@@ -787,7 +789,7 @@ def main():
 
     log("duckdb: building the views")
     con, build_s, steps = build(store, a.production or DEFAULT_PRODUCTION, teams_rows(a.config), a.dedupe, a.threads,
-                                a.explicit_link)
+                                not a.time_rule_only)
     log(f"duckdb {duckdb.__version__}: views built in {build_s:.3f} s (" +
         ", ".join(f"{k} {s:.2f}" for k, s in steps) + ")")
 

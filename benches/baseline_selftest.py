@@ -48,8 +48,8 @@ def event(eid, subject, predicate, t, subject_id, *, source="test", ingested=Non
 def history():
     dep = lambda eid, t, svc, env, art, pred="deployed", **kw: event(  # noqa: E731
         eid, "service", pred, t, svc, service=svc, environment=env, artifact_id=art, **kw)
-    inc = lambda eid, pred, t, iid, svc, env: event(  # noqa: E731
-        eid, "incident", pred, t, iid, service=svc, environment=env)
+    inc = lambda eid, pred, t, iid, svc, env, art=None: event(  # noqa: E731
+        eid, "incident", pred, t, iid, service=svc, environment=env, artifact_id=art)
     chg = lambda eid, pred, t, cid, repo: event(eid, "change", pred, t, cid, change_id=cid, repository=repo)  # noqa: E731
     art = lambda eid, pred, t, aid, cid: event(eid, "artifact", pred, t, aid, artifact_id=aid, change_id=cid)  # noqa: E731
     return [
@@ -94,6 +94,13 @@ def history():
         dep("db", "2026-01-09T00:00:00", "b", "production", "artB"),
         inc("i3-d", "detected", "2026-01-08T00:00:00", "i3", "b", "production"),
         inc("i3-r", "resolved", "2026-01-11T00:00:00", "i3", "b", "production"),
+        # Service e: i7 names artE1, deployed by De1 before the window, so the explicit link
+        # (README; on by default) fails De1, not De2 (in the window), which DESIGN's time rule
+        # alone would fail (checked with --time-rule-only). Neither artifact links to a change.
+        dep("de1", "2026-01-09T00:00:00", "e", "production", "artE1"),
+        dep("de2", "2026-01-18T00:00:00", "e", "production", "artE2"),
+        inc("i7-d", "detected", "2026-01-18T06:00:00", "i7", "e", "production", "artE1"),
+        inc("i7-r", "resolved", "2026-01-18T07:00:00", "i7", "e", "production"),
     ]
 
 
@@ -114,14 +121,15 @@ def lin(values, p):
 # What DESIGN's definitions give for the window [2026-01-10, 2026-01-20), by hand.
 H = 3600
 LEADS = [10 * 86400 + 10 * H, 2 * 86400 + 10 * H, 86400 + 10 * H, 86400 + 10 * H]  # c1, c2, c3, c4
-RECOVERIES = [2 * H, 3 * 86400, H, H // 2]  # i1, i3, i4, i6
+RECOVERIES = [2 * H, 3 * 86400, H, H // 2, H]  # i1, i3, i4, i6, i7
 EXPECTED = {
-    "deployment_frequency": {"deployments": 7, "deploy_days": 6, "per_day": 0.7, "level": "high"},
+    "deployment_frequency": {"deployments": 8, "deploy_days": 7, "per_day": 0.8, "level": "high"},
     "lead_time": {"changes": 4, "median_seconds": 165600.0, "p90_seconds": lin(LEADS, 0.9), "level": "high"},
-    "change_failure_rate": {"deployments": 7, "failed": 4, "rate": 4 / 7, "level": "low"},
-    "recovery_time": {"incidents": 4, "median_seconds": 5400.0, "p90_seconds": lin(RECOVERIES, 0.9),
+    "change_failure_rate": {"deployments": 8, "failed": 4, "rate": 4 / 8, "level": "low"},
+    # Elite is "< 1 hour": a median of exactly one hour is high.
+    "recovery_time": {"incidents": 5, "median_seconds": 3600.0, "p90_seconds": lin(RECOVERIES, 0.9),
                       "open": 1, "level": "high"},
-    "rework_rate": {"deployments": 7, "rework": 2, "rate": 2 / 7},
+    "rework_rate": {"deployments": 8, "rework": 2, "rate": 2 / 8},
 }
 NO_LEAD = {"changes": 0, "median_seconds": None, "p90_seconds": None, "level": None}
 EXPECTED_GROUPS = {
@@ -150,8 +158,19 @@ EXPECTED_GROUPS = {
                           "level": "elite"},
         "rework_rate": {"deployments": 3, "rework": 1, "rate": 1 / 3},
     },
+    "e": {
+        "deployment_frequency": {"deployments": 1, "deploy_days": 1, "per_day": 0.1, "level": "medium"},
+        "lead_time": NO_LEAD,
+        "change_failure_rate": {"deployments": 1, "failed": 0, "rate": 0.0, "level": "elite"},
+        "recovery_time": {"incidents": 1, "median_seconds": 3600.0, "p90_seconds": 3600.0, "open": 0,
+                          "level": "high"},
+        "rework_rate": {"deployments": 1, "rework": 0, "rate": 0.0},
+    },
 }
-EXPECTED_UNLINKED = {"deployments_unknown_artifact": 2, "changes_not_delivered": 1,
+# DESIGN's time rule alone (--time-rule-only): i7 fails De2, in the window.
+EXPECTED_TIME_RULE = {"change_failure_rate": {"deployments": 8, "failed": 5, "rate": 5 / 8, "level": "low"}}
+EXPECTED_TIME_RULE_E = {"change_failure_rate": {"deployments": 1, "failed": 1, "rate": 1.0, "level": "low"}}
+EXPECTED_UNLINKED = {"deployments_unknown_artifact": 3, "changes_not_delivered": 1,
                      "incidents_without_service": 1, "incidents_without_detection": 0}
 
 
@@ -169,6 +188,8 @@ def cdevent(row) -> dict:
         content["artifactId"] = row["artifact_id"]
     if subject == "incident" and row["service"] is not None:
         content["service"] = {"id": row["service"]}
+    if subject == "incident" and row["artifact_id"] is not None:
+        content["artifactId"] = row["artifact_id"]
     if subject == "change" and row["repository"] is not None:
         content["repository"] = {"id": row["repository"]}
     if subject == "artifact" and row["change_id"] is not None:
@@ -228,6 +249,11 @@ def main():
         for plain in ([], ["--plain"]):
             got = run_json([sys.executable, str(HERE / "baseline_duckdb.py"), "--store", store, *window, *plain])
             check_report(got, "plain " if plain else "", errors)
+        got = run_json([sys.executable, str(HERE / "baseline_duckdb.py"), "--store", store, *window,
+                        "--time-rule-only"])
+        check(got, EXPECTED_TIME_RULE, "time-rule-only report", errors)
+        e = next((g for g in got.get("groups", []) if g["service"] == "e"), None)
+        check(e, EXPECTED_TIME_RULE_E, "time-rule-only groups[e]", errors)
     if a.cdlake:
         with tempfile.TemporaryDirectory() as store:
             lines = Path(store) / "history.jsonl"

@@ -81,6 +81,9 @@ pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let rank = p.clamp(0.0, 1.0) * (values.len() - 1) as f64;
     let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    if lo == hi {
+        return Some(values[lo]);
+    }
     Some(values[lo] + (values[hi] - values[lo]) * (rank - lo as f64))
 }
 

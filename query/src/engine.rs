@@ -467,6 +467,8 @@ pub(crate) fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionC
         .with_default_catalog_and_schema("cdlake", "public")
         .with_create_default_catalog_and_schema(true);
     let ctx = SessionContext::new_with_config_rt(session, runtime);
+    // DataFusion's percentile_cont rounds its interpolation (apache/datafusion#25266).
+    ctx.register_udaf(crate::percentile::udaf());
     ctx.add_analyzer_rule(Arc::new(BoundFunctions::new(
         config.limits.function_output_bytes(),
     )));

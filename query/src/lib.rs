@@ -20,6 +20,7 @@ pub mod format;
 pub mod functions;
 pub mod guard;
 pub mod http;
+pub mod percentile;
 pub mod pg;
 pub mod projection;
 pub mod read_model;

@@ -200,7 +200,10 @@ async fn newest(
         .list(&entity.prefix())
         .await
         .map_err(read_model::store_err)?;
-    for path in listed.iter().filter(|p| p.ends_with(".json")) {
+    for path in listed
+        .iter()
+        .filter(|p| p.ends_with(".json") && !in_delta_log(p))
+    {
         // A manifest gone meanwhile (superseded and deleted) or unreadable is not a choice.
         let Ok(Some(bytes)) = store.get(path).await else {
             continue;
@@ -479,6 +482,9 @@ pub struct ProjectionReport {
     pub dirty_months: usize,
     /// Files of superseded projections deleted.
     pub deleted: usize,
+    /// The version of the projection's Delta table that made the newest projection its
+    /// contents, when this refresh committed one.
+    pub published: Option<u64>,
 }
 
 /// Write a projection of `entity` for the newest `events` snapshot when months changed since
@@ -515,6 +521,7 @@ pub async fn refresh(
         keep.insert(manifest.data.clone());
         keep.insert(manifest_path(&manifest.data));
         if dirty.is_empty() || !dirty.iter().any(|m| due(m)) {
+            report.published = publish(&ctx, store, entity, manifest, None).await;
             delete_superseded(store, entity, &keep, config, &mut report).await?;
             return Ok(report);
         }
@@ -565,7 +572,8 @@ pub async fn refresh(
         .set_max_row_group_row_count(Some(read_model::ROW_GROUP_ROWS))
         .build();
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(build_err)?;
+    let mut writer =
+        ArrowWriter::try_new(&mut out, schema.clone(), Some(props)).map_err(build_err)?;
     for b in &batches {
         report.rows += b.num_rows() as u64;
         writer.write(b).map_err(build_err)?;
@@ -607,6 +615,7 @@ pub async fn refresh(
             .map_err(read_model::store_err)?;
     }
     report.built = true;
+    report.published = publish(&ctx, store, entity, &manifest, Some(&schema)).await;
     keep.insert(manifest_path(&data));
     keep.insert(data);
     delete_superseded(store, entity, &keep, config, &mut report).await?;
@@ -662,6 +671,108 @@ pub async fn dirty_months_of(
         .map(|(_, dirty)| dirty.len()))
 }
 
+/// Whether `path` is a file of a projection's Delta log (not a projection's own file).
+fn in_delta_log(path: &str) -> bool {
+    path.contains("/_delta_log/")
+}
+
+/// Make the projection of `manifest` the newest version of `entity`'s Delta table, where
+/// outside engines read it, unless that table already holds a projection of an `events`
+/// version at least as new (another refresher's). The version committed, if any. A failure is
+/// logged, not returned: cdlake's own statements choose projections by their manifests.
+async fn publish(
+    ctx: &SessionContext,
+    store: &Store,
+    entity: Entity,
+    manifest: &Manifest,
+    schema: Option<&arrow::datatypes::SchemaRef>,
+) -> Option<u64> {
+    // The projections this process has seen published (or superseded there by a newer one):
+    // a refresh that writes nothing (`schema` is `None`) does not open the Delta table again
+    // for them; one that wrote the file always commits it.
+    static DONE: std::sync::LazyLock<std::sync::Mutex<BTreeSet<String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let key = format!("{}\n{}", store.location(), manifest.data);
+    let written = schema.is_some();
+    if !written && DONE.lock().is_ok_and(|done| done.contains(&key)) {
+        return None;
+    }
+    match try_publish(ctx, store, entity, manifest, schema).await {
+        Ok(version) => {
+            if let Ok(mut done) = DONE.lock() {
+                done.insert(key);
+            }
+            version
+        }
+        Err(e) => {
+            tracing::warn!(view = entity.name(), error = %e, "Could not commit the projection to its Delta table; outside engines read the one before. cdlake's own answers are unaffected; the next refresh tries again.");
+            None
+        }
+    }
+}
+
+async fn try_publish(
+    ctx: &SessionContext,
+    store: &Store,
+    entity: Entity,
+    manifest: &Manifest,
+    schema: Option<&arrow::datatypes::SchemaRef>,
+) -> Result<Option<u64>> {
+    use cdlake_schemas::lake::{CommitError, whole};
+    let prefix = entity.prefix();
+    let Some(relative) = manifest.data.strip_prefix(&prefix) else {
+        return Ok(None);
+    };
+    for _ in 0..3 {
+        // Another refresher's projection of a version at least as new stays.
+        for path in whole::files(store, &prefix).await? {
+            if path == relative {
+                continue;
+            }
+            let other = store
+                .get(&manifest_path(&format!("{prefix}{path}")))
+                .await
+                .map_err(read_model::store_err)?
+                .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok());
+            if other.is_some_and(|o| o.version >= manifest.version) {
+                return Ok(None);
+            }
+        }
+        let Some(size) = store
+            .size(&manifest.data)
+            .await
+            .map_err(read_model::store_err)?
+        else {
+            return Ok(None);
+        };
+        let schema = match schema {
+            Some(schema) => schema.clone(),
+            None => {
+                let url = store.root_url().join(&manifest.data).map_err(build_err)?;
+                let df = ctx
+                    .read_parquet(
+                        url.as_str(),
+                        datafusion::prelude::ParquetReadOptions::default(),
+                    )
+                    .await
+                    .map_err(build_err)?;
+                Arc::new(df.schema().as_arrow().clone())
+            }
+        };
+        let file = whole::WholeFile {
+            path: relative.to_string(),
+            size,
+            rows: manifest.rows,
+        };
+        match whole::replace(store, &prefix, entity.name(), &schema, &file).await {
+            Ok(version) => return Ok(version),
+            Err(CommitError::Conflict { .. }) => continue,
+            Err(CommitError::Failed(e)) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
 /// The manifest of a projection's file (its data file's or its own path).
 fn manifest_path(file: &str) -> String {
     let id = file
@@ -690,10 +801,13 @@ async fn delete_superseded(
     let now = chrono::Utc::now();
     let cutoff = now - kept;
     let foreign_cutoff = now - chrono::Duration::days(1).max(kept);
-    let listed = store
+    let listed: Vec<_> = store
         .list_meta(&entity.prefix())
         .await
-        .map_err(read_model::store_err)?;
+        .map_err(read_model::store_err)?
+        .into_iter()
+        .filter(|m| !in_delta_log(m.location.as_ref()))
+        .collect();
     // Since when the projection kept is current: its newest file's time.
     let Some(current_since) = listed
         .iter()
@@ -739,7 +853,18 @@ async fn delete_superseded(
             due.push(path);
         }
     }
-    for path in due {
+    if due.is_empty() {
+        return Ok(());
+    }
+    // The files the newest version of the Delta table names stay (outside engines read them),
+    // whatever the manifests say.
+    let published: BTreeSet<String> = cdlake_schemas::lake::whole::files(store, &entity.prefix())
+        .await?
+        .into_iter()
+        .map(|p| format!("{}{p}", entity.prefix()))
+        .flat_map(|p| [manifest_path(&p), p])
+        .collect();
+    for path in due.into_iter().filter(|p| !published.contains(p)) {
         store.delete(&path).await.map_err(read_model::store_err)?;
         report.deleted += 1;
     }

@@ -515,3 +515,159 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
         .unwrap();
     assert_eq!(facts(&store, true).await, now);
 }
+
+/// The Python with `deltalake` (scripts/test installs it in cdlake's virtualenv).
+fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("CDLAKE_PYTHON") {
+        return p.into();
+    }
+    let venv = std::env::var("HOME")
+        .map(|h| std::path::PathBuf::from(h).join(".cache/cdlake/venv/bin/python"))
+        .unwrap_or_default();
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+/// What the Python `deltalake` package (delta-rs with pyarrow, another Delta implementation)
+/// reads in the Delta table of `entity`: its version, its files, and its rows' `run_id`,
+/// `outcome` and `events`, sorted.
+fn outside_runs(store: &Store, entity: Entity) -> Value {
+    let table = store.local_root().unwrap().join(entity.prefix());
+    let script = r#"
+import json, os, sys
+from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1])
+rows = dt.to_pyarrow_table(columns=["run_id", "outcome", "events"]).to_pylist()
+rows.sort(key=lambda r: (r["run_id"], str(r["outcome"])))
+print(json.dumps({"version": dt.version(), "files": len(dt.file_uris()),
+                  "rows": [[r["run_id"], r["outcome"], r["events"]] for r in rows]}))
+# No interpreter teardown: deltalake 1.6 with pyarrow 26 aborts there now and then.
+sys.stdout.flush()
+os._exit(0)
+"#;
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&table)
+        .output()
+        .expect("run python: scripts/test installs deltalake");
+    assert!(
+        out.status.success(),
+        "the outside reader failed (scripts/test installs deltalake): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// `pipeline_runs` as cdlake answers it: `run_id`, `outcome`, `events`, sorted as the outside
+/// reader sorts them.
+async fn cdlake_runs(store: &Store) -> Value {
+    let engine = Engine::open(store, Config::default()).await.unwrap();
+    let out = engine
+        .sql_rendered(
+            "SELECT run_id, outcome, events FROM pipeline_runs ORDER BY run_id, outcome",
+            Format::Json,
+        )
+        .await
+        .unwrap();
+    let rows: Vec<Value> = serde_json::from_slice(&out).unwrap();
+    Value::Array(
+        rows.iter()
+            .map(|r| json!([r["run_id"], r["outcome"], r["events"]]))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_projection_is_a_delta_table_that_outside_engines_read_as_cdlake_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    ingest(&store, &a_year_before()).await;
+    let written = projection::refresh_store(&store, &config, &RUNS, false)
+        .await
+        .unwrap();
+    // Created (version 0) and the projection committed as version 1.
+    assert!(
+        written.iter().all(|(_, r)| r.published == Some(1)),
+        "{written:?}"
+    );
+    let seen = outside_runs(&store, Entity::PipelineRuns);
+    assert_eq!((&seen["version"], &seen["files"]), (&json!(1), &json!(1)));
+    assert_eq!(seen["rows"].as_array().unwrap().len(), 12, "{seen}");
+    assert_eq!(seen["rows"], cdlake_runs(&store).await);
+    // Current: nothing is committed again.
+    let again = projection::refresh_store(&store, &config, &RUNS, false)
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|(_, r)| r.published.is_none()),
+        "{again:?}"
+    );
+
+    // Ten more projections, each after a commit that finishes one of last year's runs again
+    // with a failure and adds a run: each replaces the one before whole, in one file, and a
+    // checkpoint keeps the log short for readers.
+    for n in 1..=10u32 {
+        ingest(
+            &store,
+            &[
+                pipeline(
+                    &format!("late{n}"),
+                    "finished",
+                    &format!("y{n}"),
+                    &format!("2026-02-{n:02}T08:00:00Z"),
+                    Some("failure"),
+                ),
+                pipeline(
+                    &format!("new{n}"),
+                    "started",
+                    &format!("n{n}"),
+                    &format!("2026-03-{n:02}T08:00:00Z"),
+                    None,
+                ),
+            ],
+        )
+        .await;
+        let written = projection::refresh_store(&store, &config, &RUNS, false)
+            .await
+            .unwrap();
+        assert!(
+            written
+                .iter()
+                .all(|(_, r)| r.built && r.published == Some(u64::from(n) + 1)),
+            "{written:?}"
+        );
+    }
+    let seen = outside_runs(&store, Entity::PipelineRuns);
+    assert_eq!((&seen["version"], &seen["files"]), (&json!(11), &json!(1)));
+    assert_eq!(seen["rows"].as_array().unwrap().len(), 22, "{seen}");
+    let y1 = &seen["rows"].as_array().unwrap()[..]
+        .iter()
+        .find(|r| r[0] == "y1")
+        .cloned()
+        .unwrap();
+    // From the definitions: y1's outcome is its last finish's, and it has three events.
+    assert_eq!(y1, &json!(["y1", "failure", 3]), "{seen}");
+    assert_eq!(seen["rows"], cdlake_runs(&store).await);
+    let log = store
+        .local_root()
+        .unwrap()
+        .join(Entity::PipelineRuns.prefix())
+        .join("_delta_log");
+    assert!(
+        log.join("00000000000000000009.checkpoint.parquet").exists(),
+        "a checkpoint every ten commits"
+    );
+    // The Delta log is no projection manifest: statements still read the projection.
+    assert!(read_from_projections(&store).await);
+    assert_eq!(
+        projection::dirty_months_of(&store, Entity::PipelineRuns, &config)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+}

@@ -268,13 +268,22 @@ pub fn table_url(store: &Store, table: Table) -> Result<url::Url> {
 }
 
 fn log_store(store: &Store, table: Table) -> Result<LogStoreRef> {
-    let url = table_url(store, table)?;
+    log_store_at(store, &table.prefix())
+}
+
+/// The log store of the Delta table under `prefix` (`events/`, `_cdlake/read/task_runs/`).
+fn log_store_at(store: &Store, prefix: &str) -> Result<LogStoreRef> {
+    let invalid = |what: String| LakeError::Invalid {
+        table: prefix.trim_end_matches('/').to_string(),
+        what,
+    };
+    let url = store
+        .root_url()
+        .join(prefix)
+        .map_err(|e| invalid(format!("no URL for the table: {e}")))?;
     let root: Arc<dyn ObjectStore> = store.url_store();
-    let prefix = ObjectPath::from_url_path(url.path()).map_err(|e| LakeError::Invalid {
-        table: table.dir().to_string(),
-        what: e.to_string(),
-    })?;
-    let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(root.clone(), prefix));
+    let path = ObjectPath::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
+    let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(root.clone(), path));
     Ok(default_logstore(
         prefixed,
         root,
@@ -855,6 +864,8 @@ async fn create(
         Err(e) => Err(e.into()),
     }
 }
+
+pub mod whole;
 
 #[cfg(test)]
 mod tests;

@@ -338,6 +338,18 @@ impl Store {
         }
     }
 
+    /// The size of an object; `None` when it does not exist.
+    pub async fn size(&self, path: &str) -> Result<Option<u64>> {
+        match self.object_store.head(&ObjectPath::from(path)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(StoreError::Read {
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Every object under `prefix` with its size and time, sorted by path.
     pub async fn list_meta(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         use futures_util::TryStreamExt;

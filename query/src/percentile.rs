@@ -1,0 +1,216 @@
+//! `percentile_cont` computed exactly, as `cdlake dora` computes its medians and p90s.
+//!
+//! DataFusion 55's `percentile_cont` rounds the interpolation weight down to six decimals
+//! (apache/datafusion#25266): `percentile_cont(0.9)` over 1..10 gives 9.099999, not 9.1, so a
+//! Grafana panel and the report disagreed in the seventh digit. This one keeps DataFusion's
+//! signature, its `WITHIN GROUP (ORDER BY …)` form, its alias `quantile_cont` and its rewrite of
+//! the 0 and 1 percentiles to `min`/`max`, and interpolates in full precision:
+//! `lower + (upper - lower) × (p × (n - 1) - ⌊p × (n - 1)⌋)` over the non-null values in
+//! order ([`crate::dora::percentile`], the report's own). `DISTINCT` and non-`Float64` inputs go to DataFusion's own implementation.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, Float64Array, ListArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::functions_aggregate::percentile_cont::PercentileCont;
+use datafusion::logical_expr::function::{
+    AccumulatorArgs, AggregateFunctionSimplification, StateFieldsArgs,
+};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Documentation, GroupsAccumulator,
+    Signature,
+};
+
+/// `percentile_cont`, exact for `Float64` (the type every cdlake duration is).
+#[derive(Debug, PartialEq, Eq, Hash, Default)]
+pub struct ExactPercentileCont {
+    inner: PercentileCont,
+}
+
+/// The UDAF to register in a session (it replaces DataFusion's of the same name).
+pub fn udaf() -> AggregateUDF {
+    AggregateUDF::from(ExactPercentileCont::default())
+}
+
+impl ExactPercentileCont {
+    fn exact(args: &AccumulatorArgs) -> bool {
+        !args.is_distinct && args.expr_fields[0].data_type() == &DataType::Float64
+    }
+}
+
+impl AggregateUDFImpl for ExactPercentileCont {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        self.inner.state_fields(args)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        if !Self::exact(&args) {
+            return self.inner.accumulator(args);
+        }
+        Ok(Box::new(Exact {
+            percentile: percentile(&args)?,
+            values: Vec::new(),
+        }))
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        // The exact one keeps a value list per group through `accumulator`.
+        !Self::exact(&args) && self.inner.groups_accumulator_supported(args)
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        self.inner.create_groups_accumulator(args)
+    }
+
+    fn simplify(&self) -> Option<AggregateFunctionSimplification> {
+        self.inner.simplify()
+    }
+
+    fn supports_within_group_clause(&self) -> bool {
+        self.inner.supports_within_group_clause()
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+}
+
+/// The percentile argument (a literal between 0 and 1), mirrored for a descending order.
+fn percentile(args: &AccumulatorArgs) -> Result<f64> {
+    // A literal evaluates to itself over a batch of no rows and no columns.
+    let empty = arrow::array::RecordBatch::new_empty(Arc::new(arrow::datatypes::Schema::empty()));
+    let value = match args.exprs.get(1).map(|e| e.evaluate(&empty)) {
+        Some(Ok(ColumnarValue::Scalar(value))) => value,
+        _ => {
+            return exec_err!("percentile_cont: the percentile must be a literal between 0 and 1");
+        }
+    };
+    let p = match value.cast_to(&DataType::Float64)? {
+        ScalarValue::Float64(Some(p)) if (0.0..=1.0).contains(&p) => p,
+        other => {
+            return exec_err!(
+                "percentile_cont: the percentile must be between 0 and 1, not {other}"
+            );
+        }
+    };
+    let descending = args.order_bys.first().is_some_and(|s| s.options.descending);
+    Ok(if descending { 1.0 - p } else { p })
+}
+
+#[derive(Debug)]
+struct Exact {
+    percentile: f64,
+    values: Vec<f64>,
+}
+
+impl Accumulator for Exact {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let array = values[0].as_primitive::<Float64Type>();
+        self.values.extend(array.iter().flatten());
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let lists = states[0].as_list::<i32>();
+        for list in lists.iter().flatten() {
+            self.values
+                .extend(list.as_primitive::<Float64Type>().iter().flatten());
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let values = Float64Array::from(std::mem::take(&mut self.values));
+        let list = ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Float64, true)),
+            OffsetBuffer::from_lengths([values.len()]),
+            Arc::new(values),
+            None,
+        );
+        Ok(vec![ScalarValue::List(Arc::new(list))])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Float64(crate::dora::percentile(
+            &mut self.values,
+            self.percentile,
+        )))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.values.capacity() * std::mem::size_of::<f64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn one(sql: &str) -> String {
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_udaf(udaf());
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+            .lines()
+            .nth(3)
+            .unwrap()
+            .trim_matches(|c| c == '|' || c == ' ')
+            .to_string()
+    }
+
+    const ONE_TO_TEN: &str = "(SELECT CAST(v AS DOUBLE) AS v FROM (VALUES (3),(1),(2),(10),(5),(4),(6),(8),(7),(9),(NULL)) t(v))";
+
+    #[tokio::test]
+    async fn p90_of_one_to_ten_is_nine_point_one_exactly() {
+        // PostgreSQL: percentile_cont(0.9) over 1..10 is 1 + 0.9 × 9 = 9.1.
+        assert_eq!(
+            one(&format!(
+                "SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY v) = 9.1 FROM {ONE_TO_TEN}"
+            ))
+            .await,
+            "true"
+        );
+        assert_eq!(
+            one(&format!("SELECT quantile_cont(v, 0.5) FROM {ONE_TO_TEN}")).await,
+            "5.5"
+        );
+        // Descending order mirrors the percentile; grouped, each group has its own.
+        assert_eq!(
+            one(&format!(
+                "SELECT percentile_cont(0.1) WITHIN GROUP (ORDER BY v DESC) = 9.1 FROM {ONE_TO_TEN}"
+            ))
+            .await,
+            "true"
+        );
+        assert_eq!(
+            one(&format!(
+                "SELECT string_agg(CAST(round(p, 9) AS VARCHAR), ',' ORDER BY g) FROM (SELECT v > 5 AS g, percentile_cont(0.9) WITHIN GROUP (ORDER BY v) AS p FROM {ONE_TO_TEN} WHERE v IS NOT NULL GROUP BY v > 5)"
+            ))
+            .await,
+            "4.6,9.6"
+        );
+    }
+}
