@@ -37,7 +37,8 @@ use cdlake_ingest::{Ingester, IngesterConfig};
 use cdlake_query::dora::Level;
 use cdlake_query::dora::levels::{self, Metric};
 use cdlake_query::pg::{PgOptions, serve};
-use cdlake_query::{Config, DoraRequest, Engine, GroupBy};
+use cdlake_query::read_model::{self, Model};
+use cdlake_query::{Config, DoraRequest, Engine, GroupBy, projection};
 use cdlake_schemas::store::Store;
 use cdlake_schemas::{DeadLetter, Origin, cdevents};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -285,6 +286,7 @@ fn load_dashboards(problems: &mut Vec<String>) -> Vec<Dashboard> {
 
 struct Demo {
     engine: Engine,
+    store: Store,
     client: Client,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -367,6 +369,7 @@ impl Demo {
         });
         Self {
             engine,
+            store,
             client,
             stop: Some(stop),
             server,
@@ -480,25 +483,44 @@ fn rows_text(batches: &[RecordBatch]) -> Vec<String> {
 /// A panel over the DORA views is answered with `report_events` computed once for the
 /// statement (`Engine::sql`, and the Postgres endpoint): it must answer exactly what the views
 /// answer computed per reference (the session's own planning, which shares nothing).
-async fn same_without_sharing(engine: &Engine, sql: &str) -> Option<String> {
+/// Whether `Engine::sql` answers `sql` as the session's views do per reference (a problem
+/// when not), and its rows as text.
+async fn same_without_sharing(engine: &Engine, sql: &str) -> (Option<String>, Vec<String>) {
     let shared = match engine.sql(sql).await {
         Ok(r) => r.batches,
-        Err(e) => return Some(format!("Engine::sql: {e}")),
+        Err(e) => return (Some(format!("Engine::sql: {e}")), Vec::new()),
     };
     let plain = match engine.session().sql(sql).await {
         Ok(df) => match df.collect().await {
             Ok(b) => b,
-            Err(e) => return Some(format!("per reference: {e}")),
+            Err(e) => return (Some(format!("per reference: {e}")), Vec::new()),
         },
-        Err(e) => return Some(format!("per reference: {e}")),
+        Err(e) => return (Some(format!("per reference: {e}")), Vec::new()),
     };
     let (a, b) = (rows_text(&shared), rows_text(&plain));
-    (a != b).then(|| {
+    let problem = (a != b).then(|| {
         format!(
             "computing report_events once changed the answer: {} rows against {} per reference; first differences: {:?}",
             a.len(),
             b.len(),
             a.iter().zip(&b).filter(|(x, y)| x != y).take(3).collect::<Vec<_>>()
+        )
+    });
+    (problem, a)
+}
+
+/// What changes between `then` and `now` (rows as text, in any order), or `None`.
+fn row_difference(then: &[String], now: &[String]) -> Option<String> {
+    let (mut a, mut b) = (then.to_vec(), now.to_vec());
+    a.sort();
+    b.sort();
+    (a != b).then(|| {
+        let only_then: Vec<&String> = a.iter().filter(|r| !b.contains(r)).take(3).collect();
+        let only_now: Vec<&String> = b.iter().filter(|r| !a.contains(r)).take(3).collect();
+        format!(
+            "{} rows against {}; only before: {only_then:?}; only after: {only_now:?}",
+            a.len(),
+            b.len()
         )
     })
 }
@@ -696,6 +718,8 @@ async fn every_panel_answers_what_it_needs_and_the_dora_overview_is_the_report()
         );
     }
     let mut answers = Answers::new();
+    // Each query at "All", expanded, with its rows from the events alone.
+    let mut from_events: Vec<(String, String, Vec<String>)> = Vec::new();
     for d in &dashboards {
         // The second pass, with values selected, only matters where there are variables.
         let modes: &[bool] = if d.variables.is_empty() {
@@ -729,9 +753,11 @@ async fn every_panel_answers_what_it_needs_and_the_dora_overview_is_the_report()
                             problems.push(format!("{at}: {p}\n{sql}"));
                         }
                         if all {
-                            if let Some(p) = same_without_sharing(&demo.engine, &sql).await {
+                            let (problem, rows) = same_without_sharing(&demo.engine, &sql).await;
+                            if let Some(p) = problem {
                                 problems.push(format!("{at}: {p}\n{sql}"));
                             }
+                            from_events.push((at.clone(), sql.clone(), rows));
                             let key = (q.dashboard.clone(), q.title.clone(), q.ref_id.clone());
                             answers.insert(key, answer);
                         }
@@ -764,6 +790,60 @@ async fn every_panel_answers_what_it_needs_and_the_dora_overview_is_the_report()
         .expect("the DORA report by environment");
     problems.extend(compare_with_report(&dashboards, &answers, &report));
     problems.extend(compare_environments(&dashboards, &answers, &by_environment));
+
+    // The same panels and reports once the read models and the projections exist (what
+    // `cdlake rebuild` writes, and `serve` keeps current): the same rows as from the events
+    // alone, now read from them.
+    let config = Config::default();
+    read_model::refresh_models(
+        &demo.store,
+        &config,
+        &Model::ALL,
+        read_model::Scope::ALL,
+        |_, _, _| {},
+    )
+    .await
+    .expect("the read models");
+    projection::refresh_store(&demo.store, &config, &Model::ALL, false)
+        .await
+        .expect("the projections");
+    let rebuilt = Engine::open(&demo.store, config).await.expect("engine");
+    for (at, sql, rows) in &from_events {
+        match rebuilt.sql(sql).await {
+            Err(e) => problems.push(format!("{at}, from the projections: {e}\n{sql}")),
+            Ok(answer) => {
+                if let Some(p) = row_difference(rows, &rows_text(&answer.batches)) {
+                    problems.push(format!(
+                        "{at}: the projections answer otherwise than the events: {p}\n{sql}"
+                    ));
+                }
+            }
+        }
+    }
+    let (projected, derived) = rebuilt.projection_read_counts();
+    assert!(
+        projected > 0 && derived == 0,
+        "every panel reads the projections: {projected} projected reads, {derived} derived"
+    );
+    for (by, events_report) in [
+        (GroupBy::Service, &report),
+        (GroupBy::Environment, &by_environment),
+    ] {
+        let projected_report = rebuilt
+            .dora(&DoraRequest {
+                from: range.from,
+                to: range.to,
+                by: Some(by),
+                then_by: None,
+            })
+            .await
+            .expect("the DORA report from the projections");
+        assert_eq!(
+            serde_json::to_value(&projected_report).unwrap(),
+            serde_json::to_value(events_report).unwrap(),
+            "the DORA report by {by:?} from the projections is the report from the events"
+        );
+    }
     demo.stop().await;
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
