@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Float64Array, ListArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -19,8 +19,8 @@ use datafusion::logical_expr::function::{
     AccumulatorArgs, AggregateFunctionSimplification, StateFieldsArgs,
 };
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Documentation, GroupsAccumulator,
-    Signature,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Documentation, EmitTo,
+    GroupsAccumulator, Signature,
 };
 
 /// `percentile_cont`, exact for `Float64` (the type every cdlake duration is).
@@ -72,15 +72,20 @@ impl AggregateUDFImpl for ExactPercentileCont {
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        // The exact one keeps a value list per group through `accumulator`.
-        !Self::exact(&args) && self.inner.groups_accumulator_supported(args)
+        Self::exact(&args) || self.inner.groups_accumulator_supported(args)
     }
 
     fn create_groups_accumulator(
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        self.inner.create_groups_accumulator(args)
+        if !Self::exact(&args) {
+            return self.inner.create_groups_accumulator(args);
+        }
+        Ok(Box::new(ExactGroups {
+            percentile: percentile(&args)?,
+            groups: Vec::new(),
+        }))
     }
 
     fn simplify(&self) -> Option<AggregateFunctionSimplification> {
@@ -163,6 +168,104 @@ impl Accumulator for Exact {
     }
 }
 
+/// [`Exact`] for many groups at once: a value list per group.
+#[derive(Debug)]
+struct ExactGroups {
+    percentile: f64,
+    groups: Vec<Vec<f64>>,
+}
+
+impl GroupsAccumulator for ExactGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize(total_num_groups, Vec::new());
+        let values = values[0].as_primitive::<Float64Type>();
+        for (row, &group) in group_indices.iter().enumerate() {
+            let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+            if kept && values.is_valid(row) {
+                self.groups[group].push(values.value(row));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize(total_num_groups, Vec::new());
+        let lists = values[0].as_list::<i32>();
+        for (list, &group) in lists.iter().zip(group_indices) {
+            if let Some(list) = list {
+                self.groups[group].extend(list.as_primitive::<Float64Type>().iter().flatten());
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+        let values = Float64Array::from(groups.into_iter().flatten().collect::<Vec<f64>>());
+        Ok(vec![Arc::new(ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Float64, true)),
+            offsets,
+            Arc::new(values),
+            None,
+        ))])
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        let out: Float64Array = groups
+            .into_iter()
+            .map(|mut values| crate::dora::percentile(&mut values, self.percentile))
+            .collect();
+        Ok(Arc::new(out))
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // Each row its own group: a list of its value, or an empty list when it is NULL or
+        // filtered out.
+        let values = values[0].as_primitive::<Float64Type>();
+        let kept: Vec<Option<f64>> = (0..values.len())
+            .map(|row| {
+                let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+                (kept && values.is_valid(row)).then(|| values.value(row))
+            })
+            .collect();
+        let offsets = OffsetBuffer::from_lengths(kept.iter().map(|v| usize::from(v.is_some())));
+        let flat = Float64Array::from(kept.into_iter().flatten().collect::<Vec<f64>>());
+        Ok(vec![Arc::new(ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Float64, true)),
+            offsets,
+            Arc::new(flat),
+            None,
+        ))])
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self.groups.capacity() * std::mem::size_of::<Vec<f64>>()
+            + self
+                .groups
+                .iter()
+                .map(|g| g.capacity() * std::mem::size_of::<f64>())
+                .sum::<usize>()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +314,14 @@ mod tests {
             ))
             .await,
             "4.6,9.6"
+        );
+        // Grouped with a filter, through the groups accumulator: {2, 4} and {1, 3, 5}.
+        assert_eq!(
+            one(&format!(
+                "SELECT string_agg(CAST(round(p, 9) AS VARCHAR), ',' ORDER BY g) FROM (SELECT CAST(v AS BIGINT) % 2 AS g, percentile_cont(0.9) WITHIN GROUP (ORDER BY v) FILTER (WHERE v <= 5) AS p FROM {ONE_TO_TEN} WHERE v IS NOT NULL GROUP BY CAST(v AS BIGINT) % 2)"
+            ))
+            .await,
+            "3.8,4.6"
         );
     }
 }
