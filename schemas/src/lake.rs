@@ -333,15 +333,7 @@ impl TableLog {
         let mut delta = DeltaTable::new(log_store.clone());
         // A table with no log yet is created without asking the kernel to load it first (which
         // would log an error for what is only a new store).
-        let exists = {
-            use futures_util::StreamExt;
-            log_store
-                .object_store(None)
-                .list(Some(&ObjectPath::from("_delta_log")))
-                .next()
-                .await
-                .is_some()
-        };
+        let exists = has_log(&log_store).await;
         let loaded = match as_of {
             _ if !exists => Err(DeltaTableError::NotATable("no _delta_log".into())),
             AsOf::Latest => delta.load().await,
@@ -850,6 +842,26 @@ async fn create(
             Some(time_column(table)),
         )
         .await?;
+    put_first_commit(&log_store, &template).await
+}
+
+/// Whether the table under `log_store` has a log yet (one listing).
+async fn has_log(log_store: &LogStoreRef) -> bool {
+    use futures_util::StreamExt;
+    log_store
+        .object_store(None)
+        .list(Some(&ObjectPath::from("_delta_log")))
+        .next()
+        .await
+        .is_some()
+}
+
+/// Put the first commit of `template` (a table created in memory) as version 0 under
+/// `log_store`, create-only: `false` when another process created the table first.
+async fn put_first_commit(
+    log_store: &LogStoreRef,
+    template: &DeltaTable,
+) -> std::result::Result<bool, DeltaTableError> {
     let bytes = template
         .log_store()
         .read_commit_entry(0)

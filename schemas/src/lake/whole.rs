@@ -12,12 +12,10 @@
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake_core::kernel::{Action, Add, MetadataExt, Remove, StructType};
-use deltalake_core::logstore::CommitOrBytes;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableError, TableProperty};
-use object_store::path::Path as ObjectPath;
 
-use super::{CommitError, LakeError, Result, is_conflict, log_store_at};
+use super::{CommitError, LakeError, Result, has_log, is_conflict, log_store_at, put_first_commit};
 use crate::store::Store;
 
 /// Commits between two checkpoints of a whole-file table: a reader opens the last checkpoint
@@ -50,11 +48,7 @@ pub async fn replace(
     file: &WholeFile,
 ) -> Result<Option<u64>, CommitError> {
     let log_store = log_store_at(store, prefix)?;
-    let delta_err = |e: DeltaTableError| LakeError::Delta {
-        table: prefix.trim_end_matches('/').to_string(),
-        location: store.location().to_string(),
-        source: Box::new(e),
-    };
+    let delta_err = |e| delta_error(store, prefix, e);
     let columns: StructType = schema.try_into_kernel().map_err(|e| delta_err(e.into()))?;
     if let Some(root) = store.local_root() {
         // The kernel looks for a local table's directory before its log.
@@ -63,16 +57,7 @@ pub async fn replace(
             LakeError::from(crate::store::StoreError::CreateDir { path: dir, source })
         })?;
     }
-    let exists = {
-        use futures_util::StreamExt;
-        log_store
-            .object_store(None)
-            .list(Some(&ObjectPath::from("_delta_log")))
-            .next()
-            .await
-            .is_some()
-    };
-    if !exists {
+    if !has_log(&log_store).await {
         create(&log_store, name, &columns)
             .await
             .map_err(delta_err)?;
@@ -151,23 +136,10 @@ pub async fn replace(
 /// when the store has no such table.
 pub async fn files(store: &Store, prefix: &str) -> Result<Vec<String>> {
     let log_store = log_store_at(store, prefix)?;
-    let exists = {
-        use futures_util::StreamExt;
-        log_store
-            .object_store(None)
-            .list(Some(&ObjectPath::from("_delta_log")))
-            .next()
-            .await
-            .is_some()
-    };
-    if !exists {
+    if !has_log(&log_store).await {
         return Ok(Vec::new());
     }
-    let delta_err = |e: DeltaTableError| LakeError::Delta {
-        table: prefix.trim_end_matches('/').to_string(),
-        location: store.location().to_string(),
-        source: Box::new(e),
-    };
+    let delta_err = |e| delta_error(store, prefix, e);
     let mut delta = DeltaTable::new(log_store);
     delta.load().await.map_err(delta_err)?;
     Ok(delta
@@ -179,8 +151,17 @@ pub async fn files(store: &Store, prefix: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// An error of the Delta table at `prefix`, naming it and the store.
+fn delta_error(store: &Store, prefix: &str, source: DeltaTableError) -> LakeError {
+    LakeError::Delta {
+        table: prefix.trim_end_matches('/').to_string(),
+        location: store.location().to_string(),
+        source: Box::new(source),
+    }
+}
+
 /// Create the table (version 0: protocol and metadata, no file) unless another process did it
-/// first; the first commit is put create-only.
+/// first.
 async fn create(
     log_store: &deltalake_core::logstore::LogStoreRef,
     name: &str,
@@ -197,19 +178,5 @@ async fn create(
         .with_configuration_property(TableProperty::LogRetentionDuration, Some(LOG_RETENTION))
         .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("true"))
         .await?;
-    let bytes = template
-        .log_store()
-        .read_commit_entry(0)
-        .await?
-        .ok_or_else(|| DeltaTableError::Generic("no first commit to copy".into()))?;
-    match log_store
-        .write_commit_entry(0, CommitOrBytes::LogBytes(bytes), uuid::Uuid::new_v4())
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(deltalake_core::kernel::transaction::TransactionError::VersionAlreadyExists(0)) => {
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+    put_first_commit(log_store, &template).await.map(|_| ())
 }
