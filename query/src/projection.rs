@@ -542,21 +542,6 @@ pub async fn refresh(
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.map_err(build_err)?;
     let schema = batches.first().map_or(schema, RecordBatch::schema);
-    // The rows and their sorted copy, held outside the plan, are reserved from the memory
-    // pool too, so a refresh and the statements running beside it share one limit.
-    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-    let reservation = datafusion::execution::memory_pool::MemoryConsumer::new(format!(
-        "projection of {}",
-        entity.name()
-    ))
-    .register(&ctx.runtime_env().memory_pool);
-    reservation.try_grow(2 * bytes).map_err(|e| {
-        build_err(format!(
-            "sorting the projection of {} needs {} MiB more than the memory limit leaves now ({e}); raise [limits] memory_mb in cdlake.toml (statements derive the view from its read model until the projection is written)",
-            entity.name(),
-            (2 * bytes) >> 20
-        ))
-    })?;
     // Sorted by its order column and `_key` (here, not in the plan: a sort there would have
     // to fit one partition's share of the memory pool), so a filter on it skips row groups.
     let all = arrow::compute::concat_batches(&schema, &batches).map_err(build_err)?;
@@ -594,8 +579,6 @@ pub async fn refresh(
         writer.write(b).map_err(build_err)?;
     }
     writer.close().map_err(build_err)?;
-    drop(batches);
-    drop(reservation);
     let mut h = Sha256::new();
     h.update(digest.as_bytes());
     for (month, fingerprint) in &fingerprints {
