@@ -459,6 +459,23 @@ fn compact_views(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         .collect()
 }
 
+/// `runtime` with a disk manager in the system's temporary directory, for cdlake's own
+/// derivations (read models, projections): the same memory pool, caches and object stores, but
+/// what does not fit in the pool spills (a repartition's or an aggregation's state at 10
+/// million events) instead of failing. Statements keep the runtime without one, so no user
+/// query writes a file outside the store.
+pub(crate) fn spilling(runtime: &Arc<RuntimeEnv>) -> Result<Arc<RuntimeEnv>> {
+    let disk_manager = DiskManagerBuilder::default()
+        .with_mode(DiskManagerMode::OsTmpDirectory)
+        .build()?;
+    Ok(Arc::new(RuntimeEnv {
+        memory_pool: runtime.memory_pool.clone(),
+        disk_manager: Arc::new(disk_manager),
+        cache_manager: runtime.cache_manager.clone(),
+        object_store_registry: runtime.object_store_registry.clone(),
+    }))
+}
+
 /// A session with cdlake's settings and rules: the `cdlake.public` schema, with
 /// `information_schema`, and the bounded functions.
 pub(crate) fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionContext {

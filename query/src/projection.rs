@@ -499,7 +499,7 @@ pub async fn refresh(
     due: &(dyn Fn(&str) -> bool + Send + Sync),
     again: bool,
 ) -> Result<ProjectionReport> {
-    let ctx = crate::engine::new_session(runtime, config);
+    let ctx = crate::engine::new_session(crate::engine::spilling(&runtime)?, config);
     let model = entity.model();
     let labels = hotfix_labels(config)?;
     let digest = entity.digest(&labels);

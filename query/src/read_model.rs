@@ -154,7 +154,7 @@ fn pinned_session(
     config: &crate::Config,
     snapshot: EagerSnapshot,
 ) -> Result<SessionContext> {
-    let ctx = crate::engine::new_session(runtime, config);
+    let ctx = crate::engine::new_session(crate::engine::spilling(&runtime)?, config);
     ctx.register_table("pinned_events", pinned_scan(snapshot)?)?;
     Ok(ctx)
 }
