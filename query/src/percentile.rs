@@ -146,13 +146,7 @@ impl Accumulator for Exact {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let values = Float64Array::from(std::mem::take(&mut self.values));
-        let list = ListArray::new(
-            Arc::new(Field::new_list_field(DataType::Float64, true)),
-            OffsetBuffer::from_lengths([values.len()]),
-            Arc::new(values),
-            None,
-        );
+        let list = value_lists(vec![std::mem::take(&mut self.values)]);
         Ok(vec![ScalarValue::List(Arc::new(list))])
     }
 
@@ -186,9 +180,8 @@ impl GroupsAccumulator for ExactGroups {
         self.groups.resize(total_num_groups, Vec::new());
         let values = values[0].as_primitive::<Float64Type>();
         for (row, &group) in group_indices.iter().enumerate() {
-            let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
-            if kept && values.is_valid(row) {
-                self.groups[group].push(values.value(row));
+            if let Some(value) = kept(values, opt_filter, row) {
+                self.groups[group].push(value);
             }
         }
         Ok(())
@@ -212,14 +205,7 @@ impl GroupsAccumulator for ExactGroups {
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let groups = emit_to.take_needed(&mut self.groups);
-        let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
-        let values = Float64Array::from(groups.into_iter().flatten().collect::<Vec<f64>>());
-        Ok(vec![Arc::new(ListArray::new(
-            Arc::new(Field::new_list_field(DataType::Float64, true)),
-            offsets,
-            Arc::new(values),
-            None,
-        ))])
+        Ok(vec![Arc::new(value_lists(groups))])
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -239,20 +225,10 @@ impl GroupsAccumulator for ExactGroups {
         // Each row its own group: a list of its value, or an empty list when it is NULL or
         // filtered out.
         let values = values[0].as_primitive::<Float64Type>();
-        let kept: Vec<Option<f64>> = (0..values.len())
-            .map(|row| {
-                let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
-                (kept && values.is_valid(row)).then(|| values.value(row))
-            })
+        let lists = (0..values.len())
+            .map(|row| kept(values, opt_filter, row).into_iter().collect())
             .collect();
-        let offsets = OffsetBuffer::from_lengths(kept.iter().map(|v| usize::from(v.is_some())));
-        let flat = Float64Array::from(kept.into_iter().flatten().collect::<Vec<f64>>());
-        Ok(vec![Arc::new(ListArray::new(
-            Arc::new(Field::new_list_field(DataType::Float64, true)),
-            offsets,
-            Arc::new(flat),
-            None,
-        ))])
+        Ok(vec![Arc::new(value_lists(lists))])
     }
 
     fn size(&self) -> usize {
@@ -264,6 +240,24 @@ impl GroupsAccumulator for ExactGroups {
                 .map(|g| g.capacity() * std::mem::size_of::<f64>())
                 .sum::<usize>()
     }
+}
+
+/// The value of `row` when it is not NULL and `opt_filter` keeps it.
+fn kept(values: &Float64Array, opt_filter: Option<&BooleanArray>, row: usize) -> Option<f64> {
+    let kept = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+    (kept && values.is_valid(row)).then(|| values.value(row))
+}
+
+/// A list of `Float64` per entry of `lists`: the state of one or many groups.
+fn value_lists(lists: Vec<Vec<f64>>) -> ListArray {
+    let offsets = OffsetBuffer::from_lengths(lists.iter().map(Vec::len));
+    let values = Float64Array::from(lists.into_iter().flatten().collect::<Vec<f64>>());
+    ListArray::new(
+        Arc::new(Field::new_list_field(DataType::Float64, true)),
+        offsets,
+        Arc::new(values),
+        None,
+    )
 }
 
 #[cfg(test)]
