@@ -597,6 +597,7 @@ pub async fn refresh(
     // The data before its manifest: a manifest names only a whole file. A file of this name
     // already there (another refresher was first) holds the same rows; written from the events
     // alone (`again`), the files of this name are replaced.
+    let size = out.len() as u64;
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(build_err)?;
     if again {
         store.put(&data, out).await.map_err(read_model::store_err)?;
@@ -615,7 +616,7 @@ pub async fn refresh(
             .map_err(read_model::store_err)?;
     }
     report.built = true;
-    report.published = publish(&ctx, store, entity, &manifest, Some(&schema)).await;
+    report.published = publish(&ctx, store, entity, &manifest, Some((&schema, size))).await;
     keep.insert(manifest_path(&data));
     keep.insert(data);
     delete_superseded(store, entity, &keep, config, &mut report).await?;
@@ -685,19 +686,18 @@ async fn publish(
     store: &Store,
     entity: Entity,
     manifest: &Manifest,
-    schema: Option<&arrow::datatypes::SchemaRef>,
+    written: Option<(&arrow::datatypes::SchemaRef, u64)>,
 ) -> Option<u64> {
     // The projections this process has seen published (or superseded there by a newer one):
-    // a refresh that writes nothing (`schema` is `None`) does not open the Delta table again
+    // a refresh that writes nothing (`written` is `None`) does not open the Delta table again
     // for them; one that wrote the file always commits it.
     static DONE: std::sync::LazyLock<std::sync::Mutex<BTreeSet<String>>> =
         std::sync::LazyLock::new(Default::default);
     let key = format!("{}\n{}", store.location(), manifest.data);
-    let written = schema.is_some();
-    if !written && DONE.lock().is_ok_and(|done| done.contains(&key)) {
+    if written.is_none() && DONE.lock().is_ok_and(|done| done.contains(&key)) {
         return None;
     }
-    match try_publish(ctx, store, entity, manifest, schema).await {
+    match try_publish(ctx, store, entity, manifest, written).await {
         Ok(version) => {
             if let Ok(mut done) = DONE.lock() {
                 done.insert(key);
@@ -716,12 +716,34 @@ async fn try_publish(
     store: &Store,
     entity: Entity,
     manifest: &Manifest,
-    schema: Option<&arrow::datatypes::SchemaRef>,
+    written: Option<(&arrow::datatypes::SchemaRef, u64)>,
 ) -> Result<Option<u64>> {
     use cdlake_schemas::lake::{CommitError, whole};
     let prefix = entity.prefix();
     let Some(relative) = manifest.data.strip_prefix(&prefix) else {
         return Ok(None);
+    };
+    // The file's schema and size: known when this refresh wrote it, else read from the store.
+    let (schema, size) = match written {
+        Some((schema, size)) => (schema.clone(), size),
+        None => {
+            let Some(size) = store
+                .size(&manifest.data)
+                .await
+                .map_err(read_model::store_err)?
+            else {
+                return Ok(None);
+            };
+            let url = store.root_url().join(&manifest.data).map_err(build_err)?;
+            let df = ctx
+                .read_parquet(
+                    url.as_str(),
+                    datafusion::prelude::ParquetReadOptions::default(),
+                )
+                .await
+                .map_err(build_err)?;
+            (Arc::new(df.schema().as_arrow().clone()), size)
+        }
     };
     for _ in 0..3 {
         // Another refresher's projection of a version at least as new stays.
@@ -738,27 +760,6 @@ async fn try_publish(
                 return Ok(None);
             }
         }
-        let Some(size) = store
-            .size(&manifest.data)
-            .await
-            .map_err(read_model::store_err)?
-        else {
-            return Ok(None);
-        };
-        let schema = match schema {
-            Some(schema) => schema.clone(),
-            None => {
-                let url = store.root_url().join(&manifest.data).map_err(build_err)?;
-                let df = ctx
-                    .read_parquet(
-                        url.as_str(),
-                        datafusion::prelude::ParquetReadOptions::default(),
-                    )
-                    .await
-                    .map_err(build_err)?;
-                Arc::new(df.schema().as_arrow().clone())
-            }
-        };
         let file = whole::WholeFile {
             path: relative.to_string(),
             size,
