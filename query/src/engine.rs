@@ -423,9 +423,19 @@ pub(crate) async fn collect_physical(
         .await
         .map_err(|e| Error::from_datafusion(e, &config.limits))?;
     let schema = plan.schema();
-    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+    let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
         .await
         .map_err(|e| Error::from_datafusion(e, &config.limits))?;
+    // `CDLAKE_LOG=cdlake_query=trace`: where a held view's time went, operator by operator.
+    if tracing::enabled!(tracing::Level::TRACE) {
+        tracing::trace!(
+            "Plan with metrics:\n{}",
+            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                plan.as_ref()
+            )
+            .indent(true)
+        );
+    }
     Ok(QueryResult { schema, batches })
 }
 

@@ -17,6 +17,10 @@
 //!   `deployment_status` failure or error, GitLab deployment failed), apart from deployments.
 //! - `deployments`, `changes`, `artifacts`, `artifact_changes`, `incidents`, `pipeline_runs`,
 //!   `task_runs`: one row per subject, with the times of its predicates.
+//! - `production_deployments`: production deployments in order per service (`seq`), with the
+//!   next one's time and action; `deployment_frontiers`: each production deployment (not a
+//!   rollback) with the merge time of each change its artifact links to. The pairings below
+//!   read them several times each, so statements hold them.
 //! - `dora_deployments`: each production deployment with its next deployment, whether it
 //!   failed (an incident for its service detected in `[time, next_time)`, or in the failure
 //!   window after it; an incident naming an artifact fails the latest deployment of that
@@ -70,6 +74,9 @@ pub const REPORT_SUBJECTS: &[&str] = &[
 /// The subjects the pairing views (`dora_deployments`, `dora_change_deliveries`, …) read.
 const DORA_SUBJECTS: &[&str] = &["service", "incident", "change", "artifact", "branch"];
 
+/// The subjects `deployments`, and the views of production deployments over it, read.
+const DEPLOYMENT_SUBJECTS: &[&str] = &["service", "artifact", "change", "branch"];
+
 /// Whether a GitHub `deployment_status` or GitLab `deployment` row is a failed deployment
 /// attempt: GitHub's `failure` and `error` states, GitLab's `failed` status.
 const DEPLOYMENT_FAILED: &str =
@@ -87,8 +94,10 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("changes", &["change", "artifact", "branch"]),
     ("artifact_changes", &["artifact", "change"]),
     ("artifacts", &["artifact", "change", "branch"]),
-    ("deployments", &["service", "artifact", "change", "branch"]),
+    ("deployments", DEPLOYMENT_SUBJECTS),
     ("incidents", &["incident"]),
+    ("deployment_frontiers", DEPLOYMENT_SUBJECTS),
+    ("production_deployments", DEPLOYMENT_SUBJECTS),
     ("dora_deployments", DORA_SUBJECTS),
     ("dora_change_deliveries", DORA_SUBJECTS),
     ("dora_changes", DORA_SUBJECTS),
@@ -107,6 +116,8 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
     "artifacts",
     "deployments",
     "incidents",
+    "deployment_frontiers",
+    "production_deployments",
     "dora_change_deliveries",
     "dora_deployments",
 ];
@@ -628,11 +639,10 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                     c.branch, fc.first_commit_at
              FROM change_facts c
              LEFT JOIN teams t ON t.key = c.repository
-             LEFT JOIN (SELECT artifact_id, min(change_id) AS change_id FROM report_events
-                        WHERE {ARTIFACT_LINK} AND change_id IS NOT NULL
-                          AND artifact_id IN (SELECT reverts FROM report_events
-                                              WHERE subject = 'change' AND reverts <> '')
-                        GROUP BY artifact_id) r
+             LEFT JOIN (SELECT a.artifact_id, a.change_id
+                        FROM (SELECT DISTINCT reverts FROM change_facts WHERE reverts <> '') v
+                        JOIN artifact_facts a ON a.artifact_id = v.reverts
+                        WHERE a.change_id IS NOT NULL) r
                ON r.artifact_id = c.reverts
              LEFT JOIN (SELECT change_id, min(first_commit_at) AS first_commit_at FROM change_pushes
                         GROUP BY change_id) fc
@@ -738,16 +748,38 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     // service (`change_services`) that deploys from its repository is delivered only by the
     // deployments of the services it is named for; a change named for no such service (no
     // name, or only names no deployment of its repository carries) by every service's.
+    // Each production deployment (not a rollback) with the repository and merge time of each
+    // merged change its artifact links to: the frontiers of trunk order. A view of its own,
+    // held, because `dora_change_deliveries` reads it three times.
+    v.push((
+        "deployment_frontiers",
+        "SELECT d.service, d.time, c.repository, c.merged_at AS frontier
+         FROM deployments d
+         JOIN artifact_changes l ON l.artifact_id = d.artifact_id
+         JOIN changes c ON c.change_id = l.change_id
+         WHERE d.production AND d.service IS NOT NULL AND d.action <> 'rolledback'
+           AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
+            .to_string(),
+    ));
+
+    // Production deployments in order per service (`seq`), each with the next one's time and
+    // action: what `dora_deployments` pairs signals and incidents with. A view of its own,
+    // held, because `dora_deployments` reads it five times.
+    v.push((
+        "production_deployments",
+        "SELECT time, service, environment, action, artifact_id, repository, change_id, team,
+                event_source, event_id, date,
+                CAST(row_number() OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS BIGINT) AS seq,
+                lead(time) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_time,
+                lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
+         FROM deployments WHERE production AND service IS NOT NULL"
+            .to_string(),
+    ));
+
     v.push((
         "dora_change_deliveries",
         format!(
-            "WITH dep AS (
-               SELECT d.service, d.time, c.repository, c.merged_at AS frontier
-               FROM deployments d
-               JOIN artifact_changes l ON l.artifact_id = d.artifact_id
-               JOIN changes c ON c.change_id = l.change_id
-               WHERE d.production AND d.service IS NOT NULL AND d.action <> 'rolledback'
-                 AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL),
+            "WITH dep AS (SELECT service, time, repository, frontier FROM deployment_frontiers),
              pairs AS (SELECT DISTINCT repository, service FROM dep),
              stream AS (
                SELECT p.repository, p.service, c.change_id, c.merged_at AS k, 1 AS kind,
@@ -787,11 +819,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
         format!(
             "WITH d AS (
                SELECT time, service, environment, action, artifact_id, repository, change_id, team,
-                      event_source, event_id, date,
-                      CAST(row_number() OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS BIGINT) AS seq,
-                      lead(time) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_time,
-                      lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
-               FROM deployments WHERE production AND service IS NOT NULL),
+                      event_source, event_id, date, seq, next_time, next_action
+               FROM production_deployments),
              all_signals AS (
                SELECT service, time, artifact_id, subject_id, event_source, event_id, origin FROM report_events
                WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
