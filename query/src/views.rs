@@ -1141,6 +1141,7 @@ mod tests {
                 "change_pushes",
                 "change_services",
                 "changes",
+                "deployment_frontiers",
                 "deployments",
                 "dora_change_deliveries",
                 "dora_changes",
