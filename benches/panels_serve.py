@@ -89,6 +89,7 @@ def main() -> None:
                 errors += 1
                 print(f"error {name}: {p.stderr.strip()[:300]}", file=sys.stderr)
             times.append((took, name))
+            print(f"{took:7.3f} s  {name}", file=sys.stderr, flush=True)
         rss = peak_rss_mib(server.pid)
     finally:
         server.terminate()

@@ -1,6 +1,7 @@
 //! The `cdlake` command: parses arguments and calls the libraries. Each subcommand is a small
 //! file in `commands/`.
 
+mod alloc;
 mod commands;
 mod http;
 mod telemetry;
@@ -66,6 +67,14 @@ fn main() -> std::process::ExitCode {
         Command::Rebuild(_) => "cdlake-rebuild",
         Command::Backfill(_) => "cdlake-backfill",
     };
+    // The commands that answer queries hold large, short-lived buffers across threads: one
+    // malloc arena keeps their memory near what they use (see `alloc`).
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Sql(_) | Command::Dora(_)
+    ) {
+        alloc::limit_arenas(1);
+    }
     // Dropped last: flushes the OTLP exporters after the runtime is gone.
     let _telemetry = telemetry::init(service);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -966,6 +966,9 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
         ),
     ));
 
+    // Each merged change with its earliest delivery (the first service by name among those
+    // delivering it at that instant): two grouped passes and a join, not a sort of every
+    // delivery by change.
     v.push((
         "dora_changes",
         format!(
@@ -974,10 +977,12 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                     CASE WHEN d.delivered_at IS NOT NULL THEN greatest({lead}, 0.0) END AS lead_time_seconds, c.team,
                     c.started_from
              FROM changes c
-             LEFT JOIN (SELECT change_id, delivered_at, service FROM (
-                          SELECT change_id, delivered_at, service,
-                                 row_number() OVER (PARTITION BY change_id ORDER BY delivered_at, service) AS r
-                          FROM dora_change_deliveries) WHERE r = 1) d
+             LEFT JOIN (SELECT e.change_id, e.delivered_at, min(cd.service) AS service
+                        FROM (SELECT change_id, min(delivered_at) AS delivered_at
+                              FROM dora_change_deliveries GROUP BY change_id) e
+                        JOIN dora_change_deliveries cd
+                          ON cd.change_id = e.change_id AND cd.delivered_at = e.delivered_at
+                        GROUP BY e.change_id, e.delivered_at) d
                ON d.change_id = c.change_id
              WHERE c.merged_at IS NOT NULL",
             lead = secs("d.delivered_at", "c.started_at"),
