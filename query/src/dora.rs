@@ -985,6 +985,43 @@ mod tests {
     }
 
     #[test]
+    fn the_report_holds_every_view_its_statements_read() {
+        // `Engine::for_report` holds the views `REPORT_READS` reach: every view a statement
+        // reads, with any grouping, must be among them, or it would be computed per statement.
+        let definitions = crate::views::definitions(cdlake_schemas::DEFAULT_PRODUCTION_PATTERN);
+        let reads: Vec<String> = crate::views::REPORT_READS
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        let held = crate::views::reachable(&definitions, &reads);
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        for by in [None, Some(GroupBy::Service), Some(GroupBy::Repository)] {
+            let req = DoraRequest {
+                from: t("2026-01-01T00:00:00Z"),
+                to: t("2026-01-31T00:00:00Z"),
+                by,
+                then_by: None,
+            };
+            for (name, sql) in report_queries(&req).named() {
+                let words: Vec<String> = sql
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                for view in crate::views::reachable(&definitions, &words) {
+                    assert!(
+                        held.contains(&view),
+                        "statement {name} (by {by:?}) reads {view}, which the report does not reach"
+                    );
+                }
+            }
+        }
+        // And the report does not compute the views it does not read.
+        assert!(!held.contains(&"deployments"));
+        assert!(!held.contains(&"artifacts"));
+    }
+
+    #[test]
     fn weeks_are_iso_weeks_clipped_to_the_window() {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros();
         assert_eq!(week_of(t("2026-01-01T12:00:00Z")), "2026-W01");

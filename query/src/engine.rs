@@ -651,9 +651,24 @@ impl Engine {
     /// `dora_deployments` and `dora_change_deliveries` by two each): those in
     /// [`views::REPORT_HELD_VIEWS`] are computed once for the whole report, as it starts.
     pub(crate) async fn for_report(&self) -> Result<Engine> {
+        // Only the held views its statements reach: not `deployments` of every environment,
+        // nor `artifacts`, which production deployments join from the facts themselves.
+        let options = self
+            .config
+            .dora
+            .options()
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let definitions = views::definitions_with(&self.config.production, options);
+        let reads: Vec<String> = views::REPORT_READS.iter().map(|r| r.to_string()).collect();
+        let reached = views::reachable(&definitions, &reads);
+        let held: Vec<&str> = views::REPORT_HELD_VIEWS
+            .iter()
+            .copied()
+            .filter(|v| reached.contains(v))
+            .collect();
         self.holding(
             views::REPORT_SUBJECTS,
-            views::REPORT_HELD_VIEWS,
+            &held,
             views::REPORT_UNREAD_COLUMNS,
             None,
             &[

@@ -122,6 +122,23 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
     "dora_deployments",
 ];
 
+/// The distinct non-NULL `origin`s of a group, sorted and joined with commas (NULL for none):
+/// `string_agg(DISTINCT origin, ',' ORDER BY origin)`, which DataFusion computes with an
+/// accumulator per group (a quarter of a second for 8,600 failed deployments); `array_agg` has
+/// one for all groups.
+const DISTINCT_ORIGINS: &str = "array_to_string(array_sort(array_distinct(
+                        array_agg(origin) FILTER (WHERE origin IS NOT NULL))), ',')";
+
+/// The views the DORA report's statements ([`crate::dora::report_queries`]) read.
+pub const REPORT_READS: &[&str] = &[
+    "dora_deployments",
+    "dora_change_deliveries",
+    "dora_incidents",
+    "changes",
+    "artifact_changes",
+    "deployment_failures",
+];
+
 /// The views among `definitions` that `relations` read, directly or through other views (a
 /// view reads another when its definition names it as a word; a false positive only costs a
 /// statement a view computed that it did not need).
@@ -682,21 +699,31 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
             .to_string(),
     ));
 
-    v.push((
-        "deployments",
+    // A deployment is a `service` event deploying, upgrading or rolling back, with its
+    // artifact's change and repository. `production_deployments` takes the production ones
+    // straight from the events (not from `deployments`), so that the report and the panels over
+    // production pair only those, and join only their artifacts.
+    let deployment_rows = |production_only: bool| {
         format!(
             "SELECT e.time, e.service, e.environment, e.predicate AS action, e.artifact_id,
-                    {prod} AS production, coalesce(a.repository, e.repository) AS repository, a.change_id,
+                    {prod} AS production, coalesce(c.repository, e.repository) AS repository, a.change_id,
                     coalesce(e.team, ts.team, tr.team) AS team,
                     e.event_source, e.event_id, e.url, e.date
              FROM report_events e
-             LEFT JOIN artifacts a ON a.artifact_id = e.artifact_id
+             LEFT JOIN artifact_facts a ON a.artifact_id = e.artifact_id
+             LEFT JOIN changes c ON c.change_id = a.change_id
              LEFT JOIN teams ts ON ts.key = e.service
-             LEFT JOIN teams tr ON tr.key = coalesce(a.repository, e.repository)
-             WHERE e.subject = 'service' AND e.predicate IN ('deployed', 'upgraded', 'rolledback')",
+             LEFT JOIN teams tr ON tr.key = coalesce(c.repository, e.repository)
+             WHERE e.subject = 'service' AND e.predicate IN ('deployed', 'upgraded', 'rolledback'){only}",
             prod = is_prod("e.environment"),
-        ),
-    ));
+            only = if production_only {
+                format!(" AND {} AND e.service IS NOT NULL", is_prod("e.environment"))
+            } else {
+                String::new()
+            },
+        )
+    };
+    v.push(("deployments", deployment_rows(false)));
 
     // Deployment attempts that failed: not deployments (they delivered nothing), shown apart.
     v.push((
@@ -742,40 +769,43 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     v.push(("pipeline_runs", pipeline_runs_sql("run_events", false)));
     v.push(("task_runs", task_runs_sql("run_events", false)));
 
-    // Delivery of each merged change per service, by trunk order: by the production
-    // deployments (not rollbacks) of `dora_deployments`, read from `deployments` so that
-    // `dora_deployments` can fail a deployment by what it delivered. A change named for a
-    // service (`change_services`) that deploys from its repository is delivered only by the
-    // deployments of the services it is named for; a change named for no such service (no
-    // name, or only names no deployment of its repository carries) by every service's.
+    // Production deployments in order per service (`seq`), each with the next one's time and
+    // action: what `dora_deployments` pairs signals and incidents with. A view of its own,
+    // held, because `dora_deployments` reads it five times.
+    v.push((
+        "production_deployments",
+        format!(
+            "SELECT time, service, environment, action, artifact_id, repository, change_id, team,
+                    event_source, event_id, date,
+                    CAST(row_number() OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS BIGINT) AS seq,
+                    lead(time) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_time,
+                    lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
+             FROM ({rows})",
+            rows = deployment_rows(true),
+        ),
+    ));
+
     // Each production deployment (not a rollback) with the repository and merge time of each
     // merged change its artifact links to: the frontiers of trunk order. A view of its own,
     // held, because `dora_change_deliveries` reads it three times.
     v.push((
         "deployment_frontiers",
         "SELECT d.service, d.time, c.repository, c.merged_at AS frontier
-         FROM deployments d
+         FROM production_deployments d
          JOIN artifact_changes l ON l.artifact_id = d.artifact_id
          JOIN changes c ON c.change_id = l.change_id
-         WHERE d.production AND d.service IS NOT NULL AND d.action <> 'rolledback'
+         WHERE d.action <> 'rolledback'
            AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
             .to_string(),
     ));
 
-    // Production deployments in order per service (`seq`), each with the next one's time and
-    // action: what `dora_deployments` pairs signals and incidents with. A view of its own,
-    // held, because `dora_deployments` reads it five times.
-    v.push((
-        "production_deployments",
-        "SELECT time, service, environment, action, artifact_id, repository, change_id, team,
-                event_source, event_id, date,
-                CAST(row_number() OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS BIGINT) AS seq,
-                lead(time) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_time,
-                lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
-         FROM deployments WHERE production AND service IS NOT NULL"
-            .to_string(),
-    ));
-
+    // Delivery of each merged change per service, by trunk order: by the production
+    // deployments (not rollbacks) of `dora_deployments`, read from `production_deployments`
+    // (through `deployment_frontiers`) so that `dora_deployments` can fail a deployment by what
+    // it delivered. A change named for a
+    // service (`change_services`) that deploys from its repository is delivered only by the
+    // deployments of the services it is named for; a change named for no such service (no
+    // name, or only names no deployment of its repository carries) by every service's.
     v.push((
         "dora_change_deliveries",
         format!(
@@ -814,6 +844,9 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
 
     // Production deployments, with failure (incident signal owned by the deployment, or the
     // next deployment is a rollback) and rework (an incident of the service open at the time).
+    // A signal naming an artifact is `linked` to the latest deployment of that artifact at or
+    // before it: the largest `seq` among them, a service's deployments being numbered in time
+    // order. A signal is one event, so its columns group as its identity does.
     v.push((
         "dora_deployments",
         format!(
@@ -827,13 +860,10 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                  AND service IS NOT NULL AND {prod}
                  AND subject_id NOT IN (SELECT incident_id FROM incidents WHERE canceled)),
              linked AS (
-               SELECT service, seq, subject_id, event_source, event_id, origin FROM (
-                 SELECT d.service, d.seq, s.subject_id, s.event_source, s.event_id, s.origin,
-                        row_number() OVER (PARTITION BY s.event_source, s.event_id
-                                           ORDER BY d.time DESC, d.seq DESC) AS pick
-                 FROM all_signals s
-                 JOIN d ON d.service = s.service AND d.artifact_id = s.artifact_id AND d.time <= s.time)
-               WHERE pick = 1),
+               SELECT s.service, max(d.seq) AS seq, s.subject_id, s.event_source, s.event_id, s.origin
+               FROM all_signals s
+               JOIN d ON d.service = s.service AND d.artifact_id = s.artifact_id AND d.time <= s.time
+               GROUP BY s.event_source, s.event_id, s.service, s.subject_id, s.origin),
              signals AS (
                SELECT service, time, subject_id, origin FROM all_signals s
                WHERE NOT EXISTS (SELECT 1 FROM linked l
@@ -849,7 +879,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                      FROM signals) m),
              failed AS (
                SELECT service, seq, count(DISTINCT subject_id) AS incidents,
-                      string_agg(DISTINCT origin, ',' ORDER BY origin) AS origins FROM (
+                      {origins} AS origins FROM (
                  {failed}
                  UNION ALL
                  SELECT service, seq, subject_id, origin FROM linked)
@@ -931,6 +961,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
             delivers_revert = if by_delivery { "coalesce(dv.delivers_revert, false)" } else { "false" },
             delivers_hotfix = if by_delivery { "coalesce(dv.delivers_hotfix, false)" } else { "false" },
             incident_failure = if options.failure_incident { "f.seq IS NOT NULL" } else { "false" },
+            origins = DISTINCT_ORIGINS,
             rollback_failure = if options.failure_rollback {
                 "coalesce(d.next_action = 'rolledback', false)"
             } else {
@@ -1141,15 +1172,14 @@ mod tests {
             [
                 "artifact_changes",
                 "artifact_facts",
-                "artifacts",
                 "change_facts",
                 "change_pushes",
                 "change_services",
                 "changes",
                 "deployment_frontiers",
-                "deployments",
                 "dora_change_deliveries",
                 "dora_changes",
+                "production_deployments",
                 "report_events",
             ]
         );
