@@ -507,14 +507,20 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
             live_join = if by_repository { " LEFT JOIN live l ON l.incident_id = i.incident_id" } else { "" },
         ),
         deployments_unknown_artifact: format!(
-            "SELECT count(*) FROM dora_deployments d
-                 LEFT JOIN (SELECT DISTINCT l.artifact_id FROM artifact_changes l
+            // Only the window's artifacts are looked up in the links, not every link's change.
+            "WITH d AS (SELECT artifact_id FROM dora_deployments
+                        WHERE action <> 'rolledback'
+                          AND CAST(time AS BIGINT) >= {from} AND CAST(time AS BIGINT) < {to})
+             SELECT count(*) FROM d
+                 LEFT JOIN (SELECT DISTINCT l.artifact_id
+                            FROM (SELECT DISTINCT artifact_id FROM d) x
+                            JOIN artifact_changes l ON l.artifact_id = x.artifact_id
                             JOIN changes c ON c.change_id = l.change_id
                             WHERE c.merged_at IS NOT NULL AND c.repository IS NOT NULL) k
                    ON k.artifact_id = d.artifact_id
-                 WHERE d.action <> 'rolledback' AND k.artifact_id IS NULL
-                   AND CAST(d.time AS BIGINT) >= {} AND CAST(d.time AS BIGINT) < {}",
-            w.from, w.to
+                 WHERE k.artifact_id IS NULL",
+            from = w.from,
+            to = w.to
         ),
         changes_not_delivered: format!(
             // `dora_changes` with no delivery before the window's end, without ranking every

@@ -392,10 +392,24 @@ impl Engine {
             .await
             .map_err(|e| Error::from_datafusion(e, limits))?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df
-            .collect()
-            .await
-            .map_err(|e| Error::from_datafusion(e, limits))?;
+        let started = std::time::Instant::now();
+        // `CDLAKE_LOG=cdlake_query=trace` prints its plan with metrics, as for held views.
+        let batches = if tracing::enabled!(tracing::Level::TRACE) {
+            collect_physical(&self.ctx, df, &self.config).await?.batches
+        } else {
+            df.collect()
+                .await
+                .map_err(|e| Error::from_datafusion(e, limits))?
+        };
+        tracing::debug!(
+            statement = sql
+                .split_whitespace()
+                .take(12)
+                .collect::<Vec<_>>()
+                .join(" "),
+            seconds = started.elapsed().as_secs_f64(),
+            "Ran a statement."
+        );
         Ok(QueryResult { schema, batches })
     }
 

@@ -717,7 +717,9 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
              WHERE e.subject = 'service' AND e.predicate IN ('deployed', 'upgraded', 'rolledback'){only}",
             prod = is_prod("e.environment"),
             only = if production_only {
-                format!(" AND {} AND e.service IS NOT NULL", is_prod("e.environment"))
+                // In a WHERE clause, NULL is false: no `coalesce`, which evaluates the
+                // expression twice.
+                format!(" AND regexp_like(e.environment, '{pat}') AND e.service IS NOT NULL")
             } else {
                 String::new()
             },
