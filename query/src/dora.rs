@@ -442,13 +442,12 @@ impl ReportQueries {
 /// a sweep per service over its deployments of a known repository and its incidents, in time
 /// order (a deployment before an incident of the same instant), each incident taking the
 /// latest deployment before it. No range join: the cost is a sort of those services'
-/// deployments, whatever the number of incidents.
+/// deployments, whatever the number of incidents. `production_deployments` numbers each
+/// service's deployments in time order (`seq`, the rows of `dora_deployments`), so the latest
+/// known one is the largest `seq` among them.
 const INCIDENT_LIVE_REPOSITORY: &str = ",
              known AS (
-               SELECT service, time, repository,
-                      CAST(row_number() OVER (PARTITION BY service
-                                              ORDER BY time, event_source, event_id) AS BIGINT) AS seq
-               FROM dora_deployments
+               SELECT service, time, repository, seq FROM production_deployments
                WHERE repository IS NOT NULL
                  AND service IN (SELECT service FROM i WHERE repository IS NULL)),
              live AS (

@@ -129,8 +129,13 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
 const DISTINCT_ORIGINS: &str = "array_to_string(array_sort(array_distinct(
                         array_agg(origin) FILTER (WHERE origin IS NOT NULL))), ',')";
 
+/// `count(DISTINCT subject_id)` of a group, through `array_agg` for the same reason.
+const DISTINCT_INCIDENTS: &str = "CAST(coalesce(cardinality(array_distinct(
+                        array_agg(subject_id) FILTER (WHERE subject_id IS NOT NULL))), 0) AS BIGINT)";
+
 /// The views the DORA report's statements ([`crate::dora::report_queries`]) read.
 pub const REPORT_READS: &[&str] = &[
+    "production_deployments",
     "dora_deployments",
     "dora_change_deliveries",
     "dora_incidents",
@@ -880,7 +885,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                      SELECT service, time, 1 AS kind, CAST(NULL AS BIGINT) AS seq, subject_id, origin
                      FROM signals) m),
              failed AS (
-               SELECT service, seq, count(DISTINCT subject_id) AS incidents,
+               SELECT service, seq, {incidents} AS incidents,
                       {origins} AS origins FROM (
                  {failed}
                  UNION ALL
@@ -964,6 +969,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
             delivers_hotfix = if by_delivery { "coalesce(dv.delivers_hotfix, false)" } else { "false" },
             incident_failure = if options.failure_incident { "f.seq IS NOT NULL" } else { "false" },
             origins = DISTINCT_ORIGINS,
+            incidents = DISTINCT_INCIDENTS,
             rollback_failure = if options.failure_rollback {
                 "coalesce(d.next_action = 'rolledback', false)"
             } else {
