@@ -301,7 +301,7 @@ impl Engine {
         });
         let Some(subjects) = report_subjects(&relations) else {
             return if let Some(entities) = &runs {
-                Box::pin(self.with_runs(entities)).await
+                Box::pin(self.with_runs(entities, &reached)).await
             } else {
                 Ok(self.clone())
             };
@@ -319,8 +319,15 @@ impl Engine {
         } else {
             views::REPORT_UNREAD_COLUMNS
         };
-        self.holding(&subjects, &held, omit, runs.as_deref(), &projected)
-            .await
+        self.holding(
+            &subjects,
+            &held,
+            omit,
+            runs.as_deref(),
+            &projected,
+            Some(&reached),
+        )
+        .await
     }
 
     /// Plan a checked statement and check the plan is read-only.
@@ -517,20 +524,22 @@ pub(crate) fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionC
 }
 
 async fn define_views(ctx: &SessionContext, config: &Config, skip: &[&str]) -> Result<()> {
-    define_views_holding(ctx, config, skip, &[], None).await
+    define_views_holding(ctx, config, skip, &[], None, None).await
 }
 
 /// [`define_views`], computing each of the views named in `held` once, as it is defined, and
 /// holding its rows in memory under its name: the views defined after it read those rows.
 /// With `shared` (the views' cache and the `events` version `report_events` is pinned to),
 /// a held view another statement computed over the same snapshot and definitions is taken from
-/// there, and one computed here is left there.
+/// there, and one computed here is left there. With `needed`, only the views named there are
+/// defined (the views a statement reaches, [`views::reachable`]).
 async fn define_views_holding(
     ctx: &SessionContext,
     config: &Config,
     skip: &[&str],
     held: &[&str],
     shared: Option<(&SharedViews, u64)>,
+    needed: Option<&[&str]>,
 ) -> Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     let options = config
@@ -561,7 +570,9 @@ async fn define_views_holding(
         .as_mut()
         .and_then(|(cache, locked)| Some((*cache, locked.as_mut()?)));
     for (name, body) in definitions {
-        if skip.contains(&name) {
+        // A statement's own session defines only the views it reaches: planning every view
+        // takes a tenth of a second.
+        if skip.contains(&name) || needed.is_some_and(|n| !n.contains(&name)) {
             continue;
         }
         if held.contains(&name) {
@@ -594,9 +605,15 @@ async fn define_views_holding(
             ctx.register_table(name, table)?;
             continue;
         }
+        let started = std::time::Instant::now();
         ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
             .await
             .map_err(|e| Error::internal("defining the views", e))?;
+        tracing::trace!(
+            view = name,
+            seconds = started.elapsed().as_secs_f64(),
+            "Defined a view."
+        );
     }
     Ok(())
 }
@@ -665,8 +682,9 @@ impl Engine {
     /// `dora_deployments` and `dora_change_deliveries` by two each): those in
     /// [`views::REPORT_HELD_VIEWS`] are computed once for the whole report, as it starts.
     pub(crate) async fn for_report(&self) -> Result<Engine> {
-        // Only the held views its statements reach: not `deployments` of every environment,
-        // nor `artifacts`, which production deployments join from the facts themselves.
+        // Only the views its statements reach, and among them the held ones: not `deployments`
+        // of every environment, nor `artifacts`, which production deployments join from the
+        // facts themselves.
         let options = self
             .config
             .dora
@@ -690,6 +708,7 @@ impl Engine {
                 Entity::ArtifactFacts,
                 Entity::ArtifactChanges,
             ],
+            Some(&reached),
         )
         .await
     }
@@ -697,7 +716,7 @@ impl Engine {
     /// [`Engine::for_report`] holding only `subjects` in `report_events`: enough for a
     /// statement whose views read only those (see [`report_subjects`]).
     pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
-        self.holding(subjects, &[], &[], None, &[]).await
+        self.holding(subjects, &[], &[], None, &[], None).await
     }
 
     /// An engine with `report_events` (without the columns in `omit`: all its subjects, through
@@ -710,6 +729,7 @@ impl Engine {
         omit: &[&str],
         runs: Option<&[Entity]>,
         projected: &[Entity],
+        needed: Option<&[&str]>,
     ) -> Result<Engine> {
         let started = std::time::Instant::now();
         let ctx = self.statement_session().await?;
@@ -763,6 +783,7 @@ impl Engine {
             &skip,
             held,
             shared,
+            needed,
         ))
         .await?;
         Ok(self.with_session(ctx))
@@ -803,10 +824,10 @@ impl Engine {
 
     /// An engine whose `run_events` is read through its read model, and `entities` from their
     /// projections, for a statement over pipeline or task runs only.
-    async fn with_runs(&self, entities: &[Entity]) -> Result<Engine> {
+    async fn with_runs(&self, entities: &[Entity], needed: &[&str]) -> Result<Engine> {
         let ctx = self.statement_session().await?;
         let skip = Box::pin(self.register_runs(&ctx, entities)).await?;
-        define_views_holding(&ctx, &self.config, &skip, &[], None).await?;
+        define_views_holding(&ctx, &self.config, &skip, &[], None, Some(needed)).await?;
         Ok(self.with_session(ctx))
     }
 
