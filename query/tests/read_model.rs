@@ -677,3 +677,58 @@ async fn statements_over_one_snapshot_share_held_views_and_a_commit_renews_them(
         serde_json::to_value(fresh.dora(&req).await.unwrap()).unwrap()
     );
 }
+
+/// The single Int64 value of a one-row, one-column answer.
+async fn count(engine: &Engine, sql: &str) -> i64 {
+    let result = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batch = result
+        .batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .unwrap_or_else(|| panic!("{sql}: no rows"));
+    arrow::array::cast::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(0))
+        .value(0)
+}
+
+/// A statement's own session defines only the views the statement reaches: a view named
+/// anywhere in it (a CTE, a scalar subquery, EXISTS, a UNION branch, a view that names
+/// another) is there, with the rows it has when named directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_named_anywhere_in_a_statement_is_defined_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    ingest(&store, &january()).await;
+    let engine = Engine::open(&store, Config::default()).await.unwrap();
+    let deployments = count(&engine, "SELECT count(*) FROM dora_deployments").await;
+    let incidents = count(&engine, "SELECT count(*) FROM dora_incidents").await;
+    let changes = count(&engine, "SELECT count(*) FROM dora_changes").await;
+    assert_eq!((deployments, incidents, changes), (1, 1, 1));
+    for (sql, expected) in [
+        (
+            "SELECT (SELECT count(*) FROM dora_deployments) + (SELECT count(*) FROM dora_incidents)",
+            deployments + incidents,
+        ),
+        (
+            "WITH x AS (SELECT change_id FROM dora_changes) SELECT count(*) FROM x",
+            changes,
+        ),
+        (
+            "SELECT count(*) FROM dora_incidents WHERE EXISTS (SELECT 1 FROM production_deployments)",
+            incidents,
+        ),
+        (
+            "SELECT count(*) FROM (SELECT service FROM deployments UNION ALL SELECT service FROM dora_incidents
+                                   UNION ALL SELECT repository FROM pipeline_runs)",
+            deployments + incidents,
+        ),
+        (
+            "SELECT count(*) FROM lead_time_breakdown l JOIN public.dora_changes c ON c.change_id = l.change_id",
+            changes,
+        ),
+    ] {
+        assert_eq!(count(&engine, sql).await, expected, "{sql}");
+    }
+}
