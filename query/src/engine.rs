@@ -274,13 +274,7 @@ impl Engine {
     pub async fn engine_for(&self, statement: &DfStatement) -> Result<Engine> {
         let relations = guard::relations(statement);
         let explain = matches!(statement, DfStatement::Explain(_));
-        let options = self
-            .config
-            .dora
-            .options()
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
-        let definitions = views::definitions_with(&self.config.production, options);
-        let reached = views::reachable(&definitions, &relations);
+        let reached = self.reached_views(&relations)?;
         // Pipeline and task runs read `run_events` through its read model (EXPLAIN keeps the
         // view's plan).
         // The entities kept whole among them are read from their projections.
@@ -309,11 +303,7 @@ impl Engine {
         if explain {
             return self.for_subjects(&subjects).await;
         }
-        let held: Vec<&str> = views::REPORT_HELD_VIEWS
-            .iter()
-            .copied()
-            .filter(|v| reached.contains(v))
-            .collect();
+        let held = held_among(&reached);
         let omit: &[&str] = if relations.iter().any(|r| r == "report_events") {
             &[]
         } else {
@@ -328,6 +318,18 @@ impl Engine {
             Some(&reached),
         )
         .await
+    }
+
+    /// The views `relations` read, directly or through other views, as this engine's
+    /// configuration defines them ([`views::reachable`]).
+    fn reached_views(&self, relations: &[String]) -> Result<Vec<&'static str>> {
+        let options = self
+            .config
+            .dora
+            .options()
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let definitions = views::definitions_with(&self.config.production, options);
+        Ok(views::reachable(&definitions, relations))
     }
 
     /// Plan a checked statement and check the plan is read-only.
@@ -618,6 +620,15 @@ async fn define_views_holding(
     Ok(())
 }
 
+/// The views among `reached` that a statement holds ([`views::REPORT_HELD_VIEWS`]).
+fn held_among(reached: &[&'static str]) -> Vec<&'static str> {
+    views::REPORT_HELD_VIEWS
+        .iter()
+        .copied()
+        .filter(|v| reached.contains(v))
+        .collect()
+}
+
 /// A digest of the view definitions and the teams they join: held views computed with the
 /// same digest (over the same snapshot) are the same rows.
 fn definitions_digest(definitions: &[(&'static str, String)], config: &Config) -> [u8; 32] {
@@ -685,19 +696,9 @@ impl Engine {
         // Only the views its statements reach, and among them the held ones: not `deployments`
         // of every environment, nor `artifacts`, which production deployments join from the
         // facts themselves.
-        let options = self
-            .config
-            .dora
-            .options()
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
-        let definitions = views::definitions_with(&self.config.production, options);
         let reads: Vec<String> = views::REPORT_READS.iter().map(|r| r.to_string()).collect();
-        let reached = views::reachable(&definitions, &reads);
-        let held: Vec<&str> = views::REPORT_HELD_VIEWS
-            .iter()
-            .copied()
-            .filter(|v| reached.contains(v))
-            .collect();
+        let reached = self.reached_views(&reads)?;
+        let held = held_among(&reached);
         self.holding(
             views::REPORT_SUBJECTS,
             &held,
