@@ -678,21 +678,6 @@ async fn statements_over_one_snapshot_share_held_views_and_a_commit_renews_them(
     );
 }
 
-/// The single Int64 value of a one-row, one-column answer.
-async fn count(engine: &Engine, sql: &str) -> i64 {
-    let result = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let batch = result
-        .batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .unwrap_or_else(|| panic!("{sql}: no rows"));
-    arrow::array::cast::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(0))
-        .value(0)
-}
-
 /// A statement's own session defines only the views the statement reaches: a view named
 /// anywhere in it (a CTE, a scalar subquery, EXISTS, a UNION branch, a view that names
 /// another) is there, with the rows it has when named directly.
@@ -702,9 +687,9 @@ async fn a_view_named_anywhere_in_a_statement_is_defined_for_it() {
     let store = Store::open(dir.path().to_str().unwrap()).unwrap();
     ingest(&store, &january()).await;
     let engine = Engine::open(&store, Config::default()).await.unwrap();
-    let deployments = count(&engine, "SELECT count(*) FROM dora_deployments").await;
-    let incidents = count(&engine, "SELECT count(*) FROM dora_incidents").await;
-    let changes = count(&engine, "SELECT count(*) FROM dora_changes").await;
+    let deployments = single(&engine, "SELECT count(*) FROM dora_deployments").await;
+    let incidents = single(&engine, "SELECT count(*) FROM dora_incidents").await;
+    let changes = single(&engine, "SELECT count(*) FROM dora_changes").await;
     assert_eq!((deployments, incidents, changes), (1, 1, 1));
     for (sql, expected) in [
         (
@@ -729,6 +714,6 @@ async fn a_view_named_anywhere_in_a_statement_is_defined_for_it() {
             changes,
         ),
     ] {
-        assert_eq!(count(&engine, sql).await, expected, "{sql}");
+        assert_eq!(single(&engine, sql).await, expected, "{sql}");
     }
 }
