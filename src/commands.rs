@@ -243,6 +243,26 @@ pub(crate) async fn engine_as_of(
     config: &ConfigArgs,
     as_of: Option<&str>,
 ) -> anyhow::Result<Engine> {
+    let (store, config, as_of) = open_as_of(store, config, as_of)?;
+    Ok(Engine::open_as_of(&store, config, as_of).await?)
+}
+
+/// [`engine_as_of`] for DORA reports only ([`Engine::open_for_reports`]).
+pub(crate) async fn report_engine_as_of(
+    store: &StoreArgs,
+    config: &ConfigArgs,
+    as_of: Option<&str>,
+) -> anyhow::Result<Engine> {
+    let (store, config, as_of) = open_as_of(store, config, as_of)?;
+    Ok(Engine::open_for_reports(&store, config, as_of).await?)
+}
+
+/// The store, the configuration and the `--as-of` of a command that opens an engine.
+fn open_as_of(
+    store: &StoreArgs,
+    config: &ConfigArgs,
+    as_of: Option<&str>,
+) -> anyhow::Result<(Store, Config, AsOf)> {
     let store = store.open()?;
     let as_of = match as_of {
         None => AsOf::Latest,
@@ -252,7 +272,7 @@ pub(crate) async fn engine_as_of(
             )
         })?,
     };
-    Ok(Engine::open_as_of(&store, config.load()?, as_of).await?)
+    Ok((store, config.load()?, as_of))
 }
 
 pub(crate) use cdlake_query::time::parse_time;

@@ -447,9 +447,15 @@ impl ReportQueries {
 /// known one is the largest `seq` among them.
 const INCIDENT_LIVE_REPOSITORY: &str = ",
              known AS (
-               SELECT service, time, repository, seq FROM production_deployments
-               WHERE repository IS NOT NULL
-                 AND service IN (SELECT service FROM i WHERE repository IS NULL)),
+               SELECT service, time, repository, seq FROM (
+                 SELECT e.service, e.time, coalesce(c.repository, e.repository) AS repository,
+                        CAST(row_number() OVER (PARTITION BY e.service
+                                                ORDER BY e.time, e.event_source, e.event_id) AS BIGINT) AS seq
+                 FROM production_events e
+                 LEFT JOIN artifact_facts a ON a.artifact_id = e.artifact_id
+                 LEFT JOIN change_facts c ON c.change_id = a.change_id
+                 WHERE e.service IN (SELECT service FROM i WHERE repository IS NULL))
+               WHERE repository IS NOT NULL),
              live AS (
                SELECT m.incident_id, k.repository FROM (
                  SELECT service, kind, incident_id,
@@ -465,8 +471,8 @@ const INCIDENT_LIVE_REPOSITORY: &str = ",
                WHERE m.kind = 1)";
 
 /// The SQL statements [`report`] runs for `req` (the views they read are
-/// [`crate::views::definitions`]).
-pub fn report_queries(req: &DoraRequest) -> ReportQueries {
+/// [`crate::views::definitions`]; `windowed`, [`crate::views::definitions_for`] the window).
+pub fn report_queries(req: &DoraRequest, windowed: bool) -> ReportQueries {
     let by_repository = req.keys().contains(&GroupBy::Repository);
     let w = Window2 {
         from: req.from.timestamp_micros(),
@@ -521,14 +527,25 @@ pub fn report_queries(req: &DoraRequest) -> ReportQueries {
             from = w.from,
             to = w.to
         ),
-        changes_not_delivered: format!(
+        changes_not_delivered: if windowed {
+            // Over the window's views: with no service that deployed a frontier at or after
+            // its merge before the window's end.
+            format!(
+                "SELECT count(*) FROM changes c WHERE CAST(c.merged_at AS BIGINT) < {to}
+                 AND NOT EXISTS (SELECT 1 FROM delivery_reach r
+                                 WHERE r.change_id = c.change_id AND r.merged_at <= r.until)",
+                to = w.to
+            )
+        } else {
             // `dora_changes` with no delivery before the window's end, without ranking every
             // change's deliveries first.
-            "SELECT count(*) FROM changes c WHERE CAST(c.merged_at AS BIGINT) < {to}
+            format!(
+                "SELECT count(*) FROM changes c WHERE CAST(c.merged_at AS BIGINT) < {to}
                  AND NOT EXISTS (SELECT 1 FROM dora_change_deliveries d
                                  WHERE d.change_id = c.change_id AND CAST(d.delivered_at AS BIGINT) < {to})",
-            to = w.to
-        ),
+                to = w.to
+            )
+        },
         failed_deployments: format!(
             "SELECT CAST(time AS BIGINT) AS t, service, team, repository FROM deployment_failures
          WHERE production AND CAST(time AS BIGINT) >= {} AND CAST(time AS BIGINT) < {}",
@@ -718,18 +735,49 @@ fn too_many_groups(groups: usize, limits: &crate::config::Limits) -> Error {
     }
 }
 
-/// Compute the report (on the query runtime: [`Engine::dora`] is the entry point).
+/// Compute the report (on the query runtime: [`Engine::dora`] is the entry point), pairing
+/// only what the window's figures depend on ([`crate::views::definitions_for`]).
 pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
+    report_over(engine, req, Pairing::Window).await
+}
+
+/// What the report's pairing views pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// What the window's figures depend on, where the `[dora]` rules allow
+    /// ([`crate::views::windowable`]); else the whole history.
+    Window,
+    /// The whole history, as the views users query do: the reference for [`Pairing::Window`].
+    WholeHistory,
+}
+
+/// [`report`], pairing as `pairing` says.
+pub async fn report_over(
+    engine: &Engine,
+    req: &DoraRequest,
+    pairing: Pairing,
+) -> Result<DoraReport> {
     check_request(req, &engine.config().limits)?;
     if req.by == Some(GroupBy::Environment) {
-        return Box::pin(by_environment(engine, req)).await;
+        return Box::pin(by_environment(engine, req, pairing)).await;
     }
     let w = Window2 {
         from: req.from.timestamp_micros(),
         to: req.to.timestamp_micros(),
     };
-    let queries = report_queries(req);
-    let engine = &engine.for_report().await?;
+    let options = engine
+        .config()
+        .dora
+        .options()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let window = (pairing == Pairing::Window && crate::views::windowable(&options)).then_some(
+        crate::views::ReportWindow {
+            from: w.from,
+            to: w.to,
+        },
+    );
+    let queries = report_queries(req, window.is_some());
+    let engine = &engine.for_report(window).await?;
     let started = std::time::Instant::now();
     let deps = deployments(engine, &queries.deployments).await?;
     let dels = deliveries(engine, &queries.deliveries).await?;
@@ -916,7 +964,11 @@ pub async fn report(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
 /// (exactly, by name) were production. Each is a whole report, so each figure keeps its
 /// definition: an incident fails a deployment of its environment, a change's lead time runs
 /// to its first deployment there.
-async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport> {
+async fn by_environment(
+    engine: &Engine,
+    req: &DoraRequest,
+    pairing: Pairing,
+) -> Result<DoraReport> {
     // The rows are the same for every slice: read them once.
     let engine = &engine.with_report_rows().await?;
     let overall = DoraRequest {
@@ -924,7 +976,7 @@ async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport
         then_by: None,
         ..req.clone()
     };
-    let mut report_all = Box::pin(report(engine, &overall)).await?;
+    let mut report_all = Box::pin(report_over(engine, &overall, pairing)).await?;
     let sql = format!(
         "SELECT DISTINCT environment FROM events
          WHERE subject = 'service' AND predicate IN ('deployed', 'upgraded', 'rolledback')
@@ -956,7 +1008,7 @@ async fn by_environment(engine: &Engine, req: &DoraRequest) -> Result<DoraReport
     let mut slices = Vec::new();
     for environment in environments {
         let exactly = engine.with_production(format!("^{}$", regex::escape(&environment)));
-        let r = Box::pin(report(&exactly, &overall)).await?;
+        let r = Box::pin(report_over(&exactly, &overall, pairing)).await?;
         slices.push(Group {
             environment: Some(environment),
             ..Group::of(r.figures)
@@ -992,38 +1044,52 @@ mod tests {
     #[test]
     fn the_report_holds_every_view_its_statements_read() {
         // `Engine::for_report` holds the views `REPORT_READS` reach: every view a statement
-        // reads, with any grouping, must be among them, or it would be computed per statement.
-        let definitions = crate::views::definitions(cdlake_schemas::DEFAULT_PRODUCTION_PATTERN);
-        let reads: Vec<String> = crate::views::REPORT_READS
-            .iter()
-            .map(|r| r.to_string())
-            .collect();
-        let held = crate::views::reachable(&definitions, &reads);
+        // reads, with any grouping, over the window's views or the whole history's, must be
+        // among them, or it would be computed per statement.
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        for by in [None, Some(GroupBy::Service), Some(GroupBy::Repository)] {
-            let req = DoraRequest {
-                from: t("2026-01-01T00:00:00Z"),
-                to: t("2026-01-31T00:00:00Z"),
-                by,
-                then_by: None,
-            };
-            for (name, sql) in report_queries(&req).named() {
-                let words: Vec<String> = sql
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .filter(|w| !w.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                for view in crate::views::reachable(&definitions, &words) {
-                    assert!(
-                        held.contains(&view),
-                        "statement {name} (by {by:?}) reads {view}, which the report does not reach"
-                    );
+        let (from, to) = (t("2026-01-01T00:00:00Z"), t("2026-01-31T00:00:00Z"));
+        let window = crate::views::ReportWindow {
+            from: from.timestamp_micros(),
+            to: to.timestamp_micros(),
+        };
+        for windowed in [false, true] {
+            let definitions = crate::views::definitions_for(
+                cdlake_schemas::DEFAULT_PRODUCTION_PATTERN,
+                crate::views::DoraOptions::default(),
+                windowed.then_some(window),
+            );
+            let reads: Vec<String> = crate::views::REPORT_READS
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            let held = crate::views::reachable(&definitions, &reads);
+            for by in [None, Some(GroupBy::Service), Some(GroupBy::Repository)] {
+                let req = DoraRequest {
+                    from,
+                    to,
+                    by,
+                    then_by: None,
+                };
+                for (name, sql) in report_queries(&req, windowed).named() {
+                    let words: Vec<String> = sql
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    for view in crate::views::reachable(&definitions, &words) {
+                        assert!(
+                            held.contains(&view),
+                            "statement {name} (by {by:?}, windowed {windowed}) reads {view}, which the report does not reach"
+                        );
+                    }
                 }
             }
+            // And the report does not compute the views it does not read.
+            assert!(!held.contains(&"deployments"));
+            assert!(!held.contains(&"artifacts"));
+            // Only the window's report reads `delivery_reach`, which only it defines.
+            assert_eq!(held.contains(&"delivery_reach"), windowed);
         }
-        // And the report does not compute the views it does not read.
-        assert!(!held.contains(&"deployments"));
-        assert!(!held.contains(&"artifacts"));
     }
 
     #[test]

@@ -122,6 +122,24 @@ impl Engine {
     /// tables as of that version's commit time), and define the views: every answer is the one
     /// the engine would have given then, with the data it had.
     pub async fn open_as_of(store: &Store, config: Config, as_of: AsOf) -> Result<Self> {
+        Self::open_defining(store, config, as_of, true).await
+    }
+
+    /// [`Engine::open_as_of`] for a process that only computes DORA reports (`cdlake dora`):
+    /// its own session defines no views, since each report defines those it reads in a session
+    /// of its own ([`Engine::dora`]), and planning every view takes a tenth of a second. A
+    /// statement on it reads the tables only.
+    pub async fn open_for_reports(store: &Store, config: Config, as_of: AsOf) -> Result<Self> {
+        Self::open_defining(store, config, as_of, false).await
+    }
+
+    /// Open the tables, and define the views when `views` says.
+    async fn open_defining(
+        store: &Store,
+        config: Config,
+        as_of: AsOf,
+        views: bool,
+    ) -> Result<Self> {
         config.validate()?;
         // Files are immutable once committed, so the statistics and footer caches stay on;
         // which files a table has comes from its Delta log, not from directory listings.
@@ -157,7 +175,9 @@ impl Engine {
             ctx.register_table(name, Arc::new(provider))?;
         }
         ctx.register_table("teams", teams_table(&config)?)?;
-        define_views(&ctx, &config, &[]).await?;
+        if views {
+            define_views(&ctx, &config, &[]).await?;
+        }
         let runtime = QueryRuntime::new(config.limits.max_concurrent_queries)
             .map_err(|e| Error::internal("starting the query runtime", e))?;
         Ok(Self {
@@ -274,7 +294,7 @@ impl Engine {
     pub async fn engine_for(&self, statement: &DfStatement) -> Result<Engine> {
         let relations = guard::relations(statement);
         let explain = matches!(statement, DfStatement::Explain(_));
-        let reached = self.reached_views(&relations)?;
+        let reached = self.reached_views(&relations, None)?;
         // Pipeline and task runs read `run_events` through its read model (EXPLAIN keeps the
         // view's plan).
         // The entities kept whole among them are read from their projections.
@@ -315,20 +335,28 @@ impl Engine {
             omit,
             runs.as_deref(),
             &projected,
-            Some(&reached),
+            Defining {
+                needed: Some(&reached),
+                window: None,
+            },
         )
         .await
     }
 
     /// The views `relations` read, directly or through other views, as this engine's
-    /// configuration defines them ([`views::reachable`]).
-    fn reached_views(&self, relations: &[String]) -> Result<Vec<&'static str>> {
+    /// configuration defines them (over `window`, [`views::definitions_for`];
+    /// [`views::reachable`]).
+    fn reached_views(
+        &self,
+        relations: &[String],
+        window: Option<views::ReportWindow>,
+    ) -> Result<Vec<&'static str>> {
         let options = self
             .config
             .dora
             .options()
             .map_err(|e| Error::BadRequest(e.to_string()))?;
-        let definitions = views::definitions_with(&self.config.production, options);
+        let definitions = views::definitions_for(&self.config.production, options, window);
         Ok(views::reachable(&definitions, relations))
     }
 
@@ -424,11 +452,22 @@ impl Engine {
 
     /// The DORA report, on the query runtime within the time limit.
     pub async fn dora(&self, request: &DoraRequest) -> Result<DoraReport> {
+        self.dora_paired(request, crate::dora::Pairing::Window)
+            .await
+    }
+
+    /// [`Engine::dora`], pairing as `pairing` says: the report pairing the whole history is
+    /// the reference the window's pairing is tested against.
+    pub async fn dora_paired(
+        &self,
+        request: &DoraRequest,
+        pairing: crate::dora::Pairing,
+    ) -> Result<DoraReport> {
         crate::dora::check_request(request, &self.config.limits)?;
         let engine = self.clone();
         let request = request.clone();
         self.within(self.time_limit(), async move {
-            crate::dora::report(&engine, &request).await
+            crate::dora::report_over(&engine, &request, pairing).await
         })
         .await
     }
@@ -526,29 +565,62 @@ pub(crate) fn new_session(runtime: Arc<RuntimeEnv>, config: &Config) -> SessionC
 }
 
 async fn define_views(ctx: &SessionContext, config: &Config, skip: &[&str]) -> Result<()> {
-    define_views_holding(ctx, config, skip, &[], None, None).await
+    define_views_holding(ctx, config, skip, &[], None, Defining::default()).await
+}
+
+/// Which views a statement's session defines.
+#[derive(Debug, Clone, Copy, Default)]
+struct Defining<'a> {
+    /// Only these (the views the statement reaches, [`views::reachable`]); all when `None`.
+    needed: Option<&'a [&'a str]>,
+    /// As a DORA report over this window reads them ([`views::definitions_for`]).
+    window: Option<views::ReportWindow>,
 }
 
 /// [`define_views`], computing each of the views named in `held` once, as it is defined, and
 /// holding its rows in memory under its name: the views defined after it read those rows.
 /// With `shared` (the views' cache and the `events` version `report_events` is pinned to),
 /// a held view another statement computed over the same snapshot and definitions is taken from
-/// there, and one computed here is left there. With `needed`, only the views named there are
-/// defined (the views a statement reaches, [`views::reachable`]).
+/// there, and one computed here is left there. `which` says which views are defined
+/// ([`Defining`]); over a report's window, the ones that differ from the views users query, and
+/// those reading them, are neither taken from the cache nor left there.
 async fn define_views_holding(
     ctx: &SessionContext,
     config: &Config,
     skip: &[&str],
     held: &[&str],
     shared: Option<(&SharedViews, u64)>,
-    needed: Option<&[&str]>,
+    which: Defining<'_>,
 ) -> Result<()> {
+    let Defining { needed, window } = which;
     use std::sync::atomic::Ordering::Relaxed;
     let options = config
         .dora
         .options()
         .map_err(|e| Error::BadRequest(e.to_string()))?;
-    let definitions = views::definitions_with(&config.production, options);
+    let definitions = views::definitions_for(&config.production, options.clone(), window);
+    // The views users query, which the cache keeps; over a window, those its views differ from
+    // (and those reading them) are the statement's own, neither taken from the cache nor left
+    // there.
+    let whole = match window {
+        None => definitions.clone(),
+        Some(_) => views::definitions_with(&config.production, options),
+    };
+    let differing: Vec<&str> = definitions
+        .iter()
+        .filter(|d| !whole.contains(d))
+        .map(|(name, _)| *name)
+        .collect();
+    let own: Vec<&str> = definitions
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| {
+            !differing.is_empty()
+                && views::reachable(&definitions, &[name.to_string()])
+                    .iter()
+                    .any(|v| differing.contains(v))
+        })
+        .collect();
     // The cache's slot, locked while this statement computes what it lacks, and its entry
     // for this snapshot and these definitions.
     let mut slot = None;
@@ -557,7 +629,7 @@ async fn define_views_holding(
     {
         let key = SharedKey {
             version,
-            definitions: definitions_digest(&definitions, config),
+            definitions: definitions_digest(&whole, config),
         };
         let mut locked = cache.slot.lock().await;
         if locked.as_ref().is_none_or(|e| e.key != key) {
@@ -578,7 +650,8 @@ async fn define_views_holding(
             continue;
         }
         if held.contains(&name) {
-            if let Some((cache, entry)) = entry.as_ref()
+            let own = own.contains(&name);
+            if let Some((cache, entry)) = entry.as_ref().filter(|_| !own)
                 && let Some(table) = entry.views.get(name)
             {
                 cache.reused.fetch_add(1, Relaxed);
@@ -600,7 +673,7 @@ async fn define_views_holding(
                 "Computed a view once for the statement."
             );
             let table = Arc::new(MemTable::try_new(schema, vec![batches])?);
-            if let Some((cache, entry)) = entry.as_mut() {
+            if let Some((cache, entry)) = entry.as_mut().filter(|_| !own) {
                 cache.computed.fetch_add(1, Relaxed);
                 entry.views.insert(name, table.clone());
             }
@@ -692,12 +765,16 @@ impl Engine {
     /// The report's statements also share views (`changes` is read by four of them,
     /// `dora_deployments` and `dora_change_deliveries` by two each): those in
     /// [`views::REPORT_HELD_VIEWS`] are computed once for the whole report, as it starts.
-    pub(crate) async fn for_report(&self) -> Result<Engine> {
+    ///
+    /// With `window`, the pairing views are those of the report over that window
+    /// ([`views::definitions_for`]): its own, computed for it alone; the other held views are
+    /// shared as any statement's.
+    pub(crate) async fn for_report(&self, window: Option<views::ReportWindow>) -> Result<Engine> {
         // Only the views its statements reach, and among them the held ones: not `deployments`
         // of every environment, nor `artifacts`, which production deployments join from the
         // facts themselves.
         let reads: Vec<String> = views::REPORT_READS.iter().map(|r| r.to_string()).collect();
-        let reached = self.reached_views(&reads)?;
+        let reached = self.reached_views(&reads, window)?;
         let held = held_among(&reached);
         self.holding(
             views::REPORT_SUBJECTS,
@@ -709,7 +786,10 @@ impl Engine {
                 Entity::ArtifactFacts,
                 Entity::ArtifactChanges,
             ],
-            Some(&reached),
+            Defining {
+                needed: Some(&reached),
+                window,
+            },
         )
         .await
     }
@@ -717,7 +797,8 @@ impl Engine {
     /// [`Engine::for_report`] holding only `subjects` in `report_events`: enough for a
     /// statement whose views read only those (see [`report_subjects`]).
     pub(crate) async fn for_subjects(&self, subjects: &[&str]) -> Result<Engine> {
-        self.holding(subjects, &[], &[], None, &[], None).await
+        self.holding(subjects, &[], &[], None, &[], Defining::default())
+            .await
     }
 
     /// An engine with `report_events` (without the columns in `omit`: all its subjects, through
@@ -730,7 +811,7 @@ impl Engine {
         omit: &[&str],
         runs: Option<&[Entity]>,
         projected: &[Entity],
-        needed: Option<&[&str]>,
+        which: Defining<'_>,
     ) -> Result<Engine> {
         let started = std::time::Instant::now();
         let ctx = self.statement_session().await?;
@@ -784,7 +865,7 @@ impl Engine {
             &skip,
             held,
             shared,
-            needed,
+            which,
         ))
         .await?;
         Ok(self.with_session(ctx))
@@ -828,7 +909,11 @@ impl Engine {
     async fn with_runs(&self, entities: &[Entity], needed: &[&str]) -> Result<Engine> {
         let ctx = self.statement_session().await?;
         let skip = Box::pin(self.register_runs(&ctx, entities)).await?;
-        define_views_holding(&ctx, &self.config, &skip, &[], None, Some(needed)).await?;
+        let which = Defining {
+            needed: Some(needed),
+            window: None,
+        };
+        define_views_holding(&ctx, &self.config, &skip, &[], None, which).await?;
         Ok(self.with_session(ctx))
     }
 

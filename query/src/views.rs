@@ -97,7 +97,9 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("deployments", DEPLOYMENT_SUBJECTS),
     ("incidents", &["incident"]),
     ("deployment_frontiers", DEPLOYMENT_SUBJECTS),
+    ("production_events", &["service"]),
     ("production_deployments", DEPLOYMENT_SUBJECTS),
+    ("delivery_reach", DORA_SUBJECTS),
     ("dora_deployments", DORA_SUBJECTS),
     ("dora_change_deliveries", DORA_SUBJECTS),
     ("dora_changes", DORA_SUBJECTS),
@@ -116,8 +118,10 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
     "artifacts",
     "deployments",
     "incidents",
+    "production_events",
     "deployment_frontiers",
     "production_deployments",
+    "delivery_reach",
     "dora_change_deliveries",
     "dora_deployments",
 ];
@@ -135,13 +139,16 @@ const DISTINCT_INCIDENTS: &str = "CAST(coalesce(cardinality(array_distinct(
 
 /// The views the DORA report's statements ([`crate::dora::report_queries`]) read.
 pub const REPORT_READS: &[&str] = &[
-    "production_deployments",
+    "production_events",
+    "artifact_facts",
+    "change_facts",
     "dora_deployments",
     "dora_change_deliveries",
     "dora_incidents",
     "changes",
     "artifact_changes",
     "deployment_failures",
+    "delivery_reach",
 ];
 
 /// The views among `definitions` that `relations` read, directly or through other views (a
@@ -445,6 +452,27 @@ fn secs(later: &str, earlier: &str) -> String {
     format!("(CAST({later} AS BIGINT) - CAST({earlier} AS BIGINT)) / 1000000.0")
 }
 
+/// The predicates of a `service` event that deploys: `deployments`' rows.
+const DEPLOYING: &str = "'deployed', 'upgraded', 'rolledback'";
+
+/// Each merged change with each service of `pairs` (`repository`, `service`, and the columns
+/// `extra` names) that deploys from its repository and may deliver it: a change named for a
+/// service (`change_services`) that deploys from its repository only by the services it is
+/// named for; a change named for no such service (no name, or only names no deployment of its
+/// repository carries) by every service's.
+fn delivery_reach(extra: &str) -> String {
+    format!(
+        "SELECT p.repository, p.service, c.change_id, c.merged_at, c.started_at, c.team,
+                c.started_from{extra}
+         FROM changes c JOIN pairs p ON p.repository = c.repository
+         LEFT JOIN (SELECT DISTINCT cs.change_id, sp.repository FROM change_services cs
+                    JOIN pairs sp ON sp.service = cs.service) scoped
+           ON scoped.change_id = c.change_id AND scoped.repository = c.repository
+         LEFT JOIN change_services cs ON cs.change_id = c.change_id AND cs.service = p.service
+         WHERE c.merged_at IS NOT NULL AND (scoped.change_id IS NULL OR cs.change_id IS NOT NULL)"
+    )
+}
+
 /// The definition of `dora_levels`: [`levels::bands`] as rows.
 pub fn dora_levels_sql() -> String {
     let rows: Vec<String> = levels::bands()
@@ -583,6 +611,43 @@ pub fn definitions(production: &str) -> Vec<(&'static str, String)> {
 
 /// [`definitions`] with the given [`DoraOptions`].
 pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static str, String)> {
+    definitions_for(production, options, None)
+}
+
+/// A report's window, `[from, to)` in µs since the epoch: the rows the report reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportWindow {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Whether the views with `options` can be computed for a window ([`definitions_for`]): every
+/// rule but `after_failure`, which fails a deployment by the one before it, however old.
+pub fn windowable(options: &DoraOptions) -> bool {
+    !options.rework_after_failure
+}
+
+/// [`definitions_with`], or with `window`, the pairing views as the DORA report over that
+/// window reads them, which pair only what the window's figures can depend on:
+///
+/// - `production_deployments`: those made from the window's start on (numbered from there; the
+///   report reads no deployment before it, and the next one of each is among them);
+/// - `dora_deployments`: the same, failed by the signals from the window's start on (a signal
+///   before it is owned by a deployment before it), a signal naming an artifact being linked
+///   when the artifact was deployed at or before it at any time;
+/// - `dora_change_deliveries`: the deliveries before the window's end of the changes delivered
+///   in the window: a change is delivered in the window to a service exactly when it was merged
+///   after every frontier that service deployed before the window (`delivery_reach`'s `before`)
+///   and no later than one it deployed before the window's end (`until`).
+///
+/// Every other view is the same; `dora_changes` and the views over it are then not whole.
+/// `None` when `options` cannot be computed for a window ([`windowable`]).
+pub fn definitions_for(
+    production: &str,
+    options: DoraOptions,
+    window: Option<ReportWindow>,
+) -> Vec<(&'static str, String)> {
+    let window = window.filter(|_| windowable(&options));
     let failure_window = options.failure_window;
     // Whether a rule reads what each deployment delivered (`dora_change_deliveries`).
     let by_delivery = options.failure_revert || options.rework_revert || options.rework_hotfix;
@@ -648,6 +713,9 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     ));
     v.push(("artifact_facts", artifact_facts_sql("report_events", false)));
 
+    // The change a revert names by its artifact is looked up among the reverted artifacts
+    // only: selecting the reverts' own column keeps the lookup an inner join that builds on
+    // them, where a semi join built a table of every artifact.
     v.push((
         "changes",
         format!(
@@ -661,7 +729,7 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                     c.branch, fc.first_commit_at
              FROM change_facts c
              LEFT JOIN teams t ON t.key = c.repository
-             LEFT JOIN (SELECT a.artifact_id, a.change_id
+             LEFT JOIN (SELECT v.reverts AS artifact_id, a.change_id
                         FROM (SELECT DISTINCT reverts FROM change_facts WHERE reverts <> '') v
                         JOIN artifact_facts a ON a.artifact_id = v.reverts
                         WHERE a.change_id IS NOT NULL) r
@@ -704,33 +772,47 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
             .to_string(),
     ));
 
+    // The production deployment events (a `service` event deploying, upgrading or rolling back
+    // in a production environment), as they are: what `production_deployments` pairs, and what
+    // the report looks signals' artifacts up in.
+    v.push((
+        "production_events",
+        format!(
+            "SELECT time, service, environment, predicate, artifact_id, repository, team,
+                    event_source, event_id, date
+             FROM report_events
+             WHERE subject = 'service' AND predicate IN ({DEPLOYING})
+               AND regexp_like(environment, '{pat}') AND service IS NOT NULL"
+        ),
+    ));
+
     // A deployment is a `service` event deploying, upgrading or rolling back, with its
     // artifact's change and repository. `production_deployments` takes the production ones
-    // straight from the events (not from `deployments`), so that the report and the panels over
-    // production pair only those, and join only their artifacts.
-    let deployment_rows = |production_only: bool| {
+    // from `production_events` (not from `deployments`), so that the report and the panels
+    // over production pair only those, and join only their artifacts.
+    let deployment_rows = |source: &str, url: &str, filter: &str| {
         format!(
             "SELECT e.time, e.service, e.environment, e.predicate AS action, e.artifact_id,
                     {prod} AS production, coalesce(c.repository, e.repository) AS repository, a.change_id,
                     coalesce(e.team, ts.team, tr.team) AS team,
-                    e.event_source, e.event_id, e.url, e.date
-             FROM report_events e
+                    e.event_source, e.event_id, {url} AS url, e.date
+             FROM {source} e
              LEFT JOIN artifact_facts a ON a.artifact_id = e.artifact_id
-             LEFT JOIN changes c ON c.change_id = a.change_id
+             LEFT JOIN change_facts c ON c.change_id = a.change_id
              LEFT JOIN teams ts ON ts.key = e.service
              LEFT JOIN teams tr ON tr.key = coalesce(c.repository, e.repository)
-             WHERE e.subject = 'service' AND e.predicate IN ('deployed', 'upgraded', 'rolledback'){only}",
+             WHERE {filter}",
             prod = is_prod("e.environment"),
-            only = if production_only {
-                // In a WHERE clause, NULL is false: no `coalesce`, which evaluates the
-                // expression twice.
-                format!(" AND regexp_like(e.environment, '{pat}') AND e.service IS NOT NULL")
-            } else {
-                String::new()
-            },
         )
     };
-    v.push(("deployments", deployment_rows(false)));
+    v.push((
+        "deployments",
+        deployment_rows(
+            "report_events",
+            "e.url",
+            &format!("e.subject = 'service' AND e.predicate IN ({DEPLOYING})"),
+        ),
+    ));
 
     // Deployment attempts that failed: not deployments (they delivered nothing), shown apart.
     v.push((
@@ -778,7 +860,8 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
 
     // Production deployments in order per service (`seq`), each with the next one's time and
     // action: what `dora_deployments` pairs signals and incidents with. A view of its own,
-    // held, because `dora_deployments` reads it five times.
+    // held, because `dora_deployments` reads it five times. Over a window, those from its
+    // start on.
     v.push((
         "production_deployments",
         format!(
@@ -788,7 +871,14 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                     lead(time) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_time,
                     lead(action) OVER (PARTITION BY service ORDER BY time, event_source, event_id) AS next_action
              FROM ({rows})",
-            rows = deployment_rows(true),
+            rows = deployment_rows(
+                "production_events",
+                "CAST(NULL AS VARCHAR)",
+                &match window {
+                    None => "true".to_string(),
+                    Some(w) => format!("CAST(e.time AS BIGINT) >= {}", w.from),
+                }
+            ),
         ),
     ));
 
@@ -798,36 +888,48 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
     v.push((
         "deployment_frontiers",
         "SELECT d.service, d.time, c.repository, c.merged_at AS frontier
-         FROM production_deployments d
+         FROM production_events d
          JOIN artifact_changes l ON l.artifact_id = d.artifact_id
-         JOIN changes c ON c.change_id = l.change_id
-         WHERE d.action <> 'rolledback'
+         JOIN change_facts c ON c.change_id = l.change_id
+         WHERE d.predicate <> 'rolledback'
            AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
             .to_string(),
     ));
 
+    // Over a window: each merged change with each service that deploys from its repository
+    // and may deliver it (as `dora_change_deliveries` scopes them), with that service's
+    // greatest frontier before the window (`before`) and before its end (`until`).
+    if let Some(w) = window {
+        v.push((
+            "delivery_reach",
+            format!(
+                "WITH pairs AS (
+                   SELECT repository, service,
+                          max(CASE WHEN CAST(time AS BIGINT) < {from} THEN frontier END) AS before,
+                          max(CASE WHEN CAST(time AS BIGINT) < {to} THEN frontier END) AS until
+                   FROM deployment_frontiers GROUP BY repository, service)
+                 {reach}",
+                from = w.from,
+                to = w.to,
+                reach = delivery_reach(", p.before, p.until"),
+            ),
+        ));
+    }
+
     // Delivery of each merged change per service, by trunk order: by the production
-    // deployments (not rollbacks) of `dora_deployments`, read from `production_deployments`
+    // deployments (not rollbacks) of `dora_deployments`, read from `production_events`
     // (through `deployment_frontiers`) so that `dora_deployments` can fail a deployment by what
-    // it delivered. A change named for a
-    // service (`change_services`) that deploys from its repository is delivered only by the
-    // deployments of the services it is named for; a change named for no such service (no
-    // name, or only names no deployment of its repository carries) by every service's.
+    // it delivered; to the services that may deliver it ([`delivery_reach`]).
     v.push((
         "dora_change_deliveries",
         format!(
-            "WITH dep AS (SELECT service, time, repository, frontier FROM deployment_frontiers),
-             pairs AS (SELECT DISTINCT repository, service FROM dep),
+            "WITH dep AS (SELECT service, time, repository, frontier FROM deployment_frontiers{dep_where}),
+             {reach}
              stream AS (
-               SELECT p.repository, p.service, c.change_id, c.merged_at AS k, 1 AS kind,
-                      CASE WHEN false THEN c.merged_at END AS time, c.started_at, c.merged_at, c.team,
-                      c.started_from
-               FROM changes c JOIN pairs p ON p.repository = c.repository
-               LEFT JOIN (SELECT DISTINCT cs.change_id, sp.repository FROM change_services cs
-                          JOIN pairs sp ON sp.service = cs.service) scoped
-                 ON scoped.change_id = c.change_id AND scoped.repository = c.repository
-               LEFT JOIN change_services cs ON cs.change_id = c.change_id AND cs.service = p.service
-               WHERE c.merged_at IS NOT NULL AND (scoped.change_id IS NULL OR cs.change_id IS NOT NULL)
+               SELECT repository, service, change_id, merged_at AS k, 1 AS kind,
+                      CASE WHEN false THEN merged_at END AS time, started_at, merged_at, team,
+                      started_from
+               FROM {reached}
                UNION ALL
                SELECT repository, service, CAST(NULL AS VARCHAR), frontier, 0, time,
                       CASE WHEN false THEN time END, CASE WHEN false THEN time END, CAST(NULL AS VARCHAR),
@@ -846,6 +948,28 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
              LEFT JOIN teams tr ON tr.key = s.repository
              WHERE s.kind = 1 AND s.delivered_at IS NOT NULL",
             lead = secs("s.delivered_at", "s.started_at"),
+            dep_where = match window {
+                None => String::new(),
+                Some(w) => format!(" WHERE CAST(time AS BIGINT) < {}", w.to),
+            },
+            reach = match window {
+                None => format!(
+                    "pairs AS (SELECT DISTINCT repository, service FROM dep),
+             reach AS ({}),",
+                    delivery_reach("")
+                ),
+                Some(_) => String::new(),
+            },
+            // Over a window, the changes delivered in it, with each service that delivers them
+            // before its end.
+            reached = match window {
+                None => "reach",
+                Some(_) => {
+                    "delivery_reach WHERE merged_at <= until AND change_id IN (
+                   SELECT change_id FROM delivery_reach
+                   WHERE merged_at <= until AND (before IS NULL OR merged_at > before))"
+                }
+            },
         ),
     ));
 
@@ -864,12 +988,12 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
              all_signals AS (
                SELECT service, time, artifact_id, subject_id, event_source, event_id, origin FROM report_events
                WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
-                 AND service IS NOT NULL AND {prod}
+                 AND service IS NOT NULL AND {prod}{signals_from}
                  AND subject_id NOT IN (SELECT incident_id FROM incidents WHERE canceled)),
              linked AS (
                SELECT s.service, max(d.seq) AS seq, s.subject_id, s.event_source, s.event_id, s.origin
                FROM all_signals s
-               JOIN d ON d.service = s.service AND d.artifact_id = s.artifact_id AND d.time <= s.time
+               JOIN {links} d ON d.service = s.service AND d.artifact_id = s.artifact_id AND d.time <= s.time
                GROUP BY s.event_source, s.event_id, s.service, s.subject_id, s.origin),
              signals AS (
                SELECT service, time, subject_id, origin FROM all_signals s
@@ -939,6 +1063,23 @@ pub fn definitions_with(production: &str, options: DoraOptions) -> Vec<(&'static
                          WHEN {hotfix_rule} THEN 'hotfix' END AS rework_rule,
                     reverted, failed_by
              FROM ranked",
+            signals_from = match window {
+                None => String::new(),
+                Some(w) => format!(" AND CAST(time AS BIGINT) >= {}", w.from),
+            },
+            // Over a window, a signal is linked also by a deployment of its artifact before it
+            // (which then fails none of the window's).
+            links = match window {
+                None => "d".to_string(),
+                Some(w) => format!(
+                    "(SELECT service, artifact_id, time, seq FROM d
+                 UNION ALL
+                 SELECT service, artifact_id, time, CAST(NULL AS BIGINT) FROM production_events
+                 WHERE CAST(time AS BIGINT) < {}
+                   AND artifact_id IN (SELECT artifact_id FROM all_signals))",
+                    w.from
+                ),
+            },
             delivered = if by_delivery {
                 "delivered AS (
                SELECT d.service, d.seq,
@@ -1187,7 +1328,7 @@ mod tests {
                 "deployment_frontiers",
                 "dora_change_deliveries",
                 "dora_changes",
-                "production_deployments",
+                "production_events",
                 "report_events",
             ]
         );

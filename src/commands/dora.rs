@@ -84,7 +84,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         println!("{}", serde_json::to_string(&sql)?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let engine = super::engine_as_of(&args.store, &args.config, args.as_of.as_deref()).await?;
+    let engine =
+        super::report_engine_as_of(&args.store, &args.config, args.as_of.as_deref()).await?;
     let engine = match args.bands {
         Some(b) => engine.with_bands(b),
         None => engine,
@@ -125,14 +126,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 }
 
 /// What `--print-sql` prints: `{"views": [[name, sql], ...], "queries": [[name, sql], ...]}`,
-/// the views as the engine defines them and the statements `dora::report` runs for `req`.
+/// the views as the engine defines them and the statements `dora::report` runs for `req` over
+/// them: as a user can run them (`cdlake sql`, another engine). The report itself pairs only
+/// its window (`dora::Pairing::Window`), with the same answers.
 fn print_sql(
     config: &cdlake_query::Config,
     req: &DoraRequest,
 ) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "views": cdlake_query::views::definitions_with(&config.production, config.dora.options()?),
-        "queries": cdlake_query::dora::report_queries(req).named(),
+        "queries": cdlake_query::dora::report_queries(req, false).named(),
     }))
 }
 
