@@ -467,7 +467,13 @@ impl Engine {
         let engine = self.clone();
         let request = request.clone();
         self.within(self.time_limit(), async move {
-            crate::dora::report_over(&engine, &request, pairing).await
+            let started = std::time::Instant::now();
+            let report = crate::dora::report_over(&engine, &request, pairing).await;
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "Computed the report, and let go of what it held."
+            );
+            report
         })
         .await
     }

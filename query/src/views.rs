@@ -91,6 +91,8 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("change_services", &["change", "branch"]),
     ("change_facts", &["change"]),
     ("artifact_facts", &["artifact", "change"]),
+    ("change_reverts", &["change"]),
+    ("reverted_artifacts", &["artifact", "change"]),
     ("changes", &["change", "artifact", "branch"]),
     ("artifact_changes", &["artifact", "change"]),
     ("artifacts", &["artifact", "change", "branch"]),
@@ -98,6 +100,7 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("incidents", &["incident"]),
     ("deployment_frontiers", DEPLOYMENT_SUBJECTS),
     ("production_events", &["service"]),
+    ("incident_signals", &["incident"]),
     ("production_deployments", DEPLOYMENT_SUBJECTS),
     ("delivery_reach", DORA_SUBJECTS),
     ("dora_deployments", DORA_SUBJECTS),
@@ -113,11 +116,14 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
 pub const REPORT_HELD_VIEWS: &[&str] = &[
     "change_pushes",
     "change_services",
+    "change_reverts",
+    "reverted_artifacts",
     "changes",
     "artifact_changes",
     "artifacts",
     "deployments",
     "incidents",
+    "incident_signals",
     "production_events",
     "deployment_frontiers",
     "production_deployments",
@@ -713,9 +719,24 @@ pub fn definitions_for(
     ));
     v.push(("artifact_facts", artifact_facts_sql("report_events", false)));
 
-    // The change a revert names by its artifact is looked up among the reverted artifacts
-    // only: selecting the reverts' own column keeps the lookup an inner join that builds on
-    // them, where a semi join built a table of every artifact.
+    // The changes that revert something, with what they name (a change, or the artifact or
+    // commit it was built as), and the artifacts among those with the change each was built
+    // from: what `changes` looks a revert's change up in. Views of their own, held, so that the
+    // lookup builds its table on the few reverts (whose count the planner then knows), not on
+    // every artifact.
+    v.push((
+        "change_reverts",
+        "SELECT change_id, reverts FROM change_facts WHERE reverts <> ''".to_string(),
+    ));
+    v.push((
+        "reverted_artifacts",
+        "SELECT DISTINCT r.reverts AS artifact_id, a.change_id
+         FROM change_reverts r
+         JOIN artifact_facts a ON a.artifact_id = r.reverts
+         WHERE a.change_id IS NOT NULL"
+            .to_string(),
+    ));
+
     v.push((
         "changes",
         format!(
@@ -729,11 +750,7 @@ pub fn definitions_for(
                     c.branch, fc.first_commit_at
              FROM change_facts c
              LEFT JOIN teams t ON t.key = c.repository
-             LEFT JOIN (SELECT v.reverts AS artifact_id, a.change_id
-                        FROM (SELECT DISTINCT reverts FROM change_facts WHERE reverts <> '') v
-                        JOIN artifact_facts a ON a.artifact_id = v.reverts
-                        WHERE a.change_id IS NOT NULL) r
-               ON r.artifact_id = c.reverts
+             LEFT JOIN reverted_artifacts r ON r.artifact_id = c.reverts
              LEFT JOIN (SELECT change_id, min(first_commit_at) AS first_commit_at FROM change_pushes
                         GROUP BY change_id) fc
                ON fc.change_id = c.change_id",
@@ -973,6 +990,25 @@ pub fn definitions_for(
         ),
     ));
 
+    // The signals of production incidents of a service that were not canceled: each
+    // `detected` or `reported` event, which `dora_deployments` pairs with deployments. A view
+    // of its own, held, because `dora_deployments` reads it five times. Over a window, those
+    // from its start on.
+    v.push((
+        "incident_signals",
+        format!(
+            "SELECT service, time, artifact_id, subject_id, event_source, event_id, origin
+             FROM report_events
+             WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
+               AND service IS NOT NULL AND regexp_like(environment, '{pat}'){from}
+               AND subject_id NOT IN (SELECT incident_id FROM incidents WHERE canceled)",
+            from = match window {
+                None => String::new(),
+                Some(w) => format!(" AND CAST(time AS BIGINT) >= {}", w.from),
+            },
+        ),
+    ));
+
     // Production deployments, with failure (incident signal owned by the deployment, or the
     // next deployment is a rollback) and rework (an incident of the service open at the time).
     // A signal naming an artifact is `linked` to the latest deployment of that artifact at or
@@ -986,10 +1022,8 @@ pub fn definitions_for(
                       event_source, event_id, date, seq, next_time, next_action
                FROM production_deployments),
              all_signals AS (
-               SELECT service, time, artifact_id, subject_id, event_source, event_id, origin FROM report_events
-               WHERE subject = 'incident' AND predicate IN ('detected', 'reported')
-                 AND service IS NOT NULL AND {prod}{signals_from}
-                 AND subject_id NOT IN (SELECT incident_id FROM incidents WHERE canceled)),
+               SELECT service, time, artifact_id, subject_id, event_source, event_id, origin
+               FROM incident_signals),
              linked AS (
                SELECT s.service, max(d.seq) AS seq, s.subject_id, s.event_source, s.event_id, s.origin
                FROM all_signals s
@@ -1063,10 +1097,6 @@ pub fn definitions_for(
                          WHEN {hotfix_rule} THEN 'hotfix' END AS rework_rule,
                     reverted, failed_by
              FROM ranked",
-            signals_from = match window {
-                None => String::new(),
-                Some(w) => format!(" AND CAST(time AS BIGINT) >= {}", w.from),
-            },
             // Over a window, a signal is linked also by a deployment of its artifact before it
             // (which then fails none of the window's).
             links = match window {
@@ -1119,7 +1149,6 @@ pub fn definitions_for(
             revert_failure = if options.failure_revert { "rv.seq IS NOT NULL" } else { "false" },
             revert_rule = if options.rework_revert { "delivers_revert" } else { "false" },
             hotfix_rule = if options.rework_hotfix { "delivers_hotfix" } else { "false" },
-            prod = is_prod("environment"),
             incident_rule = if options.rework_incident_open {
                 "incident_open"
             } else {
@@ -1323,6 +1352,7 @@ mod tests {
                 "artifact_facts",
                 "change_facts",
                 "change_pushes",
+                "change_reverts",
                 "change_services",
                 "changes",
                 "deployment_frontiers",
@@ -1330,6 +1360,7 @@ mod tests {
                 "dora_changes",
                 "production_events",
                 "report_events",
+                "reverted_artifacts",
             ]
         );
         assert_eq!(reached(&["incidents"]), ["incidents", "report_events"]);
