@@ -511,7 +511,20 @@ pub fn report_queries(req: &DoraRequest, windowed: bool) -> ReportQueries {
             repository = if by_repository { "coalesce(i.repository, l.repository)" } else { "i.repository" },
             live_join = if by_repository { " LEFT JOIN live l ON l.incident_id = i.incident_id" } else { "" },
         ),
-        deployments_unknown_artifact: format!(
+        deployments_unknown_artifact: if windowed {
+            // An artifact that links to a merged change of a repository has frontiers
+            // (`deployment_frontiers` holds each production deployment's, this one's too).
+            format!(
+                "SELECT count(*) FROM dora_deployments
+                 WHERE action <> 'rolledback'
+                   AND CAST(time AS BIGINT) >= {from} AND CAST(time AS BIGINT) < {to}
+                   AND (artifact_id IS NULL
+                        OR artifact_id NOT IN (SELECT artifact_id FROM deployment_frontiers))",
+                from = w.from,
+                to = w.to
+            )
+        } else {
+            format!(
             // Only the window's artifacts are looked up in the links, not every link's change.
             "WITH d AS (SELECT artifact_id FROM dora_deployments
                         WHERE action <> 'rolledback'
@@ -526,7 +539,8 @@ pub fn report_queries(req: &DoraRequest, windowed: bool) -> ReportQueries {
                  WHERE k.artifact_id IS NULL",
             from = w.from,
             to = w.to
-        ),
+        )
+        },
         changes_not_delivered: if windowed {
             // Over the window's views: with no service that deployed a frontier at or after
             // its merge before the window's end.

@@ -904,10 +904,10 @@ pub fn definitions_for(
     // held, because `dora_change_deliveries` reads it three times.
     v.push((
         "deployment_frontiers",
-        "SELECT d.service, d.time, c.repository, c.merged_at AS frontier
+        "SELECT d.service, d.time, c.repository, c.merged_at AS frontier, d.artifact_id
          FROM production_events d
          JOIN artifact_changes l ON l.artifact_id = d.artifact_id
-         JOIN change_facts c ON c.change_id = l.change_id
+         JOIN changes c ON c.change_id = l.change_id
          WHERE d.predicate <> 'rolledback'
            AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
             .to_string(),
