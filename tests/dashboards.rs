@@ -34,8 +34,8 @@ use arrow::datatypes::DataType;
 use arrow::util::display::array_value_to_string;
 use cdlake_demo::{DemoSpec, generate};
 use cdlake_ingest::{Ingester, IngesterConfig};
+use cdlake_query::dora::Level;
 use cdlake_query::dora::levels::{self, Metric};
-use cdlake_query::dora::{Level, Pairing};
 use cdlake_query::pg::{PgOptions, serve};
 use cdlake_query::read_model::{self, Model};
 use cdlake_query::{Config, DoraRequest, Engine, GroupBy, projection};
@@ -308,43 +308,39 @@ fn test_range() -> TimeRange {
     }
 }
 
-/// The demo history (with [`BAD_INPUT`] dead-lettered) in a store at `dir`.
-async fn store_demo(dir: &Path) -> Store {
-    let started = std::time::Instant::now();
-    let store = Store::open(dir.to_str().expect("utf-8 path")).expect("store");
-    let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
-    for event in generate(&SPEC, end()) {
-        ingester
-            .ingest(event.as_bytes(), Origin::CdEvents, "demo")
-            .await
-            .expect("ingest");
-        if ingester.should_flush() {
-            ingester.flush().await.expect("flush");
-        }
-    }
-    for (i, raw) in BAD_INPUT.iter().enumerate() {
-        let received_at = end() - chrono::Duration::hours(3 * i as i64 + 5);
-        let reason = match cdevents::parse(raw, Origin::CdEvents, received_at.timestamp_micros()) {
-            Err(rejection) => rejection.message,
-            Ok(_) => panic!("bad input {i} was accepted"),
-        };
-        ingester.push_dead_letter(DeadLetter {
-            received_at: received_at.timestamp_micros(),
-            origin: Origin::CdEvents.as_str().to_string(),
-            source: format!("import:bad.jsonl:{}", i + 1),
-            reason,
-            payload: raw.to_vec(),
-        });
-    }
-    ingester.flush().await.expect("flush");
-    eprintln!("demo history stored in {:.1?}", started.elapsed());
-    store
-}
-
 impl Demo {
     async fn start() -> Self {
+        let started = std::time::Instant::now();
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = store_demo(dir.path()).await;
+        let store = Store::open(dir.path().to_str().expect("utf-8 path")).expect("store");
+        let mut ingester = Ingester::new(store.clone(), IngesterConfig::default());
+        for event in generate(&SPEC, end()) {
+            ingester
+                .ingest(event.as_bytes(), Origin::CdEvents, "demo")
+                .await
+                .expect("ingest");
+            if ingester.should_flush() {
+                ingester.flush().await.expect("flush");
+            }
+        }
+        for (i, raw) in BAD_INPUT.iter().enumerate() {
+            let received_at = end() - chrono::Duration::hours(3 * i as i64 + 5);
+            let reason =
+                match cdevents::parse(raw, Origin::CdEvents, received_at.timestamp_micros()) {
+                    Err(rejection) => rejection.message,
+                    Ok(_) => panic!("bad input {i} was accepted"),
+                };
+            ingester.push_dead_letter(DeadLetter {
+                received_at: received_at.timestamp_micros(),
+                origin: Origin::CdEvents.as_str().to_string(),
+                source: format!("import:bad.jsonl:{}", i + 1),
+                reason,
+                payload: raw.to_vec(),
+            });
+        }
+        ingester.flush().await.expect("flush");
+        eprintln!("demo history stored in {:.1?}", started.elapsed());
+
         let engine = Engine::open(&store, Config::default())
             .await
             .expect("engine");
@@ -850,86 +846,6 @@ async fn every_panel_answers_what_it_needs_and_the_dora_overview_is_the_report()
     }
     demo.stop().await;
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
-}
-
-/// The report pairs only what its window's figures depend on (`dora::Pairing::Window`): over
-/// windows across the demo history (one starting before it, one ending after it, one cutting
-/// days in their middle), by every grouping and with every `[dora]` rule that allows it, it is
-/// the report pairing the whole history, as the views users query do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_report_over_its_window_is_the_report_over_the_whole_history() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = store_demo(dir.path()).await;
-    let rules = |f: &dyn Fn(&mut cdlake_query::config::DoraRules)| {
-        let mut config = Config::default();
-        f(&mut config.dora);
-        config
-    };
-    let configs = [
-        ("DESIGN's rules", Config::default()),
-        (
-            "a 24h failure window, lead time from the merge",
-            rules(&|d| {
-                d.failure_window = "24h".into();
-                d.lead_time_start = "merged".into();
-            }),
-        ),
-        (
-            "failures by revert, rework by revert and hotfix, lead time from the first commit",
-            rules(&|d| {
-                d.failures = vec!["incident".into(), "rollback".into(), "revert".into()];
-                d.rework = vec!["incident_open".into(), "revert".into(), "hotfix".into()];
-                d.lead_time_start = "first_commit".into();
-            }),
-        ),
-    ];
-    let day = chrono::Duration::days(1);
-    let windows = [
-        (end() - day * 30, end() - chrono::Duration::milliseconds(1)),
-        (end() - day * 90, end() - day * 44),
-        (end() - day * 20, end() + day * 10),
-        (
-            end() - day * 37 + chrono::Duration::minutes(797),
-            end() - day * 30 + chrono::Duration::minutes(125),
-        ),
-    ];
-    let groupings = [
-        (None, None),
-        (Some(GroupBy::Service), None),
-        (Some(GroupBy::Repository), None),
-        (Some(GroupBy::Team), Some(GroupBy::Week)),
-    ];
-    let mut deployments = 0;
-    for (rules, config) in configs {
-        let engine = Engine::open(&store, config).await.expect("engine");
-        for (from, to) in windows {
-            for (by, then_by) in groupings {
-                let req = DoraRequest {
-                    from,
-                    to,
-                    by,
-                    then_by,
-                };
-                let mut paired = Vec::new();
-                for pairing in [Pairing::Window, Pairing::WholeHistory] {
-                    let r = engine
-                        .dora_paired(&req, pairing)
-                        .await
-                        .unwrap_or_else(|e| panic!("the report ({pairing:?}): {e}"));
-                    paired.push(serde_json::to_value(r).expect("JSON"));
-                }
-                let (windowed, whole) = (&paired[0], &paired[1]);
-                assert_eq!(
-                    windowed, whole,
-                    "with {rules}, from {from} to {to} by {by:?},{then_by:?}: the window's pairing differs from the whole history's"
-                );
-                deployments += windowed["deployment_frequency"]["deployments"]
-                    .as_u64()
-                    .expect("a deployment count");
-            }
-        }
-    }
-    assert!(deployments > 0, "the windows hold deployments");
 }
 
 // ---- the DORA overview is the DORA report --------------------------------------------------

@@ -646,18 +646,29 @@ async fn define_views_holding(
         }
         slot = Some((cache, locked));
     }
-    let mut entry = slot
-        .as_mut()
-        .and_then(|(cache, locked)| Some((*cache, locked.as_mut()?)));
+    let defined = |name: &str| !skip.contains(&name) && needed.is_none_or(|n| n.contains(&name));
+    // The held views still to come that the cache may hold: once there are none, the slot is
+    // let go, so other statements do not wait while this one computes its own.
+    let mut shared_left = definitions
+        .iter()
+        .filter(|(name, _)| defined(name) && held.contains(name) && !own.contains(name))
+        .count();
     for (name, body) in definitions {
         // A statement's own session defines only the views it reaches: planning every view
         // takes a tenth of a second.
-        if skip.contains(&name) || needed.is_some_and(|n| !n.contains(&name)) {
+        if !defined(name) {
             continue;
+        }
+        if shared_left == 0 {
+            slot = None;
         }
         if held.contains(&name) {
             let own = own.contains(&name);
-            if let Some((cache, entry)) = entry.as_ref().filter(|_| !own)
+            if !own {
+                shared_left -= 1;
+            }
+            if let Some((cache, locked)) = slot.as_ref().filter(|_| !own)
+                && let Some(entry) = locked.as_ref()
                 && let Some(table) = entry.views.get(name)
             {
                 cache.reused.fetch_add(1, Relaxed);
@@ -679,7 +690,9 @@ async fn define_views_holding(
                 "Computed a view once for the statement."
             );
             let table = Arc::new(MemTable::try_new(schema, vec![batches])?);
-            if let Some((cache, entry)) = entry.as_mut().filter(|_| !own) {
+            if let Some((cache, locked)) = slot.as_mut().filter(|_| !own)
+                && let Some(entry) = locked.as_mut()
+            {
                 cache.computed.fetch_add(1, Relaxed);
                 entry.views.insert(name, table.clone());
             }

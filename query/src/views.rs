@@ -647,7 +647,7 @@ pub fn windowable(options: &DoraOptions) -> bool {
 ///   and no later than one it deployed before the window's end (`until`).
 ///
 /// Every other view is the same; `dora_changes` and the views over it are then not whole.
-/// `None` when `options` cannot be computed for a window ([`windowable`]).
+/// When `options` cannot be computed for a window ([`windowable`]), the whole history's.
 pub fn definitions_for(
     production: &str,
     options: DoraOptions,
@@ -875,6 +875,20 @@ pub fn definitions_for(
     v.push(("pipeline_runs", pipeline_runs_sql("run_events", false)));
     v.push(("task_runs", task_runs_sql("run_events", false)));
 
+    // Each production deployment (not a rollback) with the repository and merge time of each
+    // merged change its artifact links to: the frontiers of trunk order. A view of its own,
+    // held, because `dora_change_deliveries` reads it three times.
+    v.push((
+        "deployment_frontiers",
+        "SELECT d.service, d.time, c.repository, c.merged_at AS frontier, d.artifact_id
+         FROM production_events d
+         JOIN artifact_changes l ON l.artifact_id = d.artifact_id
+         JOIN changes c ON c.change_id = l.change_id
+         WHERE d.predicate <> 'rolledback'
+           AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
+            .to_string(),
+    ));
+
     // Production deployments in order per service (`seq`), each with the next one's time and
     // action: what `dora_deployments` pairs signals and incidents with. A view of its own,
     // held, because `dora_deployments` reads it five times. Over a window, those from its
@@ -897,20 +911,6 @@ pub fn definitions_for(
                 }
             ),
         ),
-    ));
-
-    // Each production deployment (not a rollback) with the repository and merge time of each
-    // merged change its artifact links to: the frontiers of trunk order. A view of its own,
-    // held, because `dora_change_deliveries` reads it three times.
-    v.push((
-        "deployment_frontiers",
-        "SELECT d.service, d.time, c.repository, c.merged_at AS frontier, d.artifact_id
-         FROM production_events d
-         JOIN artifact_changes l ON l.artifact_id = d.artifact_id
-         JOIN changes c ON c.change_id = l.change_id
-         WHERE d.predicate <> 'rolledback'
-           AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
-            .to_string(),
     ));
 
     // Over a window: each merged change with each service that deploys from its repository

@@ -1,6 +1,7 @@
 //! The DORA report pairs only what its window's figures depend on
-//! (`dora::Pairing::Window`): over random histories and random windows, it is the report that
-//! pairs the whole history, as the views users query do (`dora::Pairing::WholeHistory`).
+//! (`dora::Pairing::Window`): over random histories and random windows, over the demo history,
+//! and in the cases a random history may miss, it is the report that pairs the whole history,
+//! as the views users query do (`dora::Pairing::WholeHistory`).
 //!
 //! The histories are small and dense on purpose: a few services and changes deployed and
 //! rolled back over six weeks, incidents that name an artifact deployed long before (or never),
@@ -33,14 +34,18 @@ fn event(id: &str, ty: &str, subject: &str, hours: u32, content: Value) -> Strin
     support::cdevent("/window-test", id, ty, subject, &at(hours), content)
 }
 
-/// One change: merged into `shop` and packaged as its artifact an hour later.
-#[derive(Debug, Clone)]
+/// One change: merged into `shop` and packaged as its artifact an hour later; it may revert
+/// another change and be labelled a hotfix.
+#[derive(Debug, Clone, Default)]
 struct Change {
     merged: u32,
+    reverts: Option<usize>,
+    hotfix: bool,
 }
 
-/// A deployment of change `change`'s artifact to a service; `rollback` deploys it as a
-/// rollback, `staging` outside production.
+/// A deployment of change `change`'s artifact to a service (`change` past the changes: an
+/// artifact no change built); `rollback` deploys it as a rollback, `staging` outside
+/// production.
 #[derive(Debug, Clone)]
 struct Deployment {
     service: usize,
@@ -70,14 +75,26 @@ struct History {
 const SPAN: u32 = 42 * 24;
 
 fn history() -> impl Strategy<Value = History> {
-    let changes = prop::collection::vec((0..SPAN).prop_map(|merged| Change { merged }), 1..12);
+    let changes = prop::collection::vec(
+        (
+            0..SPAN,
+            prop::option::weighted(0.2, 0..12usize),
+            prop::bool::weighted(0.2),
+        )
+            .prop_map(|(merged, reverts, hotfix)| Change {
+                merged,
+                reverts,
+                hotfix,
+            }),
+        1..12,
+    );
     changes.prop_flat_map(|changes| {
         let n = changes.len();
         let deployments = prop::collection::vec(
             (
                 0..SERVICES.len(),
                 0..SPAN,
-                0..n,
+                0..n + 1,
                 prop::bool::weighted(0.15),
                 prop::bool::weighted(0.1),
             )
@@ -115,6 +132,25 @@ fn history() -> impl Strategy<Value = History> {
     })
 }
 
+/// A change merged `hours` after [`start`], neither a revert nor a hotfix.
+fn merged_at(hours: u32) -> Change {
+    Change {
+        merged: hours,
+        ..Change::default()
+    }
+}
+
+/// A production deployment of change `change`'s artifact to service `service`.
+fn deploy(service: usize, hours: u32, change: usize) -> Deployment {
+    Deployment {
+        service,
+        hours,
+        change,
+        rollback: false,
+        staging: false,
+    }
+}
+
 /// The artifact of change `i` (`i` past the changes: an artifact no change built).
 fn artifact(i: usize) -> String {
     format!("pkg:oci/shop@{i}")
@@ -124,13 +160,23 @@ fn events(h: &History) -> Vec<String> {
     let mut out = Vec::new();
     for (i, c) in h.changes.iter().enumerate() {
         let change = format!("shop/{i}");
-        out.push(event(
+        let mut merged: Value = serde_json::from_str(&event(
             &format!("m{i}"),
             "change.merged",
             &change,
             c.merged,
             json!({"repository": {"id": "shop"}}),
-        ));
+        ))
+        .unwrap();
+        let mut custom = json!({});
+        if let Some(r) = c.reverts.filter(|r| *r != i) {
+            custom["reverts"] = json!(format!("shop/{r}"));
+        }
+        if c.hotfix {
+            custom["labels"] = json!(["Hotfix"]);
+        }
+        merged["customData"] = custom;
+        out.push(merged.to_string());
         out.push(event(
             &format!("p{i}"),
             "artifact.packaged",
@@ -146,7 +192,10 @@ fn events(h: &History) -> Vec<String> {
             "service.deployed"
         };
         // A deployment of a change's artifact comes after its packaging.
-        let hours = d.hours.max(h.changes[d.change].merged + 2);
+        let hours = match h.changes.get(d.change) {
+            Some(c) => d.hours.max(c.merged + 2),
+            None => d.hours,
+        };
         let environment = if d.staging { "staging" } else { "production" };
         out.push(event(
             &format!("d{i}"),
@@ -183,6 +232,20 @@ fn events(h: &History) -> Vec<String> {
     out
 }
 
+/// The report for `req` pairing its window, and pairing the whole history, as JSON.
+async fn paired(engine: &Engine, req: &DoraRequest) -> (Value, Value) {
+    let mut out = Vec::new();
+    for pairing in [Pairing::Window, Pairing::WholeHistory] {
+        let r = engine
+            .dora_paired(req, pairing)
+            .await
+            .unwrap_or_else(|e| panic!("the report ({pairing:?}) for {req:?}: {e}"));
+        out.push(serde_json::to_value(r).unwrap());
+    }
+    let whole = out.pop().unwrap();
+    (out.pop().unwrap(), whole)
+}
+
 /// Both pairings' reports for `from..to` (hours after [`start`], either may lie outside the
 /// history), plain and by service, as JSON.
 async fn both(engine: &Engine, from: i64, to: i64) -> Vec<(Value, Value, String)> {
@@ -194,18 +257,25 @@ async fn both(engine: &Engine, from: i64, to: i64) -> Vec<(Value, Value, String)
             by,
             then_by: None,
         };
-        let mut paired = Vec::new();
-        for pairing in [Pairing::Window, Pairing::WholeHistory] {
-            let r = engine
-                .dora_paired(&req, pairing)
-                .await
-                .unwrap_or_else(|e| panic!("the report ({pairing:?}): {e}"));
-            paired.push(serde_json::to_value(r).unwrap());
-        }
-        let whole = paired.pop().unwrap();
-        out.push((paired.pop().unwrap(), whole, format!("{req:?}")));
+        let (windowed, whole) = paired(engine, &req).await;
+        out.push((windowed, whole, format!("{req:?}")));
     }
     out
+}
+
+/// The `[dora]` rules of a report: DESIGN's (0), a 24h failure window (1), or failures by
+/// revert with rework by revert and hotfix (2).
+fn config(rules: usize) -> Config {
+    let mut config = Config::default();
+    match rules {
+        1 => config.dora.failure_window = "24h".into(),
+        2 => {
+            config.dora.failures = vec!["incident".into(), "rollback".into(), "revert".into()];
+            config.dora.rework = vec!["incident_open".into(), "revert".into(), "hotfix".into()];
+        }
+        _ => {}
+    }
+    config
 }
 
 proptest! {
@@ -216,7 +286,7 @@ proptest! {
         h in history(),
         from in -72i64..(SPAN as i64),
         days in 1i64..30,
-        failure_window in prop::bool::ANY,
+        rules in 0..3usize,
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -228,11 +298,7 @@ proptest! {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path().to_str().unwrap()).unwrap();
             ingest(&store, &events).await;
-            let mut config = Config::default();
-            if failure_window {
-                config.dora.failure_window = "24h".into();
-            }
-            let engine = Engine::open(&store, config).await.unwrap();
+            let engine = Engine::open(&store, config(rules)).await.unwrap();
             both(&engine, from, from + days * 24).await
         });
         for (windowed, whole, req) in reports {
@@ -245,18 +311,11 @@ proptest! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_happened_before_the_window_decides_as_over_the_whole_history() {
     let day = 24;
-    let deploy = |service, hours, change| Deployment {
-        service,
-        hours,
-        change,
-        rollback: false,
-        staging: false,
-    };
     let cases = [
         (
             "an incident naming an artifact deployed before the window is not the window's failure",
             History {
-                changes: vec![Change { merged: 0 }, Change { merged: 10 * day }],
+                changes: vec![merged_at(0), merged_at(10 * day)],
                 deployments: vec![deploy(0, day, 0), deploy(0, 20 * day, 1)],
                 incidents: vec![Incident {
                     service: 0,
@@ -269,7 +328,7 @@ async fn what_happened_before_the_window_decides_as_over_the_whole_history() {
         (
             "a change delivered to one service before the window and to another in it",
             History {
-                changes: vec![Change { merged: 0 }, Change { merged: 2 * day }],
+                changes: vec![merged_at(0), merged_at(2 * day)],
                 deployments: vec![
                     deploy(0, day, 0),
                     deploy(1, 20 * day, 0),
@@ -279,9 +338,13 @@ async fn what_happened_before_the_window_decides_as_over_the_whole_history() {
             },
         ),
         (
+            "a change delivered in the window and reverted after fails its deployment; the revert's is rework",
+            reverted(day),
+        ),
+        (
             "an incident open across the window's start makes its deployments rework",
             History {
-                changes: vec![Change { merged: 0 }],
+                changes: vec![merged_at(0)],
                 deployments: vec![deploy(0, day, 0), deploy(0, 16 * day, 0)],
                 incidents: vec![Incident {
                     service: 0,
@@ -296,10 +359,125 @@ async fn what_happened_before_the_window_decides_as_over_the_whole_history() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().to_str().unwrap()).unwrap();
         ingest(&store, &events(&h)).await;
-        let engine = Engine::open(&store, Config::default()).await.unwrap();
-        for (windowed, whole, req) in both(&engine, 15 * i64::from(day), 30 * i64::from(day)).await
-        {
-            assert_eq!(windowed, whole, "{what}: {req}");
+        // Each with DESIGN's rules and with the revert and hotfix rules.
+        for rules in [0, 2] {
+            let engine = Engine::open(&store, config(rules)).await.unwrap();
+            for (windowed, whole, req) in
+                both(&engine, 15 * i64::from(day), 30 * i64::from(day)).await
+            {
+                assert_eq!(windowed, whole, "{what} (rules {rules}): {req}");
+            }
         }
+    }
+    // The revert case exercises the rules: its first deployment failed by the revert, the
+    // second rework for delivering a revert and a hotfix.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    ingest(&store, &events(&reverted(day))).await;
+    let engine = Engine::open(&store, config(2)).await.unwrap();
+    let (windowed, _, _) = both(&engine, 15 * i64::from(day), 30 * i64::from(day))
+        .await
+        .remove(0);
+    assert_eq!(
+        windowed["change_failure_rate"]["reverted"],
+        json!(1),
+        "{windowed}"
+    );
+    assert_eq!(windowed["rework_rate"]["rework"], json!(1), "{windowed}");
+}
+
+/// Over the demo history (60 days of 6 services) and windows across it (one starting before
+/// it, one ending after it, one cutting days in their middle), by every grouping and with every
+/// `[dora]` rule that allows a window, the two pairings give the same report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_demo_history_every_rule_and_grouping_reports_as_the_whole_history() {
+    let end = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+    let spec = cdlake_demo::DemoSpec {
+        seed: 42,
+        days: 60,
+        services: 6,
+        target_events: 20_000,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let events: Vec<String> = cdlake_demo::generate(&spec, end).collect();
+    ingest(&store, &events).await;
+    let rules = |f: &dyn Fn(&mut cdlake_query::config::DoraRules)| {
+        let mut config = Config::default();
+        f(&mut config.dora);
+        config
+    };
+    let configs = [
+        ("DESIGN's rules", Config::default()),
+        (
+            "a 24h failure window, lead time from the merge",
+            rules(&|d| {
+                d.failure_window = "24h".into();
+                d.lead_time_start = "merged".into();
+            }),
+        ),
+        (
+            "failures by revert, rework by revert and hotfix, lead time from the first commit",
+            rules(&|d| {
+                d.failures = vec!["incident".into(), "rollback".into(), "revert".into()];
+                d.rework = vec!["incident_open".into(), "revert".into(), "hotfix".into()];
+                d.lead_time_start = "first_commit".into();
+            }),
+        ),
+    ];
+    let day = Duration::days(1);
+    let windows = [
+        (end - day * 30, end - Duration::milliseconds(1)),
+        (end - day * 90, end - day * 44),
+        (end - day * 20, end + day * 10),
+        (
+            end - day * 37 + Duration::minutes(797),
+            end - day * 30 + Duration::minutes(125),
+        ),
+    ];
+    let groupings = [
+        (None, None),
+        (Some(GroupBy::Service), None),
+        (Some(GroupBy::Repository), None),
+        (Some(GroupBy::Team), Some(GroupBy::Week)),
+    ];
+    let mut deployments = 0;
+    for (rules, config) in configs {
+        let engine = Engine::open(&store, config).await.unwrap();
+        for (from, to) in windows {
+            for (by, then_by) in groupings {
+                let req = DoraRequest {
+                    from,
+                    to,
+                    by,
+                    then_by,
+                };
+                let (windowed, whole) = paired(&engine, &req).await;
+                assert_eq!(
+                    windowed, whole,
+                    "with {rules}, from {from} to {to} by {by:?},{then_by:?}: the window's pairing differs from the whole history's"
+                );
+                deployments += windowed["deployment_frequency"]["deployments"]
+                    .as_u64()
+                    .expect("a deployment count");
+            }
+        }
+    }
+    assert!(deployments > 0, "the windows hold deployments");
+}
+
+/// A change deployed at 20 days, reverted by a hotfix merged at 22 and deployed at 25.
+fn reverted(day: u32) -> History {
+    History {
+        changes: vec![
+            merged_at(0),
+            Change {
+                merged: 22 * day,
+                reverts: Some(0),
+                hotfix: true,
+            },
+        ],
+        deployments: vec![deploy(0, 20 * day, 0), deploy(0, 25 * day, 1)],
+        incidents: vec![],
     }
 }
