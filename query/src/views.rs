@@ -638,13 +638,16 @@ pub fn windowable(options: &DoraOptions) -> bool {
 ///
 /// - `production_deployments`: those made from the window's start on (numbered from there; the
 ///   report reads no deployment before it, and the next one of each is among them);
-/// - `dora_deployments`: the same, failed by the signals from the window's start on (a signal
-///   before it is owned by a deployment before it), a signal naming an artifact being linked
-///   when the artifact was deployed at or before it at any time;
+/// - `incident_signals`: those from the window's start on (a signal before it is owned by a
+///   deployment before it);
+/// - `dora_deployments`: the window's deployments failed by those signals, a signal naming an
+///   artifact being linked when the artifact was deployed at or before it at any time (the
+///   deployments before the window among `production_events`);
 /// - `dora_change_deliveries`: the deliveries before the window's end of the changes delivered
 ///   in the window: a change is delivered in the window to a service exactly when it was merged
 ///   after every frontier that service deployed before the window (`delivery_reach`'s `before`)
-///   and no later than one it deployed before the window's end (`until`).
+///   and no later than one it deployed before the window's end (`until`); `delivery_reach` is
+///   defined only over a window.
 ///
 /// Every other view is the same; `dora_changes` and the views over it are then not whole.
 /// When `options` cannot be computed for a window ([`windowable`]), the whole history's.
