@@ -612,21 +612,12 @@ async fn define_views_holding(
         None => definitions.clone(),
         Some(_) => views::definitions_with(&config.production, options),
     };
-    let differing: Vec<&str> = definitions
+    let differing: Vec<&'static str> = definitions
         .iter()
         .filter(|d| !whole.contains(d))
         .map(|(name, _)| *name)
         .collect();
-    let own: Vec<&str> = definitions
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| {
-            !differing.is_empty()
-                && views::reachable(&definitions, &[name.to_string()])
-                    .iter()
-                    .any(|v| differing.contains(v))
-        })
-        .collect();
+    let own = views::readers_of(&definitions, &differing);
     // The cache's slot, locked while this statement computes what it lacks, and its entry
     // for this snapshot and these definitions.
     let mut slot = None;

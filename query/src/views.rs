@@ -183,6 +183,22 @@ pub fn reachable(
     reached
 }
 
+/// The views among `definitions` (in dependency order) that are among `names` or read one of
+/// them, directly or through other views: one pass, each view's body searched for the names
+/// found so far.
+pub fn readers_of(
+    definitions: &[(&'static str, String)],
+    names: &[&'static str],
+) -> Vec<&'static str> {
+    let mut found: Vec<&'static str> = Vec::new();
+    for (view, body) in definitions {
+        if names.contains(view) || found.iter().any(|f| names_word(body, f)) {
+            found.push(view);
+        }
+    }
+    found
+}
+
 /// Whether `text` holds `word` with no identifier character on either side.
 fn names_word(text: &str, word: &str) -> bool {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
@@ -1369,6 +1385,19 @@ mod tests {
         assert_eq!(reached(&["incidents"]), ["incidents", "report_events"]);
         // Tables and unknown names reach nothing.
         assert!(reached(&["events", "spans", "nothing"]).is_empty());
+    }
+
+    #[test]
+    fn the_readers_of_a_view_are_the_views_that_reach_it() {
+        let definitions = definitions(cdlake_schemas::DEFAULT_PRODUCTION_PATTERN);
+        for (name, _) in &definitions {
+            let reaching: Vec<&str> = definitions
+                .iter()
+                .map(|(v, _)| *v)
+                .filter(|v| reachable(&definitions, &[v.to_string()]).contains(name))
+                .collect();
+            assert_eq!(readers_of(&definitions, &[name]), reaching, "{name}");
+        }
     }
 
     #[test]
