@@ -19,8 +19,10 @@
 //!   `task_runs`: one row per subject, with the times of its predicates.
 //! - `production_deployments`: production deployments in order per service (`seq`), with the
 //!   next one's time and action; `deployment_frontiers`: each production deployment (not a
-//!   rollback) with the merge time of each change its artifact links to. The pairings below
-//!   read them several times each, so statements hold them.
+//!   rollback) with the merge time of each change its artifact links to, read from
+//!   `production_artifact_changes` (the links of the artifacts deployed to production, where
+//!   `production_deployments` also takes each artifact's change). The pairings below read them
+//!   several times each, so statements hold them.
 //! - `dora_deployments`: each production deployment with its next deployment, whether it
 //!   failed (an incident for its service detected in `[time, next_time)`, or in the failure
 //!   window after it; an incident naming an artifact fails the latest deployment of that
@@ -100,6 +102,7 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("incidents", &["incident"]),
     ("deployment_frontiers", DEPLOYMENT_SUBJECTS),
     ("production_events", &["service"]),
+    ("production_artifact_changes", DEPLOYMENT_SUBJECTS),
     ("incident_signals", &["incident"]),
     ("production_deployments", DEPLOYMENT_SUBJECTS),
     ("delivery_reach", DORA_SUBJECTS),
@@ -125,6 +128,7 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
     "incidents",
     "incident_signals",
     "production_events",
+    "production_artifact_changes",
     "deployment_frontiers",
     "production_deployments",
     "delivery_reach",
@@ -822,19 +826,37 @@ pub fn definitions_for(
         ),
     ));
 
+    // The links of the artifacts deployed to production (`artifact_changes`' rows of the
+    // artifacts of `production_events`): what `deployment_frontiers` reads, and where
+    // `production_deployments` takes each artifact's change (the least linked change id, as
+    // `artifact_facts` has it). Held, so the pairings read the artifacts' links once, not every
+    // artifact's facts again for the deployments of a window.
+    v.push((
+        "production_artifact_changes",
+        "SELECT artifact_id, change_id FROM artifact_changes
+         WHERE artifact_id IN (SELECT artifact_id FROM production_events)"
+            .to_string(),
+    ));
+
     // A deployment is a `service` event deploying, upgrading or rolling back, with its
     // artifact's change and repository. `production_deployments` takes the production ones
     // from `production_events` (not from `deployments`), so that the report and the panels
     // over production pair only those, and join only their artifacts.
-    let deployment_rows = |source: &str, url: &str, filter: &str| {
+    // `artifacts` and `changes` name the relations an artifact's change and a change's
+    // repository are looked up in.
+    let deployment_rows = |source: &str,
+                           artifacts: &str,
+                           changes: &str,
+                           url: &str,
+                           filter: &str| {
         format!(
             "SELECT e.time, e.service, e.environment, e.predicate AS action, e.artifact_id,
                     {prod} AS production, coalesce(c.repository, e.repository) AS repository, a.change_id,
                     coalesce(e.team, ts.team, tr.team) AS team,
                     e.event_source, e.event_id, {url} AS url, e.date
              FROM {source} e
-             LEFT JOIN artifact_facts a ON a.artifact_id = e.artifact_id
-             LEFT JOIN change_facts c ON c.change_id = a.change_id
+             LEFT JOIN {artifacts} a ON a.artifact_id = e.artifact_id
+             LEFT JOIN {changes} c ON c.change_id = a.change_id
              LEFT JOIN teams ts ON ts.key = e.service
              LEFT JOIN teams tr ON tr.key = coalesce(c.repository, e.repository)
              WHERE {filter}",
@@ -845,6 +867,8 @@ pub fn definitions_for(
         "deployments",
         deployment_rows(
             "report_events",
+            "artifact_facts",
+            "change_facts",
             "e.url",
             &format!("e.subject = 'service' AND e.predicate IN ({DEPLOYING})"),
         ),
@@ -901,7 +925,7 @@ pub fn definitions_for(
         "deployment_frontiers",
         "SELECT d.service, d.time, c.repository, c.merged_at AS frontier, d.artifact_id
          FROM production_events d
-         JOIN artifact_changes l ON l.artifact_id = d.artifact_id
+         JOIN production_artifact_changes l ON l.artifact_id = d.artifact_id
          JOIN changes c ON c.change_id = l.change_id
          WHERE d.predicate <> 'rolledback'
            AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
@@ -912,6 +936,10 @@ pub fn definitions_for(
     // action: what `dora_deployments` pairs signals and incidents with. A view of its own,
     // held, because `dora_deployments` reads it five times. Over a window, those from its
     // start on.
+    let deployed = match window {
+        None => "true".to_string(),
+        Some(w) => format!("CAST(e.time AS BIGINT) >= {}", w.from),
+    };
     v.push((
         "production_deployments",
         format!(
@@ -923,11 +951,16 @@ pub fn definitions_for(
              FROM ({rows})",
             rows = deployment_rows(
                 "production_events",
+                // The change of each artifact these deployments deployed, grouped after
+                // keeping only those artifacts' links.
+                &format!(
+                    "(SELECT artifact_id, min(change_id) AS change_id FROM production_artifact_changes
+                      WHERE artifact_id IN (SELECT e.artifact_id FROM production_events e WHERE {deployed})
+                      GROUP BY artifact_id)"
+                ),
+                "changes",
                 "CAST(NULL AS VARCHAR)",
-                &match window {
-                    None => "true".to_string(),
-                    Some(w) => format!("CAST(e.time AS BIGINT) >= {}", w.from),
-                }
+                &deployed,
             ),
         ),
     ));
@@ -1377,6 +1410,7 @@ mod tests {
                 "deployment_frontiers",
                 "dora_change_deliveries",
                 "dora_changes",
+                "production_artifact_changes",
                 "production_events",
                 "report_events",
                 "reverted_artifacts",
