@@ -18,6 +18,8 @@ KEYS = [
     ("cdlake_s", "cdlake s", "{:.3f}"),
     ("duckdb_s", "DuckDB s", "{:.3f}"),
     ("ratio", "cdlake / DuckDB", "{:.2f}"),
+    ("small_cdlake_s", "cdlake s, a tenth of the events", "{:.3f}"),
+    ("growth", "growth", "{:.2f}x"),
     ("cdlake_rss_mib", "cdlake peak RSS MiB", "{:.0f}"),
     ("duckdb_rss_mib", "DuckDB peak RSS MiB", "{:.0f}"),
     ("values", "values compared", "{:,}"),
