@@ -795,6 +795,7 @@ impl Engine {
                 Entity::ChangeFacts,
                 Entity::ArtifactFacts,
                 Entity::ArtifactChanges,
+                Entity::ProductionEvents,
             ],
             Defining {
                 needed: Some(&reached),

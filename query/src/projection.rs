@@ -1,7 +1,9 @@
 //! Entity projections: `pipeline_runs` and `task_runs` kept whole, one row per run attempt or
 //! task run, so a question about the runs finished in a range reads those runs' rows instead
-//! of grouping every run event of the history; and `change_facts` and `artifact_facts`, a row
-//! per change and per artifact from its own events, which the DORA views pair.
+//! of grouping every run event of the history; `change_facts` and `artifact_facts`, a row
+//! per change and per artifact from its own events, which the DORA views pair; and
+//! `production_events`, a row per production deployment event, sorted by time, so the
+//! pairings read those rows instead of filtering every `service` event of the history.
 //!
 //! ```text
 //! <store>/_cdlake/read/<entity>/<id>.parquet   the rows, runs sorted by finished_at
@@ -12,7 +14,7 @@
 //! or `report_events`), and its manifest records what it reflects: the fingerprint of each
 //! month of that read model (the paths and sizes of that month's `events` files,
 //! [`crate::read_model`]) and the digest of its definition (with the `[dora]` hotfix labels
-//! `change_facts` reads). Each row
+//! `change_facts` reads, and the production pattern `production_events` reads). Each row
 //! keeps the entity's identity as one value (`_key`) and the first and last month of the
 //! events it came from (`_first_month`, `_last_month`).
 //!
@@ -66,15 +68,18 @@ pub enum Entity {
     ArtifactFacts,
     /// `artifact_changes`: a row per artifact and change an event links.
     ArtifactChanges,
+    /// `production_events`: a row per production deployment event.
+    ProductionEvents,
 }
 
 impl Entity {
-    pub const ALL: [Entity; 5] = [
+    pub const ALL: [Entity; 6] = [
         Entity::PipelineRuns,
         Entity::TaskRuns,
         Entity::ChangeFacts,
         Entity::ArtifactFacts,
         Entity::ArtifactChanges,
+        Entity::ProductionEvents,
     ];
 
     /// The view it answers.
@@ -85,6 +90,7 @@ impl Entity {
             Entity::ChangeFacts => "change_facts",
             Entity::ArtifactFacts => "artifact_facts",
             Entity::ArtifactChanges => "artifact_changes",
+            Entity::ProductionEvents => "production_events",
         }
     }
 
@@ -92,9 +98,10 @@ impl Entity {
     pub fn model(self) -> Model {
         match self {
             Entity::PipelineRuns | Entity::TaskRuns => Model::RunEvents,
-            Entity::ChangeFacts | Entity::ArtifactFacts | Entity::ArtifactChanges => {
-                Model::ReportEvents
-            }
+            Entity::ChangeFacts
+            | Entity::ArtifactFacts
+            | Entity::ArtifactChanges
+            | Entity::ProductionEvents => Model::ReportEvents,
         }
     }
 
@@ -104,18 +111,22 @@ impl Entity {
     }
 
     /// Its rows with the projection's columns, over `source` (rows of its read model).
-    fn sql(self, source: &str, hotfix_labels: &[String]) -> String {
+    fn sql(self, source: &str, settings: &Settings) -> String {
         match self {
             Entity::PipelineRuns => views::pipeline_runs_sql(source, true),
             Entity::TaskRuns => views::task_runs_sql(source, true),
-            Entity::ChangeFacts => views::change_facts_sql(source, hotfix_labels, true),
+            Entity::ProductionEvents => {
+                views::production_events_sql(source, &settings.production, true)
+            }
+            Entity::ChangeFacts => views::change_facts_sql(source, &settings.hotfix_labels, true),
             Entity::ArtifactFacts => views::artifact_facts_sql(source, true),
             Entity::ArtifactChanges => views::artifact_changes_sql(source, true),
         }
     }
 
     /// The read model's rows it reads, and their identity as `_key`.
-    fn rows_and_key(self) -> (&'static str, String) {
+    fn rows_and_key(self, settings: &Settings) -> (String, String) {
+        let production_rows;
         let (rows, identity): (&str, &[&str]) = match self {
             Entity::PipelineRuns => (views::PIPELINE_RUN_ROWS, &views::PIPELINE_RUN_IDENTITY),
             Entity::TaskRuns => (views::TASK_RUN_ROWS, &views::TASK_RUN_IDENTITY),
@@ -125,26 +136,31 @@ impl Entity {
                 views::ARTIFACT_CHANGE_ROWS,
                 &views::ARTIFACT_CHANGE_IDENTITY,
             ),
+            Entity::ProductionEvents => {
+                production_rows = views::production_event_rows(&settings.production);
+                (&production_rows, &views::EVENT_IDENTITY)
+            }
         };
-        (rows, views::identity_key(identity))
+        (rows.to_string(), views::identity_key(identity))
     }
 
     /// The column its file is sorted by (then `_key`), so a filter on it skips row groups.
     fn order(self) -> Option<&'static str> {
         match self {
             Entity::PipelineRuns | Entity::TaskRuns => Some("finished_at"),
+            Entity::ProductionEvents => Some("time"),
             Entity::ChangeFacts | Entity::ArtifactFacts | Entity::ArtifactChanges => None,
         }
     }
 
     /// The digest of what its rows mean: its SQL (with the `[dora]` settings it reads), its
     /// read model's and the file layout. A projection of another digest is not read.
-    fn digest(self, hotfix_labels: &[String]) -> String {
+    fn digest(self, settings: &Settings) -> String {
         let mut h = Sha256::new();
         let model = self.model();
         for part in [
             LAYOUT.to_string(),
-            self.sql(model.name(), hotfix_labels),
+            self.sql(model.name(), settings),
             model.definition(),
         ] {
             h.update((part.len() as u64).to_le_bytes());
@@ -154,13 +170,24 @@ impl Entity {
     }
 }
 
-/// The `[dora]` hotfix labels of `config` (what `change_facts.hotfix` reads).
-fn hotfix_labels(config: &crate::Config) -> Result<Vec<String>> {
-    Ok(config
-        .dora
-        .options()
-        .map_err(|e| Error::BadRequest(e.to_string()))?
-        .hotfix_labels)
+/// What a projection's rows depend on besides its events.
+struct Settings {
+    /// The `[dora]` hotfix labels (what `change_facts.hotfix` reads).
+    hotfix_labels: Vec<String>,
+    /// The production environment pattern (what `production_events` keeps).
+    production: String,
+}
+
+/// The [`Settings`] of `config`.
+fn settings(config: &crate::Config) -> Result<Settings> {
+    Ok(Settings {
+        hotfix_labels: config
+            .dora
+            .options()
+            .map_err(|e| Error::BadRequest(e.to_string()))?
+            .hotfix_labels,
+        production: config.production.clone(),
+    })
 }
 
 /// What a projection reflects (`<id>.json`).
@@ -305,14 +332,14 @@ async fn current(
         ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
     };
     let model = entity.model();
-    let labels = hotfix_labels(config)?;
+    let settings = settings(config)?;
     let now = read_model::months(&rows.index, model);
     let fingerprints: BTreeMap<String, String> = now
         .iter()
         .map(|(m, (f, _))| (m.clone(), f.clone()))
         .collect();
     let Some((manifest, dirty)) =
-        newest(store, entity, &entity.digest(&labels), &fingerprints).await?
+        newest(store, entity, &entity.digest(&settings), &fingerprints).await?
     else {
         return Ok(None);
     };
@@ -358,7 +385,7 @@ async fn current(
             .flat_map(|(_, dates)| dates.iter().copied())
             .collect()
     };
-    let (selected, key) = entity.rows_and_key();
+    let (selected, key) = entity.rows_and_key(&settings);
     // The entities with an event in a dirty month now.
     let dirty_dates = dates_of(&dirty);
     let touched = format!("cdlake_{name}_touched");
@@ -420,7 +447,7 @@ async fn current(
             "(SELECT s.* FROM {source} s JOIN {changed} c ON c._key = {key} WHERE {})",
             read_model::dates_predicate(&read_dates)
         );
-        entity.sql(&source, &labels)
+        entity.sql(&source, &settings)
     };
     stats.derived = hold(ctx, &derived, &derived_sql)
         .await?
@@ -501,8 +528,8 @@ pub async fn refresh(
 ) -> Result<ProjectionReport> {
     let ctx = crate::engine::new_session(crate::engine::spilling(&runtime)?, config);
     let model = entity.model();
-    let labels = hotfix_labels(config)?;
-    let digest = entity.digest(&labels);
+    let settings = settings(config)?;
+    let digest = entity.digest(&settings);
     let rows = read_model::pinned_view(&ctx, store, log, model).await?;
     ctx.register_table(model.name(), rows.view.clone())?;
     let fingerprints: BTreeMap<String, String> = read_model::months(&rows.index, model)
@@ -536,7 +563,7 @@ pub async fn refresh(
             ctx.register_table("cdlake_projection_rows", full)?;
             "SELECT * FROM cdlake_projection_rows".to_string()
         }
-        None => entity.sql(model.name(), &labels),
+        None => entity.sql(model.name(), &settings),
     };
     let df = ctx.sql(&rows_sql).await.map_err(build_err)?;
     let schema = Arc::new(df.schema().as_arrow().clone());
@@ -666,7 +693,7 @@ pub async fn dirty_months_of(
         .into_iter()
         .map(|(m, (f, _))| (m, f))
         .collect();
-    let digest = entity.digest(&hotfix_labels(config)?);
+    let digest = entity.digest(&settings(config)?);
     Ok(newest(store, entity, &digest, &fingerprints)
         .await?
         .map(|(_, dirty)| dirty.len()))

@@ -333,6 +333,42 @@ pub const CHANGE_IDENTITY: [&str; 1] = ["change_id"];
 /// The identity of an artifact (`artifact_facts`) over `report_events`' columns.
 pub const ARTIFACT_IDENTITY: [&str; 1] = ["artifact_id"];
 
+/// The identity of an event (`production_events`).
+pub const EVENT_IDENTITY: [&str; 2] = ["event_source", "event_id"];
+
+/// The `report_events` rows `production_events` keeps: a `service` event deploying, upgrading
+/// or rolling back in an environment the `production` pattern matches.
+pub fn production_event_rows(production: &str) -> String {
+    let pat = production.replace('\'', "''");
+    format!(
+        "subject = 'service' AND predicate IN ({DEPLOYING})
+         AND regexp_like(environment, '{pat}') AND service IS NOT NULL"
+    )
+}
+
+/// `production_events` over `source` (rows of `report_events`' columns): the production
+/// deployment events as they are; with `projection`, also the columns of
+/// [`PROJECTION_COLUMNS`], each row its own (an event is its own entity: its identity is unique
+/// in `events`, and rows are not grouped, so the projection answers as the view does even where
+/// another writer broke that invariant).
+pub fn production_events_sql(source: &str, production: &str, projection: bool) -> String {
+    let rows = production_event_rows(production);
+    let extra = if projection {
+        format!(
+            ", {} AS _key, substr(CAST(date AS VARCHAR), 1, 7) AS _first_month,
+                    substr(CAST(date AS VARCHAR), 1, 7) AS _last_month",
+            identity_key(&EVENT_IDENTITY)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT time, service, environment, predicate, artifact_id, repository, team,
+                event_source, event_id, date{extra}
+         FROM {source} WHERE {rows}"
+    )
+}
+
 /// The `report_events` rows `change_facts` reads.
 pub const CHANGE_ROWS: &str = "subject = 'change' AND change_id IS NOT NULL";
 
@@ -814,16 +850,10 @@ pub fn definitions_for(
 
     // The production deployment events (a `service` event deploying, upgrading or rolling back
     // in a production environment), as they are: what `production_deployments` pairs, and what
-    // the report looks signals' artifacts up in.
+    // the report looks signals' artifacts up in. Kept as a projection (`crate::projection`).
     v.push((
         "production_events",
-        format!(
-            "SELECT time, service, environment, predicate, artifact_id, repository, team,
-                    event_source, event_id, date
-             FROM report_events
-             WHERE subject = 'service' AND predicate IN ({DEPLOYING})
-               AND regexp_like(environment, '{pat}') AND service IS NOT NULL"
-        ),
+        production_events_sql("report_events", production, false),
     ));
 
     // The links of the artifacts deployed to production (`artifact_changes`' rows of the

@@ -391,18 +391,24 @@ fn deployed(id: &str, artifact: &str, time: &str) -> String {
 const CHANGES: &str = "SELECT * FROM changes ORDER BY change_id";
 const ARTIFACTS: &str = "SELECT * FROM artifacts ORDER BY artifact_id";
 const LEAD: &str = "SELECT * FROM dora_change_deliveries ORDER BY change_id, service";
+const PRODUCTION: &str =
+    "SELECT * FROM production_deployments ORDER BY service, time, event_source, event_id";
 
-/// `changes`, `artifacts` and the deliveries as CSV, from a fresh engine, with or without
-/// the fact projections.
+/// The projections of `report_events`.
+const REPORT_ENTITIES: [Entity; 4] = [
+    Entity::ChangeFacts,
+    Entity::ArtifactFacts,
+    Entity::ArtifactChanges,
+    Entity::ProductionEvents,
+];
+
+/// `changes`, `artifacts`, the deliveries and the production deployments as CSV, from a fresh
+/// engine, with or without the fact projections.
 async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
     let root = store.local_root().unwrap();
     let kept = tempfile::tempdir().unwrap();
     let moved = |e: Entity| kept.path().join(e.name());
-    let entities = [
-        Entity::ChangeFacts,
-        Entity::ArtifactFacts,
-        Entity::ArtifactChanges,
-    ];
+    let entities = REPORT_ENTITIES;
     if !from_projections {
         for e in entities {
             let dir = root.join(e.prefix());
@@ -413,16 +419,16 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
     }
     let engine = Engine::open(store, Config::default()).await.unwrap();
     let mut out = Vec::new();
-    for sql in [CHANGES, ARTIFACTS, LEAD] {
+    for sql in [CHANGES, ARTIFACTS, LEAD, PRODUCTION] {
         let csv = engine.sql_rendered(sql, Format::Csv).await.unwrap();
         out.push(String::from_utf8(csv).unwrap());
     }
     // Read from the projections when they are there: `changes` reads both facts (a reverted
-    // artifact's change from artifact_facts), `artifacts` both facts, the deliveries the facts
-    // and artifact_changes.
+    // artifact's change from artifact_facts), `artifacts` both facts, the deliveries the facts,
+    // artifact_changes and production_events, the production deployments the same four.
     let (projected, derived) = engine.projection_read_counts();
     if from_projections {
-        assert_eq!((projected, derived), (7, 0), "from the projections");
+        assert_eq!((projected, derived), (12, 0), "from the projections");
     } else {
         assert_eq!(projected, 0, "from report_events");
     }
@@ -465,11 +471,7 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
     projection::refresh_store(&store, &config, &report, false)
         .await
         .unwrap();
-    for e in [
-        Entity::ChangeFacts,
-        Entity::ArtifactFacts,
-        Entity::ArtifactChanges,
-    ] {
+    for e in REPORT_ENTITIES {
         assert_eq!(
             projection::dirty_months_of(&store, e, &config)
                 .await
@@ -478,6 +480,31 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
         );
     }
     assert_eq!(facts(&store, true).await, facts(&store, false).await);
+    // The production pattern is part of production_events' definition: another pattern reads
+    // no projection of the default one (and matches none of these deployments).
+    let staging = Config {
+        production: "^staging$".to_string(),
+        ..Config::default()
+    };
+    assert_eq!(
+        projection::dirty_months_of(&store, Entity::ProductionEvents, &staging)
+            .await
+            .unwrap(),
+        None
+    );
+    let engine = Engine::open(&store, staging).await.unwrap();
+    let csv = engine
+        .sql_rendered("SELECT count(*) AS n FROM production_events", Format::Csv)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(csv).unwrap().trim(), "n\n0");
+    let csv = Engine::open(&store, Config::default())
+        .await
+        .unwrap()
+        .sql_rendered("SELECT count(*) AS n FROM production_events", Format::Csv)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(csv).unwrap().trim(), "n\n1");
 
     // Since: shop/1 labelled a hotfix in March (its other events are January's), shop/2
     // packaged and deployed in March.
