@@ -404,15 +404,17 @@ async fn current(
         .iter()
         .map(|m| format!("(_first_month <= '{m}' AND _last_month >= '{m}')"))
         .collect();
+    // Every row of those keys: an entity kept as one row per event (`production_events`) has
+    // a row per copy where another writer stored an event twice, and the months of each copy
+    // are read again, not only those of the copy that met a dirty month.
     let spans_name = format!("cdlake_{name}_spans");
     let spans = hold(
         ctx,
         &spans_name,
         &format!(
-            "SELECT p._key, p._first_month, p._last_month FROM {projection} p
-               JOIN {touched} t ON t._key = p._key
-             UNION
-             SELECT _key, _first_month, _last_month FROM {projection} WHERE {}",
+            "SELECT DISTINCT p._key, p._first_month, p._last_month FROM {projection} p
+             WHERE p._key IN (SELECT _key FROM {touched}
+                              UNION SELECT _key FROM {projection} WHERE {})",
             meets.join(" OR ")
         ),
     )
