@@ -786,17 +786,18 @@ impl Engine {
         let reads: Vec<String> = views::REPORT_READS.iter().map(|r| r.to_string()).collect();
         let reached = self.reached_views(&reads, window)?;
         let held = held_among(&reached);
+        // Every projection of `report_events` (as a statement takes those it reaches), so a
+        // new one is read by the report without being listed here too.
+        let projected: Vec<Entity> = Entity::ALL
+            .into_iter()
+            .filter(|e| e.model() == crate::read_model::Model::ReportEvents)
+            .collect();
         self.holding(
             views::REPORT_SUBJECTS,
             &held,
             views::REPORT_UNREAD_COLUMNS,
             None,
-            &[
-                Entity::ChangeFacts,
-                Entity::ArtifactFacts,
-                Entity::ArtifactChanges,
-                Entity::ProductionEvents,
-            ],
+            &projected,
             Defining {
                 needed: Some(&reached),
                 window,
