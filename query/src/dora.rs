@@ -543,11 +543,21 @@ pub fn report_queries(req: &DoraRequest, windowed: bool) -> ReportQueries {
         },
         changes_not_delivered: if windowed {
             // Over the window's views: with no service that deployed a frontier at or after
-            // its merge before the window's end.
+            // its merge before the window's end. Those of a repository no service deploys
+            // from, counted from the facts; and those `delivery_reach` holds with none of its
+            // services' `until` at or after their merge. Every other change (of a repository
+            // with services, merged before `delivery_reach`'s bound) was delivered before the
+            // window ([`crate::views::delivered_before`]).
             format!(
-                "SELECT count(*) FROM changes c WHERE CAST(c.merged_at AS BIGINT) < {to}
-                 AND NOT EXISTS (SELECT 1 FROM delivery_reach r
-                                 WHERE r.change_id = c.change_id AND r.merged_at <= r.until)",
+                "SELECT (SELECT count(*) FROM change_facts
+                         WHERE CAST(merged_at AS BIGINT) < {to}
+                           AND (repository IS NULL
+                                OR repository NOT IN (SELECT repository FROM delivery_pairs)))
+                      + (SELECT count(*) FROM (
+                           SELECT change_id FROM delivery_reach
+                           WHERE CAST(merged_at AS BIGINT) < {to}
+                           GROUP BY change_id
+                           HAVING NOT bool_or(coalesce(merged_at <= until, false))))",
                 to = w.to
             )
         } else {

@@ -650,6 +650,7 @@ async fn define_views_holding(
         if !defined(name) {
             continue;
         }
+        let body = bind_bounds(ctx, body).await?;
         if shared_left == 0 {
             slot = None;
         }
@@ -701,6 +702,39 @@ async fn define_views_holding(
         );
     }
     Ok(())
+}
+
+/// `body` with each bound it reads ([`views::bounds`], a scalar subquery over views defined
+/// before it) replaced by its value, so that a filter on it is a literal a scan prunes row
+/// groups by. The view means the same either way.
+async fn bind_bounds(ctx: &SessionContext, body: String) -> Result<String> {
+    let mut body = body;
+    for (subquery, sql) in views::bounds() {
+        if !body.contains(&subquery) {
+            continue;
+        }
+        let batches = ctx
+            .sql(sql)
+            .await
+            .map_err(|e| Error::internal("computing a view's bound", e))?
+            .collect()
+            .await
+            .map_err(|e| Error::internal("computing a view's bound", e))?;
+        let value = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
+            use arrow::array::{Array, AsArray};
+            let c = b
+                .column(0)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>()?;
+            c.is_valid(0).then(|| c.value(0))
+        });
+        tracing::debug!(bound = sql, value, "Bound a view to a value.");
+        let literal = match value {
+            Some(v) => format!("CAST({v} AS BIGINT)"),
+            None => "CAST(NULL AS BIGINT)".to_string(),
+        };
+        body = body.replace(&subquery, &literal);
+    }
+    Ok(body)
 }
 
 /// The views among `reached` that a statement holds ([`views::REPORT_HELD_VIEWS`]).
@@ -785,7 +819,17 @@ impl Engine {
         // facts themselves.
         let reads: Vec<String> = views::REPORT_READS.iter().map(|r| r.to_string()).collect();
         let reached = self.reached_views(&reads, window)?;
-        let held = held_among(&reached);
+        let mut held = held_among(&reached);
+        // Over a window, `changes` is read only for the changes merged late enough to be
+        // delivered in it: a scan of `change_facts` then reads those, not the whole history.
+        let options = self
+            .config
+            .dora
+            .options()
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        if !views::report_holds_changes(&options, window) {
+            held.retain(|v| *v != "changes");
+        }
         // Every projection of `report_events` (as a statement takes those it reaches), so a
         // new one is read by the report without being listed here too.
         let projected: Vec<Entity> = Entity::ALL

@@ -4,9 +4,12 @@
 //! per change and per artifact from its own events, which the DORA views pair; and
 //! `production_events`, a row per production deployment event, sorted by time, so the
 //! pairings read those rows instead of filtering every `service` event of the history.
+//! `change_facts` is sorted by merge time, so a report's window reads the changes merged late
+//! enough to be delivered in it.
 //!
 //! ```text
-//! <store>/_cdlake/read/<entity>/<id>.parquet   the rows, runs sorted by finished_at
+//! <store>/_cdlake/read/<entity>/<id>.parquet   the rows, runs sorted by finished_at,
+//!                                              changes by merged_at, deployments by time
 //! <store>/_cdlake/read/<entity>/<id>.json      its manifest
 //! ```
 //!
@@ -144,12 +147,16 @@ impl Entity {
         (rows.to_string(), views::identity_key(identity))
     }
 
-    /// The column its file is sorted by (then `_key`), so a filter on it skips row groups.
+    /// The column its file is sorted by (then `_key`), so a filter on it skips row groups:
+    /// part of its digest, so a projection sorted otherwise is not read.
     fn order(self) -> Option<&'static str> {
         match self {
             Entity::PipelineRuns | Entity::TaskRuns => Some("finished_at"),
             Entity::ProductionEvents => Some("time"),
-            Entity::ChangeFacts | Entity::ArtifactFacts | Entity::ArtifactChanges => None,
+            // A report's window reads the changes merged late enough to be delivered in it
+            // (`crate::views::delivered_before`).
+            Entity::ChangeFacts => Some("merged_at"),
+            Entity::ArtifactFacts | Entity::ArtifactChanges => None,
         }
     }
 
@@ -160,6 +167,7 @@ impl Entity {
         let model = self.model();
         for part in [
             LAYOUT.to_string(),
+            self.order().unwrap_or_default().to_string(),
             self.sql(model.name(), settings),
             model.definition(),
         ] {

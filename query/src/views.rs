@@ -103,8 +103,10 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("deployment_frontiers", DEPLOYMENT_SUBJECTS),
     ("production_events", &["service"]),
     ("production_artifact_changes", DEPLOYMENT_SUBJECTS),
+    ("production_changes", DEPLOYMENT_SUBJECTS),
     ("incident_signals", &["incident"]),
     ("production_deployments", DEPLOYMENT_SUBJECTS),
+    ("delivery_pairs", DEPLOYMENT_SUBJECTS),
     ("delivery_reach", DORA_SUBJECTS),
     ("dora_deployments", DORA_SUBJECTS),
     ("dora_change_deliveries", DORA_SUBJECTS),
@@ -129,8 +131,10 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
     "incident_signals",
     "production_events",
     "production_artifact_changes",
+    "production_changes",
     "deployment_frontiers",
     "production_deployments",
+    "delivery_pairs",
     "delivery_reach",
     "dora_change_deliveries",
     "dora_deployments",
@@ -158,6 +162,7 @@ pub const REPORT_READS: &[&str] = &[
     "changes",
     "artifact_changes",
     "deployment_failures",
+    "delivery_pairs",
     "delivery_reach",
 ];
 
@@ -535,6 +540,35 @@ fn delivery_reach(extra: &str) -> String {
     )
 }
 
+/// What [`delivered_before`] computes, from the held `delivery_pairs`: the least `before`
+/// of every (repository, service) pair, when each has one (NULL when one has none, or when
+/// there is no pair).
+const DELIVERED_BEFORE_SQL: &str = "SELECT CASE WHEN bool_and(before IS NOT NULL)
+                                   THEN min(CAST(before AS BIGINT)) END AS bound FROM delivery_pairs";
+
+/// The merge time (µs) up to which every change of a repository some service deploys from
+/// was delivered before the report's window, by every service that may deliver it: as a
+/// scalar subquery over `delivery_pairs` ([`DELIVERED_BEFORE_SQL`]), which the engine
+/// replaces by its value before it plans the view that reads it
+/// (`crate::engine::bind_bounds`), so a filter on it skips the row groups of `change_facts`
+/// (sorted by `merged_at`) merged before. The view means the same unreplaced.
+///
+/// Why it is exact: a change C of repository R merged at m ≤ the least `before` of every pair
+/// is merged no later than the greatest frontier each service S deploying from R deployed
+/// before the window (`before(R, S)` ≥ m), so it is delivered before the window to each
+/// service that may deliver it: it counts in no window figure, and not among the changes not
+/// delivered by the window's end (its `until` ≥ `before` ≥ m, and a change of a repository with
+/// pairs has at least one service that may deliver it).
+pub fn delivered_before() -> String {
+    format!("({DELIVERED_BEFORE_SQL})")
+}
+
+/// The scalar subqueries view definitions read as bounds, each with the SQL of its value (one
+/// row, one BIGINT column): see [`delivered_before`].
+pub fn bounds() -> [(String, &'static str); 1] {
+    [(delivered_before(), DELIVERED_BEFORE_SQL)]
+}
+
 /// The definition of `dora_levels`: [`levels::bands`] as rows.
 pub fn dora_levels_sql() -> String {
     let rows: Vec<String> = levels::bands()
@@ -689,6 +723,20 @@ pub fn windowable(options: &DoraOptions) -> bool {
     !options.rework_after_failure
 }
 
+/// Whether a rule of `options` reads what each deployment delivered (`dora_change_deliveries`,
+/// and the revert and hotfix flags of `changes`).
+fn reads_deliveries(options: &DoraOptions) -> bool {
+    options.failure_revert || options.rework_revert || options.rework_hotfix
+}
+
+/// Whether the DORA report over `window` with `options` holds `changes` (computes it whole,
+/// once): not when it reads the window's views ([`windowable`]) and no rule reads what each
+/// deployment delivered, for then only `delivery_reach` reads it, and only the changes merged
+/// after [`delivered_before`], which a scan of `change_facts` finds without reading the others.
+pub fn report_holds_changes(options: &DoraOptions, window: Option<ReportWindow>) -> bool {
+    window.is_none() || !windowable(options) || reads_deliveries(options)
+}
+
 /// [`definitions_with`], or with `window`, the pairing views as the DORA report over that
 /// window reads them, which pair only what the window's figures can depend on:
 ///
@@ -702,7 +750,9 @@ pub fn windowable(options: &DoraOptions) -> bool {
 /// - `dora_change_deliveries`: the deliveries before the window's end of the changes delivered
 ///   in the window: a change is delivered in the window to a service exactly when it was merged
 ///   after every frontier that service deployed before the window (`delivery_reach`'s `before`)
-///   and no later than one it deployed before the window's end (`until`); `delivery_reach` is
+///   and no later than one it deployed before the window's end (`until`). `delivery_pairs`
+///   (each repository and service with its `before` and `until`) and `delivery_reach` (the
+///   changes merged after [`delivered_before`] with the services that may deliver them) are
 ///   defined only over a window.
 ///
 /// Every other view is the same; `dora_changes` and the views over it are then not whole.
@@ -714,8 +764,7 @@ pub fn definitions_for(
 ) -> Vec<(&'static str, String)> {
     let window = window.filter(|_| windowable(&options));
     let failure_window = options.failure_window;
-    // Whether a rule reads what each deployment delivered (`dora_change_deliveries`).
-    let by_delivery = options.failure_revert || options.rework_revert || options.rework_hotfix;
+    let by_delivery = reads_deliveries(&options);
     let pat = production.replace('\'', "''");
     let is_prod = |col: &str| format!("coalesce(regexp_like({col}, '{pat}'), false)");
     let cols = EVENT_COLUMNS.join(", ");
@@ -868,6 +917,16 @@ pub fn definitions_for(
             .to_string(),
     ));
 
+    // The facts of the changes those links name (`change_facts`' change, repository and merge
+    // time): what `deployment_frontiers` and `production_deployments` join, held, so that the
+    // facts of every change are scanned once for both.
+    v.push((
+        "production_changes",
+        "SELECT change_id, repository, merged_at FROM change_facts
+         WHERE change_id IN (SELECT change_id FROM production_artifact_changes)"
+            .to_string(),
+    ));
+
     // A deployment is a `service` event deploying, upgrading or rolling back, with its
     // artifact's change and repository. `production_deployments` takes the production ones
     // from `production_events` (not from `deployments`), so that the report and the panels
@@ -956,7 +1015,7 @@ pub fn definitions_for(
         "SELECT d.service, d.time, c.repository, c.merged_at AS frontier, d.artifact_id
          FROM production_events d
          JOIN production_artifact_changes l ON l.artifact_id = d.artifact_id
-         JOIN changes c ON c.change_id = l.change_id
+         JOIN production_changes c ON c.change_id = l.change_id
          WHERE d.predicate <> 'rolledback'
            AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
             .to_string(),
@@ -988,7 +1047,8 @@ pub fn definitions_for(
                       WHERE artifact_id IN (SELECT e.artifact_id FROM production_events e WHERE {deployed})
                       GROUP BY artifact_id)"
                 ),
-                "changes",
+                // A change's repository as `changes` has it (a row per `change_facts` row).
+                "production_changes",
                 "CAST(NULL AS VARCHAR)",
                 &deployed,
             ),
@@ -1000,17 +1060,32 @@ pub fn definitions_for(
     // greatest frontier before the window (`before`) and before its end (`until`).
     if let Some(w) = window {
         v.push((
-            "delivery_reach",
+            "delivery_pairs",
             format!(
-                "WITH pairs AS (
-                   SELECT repository, service,
-                          max(CASE WHEN CAST(time AS BIGINT) < {from} THEN frontier END) AS before,
-                          max(CASE WHEN CAST(time AS BIGINT) < {to} THEN frontier END) AS until
-                   FROM deployment_frontiers GROUP BY repository, service)
-                 {reach}",
+                "SELECT repository, service, before, until,
+                        CASE WHEN bool_and(before IS NOT NULL) OVER (PARTITION BY repository)
+                             THEN min(before) OVER (PARTITION BY repository) END AS least_before
+                 FROM (SELECT repository, service,
+                              max(CASE WHEN CAST(time AS BIGINT) < {from} THEN frontier END) AS before,
+                              max(CASE WHEN CAST(time AS BIGINT) < {to} THEN frontier END) AS until
+                       FROM deployment_frontiers GROUP BY repository, service)",
                 from = w.from,
                 to = w.to,
+            ),
+        ));
+        // Only the changes merged after their repository's `least_before` (and so after
+        // [`delivered_before`], which a scan prunes by): every earlier one was delivered
+        // before the window by every service that may deliver it, so none is delivered in it.
+        v.push((
+            "delivery_reach",
+            format!(
+                "WITH pairs AS (SELECT * FROM delivery_pairs)
+                 {reach}
+                   AND (p.least_before IS NULL OR c.merged_at > p.least_before)
+                   AND CAST(c.merged_at AS BIGINT) > coalesce({bound}, {MIN})",
                 reach = delivery_reach(", p.before, p.until"),
+                bound = delivered_before(),
+                MIN = i64::MIN,
             ),
         ));
     }
@@ -1022,7 +1097,7 @@ pub fn definitions_for(
     v.push((
         "dora_change_deliveries",
         format!(
-            "WITH dep AS (SELECT service, time, repository, frontier FROM deployment_frontiers{dep_where}),
+            "WITH dep AS (SELECT f.service, f.time, f.repository, f.frontier FROM deployment_frontiers{dep_where}),
              {reach}
              stream AS (
                SELECT repository, service, change_id, merged_at AS k, 1 AS kind,
@@ -1047,9 +1122,17 @@ pub fn definitions_for(
              LEFT JOIN teams tr ON tr.key = s.repository
              WHERE s.kind = 1 AND s.delivered_at IS NOT NULL",
             lead = secs("s.delivered_at", "s.started_at"),
+            // Over a window, those before its end, but for the frontiers no later than their
+            // repository's `least_before`: every change they deliver was merged no later, and
+            // `delivery_reach` holds none of those.
             dep_where = match window {
-                None => String::new(),
-                Some(w) => format!(" WHERE CAST(time AS BIGINT) < {}", w.to),
+                None => " f".to_string(),
+                Some(w) => format!(
+                    " f JOIN delivery_pairs p ON p.repository = f.repository AND p.service = f.service
+                      WHERE CAST(f.time AS BIGINT) < {}
+                        AND (p.least_before IS NULL OR f.frontier > p.least_before)",
+                    w.to
+                ),
             },
             reach = match window {
                 None => format!(
@@ -1441,6 +1524,7 @@ mod tests {
                 "dora_change_deliveries",
                 "dora_changes",
                 "production_artifact_changes",
+                "production_changes",
                 "production_events",
                 "report_events",
                 "reverted_artifacts",

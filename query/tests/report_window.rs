@@ -386,6 +386,80 @@ async fn what_happened_before_the_window_decides_as_over_the_whole_history() {
     assert_eq!(windowed["rework_rate"]["rework"], json!(1), "{windowed}");
 }
 
+/// The window's report reads only the changes merged after the least frontier its repository's
+/// services deployed before the window (`delivery_reach`'s bound): those merged before count
+/// as delivered, those of a repository no service deploys from (or of none) as not delivered,
+/// and a service first deploying in the window makes its repository's whole history count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_merged_before_every_services_last_frontier_count_as_delivered_before_the_window() {
+    let day = 24;
+    // `web` deploys change 1 (merged on day 1) on day 2; `api` change 3 (day 14) on day 14,
+    // or, in the second case, nothing before the window; in the window (days 15 to 30) `web`
+    // deploys change 4 (day 18). Change 5 (day 25) is never deployed.
+    let changes = [0, 1, 12, 14, 18, 25].map(|d| merged_at(d * day));
+    let cases = [
+        (
+            "every service deployed before the window",
+            Some(14 * day + 2),
+        ),
+        ("a service first deploys in the window", Some(16 * day)),
+        ("a service deploys only after the window", Some(31 * day)),
+        ("one service", None),
+    ];
+    for (what, api) in cases {
+        let mut deployments = vec![deploy(0, 2 * day, 1), deploy(0, 20 * day, 4)];
+        deployments.extend(api.map(|hours| deploy(1, hours, 3)));
+        let h = History {
+            changes: changes.to_vec(),
+            deployments,
+            incidents: vec![],
+        };
+        let mut events = events(&h);
+        // A change of a repository no service deploys from, and one of no repository.
+        events.push(event(
+            "ledger-merged",
+            "change.merged",
+            "ledger/1",
+            3 * day,
+            json!({"repository": {"id": "ledger"}}),
+        ));
+        events.push(event(
+            "nowhere-merged",
+            "change.merged",
+            "nowhere/1",
+            4 * day,
+            json!({}),
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        ingest(&store, &events).await;
+        let engine = Engine::open(&store, config(0)).await.unwrap();
+        for (windowed, whole, req) in both(&engine, 15 * i64::from(day), 30 * i64::from(day)).await
+        {
+            assert_eq!(windowed, whole, "{what}: {req}");
+            // Change 5, the ledger's and the one of no repository; and, with `api` deploying
+            // change 3 after the window or not at all, change 2 and 3 wait for `web`'s day 20
+            // deployment in the window (`web`'s frontier is change 4's).
+            assert_eq!(
+                windowed["unlinked"]["changes_not_delivered"],
+                json!(3),
+                "{what}: {req}: {windowed}"
+            );
+        }
+        let (windowed, _, _) = both(&engine, 15 * i64::from(day), 30 * i64::from(day))
+            .await
+            .remove(0);
+        // Delivered in the window: change 4 by `web`, and changes 2 and 3 by `web` unless `api`
+        // delivered them before it.
+        let delivered = if api == Some(14 * day + 2) { 1 } else { 3 };
+        assert_eq!(
+            windowed["lead_time"]["changes"],
+            json!(delivered),
+            "{what}: {windowed}"
+        );
+    }
+}
+
 /// Over the demo history (60 days of 6 services) and windows across it (one starting before
 /// it, one ending after it, one cutting days in their middle), by every grouping and with every
 /// `[dora]` rule that allows a window, the two pairings give the same report.
