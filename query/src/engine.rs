@@ -953,7 +953,7 @@ impl Engine {
              # TYPE cdlake_held_views_total counter\n\
              cdlake_held_views_total{{outcome=\"computed\"}} {computed}\n\
              cdlake_held_views_total{{outcome=\"reused\"}} {reused}\n\
-             # HELP cdlake_projection_reads_total Entities (pipeline_runs, task_runs, change_facts, artifact_facts, artifact_changes, production_events) a statement read, by whether it read them from their projection or derived them (no projection yet, or more than a quarter of the months changed since).\n\
+             # HELP cdlake_projection_reads_total Entities (pipeline_runs, task_runs, change_facts, artifact_facts, artifact_changes, production_events, incident_facts) a statement read, by whether it read them from their projection or derived them (no projection yet, or more than a quarter of the months changed since).\n\
              # TYPE cdlake_projection_reads_total counter\n\
              cdlake_projection_reads_total{{outcome=\"projection\"}} {projected}\n\
              cdlake_projection_reads_total{{outcome=\"derived\"}} {unprojected}\n"

@@ -5,11 +5,13 @@
 //! `production_events`, a row per production deployment event, sorted by time, so the
 //! pairings read those rows instead of filtering every `service` event of the history.
 //! `change_facts` is sorted by merge time, so a report's window reads the changes merged late
-//! enough to be delivered in it.
+//! enough to be delivered in it. `incident_facts`, a row per incident from its own events, so
+//! the incidents are not grouped from every incident event of the history.
 //!
 //! ```text
 //! <store>/_cdlake/read/<entity>/<id>.parquet   the rows, runs sorted by finished_at,
-//!                                              changes by merged_at, deployments by time
+//!                                              changes by merged_at, deployments by time,
+//!                                              incidents by detected_at
 //! <store>/_cdlake/read/<entity>/<id>.json      its manifest
 //! ```
 //!
@@ -73,16 +75,19 @@ pub enum Entity {
     ArtifactChanges,
     /// `production_events`: a row per production deployment event.
     ProductionEvents,
+    /// `incident_facts`: a row per incident, from its own events.
+    IncidentFacts,
 }
 
 impl Entity {
-    pub const ALL: [Entity; 6] = [
+    pub const ALL: [Entity; 7] = [
         Entity::PipelineRuns,
         Entity::TaskRuns,
         Entity::ChangeFacts,
         Entity::ArtifactFacts,
         Entity::ArtifactChanges,
         Entity::ProductionEvents,
+        Entity::IncidentFacts,
     ];
 
     /// The view it answers.
@@ -94,6 +99,7 @@ impl Entity {
             Entity::ArtifactFacts => "artifact_facts",
             Entity::ArtifactChanges => "artifact_changes",
             Entity::ProductionEvents => "production_events",
+            Entity::IncidentFacts => "incident_facts",
         }
     }
 
@@ -104,7 +110,8 @@ impl Entity {
             Entity::ChangeFacts
             | Entity::ArtifactFacts
             | Entity::ArtifactChanges
-            | Entity::ProductionEvents => Model::ReportEvents,
+            | Entity::ProductionEvents
+            | Entity::IncidentFacts => Model::ReportEvents,
         }
     }
 
@@ -124,6 +131,7 @@ impl Entity {
             Entity::ChangeFacts => views::change_facts_sql(source, &settings.hotfix_labels, true),
             Entity::ArtifactFacts => views::artifact_facts_sql(source, true),
             Entity::ArtifactChanges => views::artifact_changes_sql(source, true),
+            Entity::IncidentFacts => views::incident_facts_sql(source, &settings.production, true),
         }
     }
 
@@ -143,6 +151,7 @@ impl Entity {
                 production_rows = views::production_event_rows(&settings.production);
                 (&production_rows, &views::EVENT_IDENTITY)
             }
+            Entity::IncidentFacts => (views::INCIDENT_ROWS, &views::INCIDENT_IDENTITY),
         };
         (rows.to_string(), views::identity_key(identity))
     }
@@ -156,6 +165,7 @@ impl Entity {
             // A report's window reads the changes merged late enough to be delivered in it
             // (`crate::views::delivered_before`).
             Entity::ChangeFacts => Some("merged_at"),
+            Entity::IncidentFacts => Some("detected_at"),
             Entity::ArtifactFacts | Entity::ArtifactChanges => None,
         }
     }
@@ -182,7 +192,8 @@ impl Entity {
 struct Settings {
     /// The `[dora]` hotfix labels (what `change_facts.hotfix` reads).
     hotfix_labels: Vec<String>,
-    /// The production environment pattern (what `production_events` keeps).
+    /// The production environment pattern (what `production_events` keeps, and
+    /// `incident_facts.production` reads).
     production: String,
 }
 

@@ -99,6 +99,7 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("artifact_changes", &["artifact", "change"]),
     ("artifacts", &["artifact", "change", "branch"]),
     ("deployments", DEPLOYMENT_SUBJECTS),
+    ("incident_facts", &["incident"]),
     ("incidents", &["incident"]),
     ("deployment_frontiers", DEPLOYMENT_SUBJECTS),
     ("production_events", &["service"]),
@@ -371,6 +372,36 @@ pub fn production_events_sql(source: &str, production: &str, projection: bool) -
         "SELECT time, service, environment, predicate, artifact_id, repository, team,
                 event_source, event_id, date{extra}
          FROM {source} WHERE {rows}"
+    )
+}
+
+/// The identity of an incident (`incident_facts`) over `report_events`' columns.
+pub const INCIDENT_IDENTITY: [&str; 1] = ["subject_id"];
+
+/// The `report_events` rows `incident_facts` reads.
+pub const INCIDENT_ROWS: &str = "subject = 'incident'";
+
+/// `incident_facts` over `source` (rows of `report_events`' columns): a row per incident from
+/// its own events (its service, repository and environment, whether it is in an environment the
+/// `production` pattern matches, when it was detected, acknowledged and resolved, whether it
+/// was canceled); with `projection`, also the columns of [`PROJECTION_COLUMNS`].
+pub fn incident_facts_sql(source: &str, production: &str, projection: bool) -> String {
+    let (inner, outer) = projection_parts(projection, &INCIDENT_IDENTITY);
+    let pat = production.replace('\'', "''");
+    format!(
+        "SELECT incident_id, service, repository, environment, production, detected_at,
+                resolved_at, event_team, events, origin, acknowledged_at, canceled{outer}
+         FROM (SELECT subject_id AS incident_id, min(service) AS service, min(repository) AS repository,
+                      coalesce(min(CASE WHEN predicate IN ('detected', 'reported') THEN environment END),
+                               min(environment)) AS environment,
+                      bool_or(coalesce(regexp_like(environment, '{pat}'), false)) AS production,
+                      min(CASE WHEN predicate IN ('detected', 'reported') THEN time END) AS detected_at,
+                      min(CASE WHEN predicate = 'resolved' THEN time END) AS resolved_at,
+                      max(team) AS event_team, count(*) AS events,
+                      min(origin) AS origin,
+                      min(CASE WHEN predicate = 'acknowledged' THEN time END) AS acknowledged_at,
+                      bool_or({CANCELED}) AS canceled{inner}
+               FROM {source} WHERE {INCIDENT_ROWS} GROUP BY subject_id)"
     )
 }
 
@@ -831,10 +862,11 @@ pub fn definitions_for(
     // commit it was built as), and the artifacts among those with the change each was built
     // from: what `changes` looks a revert's change up in. Views of their own, held, so that the
     // lookup builds its table on the few reverts (whose count the planner then knows), not on
-    // every artifact.
+    // every artifact. `revert` (true for each change naming something it reverts) is tested
+    // first: the statistics of a row group with none skip it.
     v.push((
         "change_reverts",
-        "SELECT change_id, reverts FROM change_facts WHERE reverts <> ''".to_string(),
+        "SELECT change_id, reverts FROM change_facts WHERE revert AND reverts <> ''".to_string(),
     ));
     v.push((
         "reverted_artifacts",
@@ -976,6 +1008,12 @@ pub fn definitions_for(
         ),
     ));
 
+    // Each incident's facts from its own events, kept whole as a projection, and the incident
+    // with its team and recovery time.
+    v.push((
+        "incident_facts",
+        incident_facts_sql("report_events", production, false),
+    ));
     v.push((
         "incidents",
         format!(
@@ -983,19 +1021,8 @@ pub fn definitions_for(
                     {recovery} AS recovery_seconds,
                     coalesce(i.event_team, t.team) AS team, i.events,
                     i.origin, i.acknowledged_at, i.canceled, i.repository
-             FROM (SELECT subject_id AS incident_id, min(service) AS service, min(repository) AS repository,
-                          coalesce(min(CASE WHEN predicate IN ('detected', 'reported') THEN environment END),
-                                   min(environment)) AS environment,
-                          bool_or({prod}) AS production,
-                          min(CASE WHEN predicate IN ('detected', 'reported') THEN time END) AS detected_at,
-                          min(CASE WHEN predicate = 'resolved' THEN time END) AS resolved_at,
-                          max(team) AS event_team, count(*) AS events,
-                          min(origin) AS origin,
-                          min(CASE WHEN predicate = 'acknowledged' THEN time END) AS acknowledged_at,
-                          bool_or({CANCELED}) AS canceled
-                   FROM report_events WHERE subject = 'incident' GROUP BY subject_id) i
+             FROM incident_facts i
              LEFT JOIN teams t ON t.key = i.service",
-            prod = is_prod("environment"),
             recovery = secs("i.resolved_at", "i.detected_at"),
         ),
     ));
@@ -1530,7 +1557,10 @@ mod tests {
                 "reverted_artifacts",
             ]
         );
-        assert_eq!(reached(&["incidents"]), ["incidents", "report_events"]);
+        assert_eq!(
+            reached(&["incidents"]),
+            ["incident_facts", "incidents", "report_events"]
+        );
         // Tables and unknown names reach nothing.
         assert!(reached(&["events", "spans", "nothing"]).is_empty());
     }

@@ -393,17 +393,30 @@ const ARTIFACTS: &str = "SELECT * FROM artifacts ORDER BY artifact_id";
 const LEAD: &str = "SELECT * FROM dora_change_deliveries ORDER BY change_id, service";
 const PRODUCTION: &str =
     "SELECT * FROM production_deployments ORDER BY service, time, event_source, event_id";
+const INCIDENTS: &str = "SELECT * FROM incidents ORDER BY incident_id";
+
+/// An incident event of `incident`, of service `web` in production.
+fn incident(id: &str, predicate: &str, incident: &str, time: &str) -> String {
+    run_event(
+        id,
+        &format!("incident.{predicate}"),
+        incident,
+        time,
+        json!({"environment": {"id": "production"}, "service": {"id": "web"}}),
+    )
+}
 
 /// The projections of `report_events`.
-const REPORT_ENTITIES: [Entity; 4] = [
+const REPORT_ENTITIES: [Entity; 5] = [
     Entity::ChangeFacts,
     Entity::ArtifactFacts,
     Entity::ArtifactChanges,
     Entity::ProductionEvents,
+    Entity::IncidentFacts,
 ];
 
-/// `changes`, `artifacts`, the deliveries and the production deployments as CSV, from a fresh
-/// engine, with or without the fact projections.
+/// `changes`, `artifacts`, the deliveries, the production deployments and the incidents as
+/// CSV, from a fresh engine, with or without the fact projections.
 async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
     let root = store.local_root().unwrap();
     let kept = tempfile::tempdir().unwrap();
@@ -419,7 +432,7 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
     }
     let engine = Engine::open(store, Config::default()).await.unwrap();
     let mut out = Vec::new();
-    for sql in [CHANGES, ARTIFACTS, LEAD, PRODUCTION] {
+    for sql in [CHANGES, ARTIFACTS, LEAD, PRODUCTION, INCIDENTS] {
         let csv = engine.sql_rendered(sql, Format::Csv).await.unwrap();
         out.push(String::from_utf8(csv).unwrap());
     }
@@ -427,10 +440,10 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
     // artifact's change from artifact_facts), `artifacts` both facts, the deliveries the facts,
     // artifact_changes and production_events, the production deployments all but
     // artifact_facts (an artifact's change is its least linked one, a change's repository that
-    // of its facts).
+    // of its facts), the incidents incident_facts.
     let (projected, derived) = engine.projection_read_counts();
     if from_projections {
-        assert_eq!((projected, derived), (11, 0), "from the projections");
+        assert_eq!((projected, derived), (12, 0), "from the projections");
     } else {
         assert_eq!(projected, 0, "from report_events");
     }
@@ -455,6 +468,7 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
             change("c2", "merged", "shop/1", "2026-01-21T09:00:00Z", None),
             packaged("c3", "pkg:oci/web@1", "shop/1", "2026-01-21T10:00:00Z"),
             deployed("c4", "pkg:oci/web@1", "2026-01-22T10:00:00Z"),
+            incident("c6", "detected", "inc-1", "2026-01-22T12:00:00Z"),
             change("c5", "merged", "shop/2", "2026-02-03T09:00:00Z", None),
         ]
         .into_iter()
@@ -488,12 +502,15 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
         production: "^staging$".to_string(),
         ..Config::default()
     };
-    assert_eq!(
-        projection::dirty_months_of(&store, Entity::ProductionEvents, &staging)
-            .await
-            .unwrap(),
-        None
-    );
+    for e in [Entity::ProductionEvents, Entity::IncidentFacts] {
+        assert_eq!(
+            projection::dirty_months_of(&store, e, &staging)
+                .await
+                .unwrap(),
+            None,
+            "{e:?}"
+        );
+    }
     let engine = Engine::open(&store, staging).await.unwrap();
     let csv = engine
         .sql_rendered("SELECT count(*) AS n FROM production_events", Format::Csv)
@@ -522,6 +539,7 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
             ),
             packaged("d2", "pkg:oci/web@2", "shop/2", "2026-03-02T10:00:00Z"),
             deployed("d3", "pkg:oci/web@2", "2026-03-02T11:00:00Z"),
+            incident("d4", "resolved", "inc-1", "2026-03-03T12:00:00Z"),
         ],
     )
     .await;
@@ -539,6 +557,15 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
         "2026-03-02T11:00:00Z",
         "{lead}"
     );
+    // inc-1, detected in January, resolved in March: its January row derived again.
+    let incidents = &now[4];
+    let inc1 = line(incidents, "inc-1");
+    assert_eq!(
+        inc1[column(incidents, "resolved_at")],
+        "2026-03-03T12:00:00Z",
+        "{incidents}"
+    );
+    assert_eq!(inc1[column(incidents, "events")], "2", "{incidents}");
     assert_eq!(now, facts(&store, false).await);
     projection::refresh_store(&store, &config, &report, false)
         .await
