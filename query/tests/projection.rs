@@ -149,6 +149,11 @@ fn line<'a>(csv: &'a str, needle: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The value of column `name` in the row of `csv` with a field equal to `needle`.
+fn cell<'a>(csv: &'a str, needle: &str, name: &str) -> &'a str {
+    line(csv, needle)[column(csv, name)]
+}
+
 fn column(csv: &str, name: &str) -> usize {
     csv.lines()
         .next()
@@ -546,26 +551,16 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
     let now = facts(&store, true).await;
     // From the definitions: shop/1 has three events and is a hotfix; shop/2 is delivered by
     // the March deployment.
-    let changes = &now[0];
-    let shop1 = line(changes, "shop/1");
-    assert_eq!(shop1[column(changes, "events")], "3", "{changes}");
-    assert_eq!(shop1[column(changes, "hotfix")], "true", "{changes}");
-    let lead = &now[2];
-    let shop2 = line(lead, "shop/2");
-    assert_eq!(
-        shop2[column(lead, "delivered_at")],
-        "2026-03-02T11:00:00Z",
-        "{lead}"
-    );
+    let (changes, lead) = (&now[0], &now[2]);
+    assert_eq!(cell(changes, "shop/1", "events"), "3", "{changes}");
+    assert_eq!(cell(changes, "shop/1", "hotfix"), "true", "{changes}");
+    let delivered = cell(lead, "shop/2", "delivered_at");
+    assert_eq!(delivered, "2026-03-02T11:00:00Z", "{lead}");
     // inc-1, detected in January, resolved in March: its January row derived again.
     let incidents = &now[4];
-    let inc1 = line(incidents, "inc-1");
-    assert_eq!(
-        inc1[column(incidents, "resolved_at")],
-        "2026-03-03T12:00:00Z",
-        "{incidents}"
-    );
-    assert_eq!(inc1[column(incidents, "events")], "2", "{incidents}");
+    let resolved = cell(incidents, "inc-1", "resolved_at");
+    assert_eq!(resolved, "2026-03-03T12:00:00Z", "{incidents}");
+    assert_eq!(cell(incidents, "inc-1", "events"), "2", "{incidents}");
     assert_eq!(now, facts(&store, false).await);
     projection::refresh_store(&store, &config, &report, false)
         .await
