@@ -1082,9 +1082,9 @@ pub fn definitions_for(
         ),
     ));
 
-    // Over a window: each merged change with each service that deploys from its repository
-    // and may deliver it (as `dora_change_deliveries` scopes them), with that service's
-    // greatest frontier before the window (`before`) and before its end (`until`).
+    // Over a window: each repository and service deploying from it, with that service's
+    // greatest frontier before the window (`before`) and before its end (`until`), and the
+    // least `before` of the repository's services (NULL unless each has one).
     if let Some(w) = window {
         v.push((
             "delivery_pairs",
@@ -1100,7 +1100,9 @@ pub fn definitions_for(
                 to = w.to,
             ),
         ));
-        // Only the changes merged after their repository's `least_before` (and so after
+        // Each merged change with each service that deploys from its repository and may
+        // deliver it (as `dora_change_deliveries` scopes them), with that pair's `before` and
+        // `until`. Only the changes merged after their repository's `least_before` (and so after
         // [`delivered_before`], which a scan prunes by): every earlier one was delivered
         // before the window by every service that may deliver it, so none is delivered in it.
         v.push((
