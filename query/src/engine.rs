@@ -351,11 +351,7 @@ impl Engine {
         relations: &[String],
         window: Option<views::ReportWindow>,
     ) -> Result<Vec<&'static str>> {
-        let options = self
-            .config
-            .dora
-            .options()
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let options = dora_options(&self.config)?;
         let definitions = views::definitions_for(&self.config.production, options, window);
         Ok(views::reachable(&definitions, relations))
     }
@@ -600,10 +596,7 @@ async fn define_views_holding(
 ) -> Result<()> {
     let Defining { needed, window } = which;
     use std::sync::atomic::Ordering::Relaxed;
-    let options = config
-        .dora
-        .options()
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let options = dora_options(config)?;
     let definitions = views::definitions_for(&config.production, options.clone(), window);
     // The views users query, which the cache keeps; over a window, those its views differ from
     // (and those reading them) are the statement's own, neither taken from the cache nor left
@@ -650,7 +643,7 @@ async fn define_views_holding(
         if !defined(name) {
             continue;
         }
-        let body = bind_bounds(ctx, body).await?;
+        let body = bind_bounds(ctx, config, body).await?;
         if shared_left == 0 {
             slot = None;
         }
@@ -704,22 +697,28 @@ async fn define_views_holding(
     Ok(())
 }
 
+/// The `[dora]` options of `config`, a configuration error as a bad request.
+pub(crate) fn dora_options(config: &Config) -> Result<views::DoraOptions> {
+    config
+        .dora
+        .options()
+        .map_err(|e| Error::BadRequest(e.to_string()))
+}
+
 /// `body` with each bound it reads ([`views::bounds`], a scalar subquery over views defined
 /// before it) replaced by its value, so that a filter on it is a literal a scan prunes row
 /// groups by. The view means the same either way.
-async fn bind_bounds(ctx: &SessionContext, body: String) -> Result<String> {
+async fn bind_bounds(ctx: &SessionContext, config: &Config, body: String) -> Result<String> {
     let mut body = body;
     for (subquery, sql) in views::bounds() {
         if !body.contains(&subquery) {
             continue;
         }
-        let batches = ctx
+        let df = ctx
             .sql(sql)
             .await
-            .map_err(|e| Error::internal("computing a view's bound", e))?
-            .collect()
-            .await
             .map_err(|e| Error::internal("computing a view's bound", e))?;
+        let QueryResult { batches, .. } = collect_physical(ctx, df, config).await?;
         let value = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
             use arrow::array::{Array, AsArray};
             let c = b
@@ -822,11 +821,7 @@ impl Engine {
         let mut held = held_among(&reached);
         // Over a window, `changes` is read only for the changes merged late enough to be
         // delivered in it: a scan of `change_facts` then reads those, not the whole history.
-        let options = self
-            .config
-            .dora
-            .options()
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let options = dora_options(&self.config)?;
         if !views::report_holds_changes(&options, window) {
             held.retain(|v| *v != "changes");
         }

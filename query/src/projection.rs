@@ -200,11 +200,7 @@ struct Settings {
 /// The [`Settings`] of `config`.
 fn settings(config: &crate::Config) -> Result<Settings> {
     Ok(Settings {
-        hotfix_labels: config
-            .dora
-            .options()
-            .map_err(|e| Error::BadRequest(e.to_string()))?
-            .hotfix_labels,
+        hotfix_labels: crate::engine::dora_options(config)?.hotfix_labels,
         production: config.production.clone(),
     })
 }

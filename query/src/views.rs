@@ -381,27 +381,33 @@ pub const INCIDENT_IDENTITY: [&str; 1] = ["subject_id"];
 /// The `report_events` rows `incident_facts` reads.
 pub const INCIDENT_ROWS: &str = "subject = 'incident'";
 
+/// Whether `col` names an environment the `production` pattern matches (false for none).
+fn is_production(col: &str, production: &str) -> String {
+    let pat = production.replace('\'', "''");
+    format!("coalesce(regexp_like({col}, '{pat}'), false)")
+}
+
 /// `incident_facts` over `source` (rows of `report_events`' columns): a row per incident from
 /// its own events (its service, repository and environment, whether it is in an environment the
 /// `production` pattern matches, when it was detected, acknowledged and resolved, whether it
 /// was canceled); with `projection`, also the columns of [`PROJECTION_COLUMNS`].
 pub fn incident_facts_sql(source: &str, production: &str, projection: bool) -> String {
     let (inner, outer) = projection_parts(projection, &INCIDENT_IDENTITY);
-    let pat = production.replace('\'', "''");
     format!(
         "SELECT incident_id, service, repository, environment, production, detected_at,
                 resolved_at, event_team, events, origin, acknowledged_at, canceled{outer}
          FROM (SELECT subject_id AS incident_id, min(service) AS service, min(repository) AS repository,
                       coalesce(min(CASE WHEN predicate IN ('detected', 'reported') THEN environment END),
                                min(environment)) AS environment,
-                      bool_or(coalesce(regexp_like(environment, '{pat}'), false)) AS production,
+                      bool_or({production}) AS production,
                       min(CASE WHEN predicate IN ('detected', 'reported') THEN time END) AS detected_at,
                       min(CASE WHEN predicate = 'resolved' THEN time END) AS resolved_at,
                       max(team) AS event_team, count(*) AS events,
                       min(origin) AS origin,
                       min(CASE WHEN predicate = 'acknowledged' THEN time END) AS acknowledged_at,
                       bool_or({CANCELED}) AS canceled{inner}
-               FROM {source} WHERE {INCIDENT_ROWS} GROUP BY subject_id)"
+               FROM {source} WHERE {INCIDENT_ROWS} GROUP BY subject_id)",
+        production = is_production("environment", production),
     )
 }
 
@@ -797,7 +803,7 @@ pub fn definitions_for(
     let failure_window = options.failure_window;
     let by_delivery = reads_deliveries(&options);
     let pat = production.replace('\'', "''");
-    let is_prod = |col: &str| format!("coalesce(regexp_like({col}, '{pat}'), false)");
+    let is_prod = |col: &str| is_production(col, production);
     let cols = EVENT_COLUMNS.join(", ");
     let mut v: Vec<(&'static str, String)> = Vec::new();
 

@@ -412,13 +412,12 @@ fn incident(id: &str, predicate: &str, incident: &str, time: &str) -> String {
 }
 
 /// The projections of `report_events`.
-const REPORT_ENTITIES: [Entity; 5] = [
-    Entity::ChangeFacts,
-    Entity::ArtifactFacts,
-    Entity::ArtifactChanges,
-    Entity::ProductionEvents,
-    Entity::IncidentFacts,
-];
+fn report_entities() -> Vec<Entity> {
+    Entity::ALL
+        .into_iter()
+        .filter(|e| e.model() == Model::ReportEvents)
+        .collect()
+}
 
 /// `changes`, `artifacts`, the deliveries, the production deployments and the incidents as
 /// CSV, from a fresh engine, with or without the fact projections.
@@ -426,9 +425,9 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
     let root = store.local_root().unwrap();
     let kept = tempfile::tempdir().unwrap();
     let moved = |e: Entity| kept.path().join(e.name());
-    let entities = REPORT_ENTITIES;
+    let entities = report_entities();
     if !from_projections {
-        for e in entities {
+        for &e in &entities {
             let dir = root.join(e.prefix());
             if dir.exists() {
                 std::fs::rename(&dir, moved(e)).unwrap();
@@ -452,7 +451,7 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
     } else {
         assert_eq!(projected, 0, "from report_events");
     }
-    for e in entities {
+    for &e in &entities {
         if moved(e).exists() {
             std::fs::rename(moved(e), root.join(e.prefix())).unwrap();
         }
@@ -492,7 +491,7 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
     projection::refresh_store(&store, &config, &report, false)
         .await
         .unwrap();
-    for e in REPORT_ENTITIES {
+    for e in report_entities() {
         assert_eq!(
             projection::dirty_months_of(&store, e, &config)
                 .await
