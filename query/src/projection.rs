@@ -6,7 +6,13 @@
 //! pairings read those rows instead of filtering every `service` event of the history.
 //! `change_facts` is sorted by merge time, so a report's window reads the changes merged late
 //! enough to be delivered in it. `incident_facts`, a row per incident from its own events, so
-//! the incidents are not grouped from every incident event of the history.
+//! the incidents are not grouped from every incident event of the history. `production_links`,
+//! a row per production deployment event and change its artifact links to, with the change's
+//! repository and merge time, derived from three of those (`production_events`,
+//! `artifact_changes`, `change_facts`), so the frontiers are not joined from every artifact's
+//! links and every change's facts: read only where no month changed since it was written (an
+//! event of one entity changes rows of another in other months), and derived by its view
+//! elsewhere.
 //!
 //! ```text
 //! <store>/_cdlake/read/<entity>/<id>.parquet   the rows, runs sorted by finished_at,
@@ -77,10 +83,14 @@ pub enum Entity {
     ProductionEvents,
     /// `incident_facts`: a row per incident, from its own events.
     IncidentFacts,
+    /// `production_links`: a row per production deployment event and change its artifact links
+    /// to, from the three projections before it (read only where no month changed since).
+    ProductionLinks,
 }
 
 impl Entity {
-    pub const ALL: [Entity; 7] = [
+    /// In the order they are refreshed: an entity after those it is derived from.
+    pub const ALL: [Entity; 8] = [
         Entity::PipelineRuns,
         Entity::TaskRuns,
         Entity::ChangeFacts,
@@ -88,6 +98,7 @@ impl Entity {
         Entity::ArtifactChanges,
         Entity::ProductionEvents,
         Entity::IncidentFacts,
+        Entity::ProductionLinks,
     ];
 
     /// The view it answers.
@@ -100,6 +111,7 @@ impl Entity {
             Entity::ArtifactChanges => "artifact_changes",
             Entity::ProductionEvents => "production_events",
             Entity::IncidentFacts => "incident_facts",
+            Entity::ProductionLinks => "production_links",
         }
     }
 
@@ -111,7 +123,8 @@ impl Entity {
             | Entity::ArtifactFacts
             | Entity::ArtifactChanges
             | Entity::ProductionEvents
-            | Entity::IncidentFacts => Model::ReportEvents,
+            | Entity::IncidentFacts
+            | Entity::ProductionLinks => Model::ReportEvents,
         }
     }
 
@@ -120,23 +133,64 @@ impl Entity {
         format!("_cdlake/read/{}/", self.name())
     }
 
-    /// Its rows with the projection's columns, over `source` (rows of its read model).
-    fn sql(self, source: &str, settings: &Settings) -> String {
+    /// The entities it is derived from (none: from its own events), each before it in
+    /// [`Entity::ALL`].
+    pub fn inputs(self) -> &'static [Entity] {
         match self {
-            Entity::PipelineRuns => views::pipeline_runs_sql(source, true),
-            Entity::TaskRuns => views::task_runs_sql(source, true),
-            Entity::ProductionEvents => {
-                views::production_events_sql(source, &settings.production, true)
-            }
-            Entity::ChangeFacts => views::change_facts_sql(source, &settings.hotfix_labels, true),
-            Entity::ArtifactFacts => views::artifact_facts_sql(source, true),
-            Entity::ArtifactChanges => views::artifact_changes_sql(source, true),
-            Entity::IncidentFacts => views::incident_facts_sql(source, &settings.production, true),
+            Entity::ProductionLinks => &[
+                Entity::ProductionEvents,
+                Entity::ArtifactChanges,
+                Entity::ChangeFacts,
+            ],
+            _ => &[],
         }
     }
 
-    /// The read model's rows it reads, and their identity as `_key`.
-    fn rows_and_key(self, settings: &Settings) -> (String, String) {
+    /// Its rows over `source` (rows of its read model), with the projection's columns when
+    /// `projection`.
+    fn sql(self, source: &str, settings: &Settings, projection: bool) -> String {
+        match self {
+            Entity::PipelineRuns => views::pipeline_runs_sql(source, projection),
+            Entity::TaskRuns => views::task_runs_sql(source, projection),
+            Entity::ProductionEvents => {
+                views::production_events_sql(source, &settings.production, projection)
+            }
+            Entity::ChangeFacts => {
+                views::change_facts_sql(source, &settings.hotfix_labels, projection)
+            }
+            Entity::ArtifactFacts => views::artifact_facts_sql(source, projection),
+            Entity::ArtifactChanges => views::artifact_changes_sql(source, projection),
+            Entity::IncidentFacts => {
+                views::incident_facts_sql(source, &settings.production, projection)
+            }
+            Entity::ProductionLinks => self
+                .over_inputs(
+                    |e| format!("({})", e.sql(source, settings, false)),
+                    projection,
+                )
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The rows of an entity derived from others ([`Entity::inputs`]) over the relation
+    /// `input` names for each; `None` for an entity derived from its own events.
+    fn over_inputs(self, input: impl Fn(Entity) -> String, projection: bool) -> Option<String> {
+        match self {
+            Entity::ProductionLinks => Some(views::production_links_sql(
+                &input(Entity::ProductionEvents),
+                &input(Entity::ArtifactChanges),
+                &input(Entity::ChangeFacts),
+                projection,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The read model's rows it reads, and their identity as `_key`: `None` for an entity
+    /// derived from others ([`Entity::inputs`]), which is not derived again by the months
+    /// changed since its projection (an event of one entity changes the rows of another, in
+    /// other months), so its projection is read only where no month changed.
+    fn rows_and_key(self, settings: &Settings) -> Option<(String, String)> {
         let production_rows;
         let (rows, identity): (&str, &[&str]) = match self {
             Entity::PipelineRuns => (views::PIPELINE_RUN_ROWS, &views::PIPELINE_RUN_IDENTITY),
@@ -152,8 +206,9 @@ impl Entity {
                 (&production_rows, &views::EVENT_IDENTITY)
             }
             Entity::IncidentFacts => (views::INCIDENT_ROWS, &views::INCIDENT_IDENTITY),
+            Entity::ProductionLinks => return None,
         };
-        (rows.to_string(), views::identity_key(identity))
+        Some((rows.to_string(), views::identity_key(identity)))
     }
 
     /// The column its file is sorted by (then `_key`), so a filter on it skips row groups:
@@ -161,7 +216,7 @@ impl Entity {
     fn order(self) -> Option<&'static str> {
         match self {
             Entity::PipelineRuns | Entity::TaskRuns => Some("finished_at"),
-            Entity::ProductionEvents => Some("time"),
+            Entity::ProductionEvents | Entity::ProductionLinks => Some("time"),
             // A report's window reads the changes merged late enough to be delivered in it
             // (`crate::views::delivered_before`).
             Entity::ChangeFacts => Some("merged_at"),
@@ -178,7 +233,7 @@ impl Entity {
         for part in [
             LAYOUT.to_string(),
             self.order().unwrap_or_default().to_string(),
-            self.sql(model.name(), settings),
+            self.sql(model.name(), settings, true),
             model.definition(),
         ] {
             h.update((part.len() as u64).to_le_bytes());
@@ -358,6 +413,15 @@ async fn current(
     else {
         return Ok(None);
     };
+    let incremental = entity.rows_and_key(&settings);
+    if incremental.is_none() && !dirty.is_empty() {
+        tracing::debug!(
+            view = entity.name(),
+            dirty_months = dirty.len(),
+            "Months changed since the projection of a view derived from others: deriving the view instead."
+        );
+        return Ok(None);
+    }
     if give_way && dirty.len() > 2 && dirty.len() * 4 > now.len() {
         tracing::debug!(
             view = entity.name(),
@@ -400,7 +464,9 @@ async fn current(
             .flat_map(|(_, dates)| dates.iter().copied())
             .collect()
     };
-    let (selected, key) = entity.rows_and_key(&settings);
+    let Some((selected, key)) = incremental else {
+        return Ok(None);
+    };
     // The entities with an event in a dirty month now.
     let dirty_dates = dates_of(&dirty);
     let touched = format!("cdlake_{name}_touched");
@@ -464,7 +530,7 @@ async fn current(
             "(SELECT s.* FROM {source} s JOIN {changed} c ON c._key = {key} WHERE {})",
             read_model::dates_predicate(&read_dates)
         );
-        entity.sql(&source, &settings)
+        entity.sql(&source, &settings, true)
     };
     stats.derived = hold(ctx, &derived, &derived_sql)
         .await?
@@ -570,17 +636,28 @@ pub async fn refresh(
             return Ok(report);
         }
     }
-    let rows_sql = match newest {
-        Some(_) => {
-            let (full, _, _) = current(&ctx, store, &rows, entity, config, false)
-                .await?
-                .ok_or_else(|| {
-                    Error::internal("building a projection", "its projection vanished meanwhile")
-                })?;
-            ctx.register_table("cdlake_projection_rows", full)?;
-            "SELECT * FROM cdlake_projection_rows".to_string()
+    // Derived from other entities: all of it again, from their projections where they are
+    // current (refreshed before it), or their views over the read model.
+    let rows_sql = if let Some(sql) = entity.over_inputs(|e| e.name().to_string(), true) {
+        for &input in entity.inputs() {
+            if register(&ctx, store, &rows, input, config).await?.is_none() {
+                let view = input.sql(model.name(), &settings, false);
+                ctx.sql(&format!("CREATE VIEW {} AS {view}", input.name()))
+                    .await
+                    .map_err(build_err)?;
+            }
         }
-        None => entity.sql(model.name(), &settings),
+        sql
+    } else if newest.is_some() {
+        let (full, _, _) = current(&ctx, store, &rows, entity, config, false)
+            .await?
+            .ok_or_else(|| {
+                Error::internal("building a projection", "its projection vanished meanwhile")
+            })?;
+        ctx.register_table("cdlake_projection_rows", full)?;
+        "SELECT * FROM cdlake_projection_rows".to_string()
+    } else {
+        entity.sql(model.name(), &settings, true)
     };
     let df = ctx.sql(&rows_sql).await.map_err(build_err)?;
     let schema = Arc::new(df.schema().as_arrow().clone());

@@ -20,9 +20,10 @@
 //! - `production_deployments`: production deployments in order per service (`seq`), with the
 //!   next one's time and action; `deployment_frontiers`: each production deployment (not a
 //!   rollback) with the merge time of each change its artifact links to, read from
-//!   `production_artifact_changes` (the links of the artifacts deployed to production, where
-//!   `production_deployments` also takes each artifact's change). The pairings below read them
-//!   several times each, so statements hold them.
+//!   `production_links` (each production deployment event with its artifact's links and their
+//!   changes' repository and merge time, where `production_deployments` also takes each
+//!   artifact's change). The pairings below read them several times each, so statements hold
+//!   them.
 //! - `dora_deployments`: each production deployment with its next deployment, whether it
 //!   failed (an incident for its service detected in `[time, next_time)`, or in the failure
 //!   window after it; an incident naming an artifact fails the latest deployment of that
@@ -103,6 +104,7 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("incidents", &["incident"]),
     ("deployment_frontiers", DEPLOYMENT_SUBJECTS),
     ("production_events", &["service"]),
+    ("production_links", DEPLOYMENT_SUBJECTS),
     ("production_artifact_changes", DEPLOYMENT_SUBJECTS),
     ("production_changes", DEPLOYMENT_SUBJECTS),
     ("incident_signals", &["incident"]),
@@ -131,8 +133,7 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
     "incidents",
     "incident_signals",
     "production_events",
-    "production_artifact_changes",
-    "production_changes",
+    "production_links",
     "deployment_frontiers",
     "production_deployments",
     "delivery_pairs",
@@ -470,6 +471,35 @@ pub fn artifact_changes_sql(source: &str, projection: bool) -> String {
         "SELECT artifact_id, change_id{outer}
          FROM (SELECT artifact_id, change_id{inner} FROM {source}
                WHERE {ARTIFACT_CHANGE_ROWS} GROUP BY artifact_id, change_id)"
+    )
+}
+
+/// The identity of a row of `production_links`: its production event and linked change.
+pub const PRODUCTION_LINK_IDENTITY: [&str; 3] = ["d.event_source", "d.event_id", "l.change_id"];
+
+/// `production_links` over the relations `events` (`production_events`' rows), `links`
+/// (`artifact_changes`') and `changes` (`change_facts`'): each production deployment event
+/// (rollbacks too, a row per row of `events`) with each change its artifact links to (a row
+/// per link), and that change's `repository` and `merged_at` where `changes` has a row for it
+/// (`known`). With `projection`, also the columns of [`PROJECTION_COLUMNS`] (the months are
+/// those of the event: the projection is read only where no month changed since it was
+/// written, `crate::projection::Entity::incremental`).
+pub fn production_links_sql(events: &str, links: &str, changes: &str, projection: bool) -> String {
+    let extra = if projection {
+        format!(
+            ", {} AS _key, substr(CAST(d.date AS VARCHAR), 1, 7) AS _first_month,
+                    substr(CAST(d.date AS VARCHAR), 1, 7) AS _last_month",
+            identity_key(&PRODUCTION_LINK_IDENTITY)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT d.time, d.service, d.predicate, d.artifact_id, l.change_id, c.repository,
+                c.merged_at, c.change_id IS NOT NULL AS known{extra}
+         FROM {events} d
+         JOIN {links} l ON l.artifact_id = d.artifact_id
+         LEFT JOIN {changes} c ON c.change_id = l.change_id"
     )
 }
 
@@ -943,25 +973,34 @@ pub fn definitions_for(
         production_events_sql("report_events", production, false),
     ));
 
+    // Each production deployment event with each change its artifact links to, and that
+    // change's repository and merge time where `change_facts` has it: the one join of the
+    // production deployments with every artifact's links and every change's facts, which the
+    // frontiers and the production deployments read. Kept as a projection (`crate::projection`)
+    // read where no month changed since it was written; held where it is derived.
+    v.push((
+        "production_links",
+        production_links_sql(
+            "production_events",
+            "artifact_changes",
+            "change_facts",
+            false,
+        ),
+    ));
+
     // The links of the artifacts deployed to production (`artifact_changes`' rows of the
-    // artifacts of `production_events`): what `deployment_frontiers` reads, and where
-    // `production_deployments` takes each artifact's change (the least linked change id, as
-    // `artifact_facts` has it). Held, so the pairings read the artifacts' links once, not every
-    // artifact's facts again for the deployments of a window.
+    // artifacts of `production_events`): where `production_deployments` takes each artifact's
+    // change (the least linked change id, as `artifact_facts` has it).
     v.push((
         "production_artifact_changes",
-        "SELECT artifact_id, change_id FROM artifact_changes
-         WHERE artifact_id IN (SELECT artifact_id FROM production_events)"
-            .to_string(),
+        "SELECT DISTINCT artifact_id, change_id FROM production_links".to_string(),
     ));
 
     // The facts of the changes those links name (`change_facts`' change, repository and merge
-    // time): what `deployment_frontiers` and `production_deployments` join, held, so that the
-    // facts of every change are scanned once for both.
+    // time): where `production_deployments` takes a change's repository.
     v.push((
         "production_changes",
-        "SELECT change_id, repository, merged_at FROM change_facts
-         WHERE change_id IN (SELECT change_id FROM production_artifact_changes)"
+        "SELECT DISTINCT change_id, repository, merged_at FROM production_links WHERE known"
             .to_string(),
     ));
 
@@ -1045,12 +1084,9 @@ pub fn definitions_for(
     // held, because `dora_change_deliveries` reads it three times.
     v.push((
         "deployment_frontiers",
-        "SELECT d.service, d.time, c.repository, c.merged_at AS frontier, d.artifact_id
-         FROM production_events d
-         JOIN production_artifact_changes l ON l.artifact_id = d.artifact_id
-         JOIN production_changes c ON c.change_id = l.change_id
-         WHERE d.predicate <> 'rolledback'
-           AND c.merged_at IS NOT NULL AND c.repository IS NOT NULL"
+        "SELECT service, time, repository, merged_at AS frontier, artifact_id
+         FROM production_links
+         WHERE predicate <> 'rolledback' AND merged_at IS NOT NULL AND repository IS NOT NULL"
             .to_string(),
     ));
 
@@ -1058,9 +1094,9 @@ pub fn definitions_for(
     // action: what `dora_deployments` pairs signals and incidents with. A view of its own,
     // held, because `dora_deployments` reads it five times. Over a window, those from its
     // start on.
-    let deployed = match window {
+    let deployed = |e: &str| match window {
         None => "true".to_string(),
-        Some(w) => format!("CAST(e.time AS BIGINT) >= {}", w.from),
+        Some(w) => format!("CAST({e}time AS BIGINT) >= {}", w.from),
     };
     v.push((
         "production_deployments",
@@ -1073,17 +1109,22 @@ pub fn definitions_for(
              FROM ({rows})",
             rows = deployment_rows(
                 "production_events",
-                // The change of each artifact these deployments deployed, grouped after
-                // keeping only those artifacts' links.
+                // The change of each artifact these deployments deployed: the least of its
+                // links, which `production_links` has for each of these deployments (sorted by
+                // time, so a window's are read alone).
                 &format!(
-                    "(SELECT artifact_id, min(change_id) AS change_id FROM production_artifact_changes
-                      WHERE artifact_id IN (SELECT e.artifact_id FROM production_events e WHERE {deployed})
-                      GROUP BY artifact_id)"
+                    "(SELECT artifact_id, min(change_id) AS change_id FROM production_links
+                      WHERE {} GROUP BY artifact_id)",
+                    deployed("")
                 ),
-                // A change's repository as `changes` has it (a row per `change_facts` row).
-                "production_changes",
+                // A change's repository as `change_facts` has it: that of those links.
+                &format!(
+                    "(SELECT DISTINCT change_id, repository FROM production_links
+                      WHERE known AND {})",
+                    deployed("")
+                ),
                 "CAST(NULL AS VARCHAR)",
-                &deployed,
+                &deployed("e."),
             ),
         ),
     ));
@@ -1558,9 +1599,8 @@ mod tests {
                 "deployment_frontiers",
                 "dora_change_deliveries",
                 "dora_changes",
-                "production_artifact_changes",
-                "production_changes",
                 "production_events",
+                "production_links",
                 "report_events",
                 "reverted_artifacts",
             ]

@@ -419,14 +419,28 @@ fn report_entities() -> Vec<Entity> {
         .collect()
 }
 
+/// The views read from projections and derived instead by [`facts`] when every projection is
+/// current: `changes` reads both facts (a reverted artifact's change from artifact_facts),
+/// `artifacts` both facts, the deliveries the facts, artifact_changes, production_events and
+/// production_links, the production deployments all but artifact_facts (an artifact's change
+/// is its least linked one, a change's repository that of its facts), the incidents
+/// incident_facts.
+const CURRENT: (u64, u64) = (14, 0);
+
+/// [`CURRENT`] when months changed since the projections: `production_links`, derived from
+/// three other entities, is then derived (by the deliveries and the production deployments)
+/// while the others are read with the changed months' entities derived again.
+const CHANGED_SINCE: (u64, u64) = (12, 2);
+
 /// `changes`, `artifacts`, the deliveries, the production deployments and the incidents as
-/// CSV, from a fresh engine, with or without the fact projections.
-async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
+/// CSV, from a fresh engine: with the projections, asserting how many views were read from
+/// them and derived (`Some`), or without any (`None`).
+async fn facts(store: &Store, from_projections: Option<(u64, u64)>) -> Vec<String> {
     let root = store.local_root().unwrap();
     let kept = tempfile::tempdir().unwrap();
     let moved = |e: Entity| kept.path().join(e.name());
     let entities = report_entities();
-    if !from_projections {
+    if from_projections.is_none() {
         for &e in &entities {
             let dir = root.join(e.prefix());
             if dir.exists() {
@@ -440,16 +454,10 @@ async fn facts(store: &Store, from_projections: bool) -> Vec<String> {
         let csv = engine.sql_rendered(sql, Format::Csv).await.unwrap();
         out.push(String::from_utf8(csv).unwrap());
     }
-    // Read from the projections when they are there: `changes` reads both facts (a reverted
-    // artifact's change from artifact_facts), `artifacts` both facts, the deliveries the facts,
-    // artifact_changes and production_events, the production deployments all but
-    // artifact_facts (an artifact's change is its least linked one, a change's repository that
-    // of its facts), the incidents incident_facts.
     let (projected, derived) = engine.projection_read_counts();
-    if from_projections {
-        assert_eq!((projected, derived), (12, 0), "from the projections");
-    } else {
-        assert_eq!(projected, 0, "from report_events");
+    match from_projections {
+        Some(counts) => assert_eq!((projected, derived), counts, "from the projections"),
+        None => assert_eq!(projected, 0, "from report_events"),
     }
     for &e in &entities {
         if moved(e).exists() {
@@ -499,7 +507,10 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
             Some(0)
         );
     }
-    assert_eq!(facts(&store, true).await, facts(&store, false).await);
+    assert_eq!(
+        facts(&store, Some(CURRENT)).await,
+        facts(&store, None).await
+    );
     // The production pattern is part of production_events' definition: another pattern reads
     // no projection of the default one (and matches none of these deployments).
     let staging = Config {
@@ -547,7 +558,7 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
         ],
     )
     .await;
-    let now = facts(&store, true).await;
+    let now = facts(&store, Some(CHANGED_SINCE)).await;
     // From the definitions: shop/1 has three events and is a hotfix; shop/2 is delivered by
     // the March deployment.
     let (changes, lead) = (&now[0], &now[2]);
@@ -560,11 +571,11 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
     let resolved = cell(incidents, "inc-1", "resolved_at");
     assert_eq!(resolved, "2026-03-03T12:00:00Z", "{incidents}");
     assert_eq!(cell(incidents, "inc-1", "events"), "2", "{incidents}");
-    assert_eq!(now, facts(&store, false).await);
+    assert_eq!(now, facts(&store, None).await);
     projection::refresh_store(&store, &config, &report, false)
         .await
         .unwrap();
-    assert_eq!(facts(&store, true).await, now);
+    assert_eq!(facts(&store, Some(CURRENT)).await, now);
 }
 
 /// The Python with `deltalake` (scripts/test installs it in cdlake's virtualenv).

@@ -32,8 +32,9 @@ pub(crate) struct Args {
     #[arg(long)]
     json: bool,
     /// The read models to rebuild (repeatable; default: all): `report_events` (with the
-    /// projections `change_facts`, `artifact_facts`, `artifact_changes`, `production_events`
-    /// and `incident_facts`, which name it too), `run_events` (with `pipeline_runs` and `task_runs`).
+    /// projections `change_facts`, `artifact_facts`, `artifact_changes`, `production_events`,
+    /// `incident_facts` and `production_links`, which name it too), `run_events` (with
+    /// `pipeline_runs` and `task_runs`).
     #[arg(long = "table", value_name = "NAME")]
     tables: Vec<String>,
     /// Derive every month from this date's month on again, also those that are current
