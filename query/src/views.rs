@@ -108,6 +108,7 @@ pub const REPORT_VIEWS: &[(&str, &[&str])] = &[
     ("production_artifact_changes", DEPLOYMENT_SUBJECTS),
     ("production_changes", DEPLOYMENT_SUBJECTS),
     ("incident_signals", &["incident"]),
+    ("prior_signal_deployments", &["service", "incident"]),
     ("production_deployments", DEPLOYMENT_SUBJECTS),
     ("delivery_pairs", DEPLOYMENT_SUBJECTS),
     ("delivery_reach", DORA_SUBJECTS),
@@ -132,6 +133,7 @@ pub const REPORT_HELD_VIEWS: &[&str] = &[
     "deployments",
     "incidents",
     "incident_signals",
+    "prior_signal_deployments",
     "production_events",
     "production_links",
     "deployment_frontiers",
@@ -1250,6 +1252,24 @@ pub fn definitions_for(
         ),
     ));
 
+    // Over a window: each service and artifact a signal of the window names that the service
+    // deployed to production before the window, with its first such time (a signal linked to
+    // one of those deployments fails none of the window's). A view of its own, held, because
+    // `dora_deployments` reads it twice, and it reads every production deployment before the
+    // window.
+    if let Some(w) = window {
+        v.push((
+            "prior_signal_deployments",
+            format!(
+                "SELECT service, artifact_id, min(time) AS time FROM production_events
+                 WHERE CAST(time AS BIGINT) < {}
+                   AND artifact_id IN (SELECT artifact_id FROM incident_signals)
+                 GROUP BY service, artifact_id",
+                w.from
+            ),
+        ));
+    }
+
     // Production deployments, with failure (incident signal owned by the deployment, or the
     // next deployment is a rollback) and rework (an incident of the service open at the time).
     // A signal naming an artifact is `linked` to the latest deployment of that artifact at or
@@ -1339,17 +1359,15 @@ pub fn definitions_for(
                     reverted, failed_by
              FROM ranked",
             // Over a window, a signal is linked also by a deployment of its artifact before it
-            // (which then fails none of the window's).
+            // (which then fails none of the window's): whether one is at or before the signal,
+            // so the first of each service and artifact.
             links = match window {
-                None => "d".to_string(),
-                Some(w) => format!(
+                None => "d",
+                Some(_) => {
                     "(SELECT service, artifact_id, time, seq FROM d
                  UNION ALL
-                 SELECT service, artifact_id, time, CAST(NULL AS BIGINT) FROM production_events
-                 WHERE CAST(time AS BIGINT) < {}
-                   AND artifact_id IN (SELECT artifact_id FROM all_signals))",
-                    w.from
-                ),
+                 SELECT service, artifact_id, time, CAST(NULL AS BIGINT) FROM prior_signal_deployments)"
+                }
             },
             delivered = if by_delivery {
                 "delivered AS (
