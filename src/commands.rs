@@ -225,6 +225,22 @@ pub(crate) fn ingester_config(config: &Config) -> cdlake_ingest::IngesterConfig 
     }
 }
 
+/// After a one-off writer's last commit: checkpoint each table whose log has grown enough
+/// since its last checkpoint, so every later open reads the checkpoint, not every commit. A
+/// failure loses nothing (the commits are there; opening reads them all), so it is a warning.
+pub(crate) async fn checkpoint_when_done(ingester: &cdlake_ingest::Ingester) {
+    match ingester.checkpoint_if_due().await {
+        Ok(tables) => {
+            for table in tables {
+                tracing::info!(table = table.dir(), "Checkpointed the table's log.");
+            }
+        }
+        Err(e) => eprintln!(
+            "warning: could not checkpoint the store's log ({e}); nothing is lost, opening the store reads every commit until `cdlake compact` checkpoints it"
+        ),
+    }
+}
+
 impl ConfigArgs {
     pub(crate) fn load(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;

@@ -230,6 +230,20 @@ impl Lake {
             .await
             .cloned()
     }
+
+    /// [`TableLog::checkpoint_if_due`] of each table opened: the tables checkpointed.
+    pub async fn checkpoint_if_due(&self) -> Result<Vec<Table>> {
+        let mut done = Vec::new();
+        for log in [&self.events, &self.spans, &self.dead_letters]
+            .into_iter()
+            .filter_map(|cell| cell.get())
+        {
+            if log.checkpoint_if_due().await?.is_some() {
+                done.push(log.table());
+            }
+        }
+        Ok(done)
+    }
 }
 
 /// One table of the store, opened on its Delta log.
@@ -577,10 +591,15 @@ impl TableLog {
     }
 
     /// Checkpoint the newest version when [`CHECKPOINT_INTERVAL`] commits have passed since the
-    /// last one, drop log entries older than the retention, and delete data files that no
-    /// version within the retention references (and files a crashed writer put but never
-    /// committed). Returns the files deleted.
-    pub async fn maintain(&self, retention: chrono::Duration) -> Result<Vec<String>> {
+    /// last one (so opening the table reads that checkpoint and at most as many commits after
+    /// it, not every commit): what a writer that committed many times does when it is done
+    /// (`cdlake demo`, `cdlake import`), besides [`TableLog::maintain`]. The version checkpointed, if one was.
+    pub async fn checkpoint_if_due(&self) -> Result<Option<u64>> {
+        Ok(self.checkpoint_when_due().await?.1)
+    }
+
+    /// [`TableLog::checkpoint_if_due`], with the table it loaded.
+    async fn checkpoint_when_due(&self) -> Result<(DeltaTable, Option<u64>)> {
         self.refresh().await?;
         let table = {
             let state = self.state.lock().await;
@@ -592,6 +611,17 @@ impl TableLog {
             deltalake_core::checkpoints::create_checkpoint(&table, None)
                 .await
                 .map_err(|e| self.delta_err(e))?;
+            return Ok((table, Some(version)));
+        }
+        Ok((table, None))
+    }
+
+    /// [`TableLog::checkpoint_if_due`], then drop log entries older than the retention, and delete data files that no
+    /// version within the retention references (and files a crashed writer put but never
+    /// committed). Returns the files deleted.
+    pub async fn maintain(&self, retention: chrono::Duration) -> Result<Vec<String>> {
+        let (table, checkpointed) = self.checkpoint_when_due().await?;
+        if let Some(version) = checkpointed {
             let cutoff = (Utc::now() - retention).timestamp_millis();
             deltalake_core::checkpoints::cleanup_expired_logs_for(
                 version,

@@ -125,6 +125,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     ingester.flush().await.context("committing to the store")?;
+    super::checkpoint_when_done(&ingester).await;
     bar.finish_and_clear();
     eprintln!(
         "Stored {} new events ({} already in the store, {} rejected).\n",

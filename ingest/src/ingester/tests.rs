@@ -336,3 +336,33 @@ async fn rows_buffered_while_a_flush_finds_another_writers_file_are_not_stored_t
     let ids = stored_ids(&store).await;
     assert_eq!(ids, ["a", "b", "c"]);
 }
+
+#[tokio::test]
+async fn a_writer_done_after_many_commits_leaves_a_checkpoint_the_table_opens_from() {
+    let (_dir, store) = store();
+    let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
+    let interval = cdlake_schemas::lake::CHECKPOINT_INTERVAL;
+    // The table's creation (version 0), then one commit fewer than the interval: not yet due.
+    for i in 1..interval {
+        let event = cdevent(&format!("e{i}"), "2026-01-01T10:00:00Z");
+        ing.ingest(&event, Origin::CdEvents, "t").await.unwrap();
+        ing.flush().await.unwrap();
+    }
+    let last = store
+        .local_root()
+        .unwrap()
+        .join("events/_delta_log/_last_checkpoint");
+    assert!(ing.checkpoint_if_due().await.unwrap().is_empty());
+    assert!(!last.exists());
+    let event = cdevent("last", "2026-01-02T10:00:00Z");
+    ing.ingest(&event, Origin::CdEvents, "t").await.unwrap();
+    ing.flush().await.unwrap();
+    assert_eq!(ing.checkpoint_if_due().await.unwrap(), [Table::Events]);
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&last).unwrap()).unwrap();
+    assert_eq!(checkpoint["version"], interval);
+    // Done once: not again until another interval of commits.
+    assert!(ing.checkpoint_if_due().await.unwrap().is_empty());
+    // The table opened from the checkpoint holds every event.
+    assert_eq!(stored_ids(&store).await.len() as u64, interval);
+}
