@@ -410,11 +410,11 @@ impl Ingester {
         }
     }
 
-    /// Checkpoint each table this ingester committed to whose log has grown
-    /// [`cdlake_schemas::lake::CHECKPOINT_INTERVAL`] commits since its last checkpoint, so
-    /// opening it reads the checkpoint and the few commits after it (what a one-off writer does
-    /// when it is done; `ingest` and `standalone` checkpoint in their background maintenance).
-    /// The tables checkpointed.
+    /// Checkpoint each table this ingester opened (committed to, or checked a commit against)
+    /// whose log has grown [`cdlake_schemas::lake::CHECKPOINT_INTERVAL`] commits since its last
+    /// checkpoint, so opening it reads the checkpoint and the few commits after it (what a
+    /// one-off writer does when it is done; `ingest` and `standalone` checkpoint in their
+    /// background maintenance). The tables checkpointed.
     pub async fn checkpoint_if_due(&self) -> Result<Vec<Table>> {
         Ok(self.lake.checkpoint_if_due().await?)
     }

@@ -640,7 +640,15 @@ pub async fn refresh(
     // current (refreshed before it), or their views over the read model.
     let rows_sql = if let Some(sql) = entity.over_inputs(|e| e.name().to_string(), true) {
         for &input in entity.inputs() {
-            if register(&ctx, store, &rows, input, config).await?.is_none() {
+            let registered = register(&ctx, store, &rows, input, config)
+                .await
+                .unwrap_or_else(|e| {
+                    // Its view over the read model gives the same rows.
+                    tracing::warn!(view = input.name(), error = %e, "Could not read a projection; deriving the view from its read model instead.");
+                    let _ = ctx.deregister_table(input.name());
+                    None
+                });
+            if registered.is_none() {
                 let view = input.sql(model.name(), &settings, false);
                 ctx.sql(&format!("CREATE VIEW {} AS {view}", input.name()))
                     .await

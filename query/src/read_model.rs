@@ -647,7 +647,7 @@ impl RefresherStatus {
             ));
         }
         out.push_str(
-            "# HELP cdlake_projections_built_total Projections (entities kept whole: pipeline_runs, task_runs, change_facts, artifact_facts, artifact_changes, production_events, incident_facts) written since start.\n\
+            "# HELP cdlake_projections_built_total Projections (entities kept whole: pipeline_runs, task_runs, change_facts, artifact_facts, artifact_changes, production_events, incident_facts, production_links) written since start.\n\
              # TYPE cdlake_projections_built_total counter\n",
         );
         for entity in crate::projection::Entity::ALL {

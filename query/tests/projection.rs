@@ -578,6 +578,84 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
     assert_eq!(facts(&store, Some(CURRENT)).await, now);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_links_written_alone_derives_its_inputs_and_answers_as_the_events_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    ingest(
+        &store,
+        &[
+            change("p1", "merged", "shop/1", "2026-01-20T09:00:00Z", None),
+            change("p2", "merged", "shop/2", "2026-01-21T09:00:00Z", None),
+            // web@1 links shop/1, shop/2 and shop/9, which has no event of its own.
+            packaged("p3", "pkg:oci/web@1", "shop/1", "2026-01-21T10:00:00Z"),
+            packaged("p4", "pkg:oci/web@1", "shop/2", "2026-01-21T10:00:00Z"),
+            packaged("p5", "pkg:oci/web@1", "shop/9", "2026-01-21T10:00:00Z"),
+            deployed("p6", "pkg:oci/web@1", "2026-01-22T10:00:00Z"),
+            // web@2 links nothing; the rollback redeploys web@1 in February.
+            deployed("p7", "pkg:oci/web@2", "2026-02-02T10:00:00Z"),
+            run_event(
+                "p8",
+                "service.rolledback",
+                "web",
+                "2026-02-03T10:00:00Z",
+                json!({"environment": {"id": "production"}, "artifactId": "pkg:oci/web@1"}),
+            ),
+        ],
+    )
+    .await;
+    // Written alone, before any projection of its inputs: it derives them from the events.
+    let log = TableLog::open(&store, Table::Events).await.unwrap();
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .build_arc()
+        .unwrap();
+    let written = projection::refresh(
+        &store,
+        &log,
+        runtime,
+        &config,
+        Entity::ProductionLinks,
+        &|_| true,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(written.built);
+    // A row per production event and link: three for the deployment, three for the rollback.
+    assert_eq!(written.rows, 6);
+    for e in report_entities() {
+        let expected = (e == Entity::ProductionLinks).then_some(0);
+        let dirty = projection::dirty_months_of(&store, e, &config)
+            .await
+            .unwrap();
+        assert_eq!(dirty, expected, "{e:?}");
+    }
+    let links = |engine: Engine| async move {
+        let sql = "SELECT * FROM production_links ORDER BY time, change_id";
+        let csv = engine.sql_rendered(sql, Format::Csv).await.unwrap();
+        (
+            String::from_utf8(csv).unwrap(),
+            engine.projection_read_counts(),
+        )
+    };
+    let (projected, counts) = links(Engine::open(&store, config.clone()).await.unwrap()).await;
+    // It and its three inputs reached: it from its projection, they from the events.
+    assert_eq!(counts, (1, 3), "production_links from its projection");
+    assert_eq!(projected.lines().count(), 7, "{projected}");
+    assert_eq!(cell(&projected, "shop/9", "known"), "false", "{projected}");
+    assert_eq!(cell(&projected, "shop/9", "repository"), "", "{projected}");
+    let moved = tempfile::tempdir().unwrap();
+    let prefix = store
+        .local_root()
+        .unwrap()
+        .join(Entity::ProductionLinks.prefix());
+    std::fs::rename(&prefix, moved.path().join("links")).unwrap();
+    let (derived, counts) = links(Engine::open(&store, config).await.unwrap()).await;
+    assert_eq!(counts, (0, 4), "production_links derived");
+    assert_eq!(projected, derived);
+}
+
 /// The Python with `deltalake` (scripts/test installs it in cdlake's virtualenv).
 fn python() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("CDLAKE_PYTHON") {

@@ -231,18 +231,28 @@ impl Lake {
             .cloned()
     }
 
-    /// [`TableLog::checkpoint_if_due`] of each table opened: the tables checkpointed.
+    /// [`TableLog::checkpoint_if_due`] of each table this lake has opened (to commit to it, or
+    /// to check a commit against it): the tables checkpointed. Every one is tried; the first
+    /// error is returned after.
     pub async fn checkpoint_if_due(&self) -> Result<Vec<Table>> {
         let mut done = Vec::new();
+        let mut failed = None;
         for log in [&self.events, &self.spans, &self.dead_letters]
             .into_iter()
             .filter_map(|cell| cell.get())
         {
-            if log.checkpoint_if_due().await?.is_some() {
-                done.push(log.table());
+            match log.checkpoint_if_due().await {
+                Ok(Some(_)) => done.push(log.table()),
+                Ok(None) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
-        Ok(done)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
     }
 }
 

@@ -125,8 +125,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     ingester.flush().await.context("committing to the store")?;
-    super::checkpoint_when_done(&ingester).await;
     bar.finish_and_clear();
+    super::checkpoint_when_done(&ingester).await;
     eprintln!(
         "Stored {} new events ({} already in the store, {} rejected).\n",
         counts.imported, counts.duplicate, counts.rejected

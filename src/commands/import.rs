@@ -124,8 +124,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         bar.inc((input.len() - done) as u64);
     }
     let report = ingester.flush().await.context("committing to the store")?;
-    super::checkpoint_when_done(&ingester).await;
     bar.finish_and_clear();
+    super::checkpoint_when_done(&ingester).await;
     tracing::info!(files = report.files.len(), "Import committed.");
     println!(
         "imported {}, duplicate {}, rejected {}",
