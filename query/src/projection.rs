@@ -175,13 +175,15 @@ impl Entity {
     /// The rows of an entity derived from others ([`Entity::inputs`]) over the relation
     /// `input` names for each; `None` for an entity derived from its own events.
     fn over_inputs(self, input: impl Fn(Entity) -> String, projection: bool) -> Option<String> {
-        match self {
-            Entity::ProductionLinks => Some(views::production_links_sql(
-                &input(Entity::ProductionEvents),
-                &input(Entity::ArtifactChanges),
-                &input(Entity::ChangeFacts),
-                projection,
-            )),
+        match (self, self.inputs()) {
+            (Entity::ProductionLinks, &[events, links, changes]) => {
+                Some(views::production_links_sql(
+                    &input(events),
+                    &input(links),
+                    &input(changes),
+                    projection,
+                ))
+            }
             _ => None,
         }
     }
@@ -464,6 +466,8 @@ async fn current(
             .flat_map(|(_, dates)| dates.iter().copied())
             .collect()
     };
+    // Checked before the projection is opened: an entity derived from others is not derived
+    // again by its changed months.
     let Some((selected, key)) = incremental else {
         return Ok(None);
     };

@@ -485,7 +485,7 @@ pub const PRODUCTION_LINK_IDENTITY: [&str; 3] = ["d.event_source", "d.event_id",
 /// per link), and that change's `repository` and `merged_at` where `changes` has a row for it
 /// (`known`). With `projection`, also the columns of [`PROJECTION_COLUMNS`] (the months are
 /// those of the event: the projection is read only where no month changed since it was
-/// written, `crate::projection::Entity::incremental`).
+/// written, see `crate::projection::Entity::inputs`).
 pub fn production_links_sql(events: &str, links: &str, changes: &str, projection: bool) -> String {
     let extra = if projection {
         format!(
@@ -991,15 +991,14 @@ pub fn definitions_for(
     ));
 
     // The links of the artifacts deployed to production (`artifact_changes`' rows of the
-    // artifacts of `production_events`): where `production_deployments` takes each artifact's
-    // change (the least linked change id, as `artifact_facts` has it).
+    // artifacts of `production_events`), for statements: the views read `production_links`.
     v.push((
         "production_artifact_changes",
         "SELECT DISTINCT artifact_id, change_id FROM production_links".to_string(),
     ));
 
     // The facts of the changes those links name (`change_facts`' change, repository and merge
-    // time): where `production_deployments` takes a change's repository.
+    // time), for statements: the views read `production_links`.
     v.push((
         "production_changes",
         "SELECT DISTINCT change_id, repository, merged_at FROM production_links WHERE known"

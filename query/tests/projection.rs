@@ -165,8 +165,7 @@ fn column(csv: &str, name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_answer_as_the_run_events_do_before_and_after_commits_and_compaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let config = Config::default();
     ingest(
         &store,
@@ -469,8 +468,7 @@ async fn facts(store: &Store, from_projections: Option<(u64, u64)>) -> Vec<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let config = Config::default();
     let report = [Model::ReportEvents];
     ingest(
@@ -580,8 +578,7 @@ async fn change_and_artifact_facts_answer_as_report_events_do_after_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_links_written_alone_derives_its_inputs_and_answers_as_the_events_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let config = Config::default();
     ingest(
         &store,
@@ -723,8 +720,7 @@ async fn cdlake_runs(store: &Store) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_projection_is_a_delta_table_that_outside_engines_read_as_cdlake_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let config = Config::default();
     ingest(&store, &a_year_before()).await;
     let written = projection::refresh_store(&store, &config, &RUNS, false)

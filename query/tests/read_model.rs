@@ -111,8 +111,7 @@ fn deployments(report: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn months_current_or_not_answer_as_events_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let config = Config::default();
     ingest(
         &store,
@@ -261,8 +260,7 @@ async fn months_current_or_not_answer_as_events_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_refresher_derives_changed_months_at_once_and_hot_months_in_turn() {
     use std::sync::atomic::Ordering::Relaxed;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     // Months well away from the hot ones (the current and the previous), whenever this runs.
     let now = Utc::now();
     let old = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
@@ -359,8 +357,7 @@ async fn runs(store: &Store) -> Value {
 /// and a month changed since answer as `events` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_read_through_the_read_model_answer_as_events_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let config = Config::default();
     ingest(
         &store,
@@ -462,8 +459,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// still be reading it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_superseded_file_stays_ten_minutes_after_its_replacement() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let config = Config::default();
     ingest(
         &store,
@@ -520,8 +516,7 @@ async fn a_superseded_file_stays_ten_minutes_after_its_replacement() {
 async fn a_month_file_keeps_each_subject_in_row_groups_of_its_own() {
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
     use datafusion::parquet::file::statistics::Statistics;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let mut events = Vec::new();
     // Interleaved in time, so a file in time order would mix the subjects in every row group.
     for i in 0..12_000 {
@@ -622,8 +617,7 @@ async fn single(engine: &Engine, sql: &str) -> i64 {
 /// again, so no answer misses a committed event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_over_one_snapshot_share_held_views_and_a_commit_renews_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     ingest(&store, &january()).await;
     let engine = Engine::open(&store, Config::default()).await.unwrap();
     let all = "SELECT count(*) FROM dora_deployments";
@@ -683,8 +677,7 @@ async fn statements_over_one_snapshot_share_held_views_and_a_commit_renews_them(
 /// another) is there, with the rows it has when named directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_named_anywhere_in_a_statement_is_defined_for_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     ingest(&store, &january()).await;
     let engine = Engine::open(&store, Config::default()).await.unwrap();
     let deployments = single(&engine, "SELECT count(*) FROM dora_deployments").await;

@@ -371,8 +371,7 @@ async fn what_happened_before_the_window_decides_as_over_the_whole_history() {
     }
     // The revert case exercises the rules: its first deployment failed by the revert, the
     // second rework for delivering a revert and a hotfix.
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     ingest(&store, &events(&reverted(day))).await;
     let engine = Engine::open(&store, config(2)).await.unwrap();
     let (windowed, _, _) = both(&engine, 15 * i64::from(day), 30 * i64::from(day))
@@ -472,8 +471,7 @@ async fn over_the_demo_history_every_rule_and_grouping_reports_as_the_whole_hist
         services: 6,
         target_events: 20_000,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    let (_dir, store) = support::temp_store();
     let events: Vec<String> = cdlake_demo::generate(&spec, end).collect();
     ingest(&store, &events).await;
     let rules = |f: &dyn Fn(&mut cdlake_query::config::DoraRules)| {

@@ -28,6 +28,13 @@ pub(crate) fn cdevent(
     .to_string()
 }
 
+/// A store in a new temporary directory, which lives as long as the directory returned.
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    (dir, store)
+}
+
 /// Store `events` as one ingester would, committed.
 pub(crate) async fn ingest(store: &Store, events: &[String]) {
     let mut ing = Ingester::new(store.clone(), IngesterConfig::default());
